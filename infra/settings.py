@@ -1,0 +1,315 @@
+"""knflow's one settings object: defaults, then a TOML file, then ``KNFLOW_*`` environment variables.
+
+Read once at start (``load_settings``) and passed down; nothing else reads the environment
+while working. Every wrong value fails here with a message naming the setting and what it
+accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from infra.errors import ConfigError
+
+BROKER_FORMS = "embedded://PATH or kafka://HOST:PORT[,HOST:PORT...][?topic=NAME]"
+ARTIFACTS_FORMS = "file://PATH or s3://BUCKET?endpoint=http://HOST:PORT[&region=R][&create=true]"
+
+
+@dataclass(frozen=True)
+class BrokerLocation:
+    """Where events are kept: an embedded log directory or Kafka bootstrap servers."""
+
+    scheme: str  # "embedded" | "kafka"
+    path: Path | None = None
+    servers: tuple[str, ...] = ()
+    topic: str = "knflow-events"
+
+    @property
+    def url(self) -> str:
+        if self.scheme == "embedded":
+            return f"embedded://{self.path}"
+        return f"kafka://{','.join(self.servers)}?topic={self.topic}"
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where artifacts are kept: a local directory or an S3 bucket behind an endpoint."""
+
+    scheme: str  # "file" | "s3"
+    path: Path | None = None
+    bucket: str = ""
+    endpoint: str = ""
+    region: str | None = None
+    secure: bool = False
+    create: bool = False
+    access_key: str | None = field(default=None, repr=False)
+    secret_key: str | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        if self.scheme == "file":
+            return f"file://{self.path}"
+        scheme = "https" if self.secure else "http"
+        return f"s3://{self.bucket}?endpoint={scheme}://{self.endpoint}"
+
+
+@dataclass(frozen=True)
+class EventingSettings:
+    """Broker ingress, delivery defaults and retention (file section ``[eventing]``)."""
+
+    max_event_bytes: int = 4 * 1024 * 1024
+    retention_hours: float = 168.0
+    delivery_timeout_s: float = 30.0
+    webhook_secret: str = field(default="", repr=False)
+    webhook_window_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class FunctionsSettings:
+    """Function host and local runner (file section ``[functions]``)."""
+
+    concurrency: int = 64
+    max_request_bytes: int = 8 * 1024 * 1024
+    idle_grace_s: float = 60.0
+    start_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """Inference gateway, replicas and autoscaling defaults (file section ``[serving]``)."""
+
+    max_request_bytes: int = 16 * 1024 * 1024
+    target_concurrency: float = 8.0
+    max_replicas: int = 4
+    stable_window_s: float = 60.0
+    panic_window_pct: float = 10.0
+    panic_threshold_pct: float = 200.0
+    scale_to_zero_grace_s: float = 30.0
+    activation_timeout_s: float = 30.0
+    queue_limit: int = 1024
+    intra_op_threads: int = 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything knflow is configured with, resolved and validated."""
+
+    data_dir: Path
+    broker: BrokerLocation
+    artifacts: StoreLocation
+    host: str = "127.0.0.1"
+    broker_port: int = 8180
+    functions_port: int = 8181
+    gateway_port: int = 8182
+    dashboard_port: int = 8183
+    log_level: str = "INFO"
+    log_format: str = "json"
+    eventing: EventingSettings = field(default_factory=EventingSettings)
+    functions: FunctionsSettings = field(default_factory=FunctionsSettings)
+    serving: ServingSettings = field(default_factory=ServingSettings)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (settings stay immutable)."""
+        return dataclasses.replace(self, **changes)
+
+
+SECTIONS: dict[str, type] = {
+    "eventing": EventingSettings,
+    "functions": FunctionsSettings,
+    "serving": ServingSettings,
+}
+_SCALARS = ("host", "broker_port", "functions_port", "gateway_port", "dashboard_port", "log_level", "log_format")
+
+
+def load_settings(env: Mapping[str, str] | None = None, config_file: str | Path | None = None) -> Settings:
+    """Resolve settings: defaults < TOML file (``KNFLOW_CONFIG`` or ./knflow.toml) < environment."""
+    env = os.environ if env is None else env
+    file_values = _read_file(config_file or env.get("KNFLOW_CONFIG"))
+
+    def pick(name: str) -> tuple[str, Any] | None:
+        env_name = f"KNFLOW_{name.upper()}"
+        if env_name in env:
+            return env_name, env[env_name]
+        if name in file_values:
+            return f"{name} (config file)", file_values[name]
+        return None
+
+    data_dir = Path(os.path.expanduser(str((pick("data_dir") or ("", "~/.knflow"))[1])))
+    broker_src = pick("broker") or ("KNFLOW_BROKER", f"embedded://{data_dir / 'events'}")
+    artifacts_src = pick("artifacts") or ("KNFLOW_ARTIFACTS", f"file://{data_dir / 'artifacts'}")
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "broker": parse_broker_url(str(broker_src[1]), setting=broker_src[0]),
+        "artifacts": parse_store_url(str(artifacts_src[1]), env, setting=artifacts_src[0]),
+    }
+    hints = typing.get_type_hints(Settings)
+    for name in _SCALARS:
+        found = pick(name)
+        if found is not None:
+            values[name] = _coerce(found[0], found[1], hints[name])
+    for section, cls in SECTIONS.items():
+        values[section] = _load_section(section, cls, env, file_values.get(section, {}))
+    settings = Settings(**values)
+    _check(settings)
+    return settings
+
+
+def _load_section(section: str, cls: type, env: Mapping[str, str], file_part: Any) -> Any:
+    if not isinstance(file_part, dict):
+        raise ConfigError(f"[{section}] in the config file must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(file_part) - known
+    if unknown:
+        raise ConfigError(f"[{section}] has unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    for name in known:
+        env_name = f"KNFLOW_{section.upper()}_{name.upper()}"
+        if env_name in env:
+            kwargs[name] = _coerce(env_name, env[env_name], hints[name])
+        elif name in file_part:
+            kwargs[name] = _coerce(f"[{section}] {name}", file_part[name], hints[name])
+    return cls(**kwargs)
+
+
+def _read_file(path: str | Path | None) -> dict[str, Any]:
+    if path is None:
+        default = Path("knflow.toml")
+        if not default.is_file():
+            return {}
+        path = default
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"KNFLOW_CONFIG={path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"KNFLOW_CONFIG={path}: not valid TOML ({exc})") from None
+    allowed = {"data_dir", "broker", "artifacts", *_SCALARS, *SECTIONS}
+    unknown = set(data) - allowed
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {sorted(unknown)}; known: {sorted(allowed)}")
+    return data
+
+
+def _coerce(setting: str, value: Any, kind: Any) -> Any:
+    """Turn a raw value into the annotated type, or fail naming the setting."""
+    if isinstance(kind, types.UnionType):
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(str(value).replace("_", ""))
+        if kind is float:
+            return float(value)
+        if kind is Path:
+            return Path(os.path.expanduser(str(value)))
+        return str(value)
+    except ValueError:
+        name = getattr(kind, "__name__", str(kind))
+        raise ConfigError(f"{setting}={value!r}: expected {_FORMS.get(name, name)}") from None
+
+
+_FORMS = {"bool": "true or false", "int": "a whole number", "float": "a number"}
+
+
+def _check(settings: Settings) -> None:
+    for name in ("broker_port", "functions_port", "gateway_port", "dashboard_port"):
+        port = getattr(settings, name)
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"KNFLOW_{name.upper()}={port}: expected a port from 0 to 65535")
+    if settings.log_format not in ("json", "text"):
+        raise ConfigError(f"KNFLOW_LOG_FORMAT={settings.log_format!r}: expected json or text")
+    if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"KNFLOW_LOG_LEVEL={settings.log_level!r}: expected DEBUG, INFO, WARNING or ERROR")
+    for section in SECTIONS:
+        for f in dataclasses.fields(getattr(settings, section)):
+            value = getattr(getattr(settings, section), f.name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                raise ConfigError(f"KNFLOW_{section.upper()}_{f.name.upper()}={value}: must not be negative")
+
+
+def parse_broker_url(value: str, *, setting: str = "KNFLOW_BROKER") -> BrokerLocation:
+    """Parse ``embedded://PATH`` or ``kafka://HOST:PORT[,...]``."""
+    parts = urlsplit(value)
+    if parts.scheme == "embedded":
+        path = unquote(parts.netloc + parts.path)
+        if not path:
+            raise ConfigError(f"{setting}={value!r}: the embedded broker needs a path; expected {BROKER_FORMS}")
+        return BrokerLocation("embedded", path=Path(os.path.expanduser(path)))
+    if parts.scheme == "kafka":
+        servers = tuple(s for s in parts.netloc.split(",") if s)
+        if not servers or not all(_is_host_port(s) for s in servers):
+            raise ConfigError(f"{setting}={value!r}: expected {BROKER_FORMS}")
+        topic = parse_qs(parts.query).get("topic", ["knflow-events"])[0]
+        return BrokerLocation("kafka", servers=servers, topic=topic)
+    raise ConfigError(f"{setting}={value!r}: unknown scheme {parts.scheme!r}; expected {BROKER_FORMS}")
+
+
+def parse_store_url(
+    value: str, env: Mapping[str, str] | None = None, *, setting: str = "KNFLOW_ARTIFACTS"
+) -> StoreLocation:
+    """Parse ``file://PATH`` or ``s3://BUCKET?endpoint=…``; S3 credentials come from the environment."""
+    env = os.environ if env is None else env
+    parts = urlsplit(value)
+    if parts.scheme == "file":
+        path = unquote(parts.netloc + parts.path)
+        if not path:
+            raise ConfigError(f"{setting}={value!r}: the file store needs a path; expected {ARTIFACTS_FORMS}")
+        return StoreLocation("file", path=Path(os.path.expanduser(path)))
+    if parts.scheme != "s3":
+        raise ConfigError(f"{setting}={value!r}: unknown scheme {parts.scheme!r}; expected {ARTIFACTS_FORMS}")
+    bucket = parts.netloc
+    if not (3 <= len(bucket) <= 63) or not all(c.islower() or c.isdigit() or c in "-." for c in bucket):
+        raise ConfigError(
+            f"{setting}={value!r}: {bucket!r} is not a valid S3 bucket name (3-63 lowercase letters, digits, '-', '.')"
+        )
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    endpoint = query.get("endpoint") or env.get("AWS_ENDPOINT_URL") or env.get("MINIO_ENDPOINT")
+    if not endpoint:
+        raise ConfigError(
+            f"{setting}={value!r}: no endpoint; expected {ARTIFACTS_FORMS} (or AWS_ENDPOINT_URL in the environment)"
+        )
+    ep = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    if ep.scheme not in ("http", "https") or not ep.netloc:
+        raise ConfigError(f"{setting}: endpoint {endpoint!r} must be http(s)://HOST:PORT")
+    create = _coerce(f"{setting} create", query.get("create", "false"), bool)
+    return StoreLocation(
+        "s3",
+        bucket=bucket,
+        endpoint=ep.netloc,
+        region=query.get("region") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+        secure=ep.scheme == "https",
+        create=create,
+        access_key=_first(env, "AWS_ACCESS_KEY_ID", "MINIO_ACCESS_KEY", "MINIO_ROOT_USER"),
+        secret_key=_first(env, "AWS_SECRET_ACCESS_KEY", "MINIO_SECRET_KEY", "MINIO_ROOT_PASSWORD"),
+    )
+
+
+def _first(env: Mapping[str, str], *names: str) -> str | None:
+    return next((env[n] for n in names if env.get(n)), None)
+
+
+def _is_host_port(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536

@@ -1,0 +1,190 @@
+"""The artifact store interface: objects by key, each with a sha256 recorded on write and checked on read.
+
+Backends: ``file://`` (``infra.store_file``) and ``s3://`` (``infra.store_s3``), picked by
+``open_store`` from the URL scheme of the ``artifacts`` setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from infra.errors import IntegrityError, InvalidRequest
+from infra.settings import StoreLocation, parse_store_url
+
+CHUNK = 1024 * 1024
+Source = bytes | bytearray | memoryview | BinaryIO | Path
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What the store knows about one object."""
+
+    key: str
+    size: int
+    sha256: str
+    modified: datetime
+    content_type: str = "application/octet-stream"
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+#: Called after an object lands, with its info (the file store uses this for data-arrival events).
+PutListener = Callable[[ObjectInfo], None]
+
+
+@runtime_checkable
+class ArtifactStore(Protocol):
+    """Objects by key. Writes are atomic; reads verify the recorded sha256."""
+
+    url: str
+
+    def put(
+        self,
+        key: str,
+        data: Source,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> ObjectInfo:
+        """Store bytes, a binary stream or a local file under ``key`` (streamed, never whole in memory)."""
+        ...
+
+    def open(self, key: str) -> AbstractContextManager[BinaryIO]:
+        """A streaming reader; it raises ``IntegrityError`` at end of stream on a sha256 mismatch."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """The whole object, verified."""
+        ...
+
+    def download(self, key: str, dest: Path) -> ObjectInfo:
+        """Stream the object to ``dest`` (atomically: verified before it appears there)."""
+        ...
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Info of one object; ``NotFound`` if absent."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds an object."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in key order."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove an object; removing an absent one is not an error."""
+        ...
+
+    def add_listener(self, listener: PutListener) -> None:
+        """Call ``listener`` after every successful put through this store object."""
+        ...
+
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9._=+@,:~-]+$")
+MAX_KEY_BYTES = 1024
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative object key, else raise ``InvalidRequest``."""
+    if not isinstance(key, str) or not key:
+        raise InvalidRequest("object key must be a non-empty string")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise InvalidRequest(f"object key is longer than {MAX_KEY_BYTES} bytes: {key[:64]!r}...")
+    if key.startswith("/") or "\\" in key:
+        raise InvalidRequest(f"object key {key!r} must be relative and use '/' separators")
+    for segment in key.split("/"):
+        if segment == "":
+            raise InvalidRequest(f"object key {key!r} has an empty path segment")
+        if segment in (".", ".."):
+            raise InvalidRequest(f"object key {key!r} must not contain '.' or '..' segments")
+        if not _SEGMENT.match(segment):
+            raise InvalidRequest(f"object key {key!r}: segment {segment!r} may hold only letters, digits and ._=+@,:~-")
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """A listing prefix: empty, or a key (optionally ending in '/')."""
+    if prefix:
+        validate_key(prefix.rstrip("/") or "x")
+    return prefix
+
+
+class HashingReader:
+    """Wraps a binary stream, hashing what passes and checking the digest at end of stream."""
+
+    def __init__(self, raw: BinaryIO, key: str, expected_sha256: str | None):
+        self._raw = raw
+        self._key = key
+        self._expected = expected_sha256
+        self._hash = hashlib.sha256()
+        self._checked = False
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._raw.read(size)
+        if chunk:
+            self._hash.update(chunk)
+        if not chunk or size is None or size < 0:
+            self._finish()
+        return chunk
+
+    def readable(self) -> bool:
+        return True
+
+    def _finish(self) -> None:
+        if self._checked:
+            return
+        self._checked = True
+        actual = self._hash.hexdigest()
+        if self._expected and actual != self._expected:
+            raise IntegrityError(
+                f"object {self._key!r} failed its integrity check: sha256 {actual} "
+                f"does not match the recorded {self._expected}"
+            )
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.read(CHUNK):
+            yield chunk
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def iter_source(data: Source) -> Iterator[bytes]:
+    """Chunks of bytes from any accepted put source."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        view = memoryview(data)
+        for start in range(0, len(view), CHUNK):
+            yield bytes(view[start : start + CHUNK])
+        return
+    if isinstance(data, Path):
+        with data.open("rb") as fh:
+            yield from iter(lambda: fh.read(CHUNK), b"")
+        return
+    yield from iter(lambda: data.read(CHUNK), b"")
+
+
+def read_verified(store: ArtifactStore, key: str) -> bytes:
+    """Shared ``get`` implementation: read through ``open`` so the digest is checked."""
+    with store.open(key) as reader:
+        return reader.read()
+
+
+def open_store(location: StoreLocation | str) -> ArtifactStore:
+    """The artifact store for a location or URL (``file://`` or ``s3://``)."""
+    if isinstance(location, str):
+        location = parse_store_url(location)
+    if location.scheme == "file":
+        from infra.store_file import FileStore
+
+        return FileStore(location.path)  # type: ignore[arg-type]
+    from infra.store_s3 import S3Store
+
+    return S3Store(location)

@@ -1,0 +1,222 @@
+"""The ``file://`` artifact store: objects as plain files under a root, sha256 in a sidecar, atomic renames."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from infra.errors import IntegrityError, NotFound
+from infra.store import (
+    CHUNK,
+    HashingReader,
+    ObjectInfo,
+    PutListener,
+    Source,
+    iter_source,
+    read_verified,
+    validate_key,
+    validate_prefix,
+)
+
+META_DIR = ".knflow-meta"
+TMP_DIR = ".knflow-tmp"
+_RESERVED = (META_DIR, TMP_DIR)
+
+
+class FileStore:
+    """Objects under ``root/<key>``; their sha256, size and metadata under ``root/.knflow-meta/<key>.json``.
+
+    A write goes to a temporary file in the same filesystem, is fsynced, and is renamed into
+    place, so a reader sees the old object or the new one, never a part.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+        self.url = f"file://{self.root}"
+        (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True)
+        self._listeners: list[PutListener] = []
+
+    def add_listener(self, listener: PutListener) -> None:
+        self._listeners.append(listener)
+
+    # -- paths -----------------------------------------------------------------
+    def _path(self, key: str) -> Path:
+        validate_key(key)
+        if key.split("/", 1)[0] in _RESERVED:
+            raise NotFound(f"object key {key!r} is reserved by the store")
+        return self.root / key
+
+    def _meta_path(self, key: str) -> Path:
+        return self.root / META_DIR / f"{key}.json"
+
+    def _tempfile(self) -> tuple[int, Path]:
+        fd, name = tempfile.mkstemp(dir=self.root / TMP_DIR)
+        return fd, Path(name)
+
+    # -- writing ---------------------------------------------------------------
+    def put(
+        self,
+        key: str,
+        data: Source,
+        *,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> ObjectInfo:
+        target = self._path(key)
+        digest, size = hashlib.sha256(), 0
+        fd, tmp = self._tempfile()
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in iter_source(data):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            info = ObjectInfo(
+                key=key,
+                size=size,
+                sha256=digest.hexdigest(),
+                modified=datetime.now(UTC),
+                content_type=content_type,
+                metadata=dict(metadata or {}),
+            )
+            self._write_meta(info)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+        for listener in self._listeners:
+            listener(info)
+        return info
+
+    def _write_meta(self, info: ObjectInfo) -> None:
+        meta = self._meta_path(info.key)
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = self._tempfile()
+        with os.fdopen(fd, "w") as out:
+            json.dump(
+                {
+                    "sha256": info.sha256,
+                    "size": info.size,
+                    "modified": info.modified.isoformat(),
+                    "content_type": info.content_type,
+                    "metadata": info.metadata,
+                },
+                out,
+            )
+        os.replace(tmp, meta)
+
+    # -- reading ---------------------------------------------------------------
+    def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        if not path.is_file():
+            raise NotFound(f"no object {key!r} in {self.url}")
+        try:
+            raw = json.loads(self._meta_path(key).read_text())
+        except FileNotFoundError:
+            return self._adopt(key, path)
+        except ValueError:
+            raise IntegrityError(f"object {key!r}: its recorded metadata is unreadable") from None
+        return ObjectInfo(
+            key=key,
+            size=raw["size"],
+            sha256=raw["sha256"],
+            modified=datetime.fromisoformat(raw["modified"]),
+            content_type=raw.get("content_type", "application/octet-stream"),
+            metadata=raw.get("metadata", {}),
+        )
+
+    def _adopt(self, key: str, path: Path) -> ObjectInfo:
+        """A file placed under the root by hand: record its digest now, so later reads are checked."""
+        digest, size = hashlib.sha256(), 0
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(CHUNK), b""):
+                digest.update(chunk)
+                size += len(chunk)
+        modified = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        info = ObjectInfo(key=key, size=size, sha256=digest.hexdigest(), modified=modified)
+        self._write_meta(info)
+        return info
+
+    @contextlib.contextmanager
+    def open(self, key: str) -> Iterator[BinaryIO]:
+        info = self.stat(key)
+        try:
+            raw = self._path(key).open("rb")
+        except FileNotFoundError:
+            raise NotFound(f"no object {key!r} in {self.url}") from None
+        reader = HashingReader(raw, key, info.sha256)
+        try:
+            yield reader  # type: ignore[misc]
+        finally:
+            reader.close()
+
+    def get(self, key: str) -> bytes:
+        return read_verified(self, key)
+
+    def download(self, key: str, dest: Path) -> ObjectInfo:
+        info = self.stat(key)
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+        try:
+            with os.fdopen(fd, "wb") as out, self.open(key) as reader:
+                shutil.copyfileobj(reader, out, CHUNK)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return info
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not base.is_dir():
+            return
+        keys = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            if Path(dirpath) == self.root:
+                dirnames[:] = [d for d in dirnames if d not in _RESERVED]
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames:
+                key = name if rel == "." else f"{rel}/{name}"
+                if key.startswith(prefix):
+                    keys.append(key)
+        for key in sorted(keys):
+            with contextlib.suppress(NotFound):
+                yield self.stat(key)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        self._meta_path(key).unlink(missing_ok=True)
+        # prune empty parent directories up to the root
+        for parent in path.parents:
+            if parent == self.root:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

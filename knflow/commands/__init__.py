@@ -1,0 +1,1 @@
+"""Subcommands of the ``knflow`` command line, one module each."""

@@ -1,0 +1,49 @@
+"""Session fixtures: the real services knflow's tests run against, started once on free loopback ports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.localservices import LocalService, start_seaweedfs, start_tansu
+from infra.settings import parse_store_url
+from infra.store import ArtifactStore, open_store
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
+    """A live SeaweedFS S3 server (``weed mini``) for the whole session."""
+    service = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
+    """A live Kafka-protocol broker (tansu) for the whole session; ``url`` is HOST:PORT."""
+    service = start_tansu(tmp_path_factory.mktemp("tansu"))
+    yield service
+    service.stop()
+
+
+_bucket_counter = iter(range(1_000_000))
+
+
+def make_s3_store(s3_server: LocalService) -> ArtifactStore:
+    """A store on a fresh bucket of the session's S3 server."""
+    bucket = f"knflow-test-{next(_bucket_counter)}"
+    location = parse_store_url(
+        f"s3://{bucket}?endpoint={s3_server.url}&create=true",
+        {"AWS_ACCESS_KEY_ID": "knflow", "AWS_SECRET_ACCESS_KEY": "knflow-secret"},
+    )
+    return open_store(location)
+
+
+@pytest.fixture(params=["file", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
+    """The artifact store, once per backend: a ``file://`` directory and a live S3 bucket."""
+    if request.param == "file":
+        return open_store(f"file://{tmp_path / 'artifacts'}")
+    return make_s3_store(request.getfixturevalue("s3_server"))
