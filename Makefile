@@ -19,7 +19,6 @@ demo: $(STAMP)
 	$(VENV)/bin/knflow demo
 
 test: $(STAMP)
-	bash scripts/test-deps.sh
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

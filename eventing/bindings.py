@@ -189,7 +189,9 @@ def from_kafka(headers: KafkaHeaders, key: bytes | None, value: bytes) -> CloudE
     if any(name.startswith("ce_") for name in decoded):
         attrs = {name[3:]: raw.decode("utf-8", "replace") for name, raw in decoded.items() if name.startswith("ce_")}
         _check_required(attrs, "header ce_")
-        message = ce_kafka.KafkaMessage(decoded, key, value)
+        # The key is the runid, which already travels as ce_runid; the SDK would copy it into a
+        # redundant ``partitionkey`` extension.
+        message = ce_kafka.KafkaMessage(decoded, None if "ce_runid" in decoded else key, value)
         try:
             return ce_kafka.from_binary(message, FORMAT, _build_factory)
         except BaseCloudEventException as exc:

@@ -1,0 +1,129 @@
+"""CloudEvents bindings: HTTP binary/structured and Kafka round trips, and one clear error for invalid events."""
+
+from __future__ import annotations
+
+import base64
+
+import orjson
+import pytest
+
+from eventing.bindings import (
+    from_http,
+    from_json,
+    from_kafka,
+    to_http_binary,
+    to_http_structured,
+    to_json,
+    to_kafka,
+)
+from eventing.events import DATA_ARRIVED, EVENT_TYPES, MODEL_TRAINED, InvalidEvent, new_event
+
+
+def _same(a, b) -> None:
+    assert a.get_attributes() == b.get_attributes()
+    assert a.get_data() == b.get_data()
+
+
+def test_event_types_follow_the_contract() -> None:
+    assert len(EVENT_TYPES) == 9
+    assert all(t.startswith("dev.knflow.") for t in EVENT_TYPES)
+
+
+def test_new_event_carries_runid_and_traceparent_and_caused_events_continue_them() -> None:
+    first = new_event(DATA_ARRIVED, "/knflow/sources/bucket", {"key": "raw/digits/d.npz"})
+    assert first.get_extension("runid").startswith("run-")
+    trace = first.get_extension("traceparent")
+    assert trace.startswith("00-") and len(trace) == 55
+    nxt = new_event(MODEL_TRAINED, "/knflow/functions/train", {"x": 1}, cause=first)
+    assert nxt.get_extension("runid") == first.get_extension("runid")
+    assert nxt.get_extension("traceparent")[3:35] == trace[3:35]  # same trace id
+    assert nxt.get_extension("traceparent") != trace  # new span
+
+
+@pytest.mark.parametrize("data", [{"a": [1, 2.5, None]}, "plain text", b"\x00\x01binary", None])
+def test_http_binary_round_trip(data) -> None:
+    ctype = (
+        "application/octet-stream"
+        if isinstance(data, bytes)
+        else ("text/plain" if isinstance(data, str) else "application/json")
+    )
+    event = new_event(DATA_ARRIVED, "/src", data, datacontenttype=ctype)
+    headers, body = to_http_binary(event)
+    assert headers["ce-specversion"] == "1.0" and headers["ce-runid"] == event.get_extension("runid")
+    _same(from_http(headers, body), event)
+
+
+def test_http_structured_round_trip_including_binary_data() -> None:
+    event = new_event(DATA_ARRIVED, "/src", b"\xff\xfe", datacontenttype="application/octet-stream")
+    headers, body = to_http_structured(event)
+    assert headers["content-type"] == "application/cloudevents+json"
+    assert orjson.loads(body)["data_base64"] == base64.b64encode(b"\xff\xfe").decode()
+    _same(from_http(headers, body), event)
+    _same(from_json(to_json(event)), event)
+
+
+def test_binary_mode_headers_are_case_insensitive() -> None:
+    event = new_event(DATA_ARRIVED, "/src", {"k": 1})
+    headers, body = to_http_binary(event)
+    _same(from_http({k.title(): v for k, v in headers.items()}, body), event)
+
+
+def test_kafka_binary_round_trip_keyed_by_runid() -> None:
+    event = new_event(DATA_ARRIVED, "/src", {"k": "v"})
+    key, headers, value = to_kafka(event)
+    assert key == event.get_extension("runid").encode()
+    names = dict(headers)
+    assert names["ce_type"] == DATA_ARRIVED.encode() and names["ce_specversion"] == b"1.0"
+    _same(from_kafka(headers, key, value), event)
+
+
+def test_kafka_structured_mode_is_accepted() -> None:
+    event = new_event(DATA_ARRIVED, "/src", {"k": "v"})
+    headers = [("content-type", b"application/cloudevents+json")]
+    _same(from_kafka(headers, None, to_json(event)), event)
+
+
+@pytest.mark.parametrize("missing", ["specversion", "id", "source", "type"])
+def test_missing_required_attribute_is_an_invalid_event(missing: str) -> None:
+    headers, body = to_http_binary(new_event(DATA_ARRIVED, "/src", {"k": 1}))
+    del headers[f"ce-{missing}"]
+    with pytest.raises(InvalidEvent, match=missing) as err:
+        from_http(headers, body)
+    assert err.value.status == 400
+    structured = orjson.loads(to_json(new_event(DATA_ARRIVED, "/src", {"k": 1})))
+    del structured[missing]
+    with pytest.raises(InvalidEvent, match=missing):
+        from_http({"content-type": "application/cloudevents+json"}, orjson.dumps(structured))
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "reason"),
+    [
+        ({"content-type": "application/cloudevents+json"}, b"{not json", "not valid JSON"),
+        ({"content-type": "application/cloudevents+json"}, b"[1,2]", "must be a JSON object"),
+        ({"content-type": "application/json"}, b"{}", "not a CloudEvent"),
+        ({"content-type": "application/cloudevents-batch+json"}, b"[]", "batched"),
+        ({"ce-specversion": "0.1", "ce-id": "1", "ce-source": "/s", "ce-type": "t"}, b"", "specversion"),
+        (
+            {
+                "ce-specversion": "1.0",
+                "ce-id": "1",
+                "ce-source": "/s",
+                "ce-type": "t",
+                "content-type": "application/json",
+            },
+            b"{broken",
+            "data is not valid JSON",
+        ),
+    ],
+)
+def test_invalid_requests_raise_one_clear_error(headers, body, reason) -> None:
+    with pytest.raises(InvalidEvent, match=reason):
+        from_http(headers, body)
+
+
+def test_kafka_record_without_ce_headers_or_json_is_invalid() -> None:
+    with pytest.raises(InvalidEvent):
+        from_kafka([], b"bucket/key", b"not an event")
+    with pytest.raises(InvalidEvent, match="missing required"):
+        from_kafka([("ce_id", b"1")], None, b"")

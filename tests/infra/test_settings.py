@@ -1,0 +1,101 @@
+"""Settings resolve defaults < TOML file < environment, and wrong values fail naming the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infra.errors import ConfigError
+from infra.settings import load_settings, parse_broker_url, parse_store_url
+
+
+def test_defaults_put_everything_under_the_data_dir(tmp_path: Path) -> None:
+    settings = load_settings({"KNFLOW_DATA_DIR": str(tmp_path)}, config_file=_empty(tmp_path))
+    assert settings.broker.scheme == "embedded"
+    assert settings.broker.path == tmp_path / "events"
+    assert settings.artifacts.scheme == "file"
+    assert settings.artifacts.path == tmp_path / "artifacts"
+    assert settings.broker_port == 8180
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    config = tmp_path / "knflow.toml"
+    config.write_text(
+        'broker = "kafka://10.0.0.1:9092"\ngateway_port = 9000\n[serving]\nmax_replicas = 7\ntarget_concurrency = 3\n'
+    )
+    env = {"KNFLOW_GATEWAY_PORT": "9100", "KNFLOW_SERVING_MAX_REPLICAS": "2"}
+    settings = load_settings(env, config_file=config)
+    assert settings.broker.servers == ("10.0.0.1:9092",)
+    assert settings.gateway_port == 9100
+    assert settings.serving.max_replicas == 2
+    assert settings.serving.target_concurrency == 3.0
+
+
+def test_s3_url_with_credentials_from_environment() -> None:
+    env = {"MINIO_ROOT_USER": "minio", "MINIO_ROOT_PASSWORD": "secret123"}
+    loc = parse_store_url("s3://knflow?endpoint=http://127.0.0.1:9000&region=eu-west-1&create=true", env)
+    assert (loc.bucket, loc.endpoint, loc.region, loc.secure, loc.create) == (
+        "knflow",
+        "127.0.0.1:9000",
+        "eu-west-1",
+        False,
+        True,
+    )
+    assert (loc.access_key, loc.secret_key) == ("minio", "secret123")
+    assert "secret123" not in repr(loc)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"KNFLOW_BROKER": "redis://x"}, "KNFLOW_BROKER='redis://x': unknown scheme 'redis'; expected embedded://"),
+        ({"KNFLOW_BROKER": "kafka://nohost"}, "expected embedded://PATH or kafka://HOST:PORT"),
+        ({"KNFLOW_ARTIFACTS": "s3://Bad_Bucket?endpoint=http://x:1"}, "not a valid S3 bucket name"),
+        ({"KNFLOW_ARTIFACTS": "s3://knflow"}, "no endpoint; expected file://PATH or s3://BUCKET"),
+        ({"KNFLOW_ARTIFACTS": "ftp://x"}, "unknown scheme 'ftp'"),
+        ({"KNFLOW_GATEWAY_PORT": "eighty"}, "KNFLOW_GATEWAY_PORT='eighty': expected a whole number"),
+        ({"KNFLOW_GATEWAY_PORT": "70000"}, "expected a port from 0 to 65535"),
+        ({"KNFLOW_SERVING_MAX_REPLICAS": "-1"}, "KNFLOW_SERVING_MAX_REPLICAS=-1: must not be negative"),
+        ({"KNFLOW_FUNCTIONS_IDLE_GRACE_S": "soon"}, "KNFLOW_FUNCTIONS_IDLE_GRACE_S='soon': expected a number"),
+        ({"KNFLOW_LOG_FORMAT": "xml"}, "expected json or text"),
+    ],
+)
+def test_wrong_values_fail_naming_the_setting_and_the_accepted_forms(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(env, config_file=_empty(tmp_path))
+    assert message in str(err.value)
+
+
+def test_unknown_file_settings_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "knflow.toml"
+    config.write_text("brokr = 'embedded:///x'\n")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_settings({}, config_file=config)
+    config.write_text("[serving]\nmax_replica = 3\n")
+    with pytest.raises(ConfigError, match=r"\[serving\] has unknown setting"):
+        load_settings({}, config_file=config)
+
+
+def test_missing_or_broken_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_settings({"KNFLOW_CONFIG": str(tmp_path / "nope.toml")})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("broker = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings({"KNFLOW_CONFIG": str(bad)})
+
+
+def test_broker_urls() -> None:
+    assert parse_broker_url("embedded:///var/lib/knflow").path == Path("/var/lib/knflow")
+    kafka = parse_broker_url("kafka://a:9092,b:9093?topic=events")
+    assert kafka.servers == ("a:9092", "b:9093")
+    assert kafka.topic == "events"
+
+
+def _empty(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.toml"
+    path.write_text("")
+    return path
