@@ -1,0 +1,103 @@
+"""What a knflow function's ``handle(event, ctx)`` gets besides the event: store, settings, logger, fan-out.
+
+Contract (other areas rely on it)::
+
+    async def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None
+    def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None   # sync: runs in a thread executor
+
+``ctx.store`` is the artifact store (opened on first use), ``ctx.settings`` the host's settings,
+``ctx.log`` a logger whose records carry the event's ``runid``, ``ctx.function`` the function's
+name, and ``await ctx.emit(event)`` posts an extra event to the broker ingress (``K_SINK`` when
+set at start, as a Knative SinkBinding provides, else ``http://{host}:{broker_port}/``). A sync
+handler running in the executor uses ``ctx.emit_sync(event)`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+from cloudevents.core.v1.event import CloudEvent
+
+from eventing.bindings import to_http_binary
+from eventing.events import RUNID
+from infra.errors import Unavailable
+from infra.settings import Settings
+from infra.store import ArtifactStore, open_store
+
+
+class Runtime:
+    """Per-process state shared by every event's context: settings, the store, the emit session."""
+
+    def __init__(self, function: str, settings: Settings, sink: str | None = None):
+        self.function = function
+        self.settings = settings
+        self.sink = sink or f"http://{settings.host}:{settings.broker_port}/"
+        self.logger = logging.getLogger(f"functions.{function}")
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._store: ArtifactStore | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def store(self) -> ArtifactStore:
+        if self._store is None:
+            self._store = open_store(self.settings.artifacts)
+        return self._store
+
+    async def emit(self, event: CloudEvent) -> None:
+        """POST ``event`` in binary mode to the sink; a refusal raises ``Unavailable`` (retryable)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        headers, body = to_http_binary(event)
+        try:
+            async with self._session.post(self.sink, data=body, headers=headers) as response:
+                if response.status >= 300:
+                    text = (await response.read())[:500].decode("utf-8", "replace")
+                    raise Unavailable(f"sink {self.sink} refused event {event.get_id()}: {response.status} {text}")
+        except aiohttp.ClientError as exc:
+            raise Unavailable(f"sink {self.sink} unreachable: {exc}") from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class Context:
+    """One event's view of the runtime; cheap to make (slots, logger adapter bound to the runid)."""
+
+    __slots__ = ("_runtime", "event", "log")
+
+    def __init__(self, runtime: Runtime, event: CloudEvent):
+        self._runtime = runtime
+        self.event = event
+        self.log = logging.LoggerAdapter(runtime.logger, {RUNID: event.get_extension(RUNID)})
+
+    @property
+    def function(self) -> str:
+        return self._runtime.function
+
+    @property
+    def settings(self) -> Settings:
+        return self._runtime.settings
+
+    @property
+    def store(self) -> ArtifactStore:
+        return self._runtime.store
+
+    async def emit(self, event: CloudEvent) -> None:
+        """Send an extra event to the broker (fan-out); raises ``Unavailable`` if it is refused."""
+        await self._runtime.emit(event)
+
+    def emit_sync(self, event: CloudEvent, timeout: float = 30.0) -> None:
+        """``emit`` from a sync handler running in the executor thread."""
+        loop = self._runtime.loop
+        if loop is None:
+            raise RuntimeError("emit_sync needs the host's event loop")
+        asyncio.run_coroutine_threadsafe(self._runtime.emit(event), loop).result(timeout)
+
+    def __repr__(self) -> str:
+        extra: Any = self.log.extra
+        return f"Context(function={self.function!r}, runid={extra.get(RUNID)!r})"

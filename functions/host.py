@@ -1,0 +1,252 @@
+"""The function host: one aiohttp server that feeds CloudEvents to one function, as a Knative pod does.
+
+Request in: a CloudEvent over HTTP (binary or structured) on any path except ``/health/liveness``
+and ``/health/readiness``. Answer: the reply event in binary mode (200), 204 when the function
+returns none, 400 for a request that is not a CloudEvent, 413 above
+``settings.functions.max_request_bytes``, 429 beyond ``settings.functions.concurrency`` events in
+flight, 503 while draining, and when the handler raises: a ``KnflowError``'s own status (a 4xx
+tells delivery not to retry), else 500; the body is then a ``dev.knflow.function.error`` event.
+SIGTERM stops accepting, finishes the events in flight, runs the function's ``stop`` and exits.
+
+Run: ``python -m functions.host NAME|dotted.module|path/to/file.py`` (or ``KNFLOW_FUNCTION``),
+listening on ``LISTEN_ADDRESS`` (``host:port[,host:port]``, as Knative's runtime reads it),
+else ``{settings.host}:$PORT``, else ``{settings.host}:8080``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+from cloudevents.core.v1.event import CloudEvent
+
+from eventing.bindings import from_http, to_http_binary
+from eventing.events import RUNID, new_event
+from functions.asgi import AsgiFunction, make_scope
+from functions.context import Context, Runtime
+from functions.loader import load_function
+from infra.errors import KnflowError, PayloadTooLarge
+from infra.logs import bound_runid, configure_logging
+from infra.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+FUNCTION_ERROR = "dev.knflow.function.error"
+_JSON = {"content-type": "application/json"}
+_HEALTH = ("/health/liveness", "/health/readiness")
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    body = orjson.dumps({"error": message, "status": status})
+    return web.Response(status=status, body=body, headers={**_JSON, **(headers or {})})
+
+
+class FunctionHost:
+    """Serves one loaded function (``NativeFunction`` or ``AsgiFunction``) over HTTP."""
+
+    def __init__(self, function: Any, settings: Settings, *, sink: str | None = None, environ=None):
+        self.function = function
+        self.settings = settings
+        self.runtime = Runtime(function.name, settings, sink)
+        self.environ = dict(environ if environ is not None else os.environ)
+        self.limit = settings.functions.concurrency
+        self.max_bytes = settings.functions.max_request_bytes
+        self.inflight = 0
+        self.draining = False
+        self.source = f"/knflow/functions/{function.name}"
+        self._runner: web.ServerRunner | None = None
+        self._stopped = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self, listen: list[str], drain_timeout: float = 30.0) -> list[str]:
+        """Run the function's ``start`` hook, then listen; returns the bound addresses."""
+        self.runtime.loop = asyncio.get_running_loop()
+        await self.function.start(self.runtime, self.environ)
+        server = web.Server(self._dispatch, access_log=None)
+        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=drain_timeout)
+        await self._runner.setup()
+        for address in listen:
+            await self._site(address).start()
+        bound = [_describe(s) for s in self._runner.addresses]
+        log.info("function %s listening on %s", self.function.name, ", ".join(bound))
+        return bound
+
+    def _site(self, address: str) -> web.BaseSite:
+        assert self._runner is not None
+        if address.startswith("unix:"):
+            return web.UnixSite(self._runner, address.removeprefix("unix:"))
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]") or "0.0.0.0"
+        return web.TCPSite(self._runner, host, int(port), reuse_address=True, backlog=1024)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight events finish (bounded), then run the function's ``stop``."""
+        if self._stopped.is_set():
+            return
+        self.draining = True
+        if self._runner is not None:
+            await self._runner.cleanup()
+        try:
+            await self.function.stop()
+        finally:
+            await self.runtime.close()
+            self._stopped.set()
+        log.info("function %s stopped", self.function.name)
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    # -- requests -------------------------------------------------------------------
+
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path
+        if path in _HEALTH and request.method in ("GET", "HEAD"):
+            return self._health(path)
+        if self.draining:
+            return _error(503, "function is shutting down", {"Connection": "close", "Retry-After": "1"})
+        if self.inflight >= self.limit:
+            return _error(429, f"more than {self.limit} events in flight", {"Retry-After": "1"})
+        self.inflight += 1
+        try:
+            return await self._handle_event(request)
+        finally:
+            self.inflight -= 1
+
+    def _health(self, path: str) -> web.Response:
+        if path == "/health/readiness":
+            ok, message = (False, "draining") if self.draining else self.function.ready()
+        else:
+            ok, message = self.function.alive()
+        return web.Response(status=200 if ok else 500, text=message)
+
+    async def _handle_event(self, request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            body = await self._read_body(request)
+            event = from_http(request.headers, body) if self.function.parses_event else None
+        except KnflowError as exc:
+            return _error(exc.status, exc.message)
+        try:
+            if isinstance(self.function, AsgiFunction):
+                scope = make_scope(
+                    request.method,
+                    request.path,
+                    request.query_string.encode(),
+                    request.raw_headers,
+                    _peer(request),
+                    None,
+                )
+                reply = await self.function.call_asgi(scope, body, event)
+                return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+            with bound_runid(event.get_extension(RUNID)):
+                result = await self.function.call(event, Context(self.runtime, event))
+        except Exception as exc:
+            return self._failure(event, exc)
+        if result is None:
+            return web.Response(status=204)
+        headers, out = to_http_binary(result)
+        return web.Response(status=200, body=out, headers=headers)
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        length = request.content_length
+        if length is not None:
+            if length > self.max_bytes:
+                raise PayloadTooLarge(f"request body of {length} bytes is above the limit of {self.max_bytes}")
+            return await request.content.readexactly(length) if length else b""
+        chunks, size = [], 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise PayloadTooLarge(f"request body is above the limit of {self.max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _failure(self, event: CloudEvent | None, exc: Exception) -> web.Response:
+        if isinstance(exc, KnflowError):
+            status, retryable = exc.status, exc.retryable
+            log.warning("function %s refused event: %s", self.function.name, exc)
+        else:
+            status, retryable = 500, True
+            log.exception("function %s failed", self.function.name)
+        data = {
+            "error": str(exc) or type(exc).__name__,
+            "kind": type(exc).__name__,
+            "status": status,
+            "retryable": retryable,
+            "function": self.function.name,
+            "event": event.get_id() if event is not None else None,
+        }
+        error = new_event(FUNCTION_ERROR, self.source, data, cause=event)
+        headers, body = to_http_binary(error)
+        return web.Response(status=status, body=body, headers=headers)
+
+
+def _peer(request: web.BaseRequest) -> tuple[str, int] | None:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
+
+
+def _describe(address: Any) -> str:
+    if isinstance(address, tuple):
+        return f"{address[0]}:{address[1]}"
+    return f"unix:{address}"
+
+
+def listen_addresses(environ: Mapping[str, str], settings: Settings) -> list[str]:
+    """``LISTEN_ADDRESS`` (comma-separated host:port), else ``{host}:$PORT``, else ``{host}:8080``."""
+    if environ.get("LISTEN_ADDRESS"):
+        return [a.strip() for a in environ["LISTEN_ADDRESS"].split(",") if a.strip()]
+    return [f"{settings.host}:{environ.get('PORT', '8080')}"]
+
+
+async def serve(
+    host: FunctionHost,
+    listen: list[str],
+    *,
+    on_ready: Callable[[list[str]], None] | None = None,
+    stop_signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT),
+) -> None:
+    """Start ``host``, call ``on_ready``, and run until one of ``stop_signals`` arrives; then drain."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in stop_signals:
+        loop.add_signal_handler(sig, stop.set)
+    bound = await host.start(listen)
+    if on_ready is not None:
+        on_ready(bound)
+    await stop.wait()
+    log.info("signal received: draining %d event(s) in flight", host.inflight)
+    await host.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m functions.host TARGET``: serve one function until SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m functions.host", description=__doc__.splitlines()[0])
+    parser.add_argument("target", nargs="?", help="function name, dotted module or .py file (or KNFLOW_FUNCTION)")
+    parser.add_argument("--invoke", choices=("cloudevent", "http"), default="cloudevent", help="Knative-shape flavour")
+    args = parser.parse_args(argv)
+    environ = dict(os.environ)
+    settings = load_settings(environ)
+    configure_logging(settings.log_level, settings.log_format)
+    target = args.target or environ.get("KNFLOW_FUNCTION")
+    if not target:
+        parser.error("name a function (or set KNFLOW_FUNCTION)")
+    function = load_function(target, args.invoke)
+    host = FunctionHost(function, settings, sink=environ.get("K_SINK"), environ=environ)
+    asyncio.run(serve(host, listen_addresses(environ, settings)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["FUNCTION_ERROR", "FunctionHost", "listen_addresses", "serve"]

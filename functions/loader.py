@@ -1,0 +1,141 @@
+"""Find a function's module (name, dotted path or file) and wrap it in the shape the host calls.
+
+Two shapes are accepted, told apart by what the module defines:
+
+* knflow's: ``handle(event, ctx)`` (async, or sync to run in the thread executor, which is how a
+  CPU-bound step such as training opts out of the event loop), with optional module-level
+  ``start(settings)``, ``stop()``, ``alive()`` and ``ready()``;
+* Knative's Python runtime (``func-python``): ``new()`` returning an object with
+  ``async handle(scope, receive, send)`` and optional ``start(cfg)``, ``stop()``, ``alive()``,
+  ``ready()`` (or a module-level ``handle(scope, receive, send)``), see ``functions.asgi``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from cloudevents.core.v1.event import CloudEvent
+
+from functions.context import Context, Runtime
+from infra.errors import ConfigError, NotFound
+
+#: The lifecycle functions knflow ships: name -> module.
+KNOWN_FUNCTIONS: dict[str, str] = {
+    name: f"functions.{name}" for name in ("ingest", "featurize", "train", "tune", "register", "deploy")
+} | {"echo": "functions.examples.echo"}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a function answered, ready for HTTP: status, headers, body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def module_name_for(target: str) -> str:
+    """A function name (``train``), dotted module path or ``.py`` file path -> importable name or path."""
+    if target in KNOWN_FUNCTIONS:
+        return KNOWN_FUNCTIONS[target]
+    if target.endswith(".py") or "/" in target:
+        return target
+    if "." not in target:
+        return f"functions.{target}"
+    return target
+
+
+def import_target(target: str) -> ModuleType:
+    """Import the module a function target names; ``NotFound`` if there is none."""
+    name = module_name_for(target)
+    if name.endswith(".py") or "/" in name:
+        path = Path(name).resolve()
+        if not path.is_file():
+            raise NotFound(f"function file {path} does not exist")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise NotFound(f"cannot load function file {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and name.startswith(exc.name):
+            raise NotFound(f"function {target!r}: no module {name!r}") from None
+        raise
+
+
+def _health(check: Callable[[], Any] | None) -> tuple[bool, str]:
+    if check is None:
+        return True, "OK"
+    result = check()
+    if isinstance(result, tuple):
+        return bool(result[0]), str(result[1])
+    return bool(result), "OK" if result else "not OK"
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class NativeFunction:
+    """A knflow ``handle(event, ctx)`` function with its optional module hooks."""
+
+    parses_event = True
+
+    def __init__(self, name: str, module: ModuleType):
+        self.name = name
+        self.module = module
+        self.handle = module.handle
+        self.is_async = inspect.iscoroutinefunction(self.handle)
+
+    async def start(self, runtime: Runtime, environ: Mapping[str, str]) -> None:
+        hook = getattr(self.module, "start", None)
+        if hook is not None:
+            await _maybe_await(hook(runtime.settings))
+
+    async def stop(self) -> None:
+        hook = getattr(self.module, "stop", None)
+        if hook is not None:
+            await _maybe_await(hook())
+
+    def alive(self) -> tuple[bool, str]:
+        return _health(getattr(self.module, "alive", None))
+
+    def ready(self) -> tuple[bool, str]:
+        return _health(getattr(self.module, "ready", None))
+
+    async def call(self, event: CloudEvent, ctx: Context) -> CloudEvent | None:
+        if self.is_async:
+            return await self.handle(event, ctx)
+        return await asyncio.to_thread(self.handle, event, ctx)
+
+
+def load_function(target: str, invoke: str = "cloudevent") -> Any:
+    """Import ``target`` and wrap it: a ``NativeFunction`` or an ``AsgiFunction`` (Knative's shape)."""
+    from functions.asgi import AsgiFunction
+
+    module = import_target(target)
+    name = target.rsplit("/", 1)[-1].removesuffix(".py").rsplit(".", 1)[-1]
+    if callable(getattr(module, "new", None)):
+        return AsgiFunction(name, module.new(), invoke)
+    handle = getattr(module, "handle", None)
+    if handle is None:
+        raise ConfigError(f"function {target!r} defines neither handle(event, ctx) nor new() (Knative's shape)")
+    params = [p for p in inspect.signature(handle).parameters.values() if p.default is inspect.Parameter.empty]
+    if len(params) == 3:
+        return AsgiFunction(name, module, invoke)
+    if len(params) != 2:
+        raise ConfigError(f"function {target!r}: handle must take (event, ctx) or (scope, receive, send)")
+    return NativeFunction(name, module)

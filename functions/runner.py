@@ -1,0 +1,161 @@
+"""The local function runner: one gateway port in front of one worker process per function, scaled to zero.
+
+``POST /functions/{name}`` (or ``/{name}``) on ``settings.functions_port`` delivers a CloudEvent to
+that function's worker, starting it first if it is stopped (the event waits, bounded by
+``settings.functions.start_timeout_s``, then 503). The broker's triggers use subscriber URLs
+``http://{host}:{functions_port}/functions/{name}``. ``GET /functions`` answers each function's
+state, pid, start time, last event and restarts. A worker that crashes is restarted; the event
+it held gets 502 and is redelivered.
+
+Run: ``python -m functions.runner [NAME=MODULE | MODULE ...]`` or ``knflow functions``; in-process:
+``runner = Runner(settings); await runner.start(); ...; await runner.stop()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from functions.loader import KNOWN_FUNCTIONS
+from functions.worker import Worker, request_headers
+from functions.zygote import Template
+from infra.errors import KnflowError, NotFound, Unavailable
+from infra.logs import configure_logging
+from infra.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def _json(status: int, payload: object, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers)
+
+
+def parse_function_args(items: list[str]) -> dict[str, str]:
+    """``NAME=MODULE`` or ``MODULE`` (named after its last part) -> {name: module}."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, module = item.partition("=")
+        if not sep:
+            module = item
+            name = Path(item).stem if item.endswith(".py") else item.rsplit(".", 1)[-1]
+        out[name] = module
+    return out
+
+
+class Runner:
+    """The gateway and its workers; start it in-process or via ``python -m functions.runner``."""
+
+    def __init__(self, settings: Settings, functions: Mapping[str, str] | None = None, *, sink: str | None = None):
+        self.settings = settings
+        self.functions = dict(KNOWN_FUNCTIONS) | dict(functions or {})
+        self.sink = sink
+        self._socket_dir = Path(tempfile.mkdtemp(prefix="knflow-fn-"))
+        self.template = Template(settings, self._on_notice)
+        self.workers = {
+            n: Worker(n, m, settings, self.template, self._socket_dir, sink) for n, m in self.functions.items()
+        }
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.functions.max_request_bytes)
+        app.router.add_get("/functions", self._status)
+        app.router.add_get("/health/liveness", self._health)
+        app.router.add_get("/health/readiness", self._health)
+        app.router.add_route("*", "/functions/{name}", self._deliver)
+        app.router.add_route("*", "/{name}", self._deliver)
+        return app
+
+    async def start(self, port: int | None = None) -> int:
+        """Warm the worker template, listen on ``port`` (default settings.functions_port; 0 = any)."""
+        await self.template.ensure_running()
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.functions_port if port is None else port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        log.info("function runner on http://%s:%s (%d functions)", self.settings.host, self.port, len(self.workers))
+        return self.port
+
+    def url(self, name: str) -> str:
+        return f"http://{self.settings.host}:{self.port}/functions/{name}"
+
+    async def stop(self) -> None:
+        """Stop the gateway (finishing requests in flight), then every worker."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await asyncio.gather(*(w.stop("runner stopping") for w in self.workers.values()))
+        await self.template.stop()
+        shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    def _on_notice(self, notice: dict) -> None:
+        worker = self.workers.get(notice.get("name") or "")
+        if worker is not None:
+            worker.on_notice(notice)
+
+    def status(self) -> dict[str, dict]:
+        return {name: worker.status() for name, worker in self.workers.items()}
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return _json(200, self.status())
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    async def _deliver(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        worker = self.workers.get(name)
+        try:
+            if worker is None:
+                raise NotFound(f"no function named {name!r}; known: {sorted(self.workers)}")
+            body = await request.read()
+            try:
+                await asyncio.wait_for(worker.ensure_running(), self.settings.functions.start_timeout_s)
+            except TimeoutError:
+                raise Unavailable(
+                    f"function {name} did not start within {self.settings.functions.start_timeout_s}s"
+                ) from None
+            status, headers, data = await worker.forward(request.method, "/", request_headers(request.headers), body)
+        except KnflowError as exc:
+            extra = {"Retry-After": "1"} if exc.retryable else None
+            return _json(exc.status, {"error": exc.message, "status": exc.status, "function": name}, extra)
+        return web.Response(status=status, body=data, headers=headers)
+
+
+async def run_forever(runner: Runner) -> None:
+    """Start ``runner`` and serve until SIGTERM/SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await runner.start()
+    await stop.wait()
+    await runner.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m functions.runner [NAME=MODULE | MODULE ...]``."""
+    parser = argparse.ArgumentParser(prog="python -m functions.runner", description=__doc__.splitlines()[0])
+    parser.add_argument("functions", nargs="*", help="extra functions: NAME=MODULE, a dotted module or a .py file")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    runner = Runner(settings, parse_function_args(args.functions), sink=os.environ.get("K_SINK"))
+    asyncio.run(run_forever(runner))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

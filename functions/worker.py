@@ -1,0 +1,202 @@
+"""One function's worker process, as a pod: forked from the template on demand, restarted on a crash, stopped when idle.
+
+Each worker serves its function with ``FunctionHost`` on a Unix socket; the parent (``Worker``)
+forwards HTTP to it, learns of its readiness and exit from the template's notices (a crash is
+counted and the worker restarted), and stops it after ``settings.functions.idle_grace_s``
+without events (scale to zero).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from functions.zygote import Template
+from infra.errors import KnflowError, Unavailable
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "date", "server", "upgrade"}
+
+
+class WorkerFailed(Unavailable):
+    """A worker could not start (bad module, crash during start, start timeout)."""
+
+
+class Worker:
+    """Parent side of one function's worker: state, start/stop, forwarding, crash and idle detection."""
+
+    def __init__(self, name: str, target: str, settings: Settings, template: Template, socket_dir: Path, sink=None):
+        self.name = name
+        self.target = target
+        self.settings = settings
+        self.template = template
+        self.sink = sink
+        self.socket_path = str(socket_dir / f"{name}.sock")
+        self.state = "stopped"
+        self.pid: int | None = None
+        self.started: float | None = None
+        self.last_event: float | None = None
+        self.restarts = 0
+        self.error: str | None = None
+        self.inflight = 0
+        self._last_active = time.monotonic()
+        self._session: aiohttp.ClientSession | None = None
+        self._ready: asyncio.Future | None = None
+        self._exited: asyncio.Future | None = None
+        self._lock = asyncio.Lock()
+        self._watch: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "pid": self.pid,
+            "started": self.started,
+            "last_event": self.last_event,
+            "restarts": self.restarts,
+            "inflight": self.inflight,
+            "error": self.error,
+            "module": self.target,
+        }
+
+    # -- start / stop ---------------------------------------------------------------
+
+    async def ensure_running(self) -> None:
+        """Return once the worker serves; starts it if needed (callers bound the wait)."""
+        if self.state == "running":
+            return
+        async with self._lock:
+            if self.state != "running":
+                await self._start()
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.state = "starting"
+        self._ready, self._exited = loop.create_future(), loop.create_future()
+        try:
+            self.pid = await self.template.spawn(self.name, self.target, self.socket_path, self.sink)
+            await asyncio.wait([self._ready, self._exited], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            self._kill()
+            self.state, self.pid = "failed", None
+            raise
+        if not self._ready.done() or self._ready.result() is not None:
+            error = self._ready.result() if self._ready.done() else f"exited with code {self._exited.result()}"
+            self.state, self.error, self.pid = "failed", error, None
+            raise WorkerFailed(f"function {self.name} failed to start: {error}")
+        self.state, self.error = "running", None
+        self.started = time.time()
+        self._last_active = time.monotonic()
+        connector = aiohttp.UnixConnector(self.socket_path, limit=0)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        self._watch = asyncio.create_task(self._idle_watch())
+        log.info("function %s started (pid %s)", self.name, self.pid)
+
+    def on_notice(self, notice: dict[str, Any]) -> None:
+        """A template notice about this worker's pid: ready, failed or exit."""
+        kind = notice["kind"]
+        if kind == "ready" and self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
+        elif kind == "failed" and self._ready is not None and not self._ready.done():
+            self._ready.set_result(notice.get("error") or "failed")
+        elif kind == "exit" and (self.pid is None or notice.get("pid") == self.pid):
+            self._on_exit(notice.get("code"))
+
+    def _on_exit(self, code: int | None) -> None:
+        if self._exited is not None and not self._exited.done():
+            self._exited.set_result(code)
+        if self.state in ("starting", "stopping"):
+            return
+        self.pid = None
+        self._close_session()
+        if self.state == "running":
+            self.restarts += 1
+            self.state, self.error = "crashed", f"worker exited with code {code}"
+            log.warning("function %s crashed (exit code %s); restarting", self.name, code)
+            self._background(self._restart())
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _restart(self) -> None:
+        with contextlib.suppress(KnflowError):
+            await self.ensure_running()
+
+    def _kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    async def stop(self, reason: str = "stop", timeout: float = 30.0) -> None:
+        """SIGTERM the worker (it drains in-flight events), SIGKILL after ``timeout``."""
+        async with self._lock:
+            if self.pid is None or self._exited is None or self.state != "running":
+                self.state = "stopped" if self.state != "failed" else self.state
+                return
+            self.state = "stopping"
+            log.info("function %s stopping (%s)", self.name, reason)
+            self._kill(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exited), timeout)
+            except TimeoutError:
+                self._kill()
+                await self._exited
+            self.pid = None
+            self._close_session()
+            self.state = "stopped"
+
+    def _close_session(self) -> None:
+        if self._session is not None:
+            self._background(self._session.close())
+            self._session = None
+        if self._watch is not None and self._watch is not asyncio.current_task():
+            self._watch.cancel()
+        self._watch = None
+
+    async def _idle_watch(self) -> None:
+        grace = self.settings.functions.idle_grace_s
+        while self.state == "running":
+            wait = self._last_active + grace - time.monotonic()
+            if wait <= 0 and self.inflight == 0:
+                self._watch = None
+                await self.stop("idle")
+                return
+            await asyncio.sleep(wait if wait > 0 else grace)
+
+    # -- forwarding -----------------------------------------------------------------
+
+    async def forward(self, method: str, path: str, headers: Mapping[str, str], body: bytes):
+        """Send one request to the worker; returns ``(status, headers, body)``; 502 if the worker drops it."""
+        session = self._session
+        if session is None:
+            raise Unavailable(f"function {self.name} is not running")
+        self.inflight += 1
+        self.last_event = time.time()
+        try:
+            async with session.request(method, f"http://{self.name}{path}", data=body, headers=headers) as response:
+                data = await response.read()
+                out = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
+                return response.status, out, data
+        except aiohttp.ClientError as exc:
+            raise KnflowError(f"function {self.name} dropped the event: {exc}", status=502, retryable=True) from None
+        finally:
+            self.inflight -= 1
+            self._last_active = time.monotonic()
+
+
+def request_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The request headers worth forwarding to a worker (no hop-by-hop ones)."""
+    return {k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP}
