@@ -1,0 +1,194 @@
+"""The function host: both function shapes, CloudEvent replies, error statuses, limits, health, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from eventing.bindings import from_http, to_http_structured
+from eventing.events import RUNID, new_event
+from functions.host import FUNCTION_ERROR, listen_addresses
+from infra.localservices import free_port, wait_for_port
+from tests.functions.conftest import FIXTURES, make_settings, post_event
+
+BEHAVIOURS = str(FIXTURES / "behaviours.py")
+
+
+async def test_knative_shaped_function_runs_unchanged_and_replies(start_host, http):
+    url = await start_host("functions.examples.knative_echo")
+    status, headers, body = await post_event(http, url, "test.hello", {"greeting": "hi"})
+    assert status == 200
+    reply = from_http(headers, body)
+    assert reply.get_type() == "dev.knative.function.response"
+    assert reply.get_data() == {"greeting": "hi"}
+    async with http.get(url + "health/readiness") as response:
+        assert (response.status, await response.text()) == (200, "ready")  # its start(cfg) ran
+    async with http.get(url + "health/liveness") as response:
+        assert (response.status, await response.text()) == (200, "alive")
+
+
+async def test_reply_is_a_binary_event_in_the_same_run(start_host, http):
+    url = await start_host("echo")
+    status, headers, body = await post_event(http, url, "test.echo", {"x": [1, 2]}, runid="run-abc")
+    assert status == 200
+    assert headers["ce-type"] == "dev.knflow.echo.reply"
+    assert headers["ce-runid"] == "run-abc"
+    assert orjson.loads(body) == {"x": [1, 2]}
+
+
+async def test_structured_request_is_accepted(start_host, http):
+    url = await start_host("echo")
+    headers, body = to_http_structured(new_event("test.echo", "/tests", {"s": 1}))
+    async with http.post(url, data=body, headers=headers) as response:
+        assert response.status == 200
+        assert orjson.loads(await response.read()) == {"s": 1}
+
+
+async def test_no_reply_answers_204_without_body(start_host, http):
+    url = await start_host("echo")
+    status, _, body = await post_event(http, url, "test.noreply")
+    assert (status, body) == (204, b"")
+
+
+async def test_request_that_is_not_a_cloudevent_gets_400_with_the_reason(start_host, http):
+    url = await start_host("echo")
+    async with http.post(url, data=b'{"hello": 1}', headers={"content-type": "application/json"}) as response:
+        assert response.status == 400
+        assert "not a CloudEvent" in (await response.json())["error"]
+
+
+async def test_request_above_the_size_limit_gets_413(start_host, http):
+    url = await start_host("echo", functions_max_request_bytes="1000")
+    status, _, body = await post_event(http, url, data={"blob": "x" * 2000})
+    assert status == 413
+    assert "limit of 1000" in orjson.loads(body)["error"]
+    assert (await post_event(http, url, data={"blob": "x" * 100}))[0] == 200
+
+
+async def test_events_beyond_the_concurrency_limit_get_429(start_host, http):
+    url = await start_host(BEHAVIOURS, functions_concurrency="2")
+    gate = start_host.host.function.module.GATE
+    held = [asyncio.create_task(post_event(http, url, "test.gate")) for _ in range(2)]
+    deadline = time.monotonic() + 5
+    while start_host.host.inflight < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    status, headers, _ = await post_event(http, url, "test.echo")
+    assert status == 429
+    assert headers["Retry-After"] == "1"
+    gate.set()
+    assert [r[0] for r in await asyncio.gather(*held)] == [200, 200]
+
+
+async def test_handler_exception_gets_500_with_an_error_event(start_host, http):
+    url = await start_host(BEHAVIOURS)
+    status, headers, body = await post_event(http, url, "test.boom", runid="run-x")
+    assert status == 500
+    error = from_http(headers, body)
+    assert error.get_type() == FUNCTION_ERROR
+    assert error.get_extension(RUNID) == "run-x"
+    assert error.get_data()["error"] == "the model exploded"
+    assert error.get_data()["retryable"] is True
+
+
+async def test_non_retryable_error_answers_its_4xx_so_delivery_does_not_retry(start_host, http):
+    url = await start_host(BEHAVIOURS)
+    status, headers, body = await post_event(http, url, "test.invalid")
+    assert status == 400
+    data = from_http(headers, body).get_data()
+    assert data["retryable"] is False
+    assert "label" in data["error"]
+
+
+async def test_retryable_error_answers_503(start_host, http):
+    url = await start_host(BEHAVIOURS)
+    status, _, _ = await post_event(http, url, "test.unavailable")
+    assert status == 503
+
+
+async def test_sync_handler_runs_in_an_executor_thread(start_host, http):
+    url = await start_host(str(FIXTURES / "sync_step.py"))
+    status, _, body = await post_event(http, url, "test.compute")
+    assert status == 200
+    assert orjson.loads(body)["thread"] != "MainThread"
+
+
+async def test_readiness_follows_the_function_ready_callback(start_host, http):
+    url = await start_host(BEHAVIOURS)
+    ready = start_host.host.function.module.READY
+    ready["value"] = False
+    try:
+        async with http.get(url + "health/readiness") as response:
+            assert (response.status, await response.text()) == (500, "warming up")
+        async with http.get(url + "health/liveness") as response:
+            assert response.status == 200
+    finally:
+        ready["value"] = True
+
+
+async def test_emit_posts_fan_out_events_to_the_sink(start_host, http):
+    received = []
+
+    async def sink(request: web.Request) -> web.Response:
+        received.append(from_http(request.headers, await request.read()))
+        return web.Response(status=202)
+
+    app = web.Application()
+    app.router.add_post("/", sink)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        url = await start_host(BEHAVIOURS, sink=f"http://127.0.0.1:{port}/")
+        status, _, _ = await post_event(http, url, "test.emit", {"count": 3}, runid="run-fan")
+        assert status == 200
+        assert sorted(e.get_data()["i"] for e in received) == [0, 1, 2]
+        assert {e.get_extension(RUNID) for e in received} == {"run-fan"}
+    finally:
+        await runner.cleanup()
+
+
+def test_listen_address_follows_knative_then_port(tmp_path):
+    settings = make_settings(tmp_path)
+    assert listen_addresses({"LISTEN_ADDRESS": "127.0.0.1:9000,[::1]:9000"}, settings) == [
+        "127.0.0.1:9000",
+        "[::1]:9000",
+    ]
+    assert listen_addresses({"PORT": "9001"}, settings) == ["127.0.0.1:9001"]
+    assert listen_addresses({}, settings) == ["127.0.0.1:8080"]
+
+
+async def test_sigterm_lets_the_in_flight_event_finish(tmp_path: Path, http: aiohttp.ClientSession):
+    port = free_port()
+    env = {**os.environ, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "KNFLOW_DATA_DIR": str(tmp_path), "PYTHONPATH": "."}
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "functions.host", BEHAVIOURS, env=env)
+    try:
+        await asyncio.to_thread(wait_for_port, port, 20)
+        marker = tmp_path / "started"
+        url = f"http://127.0.0.1:{port}/"
+        request = asyncio.create_task(post_event(http, url, "test.sleep", {"seconds": 1.0, "marker": str(marker)}))
+        deadline = time.monotonic() + 10
+        while not marker.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert marker.exists()
+        process.send_signal(signal.SIGTERM)
+        status, _, body = await request
+        assert status == 200
+        assert orjson.loads(body)["kind"] == "sleep"
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await post_event(http, url)

@@ -1,0 +1,134 @@
+"""The local runner: routing to per-function worker processes, scale to zero, crash restart, start timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from functions.runner import Runner
+from tests.functions.conftest import FIXTURES, make_settings, post_event
+
+FUNCTIONS = {
+    "behaviours": str(FIXTURES / "behaviours.py"),
+    "slow": str(FIXTURES / "slow_import.py"),
+    "ghost": "functions.no_such_step",
+}
+
+
+@pytest.fixture
+async def start_runner(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    runners: list[Runner] = []
+
+    async def start(**env: str) -> Runner:
+        runner = Runner(make_settings(tmp_path, **env), FUNCTIONS)
+        await runner.start(0)
+        runners.append(runner)
+        return runner
+
+    yield start
+    for runner in runners:
+        await runner.stop()
+
+
+def pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def status_of(http: aiohttp.ClientSession, runner: Runner) -> dict:
+    async with http.get(f"http://127.0.0.1:{runner.port}/functions") as response:
+        return await response.json()
+
+
+async def test_event_is_routed_to_its_function_in_its_own_process(start_runner, http):
+    runner = await start_runner()
+    status, _, body = await post_event(http, runner.url("behaviours"), "test.hello")
+    assert status == 200
+    worker_pid = orjson.loads(body)["pid"]
+    assert worker_pid != os.getpid()
+    status, _, body = await post_event(http, f"http://127.0.0.1:{runner.port}/echo", "test.x", {"k": 1})
+    assert (status, orjson.loads(body)) == (200, {"k": 1})
+    state = await status_of(http, runner)
+    assert state["behaviours"]["state"] == "running"
+    assert state["behaviours"]["pid"] == worker_pid
+    assert state["behaviours"]["last_event"] is not None
+    assert state["train"]["state"] == "stopped"
+
+
+async def test_events_for_a_stopped_function_wait_while_it_starts(start_runner, http):
+    runner = await start_runner()
+    results = await asyncio.gather(*(post_event(http, runner.url("behaviours"), "test.hi") for _ in range(8)))
+    assert [r[0] for r in results] == [200] * 8
+    assert len({orjson.loads(r[2])["pid"] for r in results}) == 1
+
+
+async def test_idle_worker_scales_to_zero_and_the_next_event_starts_one(start_runner, http):
+    runner = await start_runner(functions_idle_grace_s="0.3")
+    status, _, body = await post_event(http, runner.url("behaviours"))
+    assert status == 200
+    first_pid = orjson.loads(body)["pid"]
+    await wait_until(lambda: runner.status()["behaviours"]["state"] == "stopped")
+    await wait_until(lambda: not pid_exists(first_pid), timeout=5)
+    assert (await status_of(http, runner))["behaviours"]["pid"] is None
+    status, _, body = await post_event(http, runner.url("behaviours"))
+    assert status == 200
+    assert orjson.loads(body)["pid"] != first_pid
+
+
+async def test_crashed_worker_is_restarted_and_handles_the_next_event(start_runner, http):
+    runner = await start_runner()
+    status, _, body = await post_event(http, runner.url("behaviours"))
+    first_pid = orjson.loads(body)["pid"]
+    status, _, body = await post_event(http, runner.url("behaviours"), "test.crash")
+    assert status == 502  # the broker redelivers it
+    assert "dropped the event" in orjson.loads(body)["error"]
+    await wait_until(lambda: runner.status()["behaviours"]["restarts"] == 1)
+    await wait_until(lambda: runner.status()["behaviours"]["state"] == "running")
+    assert not pid_exists(first_pid)
+    status, _, body = await post_event(http, runner.url("behaviours"))
+    assert status == 200
+    assert orjson.loads(body)["pid"] not in (first_pid, None)
+
+
+async def test_function_that_does_not_start_in_time_gets_503(start_runner, http):
+    runner = await start_runner(functions_start_timeout_s="0.5")
+    started = time.monotonic()
+    status, headers, body = await post_event(http, runner.url("slow"))
+    assert status == 503
+    assert time.monotonic() - started < 3
+    assert headers["Retry-After"] == "1"
+    assert "did not start within" in orjson.loads(body)["error"]
+
+
+async def test_unknown_function_gets_404_naming_the_known_ones(start_runner, http):
+    runner = await start_runner()
+    status, _, body = await post_event(http, runner.url("nope"))
+    assert status == 404
+    assert "behaviours" in orjson.loads(body)["error"]
+
+
+async def test_function_whose_module_is_missing_reports_why(start_runner, http):
+    runner = await start_runner()
+    status, _, body = await post_event(http, runner.url("ghost"))
+    assert status == 503
+    assert "no module" in orjson.loads(body)["error"]
+    assert runner.status()["ghost"]["state"] == "failed"
