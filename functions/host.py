@@ -28,9 +28,10 @@ import orjson
 from aiohttp import web
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.bindings import from_http, to_http_binary
+from eventing.bindings import to_http_binary
 from eventing.events import RUNID, new_event
 from functions.asgi import AsgiFunction, make_scope
+from functions.codec import decode, encode
 from functions.context import Context, Runtime
 from functions.loader import load_function
 from infra.errors import KnflowError, PayloadTooLarge
@@ -131,7 +132,7 @@ class FunctionHost:
     async def _handle_event(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             body = await self._read_body(request)
-            event = from_http(request.headers, body) if self.function.parses_event else None
+            event = decode(request.headers, body) if self.function.parses_event else None
         except KnflowError as exc:
             return _error(exc.status, exc.message)
         try:
@@ -152,7 +153,7 @@ class FunctionHost:
             return self._failure(event, exc)
         if result is None:
             return web.Response(status=204)
-        headers, out = to_http_binary(result)
+        headers, out = encode(result)
         return web.Response(status=200, body=out, headers=headers)
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
@@ -241,12 +242,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("name a function (or set KNFLOW_FUNCTION)")
     function = load_function(target, args.invoke)
     host = FunctionHost(function, settings, sink=environ.get("K_SINK"), environ=environ)
-    asyncio.run(serve(host, listen_addresses(environ, settings)))
+    run(serve(host, listen_addresses(environ, settings)))
     return 0
+
+
+def run(main: Any) -> None:
+    """Run a coroutine on uvloop when it is installed (it roughly halves the per-request overhead)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["FUNCTION_ERROR", "FunctionHost", "listen_addresses", "serve"]
+__all__ = ["FUNCTION_ERROR", "FunctionHost", "listen_addresses", "run", "serve"]

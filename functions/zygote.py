@@ -33,6 +33,7 @@ from infra.settings import Settings
 log = logging.getLogger(__name__)
 
 PRELOAD = ("functions.host", "functions.examples.echo", "infra.store_file")
+OPTIONAL_PRELOAD = ("uvloop",)
 
 
 def _notify(fd: int, **message: Any) -> None:
@@ -41,7 +42,7 @@ def _notify(fd: int, **message: Any) -> None:
 
 def worker_main(spec: dict[str, Any], settings: Settings, ctl: int) -> None:
     """In the forked child: import the function, serve it on its Unix socket, report readiness."""
-    from functions.host import FunctionHost, serve
+    from functions.host import FunctionHost, run, serve
     from functions.loader import load_function
     from infra.logs import configure_logging
 
@@ -61,7 +62,7 @@ def worker_main(spec: dict[str, Any], settings: Settings, ctl: int) -> None:
         _notify(ctl, kind="ready", name=name, pid=pid)
         os.close(ctl)
 
-    asyncio.run(serve(host, [f"unix:{spec['socket']}"], on_ready=on_ready))
+    run(serve(host, [f"unix:{spec['socket']}"], on_ready=on_ready))
 
 
 def _fork_worker(spec: dict[str, Any], settings: Settings, ctl: int, wake: tuple[int, int]) -> int:
@@ -104,6 +105,9 @@ def template_main() -> None:
     os.dup2(2, 1)  # anything printed goes to stderr, never into the notice channel
     for module in PRELOAD:
         importlib.import_module(module)
+    for module in OPTIONAL_PRELOAD:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
     wake = os.pipe()
     os.set_blocking(wake[1], False)
     signal.set_wakeup_fd(wake[1])

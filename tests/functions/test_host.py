@@ -192,3 +192,39 @@ async def test_sigterm_lets_the_in_flight_event_finish(tmp_path: Path, http: aio
             await process.wait()
     with pytest.raises(aiohttp.ClientConnectionError):
         await post_event(http, url)
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "reason"),
+    [("ce-time", "yesterday", "not a valid CloudEvent"), ("ce-Bad_Name", "x", "bad_name"), ("ce-id", "", "id")],
+)
+async def test_malformed_binary_event_gets_400_naming_the_problem(start_host, http, header, value, reason):
+    url = await start_host("echo")
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": "1",
+        "ce-source": "/t",
+        "ce-type": "t",
+        "content-type": "application/json",
+    }
+    headers[header] = value
+    async with http.post(url, data=b"{}", headers=headers) as response:
+        assert response.status == 400
+        assert reason in (await response.json())["error"]
+
+
+def test_fast_codec_agrees_with_the_reference_bindings():
+    from multidict import CIMultiDict
+
+    from eventing.bindings import from_http, to_http_binary
+    from functions.codec import decode, encode
+
+    event = new_event("test.x", "/tests", {"n": 1, "s": "é"}, subject="sub", runid="run-1")
+    headers, body = to_http_binary(event)
+    parsed = decode(CIMultiDict(headers), body)
+    reference = from_http(CIMultiDict(headers), body)
+    assert parsed.get_attributes() == reference.get_attributes()
+    assert parsed.get_data() == reference.get_data()
+    assert encode(parsed) == to_http_binary(parsed)
+    text = new_event("test.t", "/tests", "plain", datacontenttype="text/plain", extensions={"note": "50% off"})
+    assert encode(text) == to_http_binary(text)

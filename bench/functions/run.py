@@ -1,0 +1,227 @@
+"""Benchmark: knflow's function host against Knative's Python runtime (func-python) on the same echo function.
+
+Both serve ``functions/examples/knative_echo.py`` (Knative's ``new()`` shape, unchanged); knflow also
+serves its native echo. One load generator (wrk, 1 thread, 16 connections, binary-mode CloudEvent
+POST) drives each in turn in the same run. Then: cold start (spawn -> first reply) of a runner
+worker forked from the template, of a fresh ``python -m functions.host`` and of func-python, and
+each one's idle memory. Usage: ``python bench/functions/run.py [--duration 10]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from eventing.bindings import to_http_binary  # noqa: E402
+from eventing.events import new_event  # noqa: E402
+from infra.localservices import free_port  # noqa: E402
+
+FUNC_PYTHON_VENV = Path("/work/venvs/func-python")
+FUNC_PYTHON_VERSION = "0.8.1"
+FUNC_PYTHON_LAUNCH = (
+    "import sys; sys.path.insert(0, {dir!r}); from knative_echo import new; "
+    "from func_python.cloudevent import serve; serve(new)"
+)
+
+
+def ensure_func_python() -> Path:
+    """func-python in its own venv (created on first run)."""
+    python = FUNC_PYTHON_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run(["python3", "-m", "venv", str(FUNC_PYTHON_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", f"func-python=={FUNC_PYTHON_VERSION}"], check=True)
+    return python
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, stdout=subprocess.DEVNULL)
+        found = shutil.which("wrk")
+    assert found, "wrk is not installed"
+    return found
+
+
+def servers(port: int) -> dict[str, tuple[list[str], dict[str, str]]]:
+    env = {**os.environ, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": str(ROOT), "KNFLOW_LOG_LEVEL": "WARNING"}
+    env["KNFLOW_DATA_DIR"] = tempfile.mkdtemp(prefix="knflow-bench-")
+    examples = ROOT / "functions" / "examples"
+    fp = [str(ensure_func_python()), "-c", FUNC_PYTHON_LAUNCH.format(dir=str(examples))]
+    return {
+        "func-python 0.8.1 (knative_echo)": (fp, env),
+        "knflow host (knative_echo)": (
+            [sys.executable, "-m", "functions.host", "functions.examples.knative_echo"],
+            env,
+        ),
+        "knflow host (native echo)": ([sys.executable, "-m", "functions.host", "echo"], env),
+    }
+
+
+def post_once(url: str) -> int:
+    headers, body = to_http_binary(new_event("dev.knflow.bench.ping", "/bench", {"n": 1}))
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+        return response.status
+
+
+def first_reply(url: str, deadline: float) -> None:
+    while True:
+        try:
+            post_once(url)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.002)
+
+
+def rss_kib(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in KiB of one process."""
+    rss = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
+    pss_match = re.search(r"Pss:\s+(\d+)", Path(f"/proc/{pid}/smaps_rollup").read_text())
+    return rss, int(pss_match.group(1)) if pss_match else rss
+
+
+def wrk_run(wrk: str, url: str, duration: int) -> dict[str, float]:
+    args = [wrk, "-t1", "-c16", f"-d{duration}s", "--latency", "-s", str(HERE / "event.lua"), url]
+    subprocess.run([*args[:3], "-d1s", *args[4:]], check=True, capture_output=True)  # warm-up
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": rps,
+        "p50": _ms(re.search(r"\s50%\s+([\d.]+\w+)", out).group(1)),
+        "p99": _ms(re.search(r"\s99%\s+([\d.]+\w+)", out).group(1)),
+        "errors": int(errors.group(1)) if errors else 0,
+    }
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def bench_throughput(wrk: str, duration: int) -> dict[str, dict]:
+    results: dict[str, dict] = {}
+    for name, (argv, env) in servers(free_port()).items():
+        port = int(env["LISTEN_ADDRESS"].rsplit(":", 1)[1])
+        started = time.monotonic()
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            first_reply(url, time.monotonic() + 30)
+            cold = time.monotonic() - started
+            time.sleep(0.5)
+            idle = rss_kib(process.pid)
+            results[name] = {**wrk_run(wrk, url, duration), "cold_s": cold, "rss_kib": idle[0], "pss_kib": idle[1]}
+        finally:
+            process.terminate()
+            process.wait(10)
+    return results
+
+
+async def bench_runner_cold_start(rounds: int) -> dict[str, float]:
+    """Spawn -> first reply of a runner worker forked from the template (the worker stopped before each)."""
+    import aiohttp
+
+    from functions.runner import Runner
+    from infra.settings import load_settings
+
+    settings = load_settings(
+        {"KNFLOW_DATA_DIR": tempfile.mkdtemp(prefix="knflow-bench-"), "KNFLOW_LOG_LEVEL": "WARNING"}
+    )
+    runner = Runner(settings)
+    await runner.start(0)
+    headers, body = to_http_binary(new_event("dev.knflow.bench.ping", "/bench", {"n": 1}))
+    times = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(rounds):
+                await runner.workers["echo"].stop()
+                started = time.perf_counter()
+                async with http.post(runner.url("echo"), data=body, headers=headers) as response:
+                    await response.read()
+                    assert response.status == 200, response.status
+                times.append(time.perf_counter() - started)
+            await asyncio.sleep(0.5)
+            idle = rss_kib(runner.workers["echo"].pid)
+    finally:
+        await runner.stop()
+    times.sort()
+    return {
+        "median_ms": statistics.median(times) * 1000,
+        "p90_ms": times[int(len(times) * 0.9) - 1] * 1000,
+        "max_ms": times[-1] * 1000,
+        "rss_kib": idle[0],
+        "pss_kib": idle[1],
+    }
+
+
+def conditions(duration: int) -> str:
+    import aiohttp
+
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
+    return (
+        f"cpu cores: {os.cpu_count()} ({platform.processor() or platform.machine()}), load avg {os.getloadavg()}\n"
+        f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, func-python {FUNC_PYTHON_VERSION} "
+        f"(hypercorn), {wrk_version}\n"
+        f"load: wrk -t1 -c16 -d{duration}s, binary-mode CloudEvent POST ({HERE / 'event.lua'}), after a 1 s warm-up"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per server")
+    parser.add_argument("--cold-rounds", type=int, default=20)
+    args = parser.parse_args()
+    wrk = ensure_wrk()
+    results = bench_throughput(wrk, args.duration)
+    cold = asyncio.run(bench_runner_cold_start(args.cold_rounds))
+    print("== conditions ==")
+    print(conditions(args.duration))
+    print("== throughput (same echo function, same load) ==")
+    print(
+        f"{'server':36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+        f"{'spawn->reply':>12} {'RSS MiB':>8} {'PSS MiB':>8}"
+    )
+    for name, r in results.items():
+        print(
+            f"{name:36} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r['errors']:6d} "
+            f"{r['cold_s'] * 1000:10.0f}ms {r['rss_kib'] / 1024:8.1f} {r['pss_kib'] / 1024:8.1f}"
+        )
+    peer = results["func-python 0.8.1 (knative_echo)"]
+    for name in ("knflow host (knative_echo)", "knflow host (native echo)"):
+        mine = results[name]
+        print(
+            f"ratio {name} / func-python: {mine['rps'] / peer['rps']:.2f}x req/s, "
+            f"p99 {mine['p99']:.2f} ms vs {peer['p99']:.2f} ms"
+        )
+    print(f"== cold start: runner worker forked from the template, {args.cold_rounds} rounds ==")
+    print(
+        f"spawn -> first reply: median {cold['median_ms']:.1f} ms, p90 {cold['p90_ms']:.1f} ms, "
+        f"max {cold['max_ms']:.1f} ms; idle worker RSS {cold['rss_kib'] / 1024:.1f} MiB "
+        f"(PSS {cold['pss_kib'] / 1024:.1f} MiB, pages shared with the template counted once)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
