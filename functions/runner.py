@@ -27,6 +27,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from functions.host import run
 from functions.loader import KNOWN_FUNCTIONS
 from functions.worker import Worker, request_headers
 from functions.zygote import Template
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     runner = Runner(settings, parse_function_args(args.functions), sink=os.environ.get("K_SINK"))
-    asyncio.run(run_forever(runner))
+    run(run_forever(runner))
     return 0
 
 
