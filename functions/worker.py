@@ -57,6 +57,7 @@ class Worker:
         self._lock = asyncio.Lock()
         self._watch: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._gone: set[int] = set()  # pids already killed or reaped: their late notices are ignored
 
     def status(self) -> dict[str, Any]:
         return {
@@ -99,18 +100,24 @@ class Worker:
         self.started = time.time()
         self._last_active = time.monotonic()
         connector = aiohttp.UnixConnector(self.socket_path, limit=0)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        # No total timeout: a training step may run for long; delivery's own timeout bounds the wait.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.functions.start_timeout_s)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, timeout=timeout)
         self._watch = asyncio.create_task(self._idle_watch())
         log.info("function %s started (pid %s)", self.name, self.pid)
 
     def on_notice(self, notice: dict[str, Any]) -> None:
         """A template notice about this worker's pid: ready, failed or exit."""
-        kind = notice["kind"]
+        kind, pid = notice["kind"], notice.get("pid")
+        if pid in self._gone or (self.pid is not None and pid != self.pid):
+            if kind == "exit":
+                self._gone.discard(pid)
+            return
         if kind == "ready" and self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
         elif kind == "failed" and self._ready is not None and not self._ready.done():
             self._ready.set_result(notice.get("error") or "failed")
-        elif kind == "exit" and (self.pid is None or notice.get("pid") == self.pid):
+        elif kind == "exit":
             self._on_exit(notice.get("code"))
 
     def _on_exit(self, code: int | None) -> None:
@@ -137,6 +144,8 @@ class Worker:
 
     def _kill(self, sig: int = signal.SIGKILL) -> None:
         if self.pid is not None:
+            if sig == signal.SIGKILL:
+                self._gone.add(self.pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, sig)
 
@@ -152,7 +161,8 @@ class Worker:
             try:
                 await asyncio.wait_for(asyncio.shield(self._exited), timeout)
             except TimeoutError:
-                self._kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)  # its exit notice still resolves _exited
                 await self._exited
             self.pid = None
             self._close_session()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -14,8 +16,10 @@ import orjson
 import pytest
 
 from functions.runner import Runner
+from infra.localservices import free_port, wait_for_port
 from tests.functions.conftest import FIXTURES, make_settings, post_event
 
+ROOT = Path(__file__).parents[2]
 FUNCTIONS = {
     "behaviours": str(FIXTURES / "behaviours.py"),
     "slow": str(FIXTURES / "slow_import.py"),
@@ -132,3 +136,23 @@ async def test_function_whose_module_is_missing_reports_why(start_runner, http):
     assert status == 503
     assert "no module" in orjson.loads(body)["error"]
     assert runner.status()["ghost"]["state"] == "failed"
+
+
+async def test_runner_process_serves_and_leaves_no_worker_behind_on_sigterm(tmp_path, http):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_FUNCTIONS_PORT": str(port)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "functions.runner", f"behaviours={FIXTURES / 'behaviours.py'}", env=env
+    )
+    try:
+        await asyncio.to_thread(wait_for_port, port, 30)
+        status, _, body = await post_event(http, f"http://127.0.0.1:{port}/functions/behaviours")
+        assert status == 200
+        worker_pid = orjson.loads(body)["pid"]
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+        await wait_until(lambda: not pid_exists(worker_pid), timeout=5)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
