@@ -149,11 +149,13 @@ class FunctionHost:
                 return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
             with bound_runid(event.get_extension(RUNID)):
                 result = await self.function.call(event, Context(self.runtime, event))
+            if result is None:
+                return web.Response(status=204)
+            if not isinstance(result, CloudEvent):
+                raise TypeError(f"handle must return a CloudEvent or None, not {type(result).__name__}")
+            headers, out = encode(result)
         except Exception as exc:
             return self._failure(event, exc)
-        if result is None:
-            return web.Response(status=204)
-        headers, out = encode(result)
         return web.Response(status=200, body=out, headers=headers)
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:

@@ -32,6 +32,10 @@ from eventing.bindings import to_http_binary  # noqa: E402
 from eventing.events import new_event  # noqa: E402
 from infra.localservices import free_port  # noqa: E402
 
+# Server on one core, load generator on another, the same for every server (when there are two cores).
+_PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+SERVER_CPU = ["taskset", "-c", "0"] if _PIN else []
+LOAD_CPU = ["taskset", "-c", "1"] if _PIN else []
 FUNC_PYTHON_VENV = Path("/work/venvs/func-python")
 FUNC_PYTHON_VERSION = "0.8.1"
 FUNC_PYTHON_LAUNCH = (
@@ -58,19 +62,18 @@ def ensure_wrk() -> str:
     return found
 
 
-def servers(port: int) -> dict[str, tuple[list[str], dict[str, str]]]:
-    env = {**os.environ, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONPATH": str(ROOT), "KNFLOW_LOG_LEVEL": "WARNING"}
-    env["KNFLOW_DATA_DIR"] = tempfile.mkdtemp(prefix="knflow-bench-")
+def servers() -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Each server under test: argv and environment (its own free port in LISTEN_ADDRESS)."""
+    base = {**os.environ, "PYTHONPATH": str(ROOT), "KNFLOW_LOG_LEVEL": "WARNING"}
+    base["KNFLOW_DATA_DIR"] = tempfile.mkdtemp(prefix="knflow-bench-")
     examples = ROOT / "functions" / "examples"
     fp = [str(ensure_func_python()), "-c", FUNC_PYTHON_LAUNCH.format(dir=str(examples))]
-    return {
-        "func-python 0.8.1 (knative_echo)": (fp, env),
-        "knflow host (knative_echo)": (
-            [sys.executable, "-m", "functions.host", "functions.examples.knative_echo"],
-            env,
-        ),
-        "knflow host (native echo)": ([sys.executable, "-m", "functions.host", "echo"], env),
+    argvs = {
+        "func-python 0.8.1 (knative_echo)": fp,
+        "knflow host (knative_echo)": [sys.executable, "-m", "functions.host", "functions.examples.knative_echo"],
+        "knflow host (native echo)": [sys.executable, "-m", "functions.host", "echo"],
     }
+    return {name: (argv, {**base, "LISTEN_ADDRESS": f"127.0.0.1:{free_port()}"}) for name, argv in argvs.items()}
 
 
 def post_once(url: str) -> int:
@@ -101,8 +104,8 @@ def rss_kib(pid: int) -> tuple[int, int]:
 
 def wrk_run(wrk: str, url: str, duration: int) -> dict[str, float]:
     args = [wrk, "-t1", "-c16", f"-d{duration}s", "--latency", "-s", str(HERE / "event.lua"), url]
-    subprocess.run([*args[:3], "-d1s", *args[4:]], check=True, capture_output=True)  # warm-up
-    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    subprocess.run([*LOAD_CPU, *args[:3], "-d1s", *args[4:]], check=True, capture_output=True)  # warm-up
+    out = subprocess.run([*LOAD_CPU, *args], check=True, capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
@@ -118,22 +121,32 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def bench_throughput(wrk: str, duration: int) -> dict[str, dict]:
-    results: dict[str, dict] = {}
-    for name, (argv, env) in servers(free_port()).items():
-        port = int(env["LISTEN_ADDRESS"].rsplit(":", 1)[1])
-        started = time.monotonic()
-        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            url = f"http://127.0.0.1:{port}/"
-            first_reply(url, time.monotonic() + 30)
-            cold = time.monotonic() - started
-            time.sleep(0.5)
-            idle = rss_kib(process.pid)
-            results[name] = {**wrk_run(wrk, url, duration), "cold_s": cold, "rss_kib": idle[0], "pss_kib": idle[1]}
-        finally:
+def bench_throughput(wrk: str, duration: int, rounds: int) -> dict[str, dict]:
+    """Start every server, then load them in turn, ``rounds`` times interleaved (the machine is shared)."""
+    processes, urls, results = {}, {}, {}
+    try:
+        for name, (argv, env) in servers().items():
+            port = int(env["LISTEN_ADDRESS"].rsplit(":", 1)[1])
+            started = time.monotonic()
+            argv = [*SERVER_CPU, *argv]
+            processes[name] = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            urls[name] = f"http://127.0.0.1:{port}/"
+            first_reply(urls[name], time.monotonic() + 30)
+            results[name] = {"cold_s": time.monotonic() - started, "runs": []}
+        time.sleep(0.5)
+        for name, process in processes.items():
+            results[name]["rss_kib"], results[name]["pss_kib"] = rss_kib(process.pid)
+        for _ in range(rounds):
+            for name, url in urls.items():
+                results[name]["runs"].append(wrk_run(wrk, url, duration))
+    finally:
+        for process in processes.values():
             process.terminate()
             process.wait(10)
+    for result in results.values():
+        for key in ("rps", "p50", "p99"):
+            result[key] = statistics.median(run[key] for run in result["runs"])
+        result["errors"] = sum(run["errors"] for run in result["runs"])
     return results
 
 
@@ -174,7 +187,7 @@ async def bench_runner_cold_start(rounds: int) -> dict[str, float]:
     }
 
 
-def conditions(duration: int) -> str:
+def conditions(duration: int, rounds: int) -> str:
     import aiohttp
 
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
@@ -182,20 +195,24 @@ def conditions(duration: int) -> str:
         f"cpu cores: {os.cpu_count()} ({platform.processor() or platform.machine()}), load avg {os.getloadavg()}\n"
         f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, func-python {FUNC_PYTHON_VERSION} "
         f"(hypercorn), {wrk_version}\n"
-        f"load: wrk -t1 -c16 -d{duration}s, binary-mode CloudEvent POST ({HERE / 'event.lua'}), after a 1 s warm-up"
+        f"load: wrk -t1 -c16 -d{duration}s, binary-mode CloudEvent POST ({HERE / 'event.lua'}), after a 1 s warm-up;\n"
+        f"servers loaded in turn, {rounds} interleaved rounds, median of the rounds reported; "
+        f"server pinned to cpu 0 and wrk to cpu 1: {_PIN}; "
+        f"spawn->reply = fresh process start to first 200"
     )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds of load per server")
+    parser.add_argument("--duration", type=int, default=3, help="seconds of load per server and round")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved load rounds per server (median reported)")
     parser.add_argument("--cold-rounds", type=int, default=20)
     args = parser.parse_args()
     wrk = ensure_wrk()
-    results = bench_throughput(wrk, args.duration)
+    results = bench_throughput(wrk, args.duration, args.rounds)
     cold = asyncio.run(bench_runner_cold_start(args.cold_rounds))
     print("== conditions ==")
-    print(conditions(args.duration))
+    print(conditions(args.duration, args.rounds))
     print("== throughput (same echo function, same load) ==")
     print(
         f"{'server':36} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
@@ -206,12 +223,15 @@ def main() -> int:
             f"{name:36} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r['errors']:6d} "
             f"{r['cold_s'] * 1000:10.0f}ms {r['rss_kib'] / 1024:8.1f} {r['pss_kib'] / 1024:8.1f}"
         )
+        rounds = ", ".join(f"{run['rps']:.0f}" for run in r["runs"])
+        print(f"    per round req/s: {rounds}")
     peer = results["func-python 0.8.1 (knative_echo)"]
     for name in ("knflow host (knative_echo)", "knflow host (native echo)"):
         mine = results[name]
+        paired = statistics.median(m["rps"] / p["rps"] for m, p in zip(mine["runs"], peer["runs"], strict=True))
         print(
-            f"ratio {name} / func-python: {mine['rps'] / peer['rps']:.2f}x req/s, "
-            f"p99 {mine['p99']:.2f} ms vs {peer['p99']:.2f} ms"
+            f"ratio {name} / func-python: {mine['rps'] / peer['rps']:.2f}x req/s (medians), "
+            f"{paired:.2f}x (median of per-round ratios); p99 {mine['p99']:.2f} ms vs {peer['p99']:.2f} ms"
         )
     print(f"== cold start: runner worker forked from the template, {args.cold_rounds} rounds ==")
     print(

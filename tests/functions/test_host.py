@@ -99,6 +99,34 @@ async def test_handler_exception_gets_500_with_an_error_event(start_host, http):
     assert error.get_data()["retryable"] is True
 
 
+async def test_handler_returning_something_else_than_an_event_gets_500_saying_so(start_host, http):
+    url = await start_host(BEHAVIOURS)
+    status, headers, body = await post_event(http, url, "test.dict")
+    assert status == 500
+    assert "must return a CloudEvent or None" in from_http(headers, body).get_data()["error"]
+
+
+async def test_knative_http_flavour_gets_the_raw_request(tmp_path, http):
+    from functions.host import FunctionHost
+    from functions.loader import load_function
+
+    module = tmp_path / "raw_fn.py"
+    module.write_text(
+        "async def handle(scope, receive, send):\n"
+        "    body = (await receive())['body']\n"
+        "    headers = [(b'x-path', scope['path'].encode())]\n"
+        "    await send({'type': 'http.response.start', 'status': 201, 'headers': headers})\n"
+        "    await send({'type': 'http.response.body', 'body': body[::-1]})\n"
+    )
+    host = FunctionHost(load_function(str(module), invoke="http"), make_settings(tmp_path))
+    bound = await host.start(["127.0.0.1:0"])
+    try:
+        async with http.post(f"http://{bound[0]}/some/path", data=b"abc") as response:
+            assert (response.status, response.headers["x-path"], await response.read()) == (201, "/some/path", b"cba")
+    finally:
+        await host.stop()
+
+
 async def test_non_retryable_error_answers_its_4xx_so_delivery_does_not_retry(start_host, http):
     url = await start_host(BEHAVIOURS)
     status, headers, body = await post_event(http, url, "test.invalid")
