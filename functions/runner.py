@@ -29,7 +29,7 @@ from aiohttp import web
 
 from functions.host import run
 from functions.loader import KNOWN_FUNCTIONS
-from functions.worker import Worker, request_headers
+from functions.worker import Worker, WorkerGone, request_headers
 from functions.zygote import Template
 from infra.errors import KnflowError, NotFound, Unavailable
 from infra.logs import configure_logging
@@ -122,17 +122,26 @@ class Runner:
             if worker is None:
                 raise NotFound(f"no function named {name!r}; known: {sorted(self.workers)}")
             body = await request.read()
-            try:
-                await asyncio.wait_for(worker.ensure_running(), self.settings.functions.start_timeout_s)
-            except TimeoutError:
-                raise Unavailable(
-                    f"function {name} did not start within {self.settings.functions.start_timeout_s}s"
-                ) from None
-            status, headers, data = await worker.forward(request.method, "/", request_headers(request.headers), body)
+            headers = request_headers(request.headers)
+            for attempt in (1, 2):
+                await self._ensure_running(worker)
+                try:
+                    status, out, data = await worker.forward(request.method, "/", headers, body)
+                    break
+                except WorkerGone:
+                    if attempt == 2:
+                        raise
         except KnflowError as exc:
             extra = {"Retry-After": "1"} if exc.retryable else None
             return _json(exc.status, {"error": exc.message, "status": exc.status, "function": name}, extra)
-        return web.Response(status=status, body=data, headers=headers)
+        return web.Response(status=status, body=data, headers=out)
+
+    async def _ensure_running(self, worker: Worker) -> None:
+        timeout = self.settings.functions.start_timeout_s
+        try:
+            await asyncio.wait_for(worker.ensure_running(), timeout)
+        except TimeoutError:
+            raise Unavailable(f"function {worker.name} did not start within {timeout}s") from None
 
 
 async def run_forever(runner: Runner) -> None:

@@ -33,6 +33,10 @@ class WorkerFailed(Unavailable):
     """A worker could not start (bad module, crash during start, start timeout)."""
 
 
+class WorkerGone(Unavailable):
+    """The worker went away (scaled down) before taking the event; the runner may send it again."""
+
+
 class Worker:
     """Parent side of one function's worker: state, start/stop, forwarding, crash and idle detection."""
 
@@ -192,15 +196,19 @@ class Worker:
         """Send one request to the worker; returns ``(status, headers, body)``; 502 if the worker drops it."""
         session = self._session
         if session is None:
-            raise Unavailable(f"function {self.name} is not running")
+            raise WorkerGone(f"function {self.name} is not running")
         self.inflight += 1
         self.last_event = time.time()
         try:
             async with session.request(method, f"http://{self.name}{path}", data=body, headers=headers) as response:
                 data = await response.read()
+                if response.status == 503 and self.state != "running":
+                    raise WorkerGone(f"function {self.name} was scaling down")
                 out = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
                 return response.status, out, data
         except aiohttp.ClientError as exc:
+            if self.state in ("stopping", "stopped"):
+                raise WorkerGone(f"function {self.name} was scaling down") from None
             raise KnflowError(f"function {self.name} dropped the event: {exc}", status=502, retryable=True) from None
         finally:
             self.inflight -= 1

@@ -156,3 +156,16 @@ async def test_runner_process_serves_and_leaves_no_worker_behind_on_sigterm(tmp_
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_events_racing_the_scale_down_are_all_delivered(start_runner, http):
+    runner = await start_runner(functions_idle_grace_s="0.05")
+    statuses, pids = [], set()
+    for i in range(40):
+        status, _, body = await post_event(http, runner.url("behaviours"))
+        statuses.append(status)
+        if status == 200:
+            pids.add(orjson.loads(body)["pid"])
+        await asyncio.sleep(0.02 + (i % 5) * 0.015)  # gaps just below, at and above the grace
+    assert statuses == [200] * 40
+    assert len(pids) > 1  # it did scale down (and back up) in between
