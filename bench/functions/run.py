@@ -33,7 +33,7 @@ from eventing.events import new_event  # noqa: E402
 from infra.localservices import free_port  # noqa: E402
 
 # Server on one core, load generator on another, the same for every server (when there are two cores).
-_PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+_PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2 and "--no-pin" not in sys.argv
 SERVER_CPU = ["taskset", "-c", "0"] if _PIN else []
 LOAD_CPU = ["taskset", "-c", "1"] if _PIN else []
 FUNC_PYTHON_VENV = Path("/work/venvs/func-python")
@@ -207,6 +207,7 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=3, help="seconds of load per server and round")
     parser.add_argument("--rounds", type=int, default=9, help="interleaved load rounds per server (median reported)")
     parser.add_argument("--cold-rounds", type=int, default=20)
+    parser.add_argument("--no-pin", action="store_true", help="let the scheduler place server and wrk")
     args = parser.parse_args()
     wrk = ensure_wrk()
     results = bench_throughput(wrk, args.duration, args.rounds)
