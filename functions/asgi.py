@@ -19,7 +19,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import to_http_binary, to_http_structured
 from functions.context import Runtime
-from functions.loader import Reply, _health, _maybe_await
+from functions.loader import Reply, health_result, maybe_await
 
 
 class _Response:
@@ -88,18 +88,18 @@ class AsgiFunction:
     async def start(self, runtime: Runtime, environ: Mapping[str, str]) -> None:
         hook = getattr(self.instance, "start", None)
         if hook is not None:
-            await _maybe_await(hook(dict(environ)))
+            await maybe_await(hook(dict(environ)))
 
     async def stop(self) -> None:
         hook = getattr(self.instance, "stop", None)
         if hook is not None:
-            await _maybe_await(hook())
+            await maybe_await(hook())
 
     def alive(self) -> tuple[bool, str]:
-        return _health(getattr(self.instance, "alive", None))
+        return health_result(getattr(self.instance, "alive", None))
 
     def ready(self) -> tuple[bool, str]:
-        return _health(getattr(self.instance, "ready", None))
+        return health_result(getattr(self.instance, "ready", None))
 
     async def call_asgi(self, scope: dict[str, Any], body: bytes, event: CloudEvent | None) -> Reply:
         """Run ``handle`` on one request and return what it sent."""

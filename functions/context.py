@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import aiohttp
 from cloudevents.core.v1.event import CloudEvent
@@ -68,12 +67,19 @@ class Runtime:
 class Context:
     """One event's view of the runtime; cheap to make (slots, logger adapter bound to the runid)."""
 
-    __slots__ = ("_runtime", "event", "log")
+    __slots__ = ("_log", "_runtime", "event")
 
     def __init__(self, runtime: Runtime, event: CloudEvent):
         self._runtime = runtime
         self.event = event
-        self.log = logging.LoggerAdapter(runtime.logger, {RUNID: event.get_extension(RUNID)})
+        self._log: logging.LoggerAdapter | None = None
+
+    @property
+    def log(self) -> logging.LoggerAdapter:
+        """A logger whose records carry this event's ``runid`` (made on first use)."""
+        if self._log is None:
+            self._log = logging.LoggerAdapter(self._runtime.logger, {RUNID: self.event.get_extension(RUNID)})
+        return self._log
 
     @property
     def function(self) -> str:
@@ -99,5 +105,4 @@ class Context:
         asyncio.run_coroutine_threadsafe(self._runtime.emit(event), loop).result(timeout)
 
     def __repr__(self) -> str:
-        extra: Any = self.log.extra
-        return f"Context(function={self.function!r}, runid={extra.get(RUNID)!r})"
+        return f"Context(function={self.function!r}, runid={self.event.get_extension(RUNID)!r})"

@@ -35,7 +35,7 @@ from functions.codec import decode, encode
 from functions.context import Context, Runtime
 from functions.loader import load_function
 from infra.errors import KnflowError, PayloadTooLarge
-from infra.logs import bound_runid, configure_logging
+from infra.logs import configure_logging, current_runid
 from infra.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,11 @@ class FunctionHost:
                 )
                 reply = await self.function.call_asgi(scope, body, event)
                 return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
-            with bound_runid(event.get_extension(RUNID)):
+            token = current_runid.set(event.get_extension(RUNID))  # every log record of this event carries it
+            try:
                 result = await self.function.call(event, Context(self.runtime, event))
+            finally:
+                current_runid.reset(token)
             if result is None:
                 return web.Response(status=204)
             if not isinstance(result, CloudEvent):

@@ -76,7 +76,8 @@ def import_target(target: str) -> ModuleType:
         raise
 
 
-def _health(check: Callable[[], Any] | None) -> tuple[bool, str]:
+def health_result(check: Callable[[], Any] | None) -> tuple[bool, str]:
+    """What a health callback said, as (ok, message); no callback means healthy."""
     if check is None:
         return True, "OK"
     result = check()
@@ -85,7 +86,8 @@ def _health(check: Callable[[], Any] | None) -> tuple[bool, str]:
     return bool(result), "OK" if result else "not OK"
 
 
-async def _maybe_await(value: Any) -> Any:
+async def maybe_await(value: Any) -> Any:
+    """Await ``value`` if a hook returned an awaitable (hooks may be sync or async)."""
     return await value if inspect.isawaitable(value) else value
 
 
@@ -103,18 +105,18 @@ class NativeFunction:
     async def start(self, runtime: Runtime, environ: Mapping[str, str]) -> None:
         hook = getattr(self.module, "start", None)
         if hook is not None:
-            await _maybe_await(hook(runtime.settings))
+            await maybe_await(hook(runtime.settings))
 
     async def stop(self) -> None:
         hook = getattr(self.module, "stop", None)
         if hook is not None:
-            await _maybe_await(hook())
+            await maybe_await(hook())
 
     def alive(self) -> tuple[bool, str]:
-        return _health(getattr(self.module, "alive", None))
+        return health_result(getattr(self.module, "alive", None))
 
     def ready(self) -> tuple[bool, str]:
-        return _health(getattr(self.module, "ready", None))
+        return health_result(getattr(self.module, "ready", None))
 
     async def call(self, event: CloudEvent, ctx: Context) -> CloudEvent | None:
         if self.is_async:

@@ -256,3 +256,11 @@ def test_fast_codec_agrees_with_the_reference_bindings():
     assert encode(parsed) == to_http_binary(parsed)
     text = new_event("test.t", "/tests", "plain", datacontenttype="text/plain", extensions={"note": "50% off"})
     assert encode(text) == to_http_binary(text)
+
+
+async def test_ctx_log_records_carry_the_event_runid(start_host, http, caplog):
+    url = await start_host(str(FIXTURES / "sync_step.py"))
+    with caplog.at_level("INFO"):
+        status, _, _ = await post_event(http, url, "test.compute", runid="run-logged")
+    assert status == 200
+    assert [r.runid for r in caplog.records if r.getMessage() == "computing"] == ["run-logged"]
