@@ -23,14 +23,14 @@ class TrainParams:
     """Hyperparameters of one training; every field can be set by run options or a trial."""
 
     model: str = "auto"
-    epochs: int = 12
+    epochs: int = 15
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
     optimizer: str = "adam"
-    hidden: int = 128
+    hidden: int = 512
     layers: int = 1
-    dropout: float = 0.1
+    dropout: float = 0.3
     channels: int = 16
     seed: int = 0
 
@@ -163,6 +163,8 @@ def _epoch(
 ) -> float:
     """One pass over the training split; shuffling and dropout are seeded per epoch, so a resumed run matches."""
     model.train()
+    for group in opt.param_groups:  # cosine decay, a function of the epoch alone, so resuming needs no scheduler state
+        group["lr"] = params.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / params.epochs))
     torch.manual_seed(params.seed * 100_003 + epoch)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(params.seed * 7919 + epoch)).to(x.device)
     total, seen = 0.0, 0

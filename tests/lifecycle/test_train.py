@@ -1,0 +1,133 @@
+"""Train: digits reach ≥ 0.97 test accuracy with MLP and CNN, the ONNX export (normalization included) matches
+PyTorch, metrics stream per epoch, and an interrupted training resumes from its checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from eventing.events import MODEL_TRAINED
+from functions import featurize, ingest, train
+from functions.ml.features import read_features
+from functions.ml.training import TrainParams, state_bytes, state_from_bytes
+from functions.ml.training import train as train_loop
+from tests.lifecycle.helpers import arrived, digits_csv, put_digits_idx
+
+
+def _features(ctx, event):
+    return featurize.handle(ingest.handle(event, ctx), ctx)
+
+
+def _onnx_test_accuracy(ctx, data):
+    splits, _, _ = read_features(ctx.store, data["features"]["prefix"])
+    session = ort.InferenceSession(ctx.store.get(data["onnx_key"]), providers=["CPUExecutionProvider"])
+    inputs = session.get_inputs()[0]
+    probs = session.run(None, {inputs.name: splits.x["test"].astype(np.float32)})[0]  # raw pixels in
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    return float((probs.argmax(axis=1) == splits.y["test"]).mean())
+
+
+def test_mlp_on_tabular_digits(ctx, digits):
+    ctx.store.put("raw/digits/d.csv", digits_csv(digits))
+    event = arrived("raw/digits/d.csv", ctx.store, options={"model_name": "digits-mlp"})
+    out = train.handle(_features(ctx, event), ctx)
+    assert out.get_type() == MODEL_TRAINED and out.get_extension("mode") == "train"
+    data = out.get_data()
+    assert data["trial"] is None and data["status"] == "Succeeded" and data["model_name"] == "digits-mlp"
+    assert data["metrics"]["test_accuracy"] >= 0.97
+    assert data["metrics"]["onnx_max_abs_diff"] <= 1e-4
+    assert _onnx_test_accuracy(ctx, data) == pytest.approx(data["metrics"]["test_accuracy"], abs=1e-6)
+    assert data["signature"]["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}]
+    assert data["signature"]["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]
+    lines = ctx.store.get(data["metrics_key"]).decode().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == list(range(1, data["metrics"]["epochs"] + 1))
+    assert (
+        data["lineage"]["dataset"].startswith("datasets/digits/")
+        and data["lineage"]["raw"][0]["key"] == "raw/digits/d.csv"
+    )
+
+
+def test_cnn_on_idx_digit_images(ctx, digits):
+    key = put_digits_idx(ctx.store, "raw/digits/train", digits)
+    data = train.handle(_features(ctx, arrived(key, ctx.store)), ctx).get_data()
+    assert data["params"]["model"] == "auto" and data["signature"]["inputs"][0]["shape"] == [-1, 8, 8]
+    assert data["metrics"]["test_accuracy"] >= 0.97
+    assert data["metrics"]["onnx_max_abs_diff"] <= 1e-4
+    assert _onnx_test_accuracy(ctx, data) >= 0.97
+
+
+def test_redelivery_after_success_announces_the_same_model_without_training(ctx, digits, monkeypatch):
+    ctx.store.put("raw/digits/d.csv", digits_csv(digits))
+    ready = _features(ctx, arrived("raw/digits/d.csv", ctx.store, options={"train": {"epochs": 2}}))
+    first = train.handle(ready, ctx).get_data()
+    monkeypatch.setattr(train, "train", lambda *a, **k: pytest.fail("trained again"))
+    assert train.handle(ready, ctx).get_data() == first
+
+
+class MemoryCheckpointer:
+    def __init__(self):
+        self.blob = None
+
+    def load(self):
+        return state_from_bytes(self.blob) if self.blob else None
+
+    def save(self, state):
+        self.blob = state_bytes(state)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_interrupted_training_resumes_from_last_checkpoint_and_matches(ctx, digits):
+    ctx.store.put("raw/digits/d.csv", digits_csv(digits))
+    ready = _features(ctx, arrived("raw/digits/d.csv", ctx.store)).get_data()
+    splits, transform, _manifest = read_features(ctx.store, ready["prefix"])
+    params = TrainParams(epochs=5)
+    straight = train_loop(splits, transform, 10, params)
+
+    def crash_after_third(history):
+        if len(history) == 3:
+            raise Crash
+        return False
+
+    checkpoints = MemoryCheckpointer()
+    with pytest.raises(Crash):
+        train_loop(splits, transform, 10, params, checkpointer=checkpoints, on_epoch=crash_after_third)
+    resumed = train_loop(splits, transform, 10, params, checkpointer=checkpoints)
+    assert resumed.resumed_from == 2  # epoch 3's checkpoint was never written: the crash came first
+    assert [m.epoch for m in resumed.history] == [1, 2, 3, 4, 5]
+    assert resumed.history == straight.history
+    for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_step_crash_resumes_from_the_stored_checkpoint(ctx, digits, monkeypatch):
+    ctx.store.put("raw/digits/d.csv", digits_csv(digits))
+    ready = _features(ctx, arrived("raw/digits/d.csv", ctx.store, options={"train": {"epochs": 4}}))
+    runid = ready.get_extension("runid")
+    real_hook = train._epoch_hook
+
+    def crashing_hook(store, job, log):
+        hook = real_hook(store, job, log)
+
+        def on_epoch(history):
+            hook(history)
+            if len(history) == 2:
+                raise Crash
+            return False
+
+        return on_epoch
+
+    monkeypatch.setattr(train, "_epoch_hook", crashing_hook)
+    with pytest.raises(Crash):
+        train.handle(ready, ctx)
+    assert ctx.store.exists(f"runs/{runid}/checkpoint.pt") and not ctx.store.exists(f"runs/{runid}/result.json")
+    monkeypatch.setattr(train, "_epoch_hook", real_hook)
+    data = train.handle(ready, ctx).get_data()
+    lines = [json.loads(x) for x in ctx.store.get(data["metrics_key"]).decode().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2, 3, 4] and data["metrics"]["epochs"] == 4
