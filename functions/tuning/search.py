@@ -146,6 +146,5 @@ def _hyperband(spec: ExperimentSpec, trials: list[Trial], count: int) -> list[Su
         for n, params in enumerate(sources):
             meta = {"bracket": bracket, "rung": rung, "parent": parents[n] if rung else None}
             out.append(Suggestion({**params, resource: budget}, meta))
-        if len(out) >= count or len(members) + len(sources) < size:
-            return out
+        return out  # the next rung needs this one finished (and the next bracket waits for this one)
     return out
