@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
@@ -35,7 +36,7 @@ from infra.store import ArtifactStore
 
 SOURCE = "/knflow/functions/tune"
 MODE = "mode"  # extension: features.ready "tune" is ours; model.trained "trial" is a trial result
-_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+_locks: dict[str, asyncio.Lock] = {}
 
 
 async def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
@@ -43,7 +44,7 @@ async def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
     runid = runid_of(event)
     if not runid:
         raise InvalidRequest("tune needs events that carry a runid")
-    async with _locks[runid]:  # one replica serializes a run; across replicas the broker's per-run ordering does
+    async with _run_lock(runid):  # one replica serializes a run; across replicas the broker's per-run ordering does
         if event.get_type() == FEATURES_READY and event.get_extension(MODE) == "tune":
             spec_raw = load_options(ctx.store, runid).tuning
             if not spec_raw:
@@ -60,6 +61,18 @@ async def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
     if reply is None:
         return None
     return new_event(TUNE_COMPLETED, SOURCE, reply, cause=event, subject=reply["best_trial"])
+
+
+@asynccontextmanager
+async def _run_lock(runid: str) -> AsyncIterator[None]:
+    """Serialize one run's events in this process; the lock is dropped when nobody holds or waits for it."""
+    lock = _locks.setdefault(runid, asyncio.Lock())
+    try:
+        async with lock:
+            yield
+    finally:
+        if not lock.locked() and _locks.get(runid) is lock:
+            del _locks[runid]
 
 
 def start(store: ArtifactStore, runid: str, spec_raw: dict, features: dict) -> tuple[list[dict], dict | None]:

@@ -85,3 +85,71 @@ def put_digits_idx(store: ArtifactStore, prefix: str, d: Digits, gz: bool = True
     key = f"{prefix}-images-idx3-ubyte{suffix}"
     store.put(key, pack(write_idx(d.images)))
     return key
+
+
+@dataclass(frozen=True)
+class Card:
+    """The shape of serving.registry.ModelCard, for unit tests of the steps that call the registry."""
+
+    name: str
+    version: int
+    sha256: str
+    size: int
+    onnx_key: str
+    inputs: list
+    outputs: list
+    metrics: dict
+    params: dict
+    lineage: dict
+    created: str = ""
+
+
+class MemoryRegistry:
+    """An in-memory stand-in with serving.registry.ModelRegistry's API (register/get/set_alias/aliases)."""
+
+    def __init__(self) -> None:
+        self.cards: dict[str, list[Card]] = {}
+        self.by_key: dict[str, Card] = {}
+        self.alias_map: dict[str, dict[str, int]] = {}
+        self.calls = 0
+
+    def register(self, name, onnx, *, inputs, outputs, metrics, params, lineage, idempotency_key) -> Card:
+        import hashlib
+
+        self.calls += 1
+        if idempotency_key in self.by_key:
+            return self.by_key[idempotency_key]
+        versions = self.cards.setdefault(name, [])
+        card = Card(
+            name,
+            len(versions) + 1,
+            hashlib.sha256(onnx).hexdigest(),
+            len(onnx),
+            f"models/{name}/{len(versions) + 1}/model.onnx",
+            inputs,
+            outputs,
+            metrics,
+            params,
+            lineage,
+        )
+        versions.append(card)
+        self.by_key[idempotency_key] = card
+        return card
+
+    def get(self, name, version):
+        from infra.errors import NotFound
+
+        if isinstance(version, str) and not version.isdigit():
+            if version not in self.alias_map.get(name, {}):
+                raise NotFound(f"{name} has no alias {version}")
+            version = self.alias_map[name][version]
+        try:
+            return self.cards[name][int(version) - 1]
+        except (KeyError, IndexError):
+            raise NotFound(f"no {name} version {version}") from None
+
+    def set_alias(self, name, alias, version, *, actor="", reason=""):
+        self.alias_map.setdefault(name, {})[alias] = int(version)
+
+    def aliases(self, name):
+        return dict(self.alias_map.get(name, {}))

@@ -87,7 +87,7 @@ def test_interrupted_training_resumes_from_last_checkpoint_and_matches(ctx, digi
     ctx.store.put("raw/digits/d.csv", digits_csv(digits))
     ready = _features(ctx, arrived("raw/digits/d.csv", ctx.store)).get_data()
     splits, transform, _manifest = read_features(ctx.store, ready["prefix"])
-    params = TrainParams(epochs=5)
+    params = TrainParams(epochs=5, hidden=64)
     straight = train_loop(splits, transform, 10, params)
 
     def crash_after_third(history):
