@@ -109,6 +109,8 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
         "decision": decision.reason,
         **rollout(ctx.settings, name, version, decision),
     }
+    if decision.percent == 100:  # no canary phase: this version is production now
+        open_registry(ctx.store).set_alias(name, PRODUCTION, version, actor="deploy", reason=decision.reason)
     ctx.store.put(marker, json.dumps(out).encode(), content_type="application/json")
     return new_event(MODEL_DEPLOYED, SOURCE, out, cause=event, subject=f"{name}/{version}")
 

@@ -28,6 +28,8 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
     if name == DATASET_OPTIONS or readers.IDX_LABELS in name:
         ctx.log.info("ingest: %s is not a data file on its own; nothing to do", key)
         return None
+    if not runid_of(event):
+        raise InvalidRequest("data.arrived needs the runid extension")
     dataset = data.get("dataset") or dataset_of(key)
     options = resolve_options(ctx.store, data.get("options"), dataset)
     raw, sources = read_raw(ctx.store, key, options.label)

@@ -47,6 +47,7 @@ def test_bad_policy_is_refused():
 
 def test_step_rolls_out_and_announces_the_endpoint_once(ctx, monkeypatch):
     registry = MemoryRegistry()
+    registry.register("digits", b"x", inputs=[], outputs=[], metrics={}, params={}, lineage={}, idempotency_key="k")
     calls = []
     monkeypatch.setattr(deploy, "open_registry", lambda store: registry)
     monkeypatch.setattr(
@@ -66,6 +67,7 @@ def test_step_rolls_out_and_announces_the_endpoint_once(ctx, monkeypatch):
     out = deploy.handle(event, ctx)
     assert out.get_type() == MODEL_DEPLOYED and out.get_data()["endpoint"].endswith("/v2/models/digits/infer")
     assert deploy.handle(event, ctx).get_data() == out.get_data() and len(calls) == 1
+    assert registry.aliases("digits") == {"production": 1}
 
 
 def test_step_skips_a_model_that_does_not_beat_production(ctx, monkeypatch):

@@ -127,3 +127,18 @@ def test_bad_input_is_refused_with_reason_and_nothing_half_written(ctx, digits, 
     assert key.split("/")[-1] in str(info.value)
     assert info.value.status == 400 and not info.value.retryable
     assert keys(ctx.store, "datasets/") == [] and keys(ctx.store, "runs/") == []
+
+
+def test_ingest_and_refusal_on_both_store_backends(store, digits):
+    """The same step on the file store and on a live S3 server: a version lands, a bad file leaves nothing."""
+    from infra.settings import load_settings
+    from tests.lifecycle.helpers import StepContext
+
+    c = StepContext(store=store, settings=load_settings(env={}))
+    store.put("raw/digits/d.parquet", digits_parquet(digits))
+    data = ingest.handle(arrived("raw/digits/d.parquet", store), c).get_data()
+    assert read_dataset(store, data["prefix"])[0].x.shape == (1797, 64)
+    store.put("raw/bad/m.csv", _csv_missing_labels(digits))
+    with pytest.raises(InvalidRequest, match="missing labels"):
+        ingest.handle(arrived("raw/bad/m.csv", store), c)
+    assert keys(store, "datasets/bad/") == []

@@ -131,3 +131,64 @@ def test_a_step_crash_resumes_from_the_stored_checkpoint(ctx, digits, monkeypatc
     data = train.handle(ready, ctx).get_data()
     lines = [json.loads(x) for x in ctx.store.get(data["metrics_key"]).decode().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2, 3, 4] and data["metrics"]["epochs"] == 4
+
+
+def _trial_request(ready, trial, params, early_stopping=None):
+    from eventing.events import TRIAL_REQUESTED, new_event
+
+    data = {
+        "experiment": ready.get_extension("runid"),
+        "trial": trial,
+        "params": params,
+        "features": ready.get_data(),
+        "objective": {"metric": "val_accuracy", "type": "maximize"},
+        "early_stopping": early_stopping,
+    }
+    return new_event(TRIAL_REQUESTED, "/t", data, cause=ready, extensions={"mode": "trial"})
+
+
+def test_trial_stops_early_under_the_median_rule_and_says_so(ctx, digits):
+    from functions.tuning.experiment import SUCCEEDED, Experiment, Trial, save_experiment
+
+    ctx.store.put("raw/digits/d.csv", digits_csv(digits))
+    ready = _features(ctx, arrived("raw/digits/d.csv", ctx.store))
+    runid = ready.get_extension("runid")
+    done = {f"t{i}": Trial(f"t{i}", i, {}, SUCCEEDED, 0.99, (0.99,) * 6) for i in range(3)}
+    save_experiment(
+        ctx.store,
+        Experiment(
+            runid, {"parameters": [{"name": "lr", "type": "double", "min": 0.1, "max": 1}]}, ready.get_data(), done
+        ),
+    )
+    request = _trial_request(
+        ready, "trial-0003", {"lr": 1e-5, "hidden": 16, "epochs": 6}, {"min_trials_required": 3, "start_step": 2}
+    )
+    out = train.handle(request, ctx)
+    assert out.get_extension("mode") == "trial"
+    data = out.get_data()
+    assert data["status"] == "EarlyStopped" and data["metrics"]["epochs"] == 2 and len(data["curve"]) == 2
+    assert data["onnx_key"] == f"runs/{runid}/trials/trial-0003/model.onnx"
+    assert ctx.store.exists(f"runs/{runid}/trials/trial-0003/metrics.jsonl")
+
+
+def test_trial_with_unknown_parameter_reports_failure(ctx, digits):
+    ctx.store.put("raw/digits/d.csv", digits_csv(digits))
+    ready = _features(ctx, arrived("raw/digits/d.csv", ctx.store))
+    data = train.handle(_trial_request(ready, "trial-0000", {"momentum": 0.9}), ctx).get_data()
+    assert data["status"] == "Failed" and "momentum" in data["reason"]
+
+
+def test_export_check_refuses_a_mismatch(digits):
+    from functions.ml.export import ExportMismatch, check_export, export_onnx
+    from functions.ml.features import fit_transform
+    from functions.ml.models import build_model
+
+    x = digits.flat.astype(np.float32)
+    transform = fit_transform(x, "tabular")
+    model = build_model("mlp", transform, 10, hidden=16, layers=1, dropout=0.0, channels=4).eval()
+    onnx = export_onnx(model, transform.input_shape)
+    assert check_export(onnx, model, x) <= 1e-4
+    with torch.no_grad():
+        next(model.parameters()).add_(0.5)  # the PyTorch model moves on; the exported graph does not
+    with pytest.raises(ExportMismatch, match="differs from PyTorch"):
+        check_export(onnx, model, x)
