@@ -16,6 +16,8 @@ from infra.errors import InvalidRequest, NotFound, Unavailable
 from infra.store import ArtifactStore
 
 SOURCE = "/knflow/functions/ingest"
+#: knflow writes these itself; a store that notifies on every write must not turn them into new runs
+PLATFORM_PREFIXES = ("datasets", "features", "runs", "models")
 
 
 def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
@@ -25,6 +27,9 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
     if not isinstance(key, str) or not key:
         raise InvalidRequest("data.arrived needs data.key (the object key of the raw file)")
     name = key.rsplit("/", 1)[-1]
+    if key.split("/", 1)[0] in PLATFORM_PREFIXES:
+        ctx.log.info("ingest: %s is one of knflow's own artifacts; not raw data", key)
+        return None
     if name == DATASET_OPTIONS or readers.IDX_LABELS in name:
         ctx.log.info("ingest: %s is not a data file on its own; nothing to do", key)
         return None

@@ -18,10 +18,11 @@ from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import FEATURES_READY, MODEL_TRAINED, TRIAL_REQUESTED, new_event, runid_of
 from functions.ml.export import check_export, export_onnx, signature
-from functions.ml.features import read_features
+from functions.ml.features import Splits, Transform, read_features
 from functions.ml.training import (
     EpochMetrics,
     TrainingDiverged,
+    TrainResult,
     evaluate,
     parse_params,
     state_bytes,
@@ -106,54 +107,20 @@ def run(store: ArtifactStore, job: Job, model_name: str | None, log: Any) -> dic
         if not job.trial:
             raise
         return _store_result(store, job, _failed(job, job.params, str(exc)))
-    try:
-        splits, transform, manifest = read_features(store, job.features["prefix"])
-    except (KeyError, TypeError):
-        raise InvalidRequest("the event's features need a prefix") from None
-    except NotFound as exc:
-        raise InvalidRequest(str(exc)) from None
+    splits, transform, manifest = _features(store, job)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     fingerprint = json.dumps({"features": job.features["prefix"], "params": dataclasses.asdict(params)}, sort_keys=True)
     checkpointer = StoreCheckpointer(store, job.prefix + "checkpoint.pt", fingerprint)
+    hook = _epoch_hook(store, job, log)
     try:
-        trained = train(
-            splits,
-            transform,
-            manifest["num_classes"],
-            params,
-            checkpointer=checkpointer,
-            on_epoch=_epoch_hook(store, job, log),
-        )
+        trained = train(splits, transform, manifest["num_classes"], params, checkpointer=checkpointer, on_epoch=hook)
     except TrainingDiverged as exc:
         if not job.trial:
             raise InvalidRequest(f"training diverged: {exc}") from None
         return _store_result(store, job, _failed(job, params, str(exc)))
-    x_test = torch.as_tensor(splits.x["test"])
-    test_loss, test_acc = evaluate(
-        trained.model,
-        x_test.to(next(trained.model.parameters()).device),
-        torch.as_tensor(splits.y["test"]).to(next(trained.model.parameters()).device),
-    )
-    onnx = export_onnx(trained.model, transform.input_shape)
-    diff = check_export(onnx, trained.model, splits.x["test"])
-    info = store.put(job.prefix + "model.onnx", onnx, content_type="application/onnx")
-    last = trained.history[-1]
-    metrics = {
-        "test_accuracy": test_acc,
-        "test_loss": test_loss,
-        "val_accuracy": last.val_accuracy,
-        "val_loss": last.val_loss,
-        "train_loss": last.train_loss,
-        "epochs": len(trained.history),
-        "onnx_max_abs_diff": diff,
-    }
-    log.info(
-        "train: %s test accuracy %.4f after %d epochs (resumed from %d)",
-        job.prefix,
-        test_acc,
-        len(trained.history),
-        trained.resumed_from,
-    )
+    metrics, info = _export(store, job, trained, splits, transform)
+    log.info("train: %s test accuracy %.4f after %d epochs (resumed after epoch %d)", job.prefix,
+             metrics["test_accuracy"], metrics["epochs"], trained.resumed_from)  # fmt: skip
     result = {
         "trial": job.trial,
         "experiment": job.runid if job.trial else None,
@@ -171,6 +138,36 @@ def run(store: ArtifactStore, job: Job, model_name: str | None, log: Any) -> dic
         "metrics_key": job.prefix + "metrics.jsonl",
     }
     return _store_result(store, job, result)
+
+
+def _features(store: ArtifactStore, job: Job) -> tuple[Splits, Transform, dict[str, Any]]:
+    try:
+        return read_features(store, job.features["prefix"])
+    except (KeyError, TypeError):
+        raise InvalidRequest("the event's features need a prefix") from None
+    except NotFound as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def _export(store: ArtifactStore, job: Job, trained: TrainResult, splits: Splits, transform: Transform):
+    """Test metrics, then the ONNX export checked against PyTorch on the test split, stored → (metrics, info)."""
+    dev = next(trained.model.parameters()).device
+    x_test = torch.as_tensor(splits.x["test"], device=dev)
+    test_loss, test_acc = evaluate(trained.model, x_test, torch.as_tensor(splits.y["test"], device=dev))
+    onnx = export_onnx(trained.model, transform.input_shape)
+    diff = check_export(onnx, trained.model, splits.x["test"])
+    info = store.put(job.prefix + "model.onnx", onnx, content_type="application/onnx")
+    last = trained.history[-1]
+    metrics = {
+        "test_accuracy": test_acc,
+        "test_loss": test_loss,
+        "val_accuracy": last.val_accuracy,
+        "val_loss": last.val_loss,
+        "train_loss": last.train_loss,
+        "epochs": len(trained.history),
+        "onnx_max_abs_diff": diff,
+    }
+    return metrics, info
 
 
 def _epoch_hook(store: ArtifactStore, job: Job, log: Any):

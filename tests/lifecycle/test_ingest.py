@@ -60,6 +60,13 @@ def test_idx_labels_arrival_alone_does_nothing(ctx, digits):
     assert keys(ctx.store, "datasets/") == []
 
 
+def test_knflows_own_artifacts_are_not_ingested(ctx, digits):
+    ctx.store.put("raw/digits/d.npz", digits_npz(digits))
+    data = ingest.handle(arrived("raw/digits/d.npz", ctx.store), ctx).get_data()
+    assert ingest.handle(arrived(data["data_key"], ctx.store), ctx) is None
+    assert len(keys(ctx.store, "datasets/")) == 3
+
+
 def test_idx_images_without_labels_is_retryable(ctx, digits):
     ctx.store.put("raw/digits/x-images-idx3-ubyte", write_idx(digits.images))
     with pytest.raises(Unavailable, match="labels"):
