@@ -6,6 +6,7 @@ It takes a plain training's model.trained, or tune.completed (the best trial); a
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
@@ -68,8 +69,6 @@ def register_model(
 ) -> Any:
     """Check the ONNX bytes against the sha256 the trainer announced, then register them with their lineage."""
     onnx = store.get(model["onnx_key"])
-    import hashlib
-
     if hashlib.sha256(onnx).hexdigest() != model["sha256"]:
         raise IntegrityError(f"{model['onnx_key']}: its sha256 is not the one model.trained announced")
     lineage = {**model.get("lineage", {}), **({"tuning": tuning} if tuning else {})}

@@ -58,7 +58,23 @@ def parse_options(raw: dict[str, Any] | None, where: str) -> RunOptions:
             raise InvalidRequest(f"{where}: {name} must be a number in (0, 0.5), got {value!r}")
     if not isinstance(options.label, str) or not options.label:
         raise InvalidRequest(f"{where}: label must be a column name")
+    _check_sections(options, where)
     return options
+
+
+def _check_sections(options: RunOptions, where: str) -> None:
+    """Refuse bad training parameters, tuning specs and deploy policies when the run starts, not steps later."""
+    from functions.deploy import parse_policy
+    from functions.ml.params import parse_params
+    from functions.tuning.spec import parse_spec
+
+    try:
+        parse_params(options.train)
+        if options.tuning:
+            parse_spec(options.tuning)
+        parse_policy(options.deploy)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"{where}: {exc}") from None
 
 
 def run_key(runid: str) -> str:

@@ -19,12 +19,12 @@ from cloudevents.core.v1.event import CloudEvent
 from eventing.events import FEATURES_READY, MODEL_TRAINED, TRIAL_REQUESTED, new_event, runid_of
 from functions.ml.export import check_export, export_onnx, signature
 from functions.ml.features import Splits, Transform, read_features
+from functions.ml.params import parse_params
 from functions.ml.training import (
     EpochMetrics,
     TrainingDiverged,
     TrainResult,
     evaluate,
-    parse_params,
     state_bytes,
     state_from_bytes,
     train,

@@ -8,7 +8,16 @@ from typing import Any
 import numpy as np
 
 from functions.ml.validation import Dataset
-from functions.ml.versions import MANIFEST, content_hash, get_json, is_complete, load_npz, npz_bytes, write_version
+from functions.ml.versions import (
+    MANIFEST,
+    content_hash,
+    get_json,
+    is_complete,
+    json_bytes,
+    load_npz,
+    npz_bytes,
+    write_version,
+)
 from infra.errors import NotFound
 from infra.store import ArtifactStore
 
@@ -57,7 +66,7 @@ def write_dataset(store: ArtifactStore, dataset: str, data: Dataset, source: dic
     schema = schema_of(data)
     sha = content_hash({"x": data.x, "y": data.y}, schema)
     prefix = f"datasets/{dataset}/{sha}/"
-    parts = {"data.npz": npz_bytes({"x": data.x, "y": data.y}), "schema.json": _json_bytes(schema)}
+    parts = {"data.npz": npz_bytes({"x": data.x, "y": data.y}), "schema.json": json_bytes(schema)}
     created = write_version(store, prefix, parts, summary_of(data, source))
     return DatasetVersion(dataset, sha, prefix, len(data.y), data.num_classes, data.kind, created)
 
@@ -76,9 +85,3 @@ def read_dataset(store: ArtifactStore, prefix: str) -> tuple[Dataset, dict[str, 
         num_classes=schema["label"]["num_classes"],
     )
     return data, get_json(store, prefix + MANIFEST)
-
-
-def _json_bytes(value: Any) -> bytes:
-    import json
-
-    return json.dumps(value, indent=1, sort_keys=True).encode()

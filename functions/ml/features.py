@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from functions.ml.validation import Dataset
-from functions.ml.versions import content_hash, get_json, is_complete, load_npz, npz_bytes, write_version
+from functions.ml.versions import content_hash, get_json, is_complete, json_bytes, load_npz, npz_bytes, write_version
 from infra.errors import InvalidRequest, NotFound
 from infra.store import ArtifactStore
 
@@ -108,12 +108,10 @@ def write_features(
     arrays = {f"{a}_{s}": getattr(splits, a)[s] for a in ("x", "y") for s in SPLITS}
     sha = content_hash(arrays, {"transform": transform.to_dict(), **meta})
     prefix = f"features/{dataset}/{sha}/"
-    import json
-
     parts = {
         "splits.npz": npz_bytes(arrays),
-        "transform.json": json.dumps(transform.to_dict()).encode(),
-        "stats.json": json.dumps(statistics(splits, meta["num_classes"])).encode(),
+        "transform.json": json_bytes(transform.to_dict()),
+        "stats.json": json_bytes(statistics(splits, meta["num_classes"])),
     }
     write_version(store, prefix, parts, {"dataset": dataset, **meta})
     return sha, prefix

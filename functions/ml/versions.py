@@ -38,9 +38,14 @@ def load_npz(store: ArtifactStore, key: str) -> dict[str, np.ndarray]:
         return {name: archive[name] for name in archive.files}
 
 
+def json_bytes(value: Any) -> bytes:
+    """Canonical, readable JSON bytes."""
+    return json.dumps(value, indent=1, sort_keys=True).encode()
+
+
 def put_json(store: ArtifactStore, key: str, value: Any) -> None:
     """One JSON object (atomic, as every store write is)."""
-    store.put(key, json.dumps(value, indent=1, sort_keys=True).encode(), content_type="application/json")
+    store.put(key, json_bytes(value), content_type="application/json")
 
 
 def get_json(store: ArtifactStore, key: str) -> Any:

@@ -149,3 +149,19 @@ def test_ingest_and_refusal_on_both_store_backends(store, digits):
     with pytest.raises(InvalidRequest, match="missing labels"):
         ingest.handle(arrived("raw/bad/m.csv", store), c)
     assert keys(store, "datasets/bad/") == []
+
+
+@pytest.mark.parametrize(
+    "options, reason",
+    [
+        ({"labels": "y"}, "unknown run options"),
+        ({"train": {"epochs": "many"}}, "epochs"),
+        ({"tuning": {"parameters": []}}, "no parameters"),
+        ({"deploy": {"canary_percent": 500}}, "bad deploy policy"),
+    ],
+)
+def test_bad_run_options_are_refused_at_ingest(ctx, digits, options, reason):
+    ctx.store.put("raw/digits/d.npz", digits_npz(digits))
+    with pytest.raises(InvalidRequest, match=reason):
+        ingest.handle(arrived("raw/digits/d.npz", ctx.store, options=options), ctx)
+    assert keys(ctx.store, "datasets/") == []
