@@ -87,3 +87,8 @@ def test_step_skips_a_model_that_does_not_beat_production(ctx, monkeypatch):
     monkeypatch.setattr(deploy, "rollout", lambda *a: pytest.fail("rolled out"))
     event = new_event(MODEL_REGISTERED, "/t", {"name": "digits", "version": 2, "metrics": {"test_accuracy": 0.98}})
     assert deploy.handle(event, ctx) is None
+
+
+def test_registered_event_without_a_model_is_refused(ctx):
+    with pytest.raises(InvalidRequest, match=r"data\.name"):
+        deploy.handle(new_event(MODEL_REGISTERED, "/t", {"version": 1}), ctx)

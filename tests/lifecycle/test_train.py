@@ -15,6 +15,7 @@ from functions import featurize, ingest, train
 from functions.ml.features import read_features
 from functions.ml.training import TrainParams, state_bytes, state_from_bytes
 from functions.ml.training import train as train_loop
+from infra.errors import InvalidRequest
 from tests.lifecycle.helpers import arrived, digits_csv, put_digits_idx
 
 
@@ -192,3 +193,35 @@ def test_export_check_refuses_a_mismatch(digits):
         next(model.parameters()).add_(0.5)  # the PyTorch model moves on; the exported graph does not
     with pytest.raises(ExportMismatch, match="differs from PyTorch"):
         check_export(onnx, model, x)
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        ({"dataset": "digits"}, "features need a prefix"),
+        ({"dataset": "digits", "prefix": "features/digits/missing/"}, "no complete features version"),
+    ],
+)
+def test_features_that_are_not_there_are_refused(ctx, data, reason):
+    from eventing.events import FEATURES_READY, new_event
+
+    with pytest.raises(InvalidRequest, match=reason):
+        train.handle(new_event(FEATURES_READY, "/t", data, extensions={"mode": "train"}), ctx)
+    assert list(ctx.store.list("runs/")) == []
+
+
+def test_trial_request_without_features_is_refused(ctx):
+    from eventing.events import TRIAL_REQUESTED, new_event
+
+    with pytest.raises(InvalidRequest, match=r"data\.features"):
+        train.handle(new_event(TRIAL_REQUESTED, "/t", {"trial": "trial-0000"}), ctx)
+
+
+def test_bad_training_options_of_a_plain_run_are_refused(ctx, digits):
+    from functions.runoptions import RunOptions, save_options
+
+    ctx.store.put("raw/digits/d.csv", digits_csv(digits))
+    ready = _features(ctx, arrived("raw/digits/d.csv", ctx.store))
+    save_options(ctx.store, ready.get_extension("runid"), RunOptions(train={"optimizer": "lbfgs"}))
+    with pytest.raises(InvalidRequest, match="bad training parameters"):
+        train.handle(ready, ctx)

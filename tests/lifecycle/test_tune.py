@@ -164,3 +164,12 @@ async def test_short_real_tune_trains_trials_and_registers_only_the_best(ctx, di
     experiment = json.loads(ctx.store.get(f"runs/{ready.get_extension('runid')}/experiment.json"))
     assert experiment["status"] == "Done" and experiment["best"] == best["trial"]
     assert time.monotonic() - started < 60
+
+
+async def test_tuning_run_without_a_spec_is_refused(ctx):
+    ready = new_event(
+        FEATURES_READY, "/t", {"prefix": "features/x/y/"}, runid="run-nospec", extensions={"mode": "tune"}
+    )
+    with pytest.raises(InvalidRequest, match="no tuning spec"):
+        await tune.handle(ready, ctx)
+    assert load_experiment(ctx.store, "run-nospec") is None
