@@ -22,7 +22,7 @@ class TrainParams:
     hidden: int = 512
     layers: int = 1
     dropout: float = 0.3
-    channels: int = 16
+    channels: int = 20
     seed: int = 0
 
 

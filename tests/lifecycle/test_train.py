@@ -225,3 +225,17 @@ def test_bad_training_options_of_a_plain_run_are_refused(ctx, digits):
     save_options(ctx.store, ready.get_extension("runid"), RunOptions(train={"optimizer": "lbfgs"}))
     with pytest.raises(InvalidRequest, match="bad training parameters"):
         train.handle(ready, ctx)
+
+
+def test_fashion_mnist_sized_images_get_the_kubeflow_cnn_and_export():
+    from functions.ml.export import check_export, export_onnx
+    from functions.ml.features import Transform
+    from functions.ml.models import build_model
+
+    transform = Transform("image", (28, 28), np.asarray(33.0, np.float32), np.asarray(78.0, np.float32))
+    model = build_model("auto", transform, 10, hidden=500, layers=1, dropout=0.0, channels=20).eval()
+    convs = [m for m in model.net.features if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size) for c in convs] == [(20, (5, 5)), (50, (5, 5))]
+    assert model.net.head[1].in_features == 4 * 4 * 50
+    x = np.random.default_rng(0).integers(0, 256, size=(16, 28, 28)).astype(np.float32)
+    assert check_export(export_onnx(model, (28, 28)), model, x) <= 1e-4
