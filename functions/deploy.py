@@ -129,16 +129,30 @@ def serving_url(settings: Any) -> str:
 
 
 def rollout(settings: Any, name: str, version: Any, decision: Decision) -> dict[str, Any]:
-    """Create a serving revision and give it the decided share of traffic → the event's endpoint fields."""
+    """Create a serving revision taking the decided share of traffic → the event's revision/endpoint fields."""
     from serving.client import ServingClient
 
-    base = serving_url(settings)
-    client = ServingClient(base)
-    revision = client.create_revision(name, version)
-    client.set_traffic(name, {str(revision): decision.percent})
+    canary = decision.percent < 100
+    reply = ServingClient(serving_url(settings)).deploy(
+        name, version, percent=decision.percent, tag="canary" if canary else None
+    )
     return {
-        "revision": str(revision),
+        "revision": reply["revision"],
         "traffic_percent": decision.percent,
-        "canary": decision.percent < 100,
-        "endpoint": f"{base}/v2/models/{name}/infer",
+        "canary": canary,
+        "endpoint": reply.get("endpoint") or f"{serving_url(settings)}/v2/models/{name}/infer",
     }
+
+
+def settle_canary(client: Any, registry: Any, name: str, version: int, revision: str, policy: DeployPolicy) -> str:
+    """One look at a canary: promote it (all traffic, production alias), roll it back, or wait for more requests."""
+    stats = next((r for r in client.describe(name)["revisions"] if r.get("id") == revision), None)
+    if stats is None:
+        return ROLLBACK  # the revision is gone: nothing to promote
+    verdict = judge_canary(policy, int(stats.get("requests", 0)), int(stats.get("errors", 0)))
+    if verdict == PROMOTE:
+        client.promote(name, revision)
+        registry.set_alias(name, PRODUCTION, version, actor="deploy", reason=f"canary {revision} promoted")
+    elif verdict == ROLLBACK:
+        client.rollback(name)
+    return verdict

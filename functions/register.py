@@ -7,6 +7,7 @@ It takes a plain training's model.trained, or tune.completed (the best trial); a
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
@@ -58,7 +59,7 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
         "onnx_key": card.onnx_key,
         "metrics": card.metrics,
         "params": card.params,
-        "signature": {"inputs": card.inputs, "outputs": card.outputs},
+        "signature": {"inputs": tensor_dicts(card.inputs), "outputs": tensor_dicts(card.outputs)},
         "lineage": card.lineage,
     }
     return new_event(MODEL_REGISTERED, SOURCE, out, cause=event, subject=f"{card.name}/{card.version}")
@@ -82,3 +83,11 @@ def register_model(
         lineage=lineage,
         idempotency_key=idempotency_key,
     )
+
+
+def tensor_dicts(specs: Iterable[Any]) -> list[dict[str, Any]]:
+    """The card's tensor specs (the registry's TensorSpec, or mappings) as JSON-ready dicts."""
+    return [
+        dict(t) if isinstance(t, Mapping) else {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+        for t in specs
+    ]

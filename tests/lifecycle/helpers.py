@@ -88,6 +88,15 @@ def put_digits_idx(store: ArtifactStore, prefix: str, d: Digits, gz: bool = True
 
 
 @dataclass(frozen=True)
+class Spec:
+    """The shape of serving.registry.TensorSpec."""
+
+    name: str
+    datatype: str
+    shape: tuple
+
+
+@dataclass(frozen=True)
 class Card:
     """The shape of serving.registry.ModelCard, for unit tests of the steps that call the registry."""
 
@@ -126,8 +135,8 @@ class MemoryRegistry:
             hashlib.sha256(onnx).hexdigest(),
             len(onnx),
             f"models/{name}/{len(versions) + 1}/model.onnx",
-            inputs,
-            outputs,
+            tuple(Spec(t["name"], t["datatype"], tuple(t["shape"])) for t in inputs),
+            tuple(Spec(t["name"], t["datatype"], tuple(t["shape"])) for t in outputs),
             metrics,
             params,
             lineage,

@@ -92,3 +92,36 @@ def test_step_skips_a_model_that_does_not_beat_production(ctx, monkeypatch):
 def test_registered_event_without_a_model_is_refused(ctx):
     with pytest.raises(InvalidRequest, match=r"data\.name"):
         deploy.handle(new_event(MODEL_REGISTERED, "/t", {"version": 1}), ctx)
+
+
+class FakeServing:
+    """Answers describe() the way serving's control API does, and records promote/rollback calls."""
+
+    def __init__(self, requests, errors):
+        self.view = {"model": "digits", "revisions": [{"id": "digits-00002", "requests": requests, "errors": errors}]}
+        self.calls = []
+
+    def describe(self, name):
+        return self.view
+
+    def promote(self, name, revision):
+        self.calls.append(("promote", revision))
+
+    def rollback(self, name):
+        self.calls.append(("rollback",))
+
+
+@pytest.mark.parametrize(
+    "requests, errors, verdict, calls",
+    [(60, 0, PROMOTE, [("promote", "digits-00002")]), (40, 10, ROLLBACK, [("rollback",)]), (5, 0, WAIT, [])],
+)
+def test_settling_a_canary_promotes_rolls_back_or_waits(requests, errors, verdict, calls):
+    registry = MemoryRegistry()
+    for key in ("a", "b"):
+        registry.register("digits", key.encode(), inputs=[], outputs=[], metrics={}, params={}, lineage={},
+                          idempotency_key=key)  # fmt: skip
+    registry.set_alias("digits", "production", 1)
+    serving = FakeServing(requests, errors)
+    assert deploy.settle_canary(serving, registry, "digits", 2, "digits-00002", POLICY) == verdict
+    assert serving.calls == calls
+    assert registry.aliases("digits")["production"] == (2 if verdict == PROMOTE else 1)

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from eventing.bindings import from_json, to_json
 from eventing.events import FEATURES_READY, MODEL_TRAINED, TRIAL_REQUESTED, TUNE_COMPLETED, new_event
 from functions import featurize, ingest, register, train, tune
 from functions.runoptions import RunOptions, save_options
@@ -147,6 +148,7 @@ async def test_short_real_tune_trains_trials_and_registers_only_the_best(ctx, di
     queue, registered, trial_results = [ready], [], []
     while queue:
         event = queue.pop(0)
+        assert from_json(to_json(event)).get_data() == event.get_data()  # every event crosses the wire intact
         c = StepContext(store=ctx.store, settings=load_settings(env={}))
         for handler in (tune.handle, train.handle, register.handle):
             reply = await handler(event, c) if handler is tune.handle else handler(event, c)
@@ -156,6 +158,7 @@ async def test_short_real_tune_trains_trials_and_registers_only_the_best(ctx, di
         if event.get_type() == MODEL_TRAINED:
             trial_results.append(event.get_data())
     assert len(trial_results) == 4 and len(registered) == 1
+    assert from_json(to_json(registered[0])).get_data() == registered[0].get_data()
     card = registry.cards["digits-tuned"]
     assert len(card) == 1
     best = max((r for r in trial_results if r["status"] != "Failed"), key=lambda r: r["metrics"]["val_accuracy"])
