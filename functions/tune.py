@@ -16,7 +16,15 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.events import FEATURES_READY, MODEL_TRAINED, TRIAL_REQUESTED, TUNE_COMPLETED, new_event, runid_of
+from eventing.events import (
+    FEATURES_READY,
+    MODEL_TRAINED,
+    STEP_FAILED,
+    TRIAL_REQUESTED,
+    TUNE_COMPLETED,
+    new_event,
+    runid_of,
+)
 from functions.runoptions import load_options
 from functions.tuning.experiment import (
     DONE,
@@ -40,7 +48,8 @@ _locks: dict[str, asyncio.Lock] = {}
 
 
 async def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
-    """features.ready (mode tune) → N trial.requested; model.trained (mode trial) → more trials or tune.completed."""
+    """features.ready (mode tune) → N trial.requested; model.trained (mode trial) or step.failed of a trial
+    request → more trials or tune.completed."""
     runid = runid_of(event)
     if not runid:
         raise InvalidRequest("tune needs events that carry a runid")
@@ -52,15 +61,32 @@ async def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
             emits, reply = await asyncio.to_thread(start, ctx.store, runid, spec_raw, event.get_data() or {})
         elif event.get_type() == MODEL_TRAINED and (event.get_data() or {}).get("trial"):
             emits, reply = await asyncio.to_thread(record, ctx.store, runid, event.get_data())
+        elif event.get_type() == STEP_FAILED and (failed := failed_trial(runid, event.get_data() or {})):
+            emits, reply = await asyncio.to_thread(record, ctx.store, runid, failed)
         else:
             return None
     for data in emits:
-        await ctx.emit(
-            new_event(TRIAL_REQUESTED, SOURCE, data, cause=event, subject=data["trial"], extensions={MODE: "trial"})
-        )
+        # the id names the trial, so a dead-lettered request (step.failed carries its event_id) maps back to it
+        ext = {MODE: "trial", "id": trial_event_id(runid, data["trial"])}
+        await ctx.emit(new_event(TRIAL_REQUESTED, SOURCE, data, cause=event, subject=data["trial"], extensions=ext))
     if reply is None:
         return None
     return new_event(TUNE_COMPLETED, SOURCE, reply, cause=event, subject=reply["best_trial"])
+
+
+def trial_event_id(runid: str, trial: str) -> str:
+    """The CloudEvent id of a trial's request: one per (run, trial), the same when it is requested again."""
+    return f"{runid}.{trial}"
+
+
+def failed_trial(runid: str, failure: dict[str, Any]) -> dict[str, Any] | None:
+    """A Failed trial result from a step.failed event about one of this run's trial requests, else None."""
+    prefix = f"{runid}."
+    event_id = str(failure.get("event_id", ""))
+    if failure.get("event_type") != TRIAL_REQUESTED or not event_id.startswith(prefix):
+        return None
+    reason = f"delivery to {failure.get('subscriber')} failed: {failure.get('error')}"
+    return {"trial": event_id[len(prefix) :], "status": FAILED, "reason": reason, "metrics": {}, "curve": []}
 
 
 @asynccontextmanager

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from eventing.bindings import from_json, to_json
-from eventing.events import FEATURES_READY, MODEL_TRAINED, TRIAL_REQUESTED, TUNE_COMPLETED, new_event
+from eventing.events import FEATURES_READY, MODEL_TRAINED, STEP_FAILED, TRIAL_REQUESTED, TUNE_COMPLETED, new_event
 from functions import featurize, ingest, register, train, tune
 from functions.runoptions import RunOptions, save_options
 from functions.tuning.experiment import load_experiment
@@ -176,3 +176,19 @@ async def test_tuning_run_without_a_spec_is_refused(ctx):
     with pytest.raises(InvalidRequest, match="no tuning spec"):
         await tune.handle(ready, ctx)
     assert load_experiment(ctx.store, "run-nospec") is None
+
+
+async def test_a_dead_lettered_trial_request_counts_as_a_failed_trial(ctx):
+    await tune.handle(_start(ctx), ctx)
+    request = ctx.emitted[0]
+    assert request.get_id() == f"run-tune.{request.get_data()['trial']}"
+    failure = new_event(STEP_FAILED, "/broker", {"event_id": request.get_id(), "event_type": TRIAL_REQUESTED,
+                        "subscriber": "http://train", "status": 500, "error": "boom", "attempts": 4},
+                        cause=request)  # fmt: skip
+    c = _fresh(ctx)
+    await tune.handle(failure, c)
+    trial = load_experiment(ctx.store, "run-tune").trials[request.get_data()["trial"]]
+    assert trial.status == "Failed" and "boom" in trial.result["reason"]
+    assert [e.get_data()["trial"] for e in c.emitted] == ["trial-0003"]  # its slot goes to a new trial
+    other = new_event(STEP_FAILED, "/broker", {"event_id": "x", "event_type": MODEL_TRAINED}, cause=request)
+    assert await tune.handle(other, _fresh(ctx)) is None
