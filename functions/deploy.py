@@ -1,0 +1,158 @@
+"""Deploy: on model.registered, apply the run's deployment policy and roll the model out through the serving API.
+
+The policy is plain functions (``decide``, ``judge_canary``); the HTTP calls sit in ``rollout`` and ``watch_canary``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from cloudevents.core.v1.event import CloudEvent
+
+from eventing.events import MODEL_DEPLOYED, MODEL_REGISTERED, new_event, runid_of
+from functions.register import open_registry
+from functions.runoptions import load_options
+from infra.errors import InvalidRequest, NotFound
+
+SOURCE = "/knflow/functions/deploy"
+PRODUCTION = "production"
+PROMOTE, ROLLBACK, WAIT = "promote", "rollback", "wait"
+
+
+@dataclass(frozen=True)
+class DeployPolicy:
+    """When to deploy, how much traffic a canary gets, and when it is promoted or rolled back."""
+
+    enabled: bool = True
+    metric: str = "test_accuracy"
+    maximize: bool = True
+    min_improvement: float = 0.0
+    canary_percent: int = 10
+    promote_after_requests: int = 100
+    max_error_rate: float = 0.05
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether to deploy, why, and with what share of traffic (100: straight to production)."""
+
+    deploy: bool
+    reason: str
+    percent: int = 0
+
+
+def parse_policy(raw: dict[str, Any] | None) -> DeployPolicy:
+    """A policy from run options; unknown fields or out-of-range values raise InvalidRequest."""
+    known = {f.name for f in dataclasses.fields(DeployPolicy)}
+    unknown = sorted(set(raw or {}) - known)
+    if unknown:
+        raise InvalidRequest(f"unknown deploy policy fields {unknown} (known: {sorted(known)})")
+    policy = DeployPolicy(**(raw or {}))
+    if not 0 < policy.canary_percent <= 100 or not 0 <= policy.max_error_rate <= 1 or policy.promote_after_requests < 1:
+        raise InvalidRequest(f"bad deploy policy {policy}")
+    return policy
+
+
+def decide(policy: DeployPolicy, candidate: dict[str, float], production: dict[str, float] | None) -> Decision:
+    """Deploy when there is no production model, or when the candidate beats it on the policy's metric."""
+    if not policy.enabled:
+        return Decision(False, "deployment is disabled for this run")
+    if policy.metric not in candidate:
+        return Decision(False, f"the candidate reports no {policy.metric}")
+    if production is None:
+        return Decision(True, "no production version yet", 100)
+    if policy.metric not in production:
+        return Decision(True, f"production reports no {policy.metric}", policy.canary_percent)
+    gain = candidate[policy.metric] - production[policy.metric]
+    gain = gain if policy.maximize else -gain
+    if gain > policy.min_improvement:
+        return Decision(True, f"{policy.metric} improves by {gain:.4g}", policy.canary_percent)
+    return Decision(
+        False,
+        f"{policy.metric} {candidate[policy.metric]:.4g} does not beat production's {production[policy.metric]:.4g}",
+    )
+
+
+def judge_canary(policy: DeployPolicy, requests: int, errors: int) -> str:
+    """promote after enough good requests; roll back once the error rate is above the limit; else wait."""
+    if requests > 0 and errors / requests > policy.max_error_rate and errors >= 2:
+        return ROLLBACK
+    if requests >= policy.promote_after_requests:
+        return PROMOTE
+    return WAIT
+
+
+def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
+    """model.registered → model.deployed (None when the policy says not to deploy)."""
+    if event.get_type() != MODEL_REGISTERED:
+        return None
+    data = event.get_data() or {}
+    name, version = data.get("name"), data.get("version")
+    if not name or version is None:
+        raise InvalidRequest("model.registered needs data.name and data.version")
+    marker = f"runs/{runid_of(event)}/deployed-{name}-{version}.json"
+    if ctx.store.exists(marker):
+        return new_event(
+            MODEL_DEPLOYED, SOURCE, json.loads(ctx.store.get(marker)), cause=event, subject=f"{name}/{version}"
+        )
+    policy = parse_policy(load_options(ctx.store, runid_of(event)).deploy)
+    decision = decide(policy, data.get("metrics") or {}, production_metrics(ctx.store, name))
+    ctx.log.info("deploy: %s/%s: %s", name, version, decision.reason)
+    if not decision.deploy:
+        return None
+    out = {
+        "name": name,
+        "version": version,
+        "decision": decision.reason,
+        **rollout(ctx.settings, name, version, decision),
+    }
+    if decision.percent == 100:  # no canary phase: this version is production now
+        open_registry(ctx.store).set_alias(name, PRODUCTION, version, actor="deploy", reason=decision.reason)
+    ctx.store.put(marker, json.dumps(out).encode(), content_type="application/json")
+    return new_event(MODEL_DEPLOYED, SOURCE, out, cause=event, subject=f"{name}/{version}")
+
+
+def production_metrics(store: Any, name: str) -> dict[str, float] | None:
+    """The metrics of the version the ``production`` alias points at, or None."""
+    try:
+        return dict(open_registry(store).get(name, PRODUCTION).metrics)
+    except NotFound:
+        return None
+
+
+def serving_url(settings: Any) -> str:
+    """Where the inference gateway (and its revision API) listens."""
+    return f"http://{settings.host}:{settings.gateway_port}"
+
+
+def rollout(settings: Any, name: str, version: Any, decision: Decision) -> dict[str, Any]:
+    """Create a serving revision taking the decided share of traffic → the event's revision/endpoint fields."""
+    from serving.client import ServingClient
+
+    canary = decision.percent < 100
+    reply = ServingClient(serving_url(settings)).deploy(
+        name, version, percent=decision.percent, tag="canary" if canary else None
+    )
+    return {
+        "revision": reply["revision"],
+        "traffic_percent": decision.percent,
+        "canary": canary,
+        "endpoint": reply.get("endpoint") or f"{serving_url(settings)}/v2/models/{name}/infer",
+    }
+
+
+def settle_canary(client: Any, registry: Any, name: str, version: int, revision: str, policy: DeployPolicy) -> str:
+    """One look at a canary: promote it (all traffic, production alias), roll it back, or wait for more requests."""
+    stats = next((r for r in client.describe(name)["revisions"] if r.get("id") == revision), None)
+    if stats is None:
+        return ROLLBACK  # the revision is gone: nothing to promote
+    verdict = judge_canary(policy, int(stats.get("requests", 0)), int(stats.get("errors", 0)))
+    if verdict == PROMOTE:
+        client.promote(name, revision)
+        registry.set_alias(name, PRODUCTION, version, actor="deploy", reason=f"canary {revision} promoted")
+    elif verdict == ROLLBACK:
+        client.rollback(name)
+    return verdict

@@ -1,0 +1,216 @@
+"""Train: on features.ready (mode train) or trial.requested, train a PyTorch classifier, export it to ONNX with its
+normalization, check ONNX Runtime against PyTorch, and emit model.trained.
+
+Outputs go to ``runs/<runid>/`` (a plain training) or ``runs/<runid>/trials/<trial>/``: metrics.jsonl (one line per
+epoch), checkpoint.pt (each epoch; a redelivered event resumes from it), model.onnx, and result.json (written last:
+a redelivery after it exists re-announces the same result without training again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import torch
+from cloudevents.core.v1.event import CloudEvent
+
+from eventing.events import FEATURES_READY, MODEL_TRAINED, TRIAL_REQUESTED, new_event, runid_of
+from functions.ml.export import check_export, export_onnx, signature
+from functions.ml.features import Splits, Transform, read_features
+from functions.ml.params import parse_params
+from functions.ml.training import (
+    EpochMetrics,
+    TrainingDiverged,
+    TrainResult,
+    evaluate,
+    state_bytes,
+    state_from_bytes,
+    train,
+)
+from functions.runoptions import load_options
+from functions.tuning.earlystop import should_stop
+from functions.tuning.experiment import EARLY_STOPPED, FAILED, SUCCEEDED, load_experiment
+from functions.tuning.spec import EarlyStopping, Objective
+from infra.errors import InvalidRequest, NotFound
+from infra.store import ArtifactStore
+
+SOURCE = "/knflow/functions/train"
+EPOCH_FIELDS = {f.name for f in dataclasses.fields(EpochMetrics)} - {"epoch"}
+MODE = "mode"  # extension on model.trained: "train" (register takes it) or "trial" (tune takes it)
+
+
+class StoreCheckpointer:
+    """The last epoch's training state as one object in the store."""
+
+    def __init__(self, store: ArtifactStore, key: str, fingerprint: str):
+        self.store, self.key, self.fingerprint = store, key, fingerprint
+
+    def load(self) -> dict[str, Any] | None:
+        try:
+            state = state_from_bytes(self.store.get(self.key))
+        except NotFound:
+            return None
+        return state if state.get("fingerprint") == self.fingerprint else None  # other params: start afresh
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.store.put(self.key, state_bytes({**state, "fingerprint": self.fingerprint}))
+
+
+def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
+    """features.ready / trial.requested → model.trained (CPU-bound: the host runs it in a thread)."""
+    data = event.get_data() or {}
+    runid = runid_of(event)
+    options = load_options(ctx.store, runid)
+    if event.get_type() == FEATURES_READY:
+        if event.get_extension(MODE) == "tune":
+            return None  # tune takes it and asks for trials
+        job = Job(runid, None, data, {**options.train, "seed": options.train.get("seed", options.seed)}, None, None)
+    elif event.get_type() == TRIAL_REQUESTED:
+        if not data.get("trial") or not isinstance(data.get("features"), dict):
+            raise InvalidRequest("trial.requested needs data.trial and data.features")
+        params = {**options.train, "seed": options.train.get("seed", options.seed), **data.get("params", {})}
+        job = Job(runid, data["trial"], data["features"], params, data.get("objective"), data.get("early_stopping"))
+    else:
+        return None
+    result = run(ctx.store, job, options.model_name, ctx.log)
+    ext = {MODE: "trial" if job.trial else "train"}
+    return new_event(
+        MODEL_TRAINED, SOURCE, result, cause=event, subject=job.trial or result["features"]["dataset"], extensions=ext
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One training: of a plain run or of a trial."""
+
+    runid: str
+    trial: str | None
+    features: dict[str, Any]
+    params: dict[str, Any]
+    objective: dict[str, Any] | None
+    early_stopping: dict[str, Any] | None
+
+    @property
+    def prefix(self) -> str:
+        return f"runs/{self.runid}/trials/{self.trial}/" if self.trial else f"runs/{self.runid}/"
+
+
+def run(store: ArtifactStore, job: Job, model_name: str | None, log: Any) -> dict[str, Any]:
+    """Train, export, check and store; returns the model.trained data (stored as result.json, last)."""
+    if store.exists(job.prefix + "result.json"):
+        return json.loads(store.get(job.prefix + "result.json"))
+    try:
+        params = parse_params(job.params)
+    except InvalidRequest as exc:
+        if not job.trial:
+            raise
+        return _store_result(store, job, _failed(job, job.params, str(exc)))
+    splits, transform, manifest = _features(store, job)
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    fingerprint = json.dumps({"features": job.features["prefix"], "params": dataclasses.asdict(params)}, sort_keys=True)
+    checkpointer = StoreCheckpointer(store, job.prefix + "checkpoint.pt", fingerprint)
+    hook = _epoch_hook(store, job, log)
+    try:
+        trained = train(splits, transform, manifest["num_classes"], params, checkpointer=checkpointer, on_epoch=hook)
+    except TrainingDiverged as exc:
+        if not job.trial:
+            raise InvalidRequest(f"training diverged: {exc}") from None
+        return _store_result(store, job, _failed(job, params, str(exc)))
+    metrics, info = _export(store, job, trained, splits, transform)
+    log.info("train: %s test accuracy %.4f after %d epochs (resumed after epoch %d)", job.prefix,
+             metrics["test_accuracy"], metrics["epochs"], trained.resumed_from)  # fmt: skip
+    result = {
+        "trial": job.trial,
+        "experiment": job.runid if job.trial else None,
+        "status": EARLY_STOPPED if trained.early_stopped else SUCCEEDED,
+        "model_name": model_name or job.features.get("dataset"),
+        "onnx_key": info.key,
+        "sha256": info.sha256,
+        "size": info.size,
+        "metrics": metrics,
+        "curve": _curve(trained.history, job),
+        "params": dataclasses.asdict(params),
+        "signature": signature(transform.input_shape, manifest["num_classes"]),
+        "features": job.features,
+        "lineage": {**job.features.get("lineage", {}), "run": job.runid, "trial": job.trial, "model": info.key},
+        "metrics_key": job.prefix + "metrics.jsonl",
+    }
+    return _store_result(store, job, result)
+
+
+def _features(store: ArtifactStore, job: Job) -> tuple[Splits, Transform, dict[str, Any]]:
+    try:
+        return read_features(store, job.features["prefix"])
+    except (KeyError, TypeError):
+        raise InvalidRequest("the event's features need a prefix") from None
+    except NotFound as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def _export(store: ArtifactStore, job: Job, trained: TrainResult, splits: Splits, transform: Transform):
+    """Test metrics, then the ONNX export checked against PyTorch on the test split, stored → (metrics, info)."""
+    dev = next(trained.model.parameters()).device
+    x_test = torch.as_tensor(splits.x["test"], device=dev)
+    test_loss, test_acc = evaluate(trained.model, x_test, torch.as_tensor(splits.y["test"], device=dev))
+    onnx = export_onnx(trained.model, transform.input_shape)
+    diff = check_export(onnx, trained.model, splits.x["test"])
+    info = store.put(job.prefix + "model.onnx", onnx, content_type="application/onnx")
+    last = trained.history[-1]
+    metrics = {
+        "test_accuracy": test_acc,
+        "test_loss": test_loss,
+        "val_accuracy": last.val_accuracy,
+        "val_loss": last.val_loss,
+        "train_loss": last.train_loss,
+        "epochs": len(trained.history),
+        "onnx_max_abs_diff": diff,
+    }
+    return metrics, info
+
+
+def _epoch_hook(store: ArtifactStore, job: Job, log: Any):
+    """Per epoch: stream metrics to metrics.jsonl; for a trial, apply the median stopping rule."""
+    objective = Objective(**job.objective) if job.objective else None
+    if objective and objective.metric not in EPOCH_FIELDS:
+        objective = None  # the rule needs a metric measured every epoch
+    rule = EarlyStopping(**job.early_stopping) if job.early_stopping else None
+
+    def on_epoch(history: list[EpochMetrics]) -> bool:
+        lines = "".join(json.dumps(dataclasses.asdict(m)) + "\n" for m in history)
+        store.put(job.prefix + "metrics.jsonl", lines.encode(), content_type="application/x-ndjson")
+        if not (objective and rule):
+            return False
+        experiment = load_experiment(store, job.runid)
+        completed = [t.curve for t in experiment.trials.values() if t.status == SUCCEEDED] if experiment else []
+        stop = should_stop([getattr(m, objective.metric) for m in history], completed, objective, rule)
+        if stop:
+            log.info("train: %s stopped early at epoch %d (median stopping rule)", job.trial, len(history))
+        return stop
+
+    return on_epoch
+
+
+def _curve(history: list[EpochMetrics], job: Job) -> list[float]:
+    metric = (job.objective or {}).get("metric", "val_accuracy")
+    return [getattr(m, metric) for m in history] if metric in EPOCH_FIELDS else []
+
+
+def _failed(job: Job, params: Any, reason: str) -> dict[str, Any]:
+    params = params if isinstance(params, dict) else dataclasses.asdict(params)
+    return {
+        "trial": job.trial,
+        "experiment": job.runid,
+        "status": FAILED,
+        "reason": reason,
+        "metrics": {},
+        "curve": [],
+        "params": params,
+        "features": job.features,
+    }
+
+
+def _store_result(store: ArtifactStore, job: Job, result: dict[str, Any]) -> dict[str, Any]:
+    store.put(job.prefix + "result.json", json.dumps(result, sort_keys=True).encode(), content_type="application/json")
+    return result

@@ -1,0 +1,218 @@
+"""Tune (Katib's job): on features.ready of a tuning run, request trials; on each trial's model.trained,
+record it, request the next ones up to parallelTrialCount, and after maxTrialCount (or the goal) announce
+the best as tune.completed.
+
+Tune is stateless: everything lives in ``runs/<runid>/experiment.json`` and is written before any event is emitted,
+so a redelivered or duplicate event changes nothing (results are keyed by trial id) and a restarted tune resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from cloudevents.core.v1.event import CloudEvent
+
+from eventing.events import (
+    FEATURES_READY,
+    MODEL_TRAINED,
+    STEP_FAILED,
+    TRIAL_REQUESTED,
+    TUNE_COMPLETED,
+    new_event,
+    runid_of,
+)
+from functions.runoptions import load_options
+from functions.tuning.experiment import (
+    DONE,
+    EARLY_STOPPED,
+    FAILED,
+    REQUESTED,
+    SUCCEEDED,
+    Experiment,
+    Trial,
+    load_experiment,
+    save_experiment,
+    trial_id,
+)
+from functions.tuning.search import suggest
+from infra.errors import InvalidRequest
+from infra.store import ArtifactStore
+
+SOURCE = "/knflow/functions/tune"
+MODE = "mode"  # extension: features.ready "tune" is ours; model.trained "trial" is a trial result
+_locks: dict[str, asyncio.Lock] = {}
+
+
+async def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
+    """features.ready (mode tune) → N trial.requested; model.trained (mode trial) or step.failed of a trial
+    request → more trials or tune.completed."""
+    runid = runid_of(event)
+    if not runid:
+        raise InvalidRequest("tune needs events that carry a runid")
+    async with _run_lock(runid):  # one replica serializes a run; across replicas the broker's per-run ordering does
+        if event.get_type() == FEATURES_READY and event.get_extension(MODE) == "tune":
+            spec_raw = load_options(ctx.store, runid).tuning
+            if not spec_raw:
+                raise InvalidRequest(f"run {runid} asks for tuning but its options hold no tuning spec")
+            emits, reply = await asyncio.to_thread(start, ctx.store, runid, spec_raw, event.get_data() or {})
+        elif event.get_type() == MODEL_TRAINED and (event.get_data() or {}).get("trial"):
+            emits, reply = await asyncio.to_thread(record, ctx.store, runid, event.get_data())
+        elif event.get_type() == STEP_FAILED and (failed := failed_trial(runid, event.get_data() or {})):
+            emits, reply = await asyncio.to_thread(record, ctx.store, runid, failed)
+        else:
+            return None
+    for data in emits:
+        # the id names the trial, so a dead-lettered request (step.failed carries its event_id) maps back to it
+        ext = {MODE: "trial", "id": trial_event_id(runid, data["trial"])}
+        await ctx.emit(new_event(TRIAL_REQUESTED, SOURCE, data, cause=event, subject=data["trial"], extensions=ext))
+    if reply is None:
+        return None
+    return new_event(TUNE_COMPLETED, SOURCE, reply, cause=event, subject=reply["best_trial"])
+
+
+def trial_event_id(runid: str, trial: str) -> str:
+    """The CloudEvent id of a trial's request: one per (run, trial), the same when it is requested again."""
+    return f"{runid}.{trial}"
+
+
+def failed_trial(runid: str, failure: dict[str, Any]) -> dict[str, Any] | None:
+    """A Failed trial result from a step.failed event about one of this run's trial requests, else None."""
+    prefix = f"{runid}."
+    event_id = str(failure.get("event_id", ""))
+    if failure.get("event_type") != TRIAL_REQUESTED or not event_id.startswith(prefix):
+        return None
+    reason = f"delivery to {failure.get('subscriber')} failed: {failure.get('error')}"
+    return {"trial": event_id[len(prefix) :], "status": FAILED, "reason": reason, "metrics": {}, "curve": []}
+
+
+@asynccontextmanager
+async def _run_lock(runid: str) -> AsyncIterator[None]:
+    """Serialize one run's events in this process; the lock is dropped when nobody holds or waits for it."""
+    lock = _locks.setdefault(runid, asyncio.Lock())
+    try:
+        async with lock:
+            yield
+    finally:
+        if not lock.locked() and _locks.get(runid) is lock:
+            del _locks[runid]
+
+
+def start(store: ArtifactStore, runid: str, spec_raw: dict, features: dict) -> tuple[list[dict], dict | None]:
+    """Create the experiment and its first trials; on a redelivery, re-request the trials still pending."""
+    experiment = load_experiment(store, runid)
+    if experiment is None:
+        experiment = Experiment(runid, spec_raw, features)
+        experiment.spec  # noqa: B018 - parse now so a bad spec fails before anything is stored
+        fill(experiment)
+        save_experiment(store, experiment)
+    if experiment.status == DONE:
+        return [], completed_data(experiment)
+    pending = [t for t in experiment.ordered() if t.status == REQUESTED]
+    return [request_data(experiment, t) for t in pending], None
+
+
+def record(store: ArtifactStore, runid: str, result: dict) -> tuple[list[dict], dict | None]:
+    """Record one trial's result (once per trial id), then request more trials or finish the experiment."""
+    experiment = load_experiment(store, runid)
+    trial = experiment.trials.get(result["trial"]) if experiment else None
+    if experiment is None or trial is None or trial.finished or experiment.status != "Running":
+        return [], None  # unknown, duplicate or late: nothing changes
+    experiment.trials[trial.id] = finished_trial(experiment, trial, result)
+    failed = experiment.count(FAILED)
+    if failed > experiment.spec.max_failed_trials:
+        experiment.status, experiment.reason = (
+            "Failed",
+            f"{failed} trials failed (maxFailedTrialCount {experiment.spec.max_failed_trials})",
+        )
+        save_experiment(store, experiment)
+        raise InvalidRequest(f"experiment {runid} failed: {experiment.reason}")
+    new = fill(experiment)
+    finish_if_done(experiment)
+    save_experiment(store, experiment)
+    return [request_data(experiment, t) for t in new], completed_data(experiment) if experiment.status == DONE else None
+
+
+def finished_trial(experiment: Experiment, trial: Trial, result: dict) -> Trial:
+    """The trial with its reported status, objective value and learning curve."""
+    metric = experiment.spec.objective.metric
+    status = result.get("status", SUCCEEDED)
+    value = (result.get("metrics") or {}).get(metric)
+    if status not in (SUCCEEDED, EARLY_STOPPED, FAILED) or (status != FAILED and value is None):
+        status, value = FAILED, None
+    curve = tuple(float(v) for v in result.get("curve", ()))
+    return dataclasses.replace(
+        trial, status=status, value=None if value is None else float(value), curve=curve, result=result
+    )
+
+
+def fill(experiment: Experiment) -> list[Trial]:
+    """Request new trials up to parallelTrialCount running and maxTrialCount in all (stops once the goal is reached)."""
+    spec = experiment.spec
+    best = experiment.best_trial()
+    if best is not None and spec.objective.reached(best.value):  # type: ignore[arg-type]
+        return []
+    slots = min(spec.parallel_trials - experiment.count(REQUESTED), spec.max_trials - len(experiment.trials))
+    new = []
+    for suggestion in suggest(spec, experiment.ordered(), slots):
+        index = len(experiment.trials)
+        trial = Trial(trial_id(index), index, suggestion.params, meta=suggestion.meta)
+        experiment.trials[trial.id] = trial
+        new.append(trial)
+    return new
+
+
+def finish_if_done(experiment: Experiment) -> None:
+    """Done when nothing runs and nothing more will be requested (budget spent, goal reached, search exhausted)."""
+    if experiment.count(REQUESTED) > 0:
+        return
+    best = experiment.best_trial()
+    if best is None:
+        experiment.status, experiment.reason = "Failed", "no trial produced an objective value"
+        return
+    goal = experiment.spec.objective.reached(best.value)  # type: ignore[arg-type]
+    experiment.status, experiment.best = DONE, best.id
+    experiment.reason = (
+        "goal reached"
+        if goal
+        else "trial budget spent"
+        if len(experiment.trials) >= experiment.spec.max_trials
+        else "search space exhausted"
+    )
+
+
+def request_data(experiment: Experiment, trial: Trial) -> dict[str, Any]:
+    """The data of a trial.requested event."""
+    spec = experiment.spec
+    es = spec.early_stopping
+    return {
+        "experiment": experiment.runid,
+        "trial": trial.id,
+        "params": trial.params,
+        "features": experiment.features,
+        "objective": {"metric": spec.objective.metric, "type": spec.objective.type},
+        "early_stopping": dataclasses.asdict(es) if es else None,
+    }
+
+
+def completed_data(experiment: Experiment) -> dict[str, Any]:
+    """The data of tune.completed: the best trial, its model (its model.trained data) and every trial's outcome."""
+    best = experiment.trials[experiment.best]  # type: ignore[index]
+    return {
+        "experiment": experiment.runid,
+        "best_trial": best.id,
+        "objective": {
+            "metric": experiment.spec.objective.metric,
+            "type": experiment.spec.objective.type,
+            "value": best.value,
+        },
+        "params": best.params,
+        "reason": experiment.reason,
+        "model": best.result,
+        "trials": [
+            {"trial": t.id, "status": t.status, "value": t.value, "params": t.params} for t in experiment.ordered()
+        ],
+    }

@@ -1,0 +1,164 @@
+"""Helpers of the lifecycle tests: a step context (a real store, emitted events collected in a list) and digits
+written in every raw format ingest reads."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from cloudevents.core.v1.event import CloudEvent
+
+from eventing.events import DATA_ARRIVED, new_event
+from functions.ml.readers import write_idx
+from infra.settings import Settings
+from infra.store import ArtifactStore
+
+
+@dataclass
+class StepContext:
+    """What the function host hands a step: the store, settings, a logger, and emit (collected here)."""
+
+    store: ArtifactStore
+    settings: Settings
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("tests.lifecycle"))
+    emitted: list[CloudEvent] = field(default_factory=list)
+
+    async def emit(self, event: CloudEvent) -> None:
+        self.emitted.append(event)
+
+
+def keys(store: ArtifactStore, prefix: str = "") -> list[str]:
+    return [info.key for info in store.list(prefix)]
+
+
+def arrived(
+    key: str, store: ArtifactStore, options: dict[str, Any] | None = None, runid: str | None = None
+) -> CloudEvent:
+    """A data.arrived event for an object already in the store."""
+    data: dict[str, Any] = {"bucket": "knflow", "key": key, "size": store.stat(key).size}
+    if options is not None:
+        data["options"] = options
+    return new_event(DATA_ARRIVED, "/tests/lifecycle", data, runid=runid)
+
+
+@dataclass(frozen=True)
+class Digits:
+    images: np.ndarray  # (N, 8, 8) uint8, values 0..16
+    labels: np.ndarray  # (N,) uint8
+
+    @property
+    def flat(self) -> np.ndarray:
+        return self.images.reshape(len(self.images), -1)
+
+
+def digits_csv(d: Digits, label: str = "label") -> bytes:
+    header = ",".join([f"p{i}" for i in range(64)] + [label])
+    rows = [",".join(map(str, [*row.tolist(), int(y)])) for row, y in zip(d.flat, d.labels, strict=True)]
+    return ("\n".join([header, *rows]) + "\n").encode()
+
+
+def digits_npz(d: Digits, images: bool = False) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, x=d.images if images else d.flat, y=d.labels)
+    return buf.getvalue()
+
+
+def digits_parquet(d: Digits, label: str = "label") -> bytes:
+    columns = {f"p{i}": d.flat[:, i].astype(np.float64) for i in range(64)}
+    columns[label] = d.labels.astype(np.int64)
+    buf = io.BytesIO()
+    pq.write_table(pa.table(columns), buf)
+    return buf.getvalue()
+
+
+def put_digits_idx(store: ArtifactStore, prefix: str, d: Digits, gz: bool = True) -> str:
+    """Write the labels then the images file (the images key starts ingest); return the images key."""
+    suffix = ".gz" if gz else ""
+    pack = gzip.compress if gz else (lambda b: b)
+    store.put(f"{prefix}-labels-idx1-ubyte{suffix}", pack(write_idx(d.labels)))
+    key = f"{prefix}-images-idx3-ubyte{suffix}"
+    store.put(key, pack(write_idx(d.images)))
+    return key
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The shape of serving.registry.TensorSpec."""
+
+    name: str
+    datatype: str
+    shape: tuple
+
+
+@dataclass(frozen=True)
+class Card:
+    """The shape of serving.registry.ModelCard, for unit tests of the steps that call the registry."""
+
+    name: str
+    version: int
+    sha256: str
+    size: int
+    onnx_key: str
+    inputs: list
+    outputs: list
+    metrics: dict
+    params: dict
+    lineage: dict
+    created: str = ""
+
+
+class MemoryRegistry:
+    """An in-memory stand-in with serving.registry.ModelRegistry's API (register/get/set_alias/aliases)."""
+
+    def __init__(self) -> None:
+        self.cards: dict[str, list[Card]] = {}
+        self.by_key: dict[str, Card] = {}
+        self.alias_map: dict[str, dict[str, int]] = {}
+        self.calls = 0
+
+    def register(self, name, onnx, *, inputs, outputs, metrics, params, lineage, idempotency_key) -> Card:
+        import hashlib
+
+        self.calls += 1
+        if idempotency_key in self.by_key:
+            return self.by_key[idempotency_key]
+        versions = self.cards.setdefault(name, [])
+        card = Card(
+            name,
+            len(versions) + 1,
+            hashlib.sha256(onnx).hexdigest(),
+            len(onnx),
+            f"models/{name}/{len(versions) + 1}/model.onnx",
+            tuple(Spec(t["name"], t["datatype"], tuple(t["shape"])) for t in inputs),
+            tuple(Spec(t["name"], t["datatype"], tuple(t["shape"])) for t in outputs),
+            metrics,
+            params,
+            lineage,
+        )
+        versions.append(card)
+        self.by_key[idempotency_key] = card
+        return card
+
+    def get(self, name, version):
+        from infra.errors import NotFound
+
+        if isinstance(version, str) and not version.isdigit():
+            if version not in self.alias_map.get(name, {}):
+                raise NotFound(f"{name} has no alias {version}")
+            version = self.alias_map[name][version]
+        try:
+            return self.cards[name][int(version) - 1]
+        except (KeyError, IndexError):
+            raise NotFound(f"no {name} version {version}") from None
+
+    def set_alias(self, name, alias, version, *, actor="", reason=""):
+        self.alias_map.setdefault(name, {})[alias] = int(version)
+
+    def aliases(self, name):
+        return dict(self.alias_map.get(name, {}))
