@@ -20,6 +20,7 @@ Sources (``eventing.sources``) add their own endpoints under ``/sources/``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -77,8 +78,7 @@ class BrokerServer:
         persisted = self.trigger_file.load()
         for trigger in self._initial:
             persisted[trigger.name] = trigger
-        for trigger in persisted.values():
-            await self._run_trigger(trigger)
+        await asyncio.gather(*(self._run_trigger(t) for t in persisted.values()))
         self.trigger_file.save(self.triggers)
         app = web.Application(client_max_size=self.settings.eventing.max_event_bytes + 1024 * 1024)
         app.add_routes(self._routes())
@@ -148,7 +148,7 @@ class BrokerServer:
         dispatcher = Dispatcher(trigger, self.log.consumer(trigger.name), self.deliverer)
         self.triggers[trigger.name] = trigger
         self._dispatchers[trigger.name] = dispatcher
-        dispatcher.start()
+        await dispatcher.start()
 
     # -- HTTP ------------------------------------------------------------------
     def _routes(self) -> list[web.RouteDef]:
@@ -254,10 +254,8 @@ def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await serve(settings)
-        except asyncio.CancelledError:
-            pass
 
     asyncio.run(run())
 

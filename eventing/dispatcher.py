@@ -32,7 +32,9 @@ class Dispatcher:
         self._tasks: set[asyncio.Task] = set()
         self._main: asyncio.Task | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Join the consumer group (so every event appended after this returns is delivered), then run."""
+        await self.consumer.ready()
         self._main = asyncio.create_task(self._run(), name=f"trigger-{self.trigger.name}")
 
     async def stop(self) -> None:

@@ -28,6 +28,10 @@ class Record:
 class Consumer(Protocol):
     """A consumer group's reader: records come in log order; ``ack`` marks one done (commits are batched)."""
 
+    async def ready(self) -> None:
+        """Join the group and pin its starting offsets (a new group starts at the current end of the log)."""
+        ...
+
     async def fetch(self, max_records: int, timeout: float) -> list[Record]:
         """Up to ``max_records`` records not yet handed out; [] after ``timeout`` seconds with none."""
         ...

@@ -223,6 +223,10 @@ class EmbeddedConsumer:
         self._done: set[int] = set()
         self._flush: asyncio.TimerHandle | None = None
 
+    async def ready(self) -> None:
+        if self._position is None:
+            await self._load()
+
     async def _load(self) -> None:
         group = self.group
 
@@ -240,13 +244,12 @@ class EmbeddedConsumer:
         self._position = self._watermark
 
     async def fetch(self, max_records: int, timeout: float) -> list[Record]:
-        if self._position is None:
-            await self._load()
+        await self.ready()
         deadline = time.monotonic() + timeout
         while True:
             position = self._position
             rows = await self.log.read(
-                lambda c: c.execute(
+                lambda c, position=position: c.execute(
                     "SELECT offset, runid, body FROM events WHERE offset > ? ORDER BY offset LIMIT ?",
                     (position, max_records),
                 ).fetchall()

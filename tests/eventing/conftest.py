@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections import defaultdict
@@ -53,10 +54,8 @@ class Subscriber:
             if left <= 0:
                 raise AssertionError(f"timed out; received {[(r.path, r.event.get_type()) for r in self.received]}")
             self.changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), left)
-            except TimeoutError:
-                pass
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         event = from_http(request.headers, await request.read())
