@@ -20,7 +20,6 @@ Sources (``eventing.sources``) add their own endpoints under ``/sources/``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -233,31 +232,26 @@ def error_response(exc: KnflowError) -> web.Response:
     return web.json_response({"error": str(exc)}, status=exc.status)
 
 
-async def serve(settings: Settings) -> None:
-    """Run the broker until cancelled (SIGINT/SIGTERM)."""
+async def serve_until_signal(settings: Settings) -> None:
+    """Run the broker until SIGINT or SIGTERM, then stop it cleanly (commits flushed)."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     async with BrokerServer(settings):
-        await asyncio.Event().wait()
+        await stop.wait()
 
 
 def main() -> None:
     """``python -m eventing.broker``."""
-    import signal
-
     from infra.logs import configure_logging
     from infra.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-
-    async def run() -> None:
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
-        with contextlib.suppress(asyncio.CancelledError):
-            await serve(settings)
-
-    asyncio.run(run())
+    asyncio.run(serve_until_signal(settings))
 
 
 if __name__ == "__main__":
