@@ -38,6 +38,7 @@ PARTITIONS = 4
 COMMIT_DELAY_S = 0.02
 # a group joins in ~3 s with a low rebalance timeout (kafka-python's defaults take ~23 s)
 GROUP_TIMEOUTS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 3000}
+FETCH = {"fetch_max_wait_ms": 20}  # the broker answers a fetch within 20 ms even with little data: low latency
 
 
 class KafkaEventLog:
@@ -171,6 +172,7 @@ class KafkaGroupConsumer:
             enable_auto_commit=False,
             auto_offset_reset="latest",
             **GROUP_TIMEOUTS,
+            **FETCH,
         )
         consumer.subscribe([self.log.topic])
         deadline = time.monotonic() + 60
