@@ -30,12 +30,13 @@ import orjson
 from aiohttp import web
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.bindings import from_http, to_json
+from eventing.bindings import to_json
 from eventing.delivery import Deliverer
 from eventing.dispatcher import Dispatcher
 from eventing.eventlog import EventLog, open_event_log
 from eventing.registry import TriggerFile
 from eventing.triggers import Trigger
+from eventing.wire import from_http
 from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
 from infra.settings import Settings
 
@@ -251,7 +252,17 @@ def main() -> None:
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve_until_signal(settings))
+    run(serve_until_signal(settings))
+
+
+def run(main: Any) -> None:
+    """``asyncio.run`` on uvloop when it is installed (it roughly halves the HTTP overhead per event)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 if __name__ == "__main__":

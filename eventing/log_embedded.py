@@ -25,9 +25,10 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.bindings import from_json, to_json
+from eventing.bindings import to_json
 from eventing.eventlog import Record
 from eventing.events import runid_of
+from eventing.wire import from_json
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, watermark INTEGER NOT 
 CREATE TABLE IF NOT EXISTS acks (name TEXT, offset INTEGER, PRIMARY KEY (name, offset)) WITHOUT ROWID;
 """
 COMMIT_DELAY_S = 0.02
+TAIL_CACHE = 20_000
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -51,9 +53,9 @@ def _connect(path: Path) -> sqlite3.Connection:
 class _Writer(threading.Thread):
     """The one thread that writes: each loop takes everything queued and commits it in one transaction."""
 
-    def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop, on_append: Any):
+    def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop, on_commit: Any):
         super().__init__(name="eventlog-writer", daemon=True)
-        self.conn, self.loop, self.on_append = conn, loop, on_append
+        self.conn, self.loop, self.on_commit = conn, loop, on_commit
         self.jobs: queue.Queue = queue.Queue()
 
     def submit(self, job: Any, future: asyncio.Future | None = None) -> None:
@@ -86,15 +88,11 @@ class _Writer(threading.Thread):
                 if fut is not None:
                     self.loop.call_soon_threadsafe(_set_exception, fut, exc)
             return
-        for (_, fut), result in zip(batch, results, strict=True):
-            if fut is not None:
-                self.loop.call_soon_threadsafe(_set_result, fut, result)
-        self.loop.call_soon_threadsafe(self.on_append)
+        self.loop.call_soon_threadsafe(self.on_commit, batch, results)
 
 
-def _set_result(fut: asyncio.Future, value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)
+class _Appended(list):
+    """The ``(offset, runid, event)`` rows one append committed (kept in the tail cache)."""
 
 
 def _set_exception(fut: asyncio.Future, exc: BaseException) -> None:
@@ -113,6 +111,7 @@ class EmbeddedEventLog:
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="eventlog-reader")
         self._rconn: sqlite3.Connection | None = None
         self._retention_task: asyncio.Task | None = None
+        self._tail: list[tuple[int, str | None, CloudEvent]] = []  # recent appends, so readers skip SQL + parsing
 
     async def start(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -121,11 +120,20 @@ class EmbeddedEventLog:
         self._rconn = _connect(self.path / "events.db")
         loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
-        self._writer = _Writer(conn, loop, self._notify)
+        self._writer = _Writer(conn, loop, self._committed)
         self._writer.start()
         self._retention_task = asyncio.create_task(self._retention_loop())
 
-    def _notify(self) -> None:
+    def _committed(self, batch: list, results: list) -> None:
+        """On the loop, in commit order: extend the tail cache, resolve the writers' futures, wake readers."""
+        for result in results:
+            if isinstance(result, _Appended):
+                self._tail.extend(result)
+        if len(self._tail) > 2 * TAIL_CACHE:
+            del self._tail[:TAIL_CACHE]
+        for (_, fut), result in zip(batch, results, strict=True):
+            if fut is not None and not fut.done():
+                fut.set_result(result)
         assert self._changed is not None
         self._changed.set()
         self._changed = asyncio.Event()
@@ -153,10 +161,23 @@ class EmbeddedEventLog:
         now = time.time()
         rows = [(now, runid_of(e), e.get_type(), to_json(e)) for e in events]
 
-        def insert(conn: sqlite3.Connection) -> None:
-            conn.executemany("INSERT INTO events (ts, runid, type, body) VALUES (?, ?, ?, ?)", rows)
+        def insert(conn: sqlite3.Connection) -> _Appended:
+            sql = "INSERT INTO events (ts, runid, type, body) VALUES (?, ?, ?, ?)"
+            return _Appended((conn.execute(sql, row).lastrowid, row[1], e) for row, e in zip(rows, events, strict=True))
 
         await self.write(insert)
+
+    def cached(self, after: int, limit: int) -> list[tuple[int, str | None, CloudEvent]] | None:
+        """Up to ``limit`` appended entries after offset ``after`` from the tail cache, or None if not cached."""
+        tail = self._tail
+        if not tail or tail[0][0] > after + 1:
+            return None
+        index = after + 1 - tail[0][0]
+        if index >= len(tail):
+            return [] if tail[-1][0] <= after else None
+        if tail[index][0] != after + 1:
+            return None  # offsets not contiguous here: read the database
+        return tail[index : index + limit]
 
     def consumer(self, group: str) -> EmbeddedConsumer:
         return EmbeddedConsumer(self, group)
@@ -248,6 +269,9 @@ class EmbeddedConsumer:
         deadline = time.monotonic() + timeout
         while True:
             position = self._position
+            cached = self.log.cached(position, max_records)
+            if cached:
+                return self._take_cached(cached)
             rows = await self.log.read(
                 lambda c, position=position: c.execute(
                     "SELECT offset, runid, body FROM events WHERE offset > ? ORDER BY offset LIMIT ?",
@@ -271,6 +295,19 @@ class EmbeddedConsumer:
                 continue
             records.append(Record((0, offset), runid, from_json(body)))
         self._position = rows[-1][0]
+        self._advance()
+        return records
+
+    def _take_cached(self, entries: list[tuple[int, str | None, CloudEvent]]) -> list[Record]:
+        records = []
+        for offset, runid, event in entries:
+            self._inflight.append(offset)
+            if offset in self._preacked:
+                self._preacked.discard(offset)
+                self._done.add(offset)
+                continue
+            records.append(Record((0, offset), runid, event))
+        self._position = entries[-1][0]
         self._advance()
         return records
 

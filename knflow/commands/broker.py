@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
+from eventing.broker import run as run_loop
 from eventing.broker import serve_until_signal
 from infra.logs import configure_logging
 from infra.settings import load_settings
@@ -22,5 +22,5 @@ def run(args: argparse.Namespace) -> int:
         settings = settings.replace(broker_port=args.port)
     configure_logging(settings.log_level, settings.log_format)
     print(f"broker on http://{settings.host}:{settings.broker_port} over {settings.broker.url}; Ctrl-C stops it")
-    asyncio.run(serve_until_signal(settings))
+    run_loop(serve_until_signal(settings))
     return 0
