@@ -29,6 +29,7 @@ from eventing.bindings import to_json
 from eventing.eventlog import Record
 from eventing.events import runid_of
 from eventing.wire import from_json
+from infra.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,10 @@ class _Writer(threading.Thread):
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("ROLLBACK")
             log.exception("event log write failed")
+            error = Unavailable(f"the embedded event log could not write: {exc}")
             for _, fut in batch:
                 if fut is not None:
-                    self.loop.call_soon_threadsafe(_set_exception, fut, exc)
+                    self.loop.call_soon_threadsafe(_set_exception, fut, error)
             return
         self.loop.call_soon_threadsafe(self.on_commit, batch, results)
 

@@ -131,6 +131,12 @@ async def saturation(session, url: str, sink: Sink, total: int, clients: int, ta
     return phase
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_broker(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "eventing.broker"],
@@ -159,8 +165,21 @@ async def run_backend(tag: str, env: dict[str, str], tmp: Path, args) -> list[Ph
             async with session.put(url + "triggers/bench", data=orjson.dumps({"subscriber": {"uri": sink_url}})) as r:
                 assert r.status == 200, await r.text()
             await fixed_rate(session, url, sink, 200, 1, f"{tag} warm-up")
-            phases = [await fixed_rate(session, url, sink, args.rate, args.seconds, tag)]
-            phases.append(await saturation(session, url, sink, args.saturation_events, args.clients, tag))
+            phases = []
+            for phase in (
+                lambda: fixed_rate(session, url, sink, args.rate, args.seconds, tag),
+                lambda: saturation(session, url, sink, args.saturation_events, args.clients, tag),
+            ):
+                broker_cpu, own_cpu = cpu_seconds(proc.pid), time.process_time()
+                phases.append(await phase())
+                broker_cpu, own_cpu = cpu_seconds(proc.pid) - broker_cpu, time.process_time() - own_cpu
+                n = max(phases[-1].delivered, 1)
+                print(
+                    f"  ({phases[-1].name}: broker process {broker_cpu / n * 1e6:.0f} us CPU/event "
+                    f"(= {n / broker_cpu if broker_cpu else 0:,.0f} ev/s per core); load generator + subscriber "
+                    f"{own_cpu / n * 1e6:.0f} us CPU/event)",
+                    flush=True,
+                )
         return phases
     finally:
         proc.terminate()
@@ -207,7 +226,9 @@ def main() -> None:
     parser.add_argument("--saturation-events", type=int, default=20000)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--backends", default="embedded,kafka")
-    asyncio.run(main_async(parser.parse_args()))
+    from eventing.broker import run
+
+    run(main_async(parser.parse_args()))
 
 
 if __name__ == "__main__":
