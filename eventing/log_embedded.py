@@ -118,6 +118,7 @@ class EmbeddedEventLog:
     async def start(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         conn = _connect(self.path / "events.db")
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new database: lets retention shrink it
         conn.executescript(SCHEMA)
         self._rconn = _connect(self.path / "events.db")
         loop = asyncio.get_running_loop()
@@ -220,6 +221,8 @@ class EmbeddedEventLog:
             return conn.execute("DELETE FROM events WHERE ts < ?", (cutoff,)).rowcount
 
         deleted = await self.write(delete)
+        if deleted:
+            await self.read(lambda c: c.execute("PRAGMA incremental_vacuum").fetchall())
         await self.read(lambda c: c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
         if deleted:
             log.info("retention deleted %d events older than %.1f h", deleted, self.retention_s / 3600)
