@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.bindings import from_http, to_http_binary
+from eventing.bindings import from_http, to_http_binary, to_http_structured
 from eventing.broker import BrokerServer
 from eventing.triggers import Trigger
 from infra.settings import load_settings
@@ -65,11 +65,12 @@ class Subscriber:
         behaviour = self.behaviours.get(request.path)
         if behaviour is None:
             return web.Response(status=200)
-        return behaviour(event, self.counts[request.path])
+        answer = behaviour(event, self.counts[request.path])
+        return await answer if asyncio.iscoroutine(answer) else answer
 
 
-def reply_with(event: CloudEvent) -> web.Response:
-    headers, body = to_http_binary(event)
+def reply_with(event: CloudEvent, structured: bool = False) -> web.Response:
+    headers, body = (to_http_structured if structured else to_http_binary)(event)
     return web.Response(status=200, body=body, headers=headers)
 
 

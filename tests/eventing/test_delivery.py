@@ -9,11 +9,13 @@ import time
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp import web
 
 from eventing.bindings import to_http_binary, to_http_structured
 from eventing.events import STEP_FAILED, new_event
 from eventing.triggers import DeliverySpec, Trigger
+from infra.localservices import free_port
 from tests.eventing.conftest import reply_with
 
 
@@ -140,9 +142,10 @@ async def test_retry_after_is_honoured_when_opted_in(make_broker, subscriber):
     assert 0.58 <= b - a <= 0.9  # Retry-After 1 s capped at retryAfterMax 0.6 s
 
 
-async def test_reply_event_is_routed_to_the_next_trigger(make_broker, subscriber):
+@pytest.mark.parametrize("structured", [False, True], ids=["binary-reply", "structured-reply"])
+async def test_reply_event_is_routed_to_the_next_trigger(make_broker, subscriber, structured):
     def step(event, n):
-        return reply_with(new_event("step.two", "step-one", {"from": event.get_id()}, cause=event))
+        return reply_with(new_event("step.two", "step-one", {"from": event.get_id()}, cause=event), structured)
 
     triggers = [
         Trigger("one", subscriber.on("/one", step), filter={"type": "step.one"}),
@@ -247,3 +250,27 @@ async def test_committed_offsets_survive_a_restart_and_events_sent_while_down_ar
         await asyncio.sleep(0.5)
     ids = [r.event.get_id() for r in subscriber.at("/durable")]
     assert len(ids) == 30 and set(ids) == {e.get_id() for e in first + later}
+
+
+async def test_timeout_and_network_errors_are_retried(make_broker, subscriber):
+    async def slow_then_fast(event, n):
+        if n == 1:
+            await asyncio.sleep(1.0)
+        return web.Response()
+
+    slow = subscriber.on("/slow", slow_then_fast)
+    failed = subscriber.on("/failed", lambda e, n: web.Response())
+    closed = f"http://127.0.0.1:{free_port()}/nobody"
+    triggers = [
+        Trigger(
+            "slow", slow, filter={"type": "work"}, delivery=DeliverySpec(retry=2, backoff_delay=0.05, timeout="PT0.3S")
+        ),
+        Trigger("closed", closed, filter={"type": "work"}, delivery=DeliverySpec(retry=2, backoff_delay=0.05)),
+        Trigger("failures", failed, filter={"type": STEP_FAILED}),
+    ]
+    async with make_broker(triggers) as broker:
+        await post(broker, new_event("work", "s"))
+        await subscriber.wait_for(lambda: len(subscriber.at("/slow")) == 2 and subscriber.at("/failed"), 15)
+    report = subscriber.at("/failed")[0].event.get_data()
+    assert report["trigger"] == "closed" and report["status"] == 0 and report["attempts"] == 3
+    assert len(subscriber.at("/failed")) == 1  # the slow subscriber succeeded on its retry
