@@ -1,4 +1,9 @@
-"""CloudEvents in and out, and the event mesh (broker, triggers, delivery, sources) that carries them."""
+"""CloudEvents in and out, and the event mesh (broker, triggers, delivery, sources) that carries them.
+
+Public surface: the event contract (``events``), the wire bindings (``bindings``), trigger config
+(``Trigger``, ``DeliverySpec``), the publisher client (``publish``, ``publish_async``). The broker
+server is ``eventing.broker.BrokerServer`` (``python -m eventing.broker``); see eventing/README.md.
+"""
 
 from eventing.bindings import (
     from_http,
@@ -9,6 +14,7 @@ from eventing.bindings import (
     to_json,
     to_kafka,
 )
+from eventing.client import publish, publish_async
 from eventing.events import (
     DATA_ARRIVED,
     DATASET_INGESTED,
@@ -25,6 +31,7 @@ from eventing.events import (
     new_runid,
     runid_of,
 )
+from eventing.triggers import DeliverySpec, Trigger
 
 __all__ = [
     "DATASET_INGESTED",
@@ -37,12 +44,16 @@ __all__ = [
     "STEP_FAILED",
     "TRIAL_REQUESTED",
     "TUNE_COMPLETED",
+    "DeliverySpec",
     "InvalidEvent",
+    "Trigger",
     "from_http",
     "from_json",
     "from_kafka",
     "new_event",
     "new_runid",
+    "publish",
+    "publish_async",
     "runid_of",
     "to_http_binary",
     "to_http_structured",

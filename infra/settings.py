@@ -71,6 +71,15 @@ class EventingSettings:
     delivery_timeout_s: float = 30.0
     webhook_secret: str = field(default="", repr=False)
     webhook_window_s: float = 300.0
+    webhook_type: str = "dev.knflow.data.arrived"
+    arrival_prefix: str = "raw/"
+    minio_token: str = field(default="", repr=False)
+    minio_kafka_servers: str = ""
+    minio_kafka_topic: str = ""
+    watch_raw: bool = True
+    watch_interval_s: float = 1.0
+    ping_schedule: str = ""
+    ping_data: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Eventing benchmark: ``python -m bench.eventing``."""

@@ -1,0 +1,5 @@
+"""``python -m bench.eventing``."""
+
+from bench.eventing.run import main
+
+main()

@@ -1,0 +1,235 @@
+"""Broker throughput and end-to-end latency, embedded log vs Kafka (tansu), with a no-op subscriber.
+
+Run: ``python -m bench.eventing [--rate 1000] [--seconds 5] [--saturation-events 20000] [--backends embedded,kafka]``
+
+The broker runs as its own process (``python -m eventing.broker``); this process is the load
+generator (aiohttp) and the subscriber (aiohttp, answers 204). Latency is from the moment the
+client sends the POST to the moment the subscriber receives the event (it therefore includes
+the ingress accept and the durable append). Two phases per backend: a fixed offered rate
+(open loop) and saturation (closed loop, N concurrent clients).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from eventing.bindings import to_http_binary
+from eventing.events import new_event
+from infra.localservices import free_port, start_tansu, wait_for_port
+
+
+@dataclass
+class Phase:
+    name: str
+    sent: int
+    accepted: int
+    delivered: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    def line(self) -> str:
+        rate = self.delivered / self.seconds if self.seconds else 0.0
+        return (
+            f"{self.name:<28} accepted {self.accepted:>6}/{self.sent:<6} delivered {self.delivered:>6} "
+            f"in {self.seconds:6.2f}s = {rate:8.0f} ev/s   p50 {self.p50_ms:7.2f} ms   p99 {self.p99_ms:7.2f} ms"
+        )
+
+
+class Sink:
+    """The no-op subscriber: records when each event id arrived."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, float] = {}
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.arrived.setdefault(request.headers["ce-id"], time.perf_counter())
+        await request.read()
+        return web.Response(status=204)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def wait_delivered(sink: Sink, ids: set[str], timeout: float) -> None:
+    deadline = time.perf_counter() + timeout
+    while not ids <= sink.arrived.keys() and time.perf_counter() < deadline:
+        await asyncio.sleep(0.02)
+
+
+def summarize(name: str, sink: Sink, sent_at: dict[str, float], accepted: set[str], start: float) -> Phase:
+    got = [i for i in accepted if i in sink.arrived]
+    latencies = [sink.arrived[i] - sent_at[i] for i in got]
+    end = max((sink.arrived[i] for i in got), default=start)
+    return Phase(name, len(sent_at), len(accepted), len(got), end - start, pct(latencies, 0.5), pct(latencies, 0.99))
+
+
+async def fixed_rate(session, url: str, sink: Sink, rate: float, seconds: float, tag: str) -> Phase:
+    total = int(rate * seconds)
+    events = [new_event("bench.event", "bench", {"i": i}, runid=f"run-{i % 64}") for i in range(total)]
+    sent_at: dict[str, float] = {}
+    accepted: set[str] = set()
+
+    async def send(event) -> None:
+        headers, body = to_http_binary(event)
+        sent_at[event.get_id()] = time.perf_counter()
+        async with session.post(url, data=body, headers=headers) as r:
+            if r.status == 202:
+                accepted.add(event.get_id())
+
+    start = time.perf_counter()
+    tasks = []
+    for i, event in enumerate(events):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(send(event)))
+    await asyncio.gather(*tasks)
+    await wait_delivered(sink, accepted, 60)
+    return summarize(f"{tag} @ {rate:.0f}/s offered", sink, sent_at, accepted, start)
+
+
+async def saturation(session, url: str, sink: Sink, total: int, clients: int, tag: str) -> Phase:
+    events = [new_event("bench.event", "bench", {"i": i}, runid=f"run-{i % 64}") for i in range(total)]
+    pending = list(reversed(events))
+    sent_at: dict[str, float] = {}
+    accepted: set[str] = set()
+
+    async def client() -> None:
+        while pending:
+            event = pending.pop()
+            headers, body = to_http_binary(event)
+            sent_at[event.get_id()] = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as r:
+                if r.status == 202:
+                    accepted.add(event.get_id())
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    ingress_s = time.perf_counter() - start
+    await wait_delivered(sink, accepted, 120)
+    phase = summarize(f"{tag} saturation ({clients} clients)", sink, sent_at, accepted, start)
+    print(f"  ({tag}: ingress accepted {len(accepted) / ingress_s:,.0f} ev/s while delivering)", flush=True)
+    return phase
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_broker(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eventing.broker"],
+        env={**os.environ, **env, "KNFLOW_BROKER_PORT": str(port), "KNFLOW_LOG_LEVEL": "WARNING"},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, 60, proc, "broker")
+    return proc
+
+
+async def run_backend(tag: str, env: dict[str, str], tmp: Path, args) -> list[Phase]:
+    sink = Sink()
+    app = web.Application()
+    app.router.add_post("/", sink.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    sink_url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    port = free_port()
+    proc = start_broker(env, port, tmp / f"broker-{tag}.log")
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        connector = aiohttp.TCPConnector(limit=256)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async with session.put(url + "triggers/bench", data=orjson.dumps({"subscriber": {"uri": sink_url}})) as r:
+                assert r.status == 200, await r.text()
+            await fixed_rate(session, url, sink, 200, 1, f"{tag} warm-up")
+            phases = []
+            for phase in (
+                lambda: fixed_rate(session, url, sink, args.rate, args.seconds, tag),
+                lambda: saturation(session, url, sink, args.saturation_events, args.clients, tag),
+            ):
+                broker_cpu, own_cpu = cpu_seconds(proc.pid), time.process_time()
+                phases.append(await phase())
+                broker_cpu, own_cpu = cpu_seconds(proc.pid) - broker_cpu, time.process_time() - own_cpu
+                n = max(phases[-1].delivered, 1)
+                print(
+                    f"  ({phases[-1].name}: broker process {broker_cpu / n * 1e6:.0f} us CPU/event "
+                    f"(= {n / broker_cpu if broker_cpu else 0:,.0f} ev/s per core); load generator + subscriber "
+                    f"{own_cpu / n * 1e6:.0f} us CPU/event)",
+                    flush=True,
+                )
+        return phases
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        await runner.cleanup()
+
+
+async def main_async(args) -> None:
+    print("# knflow eventing benchmark")
+    print(
+        f"# machine: {platform.machine()} {os.cpu_count()} CPU(s), Python {platform.python_version()}; "
+        "CPU shared with other work on this host (figures are lower bounds)"
+    )
+    print(
+        f"# broker: separate process; load generator + no-op subscriber: this process (aiohttp); "
+        f"fixed rate {args.rate}/s for {args.seconds}s; saturation {args.saturation_events} events, "
+        f"{args.clients} concurrent clients; 64 runids; latency = POST sent -> subscriber received"
+    )
+    results: dict[str, list[Phase]] = {}
+    with tempfile.TemporaryDirectory(prefix="knflow-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        base = {"KNFLOW_DATA_DIR": str(tmp / "data"), "KNFLOW_ARTIFACTS": f"file://{tmp / 'artifacts'}"}
+        for backend in args.backends.split(","):
+            if backend == "embedded":
+                env = {**base, "KNFLOW_BROKER": f"embedded://{tmp / 'events'}"}
+                results[backend] = await run_backend(backend, env, tmp, args)
+            elif backend == "kafka":
+                with start_tansu(tmp / "tansu") as kafka:
+                    env = {**base, "KNFLOW_BROKER": f"kafka://{kafka.url}?topic=bench"}
+                    results[backend] = await run_backend(backend, env, tmp, args)
+            for phase in results[backend]:
+                print(phase.line(), flush=True)
+    if "embedded" in results and "kafka" in results:
+        for i, label in enumerate(("fixed rate", "saturation")):
+            e, k = results["embedded"][i], results["kafka"][i]
+            ratio = (e.delivered / e.seconds) / max(k.delivered / k.seconds, 1e-9)
+            print(f"# {label}: embedded/kafka throughput ratio {ratio:.2f}, p99 {e.p99_ms:.1f} ms vs {k.p99_ms:.1f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--saturation-events", type=int, default=20000)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--backends", default="embedded,kafka")
+    from eventing.broker import run
+
+    run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Delivery of one event to one trigger's subscriber with Knative's delivery semantics.
+
+Retried: network errors and timeouts, 5xx, 404, 408, 409, 429 (not other 4xx or 3xx), waiting
+``DeliverySpec.backoff(n)`` before retry n (exponential: backoffDelay, 2x, 4x ...; linear:
+backoffDelay, 2x, 3x ...); with ``retryAfterMax`` a ``Retry-After`` on 429/503 is honoured up to
+that cap. A 2xx reply carrying a CloudEvent (binary or structured) is published back into the
+broker. When retries are spent the event goes to the ``deadLetterSink`` with Knative's
+``knativeerrordest``/``knativeerrorcode``/``knativeerrordata`` extensions, AND a
+``dev.knflow.step.failed`` event is published into the broker (except for step.failed events
+themselves), so the lifecycle sees every failure whether or not a sink is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+from cloudevents.core.v1.event import CloudEvent
+
+from eventing.bindings import from_http
+from eventing.events import STEP_FAILED, InvalidEvent, describe, new_event
+from eventing.triggers import DeliverySpec, Trigger
+from eventing.wire import to_http_binary
+
+log = logging.getLogger(__name__)
+
+RETRIED_STATUSES = frozenset({404, 408, 409, 429})
+BROKER_SOURCE = "knflow/broker"
+Publish = Callable[[CloudEvent], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The outcome of one HTTP attempt; ``status`` is 0 for a network error or timeout."""
+
+    status: int
+    body: bytes = b""
+    error: str = ""
+    retry_after: float | None = None
+    reply: CloudEvent | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def retryable(self) -> bool:
+        return self.status == 0 or self.status >= 500 or self.status in RETRIED_STATUSES
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class Deliverer:
+    """Sends events to subscribers over one shared aiohttp session; ``publish`` puts events into the broker."""
+
+    def __init__(self, session: aiohttp.ClientSession, publish: Publish, default_timeout: float = 30.0):
+        self.session, self.publish, self.default_timeout = session, publish, default_timeout
+
+    async def deliver(self, trigger: Trigger, event: CloudEvent) -> Attempt:
+        """Deliver with retries; publish the reply, or dead-letter and report the failure."""
+        spec = trigger.delivery or DeliverySpec()
+        headers, body = to_http_binary(event)
+        result, attempts = Attempt(0), 0
+        for retry in range(spec.retry + 1):
+            attempts += 1
+            result = await self.attempt(trigger.subscriber, headers, body, spec)
+            if result.ok:
+                if result.reply is not None:
+                    await self.publish(result.reply)
+                return result
+            if not result.retryable or retry == spec.retry:
+                break
+            await asyncio.sleep(self._delay(spec, retry, result))
+        log.warning(
+            "delivery of %s to trigger %s failed after %d attempt(s): status %s %s",
+            describe(event),
+            trigger.name,
+            attempts,
+            result.status,
+            result.error,
+        )
+        await self._fail(trigger, event, spec, result, attempts)
+        return result
+
+    def _delay(self, spec: DeliverySpec, retry: int, result: Attempt) -> float:
+        delay = spec.backoff(retry)
+        if spec.retry_after_max is not None and result.status in (429, 503) and result.retry_after is not None:
+            delay = max(delay, min(result.retry_after, float(spec.retry_after_max)))  # type: ignore[arg-type]
+        return delay
+
+    async def attempt(self, url: str, headers: dict[str, str], body: bytes, spec: DeliverySpec) -> Attempt:
+        """One POST; never raises for delivery failures."""
+        timeout = aiohttp.ClientTimeout(total=float(spec.timeout or self.default_timeout))  # type: ignore[arg-type]
+        try:
+            async with self.session.post(url, data=body, headers=headers, timeout=timeout) as resp:
+                payload = await resp.read()
+                if not 200 <= resp.status < 300:
+                    return Attempt(
+                        resp.status, payload, resp.reason or "", _retry_after(resp.headers.get("Retry-After"))
+                    )
+                return Attempt(resp.status, payload, reply=_reply(resp.headers, payload))
+        except TimeoutError:
+            return Attempt(0, error=f"timed out after {timeout.total:g}s")
+        except aiohttp.ClientError as exc:
+            return Attempt(0, error=f"{type(exc).__name__}: {exc}")
+
+    async def _fail(self, trigger: Trigger, event: CloudEvent, spec: DeliverySpec, result: Attempt, attempts: int):
+        if spec.dead_letter_sink:
+            await self._dead_letter(trigger, event, spec, result)
+        if event.get_type() == STEP_FAILED:
+            return  # never report the failure of a failure report: that could loop
+        await self.publish(step_failed_event(trigger, event, result, attempts, spec.dead_letter_sink))
+
+    async def _dead_letter(self, trigger: Trigger, event: CloudEvent, spec: DeliverySpec, result: Attempt) -> None:
+        attributes = dict(event.get_attributes())
+        attributes["knativeerrordest"] = trigger.subscriber
+        attributes["knativeerrorcode"] = str(result.status)
+        if result.body:
+            attributes["knativeerrordata"] = base64.b64encode(result.body).decode()
+        headers, body = to_http_binary(CloudEvent(attributes, event.get_data()))
+        for retry in range(spec.retry + 1):
+            outcome = await self.attempt(spec.dead_letter_sink, headers, body, spec)  # type: ignore[arg-type]
+            if outcome.ok:
+                return
+            if not outcome.retryable or retry == spec.retry:
+                break
+            await asyncio.sleep(self._delay(spec, retry, outcome))
+        log.error("dead-letter sink %s refused %s: status %s", spec.dead_letter_sink, describe(event), outcome.status)
+
+
+def _reply(headers: object, body: bytes) -> CloudEvent | None:
+    lowered = {k.lower(): v for k, v in headers.items()}  # type: ignore[attr-defined]
+    if "ce-specversion" not in lowered and not lowered.get("content-type", "").startswith("application/cloudevents"):
+        return None
+    try:
+        return from_http(lowered, body)
+    except InvalidEvent as exc:
+        log.warning("subscriber replied with an invalid event, dropped: %s", exc)
+        return None
+
+
+def step_failed_event(
+    trigger: Trigger, event: CloudEvent, result: Attempt, attempts: int, dead_letter_sink: str | None
+) -> CloudEvent:
+    """The ``dev.knflow.step.failed`` event reporting that ``event`` could not be delivered to ``trigger``."""
+    data = {
+        "event_id": event.get_id(),
+        "event_type": event.get_type(),
+        "trigger": trigger.name,
+        "subscriber": trigger.subscriber,
+        "status": result.status,
+        "error": result.body.decode("utf-8", "replace") if result.body else result.error,
+        "attempts": attempts,
+        "dead_letter_sink": dead_letter_sink,
+    }
+    return new_event(STEP_FAILED, BROKER_SOURCE, data, cause=event, subject=trigger.name)

@@ -1,0 +1,100 @@
+"""One trigger's delivery loop: read its consumer group, filter, deliver per runid lane, commit.
+
+Events of one ``runid`` are delivered to the trigger in log order, one at a time (a lane per
+runid); different runids proceed in parallel up to ``max_inflight`` events. An event is acked
+(its offset committed) only after delivery succeeded or was dead-lettered, so delivery is
+at-least-once. Each trigger has its own loop, so a subscriber that is down delays only its trigger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+
+from eventing.delivery import Deliverer
+from eventing.eventlog import Consumer, Record
+from eventing.filters import matches
+from eventing.triggers import Trigger
+from infra.logs import bound_runid
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    """Runs ``trigger`` over ``consumer`` until ``stop``."""
+
+    def __init__(self, trigger: Trigger, consumer: Consumer, deliverer: Deliverer, max_inflight: int = 256):
+        self.trigger, self.consumer, self.deliverer = trigger, consumer, deliverer
+        self._capacity = asyncio.Semaphore(max_inflight)
+        self._lanes: dict[str, deque[Record]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._main: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Join the consumer group (so every event appended after this returns is delivered), then run."""
+        await self.consumer.ready()
+        self._main = asyncio.create_task(self._run(), name=f"trigger-{self.trigger.name}")
+
+    async def stop(self) -> None:
+        """Stop delivering; what is in flight is redelivered by the next dispatcher of this group."""
+        tasks = [t for t in (self._main, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.consumer.close()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                records = await self.consumer.fetch(max_records=256, timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("trigger %s: reading the log failed; retrying", self.trigger.name)
+                await asyncio.sleep(1.0)
+                continue
+            for record in records:
+                await self._capacity.acquire()
+                self._route(record)
+
+    def _route(self, record: Record) -> None:
+        if not matches(record.event, self.trigger.filter, self.trigger.filters):
+            self.consumer.ack(record)
+            self._capacity.release()
+            return
+        key = record.key or f"id:{record.event.get_id()}"
+        lane = self._lanes.get(key)
+        if lane is not None:
+            lane.append(record)
+            return
+        self._lanes[key] = deque([record])
+        task = asyncio.create_task(self._drain(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self, key: str) -> None:
+        lane = self._lanes[key]
+        try:
+            while lane:
+                record = lane[0]
+                with bound_runid(record.key):
+                    try:
+                        await self.deliverer.deliver(self.trigger, record.event)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        # publishing the reply or the failure report failed (the log is down): do not ack,
+                        # so the event is delivered again after a restart
+                        log.exception("trigger %s: delivery bookkeeping failed", self.trigger.name)
+                        await asyncio.sleep(1.0)
+                        continue
+                lane.popleft()
+                self.consumer.ack(record)
+                self._capacity.release()
+        finally:
+            if not lane:
+                self._lanes.pop(key, None)

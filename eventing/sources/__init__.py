@@ -1,0 +1,67 @@
+"""Event sources: turn the outside world (bucket notifications, webhooks, a schedule) into CloudEvents.
+
+Each source has ``routes()`` (aiohttp routes it adds to the broker, under ``/sources/``),
+``async start(publish)`` and ``async stop()``; the broker runs ``default_sources(settings)``:
+
+- ``minio.MinioWebhookSource``  ``POST /sources/minio``: MinIO's webhook target (Bearer token).
+- ``minio.MinioKafkaSource``  MinIO's Kafka target topic (``eventing.minio_kafka_topic``).
+- ``filestore.FileStoreWatcher``  objects landing under ``raw/`` of a ``file://`` artifact store.
+- ``webhook.WebhookSource``  ``POST /sources/webhook``: any JSON, HMAC-SHA256 signed.
+- ``ping.PingSource``  a cron schedule (``eventing.ping_schedule``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from aiohttp import web
+from cloudevents.core.v1.event import CloudEvent
+
+from infra.settings import Settings
+
+Publish = Callable[[CloudEvent], Awaitable[None]]
+
+
+class Source(Protocol):
+    """Something that publishes events into the broker."""
+
+    def routes(self) -> list[web.RouteDef]: ...
+
+    async def start(self, publish: Publish) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def default_sources(settings: Settings) -> list[Any]:
+    """The sources the broker runs from its settings."""
+    from eventing.sources.filestore import FileStoreWatcher
+    from eventing.sources.minio import MinioKafkaSource, MinioWebhookSource
+    from eventing.sources.ping import PingSource
+    from eventing.sources.webhook import WebhookSource
+
+    ev = settings.eventing
+    sources: list[Any] = [
+        MinioWebhookSource(settings),
+        WebhookSource(ev.webhook_secret, ev.webhook_window_s, ev.webhook_type),
+    ]
+    if settings.artifacts.scheme == "file" and ev.watch_raw:
+        state = settings.data_dir / "sources" / "filestore-seen.json"
+        sources.append(FileStoreWatcher(settings.artifacts.path, state, ev.arrival_prefix, ev.watch_interval_s))
+    if ev.minio_kafka_topic:
+        servers = ev.minio_kafka_servers.split(",") if ev.minio_kafka_servers else list(settings.broker.servers)
+        sources.append(MinioKafkaSource(settings, servers, ev.minio_kafka_topic))
+    if ev.ping_schedule:
+        sources.append(PingSource("default", ev.ping_schedule, _ping_data(ev.ping_data)))
+    return sources
+
+
+def _ping_data(text: str) -> Any:
+    """``eventing.ping_data`` as JSON when it parses, else as a message."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"message": text}

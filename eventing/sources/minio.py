@@ -1,0 +1,150 @@
+"""MinIO bucket notifications (plain JSON, not CloudEvents) to ``dev.knflow.data.arrived``.
+
+Two of MinIO's notification targets are read: the webhook target (``POST /sources/minio``, with
+``Authorization: Bearer <eventing.minio_token>`` when a token is configured) and the Kafka target
+(message key ``bucket/key``, no headers, the same JSON as value). ``Records[].s3.object.key`` is
+URL-encoded by MinIO and decoded here. Only ``s3:ObjectCreated:*`` records for keys under
+``eventing.arrival_prefix`` (``raw/``) become events, one new run per object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import threading
+from typing import Any
+from urllib.parse import unquote_plus
+
+import orjson
+from aiohttp import web
+from cloudevents.core.v1.event import CloudEvent
+from kafka import KafkaConsumer
+from kafka.errors import KafkaError
+
+from eventing.sources.arrival import arrival_event
+from infra.errors import InvalidRequest
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def store_url_for(settings: Settings, bucket: str) -> str:
+    """The artifacts URL of ``bucket``: the configured store's URL when it is that bucket."""
+    if settings.artifacts.scheme == "s3" and settings.artifacts.bucket == bucket:
+        return settings.artifacts.url
+    return f"s3://{bucket}"
+
+
+def notification_events(payload: Any, settings: Settings) -> list[CloudEvent]:
+    """The arrival events of one MinIO notification document."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("Records"), list):
+        raise InvalidRequest("not a MinIO bucket notification: expected a JSON object with Records")
+    events = []
+    for record in payload["Records"]:
+        try:
+            name = record.get("eventName", payload.get("EventName", ""))
+            s3 = record["s3"]
+            bucket = s3["bucket"]["name"]
+            obj = s3["object"]
+            key = unquote_plus(obj["key"])
+        except (KeyError, TypeError, AttributeError):
+            raise InvalidRequest("MinIO record without s3.bucket.name and s3.object.key") from None
+        if not name.startswith("s3:ObjectCreated:") or not key.startswith(settings.eventing.arrival_prefix):
+            continue
+        source = f"minio:s3:{bucket}"
+        etag = str(obj.get("eTag", ""))
+        events.append(
+            arrival_event(source, bucket, key, int(obj.get("size", 0)), etag, store_url_for(settings, bucket))
+        )
+    return events
+
+
+class MinioWebhookSource:
+    """MinIO's webhook notification target: ``POST /sources/minio``."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._publish: Any = None
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/sources/minio", self._handle)]
+
+    async def start(self, publish: Any) -> None:
+        self._publish = publish
+
+    async def stop(self) -> None:
+        self._publish = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        token = self.settings.eventing.minio_token
+        if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+            return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        try:
+            payload = orjson.loads(await request.read())
+            events = notification_events(payload, self.settings)
+        except orjson.JSONDecodeError:
+            return web.json_response({"error": "notification is not JSON"}, status=400)
+        except InvalidRequest as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        for event in events:
+            await self._publish(event)
+        return web.json_response({"accepted": len(events)}, status=202 if events else 200)
+
+
+class MinioKafkaSource:
+    """MinIO's Kafka notification target: a consumer group ``knflow-minio-source`` on ``topic``."""
+
+    GROUP = "knflow-minio-source"
+
+    def __init__(self, settings: Settings, servers: list[str], topic: str):
+        self.settings, self.servers, self.topic = settings, servers, topic
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        return []
+
+    async def start(self, publish: Any) -> None:
+        loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, args=(loop, publish), name="minio-kafka", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 15)
+
+    def _run(self, loop: asyncio.AbstractEventLoop, publish: Any) -> None:
+        try:
+            consumer = KafkaConsumer(
+                self.topic,
+                bootstrap_servers=self.servers,
+                group_id=self.GROUP,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=6000,
+                heartbeat_interval_ms=1000,
+                max_poll_interval_ms=3000,
+            )
+        except KafkaError as exc:
+            log.error("MinIO Kafka source cannot reach %s: %s", self.servers, exc)
+            return
+        try:
+            while not self._stop.is_set():
+                batches = consumer.poll(timeout_ms=200)
+                for message in (m for msgs in batches.values() for m in msgs):
+                    self._forward(loop, publish, message)
+                if batches:
+                    consumer.commit()  # after every event of the batch is durably in the broker
+        finally:
+            consumer.close(autocommit=False)
+
+    def _forward(self, loop: asyncio.AbstractEventLoop, publish: Any, message: Any) -> None:
+        try:
+            events = notification_events(orjson.loads(message.value), self.settings)
+        except (orjson.JSONDecodeError, InvalidRequest) as exc:
+            log.warning("skipping MinIO notification %s/%s: %s", message.partition, message.offset, exc)
+            return
+        for event in events:
+            asyncio.run_coroutine_threadsafe(publish(event), loop).result(60)

@@ -1,0 +1,161 @@
+"""Trigger and delivery configuration in Knative's shape: ``Trigger``, ``DeliverySpec`` and their JSON form.
+
+``Trigger.from_spec(name, spec)`` reads Knative's Trigger ``spec`` JSON
+(``{"filter": {"attributes": {...}}, "filters": [...], "subscriber": {"uri": ...}, "delivery": {...}}``)
+and ``Trigger.to_spec()`` writes it back, so the same triggers map one-to-one onto a Knative broker.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from infra.errors import InvalidRequest
+
+EXPONENTIAL = "exponential"
+LINEAR = "linear"
+
+_DURATION = re.compile(
+    r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
+
+
+def parse_duration(value: str | float | int | None) -> float | None:
+    """Seconds of an ISO-8601 duration (``PT0.2S``, ``PT1M``) or a plain number of seconds."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value < 0:
+            raise InvalidRequest(f"duration {value!r} must not be negative")
+        return float(value)
+    match = _DURATION.match(str(value).strip())
+    if not match or str(value).strip() in ("P", "PT"):
+        raise InvalidRequest(f"duration {value!r} is not an ISO-8601 duration like PT0.2S or PT1M")
+    parts = {k: float(v) for k, v in match.groupdict().items() if v}
+    return parts.get("d", 0) * 86400 + parts.get("h", 0) * 3600 + parts.get("m", 0) * 60 + parts.get("s", 0)
+
+
+def format_duration(seconds: float | None) -> str | None:
+    """The ISO-8601 form of a number of seconds."""
+    return None if seconds is None else f"PT{seconds:g}S"
+
+
+@dataclass(frozen=True)
+class DeliverySpec:
+    """Knative's delivery spec: retries, backoff, per-attempt timeout, dead-letter sink, Retry-After cap."""
+
+    retry: int = 0
+    backoff_policy: str = EXPONENTIAL
+    backoff_delay: float | str = 0.2
+    timeout: float | str | None = None
+    dead_letter_sink: str | None = None
+    retry_after_max: float | str | None = None
+
+    def __post_init__(self) -> None:
+        if self.retry < 0:
+            raise InvalidRequest(f"delivery.retry must not be negative, got {self.retry}")
+        if self.backoff_policy not in (EXPONENTIAL, LINEAR):
+            raise InvalidRequest(f"delivery.backoffPolicy must be exponential or linear, got {self.backoff_policy!r}")
+        for name in ("backoff_delay", "timeout", "retry_after_max"):
+            object.__setattr__(self, name, parse_duration(getattr(self, name)))
+
+    def backoff(self, retry_number: int) -> float:
+        """Seconds to wait before retry ``retry_number`` (0 = first retry, which waits backoffDelay)."""
+        delay = float(self.backoff_delay or 0.0)  # type: ignore[arg-type]
+        if self.backoff_policy == LINEAR:
+            return delay * (retry_number + 1)
+        return delay * (2**retry_number)
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any] | None) -> DeliverySpec | None:
+        """Parse Knative's ``delivery`` object."""
+        if not spec:
+            return None
+        if not isinstance(spec, dict):
+            raise InvalidRequest("delivery must be an object")
+        sink = spec.get("deadLetterSink")
+        return cls(
+            retry=int(spec.get("retry", 0)),
+            backoff_policy=spec.get("backoffPolicy", EXPONENTIAL),
+            backoff_delay=spec.get("backoffDelay", 0.2),
+            timeout=spec.get("timeout"),
+            dead_letter_sink=_uri(sink, "delivery.deadLetterSink") if sink else None,
+            retry_after_max=spec.get("retryAfterMax"),
+        )
+
+    def to_spec(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "retry": self.retry,
+            "backoffPolicy": self.backoff_policy,
+            "backoffDelay": format_duration(self.backoff_delay),  # type: ignore[arg-type]
+        }
+        if self.timeout is not None:
+            out["timeout"] = format_duration(self.timeout)  # type: ignore[arg-type]
+        if self.dead_letter_sink:
+            out["deadLetterSink"] = {"uri": self.dead_letter_sink}
+        if self.retry_after_max is not None:
+            out["retryAfterMax"] = format_duration(self.retry_after_max)  # type: ignore[arg-type]
+        return out
+
+
+def _uri(ref: Any, where: str) -> str:
+    if isinstance(ref, str):
+        return ref
+    if isinstance(ref, dict) and isinstance(ref.get("uri"), str) and ref["uri"]:
+        return ref["uri"]
+    raise InvalidRequest(f"{where} must be {{'uri': 'http://...'}}")
+
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A subscription: events matching the filters are delivered to ``subscriber`` per ``delivery``."""
+
+    name: str
+    subscriber: str
+    filter: dict[str, str] | None = None
+    filters: list[dict[str, Any]] | None = field(default=None, hash=False)
+    delivery: DeliverySpec | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise InvalidRequest(f"trigger name {self.name!r} must be a DNS label (lowercase letters, digits, '-')")
+        if not self.subscriber.startswith(("http://", "https://")):
+            raise InvalidRequest(f"trigger {self.name}: subscriber {self.subscriber!r} must be an http(s) URL")
+        from eventing.filters import validate_filters
+
+        if self.filters:
+            validate_filters(self.filters)
+
+    @classmethod
+    def from_spec(cls, name: str, spec: dict[str, Any]) -> Trigger:
+        """Parse Knative's Trigger ``spec`` JSON."""
+        if not isinstance(spec, dict):
+            raise InvalidRequest("trigger spec must be a JSON object")
+        spec = spec.get("spec", spec)
+        attrs = (spec.get("filter") or {}).get("attributes")
+        if attrs is not None and not (isinstance(attrs, dict) and all(isinstance(v, str) for v in attrs.values())):
+            raise InvalidRequest("filter.attributes must map attribute names to strings")
+        filters = spec.get("filters")
+        if filters is not None and not isinstance(filters, list):
+            raise InvalidRequest("filters must be a list of filter expressions")
+        return cls(
+            name=name,
+            subscriber=_uri(spec.get("subscriber"), "subscriber"),
+            filter=dict(attrs) if attrs else None,
+            filters=filters or None,
+            delivery=DeliverySpec.from_spec(spec.get("delivery")),
+        )
+
+    def to_spec(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"subscriber": {"uri": self.subscriber}}
+        if self.filter:
+            out["filter"] = {"attributes": dict(self.filter)}
+        if self.filters:
+            out["filters"] = list(self.filters)
+        if self.delivery:
+            out["delivery"] = self.delivery.to_spec()
+        return out

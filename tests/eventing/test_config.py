@@ -1,0 +1,124 @@
+"""Trigger/delivery spec parsing, filter semantics, the publisher client, retention, and the broker CLI entry."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from eventing.client import publish, publish_async
+from eventing.events import new_event
+from eventing.filters import matches
+from eventing.log_embedded import EmbeddedEventLog
+from eventing.triggers import DeliverySpec, Trigger, parse_duration
+from infra.errors import InvalidRequest
+
+
+@pytest.fixture
+def backend() -> str:
+    return "embedded"
+
+
+def test_iso8601_durations_and_backoff_schedules():
+    assert parse_duration("PT0.2S") == pytest.approx(0.2)
+    assert parse_duration("PT1M30S") == 90
+    assert parse_duration("P1DT1H") == 90000
+    assert parse_duration(1.5) == 1.5
+    for bad in ("0.2s", "PT", "P", "-PT1S", "PT1X"):
+        with pytest.raises(InvalidRequest):
+            parse_duration(bad)
+    exp = DeliverySpec(retry=3, backoff_policy="exponential", backoff_delay="PT0.5S")
+    assert [exp.backoff(n) for n in range(3)] == [0.5, 1.0, 2.0]
+    lin = DeliverySpec(retry=3, backoff_policy="linear", backoff_delay="PT0.5S")
+    assert [lin.backoff(n) for n in range(3)] == [0.5, 1.0, 1.5]
+    with pytest.raises(InvalidRequest):
+        DeliverySpec(backoff_policy="fibonacci")
+
+
+def test_trigger_spec_round_trips_in_knative_shape():
+    spec = {
+        "filter": {"attributes": {"type": "dev.knflow.data.arrived"}},
+        "filters": [{"any": [{"prefix": {"type": "dev.knflow."}}, {"not": {"exact": {"source": "x"}}}]}],
+        "subscriber": {"uri": "http://127.0.0.1:8181/ingest"},
+        "delivery": {
+            "retry": 3,
+            "backoffPolicy": "exponential",
+            "backoffDelay": "PT0.2S",
+            "deadLetterSink": {"uri": "http://127.0.0.1:9/dls"},
+            "timeout": "PT5S",
+        },
+    }
+    trigger = Trigger.from_spec("ingest", spec)
+    assert trigger.delivery.retry == 3 and trigger.delivery.timeout == 5.0
+    assert Trigger.from_spec("ingest", trigger.to_spec()) == trigger
+    for bad in (
+        {"subscriber": {"uri": "ftp://x"}},
+        {"subscriber": {}},
+        {"subscriber": {"uri": "http://x"}, "filters": [{"regex": {"type": "x"}}]},
+        {"subscriber": {"uri": "http://x"}, "filters": [{"prefix": {"type": ""}}]},
+    ):
+        with pytest.raises(InvalidRequest):
+            Trigger.from_spec("t", bad)
+    with pytest.raises(InvalidRequest):
+        Trigger("Bad_Name", "http://x")
+
+
+def test_filter_semantics_on_extensions_and_missing_attributes():
+    event = new_event("a.b.c", "src/1", subject="raw/x.csv", extensions={"tenant": "t1"})
+    assert matches(event, {"tenant": "t1", "type": "a.b.c"}, None)
+    assert not matches(event, {"tenant": "T1"}, None)
+    assert not matches(event, {"missing": ""}, None)  # an absent attribute never matches
+    assert matches(event, {"type": "zzz"}, [{"suffix": {"subject": ".csv"}}])  # filters wins
+    assert not matches(event, None, [{"all": [{"prefix": {"type": "a."}}, {"exact": {"tenant": "t2"}}]}])
+    assert matches(event, None, [{"not": {"prefix": {"missing": "x"}}}])
+    assert matches(event, None, None)
+
+
+async def test_client_publishes_sync_and_async(make_broker):
+    async with make_broker([]) as broker:
+        await asyncio.get_running_loop().run_in_executor(None, publish, broker.url + "/", new_event("c.sync", "t"))
+        await publish_async(broker.url + "/", new_event("c.async", "t"))
+        with pytest.raises(InvalidRequest):
+            await publish_async(broker.url + "/default/nothere/x", new_event("c.async", "t"))
+        events, _ = await broker.log.history(after=None, limit=10)
+        assert [e.get_type() for _, e in events] == ["c.sync", "c.async"]
+
+
+async def test_retention_deletes_old_events_only(tmp_path):
+    log = EmbeddedEventLog(tmp_path / "ev", retention_hours=1)
+    await log.start()
+    try:
+        await log.append([new_event("old", "t") for _ in range(5)])
+        assert await log.compact(now=time.time() + 2 * 3600) == 5
+        await log.append([new_event("new", "t")])
+        assert await log.compact() == 0
+        events, _ = await log.history(after=None, limit=10)
+        assert [e.get_type() for _, e in events] == ["new"]
+    finally:
+        await log.close()
+
+
+def test_fast_wire_codecs_agree_with_the_reference_bindings():
+    from eventing import bindings, wire
+
+    events = [
+        new_event("a.b", "src", {"x": [1, 2], "s": "é"}, subject="raw/x y.csv", extensions={"tenant": "t1"}),
+        new_event("a.b", "src", None),
+        new_event("a.b", "src 100%", "plain text", datacontenttype="text/plain"),
+        new_event("a.b", "src", b"\x00\x01", datacontenttype="application/octet-stream"),
+        new_event("a.b", "ünïcode-source", {"k": 1}),
+    ]
+    for event in events:
+        headers, body = wire.to_http_binary(event)
+        ref = bindings.from_http(*bindings.to_http_binary(event))
+        for got in (
+            wire.from_http(headers, body),
+            bindings.from_http(headers, body),
+            wire.from_json(bindings.to_json(event)),
+        ):
+            assert got.get_attributes() == ref.get_attributes() and got.get_data() == ref.get_data()
+    with pytest.raises(InvalidRequest):
+        wire.from_http({"ce-specversion": "1.0", "ce-id": "1", "ce-source": "s"}, b"")  # no type
+    with pytest.raises(InvalidRequest):
+        wire.from_http({"ce-specversion": "1.0", "ce-id": "1", "ce-source": "s", "ce-type": "t"}, b"{not json")
