@@ -1,0 +1,132 @@
+"""Gateway side of replicas: the zygote that forks them and a pipelined connection to each one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict
+
+import orjson
+
+from infra.errors import Unavailable
+from serving import framing
+from serving.replica import ReplicaSpec
+
+log = logging.getLogger(__name__)
+CONNECT_POLL_S = 0.002
+
+
+class Zygote:
+    """A warm parent process (``python -m serving.zygote``) that forks replica processes."""
+
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "serving.zygote", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            env=env,
+        )  # fmt: skip
+
+    async def fork(self, spec: ReplicaSpec) -> int:
+        """Start a replica for ``spec``; its pid."""
+        assert self.proc and self.proc.stdin and self.proc.stdout
+        async with self._lock:
+            self.proc.stdin.write(orjson.dumps(asdict(spec)) + b"\n")
+            await self.proc.stdin.drain()
+            line = await self.proc.stdout.readline()
+        if not line:
+            raise Unavailable("the replica zygote has exited")
+        return orjson.loads(line)["pid"]
+
+    async def stop(self) -> None:
+        if self.proc and self.proc.returncode is None:
+            assert self.proc.stdin
+            self.proc.stdin.close()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+class ReplicaClient:
+    """One replica process and one pipelined framed connection to it."""
+
+    def __init__(self, pid: int, spec: ReplicaSpec):
+        self.pid = pid
+        self.spec = spec
+        self.inflight = 0
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task | None = None
+        self.started = time.monotonic()
+
+    async def connect(self, timeout: float) -> None:
+        """Wait until the replica accepts (its socket appears once the model is loaded)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reader, self._writer = await asyncio.open_unix_connection(self.spec.socket)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline or not self.alive():
+                    raise Unavailable(f"replica {self.pid} for {self.spec.model} did not start in {timeout}s") from None
+                await asyncio.sleep(CONNECT_POLL_S)
+        self._reader_task = asyncio.create_task(self._read(reader))
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                rid, status, body = await framing.read_response(reader)
+                future = self._pending.pop(rid, None)
+                if future is not None and not future.done():
+                    future.set_result((status, body))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(Unavailable(f"replica {self.pid} went away"))
+        self._pending.clear()
+
+    async def infer(self, body: bytes) -> tuple[int, bytes]:
+        """Send one V2 body; the replica's status and response body."""
+        if self._writer is None or self._writer.is_closing():
+            raise Unavailable(f"replica {self.pid} is not connected")
+        rid = next(self._ids) & 0xFFFFFFFF
+        future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = future
+        self.inflight += 1
+        try:
+            self._writer.write(framing.request_frame(rid, body))
+            return await future
+        finally:
+            self.inflight -= 1
+            self._pending.pop(rid, None)
+
+    async def stop(self) -> None:
+        """Close the connection and kill the process."""
+        if self._writer is not None:
+            self._writer.close()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.spec.socket)
