@@ -15,15 +15,29 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 import numpy  # noqa: F401  (imported here so forked replicas start warm)
 import onnxruntime  # noqa: F401
 import orjson
 
+with contextlib.suppress(ImportError):
+    import uvloop  # noqa: F401  (warm import for replicas)
+
 from serving import replica
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def _child(spec: replica.ReplicaSpec) -> None:
@@ -34,7 +48,7 @@ def _child(spec: replica.ReplicaSpec) -> None:
     os.dup2(2, 1)  # stdout is the zygote's protocol pipe
     code = 0
     try:
-        asyncio.run(replica.serve(spec))
+        _run(replica.serve(spec))
     except BaseException:
         log.exception("replica for %s exited", spec.socket)
         code = 1
