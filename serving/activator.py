@@ -132,7 +132,7 @@ class RevisionPool:
                 max_batch=self.revision.batching.max_batch,
                 max_delay_ms=self.revision.batching.max_delay_ms,
             )
-            client = ReplicaClient(await self.zygote.fork(spec), spec)
+            client = ReplicaClient(await self.zygote.fork(spec), spec, on_lost=self._lost)
             await client.connect(self.activation_timeout_s)
         except KnflowError as exc:
             log.error("revision %s: replica failed to start: %s", self.revision.id, exc)
@@ -148,6 +148,14 @@ class RevisionPool:
             "revision %s: replica pid %d ready in %.1f ms", self.revision.id, client.pid, self.cold_starts[-1] * 1e3
         )
         self.ready.set()
+
+    def _lost(self, replica: ReplicaClient) -> None:
+        """A replica exited on its own (crash, OOM kill): forget it; the next request or tick starts another."""
+        if replica in self.replicas:
+            self.replicas.remove(replica)
+            log.warning("revision %s: replica pid %d exited unexpectedly", self.revision.id, replica.pid)
+        if not self.replicas:
+            self.ready.clear()
 
     async def _retire(self, replica: ReplicaClient) -> None:
         deadline = time.monotonic() + 30

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 
 import orjson
@@ -61,9 +62,11 @@ class Zygote:
 class ReplicaClient:
     """One replica process and one pipelined framed connection to it."""
 
-    def __init__(self, pid: int, spec: ReplicaSpec):
+    def __init__(self, pid: int, spec: ReplicaSpec, on_lost: Callable[[ReplicaClient], None] | None = None):
         self.pid = pid
         self.spec = spec
+        self.on_lost = on_lost
+        self.stopping = False
         self.inflight = 0
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
@@ -104,6 +107,8 @@ class ReplicaClient:
             if not future.done():
                 future.set_exception(Unavailable(f"replica {self.pid} went away"))
         self._pending.clear()
+        if not self.stopping and self.on_lost is not None:
+            self.on_lost(self)
 
     async def infer(self, body: bytes) -> tuple[int, bytes]:
         """Send one V2 body; the replica's status and response body."""
@@ -122,6 +127,7 @@ class ReplicaClient:
 
     async def stop(self) -> None:
         """Close the connection and kill the process."""
+        self.stopping = True
         if self._writer is not None:
             self._writer.close()
         if self._reader_task is not None:

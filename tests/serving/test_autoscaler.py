@@ -115,3 +115,23 @@ async def test_load_above_target_scales_up(start_gateway, registry: ModelRegistr
         metrics = await (await http.get(f"{base}/metrics")).text()
         assert 'direction="up"' in metrics
     assert len({r.pid for r in pool.replicas}) == len(pool.replicas) > 1
+
+
+async def test_a_crashed_replica_is_replaced_on_the_next_request(start_gateway, registry: ModelRegistry) -> None:  # type: ignore[no-untyped-def]
+    import signal
+
+    registry.register("digits", mlp_onnx())
+    gateway = await start_gateway()
+    base = f"http://127.0.0.1:{gateway.port}"
+    body = infer_body(np.ones((1, 64), np.float32))
+    async with ClientSession() as http:
+        await http.post(f"{base}/v1/models/digits/revisions", json={})
+        async with http.post(f"{base}/v2/models/digits/infer", data=body) as r:
+            assert r.status == 200
+        pool = gateway.pools["digits-00001"]
+        pid = pool.replicas[0].pid
+        os.kill(pid, signal.SIGKILL)
+        await wait_until(lambda: not pool.replicas, 5, "the dead replica to be dropped")
+        async with http.post(f"{base}/v2/models/digits/infer", data=body) as r:
+            assert r.status == 200
+        assert pool.replicas[0].pid != pid
