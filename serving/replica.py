@@ -22,6 +22,7 @@ from serving.registry import TensorSpec
 from serving.runtime import ModelRuntime, OnnxRuntime
 
 log = logging.getLogger(__name__)
+FLUSH_EVERY = 8  # answers held back at most this many requests while a queue drains
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class Replica:
         self.queue: deque[_Pending] = deque()
         self.wakeup = asyncio.Event()
         self.output_names = {s.name for s in spec.outputs}
+        self.outbox: dict[asyncio.StreamWriter, list[bytes]] = {}
         self.batchable = spec.max_batch > 1 and all(s.shape and s.shape[0] == -1 for s in spec.inputs)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -79,10 +81,15 @@ class Replica:
 
     async def process(self) -> None:
         """Forever: take the next request (and, batching, its companions) and answer it."""
+        done = 0
         while True:
+            if not self.queue or done >= FLUSH_EVERY:
+                self._flush()
+                done = 0
             if not self.queue:
                 self.wakeup.clear()
                 await self.wakeup.wait()
+            done += 1
             first = self._prepare(self.queue.popleft())
             if first is None:
                 continue
@@ -114,6 +121,7 @@ class Replica:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
                     return
+                self._flush()
                 self.wakeup.clear()
                 try:
                     await asyncio.wait_for(self.wakeup.wait(), remaining)
@@ -159,10 +167,15 @@ class Replica:
         split = {n: np.split(a, bounds) for n, a in out.items()}
         return [{n: parts[i] for n, parts in split.items()} for i in range(len(batch))]
 
-    @staticmethod
-    def _reply(item: _Pending, status: int, body: bytes) -> None:
-        if not item.writer.is_closing():
-            item.writer.write(framing.response_frame(item.rid, status, body))
+    def _reply(self, item: _Pending, status: int, body: bytes) -> None:
+        self.outbox.setdefault(item.writer, []).append(framing.response_frame(item.rid, status, body))
+
+    def _flush(self) -> None:
+        """Send the answers written since the last flush, one syscall per gateway connection."""
+        for writer, frames in self.outbox.items():
+            if not writer.is_closing():
+                writer.write(b"".join(frames))
+        self.outbox.clear()
 
 
 async def serve(spec: ReplicaSpec) -> None:

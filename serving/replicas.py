@@ -72,6 +72,7 @@ class ReplicaClient:
         self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task | None = None
+        self._outbox: list[bytes] = []  # frames queued this loop iteration, sent with one syscall
         self.started = time.monotonic()
 
     async def connect(self, timeout: float) -> None:
@@ -119,11 +120,18 @@ class ReplicaClient:
         self._pending[rid] = future
         self.inflight += 1
         try:
-            self._writer.write(framing.request_frame(rid, body))
+            if not self._outbox:
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._outbox.append(framing.request_frame(rid, body))
             return await future
         finally:
             self.inflight -= 1
             self._pending.pop(rid, None)
+
+    def _flush(self) -> None:
+        frames, self._outbox = self._outbox, []
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(b"".join(frames) if len(frames) > 1 else frames[0])
 
     async def stop(self) -> None:
         """Close the connection and kill the process."""
