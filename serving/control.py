@@ -32,6 +32,7 @@ from serving.revisions import (
     save_state,
     set_traffic,
 )
+from serving.runtime import host_threads
 
 if TYPE_CHECKING:
     from serving.gateway import Gateway
@@ -75,7 +76,8 @@ class ControlApi:
             batching = Batching(**body.get("batching", {}))
         except TypeError as exc:
             raise InvalidRequest(f"batching: {exc}") from None
-        threads = int(body.get("intra_op_threads", self.gw.settings.serving.intra_op_threads))
+        serving = self.gw.settings.serving
+        threads = host_threads(int(body.get("intra_op_threads", serving.intra_op_threads)), serving.max_replicas)
         async with self.gw.state_lock:
             state = self.gw.states.get(name, ServingState(model=name))
             main = max(state.traffic, key=lambda t: t.percent).revision if state.traffic else None

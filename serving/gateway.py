@@ -150,20 +150,28 @@ class Gateway:
             await asyncio.sleep(tick)
             now = time.monotonic()
             for pool in list(self.pools.values()):
-                concurrency, arrived = pool.tick(now)
-                pool.kpa.observe(now, concurrency, arrived + pool.waiting)
-                ready = len(pool.replicas)
-                decision = pool.kpa.decide(now, ready)
-                current = ready + pool.starting
-                if decision.desired != current and not (decision.desired < current and pool.starting):
-                    direction = "up" if decision.desired > current else "down"
-                    log.info(
-                        "autoscaler: revision %s %s %d -> %d (%s; stable %.2f, panic %.2f)",
-                        pool.revision.id, direction, current, decision.desired, decision.reason,
-                        decision.stable_concurrency, decision.panic_concurrency,
-                    )  # fmt: skip
-                    self.metrics.decision(pool.revision.id, direction)
-                    pool.scale_to(decision.desired)
+                try:
+                    self._scale(pool, now)
+                except Exception:  # one revision's trouble must not stop scaling the others
+                    log.exception("autoscaler: revision %s", pool.revision.id)
+
+    def _scale(self, pool: RevisionPool, now: float) -> None:
+        """One KPA tick for one revision: observe, decide, act, log and count the decision."""
+        concurrency, arrived = pool.tick(now)
+        pool.kpa.observe(now, concurrency, arrived + pool.waiting)
+        ready = len(pool.replicas)
+        decision = pool.kpa.decide(now, ready)
+        current = ready + pool.starting
+        if decision.desired == current or (decision.desired < current and pool.starting):
+            return
+        direction = "up" if decision.desired > current else "down"
+        log.info(
+            "autoscaler: revision %s %s %d -> %d (%s; stable %.2f, panic %.2f)",
+            pool.revision.id, direction, current, decision.desired, decision.reason,
+            decision.stable_concurrency, decision.panic_concurrency,
+        )  # fmt: skip
+        self.metrics.decision(pool.revision.id, direction)
+        pool.scale_to(decision.desired)
 
     # -- V2 --------------------------------------------------------------------------
     def state(self, name: str) -> ServingState:

@@ -67,6 +67,7 @@ class Replica:
         self.wakeup = asyncio.Event()
         self.output_names = {s.name for s in spec.outputs}
         self.outbox: dict[asyncio.StreamWriter, list[bytes]] = {}
+        self.last_batch = 1
         self.batchable = spec.max_batch > 1 and all(s.shape and s.shape[0] == -1 for s in spec.inputs)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -96,6 +97,7 @@ class Replica:
             batch = [first]
             if self.batchable:
                 await self._gather(batch)
+                self.last_batch = len(batch)
             self._run(batch)
 
     def _prepare(self, item: _Pending) -> _Pending | None:
@@ -114,12 +116,16 @@ class Replica:
         return item
 
     async def _gather(self, batch: list[_Pending]) -> None:
+        """Add queued compatible requests; wait up to max_delay for more only when the last batch had company.
+
+        Waiting when requests come one at a time would only add latency: that is the adaptive part.
+        """
         deadline = asyncio.get_running_loop().time() + self.spec.max_delay_ms / 1000
         rows = batch[0].rows
         while rows < self.spec.max_batch:
             if not self.queue:
                 remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
+                if remaining <= 0 or (self.last_batch == 1 and len(batch) == 1):
                     return
                 self._flush()
                 self.wakeup.clear()

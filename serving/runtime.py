@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +31,13 @@ def choose_providers(available: Sequence[str]) -> list[str]:
         if "CUDAExecutionProvider" in available
         else ["CPUExecutionProvider"]
     )
+
+
+def host_threads(requested: int, replicas: int) -> int:
+    """Intra-op threads per replica: ``requested`` if positive, else the host's cores shared by the replicas."""
+    if requested > 0:
+        return requested
+    return max(1, (os.cpu_count() or 1) // max(1, replicas))
 
 
 class OnnxRuntime:

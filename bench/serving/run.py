@@ -232,7 +232,8 @@ def main() -> None:
     cpu = platform.processor() or platform.machine()
     print(f"conditions: {os.cpu_count()} CPUs ({cpu}), python "
           f"{platform.python_version()}, wrk -t1 -d{args.duration}s --latency, body {len(body)} B (1x64 FP32 JSON), "
-          "ORT intra-op threads 1 everywhere, knflow max_replicas 1, all on 127.0.0.1, run one after another")  # fmt: skip
+          "ORT intra-op threads 1 everywhere, knflow max_replicas 1, all on 127.0.0.1, "
+          "run one after another")  # fmt: skip
     results: dict[str, dict[int, dict]] = {}
     spawn: dict[str, float] = {}
 

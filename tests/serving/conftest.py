@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,20 +26,19 @@ def registry(file_store: ArtifactStore) -> ModelRegistry:
     return ModelRegistry(file_store)
 
 
-GatewayFactory = Callable[..., "AsyncIterator[Gateway]"]
-
-
 @pytest.fixture
 async def start_gateway(tmp_path: Path, file_store: ArtifactStore):  # type: ignore[no-untyped-def]
     """Start in-process gateways (stopped at teardown): ``await start_gateway(policy=..., **serving_overrides)``."""
     started: list[Gateway] = []
 
-    async def start(policy: ScalePolicy | None = None, **serving: object) -> Gateway:
+    async def start(
+        policy: ScalePolicy | None = None, store: ArtifactStore | None = None, **serving: object
+    ) -> Gateway:
         settings = load_settings(env={"KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_ARTIFACTS": file_store.url})
         settings = dataclasses.replace(
             settings, serving=dataclasses.replace(settings.serving, autoscale_tick_s=0.1, **serving)
         )
-        gateway = Gateway(settings, file_store, policy=policy)
+        gateway = Gateway(settings, store or file_store, policy=policy)
         await gateway.start(port=0)
         started.append(gateway)
         return gateway
@@ -54,14 +52,3 @@ async def start_gateway(tmp_path: Path, file_store: ArtifactStore):  # type: ign
 async def http() -> AsyncIterator[ClientSession]:
     async with ClientSession() as session:
         yield session
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` until true or fail after ``timeout`` seconds."""
-    import asyncio
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)

@@ -125,3 +125,19 @@ async def test_batching_revision_answers_each_request_with_its_own_rows(start_ga
             )
 
         await asyncio.gather(*(one(i) for i in range(48)))
+
+
+async def test_serving_state_and_models_live_in_s3_too(start_gateway, s3_server) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import make_s3_store
+
+    store = make_s3_store(s3_server)
+    ModelRegistry(store).register("digits", mlp_onnx(0))
+    ModelRegistry(store).register("digits", mlp_onnx(1))
+    gateway = await start_gateway(store=store)
+    client = ServingClient(f"http://127.0.0.1:{gateway.port}")
+    await asyncio.to_thread(client.deploy, "digits", 1)
+    await asyncio.to_thread(client.deploy, "digits", 2, percent=50, tag="canary")
+    assert store.exists("serving/digits/state.json")
+    await gateway.stop()
+    restarted = await start_gateway(store=store)
+    assert await versions_served(restarted, 16, {"x-knflow-tag": "canary"}) == Counter({"2": 16})

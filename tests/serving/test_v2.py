@@ -203,3 +203,10 @@ async def test_corrupted_model_is_503_with_the_reason_and_no_replica(
     assert not gateway.pools["digits-00001"].replicas
     status, _ = await call(http, "GET", f"{url(gateway)}/v2/health/live")
     assert status == 200
+
+
+def test_cuda_provider_is_chosen_when_onnxruntime_offers_it() -> None:
+    from serving.runtime import choose_providers
+
+    assert choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "CUDAExecutionProvider"
+    assert choose_providers(["AzureExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
