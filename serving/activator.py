@@ -16,6 +16,8 @@ from serving.replicas import ReplicaClient, Zygote
 from serving.revisions import Revision
 
 log = logging.getLogger(__name__)
+#: How long a forked replica may take to load its model (independent of how long a request waits).
+REPLICA_START_TIMEOUT_S = 60.0
 
 #: Fetches (and verifies) the revision's model to local disk; returns its card and path.
 Fetcher = Callable[[Revision], Awaitable[tuple[ModelCard, Path]]]
@@ -133,7 +135,7 @@ class RevisionPool:
                 max_delay_ms=self.revision.batching.max_delay_ms,
             )
             client = ReplicaClient(await self.zygote.fork(spec), spec, on_lost=self._lost)
-            await client.connect(self.activation_timeout_s)
+            await client.connect(REPLICA_START_TIMEOUT_S)
         except KnflowError as exc:
             log.error("revision %s: replica failed to start: %s", self.revision.id, exc)
             self.failure = exc

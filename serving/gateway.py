@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Coroutine
@@ -231,8 +232,10 @@ class Gateway:
         return json_response({"name": revision.model, "version": str(revision.version), "ready": True})
 
     async def metrics_text(self, request: web.Request) -> web.Response:
-        gauges: dict[str, dict[str, float]] = {"replicas": {}, "inflight": {}, "queued": {}}
+        gauges: dict[str, dict[str, float]] = {"replicas": {}, "inflight": {}, "queued": {}, "cold_start_seconds": {}}
         for rid, pool in self.pools.items():
+            if pool.cold_starts:
+                gauges["cold_start_seconds"][rid] = round(pool.cold_starts[-1], 6)
             gauges["replicas"][rid] = len(pool.replicas)
             gauges["inflight"][rid] = pool.inflight
             gauges["queued"][rid] = pool.waiting
@@ -248,8 +251,10 @@ async def _serve() -> None:
     configure_logging(settings.log_level, settings.log_format)
     gateway = Gateway(settings, open_store(settings.artifacts))
     await gateway.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await gateway.stop()
 

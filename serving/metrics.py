@@ -16,7 +16,6 @@ class Metrics:
         self.latency: dict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
         self.latency_sum: dict[str, float] = defaultdict(float)
         self.decisions: dict[tuple[str, str], int] = defaultdict(int)
-        self.cold_starts: dict[str, list[float]] = defaultdict(list)
 
     def observe(self, revision: str, status: int, seconds: float) -> None:
         self.requests[(revision, status)] += 1
@@ -38,6 +37,9 @@ class Metrics:
         out += [
             f'knflow_requests_total{{revision="{r}",code="{s}"}} {n}' for (r, s), n in sorted(self.requests.items())
         ]
+        out.append("# TYPE knflow_errors_total counter")
+        for rev in sorted({r for r, _ in self.requests}):
+            out.append(f'knflow_errors_total{{revision="{rev}"}} {self.counts(rev)[1]}')
         out.append("# TYPE knflow_request_duration_seconds histogram")
         for rev, counts in sorted(self.latency.items()):
             running = 0

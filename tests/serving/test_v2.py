@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +211,20 @@ def test_cuda_provider_is_chosen_when_onnxruntime_offers_it() -> None:
 
     assert choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "CUDAExecutionProvider"
     assert choose_providers(["AzureExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+async def test_activation_timeout_is_503_and_counted(
+    start_gateway, registry: ModelRegistry, http: ClientSession
+) -> None:  # type: ignore[no-untyped-def]
+    registry.register("digits", mlp_onnx())
+    gateway = await start_gateway(activation_timeout_s=0.001)
+    await call(http, "POST", f"{url(gateway)}/v1/models/digits/revisions", b"{}")
+    status, out = await call(http, "POST", f"{url(gateway)}/v2/models/digits/infer", _tensor())
+    assert status == 503 and "no replica became ready" in out["error"]
+    async with http.get(f"{url(gateway)}/metrics") as response:
+        text = await response.text()
+    assert 'knflow_requests_total{revision="digits-00001",code="503"} 1' in text
+    assert 'knflow_errors_total{revision="digits-00001"} 1' in text
+    pool = gateway.pools["digits-00001"]
+    await asyncio.wait_for(pool.ready.wait(), 10)  # the replica still comes up for later requests
+    assert pool.replicas and pool.failure is None
