@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import shutil
 import signal
@@ -114,10 +115,10 @@ class Gateway:
     async def stop(self) -> None:
         if self._scaler:
             self._scaler.cancel()
+        if self.runner:  # stop listening and let in-flight requests finish while their replicas still run
+            await self.runner.cleanup()
         for pool in self.pools.values():
             await pool.close()
-        if self.runner:
-            await self.runner.cleanup()
         await self.zygote.stop()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
@@ -249,6 +250,7 @@ async def _serve() -> None:
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1` dumps every thread's stack to stderr
     gateway = Gateway(settings, open_store(settings.artifacts))
     await gateway.start()
     stop = asyncio.Event()

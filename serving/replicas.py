@@ -104,10 +104,11 @@ class ReplicaClient:
                     future.set_result((status, body))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(Unavailable(f"replica {self.pid} went away"))
-        self._pending.clear()
+        finally:  # also when cancelled by stop(): no request may wait forever on a gone replica
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(Unavailable(f"replica {self.pid} went away"))
+            self._pending.clear()
         if not self.stopping and self.on_lost is not None:
             self.on_lost(self)
 
