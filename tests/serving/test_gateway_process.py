@@ -64,3 +64,36 @@ def test_gateway_process_serves_and_takes_its_replicas_down(tmp_path: Path) -> N
         if time.monotonic() > deadline:
             pytest.fail(f"processes left behind: {[p for p in zygotes | replicas if Path(f'/proc/{p}').exists()]}")
         time.sleep(0.05)
+
+
+async def test_stopping_the_gateway_lets_in_flight_requests_finish(start_gateway, registry) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from aiohttp import ClientSession
+
+    from tests.serving.helpers import infer_body
+
+    registry.register("digits", mlp_onnx(hidden=256))
+    gateway = await start_gateway()
+    base = f"http://127.0.0.1:{gateway.port}"
+    body = infer_body(np.ones((256, 64), np.float32))
+    async with ClientSession() as http:
+        await http.post(f"{base}/v1/models/digits/revisions", json={})
+        async with http.post(f"{base}/v2/models/digits/infer", data=body) as r:
+            assert r.status == 200
+
+        async def one() -> int:
+            async with http.post(f"{base}/v2/models/digits/infer", data=body) as r:
+                await r.read()
+                return r.status
+
+        requests = [asyncio.create_task(one()) for _ in range(24)]
+        pool = gateway.pools["digits-00001"]
+        deadline = time.monotonic() + 10
+        while pool.inflight < 4:
+            assert time.monotonic() < deadline, "requests never got in flight"
+            await asyncio.sleep(0.001)
+        await gateway.stop()
+        statuses = await asyncio.gather(*requests, return_exceptions=True)
+    finished = [s for s in statuses if isinstance(s, int)]
+    assert len(finished) >= 4 and set(finished) == {200}, statuses
