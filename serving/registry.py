@@ -143,6 +143,33 @@ class ModelRegistry:
             if self.store.put_if_absent(idem_key, orjson.dumps({"key": idempotency_key})) is None:
                 return self._await_idempotent(name, idem_key)
         version = self._claim_version(name, idempotency_key)
+        card = self._write_version(
+            name,
+            version,
+            data,
+            inputs,
+            outputs,
+            metrics=metrics,
+            params=params,
+            lineage=lineage,
+            description=description,
+        )
+        if idem_key is not None:
+            self.store.put(idem_key, orjson.dumps({"key": idempotency_key, "version": version}))
+        self._audit(name, {"action": "register", "version": version, "actor": "registry", "sha256": card.sha256})
+        log.info("registered model %s version %d (sha256 %s)", name, version, card.sha256[:12])
+        return card
+
+    def _write_version(
+        self,
+        name: str,
+        version: int,
+        data: bytes,
+        inputs: Iterable[TensorSpec | Mapping[str, Any]],
+        outputs: Iterable[TensorSpec | Mapping[str, Any]],
+        **about: Any,
+    ) -> ModelCard:
+        """Upload model.onnx, then its card (the card's presence is what makes the version visible)."""
         onnx_key = f"models/{name}/{version}/model.onnx"
         info = self.store.put(onnx_key, data)
         card = ModelCard(
@@ -153,17 +180,13 @@ class ModelRegistry:
             onnx_key=onnx_key,
             inputs=tuple(TensorSpec.of(t) for t in inputs),
             outputs=tuple(TensorSpec.of(t) for t in outputs),
-            metrics=dict(metrics or {}),
-            params=dict(params or {}),
-            lineage=dict(lineage or {}),
+            metrics=dict(about["metrics"] or {}),
+            params=dict(about["params"] or {}),
+            lineage=dict(about["lineage"] or {}),
             created=datetime.now(UTC).isoformat(),
-            description=description,
+            description=about["description"],
         )
         self.store.put(f"models/{name}/{version}/card.json", card.to_json(), content_type="application/json")
-        if idem_key is not None:
-            self.store.put(idem_key, orjson.dumps({"key": idempotency_key, "version": version}))
-        self._audit(name, {"action": "register", "version": version, "actor": "registry", "sha256": info.sha256})
-        log.info("registered model %s version %d (sha256 %s)", name, version, info.sha256[:12])
         return card
 
     def _claim_version(self, name: str, idempotency_key: str | None) -> int:

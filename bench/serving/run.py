@@ -244,20 +244,15 @@ def main() -> None:
     results: dict[str, dict[int, dict]] = {}
     spawn: dict[str, float] = {}
 
-    gw = Knflow(workdir, model, max_replicas="1")
-    try:
-        gw.deploy()
-        spawn["knflow"] = until_2xx(gw.url, body, gw.began)
-        results["knflow"] = load("knflow", gw.url, body, conns, args.duration, workdir)
-    finally:
-        gw.stop()
-    gw = Knflow(workdir, model, max_replicas="1")
-    try:
-        gw.deploy(batching={"max_batch": 32, "max_delay_ms": 1})
-        until_2xx(gw.url, body, gw.began)
-        results["knflow+batching"] = load("knflow+batching", gw.url, body, conns, args.duration, workdir)
-    finally:
-        gw.stop()
+    for name, batching in (("knflow", None), ("knflow+batching", {"max_batch": 32, "max_delay_ms": 1})):
+        gw = Knflow(workdir, model, max_replicas="1")
+        try:
+            gw.deploy(batching=batching)
+            first = until_2xx(gw.url, body, gw.began)
+            spawn.setdefault("knflow", first)
+            results[name] = load(name, gw.url, body, conns, args.duration, workdir)
+        finally:
+            gw.stop()
 
     if not args.skip_peers:
         for name, starter in (("mlserver", start_mlserver), ("kserve", start_kserve)):
