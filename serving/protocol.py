@@ -6,6 +6,7 @@ array of the declared datatype and shape, checked against the model's signature.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +66,7 @@ def _tensor(raw: Mapping[str, Any]) -> tuple[str, str, np.ndarray]:
             array = np.asarray(data, dtype=V2_TO_NUMPY[datatype])
     except (ValueError, TypeError) as exc:
         raise InvalidRequest(f"input {name!r}: data is not valid {datatype}: {exc}") from None
-    expected = int(np.prod(shape)) if shape else 1
+    expected = math.prod(shape)
     if array.size != expected:
         raise InvalidRequest(f"input {name!r}: shape {shape} needs {expected} elements, data has {array.size}")
     return name, datatype, array.reshape(shape)

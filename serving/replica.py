@@ -50,7 +50,7 @@ class ReplicaSpec:
 @dataclass
 class _Pending:
     rid: int
-    writer: asyncio.StreamWriter
+    writer: framing.RequestReader
     body: bytes
     request: InferRequest | None = None
     rows: int = 0
@@ -66,19 +66,17 @@ class Replica:
         self.queue: deque[_Pending] = deque()
         self.wakeup = asyncio.Event()
         self.output_names = {s.name for s in spec.outputs}
-        self.outbox: dict[asyncio.StreamWriter, list[bytes]] = {}
+        self.outbox: dict[framing.RequestReader, list[bytes]] = {}
         self.last_batch = 1
         self.batchable = spec.max_batch > 1 and all(s.shape and s.shape[0] == -1 for s in spec.inputs)
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Read frames from one gateway connection into the queue."""
-        try:
-            while True:
-                rid, body = await framing.read_request(reader)
-                self.queue.append(_Pending(rid, writer, body))
-                self.wakeup.set()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
+    def accept(self, conn: framing.RequestReader, rid: int, body: bytes) -> None:
+        """Queue one request frame from a gateway connection."""
+        self.queue.append(_Pending(rid, conn, body))
+
+    def protocol(self) -> framing.RequestReader:
+        """A protocol instance for one gateway connection."""
+        return framing.RequestReader(self.accept, self.wakeup.set)
 
     async def process(self) -> None:
         """Forever: take the next request (and, batching, its companions) and answer it."""
@@ -190,7 +188,7 @@ async def serve(spec: ReplicaSpec) -> None:
     replica = Replica(spec, runtime)
     Path(spec.socket).unlink(missing_ok=True)
     tmp = f"{spec.socket}.{os.getpid()}"
-    server = await asyncio.start_unix_server(replica.handle, path=tmp)
+    server = await asyncio.get_running_loop().create_unix_server(replica.protocol, path=tmp)
     os.rename(tmp, spec.socket)  # the socket appears only when it accepts: readiness is "connect works"
     async with server:
         await replica.process()

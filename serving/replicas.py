@@ -70,23 +70,24 @@ class ReplicaClient:
         self.inflight = 0
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task | None = None
+        self._conn: framing.ResponseReader | None = None
         self._outbox: list[bytes] = []  # frames queued this loop iteration, sent with one syscall
         self.started = time.monotonic()
 
     async def connect(self, timeout: float) -> None:
         """Wait until the replica accepts (its socket appears once the model is loaded)."""
+        loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout
         while True:
             try:
-                reader, self._writer = await asyncio.open_unix_connection(self.spec.socket)
-                break
+                _, self._conn = await loop.create_unix_connection(
+                    lambda: framing.ResponseReader(self._answered, self._gone), self.spec.socket
+                )
+                return
             except (FileNotFoundError, ConnectionRefusedError):
                 if time.monotonic() > deadline or not self.alive():
                     raise Unavailable(f"replica {self.pid} for {self.spec.model} did not start in {timeout}s") from None
                 await asyncio.sleep(CONNECT_POLL_S)
-        self._reader_task = asyncio.create_task(self._read(reader))
 
     def alive(self) -> bool:
         try:
@@ -95,26 +96,23 @@ class ReplicaClient:
             return False
         return True
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        try:
-            while True:
-                rid, status, body = await framing.read_response(reader)
-                future = self._pending.pop(rid, None)
-                if future is not None and not future.done():
-                    future.set_result((status, body))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:  # also when cancelled by stop(): no request may wait forever on a gone replica
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(Unavailable(f"replica {self.pid} went away"))
-            self._pending.clear()
+    def _answered(self, rid: int, status: int, body: bytes) -> None:
+        future = self._pending.pop(rid, None)
+        if future is not None and not future.done():
+            future.set_result((status, body))
+
+    def _gone(self) -> None:
+        """The connection closed: fail what waits on it, and tell the pool unless we closed it."""
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(Unavailable(f"replica {self.pid} went away"))
+        self._pending.clear()
         if not self.stopping and self.on_lost is not None:
             self.on_lost(self)
 
     async def infer(self, body: bytes) -> tuple[int, bytes]:
         """Send one V2 body; the replica's status and response body."""
-        if self._writer is None or self._writer.is_closing():
+        if self._conn is None or self._conn.is_closing():
             raise Unavailable(f"replica {self.pid} is not connected")
         rid = next(self._ids) & 0xFFFFFFFF
         future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
@@ -131,16 +129,15 @@ class ReplicaClient:
 
     def _flush(self) -> None:
         frames, self._outbox = self._outbox, []
-        if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(b"".join(frames) if len(frames) > 1 else frames[0])
+        if self._conn is not None:
+            self._conn.write(b"".join(frames) if len(frames) > 1 else frames[0])
 
     async def stop(self) -> None:
-        """Close the connection and kill the process."""
+        """Close the connection (failing what is still pending) and kill the process."""
         self.stopping = True
-        if self._writer is not None:
-            self._writer.close()
-        if self._reader_task is not None:
-            self._reader_task.cancel()
+        if self._conn is not None and self._conn.transport is not None:
+            self._conn.transport.close()
+        self._gone()
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGTERM)
         with contextlib.suppress(FileNotFoundError):
