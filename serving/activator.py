@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -50,7 +51,7 @@ class RevisionPool:
         self.inflight = 0
         self.ready = asyncio.Event()
         self.failure: KnflowError | None = None
-        self.cold_starts: list[float] = []
+        self.cold_starts: deque[float] = deque(maxlen=64)  # seconds from scale-up to a connected replica
         self._seq = 0
         self._busy = 0.0  # integral of in-flight over time since the last tick
         self._mark = time.monotonic()
@@ -76,6 +77,8 @@ class RevisionPool:
 
     async def _acquire(self) -> ReplicaClient:
         while True:
+            if len(self.replicas) == 1:
+                return self.replicas[0]
             if self.replicas:
                 return min(self.replicas, key=lambda r: r.inflight)
             if self.waiting >= self.queue_limit:
