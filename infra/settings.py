@@ -106,6 +106,7 @@ class ServingSettings:
     activation_timeout_s: float = 30.0
     queue_limit: int = 1024
     intra_op_threads: int = 1
+    autoscale_tick_s: float = 0.5
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,12 @@ class ArtifactStore(Protocol):
         """Store bytes, a binary stream or a local file under ``key`` (streamed, never whole in memory)."""
         ...
 
+    def put_if_absent(
+        self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
+    ) -> ObjectInfo | None:
+        """Create ``key`` only if no object holds it (atomically); ``None`` when it already existed."""
+        ...
+
     def open(self, key: str) -> AbstractContextManager[BinaryIO]:
         """A streaming reader; it raises ``IntegrityError`` at end of stream on a sha256 mismatch."""
         ...

@@ -100,6 +100,37 @@ class FileStore:
             listener(info)
         return info
 
+    def put_if_absent(
+        self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
+    ) -> ObjectInfo | None:
+        """Create-if-absent by ``os.link`` of a complete temp file: the link fails with EEXIST if the key is taken."""
+        target = self._path(key)
+        fd, tmp = self._tempfile()
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                return None
+        finally:
+            tmp.unlink(missing_ok=True)
+        info = ObjectInfo(
+            key=key,
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            modified=datetime.now(UTC),
+            content_type=content_type,
+        )
+        self._write_meta(info)
+        _fsync_dir(target.parent)
+        for listener in self._listeners:
+            listener(info)
+        return info
+
     def _write_meta(self, info: ObjectInfo) -> None:
         meta = self._meta_path(info.key)
         meta.parent.mkdir(parents=True, exist_ok=True)

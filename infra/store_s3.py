@@ -159,6 +159,28 @@ class S3Store:
             listener(info)
         return info
 
+    def put_if_absent(
+        self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
+    ) -> ObjectInfo | None:
+        """Create-if-absent with an S3 conditional write (``If-None-Match: *``); 412 means the key was taken."""
+        validate_key(key)
+        sha = hashlib.sha256(data).hexdigest()
+        headers = {"If-None-Match": "*", "Content-Type": content_type, f"x-amz-meta-{SHA_META}": sha}
+        try:
+            self._retry(
+                f"put_if_absent {key}",
+                lambda: self.client._execute("PUT", self.bucket, key, body=data, headers=headers),
+                key,
+            )
+        except KnflowError as exc:
+            if "PreconditionFailed" in exc.message or "ConditionalRequestConflict" in exc.message:
+                return None
+            raise
+        info = ObjectInfo(key=key, size=len(data), sha256=sha, modified=datetime.now(UTC), content_type=content_type)
+        for listener in self._listeners:
+            listener(info)
+        return info
+
     @staticmethod
     def _spool(data: Source, stack: contextlib.ExitStack) -> tuple[Path, str, int]:
         """A local, re-readable file holding ``data`` (so retries can resend it) and its digest."""

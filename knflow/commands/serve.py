@@ -1,0 +1,37 @@
+"""``knflow serve``: run the inference gateway (KServe V2 + control API) in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "run the inference gateway (V2 inference, /v1 control API, /metrics) on settings.gateway_port"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=None, help="override settings.gateway_port")
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+
+    from infra.logs import configure_logging
+    from infra.settings import load_settings
+    from infra.store import open_store
+    from serving.gateway import Gateway, run_loop
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def serve() -> None:
+        gateway = Gateway(settings, open_store(settings.artifacts))
+        port = await gateway.start(args.port)
+        print(f"knflow gateway on http://{settings.host}:{port}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await gateway.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run_loop(serve())
+    return 0

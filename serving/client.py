@@ -1,0 +1,96 @@
+"""A small blocking client for the gateway's control API and V2 inference (the lifecycle's deploy step uses it)."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from typing import Any
+
+import numpy as np
+import orjson
+
+from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge, Unavailable
+
+_BY_STATUS = {400: InvalidRequest, 404: NotFound, 413: PayloadTooLarge, 503: Unavailable}
+
+
+class ServingClient:
+    """Deploy, split traffic, roll back, inspect and infer against one gateway (``http://host:port``)."""
+
+    def __init__(self, base_url: str, timeout: float = 30.0):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+        data = None if body is None else orjson.dumps(body)
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=data,
+            method=method,
+            headers={"content-type": "application/json", **(headers or {})},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return orjson.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                message = orjson.loads(raw)["error"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                message = raw.decode(errors="replace")
+            raise _BY_STATUS.get(exc.code, KnflowError)(f"{method} {path}: {message}", status=exc.code) from None
+        except urllib.error.URLError as exc:
+            raise Unavailable(f"gateway {self.base_url} unreachable: {exc.reason}") from None
+
+    # -- control -----------------------------------------------------------------
+    def deploy(
+        self,
+        model: str,
+        version: int | str = "latest",
+        *,
+        batching: dict | None = None,
+        intra_op_threads: int | None = None,
+        percent: int | None = None,
+        tag: str | None = None,
+    ) -> dict:
+        """Create a revision; with ``percent``, it takes that share of traffic (a canary)."""
+        body: dict[str, Any] = {"version": version}
+        if batching:
+            body["batching"] = batching
+        if intra_op_threads:
+            body["intra_op_threads"] = intra_op_threads
+        if percent is not None:
+            body["percent"] = percent
+        if tag:
+            body["tag"] = tag
+        return self._call("POST", f"/v1/models/{model}/revisions", body)
+
+    def set_traffic(self, model: str, traffic: list[dict]) -> dict:
+        """Replace the split: ``[{"revision": r, "percent": p, "tag": t}, ...]``."""
+        return self._call("PUT", f"/v1/models/{model}/traffic", {"traffic": traffic})
+
+    def promote(self, model: str, revision: str) -> dict:
+        """Send all traffic to ``revision``."""
+        return self.set_traffic(model, [{"revision": revision, "percent": 100}])
+
+    def rollback(self, model: str) -> dict:
+        return self._call("POST", f"/v1/models/{model}/rollback", {})
+
+    def describe(self, model: str) -> dict:
+        """Revisions (with replicas, requests and errors) and traffic of one model."""
+        return self._call("GET", f"/v1/models/{model}")
+
+    def models(self) -> list[str]:
+        return self._call("GET", "/v1/models")["models"]
+
+    # -- V2 ------------------------------------------------------------------------
+    def metadata(self, model: str) -> dict:
+        return self._call("GET", f"/v2/models/{model}")
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray], *, tag: str | None = None) -> dict[str, np.ndarray]:
+        """Run a V2 inference with FP32/INT/BOOL arrays; outputs as numpy arrays."""
+        from serving.protocol import output_tensor
+
+        body = {"inputs": [{**output_tensor(n, a), "data": a.reshape(-1).tolist()} for n, a in inputs.items()]}
+        out = self._call("POST", f"/v2/models/{model}/infer", body, {"x-knflow-tag": tag} if tag else None)
+        return {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in out["outputs"]}

@@ -1,0 +1,107 @@
+"""Gateway ↔ replica transport: length-prefixed frames over a unix socket, many requests in flight per connection.
+
+Request frame:  u32 request id, u32 body length, body (the V2 JSON exactly as the client sent it).
+Response frame: u32 request id, u16 HTTP status, u32 body length, body.
+
+Both ends are ``asyncio.Protocol``s that cut every frame out of each received chunk at once,
+so a burst of requests costs one wakeup, not one coroutine step per frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable
+
+REQUEST = struct.Struct("!II")
+RESPONSE = struct.Struct("!IHI")
+
+
+def request_frame(rid: int, body: bytes) -> bytes:
+    return REQUEST.pack(rid, len(body)) + body
+
+
+def response_frame(rid: int, status: int, body: bytes) -> bytes:
+    return RESPONSE.pack(rid, status, len(body)) + body
+
+
+class FrameProtocol(asyncio.Protocol):
+    """Cuts frames with a fixed header out of the byte stream and hands each to ``on_frame``."""
+
+    header: struct.Struct
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer
+        buf += data
+        size = self.header.size
+        start = 0
+        while len(buf) - start >= size:
+            *head, length = self.header.unpack_from(buf, start)
+            end = start + size + length
+            if len(buf) < end:
+                break
+            self.on_frame(*head, bytes(buf[start + size : end]))
+            start = end
+        if start:
+            del buf[:start]
+        self.on_burst_end()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    def on_frame(self, *fields: object) -> None:
+        raise NotImplementedError
+
+    def on_burst_end(self) -> None:
+        """Called after each received chunk's frames are handed over."""
+
+
+class RequestReader(FrameProtocol):
+    """Replica side: each request frame becomes ``on_request(protocol, rid, body)``."""
+
+    header = REQUEST
+
+    def __init__(self, on_request: Callable[[RequestReader, int, bytes], None], on_burst: Callable[[], None]):
+        super().__init__()
+        self.on_request = on_request
+        self.on_burst = on_burst
+
+    def on_frame(self, rid: int, body: bytes) -> None:  # type: ignore[override]
+        self.on_request(self, rid, body)
+
+    def on_burst_end(self) -> None:
+        self.on_burst()
+
+
+class ResponseReader(FrameProtocol):
+    """Gateway side: each response frame becomes ``on_response(rid, status, body)``."""
+
+    header = RESPONSE
+
+    def __init__(self, on_response: Callable[[int, int, bytes], None], on_lost: Callable[[], None]):
+        super().__init__()
+        self.on_response = on_response
+        self.on_lost = on_lost
+
+    def on_frame(self, rid: int, status: int, body: bytes) -> None:  # type: ignore[override]
+        self.on_response(rid, status, body)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.on_lost()

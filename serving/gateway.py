@@ -1,0 +1,281 @@
+"""The inference gateway: one aiohttp port for V2 inference, the control API and metrics, in front of replica pools.
+
+Run it with ``python -m serving.gateway`` (settings from ``load_settings()``), or in-process
+with ``Gateway(settings, store)`` and ``await gateway.start()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import faulthandler
+import logging
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from infra.errors import KnflowError, NotFound, PayloadTooLarge
+from infra.settings import Settings
+from infra.store import ArtifactStore
+from serving.activator import RevisionPool
+from serving.autoscaler import ScalePolicy
+from serving.metrics import Metrics
+from serving.protocol import error_body
+from serving.registry import ModelCard, ModelRegistry
+from serving.replicas import Zygote
+from serving.revisions import Revision, Router, ServingState, load_states
+
+log = logging.getLogger(__name__)
+TAG_HEADER = "x-knflow-tag"
+
+
+def json_response(data: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+@web.middleware
+async def errors(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    """The one place errors become HTTP answers: ``{"error": "..."}`` with the error's status."""
+    try:
+        return await handler(request)
+    except KnflowError as exc:
+        return web.Response(body=error_body(exc.message), status=exc.status, content_type="application/json")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return web.Response(body=error_body(exc.reason), status=exc.status, content_type="application/json")
+
+
+class Gateway:
+    """Routes V2 requests to revision pools, runs the autoscaler, serves the control API."""
+
+    def __init__(self, settings: Settings, store: ArtifactStore, *, policy: ScalePolicy | None = None):
+        s = settings.serving
+        self.settings = settings
+        self.store = store
+        self.registry = ModelRegistry(store)
+        self.policy = policy or ScalePolicy(
+            target=s.target_concurrency,
+            max_replicas=s.max_replicas,
+            stable_window_s=s.stable_window_s,
+            panic_window_pct=s.panic_window_pct,
+            panic_threshold_pct=s.panic_threshold_pct,
+            scale_to_zero_grace_s=s.scale_to_zero_grace_s,
+        )
+        self.states: dict[str, ServingState] = {}
+        self.pools: dict[str, RevisionPool] = {}
+        self.cards: dict[str, tuple[ModelCard, Path]] = {}
+        self.router = Router()
+        self.metrics = Metrics()
+        self.zygote = Zygote()
+        self.cache_dir = settings.data_dir / "serving-cache"
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="knflow-sock-"))
+        self.state_lock = asyncio.Lock()
+        self.runner: web.AppRunner | None = None
+        self._scaler: asyncio.Task | None = None
+        self.port = settings.gateway_port
+
+    # -- lifecycle -------------------------------------------------------------------
+    def app(self) -> web.Application:
+        from serving import control
+
+        app = web.Application(middlewares=[errors], client_max_size=self.settings.serving.max_request_bytes)
+        r = app.router
+        r.add_get("/v2", self.server_metadata)
+        r.add_get("/v2/health/live", self.live)
+        r.add_get("/v2/health/ready", self.server_ready)
+        for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+            r.add_get(base, self.model_metadata)
+            r.add_get(base + "/ready", self.model_ready)
+            r.add_post(base + "/infer", self.infer)
+        r.add_get("/metrics", self.metrics_text)
+        control.add_routes(app, self)
+        return app
+
+    async def start(self, port: int | None = None) -> int:
+        """Start the zygote, restore state, listen; the bound port (0 picks a free one)."""
+        await self.zygote.start()
+        self.states = await asyncio.to_thread(load_states, self.store)
+        self.runner = web.AppRunner(self.app(), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.settings.host, self.port if port is None else port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._scaler = asyncio.create_task(self._autoscale())
+        log.info("gateway listening on %s:%d with %d models", self.settings.host, self.port, len(self.states))
+        return self.port
+
+    async def stop(self) -> None:
+        if self._scaler:
+            self._scaler.cancel()
+        if self.runner:  # stop listening and let in-flight requests finish while their replicas still run
+            await self.runner.cleanup()
+        for pool in self.pools.values():
+            await pool.close()
+        await self.zygote.stop()
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    # -- pools -----------------------------------------------------------------------
+    def pool(self, revision: Revision) -> RevisionPool:
+        pool = self.pools.get(revision.id)
+        if pool is None:
+            pool = RevisionPool(
+                revision,
+                zygote=self.zygote,
+                fetch=self._fetch,
+                socket_dir=self.socket_dir,
+                policy=self.policy,
+                queue_limit=self.settings.serving.queue_limit,
+                activation_timeout_s=self.settings.serving.activation_timeout_s,
+            )
+            self.pools[revision.id] = pool
+        return pool
+
+    async def _fetch(self, revision: Revision) -> tuple[ModelCard, Path]:
+        """The revision's card and a verified local model file (fetched once per gateway)."""
+        if revision.id not in self.cards:
+            card = await asyncio.to_thread(self.registry.get, revision.model, revision.version)
+            path = await asyncio.to_thread(self.registry.fetch, revision.model, revision.version, self.cache_dir)
+            self.cards[revision.id] = (card, path)
+        return self.cards[revision.id]
+
+    async def _autoscale(self) -> None:
+        tick = self.settings.serving.autoscale_tick_s
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            for pool in list(self.pools.values()):
+                try:
+                    self._scale(pool, now)
+                except Exception:  # one revision's trouble must not stop scaling the others
+                    log.exception("autoscaler: revision %s", pool.revision.id)
+
+    def _scale(self, pool: RevisionPool, now: float) -> None:
+        """One KPA tick for one revision: observe, decide, act, log and count the decision."""
+        concurrency, arrived = pool.tick(now)
+        pool.kpa.observe(now, concurrency, arrived + pool.waiting)
+        ready = len(pool.replicas)
+        decision = pool.kpa.decide(now, ready)
+        current = ready + pool.starting
+        if decision.desired == current or (decision.desired < current and pool.starting):
+            return
+        direction = "up" if decision.desired > current else "down"
+        log.info(
+            "autoscaler: revision %s %s %d -> %d (%s; stable %.2f, panic %.2f)",
+            pool.revision.id, direction, current, decision.desired, decision.reason,
+            decision.stable_concurrency, decision.panic_concurrency,
+        )  # fmt: skip
+        self.metrics.decision(pool.revision.id, direction)
+        pool.scale_to(decision.desired)
+
+    # -- V2 --------------------------------------------------------------------------
+    def state(self, name: str) -> ServingState:
+        state = self.states.get(name)
+        if state is None or not state.revisions:
+            raise NotFound(f"model {name!r} is not deployed")
+        return state
+
+    def route(self, request: web.Request) -> Revision:
+        name = request.match_info["name"]
+        return self.router.pick(
+            self.state(name), tag=request.headers.get(TAG_HEADER), version=request.match_info.get("version")
+        )
+
+    async def infer(self, request: web.Request) -> web.Response:
+        if (request.content_length or 0) > self.settings.serving.max_request_bytes:
+            raise PayloadTooLarge(f"request body is larger than {self.settings.serving.max_request_bytes} bytes")
+        revision = self.route(request)
+        body = await request.read()
+        began = time.monotonic()
+        try:
+            status, out = await self.pool(revision).infer(body)
+        except KnflowError as exc:
+            self.metrics.observe(revision.id, exc.status, time.monotonic() - began)
+            raise
+        self.metrics.observe(revision.id, status, time.monotonic() - began)
+        return web.Response(body=out, status=status, content_type="application/json")
+
+    async def server_metadata(self, request: web.Request) -> web.Response:
+        return json_response({"name": "knflow", "version": "0.1.0", "extensions": []})
+
+    async def live(self, request: web.Request) -> web.Response:
+        return json_response({"live": True})
+
+    async def server_ready(self, request: web.Request) -> web.Response:
+        ready = self.zygote.proc is not None and self.zygote.proc.returncode is None
+        return json_response({"ready": ready}, 200 if ready else 503)
+
+    async def model_metadata(self, request: web.Request) -> web.Response:
+        revision = self.route(request)
+        card, _ = await self._fetch(revision)
+        state = self.state(revision.model)
+        versions = sorted({str(r.version) for r in state.revisions}, key=int)
+        return json_response(
+            {
+                "name": revision.model,
+                "versions": versions,
+                "platform": "onnxruntime_onnx",
+                "inputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in card.inputs],
+                "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in card.outputs],
+            }
+        )
+
+    async def model_ready(self, request: web.Request) -> web.Response:
+        revision = self.route(request)
+        await self._fetch(revision)  # a model that cannot be fetched and verified is not ready
+        return json_response({"name": revision.model, "version": str(revision.version), "ready": True})
+
+    async def metrics_text(self, request: web.Request) -> web.Response:
+        gauges: dict[str, dict[str, float]] = {"replicas": {}, "inflight": {}, "queued": {}, "cold_start_seconds": {}}
+        for rid, pool in self.pools.items():
+            if pool.cold_starts:
+                gauges["cold_start_seconds"][rid] = round(pool.cold_starts[-1], 6)
+            gauges["replicas"][rid] = len(pool.replicas)
+            gauges["inflight"][rid] = pool.inflight
+            gauges["queued"][rid] = pool.waiting
+        return web.Response(text=self.metrics.render(gauges), content_type="text/plain")
+
+
+async def _serve() -> None:
+    from infra.logs import configure_logging
+    from infra.settings import load_settings
+    from infra.store import open_store
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1` dumps every thread's stack to stderr
+    gateway = Gateway(settings, open_store(settings.artifacts))
+    await gateway.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await gateway.stop()
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop when it is installed (a faster event loop for the hot path), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+def main() -> None:
+    """Entry point of ``python -m serving.gateway``."""
+    with contextlib.suppress(KeyboardInterrupt):
+        run_loop(_serve())
+
+
+if __name__ == "__main__":
+    main()

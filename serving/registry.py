@@ -1,0 +1,298 @@
+"""The model registry: versioned ONNX models with model cards, aliases and an audit trail, all in the artifact store.
+
+Layout under ``models/<name>/``:
+
+    <version>/model.onnx          the model bytes
+    <version>/card.json           the ModelCard (sha256, signature, metrics, params, lineage)
+    claims/<version:010d>         one object per version number, created with ``put_if_absent``:
+                                  whoever creates it owns that number, so versions have no gaps
+    idempotency/<digest>.json     one object per idempotency key (an event id): the version it made
+    audit/<ns>-<rand>.json        one object per audit record (S3 has no append); aliases are the
+                                  replay of these records, so concurrent alias moves never lose one
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from infra.errors import IntegrityError, InvalidRequest, NotFound, Unavailable
+from infra.store import ArtifactStore, validate_key
+
+log = logging.getLogger(__name__)
+
+V2_DATATYPES = (
+    "BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64",
+    "FP16", "FP32", "FP64", "BYTES",
+)  # fmt: skip
+IDEMPOTENT_WAIT_S = 30.0
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a model: V2 datatype and shape (``-1`` = any size)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    @classmethod
+    def of(cls, raw: TensorSpec | Mapping[str, Any]) -> TensorSpec:
+        """A TensorSpec from itself or a ``{"name", "datatype", "shape"}`` mapping, validated."""
+        spec = raw if isinstance(raw, TensorSpec) else cls(raw["name"], raw["datatype"], tuple(raw["shape"]))
+        if spec.datatype not in V2_DATATYPES:
+            raise InvalidRequest(f"tensor {spec.name!r}: datatype {spec.datatype!r} is not one of {V2_DATATYPES}")
+        return cls(spec.name, spec.datatype, tuple(int(d) for d in spec.shape))
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the registry knows about one model version."""
+
+    name: str
+    version: int
+    sha256: str
+    size: int
+    onnx_key: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    metrics: dict
+    params: dict
+    lineage: dict
+    created: str
+    description: str = ""
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ModelCard:
+        raw = orjson.loads(data)
+        raw["inputs"] = tuple(TensorSpec.of(t) for t in raw["inputs"])
+        raw["outputs"] = tuple(TensorSpec.of(t) for t in raw["outputs"])
+        return cls(**raw)
+
+
+def _check_name(name: str) -> str:
+    validate_key(f"models/{name}")
+    if "/" in name:
+        raise InvalidRequest(f"model name {name!r} must not contain '/'")
+    return name
+
+
+def onnx_signature(onnx_bytes: bytes) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """Inputs and outputs declared by an ONNX graph, as V2 tensor specs."""
+    import onnx
+
+    from serving.protocol import ONNX_TO_V2
+
+    graph = onnx.load_model_from_string(onnx_bytes).graph
+    initializers = {i.name for i in graph.initializer}
+
+    def specs(values: Iterable[Any]) -> tuple[TensorSpec, ...]:
+        out = []
+        for v in values:
+            if v.name in initializers:
+                continue
+            t = v.type.tensor_type
+            shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
+            out.append(TensorSpec(v.name, ONNX_TO_V2[onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).str], shape))
+        return tuple(out)
+
+    return specs(graph.input), specs(graph.output)
+
+
+class ModelRegistry:
+    """Registered models and their versions, kept in an artifact store so any process can read them."""
+
+    def __init__(self, store: ArtifactStore):
+        self.store = store
+
+    # -- registering -------------------------------------------------------------
+    def register(
+        self,
+        name: str,
+        onnx: bytes | Path,
+        *,
+        inputs: Iterable[TensorSpec | Mapping[str, Any]] | None = None,
+        outputs: Iterable[TensorSpec | Mapping[str, Any]] | None = None,
+        metrics: dict | None = None,
+        params: dict | None = None,
+        lineage: dict | None = None,
+        idempotency_key: str | None = None,
+        description: str = "",
+    ) -> ModelCard:
+        """Store a new version (next number, no gaps); the same ``idempotency_key`` returns the first card."""
+        _check_name(name)
+        data = Path(onnx).read_bytes() if isinstance(onnx, Path) else bytes(onnx)
+        if inputs is None or outputs is None:
+            found_in, found_out = onnx_signature(data)
+            inputs, outputs = inputs or found_in, outputs or found_out
+        idem_key = None
+        if idempotency_key is not None:
+            idem_key = f"models/{name}/idempotency/{hashlib.sha256(idempotency_key.encode()).hexdigest()[:40]}.json"
+            if self.store.put_if_absent(idem_key, orjson.dumps({"key": idempotency_key})) is None:
+                return self._await_idempotent(name, idem_key)
+        version = self._claim_version(name, idempotency_key)
+        card = self._write_version(
+            name,
+            version,
+            data,
+            inputs,
+            outputs,
+            metrics=metrics,
+            params=params,
+            lineage=lineage,
+            description=description,
+        )
+        if idem_key is not None:
+            self.store.put(idem_key, orjson.dumps({"key": idempotency_key, "version": version}))
+        self._audit(name, {"action": "register", "version": version, "actor": "registry", "sha256": card.sha256})
+        log.info("registered model %s version %d (sha256 %s)", name, version, card.sha256[:12])
+        return card
+
+    def _write_version(
+        self,
+        name: str,
+        version: int,
+        data: bytes,
+        inputs: Iterable[TensorSpec | Mapping[str, Any]],
+        outputs: Iterable[TensorSpec | Mapping[str, Any]],
+        **about: Any,
+    ) -> ModelCard:
+        """Upload model.onnx, then its card (the card's presence is what makes the version visible)."""
+        onnx_key = f"models/{name}/{version}/model.onnx"
+        info = self.store.put(onnx_key, data)
+        card = ModelCard(
+            name=name,
+            version=version,
+            sha256=info.sha256,
+            size=info.size,
+            onnx_key=onnx_key,
+            inputs=tuple(TensorSpec.of(t) for t in inputs),
+            outputs=tuple(TensorSpec.of(t) for t in outputs),
+            metrics=dict(about["metrics"] or {}),
+            params=dict(about["params"] or {}),
+            lineage=dict(about["lineage"] or {}),
+            created=datetime.now(UTC).isoformat(),
+            description=about["description"],
+        )
+        self.store.put(f"models/{name}/{version}/card.json", card.to_json(), content_type="application/json")
+        return card
+
+    def _claim_version(self, name: str, idempotency_key: str | None) -> int:
+        """Create ``claims/<v>`` for the lowest free ``v`` above the highest claimed one."""
+        version = max(self._claimed(name), default=0) + 1
+        body = orjson.dumps({"idempotency_key": idempotency_key, "at": datetime.now(UTC).isoformat()})
+        while self.store.put_if_absent(f"models/{name}/claims/{version:010d}", body) is None:
+            version += 1
+        return version
+
+    def _claimed(self, name: str) -> list[int]:
+        return [int(o.key.rsplit("/", 1)[1]) for o in self.store.list(f"models/{name}/claims/")]
+
+    def _await_idempotent(self, name: str, idem_key: str) -> ModelCard:
+        """Another registration owns this key: wait for its card (it may still be uploading)."""
+        deadline = time.monotonic() + IDEMPOTENT_WAIT_S
+        while time.monotonic() < deadline:
+            record = orjson.loads(self.store.get(idem_key))
+            if "version" in record:
+                return self.get(name, record["version"])
+            time.sleep(0.05)
+        raise Unavailable(f"model {name}: a registration with the same idempotency key has not finished")
+
+    # -- reading -------------------------------------------------------------------
+    def get(self, name: str, version: int | str = "latest") -> ModelCard:
+        """One version's card, by number or by alias (``latest`` is the highest version)."""
+        _check_name(name)
+        number = self._resolve(name, version)
+        try:
+            return ModelCard.from_json(self.store.get(f"models/{name}/{number}/card.json"))
+        except NotFound:
+            raise NotFound(f"model {name!r} has no version {version!r}") from None
+
+    def _resolve(self, name: str, version: int | str) -> int:
+        if isinstance(version, int) or (isinstance(version, str) and version.isdigit()):
+            return int(version)
+        if version == "latest":
+            numbers = self._card_versions(name)
+            if not numbers:
+                raise NotFound(f"model {name!r} is not registered")
+            return numbers[-1]
+        aliases = self.aliases(name)
+        if version not in aliases:
+            raise NotFound(f"model {name!r} has no alias {version!r} (aliases: {sorted(aliases)})")
+        return aliases[version]
+
+    def _card_versions(self, name: str) -> list[int]:
+        keys = (o.key for o in self.store.list(f"models/{name}/"))
+        return sorted(int(k.split("/")[2]) for k in keys if k.endswith("/card.json"))
+
+    def versions(self, name: str) -> list[ModelCard]:
+        """Every version's card, oldest first."""
+        _check_name(name)
+        return [self.get(name, v) for v in self._card_versions(name)]
+
+    def models(self) -> list[str]:
+        """Names of every registered model."""
+        keys = (o.key for o in self.store.list("models/"))
+        return sorted({k.split("/")[1] for k in keys if k.endswith("/card.json")})
+
+    # -- aliases and audit ---------------------------------------------------------
+    def set_alias(self, name: str, alias: str, version: int, *, actor: str, reason: str = "") -> None:
+        """Point ``alias`` (e.g. ``production``) at ``version``; recorded in the audit trail."""
+        if alias == "latest" or alias.isdigit() or not alias:
+            raise InvalidRequest(f"alias {alias!r} is reserved or empty")
+        self.get(name, version)  # must exist
+        self._audit(
+            name, {"action": "set_alias", "alias": alias, "version": int(version), "actor": actor, "reason": reason}
+        )
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """Current aliases of ``name``: the replay of its audit trail."""
+        out: dict[str, int] = {}
+        for record in self.audit(name):
+            if record["action"] == "set_alias":
+                out[record["alias"]] = record["version"]
+        return out
+
+    def audit(self, name: str) -> list[dict]:
+        """Every audit record of ``name``, oldest first."""
+        _check_name(name)
+        return [orjson.loads(self.store.get(o.key)) for o in self.store.list(f"models/{name}/audit/")]
+
+    def _audit(self, name: str, record: dict) -> None:
+        record = {**record, "at": datetime.now(UTC).isoformat()}
+        key = f"models/{name}/audit/{time.time_ns():020d}-{secrets.token_hex(4)}.json"
+        self.store.put(key, orjson.dumps(record), content_type="application/json")
+
+    # -- local copies --------------------------------------------------------------
+    def fetch(self, name: str, version: int | str, cache_dir: Path) -> Path:
+        """A local copy of the version's model.onnx, its sha256 checked against the card (once; cached by digest)."""
+        card = self.get(name, version)
+        dest = Path(cache_dir) / name / str(card.version) / f"{card.sha256}.onnx"
+        if dest.is_file():
+            return dest
+        tmp = dest.with_suffix(f".{secrets.token_hex(4)}.part")
+        self.store.download(card.onnx_key, tmp)
+        digest = hashlib.sha256()
+        with tmp.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != card.sha256:
+            tmp.unlink(missing_ok=True)
+            raise IntegrityError(
+                f"model {name} version {card.version}: model.onnx has sha256 {digest.hexdigest()}, "
+                f"the model card records {card.sha256}; refusing to load it"
+            )
+        tmp.replace(dest)
+        return dest

@@ -1,0 +1,144 @@
+"""Gateway side of replicas: the zygote that forks them and a pipelined connection to each one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+
+import orjson
+
+from infra.errors import Unavailable
+from serving import framing
+from serving.replica import ReplicaSpec
+
+log = logging.getLogger(__name__)
+CONNECT_POLL_S = 0.002
+
+
+class Zygote:
+    """A warm parent process (``python -m serving.zygote``) that forks replica processes."""
+
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "serving.zygote", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            env=env,
+        )  # fmt: skip
+
+    async def fork(self, spec: ReplicaSpec) -> int:
+        """Start a replica for ``spec``; its pid."""
+        assert self.proc and self.proc.stdin and self.proc.stdout
+        async with self._lock:
+            self.proc.stdin.write(orjson.dumps(asdict(spec)) + b"\n")
+            await self.proc.stdin.drain()
+            line = await self.proc.stdout.readline()
+        if not line:
+            raise Unavailable("the replica zygote has exited")
+        return orjson.loads(line)["pid"]
+
+    async def stop(self) -> None:
+        if self.proc and self.proc.returncode is None:
+            assert self.proc.stdin
+            self.proc.stdin.close()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+class ReplicaClient:
+    """One replica process and one pipelined framed connection to it."""
+
+    def __init__(self, pid: int, spec: ReplicaSpec, on_lost: Callable[[ReplicaClient], None] | None = None):
+        self.pid = pid
+        self.spec = spec
+        self.on_lost = on_lost
+        self.stopping = False
+        self.inflight = 0
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
+        self._conn: framing.ResponseReader | None = None
+        self._outbox: list[bytes] = []  # frames queued this loop iteration, sent with one syscall
+        self.started = time.monotonic()
+
+    async def connect(self, timeout: float) -> None:
+        """Wait until the replica accepts (its socket appears once the model is loaded)."""
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                _, self._conn = await loop.create_unix_connection(
+                    lambda: framing.ResponseReader(self._answered, self._gone), self.spec.socket
+                )
+                return
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline or not self.alive():
+                    raise Unavailable(f"replica {self.pid} for {self.spec.model} did not start in {timeout}s") from None
+                await asyncio.sleep(CONNECT_POLL_S)
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _answered(self, rid: int, status: int, body: bytes) -> None:
+        future = self._pending.pop(rid, None)
+        if future is not None and not future.done():
+            future.set_result((status, body))
+
+    def _gone(self) -> None:
+        """The connection closed: fail what waits on it, and tell the pool unless we closed it."""
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(Unavailable(f"replica {self.pid} went away"))
+        self._pending.clear()
+        if not self.stopping and self.on_lost is not None:
+            self.on_lost(self)
+
+    async def infer(self, body: bytes) -> tuple[int, bytes]:
+        """Send one V2 body; the replica's status and response body."""
+        if self._conn is None or self._conn.is_closing():
+            raise Unavailable(f"replica {self.pid} is not connected")
+        rid = next(self._ids) & 0xFFFFFFFF
+        future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = future
+        self.inflight += 1
+        try:
+            if not self._outbox:
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._outbox.append(framing.request_frame(rid, body))
+            return await future
+        finally:
+            self.inflight -= 1
+            self._pending.pop(rid, None)
+
+    def _flush(self) -> None:
+        frames, self._outbox = self._outbox, []
+        if self._conn is not None:
+            self._conn.write(b"".join(frames) if len(frames) > 1 else frames[0])
+
+    async def stop(self) -> None:
+        """Close the connection (failing what is still pending) and kill the process."""
+        self.stopping = True
+        if self._conn is not None and self._conn.transport is not None:
+            self._conn.transport.close()
+        self._gone()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.spec.socket)

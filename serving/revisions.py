@@ -1,0 +1,170 @@
+"""Revisions and traffic: immutable deploys of a registry version, percentage splits, tags, rollback, persistence.
+
+The serving state of a model lives in the artifact store at ``serving/<model>/state.json`` so a
+restarted gateway restores it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+
+import orjson
+
+from infra.errors import InvalidRequest, NotFound
+from infra.store import ArtifactStore
+
+
+@dataclass(frozen=True)
+class Batching:
+    """Server-side adaptive batching of one revision (off unless ``max_batch`` > 1)."""
+
+    max_batch: int = 1
+    max_delay_ms: float = 2.0
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One immutable deploy: a registry version plus its runtime configuration."""
+
+    id: str
+    model: str
+    version: int
+    batching: Batching = Batching()
+    intra_op_threads: int = 1
+    created: str = ""
+
+
+@dataclass(frozen=True)
+class TrafficTarget:
+    """A share of a model's traffic, and optionally a tag that reaches the revision directly."""
+
+    revision: str
+    percent: int
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """Every revision of one model, the current traffic and the traffic history (for rollback)."""
+
+    model: str
+    revisions: tuple[Revision, ...] = ()
+    traffic: tuple[TrafficTarget, ...] = ()
+    history: tuple[tuple[TrafficTarget, ...], ...] = field(default=())
+
+    def revision(self, rid: str) -> Revision:
+        for r in self.revisions:
+            if r.id == rid:
+                return r
+        raise NotFound(f"model {self.model!r} has no revision {rid!r}")
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ServingState:
+        raw = orjson.loads(data)
+        revisions = tuple(
+            Revision(**{**r, "batching": Batching(**r["batching"])}) for r in raw["revisions"]
+        )  # fmt: skip
+        return cls(
+            model=raw["model"],
+            revisions=revisions,
+            traffic=tuple(TrafficTarget(**t) for t in raw["traffic"]),
+            history=tuple(tuple(TrafficTarget(**t) for t in h) for h in raw["history"]),
+        )
+
+
+def add_revision(state: ServingState, version: int, batching: Batching, threads: int) -> tuple[ServingState, Revision]:
+    """A new revision; the model's first revision takes all traffic, later ones none until traffic is set."""
+    rev = Revision(
+        id=f"{state.model}-{len(state.revisions) + 1:05d}",
+        model=state.model,
+        version=version,
+        batching=batching,
+        intra_op_threads=threads,
+        created=datetime.now(UTC).isoformat(),
+    )
+    state = replace(state, revisions=(*state.revisions, rev))
+    if not state.traffic:
+        state = replace(state, traffic=(TrafficTarget(rev.id, 100),))
+    return state, rev
+
+
+def set_traffic(state: ServingState, targets: list[TrafficTarget]) -> ServingState:
+    """Replace the split (percentages must sum to 100; tags must be unique); the old split goes to history."""
+    for t in targets:
+        state.revision(t.revision)
+        if not 0 <= t.percent <= 100:
+            raise InvalidRequest(f"traffic percent {t.percent} for {t.revision} is not within 0..100")
+    if sum(t.percent for t in targets) != 100:
+        raise InvalidRequest(f"traffic percentages sum to {sum(t.percent for t in targets)}, not 100")
+    tags = [t.tag for t in targets if t.tag]
+    if len(tags) != len(set(tags)):
+        raise InvalidRequest(f"traffic tags must be unique: {tags}")
+    return replace(state, traffic=tuple(targets), history=(*state.history, state.traffic)[-20:])
+
+
+def rollback(state: ServingState) -> ServingState:
+    """Back to the previous split; with no history, all traffic to the revision before the newest."""
+    if state.history:
+        return replace(state, traffic=state.history[-1], history=state.history[:-1])
+    if len(state.revisions) < 2:
+        raise InvalidRequest(f"model {state.model!r} has nothing to roll back to")
+    return replace(state, traffic=(TrafficTarget(state.revisions[-2].id, 100),))
+
+
+class Router:
+    """Picks the revision for a request: by tag, by registry version, or by weighted random split."""
+
+    def __init__(self, seed: int | None = None):
+        self.random = random.Random(seed)
+
+    def pick(self, state: ServingState, tag: str | None = None, version: str | None = None) -> Revision:
+        if tag:
+            for t in state.traffic:
+                if t.tag == tag:
+                    return state.revision(t.revision)
+            raise NotFound(f"model {state.model!r} has no route tagged {tag!r}")
+        if version is not None:
+            return self._by_version(state, version)
+        roll = self.random.random() * 100
+        for t in state.traffic:
+            roll -= t.percent
+            if roll < 0 and t.percent > 0:
+                return state.revision(t.revision)
+        live = [t for t in state.traffic if t.percent > 0]
+        if not live:
+            raise NotFound(f"model {state.model!r} has no revision receiving traffic")
+        return state.revision(live[-1].revision)
+
+    @staticmethod
+    def _by_version(state: ServingState, version: str) -> Revision:
+        if not version.isdigit():
+            raise NotFound(f"model {state.model!r} has no version {version!r}")
+        routed = {t.revision for t in state.traffic}
+        matches = [r for r in state.revisions if r.version == int(version)]
+        if not matches:
+            raise NotFound(f"model {state.model!r} has no deployed version {version}")
+        in_traffic = [r for r in matches if r.id in routed]
+        return (in_traffic or matches)[-1]
+
+
+def state_key(model: str) -> str:
+    return f"serving/{model}/state.json"
+
+
+def load_states(store: ArtifactStore) -> dict[str, ServingState]:
+    """Every model's serving state from the store."""
+    states = {}
+    for info in store.list("serving/"):
+        if info.key.endswith("/state.json"):
+            state = ServingState.from_json(store.get(info.key))
+            states[state.model] = state
+    return states
+
+
+def save_state(store: ArtifactStore, state: ServingState) -> None:
+    store.put(state_key(state.model), state.to_json(), content_type="application/json")

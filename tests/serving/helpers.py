@@ -1,0 +1,72 @@
+"""Helpers for serving tests: small real ONNX models and V2 request bodies."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import orjson
+from onnx import TensorProto, helper, numpy_helper
+
+from infra.store import open_store
+from serving.registry import ModelRegistry
+
+V2_TO_ONNX = {
+    "BOOL": TensorProto.BOOL, "INT8": TensorProto.INT8, "INT16": TensorProto.INT16, "INT32": TensorProto.INT32,
+    "INT64": TensorProto.INT64, "UINT8": TensorProto.UINT8, "UINT16": TensorProto.UINT16,
+    "UINT32": TensorProto.UINT32, "UINT64": TensorProto.UINT64, "FP16": TensorProto.FLOAT16,
+    "FP32": TensorProto.FLOAT, "FP64": TensorProto.DOUBLE, "BYTES": TensorProto.STRING,
+}  # fmt: skip
+
+
+def mlp_onnx(seed: int = 0, hidden: int = 32) -> bytes:
+    """A digits-sized MLP (64 -> hidden -> 10, relu, softmax) with a dynamic batch dimension."""
+    rng = np.random.default_rng(seed)
+    w1 = numpy_helper.from_array(rng.normal(0, 0.2, (64, hidden)).astype(np.float32), "w1")
+    b1 = numpy_helper.from_array(np.zeros(hidden, np.float32), "b1")
+    w2 = numpy_helper.from_array(rng.normal(0, 0.2, (hidden, 10)).astype(np.float32), "w2")
+    b2 = numpy_helper.from_array(np.zeros(10, np.float32), "b2")
+    nodes = [
+        helper.make_node("MatMul", ["input", "w1"], ["h0"]),
+        helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["h2"]),
+        helper.make_node("MatMul", ["h2", "w2"], ["l0"]),
+        helper.make_node("Add", ["l0", "b2"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "digits_mlp",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10]),
+        ],
+        [w1, b1, w2, b2],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def identity_onnx() -> bytes:
+    """One Identity per V2 datatype: input ``x_<DT>`` comes back as ``y_<DT>``, shape [-1, 3]."""
+    inputs = [helper.make_tensor_value_info(f"x_{dt}", t, ["n", 3]) for dt, t in V2_TO_ONNX.items()]
+    outputs = [helper.make_tensor_value_info(f"y_{dt}", t, ["n", 3]) for dt, t in V2_TO_ONNX.items()]
+    nodes = [helper.make_node("Identity", [f"x_{dt}"], [f"y_{dt}"]) for dt in V2_TO_ONNX]
+    model = helper.make_model(
+        helper.make_graph(nodes, "ident", inputs, outputs), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def infer_body(x: np.ndarray, **extra: object) -> bytes:
+    return orjson.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}], **extra}
+    )
+
+
+def register_in_process(root: str, seed: int) -> int:
+    """Register a model from a separate process (for the concurrency test)."""
+    return ModelRegistry(open_store(f"file://{root}")).register("m", mlp_onnx(seed, hidden=4)).version

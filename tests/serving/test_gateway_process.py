@@ -1,0 +1,99 @@
+"""``python -m serving.gateway`` as its own process: settings from the environment, replicas die with it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from infra.errors import Unavailable
+from infra.localservices import free_port
+from infra.store import open_store
+from serving.client import ServingClient
+from serving.registry import ModelRegistry
+from tests.serving.helpers import mlp_onnx
+
+
+def _children_of(pid: int) -> set[int]:
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.add(int(entry.name))
+    return out
+
+
+def test_gateway_process_serves_and_takes_its_replicas_down(tmp_path: Path) -> None:
+    store = open_store(f"file://{tmp_path / 'artifacts'}")
+    ModelRegistry(store).register("digits", mlp_onnx())
+    port = free_port()
+    env = {**os.environ, "KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_ARTIFACTS": store.url,
+           "KNFLOW_GATEWAY_PORT": str(port), "KNFLOW_LOG_LEVEL": "WARNING"}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "serving.gateway"], env=env, cwd=Path(__file__).parents[2])
+    try:
+        client = ServingClient(f"http://127.0.0.1:{port}", timeout=10)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.deploy("digits", 1)
+                break
+            except Unavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        out = client.infer("digits", {"input": np.zeros((1, 64), np.float32)})
+        assert out["logits"].shape == (1, 10)
+        zygotes = _children_of(proc.pid)
+        replicas = set().union(*(_children_of(z) for z in zygotes))
+        assert len(zygotes) == 1 and len(replicas) == 1
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{p}").exists() for p in zygotes | replicas):
+        if time.monotonic() > deadline:
+            pytest.fail(f"processes left behind: {[p for p in zygotes | replicas if Path(f'/proc/{p}').exists()]}")
+        time.sleep(0.05)
+
+
+async def test_stopping_the_gateway_lets_in_flight_requests_finish(start_gateway, registry) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from aiohttp import ClientSession
+
+    from tests.serving.helpers import infer_body
+
+    registry.register("digits", mlp_onnx(hidden=256))
+    gateway = await start_gateway()
+    base = f"http://127.0.0.1:{gateway.port}"
+    body = infer_body(np.ones((256, 64), np.float32))
+    async with ClientSession() as http:
+        await http.post(f"{base}/v1/models/digits/revisions", json={})
+        async with http.post(f"{base}/v2/models/digits/infer", data=body) as r:
+            assert r.status == 200
+
+        async def one() -> int:
+            async with http.post(f"{base}/v2/models/digits/infer", data=body) as r:
+                await r.read()
+                return r.status
+
+        requests = [asyncio.create_task(one()) for _ in range(24)]
+        pool = gateway.pools["digits-00001"]
+        deadline = time.monotonic() + 10
+        while pool.inflight < 4:
+            assert time.monotonic() < deadline, "requests never got in flight"
+            await asyncio.sleep(0.001)
+        await gateway.stop()
+        statuses = await asyncio.gather(*requests, return_exceptions=True)
+    finished = [s for s in statuses if isinstance(s, int)]
+    assert len(finished) >= 4 and set(finished) == {200}, statuses
