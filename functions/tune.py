@@ -58,7 +58,7 @@ async def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
             spec_raw = load_options(ctx.store, runid).tuning
             if not spec_raw:
                 raise InvalidRequest(f"run {runid} asks for tuning but its options hold no tuning spec")
-            emits, reply = await asyncio.to_thread(start, ctx.store, runid, spec_raw, event.get_data() or {})
+            emits, reply = await asyncio.to_thread(start_experiment, ctx.store, runid, spec_raw, event.get_data() or {})
         elif event.get_type() == MODEL_TRAINED and (event.get_data() or {}).get("trial"):
             emits, reply = await asyncio.to_thread(record, ctx.store, runid, event.get_data())
         elif event.get_type() == STEP_FAILED and (failed := failed_trial(runid, event.get_data() or {})):
@@ -101,7 +101,9 @@ async def _run_lock(runid: str) -> AsyncIterator[None]:
             del _locks[runid]
 
 
-def start(store: ArtifactStore, runid: str, spec_raw: dict, features: dict) -> tuple[list[dict], dict | None]:
+def start_experiment(
+    store: ArtifactStore, runid: str, spec_raw: dict, features: dict
+) -> tuple[list[dict], dict | None]:
     """Create the experiment and its first trials; on a redelivery, re-request the trials still pending."""
     experiment = load_experiment(store, runid)
     if experiment is None:

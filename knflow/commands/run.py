@@ -1,0 +1,169 @@
+"""``knflow run FILE``: start the embedded platform, drop FILE into ``raw/``, follow its run, probe the model."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from infra.logs import configure_logging
+from infra.settings import Settings, load_settings
+from infra.store import open_store
+from knflow.drive import Probe, RunOutcome, held_out_split, probe, submit, watch
+from knflow.follow import History, SeenEvent
+from knflow.platform import Platform
+
+HELP = "run the whole lifecycle on a data file (CSV, NPZ, Parquet, IDX) and print a summary"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="the data file (for IDX: the images file, labels beside it)")
+    add_run_options(parser)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", help="dataset name (default: the file's stem)")
+    parser.add_argument("--options", type=Path, help="run options JSON (label, train, tuning, deploy; see docs)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the run (default 900)")
+    parser.add_argument("--keep", action="store_true", help="leave the platform running afterwards")
+
+
+def run(args: argparse.Namespace) -> int:
+    options = orjson.loads(args.options.read_bytes()) if args.options else None
+    files = [args.file]
+    if "images-idx3-ubyte" in args.file.name:
+        files.insert(0, args.file.with_name(args.file.name.replace("images-idx3-ubyte", "labels-idx1-ubyte")))
+    dataset = args.dataset or args.file.name.split(".")[0].split("-")[0]
+    return execute(load_settings(), dataset, [(f.name, f.read_bytes()) for f in files], options, args)
+
+
+def execute(
+    settings: Settings, dataset: str, files: list[tuple[str, bytes]], options: dict | None, args: argparse.Namespace
+) -> int:
+    """Start the platform, submit ``files`` (the last one starts the run), follow, probe, summarize."""
+    configure_logging("WARNING", "text")
+    started = time.monotonic()
+    print(f"knflow: starting the platform (broker {settings.broker.url}, artifacts {settings.artifacts.url})")
+    platform = Platform.start(settings)
+    try:
+        print(
+            f"knflow: up in {time.monotonic() - started:.1f}s — broker {platform.url('broker')}, functions "
+            f"{platform.url('functions')}, gateway {platform.url('gateway')}"
+        )
+        store = open_store(settings.artifacts)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for i, (name, payload) in enumerate(files):
+            key = submit(store, dataset, _stamped(name, stamp), payload, options if i == 0 else None)
+        print(f"knflow: dropped {key} into the store; following its run")
+        t0 = time.monotonic()
+        outcome = watch(
+            History(platform.url("broker")),
+            key,
+            timeout=args.timeout,
+            on_event=lambda e: print(progress_line(e, t0), flush=True),
+        )
+        result = None
+        if outcome.deployed:
+            x, y = held_out_split(store, outcome.features or {})
+            result = probe(platform.url("gateway"), outcome.deployed["name"], x, y)
+        print_summary(outcome, result, platform, time.monotonic() - started)
+        if args.keep:
+            print("knflow: platform left running; Ctrl-C stops it")
+            _wait_forever()
+        return 0 if outcome.deployed and not outcome.failure else 1
+    finally:
+        platform.stop()
+
+
+def _stamped(name: str, stamp: str) -> str:
+    """A fresh object name per run, so the arrival is a new object even for the same bytes."""
+    stem, dot, ext = name.partition(".")
+    return f"{stem}-{stamp}{dot}{ext}"
+
+
+def _wait_forever() -> None:
+    import threading
+
+    with contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait()
+
+
+def progress_line(event: SeenEvent, t0: float) -> str:
+    """One line per event of the run."""
+    data: dict[str, Any] = event.data if isinstance(event.data, dict) else {}
+    short = event.type.removeprefix("dev.knflow.")
+    detail = {
+        "data.arrived": lambda: f"{data.get('key')} ({data.get('size')} bytes)",
+        "dataset.ingested": lambda: (
+            f"{data.get('dataset')}@{str(data.get('version'))[:12]} "
+            f"{data.get('rows')} rows, {data.get('num_classes')} classes, {data.get('kind')}"
+        ),
+        "features.ready": lambda: f"splits {data.get('rows')} → {event.extensions.get('mode')}",
+        "trial.requested": lambda: f"{data.get('trial')} {_fmt_params(data.get('params'))}",
+        "model.trained": lambda: (
+            f"{data.get('trial') or 'model'} {data.get('status')} {_fmt_metrics(data.get('metrics'))}"
+        ),
+        "tune.completed": lambda: (
+            f"best {data.get('best_trial')} "
+            f"{(data.get('objective') or {}).get('metric')}="
+            f"{(data.get('objective') or {}).get('value')} ({data.get('reason')})"
+        ),
+        "model.registered": lambda: f"{data.get('name')} v{data.get('version')} sha256:{str(data.get('sha256'))[:12]}",
+        "model.deployed": lambda: f"{data.get('revision')} {data.get('traffic_percent')}% → {data.get('endpoint')}",
+        "step.failed": lambda: f"{data.get('trigger')}: {data.get('status')} {data.get('error')}",
+    }.get(short, lambda: "")()
+    return f"  [{time.monotonic() - t0:6.1f}s] {short:<17} {detail}"
+
+
+def _fmt_params(params: Any) -> str:
+    if not isinstance(params, dict):
+        return ""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def _fmt_metrics(metrics: Any) -> str:
+    if not isinstance(metrics, dict):
+        return ""
+    keys = ("val_accuracy", "test_accuracy", "epochs")
+    return " ".join(
+        f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}" for k in keys if k in metrics
+    )
+
+
+def print_summary(outcome: RunOutcome, result: Probe | None, platform: Platform, total_s: float) -> None:
+    """The run's summary: id, per-step times, best params, accuracy, version, endpoint, cold start."""
+    print("\nknflow run summary")
+    print(f"  run id          {outcome.runid}")
+    print(f"  data            {outcome.key}")
+    for step, seconds in outcome.phases():
+        print(f"  {step:<15} {seconds:6.2f} s")
+    if outcome.tuning:
+        print(
+            f"  best params     {_fmt_params(outcome.tuning.get('params'))} "
+            f"({outcome.tuning.get('best_trial')}, {len(outcome.tuning.get('trials') or [])} trials)"
+        )
+    registered = outcome.registered
+    if registered:
+        accuracy = (registered.get("metrics") or {}).get("test_accuracy")
+        print(f"  test accuracy   {accuracy:.4f}" if isinstance(accuracy, float) else "  test accuracy   -")
+        print(f"  model           {registered.get('name')} version {registered.get('version')}")
+    if outcome.failure:
+        data = outcome.failure.data or {}
+        print(f"  FAILED          {data.get('trigger')}: {data.get('error')}")
+    elif outcome.deployed and result:
+        print(f"  endpoint        {outcome.deployed.get('endpoint')}")
+        zero = "from zero replicas" if result.replicas_before == 0 else f"{result.replicas_before} replica(s) up"
+        print(f"  cold start      {result.cold_start_s * 1e3:.0f} ms ({zero})")
+        print(
+            f"  inference       {result.correct}/{result.requests} held-out test rows right "
+            f"({result.accuracy:.4f}); p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
+        )
+    elif registered:
+        print("  deploy          not deployed (the deployment policy kept the current production version)")
+    if "dashboard" in platform.processes:
+        print(f"  dashboard       {platform.url('dashboard')}")
+    print(f"  total           {total_s:.1f} s")

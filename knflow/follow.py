@@ -1,0 +1,93 @@
+"""Following a run from outside: the broker's event history, read as it grows, one run at a time."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+import urllib3
+
+from eventing.events import DATA_ARRIVED, MODEL_DEPLOYED, MODEL_REGISTERED
+from infra.errors import Unavailable
+
+
+@dataclass(frozen=True)
+class SeenEvent:
+    """One event of a run's history as a watcher sees it."""
+
+    type: str
+    id: str
+    time: datetime
+    source: str
+    data: Any
+    extensions: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> SeenEvent:
+        known = {"type", "id", "time", "source", "data", "specversion", "datacontenttype", "cursor", "data_base64"}
+        return cls(
+            type=raw["type"],
+            id=raw["id"],
+            time=datetime.fromisoformat(raw["time"].replace("Z", "+00:00")),
+            source=raw.get("source", ""),
+            data=raw.get("data"),
+            extensions={k: v for k, v in raw.items() if k not in known},
+        )
+
+
+class History:
+    """Reads ``GET /events`` of a broker, long-polling for what comes next."""
+
+    def __init__(self, broker_url: str):
+        self.url = broker_url.rstrip("/")
+        self.http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=2.0, read=30.0))
+
+    def page(
+        self,
+        *,
+        runid: str | None = None,
+        type: str | None = None,
+        after: str | None = None,
+        wait: float = 0.0,
+        limit: int = 500,
+    ) -> tuple[list[SeenEvent], str | None]:
+        """One page of history after ``after``; waits up to ``wait`` seconds for something new."""
+        query = {
+            k: v
+            for k, v in {"runid": runid, "type": type, "after": after, "limit": limit, "wait": wait or None}.items()
+            if v is not None
+        }
+        try:
+            answer = self.http.request("GET", f"{self.url}/events?{urlencode(query)}")
+        except urllib3.exceptions.HTTPError as exc:
+            raise Unavailable(f"broker {self.url} not reachable: {exc}") from None
+        if answer.status != 200:
+            raise Unavailable(f"broker history answered {answer.status}: {answer.data[:200]!r}")
+        body = orjson.loads(answer.data)
+        return [SeenEvent.from_json(e) for e in body["events"]], body.get("next") or after
+
+    def find_arrival(self, key: str, timeout: float) -> SeenEvent:
+        """The ``data.arrived`` event announcing object ``key`` (which starts its run)."""
+        deadline, after = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            events, after = self.page(type=DATA_ARRIVED, after=after, wait=min(2.0, timeout))
+            for event in events:
+                if isinstance(event.data, dict) and event.data.get("key") == key:
+                    return event
+        raise Unavailable(f"no data.arrived event for {key!r} within {timeout:.0f}s: is the broker watching the store?")
+
+
+#: The step whose work ends with each event type; used for per-step timings.
+STEP_OF = {
+    "dev.knflow.dataset.ingested": "ingest",
+    "dev.knflow.features.ready": "featurize",
+    "dev.knflow.trial.requested": "tune",
+    "dev.knflow.model.trained": "train",
+    "dev.knflow.tune.completed": "tune",
+    MODEL_REGISTERED: "register",
+    MODEL_DEPLOYED: "deploy",
+}

@@ -1,0 +1,174 @@
+"""The embedded platform: broker, function runner, inference gateway and dashboard as child processes.
+
+``Platform.start(settings)`` starts each as its own process (as a pod would be), waits until each
+answers its health check, and installs the lifecycle's triggers on the broker. The children read
+the same settings from the environment this module hands them, so one ``Settings`` object
+describes the whole platform.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import urllib3
+
+from functions.pipeline import lifecycle_triggers
+from infra.errors import Unavailable
+from infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Component:
+    """One process of the platform: its module, the port setting it listens on and its health path."""
+
+    name: str
+    module: str
+    port_setting: str
+    health: str
+
+
+COMPONENTS = (
+    Component("broker", "eventing.broker", "broker_port", "/health"),
+    Component("functions", "functions.runner", "functions_port", "/functions"),
+    Component("gateway", "serving.gateway", "gateway_port", "/v2/health/live"),
+    Component("dashboard", "knflow.dashboard", "dashboard_port", "/api/health"),
+)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process load exactly these top-level settings."""
+    return {
+        "KNFLOW_DATA_DIR": str(settings.data_dir),
+        "KNFLOW_BROKER": settings.broker.url,
+        "KNFLOW_ARTIFACTS": settings.artifacts.url,
+        "KNFLOW_HOST": settings.host,
+        "KNFLOW_BROKER_PORT": str(settings.broker_port),
+        "KNFLOW_FUNCTIONS_PORT": str(settings.functions_port),
+        "KNFLOW_GATEWAY_PORT": str(settings.gateway_port),
+        "KNFLOW_DASHBOARD_PORT": str(settings.dashboard_port),
+        "KNFLOW_LOG_LEVEL": settings.log_level,
+        "KNFLOW_LOG_FORMAT": settings.log_format,
+    }
+
+
+@dataclass
+class Platform:
+    """The running platform's processes and where to reach them."""
+
+    settings: Settings
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    log_dir: Path | None = None
+
+    def url(self, component: str) -> str:
+        port = getattr(self.settings, next(c.port_setting for c in COMPONENTS if c.name == component))
+        return f"http://{self.settings.host}:{port}"
+
+    @classmethod
+    def start(cls, settings: Settings, *, extra_env: dict[str, str] | None = None, timeout: float = 60.0) -> Platform:
+        """Start every component, wait for health, install the lifecycle triggers."""
+        platform = cls(settings, log_dir=settings.data_dir / "logs")
+        platform.log_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        env = {**os.environ, **settings_env(settings), **(extra_env or {})}
+        try:
+            for component in COMPONENTS:
+                if importlib.util.find_spec(component.module) is None:
+                    continue
+                _check_port_free(settings, component)
+                platform._spawn(component, env)
+            for component in COMPONENTS:
+                if component.name in platform.processes:
+                    platform._wait_healthy(component, timeout)
+            platform.install_triggers()
+        except BaseException:
+            platform.stop()
+            raise
+        return platform
+
+    def _spawn(self, component: Component, env: dict[str, str]) -> None:
+        log_file = (self.log_dir / f"{component.name}.log").open("ab")  # type: ignore[operator]
+        self.processes[component.name] = subprocess.Popen(
+            [sys.executable, "-m", component.module],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        log_file.close()
+
+    def _wait_healthy(self, component: Component, timeout: float) -> None:
+        http = urllib3.PoolManager(retries=False, timeout=1.0)
+        url = self.url(component.name) + component.health
+        deadline = time.monotonic() + timeout
+        process = self.processes[component.name]
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise Unavailable(
+                    f"{component.name} exited with code {process.returncode} at start; "
+                    f"see {self.log_dir}/{component.name}.log"
+                )
+            with contextlib.suppress(urllib3.exceptions.HTTPError):
+                if http.request("GET", url).status < 500:
+                    return
+            time.sleep(0.05)
+        raise Unavailable(
+            f"{component.name} did not answer {url} within {timeout:.0f}s; see {self.log_dir}/{component.name}.log"
+        )
+
+    def install_triggers(self) -> None:
+        """PUT the lifecycle's triggers on the broker (idempotent: each replaces its namesake)."""
+        http = urllib3.PoolManager(retries=False, timeout=5.0)
+        for trigger in lifecycle_triggers(self.url("functions")):
+            answer = http.request(
+                "PUT",
+                f"{self.url('broker')}/triggers/{trigger.name}",
+                body=orjson.dumps(trigger.to_spec()),
+                headers={"content-type": "application/json"},
+            )
+            if answer.status >= 300:
+                raise Unavailable(f"broker refused trigger {trigger.name}: {answer.status} {answer.data[:200]!r}")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM every component (they finish in-flight work), SIGKILL what outlives ``timeout``."""
+        for process in self.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.processes.clear()
+
+    def __enter__(self) -> Platform:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _check_port_free(settings: Settings, component: Component) -> None:
+    import socket
+
+    port = getattr(settings, component.port_setting)
+    with socket.socket() as sock:
+        if sock.connect_ex((settings.host, port)) == 0:
+            raise Unavailable(
+                f"port {settings.host}:{port} for the {component.name} is in use; stop what holds it or set "
+                f"KNFLOW_{component.port_setting.upper()}"
+            )

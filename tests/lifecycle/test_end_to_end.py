@@ -1,0 +1,109 @@
+"""The whole lifecycle through the real platform processes, events only: a file lands, a model answers.
+
+The platform runs as ``knflow up`` runs it (broker, function runner, gateway as child processes on
+loopback); the test only drops files into the artifact store and reads the broker's history and
+the inference endpoint — no function is called directly.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eventing.events import (
+    DATA_ARRIVED,
+    DATASET_INGESTED,
+    FEATURES_READY,
+    MODEL_DEPLOYED,
+    MODEL_REGISTERED,
+    MODEL_TRAINED,
+    STEP_FAILED,
+    TRIAL_REQUESTED,
+    TUNE_COMPLETED,
+)
+from infra.localservices import free_port
+from infra.settings import load_settings
+from infra.store import ArtifactStore, open_store
+from knflow.commands.demo import DEMO_OPTIONS, digits_npz
+from knflow.drive import held_out_split, probe, submit, watch
+from knflow.follow import History
+from knflow.platform import Platform
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    data = tmp_path_factory.mktemp("platform")
+    env = {
+        "KNFLOW_DATA_DIR": str(data),
+        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD")},
+    }
+    with Platform.start(load_settings(env, config_file=_empty(data))) as running:
+        yield running
+
+
+def _empty(directory: Path) -> Path:
+    path = directory / "knflow.toml"
+    path.write_text("")
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(platform: Platform) -> ArtifactStore:
+    return open_store(platform.settings.artifacts)
+
+
+def test_a_dropped_file_becomes_a_deployed_model_that_predicts(platform: Platform, store: ArtifactStore) -> None:
+    options = {**DEMO_OPTIONS, "tuning": {**DEMO_OPTIONS["tuning"], "maxTrialCount": 3}}
+    key = submit(store, "digits", "digits-e2e.npz", digits_npz(), options)
+    outcome = watch(History(platform.url("broker")), key, timeout=420)
+
+    types = [e.type for e in outcome.events]
+    assert outcome.failure is None, outcome.failure.data if outcome.failure else None
+    for expected in (DATA_ARRIVED, DATASET_INGESTED, FEATURES_READY, TUNE_COMPLETED, MODEL_REGISTERED, MODEL_DEPLOYED):
+        assert expected in types
+    assert types.count(TRIAL_REQUESTED) == 3 and types.count(MODEL_TRAINED) == 3
+    assert types.index(TUNE_COMPLETED) < types.index(MODEL_REGISTERED) < types.index(MODEL_DEPLOYED)
+    assert len({e.extensions["runid"] for e in outcome.events}) == 1
+
+    registered = outcome.registered or {}
+    assert registered["metrics"]["test_accuracy"] >= 0.97
+    assert registered["lineage"]["raw"][0]["key"] == key
+    deployed = outcome.deployed or {}
+    assert deployed["endpoint"].endswith("/v2/models/digits/infer")
+    assert store.exists(registered["onnx_key"])
+
+    x, y = held_out_split(store, outcome.features or {})
+    result = probe(platform.url("gateway"), deployed["name"], x, y, requests=len(y))
+    assert result.replicas_before == 0  # the first call woke the model from zero replicas
+    assert result.accuracy >= 0.95
+    assert result.requests == len(y)
+
+
+def test_a_corrupt_file_fails_its_run_with_the_reason_and_leaves_no_dataset(
+    platform: Platform, store: ArtifactStore
+) -> None:
+    key = submit(store, "broken", "broken.npz", b"PK\x03\x04 this is not a zip archive", None)
+    outcome = watch(History(platform.url("broker")), key, timeout=120)
+    failure = outcome.failure
+    assert failure is not None and failure.type == STEP_FAILED
+    assert failure.data["trigger"] == "ingest"
+    assert failure.data["status"] == 400
+    assert "broken" in failure.data["error"]
+    assert list(store.list("datasets/broken/")) == []
+    assert outcome.registered is None
+
+
+def test_wrong_npz_keys_fail_the_run_naming_the_keys(platform: Platform, store: ArtifactStore) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, features=np.zeros((50, 4)), target=np.zeros(50))
+    key = submit(store, "wrongkeys", "wrong.npz", buffer.getvalue(), None)
+    outcome = watch(History(platform.url("broker")), key, timeout=120)
+    assert outcome.failure is not None
+    assert "x" in outcome.failure.data["error"] and "y" in outcome.failure.data["error"]
+    assert list(store.list("datasets/wrongkeys/")) == []

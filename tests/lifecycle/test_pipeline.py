@@ -1,0 +1,65 @@
+"""The lifecycle's triggers route each event of the contract to the step that takes it, and each step loads."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from eventing.events import (
+    DATA_ARRIVED,
+    DATASET_INGESTED,
+    FEATURES_READY,
+    MODEL_DEPLOYED,
+    MODEL_REGISTERED,
+    MODEL_TRAINED,
+    STEP_FAILED,
+    TRIAL_REQUESTED,
+    TUNE_COMPLETED,
+    new_event,
+)
+from eventing.filters import matches
+from functions.loader import NativeFunction, load_function
+from functions.pipeline import lifecycle_functions, lifecycle_triggers
+
+TRIGGERS = lifecycle_triggers("http://127.0.0.1:8181")
+
+
+def _takers(type_: str, **extensions: str) -> set[str]:
+    event = new_event(type_, "/test", {}, extensions=extensions or None)
+    return {t.subscriber.rsplit("/", 1)[-1] for t in TRIGGERS if matches(event, t.filter, t.filters)}
+
+
+@pytest.mark.parametrize(
+    ("type_", "extensions", "steps"),
+    [
+        (DATA_ARRIVED, {}, {"ingest"}),
+        (DATASET_INGESTED, {}, {"featurize"}),
+        (FEATURES_READY, {"mode": "train"}, {"train"}),
+        (FEATURES_READY, {"mode": "tune"}, {"tune"}),
+        (TRIAL_REQUESTED, {"mode": "trial"}, {"train"}),
+        (MODEL_TRAINED, {"mode": "trial"}, {"tune"}),
+        (MODEL_TRAINED, {"mode": "train"}, {"register"}),
+        (TUNE_COMPLETED, {}, {"register"}),
+        (MODEL_REGISTERED, {}, {"deploy"}),
+        (MODEL_DEPLOYED, {}, set()),
+        (STEP_FAILED, {}, {"tune"}),
+    ],
+)
+def test_each_event_reaches_exactly_its_steps(type_: str, extensions: dict[str, str], steps: set[str]) -> None:
+    assert _takers(type_, **extensions) == steps
+
+
+def test_long_steps_get_a_long_delivery_timeout() -> None:
+    timeouts = {t.subscriber.rsplit("/", 1)[-1]: t.delivery.timeout for t in TRIGGERS}  # type: ignore[union-attr]
+    assert timeouts["train"] >= 600 and timeouts["tune"] >= 600 and timeouts["ingest"] <= 300
+
+
+@pytest.mark.parametrize("name", lifecycle_functions())
+def test_every_step_loads_under_the_function_host(name: str) -> None:
+    function = load_function(name)
+    assert isinstance(function, NativeFunction)
+    hook = getattr(function.module, "start", None)
+    if hook is not None:  # the host calls start(settings): a step must not shadow the hook's name
+        required = [p for p in inspect.signature(hook).parameters.values() if p.default is inspect.Parameter.empty]
+        assert len(required) == 1
