@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import orjson
 import urllib3
 
-from eventing.events import DATA_ARRIVED, MODEL_DEPLOYED, MODEL_REGISTERED
+from eventing.events import DATA_ARRIVED
 from infra.errors import Unavailable
 
 
@@ -79,15 +79,3 @@ class History:
                 if isinstance(event.data, dict) and event.data.get("key") == key:
                     return event
         raise Unavailable(f"no data.arrived event for {key!r} within {timeout:.0f}s: is the broker watching the store?")
-
-
-#: The step whose work ends with each event type; used for per-step timings.
-STEP_OF = {
-    "dev.knflow.dataset.ingested": "ingest",
-    "dev.knflow.features.ready": "featurize",
-    "dev.knflow.trial.requested": "tune",
-    "dev.knflow.model.trained": "train",
-    "dev.knflow.tune.completed": "tune",
-    MODEL_REGISTERED: "register",
-    MODEL_DEPLOYED: "deploy",
-}
