@@ -114,7 +114,7 @@ async def test_batching_revision_answers_each_request_with_its_own_rows(start_ga
     target = f"http://127.0.0.1:{gateway.port}/v2/models/digits/infer"
     async with ClientSession() as http:
 
-        async def one(i: int) -> None:
+        async def one(i: int) -> int:
             async with http.post(target, data=infer_body(xs[i], id=str(i))) as r:
                 out = orjson.loads(await r.read())
             assert out["id"] == str(i)
