@@ -1,4 +1,4 @@
-"""A small blocking client for the gateway's control API and V2 inference (the lifecycle's deploy step uses it)."""
+"""Clients for the gateway's control API and V2 inference (used by the lifecycle's deploy step): blocking and async."""
 
 from __future__ import annotations
 
@@ -94,3 +94,61 @@ class ServingClient:
         body = {"inputs": [{**output_tensor(n, a), "data": a.reshape(-1).tolist()} for n, a in inputs.items()]}
         out = self._call("POST", f"/v2/models/{model}/infer", body, {"x-knflow-tag": tag} if tag else None)
         return {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in out["outputs"]}
+
+
+class AsyncServingClient:
+    """The same calls as ``ServingClient`` on aiohttp, for code already on an event loop."""
+
+    def __init__(self, base_url: str, session: Any = None, timeout: float = 30.0):
+        import aiohttp
+
+        self.base_url = base_url.rstrip("/")
+        self._own = session is None
+        self.session = session or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
+
+    async def close(self) -> None:
+        if self._own:
+            await self.session.close()
+
+    async def __aenter__(self) -> AsyncServingClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        import aiohttp
+
+        data = None if body is None else orjson.dumps(body)
+        try:
+            async with self.session.request(method, self.base_url + path, data=data) as response:
+                raw = await response.read()
+        except aiohttp.ClientConnectionError as exc:
+            raise Unavailable(f"gateway {self.base_url} unreachable: {exc}") from None
+        if response.status >= 400:
+            try:
+                message = orjson.loads(raw)["error"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                message = raw.decode(errors="replace")
+            raise _BY_STATUS.get(response.status, KnflowError)(f"{method} {path}: {message}", status=response.status)
+        return orjson.loads(raw)
+
+    async def deploy(self, model: str, version: int | str = "latest", **options: Any) -> dict:
+        """Create a revision (options: batching, intra_op_threads, percent, tag)."""
+        body = {"version": version, **{k: v for k, v in options.items() if v is not None}}
+        return await self._call("POST", f"/v1/models/{model}/revisions", body)
+
+    async def set_traffic(self, model: str, traffic: list[dict]) -> dict:
+        return await self._call("PUT", f"/v1/models/{model}/traffic", {"traffic": traffic})
+
+    async def promote(self, model: str, revision: str) -> dict:
+        return await self.set_traffic(model, [{"revision": revision, "percent": 100}])
+
+    async def rollback(self, model: str) -> dict:
+        return await self._call("POST", f"/v1/models/{model}/rollback", {})
+
+    async def describe(self, model: str) -> dict:
+        return await self._call("GET", f"/v1/models/{model}")
+
+    async def models(self) -> list[str]:
+        return (await self._call("GET", "/v1/models"))["models"]

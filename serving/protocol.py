@@ -137,11 +137,15 @@ def output_tensor(name: str, array: np.ndarray) -> dict:
     return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
 
 
-def encode_response(model: str, version: str, rid: str | None, outputs: Mapping[str, np.ndarray]) -> bytes:
+def encode_response(
+    model: str, version: str, rid: str | None, outputs: Mapping[str, np.ndarray], parameters: dict | None = None
+) -> bytes:
     """The V2 inference response body."""
     body: dict[str, Any] = {"model_name": model, "model_version": version}
     if rid is not None:
         body["id"] = rid
+    if parameters:
+        body["parameters"] = parameters
     body["outputs"] = [output_tensor(n, a) for n, a in outputs.items()]
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 

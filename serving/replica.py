@@ -158,9 +158,11 @@ class Replica:
             for item in batch:
                 self._reply(item, 500, error_body(f"inference failed: {exc}"))
             return
+        # a batched answer says how many requests shared the run (V2 response parameters)
+        parameters = {"batch_requests": len(batch)} if len(batch) > 1 else None
         for item, outputs in zip(batch, results, strict=True):
-            body = encode_response(self.spec.model, self.spec.version, item.request.id, outputs)  # type: ignore[union-attr]
-            self._reply(item, 200, body)
+            rid = item.request.id  # type: ignore[union-attr]
+            self._reply(item, 200, encode_response(self.spec.model, self.spec.version, rid, outputs, parameters))
 
     def _run_batch(self, batch: list[_Pending]) -> list[dict[str, np.ndarray]]:
         first = batch[0].request

@@ -39,8 +39,11 @@ class Zygote:
 
     async def fork(self, spec: ReplicaSpec) -> int:
         """Start a replica for ``spec``; its pid."""
-        assert self.proc and self.proc.stdin and self.proc.stdout
         async with self._lock:
+            if self.proc is None or self.proc.returncode is not None:
+                log.warning("replica zygote is not running; starting a new one")
+                await self.start()
+            assert self.proc and self.proc.stdin and self.proc.stdout
             self.proc.stdin.write(orjson.dumps(asdict(spec)) + b"\n")
             await self.proc.stdin.drain()
             line = await self.proc.stdout.readline()

@@ -21,7 +21,7 @@ class Batching:
     """Server-side adaptive batching of one revision (off unless ``max_batch`` > 1)."""
 
     max_batch: int = 1
-    max_delay_ms: float = 2.0
+    max_delay_ms: float = 0.0  # 0: batch only what is already queued (greedy); > 0: also wait for company
 
 
 @dataclass(frozen=True)

@@ -230,6 +230,7 @@ def main() -> None:
     parser.add_argument("--connections", default="1,16,64")
     parser.add_argument("--cold-rounds", type=int, default=15)
     parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--batch-delay-ms", type=float, default=0.0, help="max_delay_ms of the batching run")
     args = parser.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="knflow-bench-"))
@@ -244,7 +245,8 @@ def main() -> None:
     results: dict[str, dict[int, dict]] = {}
     spawn: dict[str, float] = {}
 
-    for name, batching in (("knflow", None), ("knflow+batching", {"max_batch": 32, "max_delay_ms": 1})):
+    batched = {"max_batch": 32, "max_delay_ms": args.batch_delay_ms}
+    for name, batching in (("knflow", None), ("knflow+batching", batched)):
         gw = Knflow(workdir, model, max_replicas="1")
         try:
             gw.deploy(batching=batching)

@@ -131,7 +131,21 @@ async def test_a_crashed_replica_is_replaced_on_the_next_request(start_gateway, 
         pool = gateway.pools["digits-00001"]
         pid = pool.replicas[0].pid
         os.kill(pid, signal.SIGKILL)
-        await wait_until(lambda: not pool.replicas, 5, "the dead replica to be dropped")
+        # the autoscaler may already have started a successor: wait for the dead one to leave the pool
+        await wait_until(lambda: all(r.pid != pid for r in pool.replicas), 5, "the dead replica to be dropped")
         async with http.post(f"{base}/v2/models/digits/infer", data=body) as r:
             assert r.status == 200
         assert pool.replicas[0].pid != pid
+
+
+async def test_a_dead_zygote_is_restarted_for_the_next_replica(start_gateway, registry: ModelRegistry) -> None:  # type: ignore[no-untyped-def]
+    registry.register("digits", mlp_onnx())
+    gateway = await start_gateway()
+    base = f"http://127.0.0.1:{gateway.port}"
+    body = infer_body(np.ones((1, 64), np.float32))
+    gateway.zygote.proc.kill()
+    await gateway.zygote.proc.wait()
+    async with ClientSession() as http:
+        await http.post(f"{base}/v1/models/digits/revisions", json={})
+        async with http.post(f"{base}/v2/models/digits/infer", data=body) as r:
+            assert r.status == 200

@@ -114,7 +114,7 @@ async def test_batching_revision_answers_each_request_with_its_own_rows(start_ga
     target = f"http://127.0.0.1:{gateway.port}/v2/models/digits/infer"
     async with ClientSession() as http:
 
-        async def one(i: int) -> None:
+        async def one(i: int) -> int:
             async with http.post(target, data=infer_body(xs[i], id=str(i))) as r:
                 out = orjson.loads(await r.read())
             assert out["id"] == str(i)
@@ -141,3 +141,20 @@ async def test_serving_state_and_models_live_in_s3_too(start_gateway, s3_server)
     await gateway.stop()
     restarted = await start_gateway(store=store)
     assert await versions_served(restarted, 16, {"x-knflow-tag": "canary"}) == Counter({"2": 16})
+
+
+async def test_async_client_deploys_promotes_and_reports_errors(start_gateway, registry: ModelRegistry) -> None:  # type: ignore[no-untyped-def]
+    from serving.client import AsyncServingClient
+
+    registry.register("digits", mlp_onnx(0))
+    registry.register("digits", mlp_onnx(1))
+    gateway = await start_gateway()
+    async with AsyncServingClient(f"http://127.0.0.1:{gateway.port}") as client:
+        assert (await client.deploy("digits", 1))["revision"] == "digits-00001"
+        assert (await client.deploy("digits", 2, percent=10, tag="canary"))["revision"] == "digits-00002"
+        view = await client.promote("digits", "digits-00002")
+        assert view["traffic"] == [{"revision": "digits-00002", "percent": 100, "tag": None}]
+        assert await client.models() == ["digits"]
+        with pytest.raises(NotFound):
+            await client.describe("nope")
+    assert await versions_served(gateway, 16) == Counter({"2": 16})
