@@ -9,7 +9,18 @@ import sys
 from infra.errors import KnflowError
 
 #: Each module has ``HELP`` (one line), ``register(parser)`` and ``run(args) -> int``.
-COMMANDS = ["config", "artifacts", "services", "broker", "trigger", "invoke", "functions", "serve", "models"]
+COMMANDS = [
+    "config",
+    "artifacts",
+    "services",
+    "broker",
+    "trigger",
+    "invoke",
+    "functions",
+    "serve",
+    "models",
+    "dashboard",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
