@@ -58,6 +58,7 @@ class RunSummary:
 
     runid: str
     dataset: str
+    key: str
     step: str
     status: str
     started: str
@@ -131,17 +132,25 @@ def current_step(events: Sequence[CloudEvent], status: str) -> str:
     return NEXT_STEP.get(kind, kind.rsplit(".", 2)[-2] if kind.count(".") >= 2 else kind)
 
 
+def elapsed(started_iso: str, now: datetime) -> float:
+    """Seconds from an ISO time (as RunSummary holds it) to ``now``."""
+    started = datetime.fromisoformat(started_iso.replace("Z", "+00:00"))
+    return round(max((now - started).total_seconds(), 0.0), 3)
+
+
 def summarize(runid: str, events: Sequence[CloudEvent], now: datetime | None = None) -> RunSummary:
     """The runs-table row of one run (``events`` in log order, at least one)."""
     status = run_status(events)
     started, updated = _time(events[0]), _time(events[-1])
     end = updated if status != RUNNING else (now or datetime.now(UTC))
     dataset = next((str(_data(e)["dataset"]) for e in events if _data(e).get("dataset")), "")
+    key = next((str(_data(e).get("key", "")) for e in events if e.get_type() == DATA_ARRIVED), "")
     registered = [_data(e) for e in events if e.get_type() in (MODEL_REGISTERED, MODEL_DEPLOYED)]
     model = f"{registered[-1].get('name')} v{registered[-1].get('version')}" if registered else ""
     return RunSummary(
         runid=runid,
         dataset=dataset,
+        key=key,
         step=current_step(events, status),
         status=status,
         started=_iso(started) or "",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,7 @@ class Dashboard:
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._summary_cache: dict[str, tuple[int, runs.RunSummary]] = {}
 
     async def start(self) -> Dashboard:
         timeout = aiohttp.ClientTimeout(total=BACKEND_TIMEOUT_S)
@@ -135,10 +136,25 @@ class Dashboard:
     # -- runs and failures (broker history) ---------------------------------------------
     async def list_runs(self, request: web.Request) -> web.Response:
         await self.history.refresh()
-        now = datetime.now(UTC)
-        rows = [runs.summarize(runid, events, now) for runid, events in self.history.runs.items()]
+        rows = self._summaries(datetime.now(UTC))
         rows.sort(key=lambda r: r.started, reverse=True)
-        return json_response({"runs": [asdict(r) for r in rows], "broker": self.broker_url})
+        return json_response({"runs": rows, "broker": self.broker_url})  # orjson writes dataclasses
+
+    def _summaries(self, now: datetime) -> list[runs.RunSummary]:
+        """Every run's row; a run's row is recomputed only when it has new events (or, running, for its duration)."""
+        rows = []
+        for runid, events in self.history.runs.items():
+            cached = self._summary_cache.get(runid)
+            if cached is None or cached[0] != len(events):
+                cached = (len(events), runs.summarize(runid, events, now))
+                self._summary_cache[runid] = cached
+            row = cached[1]
+            if row.status == runs.RUNNING:
+                row = replace(row, duration_s=runs.elapsed(row.started, now))
+            rows.append(row)
+        if len(self._summary_cache) > len(self.history.runs):  # runs the history forgot
+            self._summary_cache = {k: v for k, v in self._summary_cache.items() if k in self.history.runs}
+        return rows
 
     async def run_detail(self, request: web.Request) -> web.Response:
         await self.history.refresh()

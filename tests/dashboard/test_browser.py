@@ -38,6 +38,8 @@ async def test_page_shows_runs_steps_failure_models_serving_and_replays(
     assert await page.locator("tr[data-runid]").count() == 2
     assert await bad_row.locator("td.step").inner_text() == "train"
     assert "digits v1" in await ok_row.inner_text()
+    assert "raw/iris/d.csv" in await bad_row.inner_text()
+    assert await page.locator("#run-counts").inner_text() == "0 running · 1 succeeded · 1 failed"
 
     # The failing run: its steps, and why it failed (the subscriber's answer, carried by step.failed).
     await snap(page, "runs")

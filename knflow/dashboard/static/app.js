@@ -27,6 +27,11 @@ async function api(path, options) {
 }
 
 const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString() : "");
+const fmtClock = (iso) => {
+  if (!iso) return "";
+  const t = new Date(iso);
+  return `${t.toLocaleTimeString([], { hour12: false })}.${String(t.getMilliseconds()).padStart(3, "0")}`;
+};
 function fmtDuration(s) {
   if (s === null || s === undefined) return "";
   if (s < 60) return `${s.toFixed(s < 10 ? 2 : 1)} s`;
@@ -62,16 +67,20 @@ async function panel(title, path, render) {
 
 // -- views ---------------------------------------------------------------------------------
 function runsTable(data) {
-  return table([
+  const counts = {};
+  for (const r of data.runs) counts[r.status] = (counts[r.status] || 0) + 1;
+  const summary = h("p", { class: "muted", id: "run-counts" },
+    ["running", "succeeded", "failed"].map((s) => `${counts[s] || 0} ${s}`).join(" · "));
+  return h("div", {}, summary, table([
     ["Run", (r) => h("code", {}, r.runid), "runid"],
-    ["Dataset", (r) => r.dataset],
+    ["Dataset", (r) => h("div", {}, r.dataset, r.key ? h("div", { class: "muted" }, r.key) : null)],
     ["Step", (r) => r.step, "step"],
     ["Status", (r) => badge(r.status), "status"],
     ["Model", (r) => r.model],
     ["Started", (r) => fmtTime(r.started)],
     ["Duration", (r) => fmtDuration(r.duration_s)],
     ["Events", (r) => r.events],
-  ], data.runs, (r) => ({ class: "link", "data-runid": r.runid, onclick: () => { location.hash = `#/runs/${r.runid}`; } }));
+  ], data.runs, (r) => ({ class: "link", "data-runid": r.runid, onclick: () => { location.hash = `#/runs/${r.runid}`; } })));
 }
 
 function replayButton(f) {
@@ -125,7 +134,7 @@ function runDetail(d) {
   }
   if (d.failures.length) parts.push(h("h2", {}, "Failed deliveries"), failuresTable(d.failures, false));
   parts.push(h("h2", {}, "Timeline"), table([
-    ["Time", (e) => fmtTime(e.time)],
+    ["Time", (e) => h("span", { class: "mono", title: e.time }, fmtClock(e.time))],
     ["Type", (e) => h("div", {}, e.type.replace("dev.knflow.", ""), e.mode ? h("span", { class: "muted" }, ` (${e.mode})`) : null,
       e.replay_of ? h("div", { class: "muted" }, "replay of ", short(e.replay_of, 8)) : null)],
     ["Source", (e) => h("span", { class: "muted" }, e.source)],
