@@ -85,7 +85,7 @@ class Dashboard:
         self._session = aiohttp.ClientSession(timeout=timeout)
         self.history = EventHistory(self.broker_url, self._session)
         self.gateway = GatewayView(self.gateway_url, self._session)
-        self.registry = ModelRegistry(self._store or open_store(self.settings.artifacts))
+        self.registry: ModelRegistry | None = None  # opened on first use: a store that is down must not stop the page
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.port, reuse_address=True)
@@ -184,18 +184,25 @@ class Dashboard:
 
     # -- models (registry) and serving (gateway) ----------------------------------------
     async def list_models(self, request: web.Request) -> web.Response:
-        return json_response(await self._registry(catalog.models_view, self.registry))
+        return json_response(await self._registry(catalog.models_view))
 
     async def model(self, request: web.Request) -> web.Response:
-        return json_response(await self._registry(catalog.model_view, self.registry, request.match_info["name"]))
+        return json_response(await self._registry(catalog.model_view, request.match_info["name"]))
 
     async def _registry(self, view: Any, *args: Any) -> Any:
+        """``view(registry, *args)`` in a thread, bounded in time; the store being down is a 503."""
+        where = self._store.url if self._store is not None else self.settings.artifacts.url
         try:
-            return await asyncio.to_thread(view, *args)
-        except KnflowError:
-            raise
+            return await asyncio.wait_for(asyncio.to_thread(self._read_registry, view, *args), BACKEND_TIMEOUT_S)
+        except TimeoutError:
+            raise Unavailable(f"artifact store {where} did not answer within {BACKEND_TIMEOUT_S:.0f} s") from None
         except OSError as exc:
-            raise Unavailable(f"artifact store {self.settings.artifacts.url} cannot be read: {exc}") from None
+            raise Unavailable(f"artifact store {where} cannot be read: {exc}") from None
+
+    def _read_registry(self, view: Any, *args: Any) -> Any:
+        if self.registry is None:
+            self.registry = ModelRegistry(self._store or open_store(self.settings.artifacts))
+        return view(self.registry, *args)
 
     async def serving(self, request: web.Request) -> web.Response:
         return json_response(await self.gateway.models())

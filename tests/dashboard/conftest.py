@@ -117,8 +117,9 @@ async def start_dashboard(settings: Settings, file_store: ArtifactStore):  # typ
     """Start dashboards in-process on free ports (stopped at teardown)."""
     started: list[Dashboard] = []
 
-    async def start(broker_url: str, gateway_url: str) -> Dashboard:
-        dashboard = Dashboard(settings, broker_url=broker_url, gateway_url=gateway_url, store=file_store, port=0)
+    async def start(broker_url: str, gateway_url: str, store: ArtifactStore | None = None) -> Dashboard:
+        store = store or file_store
+        dashboard = Dashboard(settings, broker_url=broker_url, gateway_url=gateway_url, store=store, port=0)
         started.append(await dashboard.start())
         return dashboard
 

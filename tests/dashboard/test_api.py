@@ -14,6 +14,7 @@ from aiohttp import ClientSession
 from eventing.broker import BrokerServer
 from eventing.events import FEATURES_READY, STEP_FAILED
 from infra.localservices import free_port
+from infra.store import ArtifactStore
 from serving.registry import ModelRegistry
 from tests.dashboard.conftest import TRAIN_ERROR, Seeded, eventually, history, tiny_onnx
 
@@ -56,6 +57,32 @@ async def test_each_backend_down_answers_503_on_its_own_paths_only(
     assert status == 503
     status, body = await get(http, dashboard.url + "/api/models")
     assert status == 200 and body["models"][0]["versions"][0]["metrics"] == {"test_accuracy": 0.9}
+
+
+async def test_models_panel_reads_versions_aliases_and_lineage_from_file_and_s3_stores(
+    store: ArtifactStore, start_dashboard, http: ClientSession
+) -> None:  # type: ignore[no-untyped-def]
+    registry = ModelRegistry(store)
+    for seed, accuracy in ((0, 0.91), (1, 0.95)):
+        await asyncio.to_thread(
+            registry.register,
+            "digits",
+            tiny_onnx(seed),
+            metrics={"test_accuracy": accuracy},
+            lineage={"run": f"r{seed}"},
+        )
+    await asyncio.to_thread(registry.set_alias, "digits", "production", 1, actor="test")
+    await asyncio.to_thread(registry.set_alias, "digits", "staging", 2, actor="test")
+    closed = f"http://127.0.0.1:{free_port()}"
+    dashboard = await start_dashboard(closed, closed, store)
+    status, body = await get(http, f"{dashboard.url}/api/models/digits")
+    assert status == 200, body
+    assert body["aliases"] == {"production": 1, "staging": 2} and body["latest"] == 2
+    newest, oldest = body["versions"]
+    assert (newest["version"], newest["aliases"], newest["metrics"]) == (2, ["staging"], {"test_accuracy": 0.95})
+    assert (oldest["aliases"], oldest["lineage"]) == (["production"], {"run": "r0"})
+    assert oldest["sha256"] == (await asyncio.to_thread(registry.get, "digits", 1)).sha256
+    assert newest["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}]
 
 
 async def test_replay_republishes_the_original_with_a_new_id_and_the_run_shows_both_failures(

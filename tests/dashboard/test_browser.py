@@ -91,6 +91,7 @@ async def test_page_shows_runs_steps_failure_models_serving_and_replays(
     assert replay["mode"] == "train" and replay["data"]["dataset"] == "iris"
     # The page links the replay to the failure it came from.
     await failure.locator("td:nth-child(8) code").first.wait_for()
+    await snap(page, "failures-replayed")
     await page.close()
 
 
