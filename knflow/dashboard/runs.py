@@ -96,9 +96,7 @@ def is_fatal(event: CloudEvent) -> bool:
     """A failure that stops the run: a step.failed (except a trial's, which tune absorbs) or a failed training."""
     if event.get_type() == STEP_FAILED:
         return _data(event).get("event_type") != TRIAL_REQUESTED
-    if event.get_type() == MODEL_TRAINED and event.get_extension("mode") != "trial":
-        return _data(event).get("status") == "Failed"
-    return False
+    return _trained(event) and _data(event).get("status") == "Failed"
 
 
 def run_status(events: Sequence[CloudEvent]) -> str:
@@ -116,10 +114,9 @@ def run_status(events: Sequence[CloudEvent]) -> str:
 
 def current_step(events: Sequence[CloudEvent], status: str) -> str:
     """The step a running run waits on, the step that failed, or the last step reached."""
-    last = events[-1]
     if status == FAILED:
         failure = next(e for e in reversed(events) if is_fatal(e))
-        return str(_data(failure).get("trigger") or "train")
+        return failed_step(events, failure)
     progress = [e for e in events if e.get_type() != STEP_FAILED]
     if not progress:
         return "?"
@@ -228,8 +225,20 @@ STEP_EDGES: tuple[tuple[str, Any, Any], ...] = (
 )
 
 
+def failed_step(events: Sequence[CloudEvent], failure: CloudEvent) -> str:
+    """The step a fatal failure stopped: the one whose input could not be delivered (else its trigger's name)."""
+    if failure.get_type() == MODEL_TRAINED:
+        return "train"
+    failed_id = _data(failure).get("event_id")
+    original = next((e for e in events if e.get_id() == failed_id), None)
+    for name, takes, _ in STEP_EDGES:
+        if original is not None and takes(original):
+            return name
+    return str(_data(failure).get("trigger") or "?")
+
+
 def steps(events: Sequence[CloudEvent], now: datetime | None = None) -> list[StepRow]:
-    """Per-step rows: input arrival to answer; failed when a fatal failure names that step's trigger."""
+    """Per-step rows: input arrival to answer; failed when the step's input was dead-lettered."""
     now = now or datetime.now(UTC)
     failures = [e for e in events if e.get_type() == STEP_FAILED and is_fatal(e)]
     rows = []
@@ -238,7 +247,10 @@ def steps(events: Sequence[CloudEvent], now: datetime | None = None) -> list[Ste
         if start is None:
             continue
         out = _first(events, gives, after=_time(start))
-        failed = next((f for f in failures if _data(f).get("trigger") == name), None)
+        inputs = {e.get_id() for e in events if takes(e)}
+        failed = next((f for f in reversed(failures) if _data(f).get("event_id") in inputs), None)
+        if failed is not None and any(takes(e) and _time(e) > _time(failed) for e in events):
+            failed = None  # its input came again (a replay) after the failure
         if out is None and name == "train":
             failed = failed or _first(events, lambda e: _trained(e) and is_fatal(e))
         if out is not None:

@@ -38,7 +38,7 @@ def test_a_deploy_that_fails_after_registration_fails_the_run_at_deploy() -> Non
     registered = new_event(MODEL_REGISTERED, "/r", {"name": "digits", "version": 2}, cause=model)
     events += [model, registered]
     assert runs.run_status(events) == runs.SUCCEEDED
-    events.append(failed(registered, "deploy", b"gateway unreachable", attempts=4))
+    events.append(failed(registered, "deploy-on-register", b"gateway unreachable", attempts=4))
     summary = runs.summarize("r", events)
     assert (summary.status, summary.step, summary.model) == (runs.FAILED, "deploy", "digits v2")
     steps = {s.step: s.status for s in runs.steps(events)}
@@ -81,4 +81,8 @@ def test_a_replay_keeps_the_original_but_its_id_and_puts_the_run_back_to_running
     assert replay.get_data() == original.get_data()
     assert replay.get_extension("traceparent").split("-")[1] == original.get_extension("traceparent").split("-")[1]
     assert runs.run_status([*events, replay]) == runs.RUNNING
+    assert [s.status for s in runs.steps([*events, replay])][-1] == "running"
+    again = failed(replay, "train", b"still broken")
+    assert [s.status for s in runs.steps([*events, replay, again])][-1] == "failed"
+    assert runs.failure_reason([*events, replay, again]).endswith("still broken")
     assert runs.timeline([replay])[0]["replay_of"] == original.get_id()
