@@ -22,6 +22,7 @@ COMMANDS = [
     "functions",
     "serve",
     "models",
+    "dashboard",
 ]
 
 

@@ -1,0 +1,223 @@
+"""The dashboard server: one aiohttp port for the page and the JSON API it reads.
+
+It only composes: runs and failures come from the broker's ``GET /events`` history, models from
+the registry in the artifact store, serving from the gateway's ``/v1`` control API. A backend that
+is down answers 503 on its own API path; the others keep working.
+
+    async with Dashboard(settings, broker_url=..., gateway_url=...) as dashboard:
+        dashboard.url  # http://127.0.0.1:PORT
+
+API: ``GET /api/runs``, ``GET /api/runs/{runid}``, ``GET /api/models``, ``GET /api/models/{name}``,
+``GET /api/serving``, ``GET /api/serving/{name}``, ``GET /api/failures``,
+``POST /api/failures/{event_id}/replay`` (``event_id``: the id of the original, dead-lettered event),
+``GET /api/health``. Errors are ``{"error": reason}`` with the error's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from eventing.client import publish_async
+from infra.errors import KnflowError, NotFound, Unavailable
+from infra.settings import Settings
+from infra.store import ArtifactStore, open_store
+from knflow.dashboard import catalog, runs
+from knflow.dashboard.history import EventHistory
+from knflow.dashboard.replay import replay_event
+from knflow.dashboard.traffic import GatewayView
+from serving.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+BACKEND_TIMEOUT_S = 5.0
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+@web.middleware
+async def errors(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    """The one place errors become HTTP answers: ``{"error": reason}`` with the error's status."""
+    try:
+        return await handler(request)
+    except KnflowError as exc:
+        return json_response({"error": exc.message}, exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400 or not request.path.startswith("/api/"):
+            raise
+        return json_response({"error": exc.reason}, exc.status)
+
+
+class Dashboard:
+    """The dashboard as an async context manager; ``url`` is its address once started."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        broker_url: str | None = None,
+        gateway_url: str | None = None,
+        store: ArtifactStore | None = None,
+        port: int | None = None,
+    ):
+        self.settings = settings
+        self.broker_url = broker_url or f"http://{settings.host}:{settings.broker_port}"
+        self.gateway_url = gateway_url or f"http://{settings.host}:{settings.gateway_port}"
+        self._store = store
+        self.port = settings.dashboard_port if port is None else port
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._summary_cache: dict[str, tuple[int, runs.RunSummary]] = {}
+
+    async def start(self) -> Dashboard:
+        timeout = aiohttp.ClientTimeout(total=BACKEND_TIMEOUT_S)
+        self._session = aiohttp.ClientSession(timeout=timeout)
+        self.history = EventHistory(self.broker_url, self._session)
+        self.gateway = GatewayView(self.gateway_url, self._session)
+        self.registry: ModelRegistry | None = None  # opened on first use: a store that is down must not stop the page
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.port, reuse_address=True)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        self.url = f"http://{self.settings.host}:{self.port}"
+        log.info("dashboard on %s (broker %s, gateway %s)", self.url, self.broker_url, self.gateway_url)
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    async def __aenter__(self) -> Dashboard:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[errors])
+        app.add_routes(
+            [
+                web.get("/", self.index),
+                web.get("/api/health", self.health),
+                web.get("/api/runs", self.list_runs),
+                web.get("/api/runs/{runid}", self.run_detail),
+                web.get("/api/models", self.list_models),
+                web.get("/api/models/{name}", self.model),
+                web.get("/api/serving", self.serving),
+                web.get("/api/serving/{name}", self.serving_model),
+                web.get("/api/failures", self.failures),
+                web.post("/api/failures/{event_id}/replay", self.replay),
+                web.static("/static", STATIC),
+            ]
+        )
+        return app
+
+    # -- page --------------------------------------------------------------------------
+    async def index(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+    async def health(self, request: web.Request) -> web.Response:
+        return json_response({"status": "ok", "broker": self.broker_url, "gateway": self.gateway_url})
+
+    # -- runs and failures (broker history) ---------------------------------------------
+    async def list_runs(self, request: web.Request) -> web.Response:
+        await self.history.refresh()
+        rows = self._summaries(datetime.now(UTC))
+        rows.sort(key=lambda r: r.started, reverse=True)
+        return json_response({"runs": rows, "broker": self.broker_url})  # orjson writes dataclasses
+
+    def _summaries(self, now: datetime) -> list[runs.RunSummary]:
+        """Every run's row; a run's row is recomputed only when it has new events (or, running, for its duration)."""
+        rows = []
+        for runid, events in self.history.runs.items():
+            cached = self._summary_cache.get(runid)
+            if cached is None or cached[0] != len(events):
+                cached = (len(events), runs.summarize(runid, events, now))
+                self._summary_cache[runid] = cached
+            row = cached[1]
+            if row.status == runs.RUNNING:
+                row = replace(row, duration_s=runs.elapsed(row.started, now))
+            rows.append(row)
+        if len(self._summary_cache) > len(self.history.runs):  # runs the history forgot
+            self._summary_cache = {k: v for k, v in self._summary_cache.items() if k in self.history.runs}
+        return rows
+
+    async def run_detail(self, request: web.Request) -> web.Response:
+        await self.history.refresh()
+        runid = request.match_info["runid"]
+        events = self.history.runs.get(runid)
+        if not events:
+            raise NotFound(f"no run {runid!r} in the broker history")
+        return json_response(runs.run_detail(runid, events, self.history.replays))
+
+    async def failures(self, request: web.Request) -> web.Response:
+        await self.history.refresh()
+        replays = self.history.replays
+        rows = [
+            runs.failure_row(f, replays.get((f.get_data() or {}).get("event_id", ""), []))
+            for f in self.history.failures
+        ]
+        return json_response({"failures": rows[::-1]})
+
+    async def replay(self, request: web.Request) -> web.Response:
+        await self.history.refresh()
+        original = self.history.failed_original(request.match_info["event_id"])
+        event = replay_event(original)
+        await publish_async(self.broker_url, event, self._session)
+        log.info("replayed %s %s as %s", original.get_type(), original.get_id(), event.get_id())
+        body = {"replayed": original.get_id(), "id": event.get_id(), "type": event.get_type()}
+        return json_response({**body, "runid": event.get_extension("runid")}, 202)
+
+    # -- models (registry) and serving (gateway) ----------------------------------------
+    async def list_models(self, request: web.Request) -> web.Response:
+        return json_response(await self._registry(catalog.models_view))
+
+    async def model(self, request: web.Request) -> web.Response:
+        return json_response(await self._registry(catalog.model_view, request.match_info["name"]))
+
+    async def _registry(self, view: Any, *args: Any) -> Any:
+        """``view(registry, *args)`` in a thread, bounded in time; the store being down is a 503."""
+        where = self._store.url if self._store is not None else self.settings.artifacts.url
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self._read_registry, view, *args), BACKEND_TIMEOUT_S)
+        except TimeoutError:
+            raise Unavailable(f"artifact store {where} did not answer within {BACKEND_TIMEOUT_S:.0f} s") from None
+        except OSError as exc:
+            raise Unavailable(f"artifact store {where} cannot be read: {exc}") from None
+
+    def _read_registry(self, view: Any, *args: Any) -> Any:
+        if self.registry is None:
+            self.registry = ModelRegistry(self._store or open_store(self.settings.artifacts))
+        return view(self.registry, *args)
+
+    async def serving(self, request: web.Request) -> web.Response:
+        return json_response(await self.gateway.models())
+
+    async def serving_model(self, request: web.Request) -> web.Response:
+        return json_response(await self.gateway.model(request.match_info["name"]))
+
+
+async def serve_until_signal(dashboard: Dashboard) -> None:
+    """Run the dashboard until SIGINT or SIGTERM."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with dashboard:
+        await stop.wait()
