@@ -22,6 +22,8 @@ COMMANDS = [
     "functions",
     "serve",
     "models",
+    "manifests",
+    "apply",
 ]
 
 
