@@ -10,6 +10,7 @@ container, and every subscriber / dead-letter reference naming a rendered resour
 
 from __future__ import annotations
 
+import copy
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ def kafka_broker(name: str, ns: str, config_map: str, delivery: dict[str, Any] |
     """A Broker of class Kafka configured by ``config_map``, with default ``delivery`` for its Triggers."""
     spec: dict[str, Any] = {"config": {"apiVersion": "v1", "kind": "ConfigMap", "name": config_map, "namespace": ns}}
     if delivery:
-        spec["delivery"] = delivery
+        spec["delivery"] = copy.deepcopy(delivery)
     annotations = {"eventing.knative.dev/broker.class": KAFKA_BROKER_CLASS}
     return {"apiVersion": EVENTING, "kind": "Broker", "metadata": meta(name, ns, annotations=annotations), "spec": spec}
 
@@ -83,7 +84,7 @@ def trigger(
         "subscriber": {"ref": subscriber},
     }
     if delivery:
-        spec["delivery"] = delivery
+        spec["delivery"] = copy.deepcopy(delivery)
     return {"apiVersion": EVENTING, "kind": "Trigger", "metadata": meta(name, ns), "spec": spec}
 
 

@@ -5,10 +5,11 @@ the generic builders of ``infra.knative`` into validated resources. The Triggers
 ``lifecycle_triggers`` one-to-one: same names, filters, retry and backoff. Knative's Trigger schema
 (1.17) has no per-attempt ``delivery.timeout``, so the local timeout becomes the subscriber Service's
 ``timeoutSeconds`` (train/tune: 1800 s, which needs ``max-revision-timeout-seconds`` >= 1800 in
-Knative's ``config-defaults``). A dead-lettered event goes to a second Kafka Broker,
-``<broker>-dead-letter``, kept for inspection and replay. The gateway keeps min-scale 1: it is
-itself the activator and autoscaler of the model replicas it starts, so scaling it to zero would
-stack Knative's cold start on top of its own and lose its scale state.
+Knative's ``config-defaults``). Every Trigger's ``deadLetterSink`` is the ``deadletter`` function's
+Service, which emits ``dev.knflow.step.failed`` into the broker as knflow's own broker does. The
+gateway keeps min-scale 1: it is itself the activator and autoscaler of the model replicas it
+starts, so scaling it to zero would stack Knative's cold start on top of its own and lose its
+scale state.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from infra.settings import parse_broker_url
 PART_OF = {"app.kubernetes.io/part-of": "knflow"}
 FUNCTION_LABELS = PART_OF | {"knflow.dev/component": "function"}
 GATEWAY = "knflow-gateway"
+#: The dead-letter sink of every Trigger: turns Knative's dead letters into step.failed events.
+DEAD_LETTER_FUNCTION = "deadletter"
 _SECRET_REF = re.compile(r"^\{\{\s*secret:([^:\s]+):([^\s}]+)\s*\}\}$")
 _TEMPLATE = re.compile(r"\{\{.*\}\}")
 #: Events in flight per replica: training and tuning use the CPU/GPU of their pod alone.
@@ -121,7 +124,7 @@ def function_services(
 ) -> list[dict]:
     """One Knative Service per lifecycle function, all from ``image``; KNFLOW_FUNCTION picks the function."""
     env, out = container_env(func), []
-    for function in lifecycle_functions():
+    for function in [*lifecycle_functions(), DEAD_LETTER_FUNCTION]:
         concurrency = CONCURRENCY.get(function, DEFAULT_CONCURRENCY)
         own = [{"name": "KNFLOW_FUNCTION", "value": function}, {"name": "LISTEN_ADDRESS", "value": "0.0.0.0:8080"}]
         if function == "deploy":  # deploy reaches the gateway's revision API at KNFLOW_HOST:KNFLOW_GATEWAY_PORT
@@ -131,7 +134,7 @@ def function_services(
         out.append(_service(
             func, options, ns, image, name=function_service_name(function), env=tuple(own + env),
             command=("python", "-m", "functions.host"), labels=FUNCTION_LABELS | {"knflow.dev/function": function},
-            target=concurrency, container_concurrency=concurrency, timeout_seconds=timeouts[function], **gpu,
+            target=concurrency, container_concurrency=concurrency, timeout_seconds=timeouts.get(function, 120), **gpu,
         ))  # fmt: skip
     return out
 
@@ -162,21 +165,20 @@ def lifecycle_trigger_resources(ns: str, broker: str, dead_letter: dict) -> tupl
     return resources, timeouts
 
 
-def eventing_resources(func: dict, options: ManifestOptions, ns: str, dead_letter: str) -> list[dict[str, Any]]:
-    """The namespace, the Kafka broker config, the dead-letter Broker and the Broker with delivery defaults."""
+def eventing_resources(func: dict, options: ManifestOptions, ns: str, dead_letter: dict) -> list[dict[str, Any]]:
+    """The namespace, the Kafka broker config and the Broker with the lifecycle's delivery defaults."""
     envs = {e["name"]: str(e.get("value", "")) for e in (func.get("run") or {}).get("envs") or []}
     servers = list(parse_broker_url(envs.get("KNFLOW_BROKER", ""), setting="func.yaml KNFLOW_BROKER").servers)
     defaults = {
         k: v for k, v in lifecycle_triggers("http://unused.invalid")[0].delivery.to_spec().items() if k != "timeout"
     }
-    defaults["deadLetterSink"] = {"ref": knative.ref(knative.EVENTING, "Broker", dead_letter)}
+    defaults["deadLetterSink"] = dead_letter
     config = knative.kafka_broker_config(
         "kafka-broker-config", ns, servers, partitions=options.partitions, replication_factor=options.replication_factor
     )
     return [
         knative.namespace(ns, PART_OF | {"bindings.knative.dev/include": "true"}),
         config,
-        knative.kafka_broker(dead_letter, ns, "kafka-broker-config"),
         knative.kafka_broker(options.broker, ns, "kafka-broker-config", defaults),
     ]
 
@@ -187,9 +189,8 @@ def render(func_yaml: str | Path, options: ManifestOptions | None = None) -> lis
     func = read_func_yaml(func_yaml)
     ns = options.namespace or (func.get("deploy") or {}).get("namespace") or "knflow"
     image = options.image or func["image"]
-    dead_letter = f"{options.broker}-dead-letter"
-    resources = eventing_resources(func, options, ns, dead_letter)
-    dls = {"ref": knative.ref(knative.EVENTING, "Broker", dead_letter)}
+    dls = {"ref": knative.ref(knative.SERVING, "Service", function_service_name(DEAD_LETTER_FUNCTION))}
+    resources = eventing_resources(func, options, ns, dls)
     triggers, timeouts = lifecycle_trigger_resources(ns, options.broker, dls)
     resources += function_services(func, options, ns, image, timeouts)
     resources.append(gateway_service(func, options, ns, image))
@@ -198,9 +199,16 @@ def render(func_yaml: str | Path, options: ManifestOptions | None = None) -> lis
     return knative.validate(resources + triggers)
 
 
+class _NoAliases(yaml.SafeDumper):
+    """Writes a repeated object out in full: kubectl users read YAML without anchors."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def to_yaml(resources: list[dict[str, Any]], header: str = "") -> str:
     """Multi-document YAML, one resource per document."""
-    body = "---\n".join(yaml.safe_dump(r, sort_keys=False, default_flow_style=False) for r in resources)
+    body = "---\n".join(yaml.dump(r, Dumper=_NoAliases, sort_keys=False, default_flow_style=False) for r in resources)
     return header + body
 
 

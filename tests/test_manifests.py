@@ -56,7 +56,9 @@ def test_triggers_match_local_lifecycle_one_to_one() -> None:
         assert delivery["retry"] == trigger.delivery.retry
         assert delivery["backoffPolicy"] == trigger.delivery.backoff_policy
         assert parse_duration(delivery["backoffDelay"]) == trigger.delivery.backoff_delay
-        assert delivery["deadLetterSink"]["ref"]["kind"] == "Broker"
+        assert delivery["deadLetterSink"]["ref"] == {
+            "apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "knflow-deadletter"
+        }  # fmt: skip
         # Knative's Trigger schema has no per-attempt timeout: the subscriber's request timeout carries it
         timeout = services[function_service_name(function)]["spec"]["template"]["spec"]["timeoutSeconds"]
         assert timeout == trigger.delivery.timeout
@@ -65,8 +67,9 @@ def test_triggers_match_local_lifecycle_one_to_one() -> None:
 def test_one_service_per_function_from_the_one_image() -> None:
     func = yaml.safe_load(FUNC_YAML.read_text())
     services = {s["metadata"]["name"]: s for s in _by_kind(render(FUNC_YAML))["Service"]}
-    assert set(services) == {function_service_name(f) for f in lifecycle_functions()} | {"knflow-gateway"}
-    for function in lifecycle_functions():
+    expected = {function_service_name(f) for f in lifecycle_functions()} | {"knflow-gateway", "knflow-deadletter"}
+    assert set(services) == expected
+    for function in [*lifecycle_functions(), "deadletter"]:
         service = services[function_service_name(function)]
         container = _container(service)
         assert container["image"] == func["image"]
@@ -98,7 +101,7 @@ def test_gpu_option_requests_a_gpu_and_placement() -> None:
 
 def test_broker_is_kafka_class_with_its_config_and_a_sink_binding() -> None:
     kinds = _by_kind(render(FUNC_YAML, ManifestOptions(namespace="team-a", partitions=3, replication_factor=1)))
-    broker = next(b for b in kinds["Broker"] if b["metadata"]["name"] == "knflow")
+    (broker,) = kinds["Broker"]
     assert broker["metadata"]["annotations"]["eventing.knative.dev/broker.class"] == "Kafka"
     assert broker["spec"]["config"]["name"] == kinds["ConfigMap"][0]["metadata"]["name"] == "kafka-broker-config"
     assert kinds["ConfigMap"][0]["data"] == {
@@ -114,8 +117,8 @@ def test_broker_is_kafka_class_with_its_config_and_a_sink_binding() -> None:
 
 
 def test_too_long_broker_name_fails_before_output() -> None:
-    with pytest.raises(ConfigError, match=r"Broker/.*DNS-1035"):
-        render(FUNC_YAML, ManifestOptions(broker="b" * 60))
+    with pytest.raises(ConfigError, match=r"Broker/b+: metadata.name must be a DNS-1035"):
+        render(FUNC_YAML, ManifestOptions(broker="b" * 64))
 
 
 def test_func_yaml_without_image_fails(tmp_path: Path) -> None:
@@ -131,17 +134,18 @@ def test_manifests_command_prints_parsable_yaml() -> None:
     documents = [d for d in yaml.safe_load_all(result.stdout) if d]
     counts = collections.Counter(d["kind"] for d in documents)
     assert counts == {
-        "Namespace": 1, "ConfigMap": 1, "Broker": 2, "SinkBinding": 1,
-        "Service": len(lifecycle_functions()) + 1, "Trigger": len(ROUTES),
+        "Namespace": 1, "ConfigMap": 1, "Broker": 1, "SinkBinding": 1,
+        "Service": len(lifecycle_functions()) + 2, "Trigger": len(ROUTES),
     }  # fmt: skip
     assert "secretKeyRef" in result.stdout and "kind: Secret\n" not in result.stdout
+    assert "&id" not in result.stdout and "*id" not in result.stdout  # no YAML anchors
 
 
 def test_manifests_command_writes_a_directory(tmp_path: Path) -> None:
     result = _knflow("manifests", "--output-dir", str(tmp_path / "out"), "--gpu")
     assert result.returncode == 0, result.stderr
     files = sorted((tmp_path / "out").glob("*.yaml"))
-    assert len(files) == 6 + len(lifecycle_functions()) + len(ROUTES)
+    assert len(files) == 6 + len(lifecycle_functions()) + len(ROUTES)  # namespace, config, broker, binding, 2 services
     assert (
         "nvidia.com/gpu" in (tmp_path / "out" / next(f.name for f in files if "knflow-gateway" in f.name)).read_text()
     )
