@@ -23,6 +23,8 @@ COMMANDS = [
     "serve",
     "models",
     "dashboard",
+    "manifests",
+    "apply",
 ]
 
 

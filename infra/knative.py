@@ -1,0 +1,263 @@
+"""Knative resources as plain dicts: builders (Kafka Broker, Trigger, Service, SinkBinding) and strict validation.
+
+Every builder takes generic inputs (names, images, attribute maps, delivery dicts) and returns the
+resource in Kubernetes' JSON shape. ``validate(resources)`` checks each Knative resource against the
+typed models generated from Knative's own CRDs (``cloudcoil.models.knative-*``: strict types, and any
+field the schema does not know is an error, since an API server would silently prune it) and then
+knflow's own rules: DNS-1035 names, ISO-8601 durations, string filter attributes, an image on every
+container, and every subscriber / dead-letter reference naming a rendered resource.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+
+from infra.errors import ConfigError
+
+SERVING = "serving.knative.dev/v1"
+EVENTING = "eventing.knative.dev/v1"
+SOURCES = "sources.knative.dev/v1"
+KAFKA_BROKER_CLASS = "Kafka"
+AUTOSCALING = "autoscaling.knative.dev/"
+
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DURATION = re.compile(r"^P(?!$)(\d+(\.\d+)?D)?(T(?=\d)(\d+(\.\d+)?H)?(\d+(\.\d+)?M)?(\d+(\.\d+)?S)?)?$")
+_CORE_FIELDS = {"Namespace": {"spec"}, "ConfigMap": {"data", "immutable"}, "Secret": {"data", "stringData", "type"}}
+
+
+def meta(name: str, namespace: str | None, labels: dict[str, str] | None = None, annotations=None) -> dict[str, Any]:
+    """``metadata`` with only the keys that are set."""
+    out: dict[str, Any] = {"name": name}
+    if namespace:
+        out["namespace"] = namespace
+    if labels:
+        out["labels"] = dict(labels)
+    if annotations:
+        out["annotations"] = dict(annotations)
+    return out
+
+
+def ref(api_version: str, kind: str, name: str) -> dict[str, str]:
+    """A Knative ``Destination.ref``."""
+    return {"apiVersion": api_version, "kind": kind, "name": name}
+
+
+def namespace(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A Namespace."""
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta(name, None, labels)}
+
+
+def kafka_broker_config(
+    name: str, ns: str, bootstrap_servers: list[str], *, partitions: int = 10, replication_factor: int = 3
+) -> dict[str, Any]:
+    """The ConfigMap a Kafka-class Broker reads: bootstrap servers and the topic's shape."""
+    data = {
+        "bootstrap.servers": ",".join(bootstrap_servers),
+        "default.topic.partitions": str(partitions),
+        "default.topic.replication.factor": str(replication_factor),
+    }
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(name, ns), "data": data}
+
+
+def kafka_broker(name: str, ns: str, config_map: str, delivery: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A Broker of class Kafka configured by ``config_map``, with default ``delivery`` for its Triggers."""
+    spec: dict[str, Any] = {"config": {"apiVersion": "v1", "kind": "ConfigMap", "name": config_map, "namespace": ns}}
+    if delivery:
+        spec["delivery"] = copy.deepcopy(delivery)
+    annotations = {"eventing.knative.dev/broker.class": KAFKA_BROKER_CLASS}
+    return {"apiVersion": EVENTING, "kind": "Broker", "metadata": meta(name, ns, annotations=annotations), "spec": spec}
+
+
+def trigger(
+    name: str, ns: str, broker: str, attributes: dict[str, str], subscriber: dict[str, str], delivery=None
+) -> dict[str, Any]:
+    """A Trigger: events on ``broker`` matching ``attributes`` (exact AND) go to ``subscriber`` (a ref)."""
+    spec: dict[str, Any] = {
+        "broker": broker,
+        "filter": {"attributes": dict(attributes)},
+        "subscriber": {"ref": subscriber},
+    }
+    if delivery:
+        spec["delivery"] = copy.deepcopy(delivery)
+    return {"apiVersion": EVENTING, "kind": "Trigger", "metadata": meta(name, ns), "spec": spec}
+
+
+def sink_binding(name: str, ns: str, match_labels: dict[str, str], sink: dict[str, str]) -> dict[str, Any]:
+    """A SinkBinding that injects ``K_SINK`` (the address of ``sink``) into every Knative Service with the labels."""
+    subject = {"apiVersion": SERVING, "kind": "Service", "selector": {"matchLabels": dict(match_labels)}}
+    spec = {"subject": subject, "sink": {"ref": sink}}
+    return {"apiVersion": SOURCES, "kind": "SinkBinding", "metadata": meta(name, ns), "spec": spec}
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One Knative Service: one container, its scale bounds, concurrency, timeout, resources and placement."""
+
+    name: str
+    namespace: str
+    image: str
+    env: tuple[dict[str, Any], ...] = ()
+    command: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    min_scale: int = 0
+    max_scale: int = 10
+    target: int = 10
+    container_concurrency: int = 0
+    timeout_seconds: int = 300
+    requests: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, str] = field(default_factory=dict)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, str], ...] = ()
+    readiness_path: str = "/health/readiness"
+    liveness_path: str = "/health/liveness"
+    port: int = 8080
+
+
+def knative_service(spec: ServiceSpec) -> dict[str, Any]:
+    """A ``serving.knative.dev/v1`` Service from ``spec``."""
+    container: dict[str, Any] = {"image": spec.image, "ports": [{"containerPort": spec.port}], "env": list(spec.env)}
+    if spec.command:
+        container["command"] = list(spec.command)
+    resources = {k: v for k, v in (("requests", spec.requests), ("limits", spec.limits)) if v}
+    if resources:
+        container["resources"] = {k: dict(v) for k, v in resources.items()}
+    container["readinessProbe"] = {"httpGet": {"path": spec.readiness_path}}
+    container["livenessProbe"] = {"httpGet": {"path": spec.liveness_path}}
+    pod: dict[str, Any] = {
+        "containerConcurrency": spec.container_concurrency,
+        "timeoutSeconds": spec.timeout_seconds,
+        "containers": [container],
+    }
+    if spec.node_selector:
+        pod["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod["tolerations"] = [dict(t) for t in spec.tolerations]
+    scale = {"min-scale": spec.min_scale, "max-scale": spec.max_scale, "target": spec.target}
+    template = {
+        "metadata": {"labels": dict(spec.labels), "annotations": {AUTOSCALING + k: str(v) for k, v in scale.items()}}
+    }
+    template["spec"] = pod
+    body = {"apiVersion": SERVING, "kind": "Service", "metadata": meta(spec.name, spec.namespace, spec.labels)}
+    return body | {"spec": {"template": template}}
+
+
+# -- validation ---------------------------------------------------------------------------------------
+
+
+def _schemas() -> dict[tuple[str, str], type[pydantic.BaseModel]]:
+    with warnings.catch_warnings():  # the generated eventing models shadow Resource attributes; harmless here
+        warnings.simplefilter("ignore")
+        from cloudcoil.models.knative_eventing.eventing.v1 import Broker, Trigger
+        from cloudcoil.models.knative_eventing.sources.v1 import SinkBinding
+        from cloudcoil.models.knative_serving.serving.v1 import Service
+    return {(m.gvk().api_version, m.gvk().kind): m for m in (Broker, Trigger, SinkBinding, Service)}
+
+
+def _where(resource: dict[str, Any]) -> str:
+    name = (resource.get("metadata") or {}).get("name", "?") if isinstance(resource, dict) else "?"
+    kind = resource.get("kind", "?") if isinstance(resource, dict) else "?"
+    return f"{kind}/{name}"
+
+
+def _unknown(given: Any, kept: Any, path: str) -> str | None:
+    """The first path present in ``given`` that the schema dropped from ``kept`` (an unknown field)."""
+    if isinstance(given, dict) and isinstance(kept, dict):
+        for key, value in given.items():
+            if key not in kept:
+                return f"{path}.{key}".lstrip(".")
+            found = _unknown(value, kept[key], f"{path}.{key}")
+            if found:
+                return found
+    if isinstance(given, list) and isinstance(kept, list):
+        for i, (a, b) in enumerate(zip(given, kept, strict=False)):
+            found = _unknown(a, b, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def _check_schema(resource: dict[str, Any], schemas: dict) -> None:
+    where, key = _where(resource), (resource.get("apiVersion"), resource.get("kind"))
+    if key[1] in _CORE_FIELDS and key[0] == "v1":
+        extra = set(resource) - {"apiVersion", "kind", "metadata"} - _CORE_FIELDS[key[1]]
+        if extra:
+            raise ConfigError(f"{where}: unknown field {sorted(extra)[0]!r}")
+        return
+    if key not in schemas:
+        raise ConfigError(f"{where}: no schema for apiVersion {key[0]!r} kind {key[1]!r}")
+    try:
+        model = schemas[key].model_validate(resource, strict=True)
+    except pydantic.ValidationError as exc:
+        error = exc.errors()[0]
+        field_path = ".".join(str(p) for p in error["loc"])
+        raise ConfigError(f"{where}: {field_path}: {error['msg']}") from None
+    dropped = _unknown(resource, model.model_dump(by_alias=True, exclude_unset=True, mode="json"), "")
+    if dropped:
+        raise ConfigError(f"{where}: unknown field {dropped!r} (not in the {key[1]} schema; an API server prunes it)")
+
+
+def _check_rules(resource: dict[str, Any]) -> None:
+    where, name = _where(resource), (resource.get("metadata") or {}).get("name", "")
+    if not isinstance(name, str) or len(name) > 63 or not _DNS1035.match(name):
+        raise ConfigError(f"{where}: metadata.name must be a DNS-1035 label of at most 63 characters")
+    spec = resource.get("spec") or {}
+    delivery = spec.get("delivery") or {}
+    for key in ("backoffDelay", "timeout", "retryAfterMax"):
+        if key in delivery and not (isinstance(delivery[key], str) and _DURATION.match(delivery[key])):
+            raise ConfigError(f"{where}: spec.delivery.{key} {delivery[key]!r} is not an ISO-8601 duration")
+    for attr, value in ((spec.get("filter") or {}).get("attributes") or {}).items():
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: spec.filter.attributes.{attr} must be a string, got {value!r}")
+    if resource.get("kind") == "Service":
+        template = spec.get("template") or {}
+        for i, container in enumerate((template.get("spec") or {}).get("containers") or [{}]):
+            if not container.get("image"):
+                raise ConfigError(f"{where}: spec.template.spec.containers[{i}].image is not set")
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
+        low, high = (annotations.get(AUTOSCALING + k, d) for k, d in (("min-scale", "0"), ("max-scale", "0")))
+        if not (low.isdigit() and high.isdigit()) or (int(high) and int(low) > int(high)):
+            raise ConfigError(f"{where}: autoscaling min-scale {low!r} / max-scale {high!r} are not 0 <= min <= max")
+
+
+def _targets(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None]]:
+    """The references a resource's spec makes: subscriber, dead-letter sink, binding sink."""
+    dead_letter = ((spec.get("delivery") or {}).get("deadLetterSink") or {}).get("ref")
+    return [
+        ("spec.subscriber.ref", (spec.get("subscriber") or {}).get("ref")),
+        ("spec.delivery.deadLetterSink.ref", dead_letter),
+        ("spec.sink.ref", (spec.get("sink") or {}).get("ref")),
+    ]
+
+
+def _check_references(resources: list[dict[str, Any]]) -> None:
+    rendered = {
+        (r.get("apiVersion"), r.get("kind"), r["metadata"].get("namespace"), r["metadata"]["name"]) for r in resources
+    }
+    for resource in resources:
+        spec, ns = resource.get("spec") or {}, resource["metadata"].get("namespace")
+        if resource.get("kind") == "Trigger" and (EVENTING, "Broker", ns, spec.get("broker")) not in rendered:
+            raise ConfigError(f"{_where(resource)}: spec.broker {spec.get('broker')!r} is not a rendered Broker")
+        for path, target in _targets(spec):
+            if not target:
+                continue
+            key = (target.get("apiVersion"), target.get("kind"), target.get("namespace", ns), target.get("name"))
+            if key not in rendered:
+                raise ConfigError(f"{_where(resource)}: {path} names {key[1]}/{key[3]}, which is not rendered")
+
+
+def validate(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Check every resource against Knative's schemas and knflow's rules; returns them, or raises ``ConfigError``."""
+    schemas = _schemas()
+    for resource in resources:
+        if not isinstance(resource, dict) or not isinstance(resource.get("metadata"), dict):
+            raise ConfigError(f"{_where(resource)}: a resource must be an object with metadata")
+        _check_schema(resource, schemas)
+        _check_rules(resource)
+    _check_references(resources)
+    return resources

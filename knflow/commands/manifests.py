@@ -1,0 +1,61 @@
+"""``knflow manifests``: print (or write) the Knative resources that run knflow in a cluster, validated."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from knflow.manifests import ManifestOptions, read_func_yaml, render, secret_note, to_yaml
+
+HELP = "print the Kubernetes/Knative manifests (Kafka Broker, Triggers, one Service per function, gateway)"
+
+
+def add_render_options(parser: argparse.ArgumentParser) -> None:
+    """The options ``manifests`` and ``apply`` share."""
+    parser.add_argument("--func-yaml", default="func.yaml", help="the func.yaml naming the image (default ./func.yaml)")
+    parser.add_argument("--namespace", "-n", default=None, help="namespace (default: func.yaml deploy.namespace)")
+    parser.add_argument("--broker", default="knflow", help="Broker name (default knflow)")
+    parser.add_argument("--image", default=None, help="image (default: func.yaml image)")
+    parser.add_argument("--partitions", type=int, default=10, help="Kafka topic partitions")
+    parser.add_argument("--replication-factor", type=int, default=3, help="Kafka topic replication factor")
+    parser.add_argument("--gpu", action="store_true", help="request nvidia.com/gpu: 1 for train and the gateway")
+    parser.add_argument(
+        "--gpu-node-selector", action="append", default=[], metavar="KEY=VALUE", help="node selector for GPU pods"
+    )
+    parser.add_argument("--no-gpu-toleration", action="store_true", help="no nvidia.com/gpu NoSchedule toleration")
+
+
+def options_from(args: argparse.Namespace) -> ManifestOptions:
+    """``ManifestOptions`` from the parsed shared options."""
+    selector = tuple(tuple(item.split("=", 1)) for item in args.gpu_node_selector if "=" in item)
+    return ManifestOptions(
+        namespace=args.namespace,
+        broker=args.broker,
+        image=args.image,
+        partitions=args.partitions,
+        replication_factor=args.replication_factor,
+        gpu=args.gpu,
+        gpu_node_selector=selector,  # type: ignore[arg-type]
+        gpu_toleration=not args.no_gpu_toleration,
+    )
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    add_render_options(parser)
+    parser.add_argument("--output-dir", "-o", default=None, help="write one file per resource here instead")
+
+
+def run(args: argparse.Namespace) -> int:
+    resources = render(args.func_yaml, options_from(args))
+    func = read_func_yaml(args.func_yaml)
+    note = secret_note(func, resources[0]["metadata"]["name"])
+    if not args.output_dir:
+        print(to_yaml(resources, note), end="")
+        return 0
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, resource in enumerate(resources):
+        name = f"{i:02d}-{resource['kind'].lower()}-{resource['metadata']['name']}.yaml"
+        (out / name).write_text(to_yaml([resource], note if i == 0 else ""))
+    print(f"wrote {len(resources)} resources to {out}")
+    return 0

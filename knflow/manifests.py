@@ -1,0 +1,229 @@
+"""knflow on Knative: the Kafka Broker, one Trigger per lifecycle route, one Service per function, the gateway.
+
+``render(func_yaml, options)`` reads the one image and its environment from ``func.yaml`` and composes
+the generic builders of ``infra.knative`` into validated resources. The Triggers are the local
+``lifecycle_triggers`` one-to-one: same names, filters, retry and backoff. Knative's Trigger schema
+(1.17) has no per-attempt ``delivery.timeout``, so the local timeout becomes the subscriber Service's
+``timeoutSeconds`` (train/tune: 1800 s, which needs ``max-revision-timeout-seconds`` >= 1800 in
+Knative's ``config-defaults``). Every Trigger's ``deadLetterSink`` is the ``deadletter`` function's
+Service, which emits ``dev.knflow.step.failed`` into the broker as knflow's own broker does. The
+gateway keeps min-scale 1: it is itself the activator and autoscaler of the model replicas it
+starts, so scaling it to zero would stack Knative's cold start on top of its own and lose its
+scale state.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from eventing.triggers import parse_duration
+from functions.pipeline import ROUTES, lifecycle_functions, lifecycle_triggers
+from infra import knative
+from infra.errors import ConfigError
+from infra.settings import parse_broker_url
+
+PART_OF = {"app.kubernetes.io/part-of": "knflow"}
+FUNCTION_LABELS = PART_OF | {"knflow.dev/component": "function"}
+GATEWAY = "knflow-gateway"
+#: The dead-letter sink of every Trigger: turns Knative's dead letters into step.failed events.
+DEAD_LETTER_FUNCTION = "deadletter"
+_SECRET_REF = re.compile(r"^\{\{\s*secret:([^:\s]+):([^\s}]+)\s*\}\}$")
+_TEMPLATE = re.compile(r"\{\{.*\}\}")
+#: Events in flight per replica: training and tuning use the CPU/GPU of their pod alone.
+CONCURRENCY = {"train": 1, "tune": 4}
+DEFAULT_CONCURRENCY = 10
+
+
+@dataclass(frozen=True)
+class ManifestOptions:
+    """What a cluster user chooses: namespace, broker, image, Kafka topic shape, GPU placement."""
+
+    namespace: str | None = None  # None: func.yaml's deploy.namespace
+    broker: str = "knflow"
+    image: str | None = None  # None: func.yaml's image
+    partitions: int = 10
+    replication_factor: int = 3
+    gpu: bool = False
+    gpu_node_selector: tuple[tuple[str, str], ...] = ()
+    gpu_toleration: bool = True
+
+
+def function_service_name(function: str) -> str:
+    """The Knative Service that hosts ``function``."""
+    return f"knflow-{function}"
+
+
+def broker_ingress(namespace: str, broker: str) -> str:
+    """The Kafka broker's ingress URL for ``namespace/broker``."""
+    return f"http://kafka-broker-ingress.knative-eventing.svc.cluster.local/{namespace}/{broker}"
+
+
+def read_func_yaml(path: str | Path) -> dict[str, Any]:
+    """func.yaml as a dict; ``ConfigError`` when it is missing or has no image."""
+    try:
+        spec = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    if not isinstance(spec, dict) or not spec.get("image"):
+        raise ConfigError(f"{path}: no image set (func.yaml's 'image' names the one image of every function)")
+    return spec
+
+
+def container_env(func: dict[str, Any]) -> list[dict[str, Any]]:
+    """func.yaml's run.envs as container env: ``{{ secret:NAME:KEY }}`` becomes a secretKeyRef."""
+    out = []
+    for item in (func.get("run") or {}).get("envs") or []:
+        name, value = item["name"], str(item.get("value", ""))
+        if name == "KNFLOW_FUNCTION":
+            continue
+        secret = _SECRET_REF.match(value)
+        if secret:
+            out.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret[1], "key": secret[2]}}})
+        elif _TEMPLATE.search(value):
+            raise ConfigError(
+                f"func.yaml run.envs {name}: template {value!r} is not supported; use {{{{ secret:NAME:KEY }}}}"
+            )
+        else:
+            out.append({"name": name, "value": value})
+    return out
+
+
+def _gpu(options: ManifestOptions) -> dict[str, Any]:
+    if not options.gpu:
+        return {}
+    tolerations = (
+        ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},) if options.gpu_toleration else ()
+    )
+    return {
+        "limits": {"nvidia.com/gpu": "1"},
+        "node_selector": dict(options.gpu_node_selector),
+        "tolerations": tolerations,
+    }
+
+
+def _service(func: dict, options: ManifestOptions, ns: str, image: str, **fields: Any) -> dict[str, Any]:
+    deploy = (func.get("deploy") or {}).get("options") or {}
+    scale, requests = deploy.get("scale") or {}, (deploy.get("resources") or {}).get("requests") or {}
+    base = {
+        "namespace": ns,
+        "image": image,
+        "min_scale": int(scale.get("min", 0)),
+        "max_scale": int(scale.get("max", 10)),
+    }
+    base["requests"] = {k: str(v) for k, v in requests.items()}
+    return knative.knative_service(knative.ServiceSpec(**(base | fields)))
+
+
+def function_services(
+    func: dict, options: ManifestOptions, ns: str, image: str, timeouts: dict[str, int]
+) -> list[dict]:
+    """One Knative Service per lifecycle function, all from ``image``; KNFLOW_FUNCTION picks the function."""
+    env, out = container_env(func), []
+    for function in [*lifecycle_functions(), DEAD_LETTER_FUNCTION]:
+        concurrency = CONCURRENCY.get(function, DEFAULT_CONCURRENCY)
+        own = [{"name": "KNFLOW_FUNCTION", "value": function}, {"name": "LISTEN_ADDRESS", "value": "0.0.0.0:8080"}]
+        if function == "deploy":  # deploy reaches the gateway's revision API at KNFLOW_HOST:KNFLOW_GATEWAY_PORT
+            own += [{"name": "KNFLOW_HOST", "value": f"{GATEWAY}.{ns}.svc.cluster.local"}]
+            own += [{"name": "KNFLOW_GATEWAY_PORT", "value": "80"}]
+        gpu = _gpu(options) if function == "train" else {}
+        out.append(_service(
+            func, options, ns, image, name=function_service_name(function), env=tuple(own + env),
+            command=("python", "-m", "functions.host"), labels=FUNCTION_LABELS | {"knflow.dev/function": function},
+            target=concurrency, container_concurrency=concurrency, timeout_seconds=timeouts.get(function, 120), **gpu,
+        ))  # fmt: skip
+    return out
+
+
+def gateway_service(func: dict, options: ManifestOptions, ns: str, image: str) -> dict[str, Any]:
+    """The inference gateway (V2 + control API): min-scale 1, GPU limit and placement with ``--gpu``."""
+    own = [{"name": "KNFLOW_HOST", "value": "0.0.0.0"}, {"name": "KNFLOW_GATEWAY_PORT", "value": "8080"}]
+    return _service(
+        func, options, ns, image, name=GATEWAY, env=tuple(own + container_env(func)), min_scale=1,
+        command=("python", "-m", "serving.gateway"), labels=PART_OF | {"knflow.dev/component": "gateway"},
+        target=100, container_concurrency=0, timeout_seconds=300,
+        readiness_path="/v2/health/ready", liveness_path="/v2/health/live", **_gpu(options),
+    )  # fmt: skip
+
+
+def lifecycle_trigger_resources(ns: str, broker: str, dead_letter: dict) -> tuple[list[dict], dict[str, int]]:
+    """The local lifecycle triggers as Knative Triggers, and each function's request timeout in seconds."""
+    function_of = {name: function for name, function, _ in ROUTES}
+    resources, timeouts = [], {}
+    for local in lifecycle_triggers("http://unused.invalid"):
+        function = function_of[local.name]
+        delivery = local.delivery.to_spec() if local.delivery else {}
+        seconds = int(parse_duration(delivery.pop("timeout", None)) or 300)  # no per-attempt timeout in the schema
+        timeouts[function] = max(timeouts.get(function, 0), seconds)
+        subscriber = knative.ref(knative.SERVING, "Service", function_service_name(function))
+        delivery |= {"deadLetterSink": dead_letter}
+        resources.append(knative.trigger(local.name, ns, broker, local.filter or {}, subscriber, delivery))
+    return resources, timeouts
+
+
+def eventing_resources(func: dict, options: ManifestOptions, ns: str, dead_letter: dict) -> list[dict[str, Any]]:
+    """The namespace, the Kafka broker config and the Broker with the lifecycle's delivery defaults."""
+    envs = {e["name"]: str(e.get("value", "")) for e in (func.get("run") or {}).get("envs") or []}
+    servers = list(parse_broker_url(envs.get("KNFLOW_BROKER", ""), setting="func.yaml KNFLOW_BROKER").servers)
+    defaults = {
+        k: v for k, v in lifecycle_triggers("http://unused.invalid")[0].delivery.to_spec().items() if k != "timeout"
+    }
+    defaults["deadLetterSink"] = dead_letter
+    config = knative.kafka_broker_config(
+        "kafka-broker-config", ns, servers, partitions=options.partitions, replication_factor=options.replication_factor
+    )
+    return [
+        knative.namespace(ns, PART_OF | {"bindings.knative.dev/include": "true"}),
+        config,
+        knative.kafka_broker(options.broker, ns, "kafka-broker-config", defaults),
+    ]
+
+
+def render(func_yaml: str | Path, options: ManifestOptions | None = None) -> list[dict[str, Any]]:
+    """Every resource knflow needs in a cluster, validated, in apply order."""
+    options = options or ManifestOptions()
+    func = read_func_yaml(func_yaml)
+    ns = options.namespace or (func.get("deploy") or {}).get("namespace") or "knflow"
+    image = options.image or func["image"]
+    dls = {"ref": knative.ref(knative.SERVING, "Service", function_service_name(DEAD_LETTER_FUNCTION))}
+    resources = eventing_resources(func, options, ns, dls)
+    triggers, timeouts = lifecycle_trigger_resources(ns, options.broker, dls)
+    resources += function_services(func, options, ns, image, timeouts)
+    resources.append(gateway_service(func, options, ns, image))
+    broker = knative.ref(knative.EVENTING, "Broker", options.broker)
+    resources.append(knative.sink_binding("knflow-functions-sink", ns, FUNCTION_LABELS, broker))
+    return knative.validate(resources + triggers)
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Writes a repeated object out in full: kubectl users read YAML without anchors."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def to_yaml(resources: list[dict[str, Any]], header: str = "") -> str:
+    """Multi-document YAML, one resource per document."""
+    body = "---\n".join(yaml.dump(r, Dumper=_NoAliases, sort_keys=False, default_flow_style=False) for r in resources)
+    return header + body
+
+
+def secret_note(func: dict[str, Any], ns: str) -> str:
+    """A YAML comment naming the Secrets the Services reference (never their values)."""
+    keys: dict[str, list[str]] = {}
+    for item in (func.get("run") or {}).get("envs") or []:
+        match = _SECRET_REF.match(str(item.get("value", "")))
+        if match:
+            keys.setdefault(match[1], []).append(match[2])
+    lines = [
+        f"# kubectl -n {ns} create secret generic {name} " + " ".join(f"--from-literal={k}=..." for k in ks)
+        for name, ks in keys.items()
+    ]
+    return "".join(
+        f"{line}\n"
+        for line in ["# Secrets referenced below (create them first; knflow never renders credentials):", *lines]
+    )

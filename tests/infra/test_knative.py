@@ -1,0 +1,182 @@
+"""infra.knative: builders validate against Knative's CRD schemas; broken resources fail naming kind/name and field."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import orjson
+import pytest
+
+from infra import knative
+from infra.errors import ConfigError, KnflowError
+from infra.kubeapply import apply, client_from_kubeconfig, resource_path
+
+NS = "ml"
+
+
+def _set() -> list[dict]:
+    svc = knative.knative_service(knative.ServiceSpec(name="fn-a", namespace=NS, image="example/img:1", min_scale=0))
+    subscriber = knative.ref(knative.SERVING, "Service", "fn-a")
+    delivery = {"retry": 2, "backoffPolicy": "linear", "backoffDelay": "PT1S"}
+    return [
+        knative.namespace(NS),
+        knative.kafka_broker_config("kafka-broker-config", NS, ["k:9092"]),
+        knative.kafka_broker("b", NS, "kafka-broker-config", dict(delivery)),
+        svc,
+        knative.trigger("t", NS, "b", {"type": "x.y"}, subscriber, delivery),
+        knative.sink_binding("sb", NS, {"app": "a"}, knative.ref(knative.EVENTING, "Broker", "b")),
+    ]
+
+
+def _find(resources: list[dict], kind: str) -> dict:
+    return next(r for r in resources if r["kind"] == kind)
+
+
+def test_rendered_resources_validate_against_knative_schemas() -> None:
+    resources = _set()
+    assert knative.validate(copy.deepcopy(resources)) == resources
+
+
+def test_unknown_field_fails_naming_resource_and_field() -> None:
+    resources = _set()
+    _find(resources, "Trigger")["spec"]["delivery"]["timeoutz"] = "PT1S"
+    with pytest.raises(ConfigError, match=r"Trigger/t: unknown field 'spec\.delivery\.timeoutz'"):
+        knative.validate(resources)
+
+
+def test_unknown_container_field_fails() -> None:
+    resources = _set()
+    _find(resources, "Service")["spec"]["template"]["spec"]["containers"][0]["imagee"] = "x"
+    with pytest.raises(
+        ConfigError, match=r"Service/fn-a: unknown field 'spec\.template\.spec\.containers\[0\]\.imagee'"
+    ):
+        knative.validate(resources)
+
+
+def test_wrong_type_fails_with_schema_path() -> None:
+    resources = _set()
+    _find(resources, "Service")["spec"]["template"]["spec"]["containerConcurrency"] = "1"
+    with pytest.raises(ConfigError, match=r"Service/fn-a: spec\.template\.spec\.containerConcurrency"):
+        knative.validate(resources)
+
+
+def test_bad_duration_fails() -> None:
+    resources = _set()
+    _find(resources, "Trigger")["spec"]["delivery"]["backoffDelay"] = "500ms"
+    with pytest.raises(ConfigError, match=r"Trigger/t: spec\.delivery\.backoffDelay '500ms' is not an ISO-8601"):
+        knative.validate(resources)
+
+
+def test_trigger_pointing_at_missing_service_fails() -> None:
+    resources = _set()
+    _find(resources, "Trigger")["spec"]["subscriber"]["ref"]["name"] = "fn-missing"
+    with pytest.raises(ConfigError, match=r"Trigger/t: spec\.subscriber\.ref names Service/fn-missing"):
+        knative.validate(resources)
+
+
+def test_trigger_on_missing_broker_fails() -> None:
+    resources = _set()
+    _find(resources, "Trigger")["spec"]["broker"] = "other"
+    with pytest.raises(ConfigError, match=r"Trigger/t: spec\.broker 'other'"):
+        knative.validate(resources)
+
+
+@pytest.mark.parametrize("name", ["s" * 64, "Upper", "1abc", "a_b"])
+def test_bad_names_fail(name: str) -> None:
+    resources = _set()
+    _find(resources, "Service")["metadata"]["name"] = name
+    with pytest.raises(ConfigError, match="DNS-1035"):
+        knative.validate(resources)
+
+
+def test_non_string_filter_attribute_and_missing_image_fail() -> None:
+    resources = _set()
+    _find(resources, "Trigger")["spec"]["filter"]["attributes"]["mode"] = 1
+    with pytest.raises(ConfigError, match=r"filter\.attributes\.mode must be a string"):
+        knative.validate(resources)
+    resources = _set()
+    _find(resources, "Service")["spec"]["template"]["spec"]["containers"][0]["image"] = ""
+    with pytest.raises(ConfigError, match=r"containers\[0\]\.image is not set"):
+        knative.validate(resources)
+
+
+def test_min_scale_above_max_scale_fails() -> None:
+    spec = knative.ServiceSpec(name="fn-a", namespace=NS, image="i", min_scale=5, max_scale=2)
+    resources = [r if r["kind"] != "Service" else knative.knative_service(spec) for r in _set()]
+    with pytest.raises(ConfigError, match="min-scale '5' / max-scale '2'"):
+        knative.validate(resources)
+
+
+def test_resource_paths() -> None:
+    resources = {r["kind"]: r for r in _set()}
+    assert resource_path(resources["Namespace"]) == "/api/v1/namespaces/ml"
+    assert resource_path(resources["ConfigMap"]) == "/api/v1/namespaces/ml/configmaps/kafka-broker-config"
+    assert resource_path(resources["Service"]) == "/apis/serving.knative.dev/v1/namespaces/ml/services/fn-a"
+    assert resource_path(resources["SinkBinding"]) == "/apis/sources.knative.dev/v1/namespaces/ml/sinkbindings/sb"
+
+
+@pytest.mark.parametrize("content", [None, "", "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\n"])
+def test_kubeconfig_without_cluster_fails_naming_it(tmp_path, content) -> None:
+    path = tmp_path / "kubeconfig"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=f"kubeconfig {path}"):
+        client_from_kubeconfig(path)
+
+
+class _FakeApiServer(BaseHTTPRequestHandler):
+    """Records each request; answers 200, or 422 for a resource named 'refused'."""
+
+    seen: list = []
+
+    def do_PATCH(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append((self.path, self.headers["Content-Type"], orjson.loads(body)))
+        status = 422 if self.path.split("?")[0].endswith("/refused") else 200
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"message": "invalid"}' if status == 422 else body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def api_server(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeApiServer)
+    _FakeApiServer.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: k, cluster: {{server: 'http://127.0.0.1:{server.server_port}'}}}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\nusers: [{name: u, user: {token: t}}]\n"
+    )
+    yield kubeconfig
+    server.shutdown()
+
+
+def test_apply_sends_server_side_apply_patches(api_server) -> None:
+    resources = _set()
+    with client_from_kubeconfig(api_server) as client:
+        applied = apply(resources, client)
+    assert applied == [f"{r['kind']}/{r['metadata']['name']}" for r in resources]
+    paths = [p.split("?")[0] for p, _, _ in _FakeApiServer.seen]
+    assert paths == [resource_path(r) for r in resources]
+    assert all("fieldManager=knflow" in p and "force=true" in p for p, _, _ in _FakeApiServer.seen)
+    assert {ct for _, ct, _ in _FakeApiServer.seen} == {"application/apply-patch+yaml"}
+    assert [b for _, _, b in _FakeApiServer.seen] == resources
+
+
+def test_apply_refusal_names_the_resource(api_server) -> None:
+    resources = _set()
+    _find(resources, "Service")["metadata"]["name"] = "refused"
+    with (
+        client_from_kubeconfig(api_server) as client,
+        pytest.raises(KnflowError, match=r"Service/refused refused: HTTP 422"),
+    ):
+        apply(resources, client)
