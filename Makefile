@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/knflow demo
 
 test: $(STAMP)
+	bash scripts/system-deps.sh
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
