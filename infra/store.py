@@ -7,7 +7,10 @@ Backends: ``file://`` (``infra.store_file``) and ``s3://`` (``infra.store_s3``),
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -181,6 +184,20 @@ def read_verified(store: ArtifactStore, key: str) -> bytes:
     """Shared ``get`` implementation: read through ``open`` so the digest is checked."""
     with store.open(key) as reader:
         return reader.read()
+
+
+def download_verified(store: ArtifactStore, key: str, dest: Path) -> None:
+    """Shared ``download`` implementation: stream to a temporary file beside ``dest``, verified, then rename."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out, store.open(key) as reader:
+            shutil.copyfileobj(reader, out, CHUNK)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def open_store(location: StoreLocation | str) -> ArtifactStore:

@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from infra.store import (
     ObjectInfo,
     PutListener,
     Source,
+    download_verified,
     iter_source,
     read_verified,
     validate_key,
@@ -198,16 +198,7 @@ class FileStore:
 
     def download(self, key: str, dest: Path) -> ObjectInfo:
         info = self.stat(key)
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-        try:
-            with os.fdopen(fd, "wb") as out, self.open(key) as reader:
-                shutil.copyfileobj(reader, out, CHUNK)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        download_verified(self, key, dest)
         return info
 
     def exists(self, key: str) -> bool:

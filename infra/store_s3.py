@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -21,11 +20,11 @@ from minio.error import S3Error
 from infra.errors import KnflowError, NotFound, Unavailable
 from infra.settings import StoreLocation
 from infra.store import (
-    CHUNK,
     HashingReader,
     ObjectInfo,
     PutListener,
     Source,
+    download_verified,
     iter_source,
     read_verified,
     validate_key,
@@ -230,16 +229,7 @@ class S3Store:
         return read_verified(self, key)
 
     def download(self, key: str, dest: Path) -> ObjectInfo:
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-        try:
-            with os.fdopen(fd, "wb") as out, self.open(key) as reader:
-                shutil.copyfileobj(reader, out, CHUNK)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        download_verified(self, key, dest)
         return self.stat(key)
 
     def exists(self, key: str) -> bool:

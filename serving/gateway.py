@@ -18,39 +18,21 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from infra.errors import KnflowError, NotFound, PayloadTooLarge
+from infra.http import error_middleware, json_response
 from infra.settings import Settings
 from infra.store import ArtifactStore
 from serving.activator import RevisionPool
 from serving.autoscaler import ScalePolicy
 from serving.metrics import Metrics
-from serving.protocol import error_body
 from serving.registry import ModelCard, ModelRegistry
 from serving.replicas import Zygote
 from serving.revisions import Revision, Router, ServingState, load_states
 
 log = logging.getLogger(__name__)
 TAG_HEADER = "x-knflow-tag"
-
-
-def json_response(data: object, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
-
-
-@web.middleware
-async def errors(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    """The one place errors become HTTP answers: ``{"error": "..."}`` with the error's status."""
-    try:
-        return await handler(request)
-    except KnflowError as exc:
-        return web.Response(body=error_body(exc.message), status=exc.status, content_type="application/json")
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return web.Response(body=error_body(exc.reason), status=exc.status, content_type="application/json")
 
 
 class Gateway:
@@ -86,7 +68,7 @@ class Gateway:
     def app(self) -> web.Application:
         from serving import control
 
-        app = web.Application(middlewares=[errors], client_max_size=self.settings.serving.max_request_bytes)
+        app = web.Application(middlewares=[error_middleware()], client_max_size=self.settings.serving.max_request_bytes)
         r = app.router
         r.add_get("/v2", self.server_metadata)
         r.add_get("/v2/health/live", self.live)

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 from aiohttp import web
 
 from eventing.client import publish_async
-from infra.errors import KnflowError, NotFound, Unavailable
+from infra.errors import NotFound, Unavailable
+from infra.http import error_middleware, json_response
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
 from knflow.dashboard import catalog, runs
@@ -39,23 +39,6 @@ from serving.registry import ModelRegistry
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 BACKEND_TIMEOUT_S = 5.0
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
-
-
-@web.middleware
-async def errors(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    """The one place errors become HTTP answers: ``{"error": reason}`` with the error's status."""
-    try:
-        return await handler(request)
-    except KnflowError as exc:
-        return json_response({"error": exc.message}, exc.status)
-    except web.HTTPException as exc:
-        if exc.status < 400 or not request.path.startswith("/api/"):
-            raise
-        return json_response({"error": exc.reason}, exc.status)
 
 
 class Dashboard:
@@ -108,7 +91,7 @@ class Dashboard:
         await self.stop()
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[errors])
+        app = web.Application(middlewares=[error_middleware("/api/")])
         app.add_routes(
             [
                 web.get("/", self.index),
