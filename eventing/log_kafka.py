@@ -41,6 +41,11 @@ GROUP_TIMEOUTS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "ma
 FETCH = {"fetch_max_wait_ms": 20}  # the broker answers a fetch within 20 ms even with little data: low latency
 
 
+def _resolve(future: asyncio.Future, error: BaseException | None) -> None:
+    if not future.done():
+        future.set_result(error)
+
+
 class KafkaEventLog:
     """``EventLog`` on the topic ``location.topic`` of the Kafka cluster at ``location.servers``."""
 
@@ -67,21 +72,32 @@ class KafkaEventLog:
             raise Unavailable(f"Kafka at {','.join(self.servers)} is not reachable: {exc}") from None
 
     async def append(self, events: Sequence[CloudEvent]) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._send, list(events))
+        loop = asyncio.get_running_loop()
+        # send() only queues (in a thread: it may block on metadata); the acks are awaited on the loop,
+        # so no thread waits out a broker round trip and appends from many requests batch together
+        sent = await loop.run_in_executor(self._pool, self._send, list(events))
+        waits = []
+        for record in sent:
+            done = loop.create_future()
+            record.add_callback(lambda _, done=done: loop.call_soon_threadsafe(_resolve, done, None))
+            record.add_errback(lambda exc, done=done: loop.call_soon_threadsafe(_resolve, done, exc))
+            waits.append(done)
+        for error in await asyncio.gather(*waits):
+            if error is not None:
+                raise Unavailable(f"Kafka did not store the event: {error}")
         self._appended.set()
         self._appended = asyncio.Event()
 
-    def _send(self, events: list[CloudEvent]) -> None:
+    def _send(self, events: list[CloudEvent]) -> list[Any]:
         assert self._producer is not None
         try:
-            futures = []
+            out = []
             for event in events:
                 key, headers, value = to_kafka(event)
-                futures.append(self._producer.send(self.topic, key=key, value=value, headers=headers))
-            for future in futures:
-                future.get(timeout=30)
+                out.append(self._producer.send(self.topic, key=key, value=value, headers=headers))
+            return out
         except KafkaError as exc:
-            raise Unavailable(f"Kafka did not store the event: {exc}") from None
+            raise Unavailable(f"Kafka did not take the event: {exc}") from None
 
     def consumer(self, group: str) -> KafkaGroupConsumer:
         return KafkaGroupConsumer(self, group)
