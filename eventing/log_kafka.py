@@ -35,6 +35,7 @@ from infra.settings import BrokerLocation
 log = logging.getLogger(__name__)
 
 PARTITIONS = 4
+ACK_TIMEOUT_S = 30.0
 COMMIT_DELAY_S = 0.02
 # a group joins in ~3 s with a low rebalance timeout (kafka-python's defaults take ~23 s)
 GROUP_TIMEOUTS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 3000}
@@ -82,7 +83,11 @@ class KafkaEventLog:
             record.add_callback(lambda _, done=done: loop.call_soon_threadsafe(_resolve, done, None))
             record.add_errback(lambda exc, done=done: loop.call_soon_threadsafe(_resolve, done, exc))
             waits.append(done)
-        for error in await asyncio.gather(*waits):
+        try:
+            errors = await asyncio.wait_for(asyncio.gather(*waits), ACK_TIMEOUT_S)
+        except TimeoutError:
+            raise Unavailable(f"Kafka did not acknowledge the event within {ACK_TIMEOUT_S:g}s") from None
+        for error in errors:
             if error is not None:
                 raise Unavailable(f"Kafka did not store the event: {error}")
         self._appended.set()
