@@ -104,14 +104,18 @@ class KafkaEventLog:
         except KafkaError as exc:
             raise Unavailable(f"Kafka did not take the event: {exc}") from None
 
+    def group_id(self, trigger: str) -> str:
+        """The Kafka consumer group of a trigger: scoped by topic, so brokers sharing a cluster never collide."""
+        return f"knflow.{self.topic}.{trigger}"
+
     def consumer(self, group: str) -> KafkaGroupConsumer:
-        return KafkaGroupConsumer(self, group)
+        return KafkaGroupConsumer(self, self.group_id(group))
 
     async def drop_group(self, group: str) -> None:
         def drop() -> None:
             admin = KafkaAdminClient(bootstrap_servers=self.servers, client_id="knflow-broker")
             try:
-                admin.delete_groups([group])
+                admin.delete_groups([self.group_id(group)])
             except (KafkaError, NotImplementedError, AttributeError) as exc:
                 log.warning("could not delete consumer group %s: %s", group, exc)
             finally:
