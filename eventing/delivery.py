@@ -19,12 +19,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import from_http
 from eventing.events import STEP_FAILED, InvalidEvent, describe, new_event
+from eventing.http1 import Http1Pool
 from eventing.triggers import DeliverySpec, Trigger
 from eventing.wire import to_http_binary
 
@@ -67,10 +69,11 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class Deliverer:
-    """Sends events to subscribers over one shared aiohttp session; ``publish`` puts events into the broker."""
+    """Sends events to subscribers (``eventing.http1`` for http://, aiohttp otherwise); ``publish`` feeds the broker."""
 
     def __init__(self, session: aiohttp.ClientSession, publish: Publish, default_timeout: float = 30.0):
         self.session, self.publish, self.default_timeout = session, publish, default_timeout
+        self.pool = Http1Pool()  # plain http:// deliveries; aiohttp (``session``) for the rest
 
     async def deliver(self, trigger: Trigger, event: CloudEvent) -> Attempt:
         """Deliver with retries; publish the reply, or dead-letter and report the failure."""
@@ -106,18 +109,17 @@ class Deliverer:
 
     async def attempt(self, url: str, headers: dict[str, str], body: bytes, spec: DeliverySpec) -> Attempt:
         """One POST; never raises for delivery failures."""
-        timeout = aiohttp.ClientTimeout(total=float(spec.timeout or self.default_timeout))  # type: ignore[arg-type]
+        timeout = float(spec.timeout or self.default_timeout)  # type: ignore[arg-type]
         try:
-            async with self.session.post(url, data=body, headers=headers, timeout=timeout) as resp:
-                payload = await resp.read()
-                if not 200 <= resp.status < 300:
-                    return Attempt(
-                        resp.status, payload, resp.reason or "", _retry_after(resp.headers.get("Retry-After"))
-                    )
-                return Attempt(resp.status, payload, reply=_reply(resp.headers, payload))
+            if self.pool.handles(url):
+                resp = await self.pool.post(url, headers, body, timeout)
+                return _attempt(resp.status, resp.reason, resp.headers, resp.body)
+            client_timeout = aiohttp.ClientTimeout(total=timeout)
+            async with self.session.post(url, data=body, headers=headers, timeout=client_timeout) as r:
+                return _attempt(r.status, r.reason or "", r.headers, await r.read())
         except TimeoutError:
-            return Attempt(0, error=f"timed out after {timeout.total:g}s")
-        except aiohttp.ClientError as exc:
+            return Attempt(0, error=f"timed out after {timeout:g}s")
+        except (aiohttp.ClientError, OSError) as exc:
             return Attempt(0, error=f"{type(exc).__name__}: {exc}")
 
     async def _fail(self, trigger: Trigger, event: CloudEvent, spec: DeliverySpec, result: Attempt, attempts: int):
@@ -142,6 +144,12 @@ class Deliverer:
                 break
             await asyncio.sleep(self._delay(spec, retry, outcome))
         log.error("dead-letter sink %s refused %s: status %s", spec.dead_letter_sink, describe(event), outcome.status)
+
+
+def _attempt(status: int, reason: str, headers: Any, body: bytes) -> Attempt:
+    if not 200 <= status < 300:
+        return Attempt(status, body, reason, _retry_after(headers.get("Retry-After") or headers.get("retry-after")))
+    return Attempt(status, body, reply=_reply(headers, body))
 
 
 def _reply(headers: object, body: bytes) -> CloudEvent | None:

@@ -35,10 +35,16 @@ from infra.settings import BrokerLocation
 log = logging.getLogger(__name__)
 
 PARTITIONS = 4
+ACK_TIMEOUT_S = 30.0
 COMMIT_DELAY_S = 0.02
 # a group joins in ~3 s with a low rebalance timeout (kafka-python's defaults take ~23 s)
 GROUP_TIMEOUTS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 3000}
 FETCH = {"fetch_max_wait_ms": 20}  # the broker answers a fetch within 20 ms even with little data: low latency
+
+
+def _resolve(future: asyncio.Future, error: BaseException | None) -> None:
+    if not future.done():
+        future.set_result(error)
 
 
 class KafkaEventLog:
@@ -67,30 +73,49 @@ class KafkaEventLog:
             raise Unavailable(f"Kafka at {','.join(self.servers)} is not reachable: {exc}") from None
 
     async def append(self, events: Sequence[CloudEvent]) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._send, list(events))
+        loop = asyncio.get_running_loop()
+        # send() only queues (in a thread: it may block on metadata); the acks are awaited on the loop,
+        # so no thread waits out a broker round trip and appends from many requests batch together
+        sent = await loop.run_in_executor(self._pool, self._send, list(events))
+        waits = []
+        for record in sent:
+            done = loop.create_future()
+            record.add_callback(lambda _, done=done: loop.call_soon_threadsafe(_resolve, done, None))
+            record.add_errback(lambda exc, done=done: loop.call_soon_threadsafe(_resolve, done, exc))
+            waits.append(done)
+        try:
+            errors = await asyncio.wait_for(asyncio.gather(*waits), ACK_TIMEOUT_S)
+        except TimeoutError:
+            raise Unavailable(f"Kafka did not acknowledge the event within {ACK_TIMEOUT_S:g}s") from None
+        for error in errors:
+            if error is not None:
+                raise Unavailable(f"Kafka did not store the event: {error}")
         self._appended.set()
         self._appended = asyncio.Event()
 
-    def _send(self, events: list[CloudEvent]) -> None:
+    def _send(self, events: list[CloudEvent]) -> list[Any]:
         assert self._producer is not None
         try:
-            futures = []
+            out = []
             for event in events:
                 key, headers, value = to_kafka(event)
-                futures.append(self._producer.send(self.topic, key=key, value=value, headers=headers))
-            for future in futures:
-                future.get(timeout=30)
+                out.append(self._producer.send(self.topic, key=key, value=value, headers=headers))
+            return out
         except KafkaError as exc:
-            raise Unavailable(f"Kafka did not store the event: {exc}") from None
+            raise Unavailable(f"Kafka did not take the event: {exc}") from None
+
+    def group_id(self, trigger: str) -> str:
+        """The Kafka consumer group of a trigger: scoped by topic, so brokers sharing a cluster never collide."""
+        return f"knflow.{self.topic}.{trigger}"
 
     def consumer(self, group: str) -> KafkaGroupConsumer:
-        return KafkaGroupConsumer(self, group)
+        return KafkaGroupConsumer(self, self.group_id(group))
 
     async def drop_group(self, group: str) -> None:
         def drop() -> None:
             admin = KafkaAdminClient(bootstrap_servers=self.servers, client_id="knflow-broker")
             try:
-                admin.delete_groups([group])
+                admin.delete_groups([self.group_id(group)])
             except (KafkaError, NotImplementedError, AttributeError) as exc:
                 log.warning("could not delete consumer group %s: %s", group, exc)
             finally:

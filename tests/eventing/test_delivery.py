@@ -21,7 +21,8 @@ from tests.eventing.conftest import reply_with
 
 async def post(broker, event, structured: bool = False) -> int:
     headers, body = (to_http_structured if structured else to_http_binary)(event)
-    async with aiohttp.ClientSession() as s, s.post(broker.url + "/", data=body, headers=headers) as r:
+    timeout = aiohttp.ClientTimeout(total=40)
+    async with aiohttp.ClientSession(timeout=timeout) as s, s.post(broker.url + "/", data=body, headers=headers) as r:
         return r.status
 
 

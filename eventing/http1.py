@@ -1,0 +1,196 @@
+"""A small HTTP/1.1 keep-alive client for the broker's deliveries: one POST, one response, pooled connections.
+
+aiohttp's client costs more CPU per request than the rest of the broker's work for an event;
+delivery needs only a fraction of it (plain ``http://``, POST, a small response read whole).
+Responses with Content-Length, chunked bodies, or bodies delimited by connection close are read;
+1xx interim responses are skipped. A request that fails on a reused idle connection before any
+response byte arrived is sent once more on a fresh connection (the server had closed it).
+``https://`` URLs are not handled here (``Deliverer`` uses aiohttp for them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class Response:
+    """Status, lower-cased headers and the whole body."""
+
+    status: int
+    reason: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._buf = bytearray()
+        self._waiter: asyncio.Future | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._status: int | None = None
+        self._reason = ""
+        self._headers: dict[str, str] = {}
+        self._length: int | None = None
+        self._chunked = False
+        self._until_close = False
+        self._body = bytearray()
+        self.got_bytes = False
+        self.reusable = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._waiter is not None and not self._waiter.done():
+            if self._until_close and self._status is not None:
+                self._finish(keep=False)
+            else:
+                self._waiter.set_exception(ConnectionResetError("connection closed before the response was complete"))
+
+    def request(self, data: bytes) -> asyncio.Future:
+        self._reset()
+        self._waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(data)  # type: ignore[union-attr]
+        return self._waiter
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None or self._waiter.done():
+            self.transport.close()  # type: ignore[union-attr]  # bytes nobody asked for: do not reuse
+            return
+        self.got_bytes = True
+        self._buf += data
+        try:
+            self._parse()
+        except (ValueError, IndexError) as exc:
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_exception(ConnectionError(f"malformed HTTP response: {exc}"))
+            self.transport.close()  # type: ignore[union-attr]
+
+    def _parse(self) -> None:
+        buf = self._buf
+        while self._status is None:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+            del buf[: end + 4]
+            _, status, *reason = lines[0].split(" ", 2)
+            if 100 <= int(status) < 200:
+                continue
+            self._status, self._reason = int(status), reason[0] if reason else ""
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                self._headers[name.strip().lower()] = value.strip()
+            if self._status in (204, 304):
+                self._length = 0  # no body by definition, whatever the headers say
+            elif "chunked" in self._headers.get("transfer-encoding", "").lower():
+                self._chunked = True
+            elif "content-length" in self._headers:
+                self._length = int(self._headers["content-length"])
+            else:
+                self._until_close = True
+        if self._chunked:
+            self._parse_chunks()
+        elif self._length is not None and len(buf) >= self._length:
+            self._body += buf[: self._length]
+            del buf[: self._length]
+            self._finish(keep=True)
+        elif self._until_close:
+            self._body += buf
+            buf.clear()
+
+    def _parse_chunks(self) -> None:
+        buf = self._buf
+        while True:
+            line_end = buf.find(b"\r\n")
+            if line_end < 0:
+                return
+            size = int(bytes(buf[:line_end]).split(b";", 1)[0], 16)
+            if size == 0:
+                trailer_end = buf.find(b"\r\n\r\n", line_end)
+                if trailer_end < 0 and buf[line_end : line_end + 4] != b"\r\n\r\n":
+                    return
+                del buf[: (trailer_end if trailer_end >= 0 else line_end) + 4]
+                self._finish(keep=True)
+                return
+            if len(buf) < line_end + 2 + size + 2:
+                return
+            self._body += buf[line_end + 2 : line_end + 2 + size]
+            del buf[: line_end + 2 + size + 2]
+
+    def _finish(self, keep: bool) -> None:
+        if keep and self._headers.get("connection", "").lower() == "close":
+            keep = False
+        response = Response(self._status or 0, self._reason, self._headers, bytes(self._body))
+        self.reusable = keep and not self.closed
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(response)
+
+
+class Http1Pool:
+    """Keep-alive connections per (host, port), reused most-recent first."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._targets: dict[str, tuple[str, int, bytes]] = {}
+
+    def handles(self, url: str) -> bool:
+        return url.startswith("http://")
+
+    def _target(self, url: str) -> tuple[str, int, bytes]:
+        target = self._targets.get(url)
+        if target is None:
+            parts = urlsplit(url)
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            port = parts.port or 80
+            target = (parts.hostname or "", port, f"{path} HTTP/1.1\r\nHost: {parts.netloc}\r\n".encode())
+            if len(self._targets) < 10_000:
+                self._targets[url] = target
+        return target
+
+    async def post(self, url: str, headers: dict[str, str], body: bytes, timeout: float) -> Response:
+        """POST ``body``; raises ``TimeoutError`` or ``OSError``/``ConnectionError`` on failure."""
+        host, port, start = self._target(url)
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        data = b"POST " + start + f"Content-Length: {len(body)}\r\n{head}\r\n".encode() + body
+        async with asyncio.timeout(timeout):
+            conn, reused = await self._acquire(host, port)
+            try:
+                try:
+                    response = await conn.request(data)
+                except ConnectionError:
+                    if not reused or conn.got_bytes:
+                        raise
+                    conn, _ = await self._acquire(host, port, fresh=True)  # the server had closed the idle one
+                    response = await conn.request(data)
+            except BaseException:
+                conn.transport.close()  # type: ignore[union-attr]
+                raise
+        if conn.reusable:
+            self._idle.setdefault((host, port), []).append(conn)
+        else:
+            conn.transport.close()  # type: ignore[union-attr]
+        return response
+
+    async def _acquire(self, host: str, port: int, fresh: bool = False) -> tuple[_Connection, bool]:
+        idle = self._idle.get((host, port))
+        while idle and not fresh:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn, True
+        _, conn = await asyncio.get_running_loop().create_connection(_Connection, host, port)
+        return conn, False
+
+    async def close(self) -> None:
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.transport.close()  # type: ignore[union-attr]
+        self._idle.clear()

@@ -1,0 +1,64 @@
+"""The broker's small HTTP/1.1 delivery client against a real aiohttp server: framing, keep-alive, failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp import web
+
+from eventing.http1 import Http1Pool
+from infra.localservices import free_port
+
+
+@pytest.fixture
+async def server():
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        kind = request.match_info["kind"]
+        if kind == "nocontent":
+            return web.Response(status=204)
+        if kind == "chunked":
+            resp = web.StreamResponse(status=200)
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            for part in (b"ab", b"", b"cd" * 5000):
+                if part:
+                    await resp.write(part)
+            await resp.write_eof()
+            return resp
+        if kind == "close":
+            return web.Response(status=500, body=b"bye", headers={"Connection": "close"})
+        if kind == "slow":
+            await asyncio.sleep(1)
+        return web.Response(status=200, body=body[::-1], headers={"ce-id": "1"})
+
+    app = web.Application()
+    app.router.add_post("/{kind}", handle)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=0.3)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+async def test_framing_keepalive_and_failures(server):
+    pool = Http1Pool()
+    try:
+        echo = await pool.post(f"{server}/echo?x=1", {"content-type": "text/plain"}, b"hello", 5)
+        assert (echo.status, echo.body, echo.headers["ce-id"]) == (200, b"olleh", "1")
+        assert (await pool.post(f"{server}/nocontent", {}, b"x", 5)).status == 204
+        chunked = await pool.post(f"{server}/chunked", {}, b"", 5)
+        assert chunked.body == b"ab" + b"cd" * 5000
+        closed = await pool.post(f"{server}/close", {}, b"", 5)
+        assert (closed.status, closed.body) == (500, b"bye")
+        results = await asyncio.gather(*(pool.post(f"{server}/echo", {}, str(i).encode(), 5) for i in range(50)))
+        assert [r.body for r in results] == [str(i).encode()[::-1] for i in range(50)]
+        await asyncio.sleep(0.6)  # the server closes idle keep-alive connections; the pool must not fail
+        assert (await pool.post(f"{server}/echo", {}, b"ab", 5)).body == b"ba"
+        with pytest.raises(TimeoutError):
+            await pool.post(f"{server}/slow", {}, b"", 0.2)
+        with pytest.raises(OSError):
+            await pool.post(f"http://127.0.0.1:{free_port()}/", {}, b"", 2)
+    finally:
+        await pool.close()
