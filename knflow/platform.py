@@ -128,8 +128,11 @@ class Platform:
         )
 
     def install_triggers(self) -> None:
-        """PUT the lifecycle's triggers on the broker (idempotent: each replaces its namesake)."""
-        http = urllib3.PoolManager(retries=False, timeout=5.0)
+        """PUT the lifecycle's triggers on the broker (idempotent: each replaces its namesake).
+
+        On Kafka each new trigger joins a consumer group before the broker answers, which takes seconds.
+        """
+        http = urllib3.PoolManager(retries=False, timeout=60.0)
         for trigger in lifecycle_triggers(self.url("functions")):
             answer = http.request(
                 "PUT",
