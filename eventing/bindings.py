@@ -127,7 +127,9 @@ def from_http(headers: Mapping[str, str], body: bytes) -> CloudEvent:
         _check_required({k[3:]: v for k, v in lowered.items() if k.startswith("ce-")}, "header ce-")
         try:
             event = ce_http.from_binary(ce_http.HTTPMessage(lowered, body), FORMAT, _build_factory)
-        except BaseCloudEventException as exc:
+        except (BaseCloudEventException, ValueError) as exc:  # ValueError: e.g. dateutil on a bad ce-time
+            if isinstance(exc, InvalidEvent):
+                raise
             raise InvalidEvent(f"not a valid CloudEvent: {exc}") from None
         return event
     if content_type.startswith(BATCH_CONTENT_TYPE):

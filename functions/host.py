@@ -30,8 +30,9 @@ from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import to_http_binary
 from eventing.events import RUNID, new_event
+from eventing.wire import from_http as decode
+from eventing.wire import to_http_binary as encode
 from functions.asgi import AsgiFunction, make_scope
-from functions.codec import decode, encode
 from functions.context import Context, Runtime
 from functions.loader import load_function
 from infra.errors import KnflowError, PayloadTooLarge

@@ -239,28 +239,3 @@ async def test_malformed_binary_event_gets_400_naming_the_problem(start_host, ht
     async with http.post(url, data=b"{}", headers=headers) as response:
         assert response.status == 400
         assert reason in (await response.json())["error"]
-
-
-def test_fast_codec_agrees_with_the_reference_bindings():
-    from multidict import CIMultiDict
-
-    from eventing.bindings import from_http, to_http_binary
-    from functions.codec import decode, encode
-
-    event = new_event("test.x", "/tests", {"n": 1, "s": "é"}, subject="sub", runid="run-1")
-    headers, body = to_http_binary(event)
-    parsed = decode(CIMultiDict(headers), body)
-    reference = from_http(CIMultiDict(headers), body)
-    assert parsed.get_attributes() == reference.get_attributes()
-    assert parsed.get_data() == reference.get_data()
-    assert encode(parsed) == to_http_binary(parsed)
-    text = new_event("test.t", "/tests", "plain", datacontenttype="text/plain", extensions={"note": "50% off"})
-    assert encode(text) == to_http_binary(text)
-
-
-async def test_ctx_log_records_carry_the_event_runid(start_host, http, caplog):
-    url = await start_host(str(FIXTURES / "sync_step.py"))
-    with caplog.at_level("INFO"):
-        status, _, _ = await post_event(http, url, "test.compute", runid="run-logged")
-    assert status == 200
-    assert [r.runid for r in caplog.records if r.getMessage() == "computing"] == ["run-logged"]
