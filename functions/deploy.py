@@ -1,6 +1,8 @@
 """Deploy: on model.registered, apply the run's deployment policy and roll the model out through the serving API.
 
-The policy is plain functions (``decide``, ``judge_canary``); the HTTP calls sit in ``rollout`` and ``watch_canary``.
+The policy is plain functions (``decide``); the HTTP call sits in ``rollout``. A canary carries the policy's
+thresholds to serving, whose gateway judges it (``serving.rollout.judge_canary``, the one rule), promotes or rolls
+it back, and publishes its own ``model.deployed`` event under this run's runid.
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.events import MODEL_DEPLOYED, MODEL_REGISTERED, new_event, runid_of
+from eventing.events import MODEL_DEPLOYED, MODEL_REGISTERED, TRACEPARENT, new_event, runid_of
 from functions.register import open_registry
 from functions.runoptions import load_options
 from infra.errors import InvalidRequest, NotFound
+from serving.rollout import PROMOTE, ROLLBACK, WAIT, judge_canary
 
+__all__ = ["PROMOTE", "ROLLBACK", "WAIT", "Decision", "DeployPolicy", "decide", "handle", "judge_canary"]
 SOURCE = "/knflow/functions/deploy"
 PRODUCTION = "production"
-PROMOTE, ROLLBACK, WAIT = "promote", "rollback", "wait"
 
 
 @dataclass(frozen=True)
@@ -76,15 +79,6 @@ def decide(policy: DeployPolicy, candidate: dict[str, float], production: dict[s
     )
 
 
-def judge_canary(policy: DeployPolicy, requests: int, errors: int) -> str:
-    """promote after enough good requests; roll back once the error rate is above the limit; else wait."""
-    if requests > 0 and errors / requests > policy.max_error_rate and errors >= 2:
-        return ROLLBACK
-    if requests >= policy.promote_after_requests:
-        return PROMOTE
-    return WAIT
-
-
 def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
     """model.registered → model.deployed (None when the policy says not to deploy)."""
     if event.get_type() != MODEL_REGISTERED:
@@ -107,7 +101,7 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
         "name": name,
         "version": version,
         "decision": decision.reason,
-        **rollout(ctx.settings, name, version, decision),
+        **rollout(ctx.settings, name, version, decision, policy, event),
     }
     if decision.percent == 100:  # no canary phase: this version is production now
         open_registry(ctx.store).set_alias(name, PRODUCTION, version, actor="deploy", reason=decision.reason)
@@ -128,13 +122,25 @@ def serving_url(settings: Any) -> str:
     return f"http://{settings.host}:{settings.gateway_port}"
 
 
-def rollout(settings: Any, name: str, version: Any, decision: Decision) -> dict[str, Any]:
-    """Create a serving revision taking the decided share of traffic → the event's revision/endpoint fields."""
+def rollout(
+    settings: Any, name: str, version: Any, decision: Decision, policy: DeployPolicy, cause: CloudEvent
+) -> dict[str, Any]:
+    """Create a serving revision taking the decided share of traffic → the event's revision/endpoint fields.
+
+    A canary goes with the policy's thresholds; serving settles it and announces the outcome under this run.
+    """
     from serving.client import ServingClient
 
     canary = decision.percent < 100
+    thresholds = {"promote_after_requests": policy.promote_after_requests, "max_error_rate": policy.max_error_rate}
     reply = ServingClient(serving_url(settings)).deploy(
-        name, version, percent=decision.percent, tag="canary" if canary else None
+        name,
+        version,
+        percent=decision.percent,
+        tag="canary" if canary else None,
+        rollout=thresholds if canary else None,
+        runid=runid_of(cause),
+        traceparent=cause.get_extension(TRACEPARENT) if canary else None,
     )
     return {
         "revision": reply["revision"],
@@ -142,17 +148,3 @@ def rollout(settings: Any, name: str, version: Any, decision: Decision) -> dict[
         "canary": canary,
         "endpoint": reply.get("endpoint") or f"{serving_url(settings)}/v2/models/{name}/infer",
     }
-
-
-def settle_canary(client: Any, registry: Any, name: str, version: int, revision: str, policy: DeployPolicy) -> str:
-    """One look at a canary: promote it (all traffic, production alias), roll it back, or wait for more requests."""
-    stats = next((r for r in client.describe(name)["revisions"] if r.get("id") == revision), None)
-    if stats is None:
-        return ROLLBACK  # the revision is gone: nothing to promote
-    verdict = judge_canary(policy, int(stats.get("requests", 0)), int(stats.get("errors", 0)))
-    if verdict == PROMOTE:
-        client.promote(name, revision)
-        registry.set_alias(name, PRODUCTION, version, actor="deploy", reason=f"canary {revision} promoted")
-    elif verdict == ROLLBACK:
-        client.rollback(name)
-    return verdict

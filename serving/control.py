@@ -1,10 +1,14 @@
 """The gateway's control API (``/v1``): deploy revisions, split traffic, roll back, inspect.
 
     POST /v1/models/{name}/revisions  {"version": 3 | "production", "batching": {"max_batch": 8, "max_delay_ms": 2},
-                                       "intra_op_threads": 1, "percent": 10, "tag": "canary"}
+                                       "intra_op_threads": 1, "percent": 10, "tag": "canary",
+                                       "rollout": {"promote_after_requests": 100, "max_error_rate": 0.05},
+                                       "runid": "run-...", "traceparent": "00-..."}
          -> 201 {"revision": "digits-00002", "version": 3, "endpoint": "http://H:P/v2/models/digits/infer"}
          (the first revision takes 100 %; with "percent" the new revision takes that share, the rest
-          stays on the current main revision; otherwise it takes no traffic until PUT .../traffic)
+          stays on the current main revision; otherwise it takes no traffic until PUT .../traffic;
+          with "rollout" too, the gateway judges the canary on its tick and promotes or rolls it back,
+          see serving/rollout.py — "runid"/"traceparent" name the run told about it)
     PUT  /v1/models/{name}/traffic    {"traffic": [{"revision": r, "percent": p, "tag": t}, ...]}
     POST /v1/models/{name}/rollback   -> the previous traffic split
     GET  /v1/models/{name}            revisions (with replicas, in-flight, requests, errors), traffic
@@ -16,7 +20,7 @@ A tagged target is reached directly with the request header ``x-knflow-tag: <tag
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING
 
 import orjson
@@ -32,6 +36,7 @@ from serving.revisions import (
     save_state,
     set_traffic,
 )
+from serving.rollout import Canary, RolloutPolicy, parse_rollout
 from serving.runtime import host_threads
 
 if TYPE_CHECKING:
@@ -46,6 +51,15 @@ async def _json(request: web.Request) -> dict:
     if not isinstance(body, dict):
         raise InvalidRequest("body must be a JSON object")
     return body
+
+
+def _rollout(body: dict) -> RolloutPolicy | None:
+    """The canary's rollout policy, if the body asks for one (only with a canary's ``percent`` < 100)."""
+    if body.get("rollout") is None:
+        return None
+    if not 0 < int(body.get("percent", 100)) < 100:
+        raise InvalidRequest('"rollout" needs a canary: a "percent" between 1 and 99')
+    return parse_rollout(body["rollout"])
 
 
 def add_routes(app: web.Application, gateway: Gateway) -> None:
@@ -76,6 +90,7 @@ class ControlApi:
             batching = Batching(**body.get("batching", {}))
         except TypeError as exc:
             raise InvalidRequest(f"batching: {exc}") from None
+        rollout = _rollout(body)
         serving = self.gw.settings.serving
         threads = host_threads(int(body.get("intra_op_threads", serving.intra_op_threads)), serving.max_replicas)
         async with self.gw.state_lock:
@@ -86,6 +101,9 @@ class ControlApi:
                 percent = int(body["percent"])
                 targets = [TrafficTarget(main, 100 - percent), TrafficTarget(rev.id, percent, body.get("tag"))]
                 state = set_traffic(state, targets)
+                if rollout is not None:
+                    canary = Canary(rev.id, rev.version, rollout, body.get("runid"), body.get("traceparent"))
+                    state = replace(state, canary=canary)
             await self._commit(state)
         endpoint = f"http://{request.host}/v2/models/{name}/infer"
         return web.json_response({"revision": rev.id, "version": rev.version, "endpoint": endpoint}, status=201)

@@ -30,13 +30,14 @@ from serving.metrics import Metrics
 from serving.registry import ModelCard, ModelRegistry
 from serving.replicas import Zygote
 from serving.revisions import Revision, Router, ServingState, load_states
+from serving.rollout import Rollouts
 
 log = logging.getLogger(__name__)
 TAG_HEADER = "x-knflow-tag"
 
 
 class Gateway:
-    """Routes V2 requests to revision pools, runs the autoscaler, serves the control API."""
+    """Routes V2 requests to revision pools, runs the autoscaler and the canary judge, serves the control API."""
 
     def __init__(self, settings: Settings, store: ArtifactStore, *, policy: ScalePolicy | None = None):
         s = settings.serving
@@ -62,6 +63,8 @@ class Gateway:
         self.state_lock = asyncio.Lock()
         self.runner: web.AppRunner | None = None
         self._scaler: asyncio.Task | None = None
+        self._judge: asyncio.Task | None = None
+        self.rollouts = Rollouts(self)
         self.port = settings.gateway_port
 
     # -- lifecycle -------------------------------------------------------------------
@@ -91,12 +94,14 @@ class Gateway:
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._scaler = asyncio.create_task(self._autoscale())
+        self._judge = asyncio.create_task(self.rollouts.run(self.settings.serving.autoscale_tick_s))
         log.info("gateway listening on %s:%d with %d models", self.settings.host, self.port, len(self.states))
         return self.port
 
     async def stop(self) -> None:
-        if self._scaler:
-            self._scaler.cancel()
+        for task in (self._scaler, self._judge):
+            if task:
+                task.cancel()
         if self.runner:  # stop listening and let in-flight requests finish while their replicas still run
             await self.runner.cleanup()
         for pool in self.pools.values():

@@ -1,4 +1,4 @@
-"""Gateway metrics in Prometheus text format: requests, errors, latency, in-flight, replicas, scale decisions."""
+"""Gateway metrics in Prometheus text format: requests, errors, latency, replicas, scale/rollout decisions."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ class Metrics:
         self.latency: dict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
         self.latency_sum: dict[str, float] = defaultdict(float)
         self.decisions: dict[tuple[str, str], int] = defaultdict(int)
+        self.rollouts: dict[tuple[str, str], int] = defaultdict(int)
 
     def observe(self, revision: str, status: int, seconds: float) -> None:
         self.requests[(revision, status)] += 1
@@ -24,6 +25,9 @@ class Metrics:
 
     def decision(self, revision: str, direction: str) -> None:
         self.decisions[(revision, direction)] += 1
+
+    def rollout(self, model: str, verdict: str) -> None:
+        self.rollouts[(model, verdict)] += 1
 
     def counts(self, revision: str) -> tuple[int, int]:
         """(requests, errors) of one revision; errors are 5xx answers."""
@@ -52,6 +56,11 @@ class Metrics:
         out += [
             f'knflow_scale_decisions_total{{revision="{r}",direction="{d}"}} {n}'
             for (r, d), n in sorted(self.decisions.items())
+        ]
+        out.append("# TYPE knflow_rollout_decisions_total counter")
+        out += [
+            f'knflow_rollout_decisions_total{{model="{m}",decision="{d}"}} {n}'
+            for (m, d), n in sorted(self.rollouts.items())
         ]
         for name, values in gauges.items():
             out.append(f"# TYPE knflow_{name} gauge")

@@ -257,6 +257,11 @@ class ModelRegistry:
             name, {"action": "set_alias", "alias": alias, "version": int(version), "actor": actor, "reason": reason}
         )
 
+    def note(self, name: str, action: str, *, version: int, actor: str, reason: str) -> None:
+        """Record a decision about ``version`` that moves no alias (e.g. a canary rolled back) in the audit trail."""
+        self.get(name, version)  # must exist
+        self._audit(name, {"action": action, "version": int(version), "actor": actor, "reason": reason})
+
     def aliases(self, name: str) -> dict[str, int]:
         """Current aliases of ``name``: the replay of its audit trail."""
         out: dict[str, int] = {}

@@ -9,11 +9,15 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import orjson
 
 from infra.errors import InvalidRequest, NotFound
 from infra.store import ArtifactStore
+
+if TYPE_CHECKING:
+    from serving.rollout import Canary
 
 
 @dataclass(frozen=True)
@@ -47,12 +51,15 @@ class TrafficTarget:
 
 @dataclass(frozen=True)
 class ServingState:
-    """Every revision of one model, the current traffic and the traffic history (for rollback)."""
+    """Every revision of one model, the current traffic, the traffic history (for rollback), the open canary
+    being judged (serving.rollout) and the rollout notices not yet taken by the broker (structured JSON events)."""
 
     model: str
     revisions: tuple[Revision, ...] = ()
     traffic: tuple[TrafficTarget, ...] = ()
     history: tuple[tuple[TrafficTarget, ...], ...] = field(default=())
+    canary: Canary | None = None
+    notices: tuple[str, ...] = ()
 
     def revision(self, rid: str) -> Revision:
         for r in self.revisions:
@@ -65,6 +72,8 @@ class ServingState:
 
     @classmethod
     def from_json(cls, data: bytes) -> ServingState:
+        from serving.rollout import canary_from_dict
+
         raw = orjson.loads(data)
         revisions = tuple(
             Revision(**{**r, "batching": Batching(**r["batching"])}) for r in raw["revisions"]
@@ -74,6 +83,8 @@ class ServingState:
             revisions=revisions,
             traffic=tuple(TrafficTarget(**t) for t in raw["traffic"]),
             history=tuple(tuple(TrafficTarget(**t) for t in h) for h in raw["history"]),
+            canary=canary_from_dict(raw.get("canary")),
+            notices=tuple(raw.get("notices", ())),
         )
 
 

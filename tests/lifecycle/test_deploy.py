@@ -53,7 +53,7 @@ def test_step_rolls_out_and_announces_the_endpoint_once(ctx, monkeypatch):
     monkeypatch.setattr(
         deploy,
         "rollout",
-        lambda settings, name, version, decision: (
+        lambda settings, name, version, decision, policy, cause: (
             calls.append(decision)
             or {
                 "revision": f"{name}-{version}",
@@ -94,34 +94,30 @@ def test_registered_event_without_a_model_is_refused(ctx):
         deploy.handle(new_event(MODEL_REGISTERED, "/t", {"version": 1}), ctx)
 
 
-class FakeServing:
-    """Answers describe() the way serving's control API does, and records promote/rollback calls."""
+class RecordingClient:
+    """Stands in for serving.client.ServingClient at its one seam: records the deploy call."""
 
-    def __init__(self, requests, errors):
-        self.view = {"model": "digits", "revisions": [{"id": "digits-00002", "requests": requests, "errors": errors}]}
-        self.calls = []
+    calls: list = []
 
-    def describe(self, name):
-        return self.view
+    def __init__(self, base_url):
+        self.base_url = base_url
 
-    def promote(self, name, revision):
-        self.calls.append(("promote", revision))
-
-    def rollback(self, name):
-        self.calls.append(("rollback",))
+    def deploy(self, name, version, **options):
+        self.calls.append((name, version, options))
+        return {"revision": f"{name}-00002", "endpoint": f"{self.base_url}/v2/models/{name}/infer"}
 
 
-@pytest.mark.parametrize(
-    "requests, errors, verdict, calls",
-    [(60, 0, PROMOTE, [("promote", "digits-00002")]), (40, 10, ROLLBACK, [("rollback",)]), (5, 0, WAIT, [])],
-)
-def test_settling_a_canary_promotes_rolls_back_or_waits(requests, errors, verdict, calls):
-    registry = MemoryRegistry()
-    for key in ("a", "b"):
-        registry.register("digits", key.encode(), inputs=[], outputs=[], metrics={}, params={}, lineage={},
-                          idempotency_key=key)  # fmt: skip
-    registry.set_alias("digits", "production", 1)
-    serving = FakeServing(requests, errors)
-    assert deploy.settle_canary(serving, registry, "digits", 2, "digits-00002", POLICY) == verdict
-    assert serving.calls == calls
-    assert registry.aliases("digits")["production"] == (2 if verdict == PROMOTE else 1)
+def test_a_canary_goes_to_serving_with_the_policy_thresholds_and_the_run(ctx, monkeypatch):
+    import serving.client
+
+    monkeypatch.setattr(serving.client, "ServingClient", RecordingClient)
+    RecordingClient.calls = []
+    cause = new_event(MODEL_REGISTERED, "/t", {"name": "digits", "version": 2})
+    decision = decide(POLICY, {"test_accuracy": 0.98}, {"test_accuracy": 0.97})
+    out = deploy.rollout(ctx.settings, "digits", 2, decision, POLICY, cause)
+    assert out["canary"] and out["traffic_percent"] == 20
+    [(name, version, options)] = RecordingClient.calls
+    assert (name, version, options["percent"]) == ("digits", 2, 20)
+    assert options["rollout"] == {"promote_after_requests": 50, "max_error_rate": 0.05}
+    assert options["runid"] == cause.get_extension("runid") and options["tag"] == "canary"
+    assert options["traceparent"] == cause.get_extension("traceparent")

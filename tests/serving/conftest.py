@@ -28,15 +28,21 @@ def registry(file_store: ArtifactStore) -> ModelRegistry:
 
 @pytest.fixture
 async def start_gateway(tmp_path: Path, file_store: ArtifactStore):  # type: ignore[no-untyped-def]
-    """Start in-process gateways (stopped at teardown): ``await start_gateway(policy=..., **serving_overrides)``."""
+    """Start in-process gateways (stopped at teardown): ``await start_gateway(policy=..., **serving_overrides)``;
+    ``broker_port`` points the gateway's rollout notices at an in-process broker."""
     started: list[Gateway] = []
 
     async def start(
-        policy: ScalePolicy | None = None, store: ArtifactStore | None = None, **serving: object
+        policy: ScalePolicy | None = None,
+        store: ArtifactStore | None = None,
+        broker_port: int | None = None,
+        **serving: object,
     ) -> Gateway:
         settings = load_settings(env={"KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_ARTIFACTS": file_store.url})
         settings = dataclasses.replace(
-            settings, serving=dataclasses.replace(settings.serving, autoscale_tick_s=0.1, **serving)
+            settings,
+            serving=dataclasses.replace(settings.serving, autoscale_tick_s=0.1, **serving),
+            broker_port=broker_port or settings.broker_port,
         )
         gateway = Gateway(settings, store or file_store, policy=policy)
         await gateway.start(port=0)

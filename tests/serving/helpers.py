@@ -48,6 +48,21 @@ def mlp_onnx(seed: int = 0, hidden: int = 32) -> bytes:
     return model.SerializeToString()
 
 
+def failing_onnx() -> bytes:
+    """Takes the digits MLP's input but fails at run time: 64 features cannot be reshaped into rows of 3."""
+    shape = numpy_helper.from_array(np.array([-1, 3], np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["input", "shape"], ["logits"])],
+        "broken",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 3])],
+        [shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
 def identity_onnx() -> bytes:
     """One Identity per V2 datatype: input ``x_<DT>`` comes back as ``y_<DT>``, shape [-1, 3]."""
     inputs = [helper.make_tensor_value_info(f"x_{dt}", t, ["n", 3]) for dt, t in V2_TO_ONNX.items()]

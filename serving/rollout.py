@@ -1,0 +1,182 @@
+"""Progressive delivery: the gateway judges each open canary on its tick, promotes or rolls it back, and says so.
+
+``judge_canary`` is the one rule (functions/deploy.py imports it). A canary deployed with a ``rollout`` policy
+is recorded in the model's serving state (so a restarted gateway keeps judging it); the notice of a decision
+(a ``dev.knflow.model.deployed`` CloudEvent) waits in that state until the broker has taken it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+from cloudevents.core.v1.event import CloudEvent
+
+from eventing.bindings import from_json, to_json
+from eventing.events import MODEL_DEPLOYED, RUNID, TRACEPARENT, child_traceparent, new_event
+from infra.errors import InvalidRequest, KnflowError
+from serving.revisions import ServingState, TrafficTarget, rollback, save_state, set_traffic
+
+if TYPE_CHECKING:
+    from serving.gateway import Gateway
+
+log = logging.getLogger(__name__)
+PROMOTE, ROLLBACK, WAIT = "promote", "rollback", "wait"
+PRODUCTION = "production"
+SOURCE = "/knflow/serving/rollout"
+
+
+class Thresholds(Protocol):
+    promote_after_requests: int
+    max_error_rate: float
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    """When a canary is promoted (after this many requests) or rolled back (error rate above the limit)."""
+
+    promote_after_requests: int = 100
+    max_error_rate: float = 0.05
+
+
+@dataclass(frozen=True)
+class Canary:
+    """An open canary: its revision and version, its policy, and the run (and trace) that deployed it."""
+
+    revision: str
+    version: int
+    policy: RolloutPolicy
+    runid: str | None = None
+    traceparent: str | None = None
+
+
+def parse_rollout(raw: Any) -> RolloutPolicy:
+    """A policy from a control API body; unknown fields or out-of-range values raise InvalidRequest."""
+    if not isinstance(raw, dict):
+        raise InvalidRequest('rollout must be an object {"promote_after_requests": n, "max_error_rate": r}')
+    try:
+        policy = RolloutPolicy(**raw)
+        policy = RolloutPolicy(int(policy.promote_after_requests), float(policy.max_error_rate))
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"rollout: {exc}") from None
+    if policy.promote_after_requests < 1 or not 0 <= policy.max_error_rate <= 1:
+        raise InvalidRequest(f"bad rollout policy {policy}")
+    return policy
+
+
+def judge_canary(policy: Thresholds, requests: int, errors: int) -> str:
+    """promote after enough good requests; roll back once the error rate is above the limit; else wait."""
+    if requests > 0 and errors / requests > policy.max_error_rate and errors >= 2:
+        return ROLLBACK
+    if requests >= policy.promote_after_requests:
+        return PROMOTE
+    return WAIT
+
+
+def canary_from_dict(raw: dict | None) -> Canary | None:
+    if raw is None:
+        return None
+    return Canary(**{**raw, "policy": RolloutPolicy(**raw["policy"])})
+
+
+class Rollouts:
+    """The gateway's canary judge and notice sender; ``tick()`` runs on the gateway's periodic loop."""
+
+    def __init__(self, gateway: Gateway):
+        self.gw = gateway
+        settings = gateway.settings
+        self.broker_url = f"http://{settings.host}:{settings.broker_port}/"
+
+    async def run(self, tick_s: float) -> None:
+        """Judge and notify every ``tick_s`` seconds, apart from the autoscaler (a slow broker never delays it)."""
+        while True:
+            await asyncio.sleep(tick_s)
+            await self.tick()
+
+    async def tick(self) -> None:
+        for name in list(self.gw.states):
+            state = self.gw.states[name]
+            try:
+                if state.canary is not None:
+                    await self._judge(state)
+                if self.gw.states[name].notices:
+                    await self._send(name)
+            except Exception:  # one model's trouble must not stop judging the others
+                log.exception("rollout: model %s", name)
+
+    async def _judge(self, state: ServingState) -> None:
+        canary = state.canary
+        assert canary is not None
+        requests, errors = self.gw.metrics.counts(canary.revision)
+        verdict = judge_canary(canary.policy, requests, errors)
+        if verdict == WAIT and any(t.revision == canary.revision and t.percent for t in state.traffic):
+            return
+        async with self.gw.state_lock:
+            state = self.gw.states[state.model]
+            if state.canary != canary:
+                return
+            if verdict == WAIT:  # someone moved the traffic by hand: the canary is no longer ours to judge
+                log.info("rollout: canary %s no longer takes traffic; judging stops", canary.revision)
+                await self._commit(replace(state, canary=None))
+                return
+            why = f"{requests} requests, {errors} errors"
+            if verdict == PROMOTE:
+                decision = f"promoted after {why}"
+                reason = f"canary {canary.revision} promoted after {why}"
+                await asyncio.to_thread(
+                    self.gw.registry.set_alias, state.model, PRODUCTION, canary.version, actor="serving", reason=reason
+                )
+                state = set_traffic(state, [TrafficTarget(canary.revision, 100)])
+            else:
+                decision = f"rolled back: error rate {errors / requests:.3g} > {canary.policy.max_error_rate} ({why})"
+                reason = f"canary {canary.revision} {decision}"
+                await asyncio.to_thread(
+                    self.gw.registry.note, state.model, "rollback", version=canary.version, actor="serving",
+                    reason=reason,
+                )  # fmt: skip
+                state = rollback(state)
+            notice = to_json(self._notice(state, canary, verdict, decision)).decode()
+            await self._commit(replace(state, canary=None, notices=(*state.notices, notice)))
+        log.info("rollout: model %s: %s", state.model, reason)
+        self.gw.metrics.rollout(state.model, verdict)
+
+    def _notice(self, state: ServingState, canary: Canary, verdict: str, decision: str) -> CloudEvent:
+        data = {
+            "name": state.model,
+            "version": canary.version,
+            "revision": canary.revision,
+            "traffic_percent": 100 if verdict == PROMOTE else 0,
+            "canary": False,
+            "decision": decision,
+            "endpoint": f"http://{self.gw.settings.host}:{self.gw.port}/v2/models/{state.model}/infer",
+        }
+        event = new_event(MODEL_DEPLOYED, SOURCE, data, runid=canary.runid, subject=f"{state.model}/{canary.version}")
+        if canary.traceparent:  # continue the deploying run's trace
+            event = CloudEvent({**event.get_attributes(), TRACEPARENT: child_traceparent(canary.traceparent)}, data)
+        return event
+
+    async def _send(self, name: str) -> None:
+        """Publish the model's pending notices in order; on failure keep them for the next tick."""
+        for notice in self.gw.states[name].notices:
+            event = from_json(notice.encode())
+            try:
+                await publish(self.broker_url, event)
+            except KnflowError as exc:
+                log.warning("rollout: broker %s did not take %s (%s); retrying next tick", self.broker_url, name, exc)
+                return
+            log.info("rollout: published %s for run %s", event.get_type(), event.get_extension(RUNID))
+            async with self.gw.state_lock:
+                state = self.gw.states[name]
+                await self._commit(replace(state, notices=tuple(n for n in state.notices if n != notice)))
+
+    async def _commit(self, state: ServingState) -> None:
+        await asyncio.to_thread(save_state, self.gw.store, state)
+        self.gw.states[state.model] = state
+
+
+async def publish(broker_url: str, event: CloudEvent) -> None:
+    from eventing.client import publish_async
+
+    await publish_async(broker_url, event, timeout=5.0)

@@ -1,0 +1,147 @@
+"""Progressive delivery: the gateway promotes a good canary, rolls back a failing one, keeps judging after a
+restart, and tells the broker (a real in-process BrokerServer) with a model.deployed event under the deploying run."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiohttp import ClientSession
+
+from eventing.broker import BrokerServer
+from eventing.events import MODEL_DEPLOYED, TRACEPARENT, new_runid, new_traceparent
+from infra.errors import InvalidRequest
+from infra.settings import load_settings
+from serving.client import ServingClient
+from serving.gateway import Gateway
+from serving.registry import ModelRegistry
+from serving.rollout import PROMOTE, ROLLBACK, WAIT, RolloutPolicy, judge_canary
+from tests.serving.helpers import failing_onnx, infer_body, mlp_onnx
+
+BODY = infer_body(np.ones((1, 64), np.float32))
+ROLLOUT = {"promote_after_requests": 20, "max_error_rate": 0.05}
+
+
+@pytest.fixture
+async def broker(tmp_path: Path) -> AsyncIterator[BrokerServer]:
+    settings = load_settings(env={"KNFLOW_DATA_DIR": str(tmp_path / "broker")})
+    async with BrokerServer(settings, [], sources=[], port=0) as server:
+        yield server
+
+
+async def send_to_canary(gateway: Gateway, n: int) -> list[int]:
+    """``n`` requests routed straight to the canary (by its tag); their statuses."""
+    target = f"http://127.0.0.1:{gateway.port}/v2/models/digits/infer"
+    statuses = []
+    async with ClientSession() as http:
+        for _ in range(n):
+            async with http.post(target, data=BODY, headers={"x-knflow-tag": "canary"}) as r:
+                statuses.append(r.status)
+    return statuses
+
+
+async def until(check, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not (result := await check()):
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+    return result
+
+
+async def deployed_events(broker: BrokerServer, runid: str) -> list:
+    events, _ = await broker.log.history(after=None, limit=10, runid=runid, type=MODEL_DEPLOYED)
+    return [e for _, e in events]
+
+
+def test_one_rule_judges_canaries_for_deploy_and_serving() -> None:
+    from functions import deploy
+
+    policy = RolloutPolicy(promote_after_requests=20, max_error_rate=0.05)
+    assert deploy.judge_canary is judge_canary
+    assert [judge_canary(policy, r, e) for r, e in [(5, 0), (20, 1), (10, 2), (40, 1)]] == [
+        WAIT, PROMOTE, ROLLBACK, PROMOTE,
+    ]  # fmt: skip
+
+
+async def test_canary_is_promoted_after_good_requests_even_across_a_restart(  # type: ignore[no-untyped-def]
+    start_gateway, registry: ModelRegistry, broker: BrokerServer
+) -> None:
+    registry.register("digits", mlp_onnx(0))
+    registry.register("digits", mlp_onnx(1))
+    registry.set_alias("digits", "production", 1, actor="test")
+    gateway = await start_gateway(broker_port=broker.port)
+    client = ServingClient(f"http://127.0.0.1:{gateway.port}")
+    runid, trace = new_runid(), new_traceparent()
+    await asyncio.to_thread(client.deploy, "digits", 1)
+    with pytest.raises(InvalidRequest):
+        await asyncio.to_thread(client.deploy, "digits", 2, rollout=ROLLOUT)  # a rollout needs a canary
+    canary = await asyncio.to_thread(
+        client.deploy, "digits", 2, percent=10, tag="canary", rollout=ROLLOUT, runid=runid, traceparent=trace
+    )
+    assert await send_to_canary(gateway, 5) == [200] * 5
+    await gateway.stop()
+
+    restarted = await start_gateway(broker_port=broker.port)
+    kept = restarted.states["digits"].canary
+    assert kept is not None and kept.policy == RolloutPolicy(20, 0.05) and kept.runid == runid
+    assert await send_to_canary(restarted, 20) == [200] * 20
+    client = ServingClient(f"http://127.0.0.1:{restarted.port}")
+
+    async def promoted() -> bool:
+        view = await asyncio.to_thread(client.describe, "digits")
+        return view["traffic"] == [{"revision": canary["revision"], "percent": 100, "tag": None}]
+
+    await until(promoted)
+    assert registry.aliases("digits")["production"] == 2
+    assert "after 20 requests, 0 errors" in registry.audit("digits")[-1]["reason"]
+    [event] = await until(lambda: deployed_events(broker, runid))
+    assert event.get_extension(TRACEPARENT).split("-")[1] == trace.split("-")[1]  # the deploying run's trace
+    data = event.get_data()
+    assert data["revision"] == canary["revision"] and data["traffic_percent"] == 100 and not data["canary"]
+    assert data["decision"].startswith("promoted after") and data["endpoint"].endswith("/v2/models/digits/infer")
+    assert restarted.states["digits"].canary is None and not restarted.states["digits"].notices
+    async with ClientSession() as http, http.get(f"http://127.0.0.1:{restarted.port}/metrics") as r:
+        metrics = await r.text()
+    assert 'knflow_rollout_decisions_total{model="digits",decision="promote"} 1' in metrics
+
+
+async def test_failing_canary_is_rolled_back_and_the_notice_waits_for_the_broker(  # type: ignore[no-untyped-def]
+    start_gateway, registry: ModelRegistry, tmp_path: Path
+) -> None:
+    registry.register("digits", mlp_onnx(0))
+    registry.register("digits", failing_onnx())
+    settings = load_settings(env={"KNFLOW_DATA_DIR": str(tmp_path / "broker")})
+    broker = BrokerServer(settings, [], sources=[], port=0)
+    await broker.start()
+    port = broker.port
+    await broker.stop()  # the broker is down when the decision is taken
+    gateway = await start_gateway(broker_port=port)
+    client = ServingClient(f"http://127.0.0.1:{gateway.port}")
+    runid = new_runid()
+    await asyncio.to_thread(client.deploy, "digits", 1)
+    canary = await asyncio.to_thread(client.deploy, "digits", 2, percent=20, tag="canary", rollout=ROLLOUT, runid=runid)
+    statuses = await send_to_canary(gateway, 4)
+    assert statuses == [500] * 4, statuses  # ONNX Runtime fails each request
+
+    async def rolled_back() -> bool:
+        view = await asyncio.to_thread(client.describe, "digits")
+        return view["traffic"] == [{"revision": "digits-00001", "percent": 100, "tag": None}]
+
+    await until(rolled_back)
+    record = registry.audit("digits")[-1]
+    assert record["action"] == "rollback" and record["actor"] == "serving" and "error rate" in record["reason"]
+    assert "production" not in registry.aliases("digits")
+    await asyncio.sleep(0.3)  # a few ticks fail to publish; the notice stays pending
+    assert len(gateway.states["digits"].notices) == 1
+
+    broker = BrokerServer(settings, [], sources=[], port=port)
+    async with broker:
+        [event] = await until(lambda: deployed_events(broker, runid))
+        data = event.get_data()
+        assert data["revision"] == canary["revision"] and data["traffic_percent"] == 0
+        assert data["decision"].startswith("rolled back: error rate")
+    assert not gateway.states["digits"].notices
