@@ -126,8 +126,14 @@ class BrokerServer:
         await self.log.append([event])
 
     async def set_trigger(self, trigger: Trigger) -> None:
-        """Add or replace a trigger at runtime (persisted)."""
+        """Add or replace a trigger at runtime (persisted); putting the same trigger again changes nothing.
+
+        Replacing a trigger stops its dispatcher, which waits for the deliveries in flight; an
+        unchanged trigger must not wait for them (a long training step would hold the caller).
+        """
         async with self._lock:
+            if self.triggers.get(trigger.name) == trigger and trigger.name in self._dispatchers:
+                return
             old = self._dispatchers.pop(trigger.name, None)
             if old is not None:
                 await old.stop()

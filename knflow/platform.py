@@ -158,6 +158,15 @@ class Platform:
                 process.wait()
         self.processes.clear()
 
+    def kill(self) -> None:
+        """SIGKILL every component and everything it started, as a machine failure would."""
+        for process in self.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        for process in self.processes.values():
+            process.wait()
+        self.processes.clear()
+
     def __enter__(self) -> Platform:
         return self
 

@@ -122,3 +122,26 @@ def test_fast_wire_codecs_agree_with_the_reference_bindings():
         wire.from_http({"ce-specversion": "1.0", "ce-id": "1", "ce-source": "s"}, b"")  # no type
     with pytest.raises(InvalidRequest):
         wire.from_http({"ce-specversion": "1.0", "ce-id": "1", "ce-source": "s", "ce-type": "t"}, b"{not json")
+
+
+@pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+async def test_putting_an_unchanged_trigger_does_not_wait_for_deliveries_in_flight(make_broker, subscriber):
+    from aiohttp import web
+
+    release = asyncio.Event()
+
+    async def slow(_event, _n):
+        await release.wait()
+        return web.Response(status=204)
+
+    trigger = Trigger("slow", subscriber.on("/slow", slow), delivery=DeliverySpec(timeout="PT60S"))
+    async with make_broker([trigger]) as broker:
+        await broker.publish(new_event("t.slow", "/tests", {"n": 1}))
+        await subscriber.wait_for(lambda: len(subscriber.at("/slow")) == 1)
+        started = time.monotonic()
+        await broker.set_trigger(Trigger.from_spec("slow", trigger.to_spec()))  # what a restarted platform does
+        assert time.monotonic() - started < 1.0
+        release.set()
+        # the delivery in flight was left alone: not cancelled and sent again by a new dispatcher
+        with pytest.raises(AssertionError, match="timed out"):
+            await subscriber.wait_for(lambda: len(subscriber.at("/slow")) > 1, timeout=1.5)

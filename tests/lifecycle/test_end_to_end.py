@@ -7,6 +7,7 @@ the inference endpoint — no function is called directly.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,3 +108,49 @@ def test_wrong_npz_keys_fail_the_run_naming_the_keys(platform: Platform, store: 
     assert outcome.failure is not None
     assert "x" in outcome.failure.data["error"] and "y" in outcome.failure.data["error"]
     assert list(store.list("datasets/wrongkeys/")) == []
+
+
+def test_tuning_survives_a_platform_crash_without_losing_or_repeating_trials(tmp_path: Path) -> None:
+    env = {
+        "KNFLOW_DATA_DIR": str(tmp_path),
+        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD")},
+    }
+    settings = load_settings(env, config_file=_empty(tmp_path))
+    options = {**DEMO_OPTIONS, "tuning": {**DEMO_OPTIONS["tuning"], "maxTrialCount": 6, "earlyStopping": None}}
+    platform = Platform.start(settings)
+    try:
+        store = open_store(settings.artifacts)
+        key = submit(store, "digits", "digits-crash.npz", digits_npz(), options)
+        history = History(platform.url("broker"))
+        runid = history.find_arrival(key, timeout=60).extensions["runid"]
+        before = _trained_trials(history, runid, at_least=2, timeout=240)
+        platform.kill()  # every process of the platform, mid-experiment
+        crashed_at = dt.datetime.now(dt.UTC)
+    finally:
+        platform.stop()
+
+    with Platform.start(settings) as restarted:
+        outcome = watch(History(restarted.url("broker")), key, timeout=420)
+    assert outcome.failure is None, outcome.failure.data if outcome.failure else None
+    completed = outcome.tuning or {}
+    trials = [t["trial"] for t in completed["trials"]]
+    assert sorted(trials) == [f"trial-{i:04d}" for i in range(6)]  # none lost, none twice
+    assert all(t["status"] == "Succeeded" for t in completed["trials"])
+    # A trial finished before the crash is not trained again: a redelivered request only re-announces
+    # it, so its stored result is still the one written before the crash.
+    for trial in before:
+        assert store.stat(f"runs/{runid}/trials/{trial}/result.json").modified < crashed_at
+    assert outcome.deployed is not None
+
+
+def _trained_trials(history: History, runid: str, *, at_least: int, timeout: float) -> list[str]:
+    """Trial ids with a model.trained event, once there are ``at_least`` of them."""
+    import time
+
+    deadline, seen, after = time.monotonic() + timeout, [], None
+    while time.monotonic() < deadline:
+        events, after = history.page(runid=runid, type=MODEL_TRAINED, after=after, wait=1.0)
+        seen += [e.data["trial"] for e in events]
+        if len(seen) >= at_least:
+            return seen
+    raise AssertionError(f"only {len(seen)} trial(s) trained within {timeout}s")
