@@ -74,7 +74,8 @@ def execute(
         if args.keep:
             print("knflow: platform left running; Ctrl-C stops it")
             _wait_forever()
-        return 0 if outcome.deployed and not outcome.failure else 1
+        # A run that registered a model the deployment policy chose not to deploy has still succeeded.
+        return 0 if (outcome.deployed or outcome.registered) and not outcome.failure else 1
     finally:
         platform.stop()
 
