@@ -68,6 +68,10 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+#: Knative's default when a trigger has no delivery spec: one attempt (built once, not per event).
+NO_RETRIES = DeliverySpec()
+
+
 class Deliverer:
     """Sends events to subscribers (``eventing.http1`` for http://, aiohttp otherwise); ``publish`` feeds the broker."""
 
@@ -77,7 +81,7 @@ class Deliverer:
 
     async def deliver(self, trigger: Trigger, event: CloudEvent) -> Attempt:
         """Deliver with retries; publish the reply, or dead-letter and report the failure."""
-        spec = trigger.delivery or DeliverySpec()
+        spec = trigger.delivery or NO_RETRIES
         headers, body = to_http_binary(event)
         result, attempts = Attempt(0), 0
         for retry in range(spec.retry + 1):

@@ -79,7 +79,7 @@ class _Writer(threading.Thread):
         results: list[Any] = []
         try:
             self.conn.execute("BEGIN IMMEDIATE")
-            results = [job(self.conn) for job, _ in batch]
+            results = self._run(batch)
             self.conn.execute("COMMIT")
         except Exception as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -91,6 +91,38 @@ class _Writer(threading.Thread):
                     self.loop.call_soon_threadsafe(_set_exception, fut, error)
             return
         self.loop.call_soon_threadsafe(self.on_commit, batch, results)
+
+    def _run(self, batch: list[tuple[Any, asyncio.Future | None]]) -> list[Any]:
+        """Every append of the batch in one ``executemany`` (offsets are consecutive under the write lock),
+        then the other jobs; each job's result in batch order."""
+        rows = [row for job, _ in batch if isinstance(job, _AppendJob) for row in job.rows]
+        offset = 0
+        if rows:
+            self.conn.executemany(INSERT, rows)
+            offset = self.conn.execute("SELECT last_insert_rowid()").fetchone()[0] - len(rows) + 1
+        results: list[Any] = []
+        for job, _ in batch:
+            if isinstance(job, _AppendJob):
+                results.append(_Appended((offset + i, row[1], e) for i, (row, e) in enumerate(job.pairs())))
+                offset += len(job.rows)
+            else:
+                results.append(job(self.conn))
+        return results
+
+
+INSERT = "INSERT INTO events (ts, runid, type, body) VALUES (?, ?, ?, ?)"
+
+
+class _AppendJob:
+    """Rows to insert for one ``append`` call; the writer inserts all of a batch's appends at once."""
+
+    __slots__ = ("events", "rows")
+
+    def __init__(self, rows: list[tuple[Any, ...]], events: Sequence[CloudEvent]):
+        self.rows, self.events = rows, events
+
+    def pairs(self) -> zip:
+        return zip(self.rows, self.events, strict=True)
 
 
 class _Appended(list):
@@ -147,7 +179,7 @@ class EmbeddedEventLog:
             await asyncio.wait_for(self._changed.wait(), timeout)
 
     async def write(self, job: Any) -> Any:
-        """Run ``job(conn)`` in the writer's next transaction and wait for its commit."""
+        """Run ``job(conn)`` (or insert an ``_AppendJob``) in the writer's next transaction; wait for its commit."""
         assert self._writer is not None
         fut = asyncio.get_running_loop().create_future()
         self._writer.submit(job, fut)
@@ -163,12 +195,7 @@ class EmbeddedEventLog:
     async def append(self, events: Sequence[CloudEvent]) -> None:
         now = time.time()
         rows = [(now, runid_of(e), e.get_type(), to_json(e)) for e in events]
-
-        def insert(conn: sqlite3.Connection) -> _Appended:
-            sql = "INSERT INTO events (ts, runid, type, body) VALUES (?, ?, ?, ?)"
-            return _Appended((conn.execute(sql, row).lastrowid, row[1], e) for row, e in zip(rows, events, strict=True))
-
-        await self.write(insert)
+        await self.write(_AppendJob(rows, events))
 
     def cached(self, after: int, limit: int) -> list[tuple[int, str | None, CloudEvent]] | None:
         """Up to ``limit`` appended entries after offset ``after`` from the tail cache, or None if not cached."""
