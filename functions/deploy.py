@@ -23,6 +23,7 @@ from serving.rollout import PROMOTE, ROLLBACK, WAIT, judge_canary
 __all__ = ["PROMOTE", "ROLLBACK", "WAIT", "Decision", "DeployPolicy", "decide", "handle", "judge_canary"]
 SOURCE = "/knflow/functions/deploy"
 PRODUCTION = "production"
+DECLINED = "deploy-declined"  # audit action when the policy keeps the current production version
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
     policy = parse_policy(load_options(ctx.store, runid_of(event)).deploy)
     decision = decide(policy, data.get("metrics") or {}, production_metrics(ctx.store, name))
     ctx.log.info("deploy: %s/%s: %s", name, version, decision.reason)
-    if not decision.deploy:
+    if not decision.deploy:  # no event by contract; the registry's audit trail keeps the decision
+        open_registry(ctx.store).note(name, DECLINED, version=int(version), actor="deploy", reason=decision.reason)
         return None
     out = {
         "name": name,

@@ -24,10 +24,12 @@ from eventing.events import (
     STEP_FAILED,
     TUNE_COMPLETED,
 )
+from functions.deploy import DECLINED
 from functions.runoptions import DATASET_OPTIONS
 from infra.errors import Unavailable
 from infra.store import ArtifactStore
 from knflow.follow import History, SeenEvent
+from serving.registry import ModelRegistry
 
 
 @dataclass
@@ -37,6 +39,7 @@ class RunOutcome:
     runid: str
     key: str
     events: list[SeenEvent] = field(default_factory=list)
+    declined: str | None = None  # why deploy kept the production version, when it did
 
     def last(self, type_: str) -> SeenEvent | None:
         return next((e for e in reversed(self.events) if e.type == type_), None)
@@ -99,9 +102,18 @@ DEPLOY_GRACE_S = 30.0
 
 
 def watch(
-    history: History, key: str, *, timeout: float, on_event: Callable[[SeenEvent], None] = lambda _e: None
+    history: History,
+    key: str,
+    *,
+    timeout: float,
+    store: ArtifactStore | None = None,
+    on_event: Callable[[SeenEvent], None] = lambda _e: None,
 ) -> RunOutcome:
-    """Wait for the run that ``key``'s arrival starts and follow it to deployed, failed, or not deployed."""
+    """Wait for the run that ``key``'s arrival starts and follow it to deployed, failed, or not deployed.
+
+    Deploy answers no event when its policy keeps the current production version; with ``store``,
+    the registry's audit trail tells that at once, else the watcher gives deploy ``DEPLOY_GRACE_S``.
+    """
     arrival = history.find_arrival(key, timeout=min(timeout, 60.0))
     outcome = RunOutcome(runid=arrival.extensions["runid"], key=key)
     deadline, after = time.monotonic() + timeout, None
@@ -114,9 +126,21 @@ def watch(
                 return outcome
             if event.type == MODEL_REGISTERED:
                 deadline = min(deadline, time.monotonic() + DEPLOY_GRACE_S)
+        if outcome.registered and store is not None:
+            outcome.declined = _declined(store, outcome.registered)
+            if outcome.declined:
+                return outcome
     if outcome.registered is None:
         raise Unavailable(f"run {outcome.runid} did not finish within {timeout:.0f}s")
     return outcome
+
+
+def _declined(store: ArtifactStore, registered: dict[str, Any]) -> str | None:
+    """Why deploy declined this registered version, if its audit trail says it did."""
+    records = ModelRegistry(store).audit(registered["name"])
+    return next(
+        (r["reason"] for r in records if r["action"] == DECLINED and r["version"] == registered["version"]), None
+    )
 
 
 @dataclass(frozen=True)

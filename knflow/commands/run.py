@@ -64,6 +64,7 @@ def execute(
             History(platform.url("broker")),
             key,
             timeout=args.timeout,
+            store=store,
             on_event=lambda e: print(progress_line(e, t0), flush=True),
         )
         result = None
@@ -164,7 +165,8 @@ def print_summary(outcome: RunOutcome, result: Probe | None, platform: Platform,
             f"({result.accuracy:.4f}); p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
         )
     elif registered:
-        print("  deploy          not deployed (the deployment policy kept the current production version)")
+        why = outcome.declined or "no model.deployed event came"
+        print(f"  deploy          not deployed: {why} (production stays as it was)")
     if "dashboard" in platform.processes:
         print(f"  dashboard       {platform.url('dashboard')}")
     print(f"  total           {total_s:.1f} s")

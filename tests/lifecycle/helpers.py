@@ -120,6 +120,7 @@ class MemoryRegistry:
         self.cards: dict[str, list[Card]] = {}
         self.by_key: dict[str, Card] = {}
         self.alias_map: dict[str, dict[str, int]] = {}
+        self.notes: list[dict] = []
         self.calls = 0
 
     def register(self, name, onnx, *, inputs, outputs, metrics, params, lineage, idempotency_key) -> Card:
@@ -156,6 +157,10 @@ class MemoryRegistry:
             return self.cards[name][int(version) - 1]
         except (KeyError, IndexError):
             raise NotFound(f"no {name} version {version}") from None
+
+    def note(self, name, action, *, version, actor, reason):
+        self.get(name, version)
+        self.notes.append({"name": name, "action": action, "version": version, "actor": actor, "reason": reason})
 
     def set_alias(self, name, alias, version, *, actor="", reason=""):
         self.alias_map.setdefault(name, {})[alias] = int(version)

@@ -85,8 +85,21 @@ def test_step_skips_a_model_that_does_not_beat_production(ctx, monkeypatch):
     registry.set_alias("digits", "production", 1)
     monkeypatch.setattr(deploy, "open_registry", lambda store: registry)
     monkeypatch.setattr(deploy, "rollout", lambda *a: pytest.fail("rolled out"))
+    registry.register(
+        "digits",
+        b"y",
+        inputs=[],
+        outputs=[],
+        metrics={"test_accuracy": 0.98},
+        params={},
+        lineage={},
+        idempotency_key="b",
+    )
     event = new_event(MODEL_REGISTERED, "/t", {"name": "digits", "version": 2, "metrics": {"test_accuracy": 0.98}})
     assert deploy.handle(event, ctx) is None
+    [note] = registry.notes  # the decision is kept in the registry's audit trail, since no event says it
+    assert (note["action"], note["version"], note["actor"]) == (deploy.DECLINED, 2, "deploy")
+    assert "does not beat" in note["reason"]
 
 
 def test_registered_event_without_a_model_is_refused(ctx):
