@@ -31,6 +31,7 @@ class Dispatcher:
         self._lanes: dict[str, deque[Record]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._main: asyncio.Task | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         """Join the consumer group (so every event appended after this returns is delivered), then run."""
@@ -38,7 +39,12 @@ class Dispatcher:
         self._main = asyncio.create_task(self._run(), name=f"trigger-{self.trigger.name}")
 
     async def stop(self) -> None:
-        """Stop delivering; what is in flight is redelivered by the next dispatcher of this group."""
+        """Stop delivering; what is in flight is redelivered by the next dispatcher of this group.
+
+        Cancelling alone is not enough on Python 3.11: ``asyncio.wait_for`` loses a cancellation that
+        arrives as its inner wait completes, and the loop would go on; the flag ends it regardless.
+        """
+        self._stopping = True
         tasks = [t for t in (self._main, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
@@ -48,7 +54,7 @@ class Dispatcher:
         await self.consumer.close()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 records = await self.consumer.fetch(max_records=256, timeout=1.0)
             except asyncio.CancelledError:
@@ -57,6 +63,8 @@ class Dispatcher:
                 log.exception("trigger %s: reading the log failed; retrying", self.trigger.name)
                 await asyncio.sleep(1.0)
                 continue
+            if self._stopping:
+                return  # not acked: the next dispatcher of this group delivers them
             for record in records:
                 await self._capacity.acquire()
                 self._route(record)
@@ -79,7 +87,7 @@ class Dispatcher:
     async def _drain(self, key: str) -> None:
         lane = self._lanes[key]
         try:
-            while lane:
+            while lane and not self._stopping:
                 record = lane[0]
                 with bound_runid(record.key):
                     try:
