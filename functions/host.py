@@ -104,9 +104,6 @@ class FunctionHost:
             self._stopped.set()
         log.info("function %s stopped", self.function.name)
 
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
-
     # -- requests -------------------------------------------------------------------
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:

@@ -58,11 +58,6 @@ def function_service_name(function: str) -> str:
     return f"knflow-{function}"
 
 
-def broker_ingress(namespace: str, broker: str) -> str:
-    """The Kafka broker's ingress URL for ``namespace/broker``."""
-    return f"http://kafka-broker-ingress.knative-eventing.svc.cluster.local/{namespace}/{broker}"
-
-
 def read_func_yaml(path: str | Path) -> dict[str, Any]:
     """func.yaml as a dict; ``ConfigError`` when it is missing or has no image."""
     try:
