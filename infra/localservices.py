@@ -94,8 +94,24 @@ def weed_binary() -> str:
     return found
 
 
-def start_seaweedfs(data_dir: Path, *, timeout: float = 60.0) -> LocalService:
-    """``weed mini`` on free loopback ports; ``url`` is the S3 endpoint (http://127.0.0.1:PORT)."""
+def start_seaweedfs(data_dir: Path, *, timeout: float = 60.0, tries: int = 3) -> LocalService:
+    """``weed mini`` on free loopback ports; ``url`` is the S3 endpoint (http://127.0.0.1:PORT).
+
+    The ten ports are picked before ``weed`` binds them, so another process can take one in
+    between; ``weed`` then exits with "address already in use" and is started again on new ports.
+    """
+    for attempt in range(tries):
+        try:
+            return _start_seaweedfs(data_dir, timeout)
+        except Unavailable:
+            log_text = (data_dir / "weed.log").read_text(errors="replace")
+            if attempt == tries - 1 or "address already in use" not in log_text:
+                raise
+            (data_dir / "weed.log").rename(data_dir / f"weed-try{attempt + 1}.log")
+    raise AssertionError("unreachable")
+
+
+def _start_seaweedfs(data_dir: Path, timeout: float) -> LocalService:
     data_dir.mkdir(parents=True, exist_ok=True)
     flags = [f"{name}.port{grpc}" for name in ("master", "volume", "filer", "s3", "admin") for grpc in ("", ".grpc")]
     ports = {flag: free_port() for flag in flags}
