@@ -20,6 +20,7 @@ Sources (``eventing.sources``) add their own endpoints under ``/sources/``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ from eventing.bindings import to_json
 from eventing.delivery import Deliverer
 from eventing.dispatcher import Dispatcher
 from eventing.eventlog import EventLog, open_event_log
+from eventing.ingress import IngressServer
 from eventing.registry import TriggerFile
 from eventing.triggers import Trigger
 from eventing.wire import from_http
@@ -66,6 +68,7 @@ class BrokerServer:
         self._dispatchers: dict[str, Dispatcher] = {}
         self._lock = asyncio.Lock()
         self._runner: web.AppRunner | None = None
+        self._ingress_server: IngressServer | None = None
         self._session: aiohttp.ClientSession | None = None
         self.url = ""
 
@@ -90,9 +93,12 @@ class BrokerServer:
             app.add_routes(source.routes())
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.port, reuse_address=True)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        assert self._runner.server is not None
+        limit = self.settings.eventing.max_event_bytes
+        taken = {r.canonical.split("/")[1] for r in app.router.resources() if r.canonical not in INGRESS_PATHS}
+        is_ingress = functools.partial(is_ingress_path, taken=frozenset(taken))
+        self._ingress_server = IngressServer(self._accept, is_ingress, self._runner.server, limit)
+        self.port = await self._ingress_server.start(self.settings.host, self.port)
         self.url = f"http://{self.settings.host}:{self.port}"
         for source in self._sources:
             await source.start(self.publish)
@@ -104,6 +110,8 @@ class BrokerServer:
     async def stop(self) -> None:
         for source in self._sources or ():
             await source.stop()
+        if self._ingress_server is not None:
+            await self._ingress_server.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         for dispatcher in list(self._dispatchers.values()):
@@ -160,14 +168,21 @@ class BrokerServer:
     # -- HTTP ------------------------------------------------------------------
     def _routes(self) -> list[web.RouteDef]:
         return [
-            web.post("/", self._ingress),
-            web.post("/{namespace}/{broker}", self._ingress),
+            *(web.post(path, self._ingress) for path in INGRESS_PATHS),
             web.get("/health", self._health),
             web.get("/triggers", self._list_triggers),
             web.put("/triggers/{name}", self._put_trigger),
             web.delete("/triggers/{name}", self._delete_trigger),
             web.get("/events", self._events),
         ]
+
+    async def _accept(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        """The fast ingress path (``eventing.ingress``): status and JSON body for one POSTed event."""
+        try:
+            await self.publish(from_http(headers, body))
+        except KnflowError as exc:
+            return exc.status, orjson.dumps({"error": str(exc)})
+        return 202, b""
 
     async def _ingress(self, request: web.Request) -> web.Response:
         try:
@@ -223,6 +238,17 @@ class BrokerServer:
         out = [b'{"cursor":' + orjson.dumps(c) + b"," + to_json(e)[1:] for c, e in events]
         body = b'{"events":[' + b",".join(out) + b'],"next":' + orjson.dumps(cursor) + b"}"
         return web.Response(body=body, content_type="application/json")
+
+
+INGRESS_PATHS = ("/", "/{namespace}/{broker}")
+
+
+def is_ingress_path(path: str, taken: frozenset[str]) -> bool:
+    """``/`` or ``/{namespace}/{broker}`` where no other route starts with that namespace (``/sources/...``)."""
+    if path == "/":
+        return True
+    parts = path.split("/")
+    return len(parts) == 3 and parts[1] != "" and parts[2] != "" and parts[1] not in taken
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:

@@ -28,6 +28,7 @@ class Response:
 class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self.closed = False
         self._buf = bytearray()
         self._waiter: asyncio.Future | None = None
@@ -55,11 +56,14 @@ class _Connection(asyncio.Protocol):
             else:
                 self._waiter.set_exception(ConnectionResetError("connection closed before the response was complete"))
 
-    def request(self, data: bytes) -> asyncio.Future:
+    def request(self, data: bytes, deadline: float) -> asyncio.Future:
+        """Send one request; the future fails with ``TimeoutError`` at loop time ``deadline``."""
         self._reset()
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        self.timer = loop.call_at(deadline, _expire, waiter)  # cheaper than an asyncio.timeout per request
         self.transport.write(data)  # type: ignore[union-attr]
-        return self._waiter
+        return waiter
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None or self._waiter.done():
@@ -135,6 +139,11 @@ class _Connection(asyncio.Protocol):
             self._waiter.set_result(response)
 
 
+def _expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
 class Http1Pool:
     """Keep-alive connections per (host, port), reused most-recent first."""
 
@@ -161,32 +170,37 @@ class Http1Pool:
         host, port, start = self._target(url)
         head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         data = b"POST " + start + f"Content-Length: {len(body)}\r\n{head}\r\n".encode() + body
-        async with asyncio.timeout(timeout):
-            conn, reused = await self._acquire(host, port)
+        deadline = asyncio.get_running_loop().time() + timeout
+        conn, reused = await self._acquire(host, port, deadline)
+        try:
             try:
-                try:
-                    response = await conn.request(data)
-                except ConnectionError:
-                    if not reused or conn.got_bytes:
-                        raise
-                    conn, _ = await self._acquire(host, port, fresh=True)  # the server had closed the idle one
-                    response = await conn.request(data)
-            except BaseException:
-                conn.transport.close()  # type: ignore[union-attr]
-                raise
+                response = await conn.request(data, deadline)
+            except ConnectionError:
+                if not reused or conn.got_bytes:
+                    raise
+                conn.timer.cancel()
+                conn, _ = await self._acquire(host, port, deadline, fresh=True)  # the server had closed the idle one
+                response = await conn.request(data, deadline)
+        except BaseException:
+            conn.transport.close()  # type: ignore[union-attr]
+            raise
+        finally:
+            conn.timer.cancel()
         if conn.reusable:
             self._idle.setdefault((host, port), []).append(conn)
         else:
             conn.transport.close()  # type: ignore[union-attr]
         return response
 
-    async def _acquire(self, host: str, port: int, fresh: bool = False) -> tuple[_Connection, bool]:
+    async def _acquire(self, host: str, port: int, deadline: float, fresh: bool = False) -> tuple[_Connection, bool]:
         idle = self._idle.get((host, port))
         while idle and not fresh:
             conn = idle.pop()
             if not conn.closed:
                 return conn, True
-        _, conn = await asyncio.get_running_loop().create_connection(_Connection, host, port)
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout_at(deadline):
+            _, conn = await loop.create_connection(_Connection, host, port)
         return conn, False
 
     async def close(self) -> None:

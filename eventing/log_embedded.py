@@ -304,14 +304,15 @@ class EmbeddedConsumer:
             cached = self.log.cached(position, max_records)
             if cached:
                 return self._take_cached(cached)
-            rows = await self.log.read(
-                lambda c, position=position: c.execute(
-                    "SELECT offset, runid, body FROM events WHERE offset > ? ORDER BY offset LIMIT ?",
-                    (position, max_records),
-                ).fetchall()
-            )
-            if rows:
-                return self._take(rows)
+            if cached is None:  # not in the tail cache (older, or appended before this process): read it
+                rows = await self.log.read(
+                    lambda c, position=position: c.execute(
+                        "SELECT offset, runid, body FROM events WHERE offset > ? ORDER BY offset LIMIT ?",
+                        (position, max_records),
+                    ).fetchall()
+                )
+                if rows:
+                    return self._take(rows)
             left = deadline - time.monotonic()
             if left <= 0:
                 return []
