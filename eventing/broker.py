@@ -114,6 +114,8 @@ class BrokerServer:
             await self._ingress_server.stop()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._ingress_server is not None:
+            await self._ingress_server.wait_closed()
         for dispatcher in list(self._dispatchers.values()):
             await dispatcher.stop()
         self._dispatchers.clear()

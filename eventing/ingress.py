@@ -13,16 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
+from typing import NamedTuple
+
+log = logging.getLogger(__name__)
 
 Accept = Callable[[dict[str, str], bytes], Awaitable[tuple[int, bytes]]]
 
 MAX_HEAD = 16 * 1024
+MAX_LINE = 8190  # aiohttp's limit on the request line and on each header line
 IDLE_TIMEOUT_S = 75.0  # aiohttp's keep-alive default: an idle connection is closed after this
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_REQUEST_LINE = re.compile(rb"POST ([!-~]+) (HTTP/1\.[01])")
+# every header line is a token, a colon and a value without control characters (tab allowed), ending in CRLF
+_HEADER_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
+_DIGITS = re.compile(r"[0-9]{1,15}")
 _REASONS = {202: "Accepted", 400: "Bad Request", 413: "Payload Too Large", 500: "Internal Server Error"}
 _REASONS |= {503: "Service Unavailable"}
 
@@ -49,8 +57,11 @@ class IngressProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.idle_since = time.monotonic()
         self.busy = False
+        self.task: asyncio.Future | None = None
         self._buf = bytearray()
+        self._head: _Head | None = None  # the parsed head of a request whose body is still arriving
         self._paused = False
+        self._write_paused = False
         self._done = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -61,7 +72,16 @@ class IngressProtocol(asyncio.Protocol):
         self._done = True
         self.server.connections.discard(self)
 
+    def pause_writing(self) -> None:
+        self._write_paused = True  # the client does not read its answers: take no more requests until it does
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if not self.busy:
+            self._next()
+
     def data_received(self, data: bytes) -> None:
+        self.idle_since = time.monotonic()
         self._buf += data
         if not self.busy:
             self._next()
@@ -73,38 +93,49 @@ class IngressProtocol(asyncio.Protocol):
         """Take the next whole request from the buffer, if there is one."""
         if self._done:
             return
+        if self._write_paused:
+            if not self._paused:
+                self._paused = True
+                self.transport.pause_reading()  # type: ignore[union-attr]
+            return
         if self._paused:
             self._paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
         buf = self._buf
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buf) > MAX_HEAD:
-                self._hand_over()
+        head = self._head
+        if head is None:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    self._hand_over()
+                return
+            head = _parse_head(bytes(buf[:end]), self.server.is_ingress)
+            if head is None or head.length > self.server.max_body:
+                self._hand_over()  # aiohttp gives the precise answer (404, 405, 413, 400 ...)
+                return
+            del buf[: end + 4]
+        if len(buf) < head.length:
+            self._head = head  # parsed once, however slowly the body arrives
             return
-        head = _parse_head(bytes(buf[:end]), self.server.is_ingress)
-        if head is None or head[1] > self.server.max_body:
-            self._hand_over()  # aiohttp gives the precise answer (404, 405, 413, 400 ...)
-            return
-        headers, length, keep_alive = head
-        total = end + 4 + length
-        if len(buf) < total:
-            return
-        body = bytes(buf[end + 4 : total])
-        del buf[:total]
+        self._head = None
+        body = bytes(buf[: head.length])
+        del buf[: head.length]
         self.busy = True
-        task = asyncio.ensure_future(self.server.accept(headers, body))
-        task.add_done_callback(lambda t: self._respond(t, keep_alive))
+        self.task = asyncio.ensure_future(self.server.accept(head.headers, body))
+        self.task.add_done_callback(lambda t: self._respond(t, head))
 
-    def _respond(self, task: asyncio.Future, keep_alive: bool) -> None:
-        self.busy = False
+    def _respond(self, task: asyncio.Future, request: _Head) -> None:
+        self.busy, self.task = False, None
         self.idle_since = time.monotonic()
+        if task.cancelled():  # the broker is stopping
+            status, body = 503, b'{"error":"the broker is stopping"}'
+        elif (error := task.exception()) is not None:  # accept answers errors itself: this is a bug
+            log.error("ingress: accepting an event failed", exc_info=error)
+            status, body = 500, b'{"error":"' + type(error).__name__.encode() + b'"}'
+        else:
+            status, body = task.result()
         if self._done:
             return
-        try:
-            status, body = task.result()
-        except Exception as exc:  # the accept callback answers errors itself; this is a bug, not a client's fault
-            status, body = 500, b'{"error":"' + type(exc).__name__.encode() + b'"}'
         head = b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Length: %d\r\n" % (
             status,
             _REASONS.get(status, "Error").encode(),
@@ -113,10 +144,12 @@ class IngressProtocol(asyncio.Protocol):
         )
         if body:
             head += b"Content-Type: application/json\r\n"
-        if not keep_alive:
+        if not request.keep_alive:
             head += b"Connection: close\r\n"
+        elif request.http10:
+            head += b"Connection: keep-alive\r\n"
         self.transport.write(head + b"\r\n" + body)  # type: ignore[union-attr]
-        if not keep_alive:
+        if not request.keep_alive:
             self._done = True
             self.transport.close()  # type: ignore[union-attr]
             return
@@ -139,32 +172,45 @@ class IngressProtocol(asyncio.Protocol):
             self._buf.clear()
 
 
-def _parse_head(head: bytes, is_ingress: Callable[[str], bool]) -> tuple[dict[str, str], int, bool] | None:
-    """Lower-cased headers, body length and keep-alive of an ingress POST this path takes, else None."""
-    lines = head.decode("latin-1").split("\r\n")
-    request = lines[0].split(" ")
-    if len(request) != 3 or request[0] != "POST" or request[2] not in ("HTTP/1.1", "HTTP/1.0"):
-        return None
-    if not is_ingress(request[1].split("?", 1)[0]):
+class _Head(NamedTuple):
+    headers: dict[str, str]  # lower-cased names
+    length: int
+    keep_alive: bool
+    http10: bool
+
+
+def _parse_head(head: bytes, is_ingress: Callable[[str], bool]) -> _Head | None:
+    """The head of an ingress POST this path takes, else None (aiohttp then answers the request)."""
+    line_end = head.find(b"\r\n")
+    request = _REQUEST_LINE.fullmatch(head, 0, line_end if line_end >= 0 else len(head))
+    if request is None or b"%" in request[1] or not is_ingress(request[1].split(b"?", 1)[0].decode()):
+        return None  # percent-encoded paths are left to aiohttp's router, which decodes them
+    block = head[line_end + 2 :] + b"\r\n" if line_end >= 0 else b""
+    if not _HEADER_LINES.fullmatch(block):
+        return None  # a bad name, whitespace before a colon, obs-fold, control characters, a bare CR or LF
+    lines = block.decode("utf-8", "surrogateescape").split("\r\n")  # as aiohttp decodes header values
+    lines.pop()
+    if len(head) > MAX_LINE and max(map(len, lines)) > MAX_LINE:
         return None
     headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not _TOKEN.fullmatch(name):
-            return None  # obs-fold, whitespace before the colon, a bad name: aiohttp refuses it properly
+    for line in lines:
+        name, _, value = line.partition(":")
         name = name.lower()
         if name in headers:
             if name in ("content-length", "content-type", "host", "transfer-encoding") or name.startswith("ce-"):
                 return None
-            headers[name] += ", " + value.strip()
+            headers[name] += ", " + value.strip(" \t")
         else:
-            headers[name] = value.strip()
+            headers[name] = value.strip(" \t")
     length = headers.get("content-length")
-    if length is None or not length.isdigit() or "transfer-encoding" in headers or "expect" in headers:
+    if length is None or not _DIGITS.fullmatch(length) or "transfer-encoding" in headers or "expect" in headers:
+        return None
+    http10 = request[2] == b"HTTP/1.0"
+    if not http10 and "host" not in headers:
         return None
     connection = headers.get("connection", "").lower()
-    keep_alive = "close" not in connection if request[2] == "HTTP/1.1" else "keep-alive" in connection
-    return headers, int(length), keep_alive
+    keep_alive = "keep-alive" in connection if http10 else "close" not in connection
+    return _Head(headers, int(length), keep_alive, http10)
 
 
 class IngressServer:
@@ -198,7 +244,10 @@ class IngressServer:
                 conn.transport.close()  # type: ignore[union-attr]
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Stop listening, let requests in flight finish (up to ``grace`` seconds), close the connections."""
+        """Stop listening, let requests in flight finish (up to ``grace`` seconds), close this path's connections.
+
+        Connections handed to aiohttp are closed by its runner's cleanup; call ``wait_closed`` after that.
+        """
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self._server is not None:
@@ -206,8 +255,15 @@ class IngressServer:
         deadline = time.monotonic() + grace
         while any(c.busy for c in self.connections) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        late = [c.task for c in self.connections if c.task is not None]
+        for task in late:
+            task.cancel()  # not answered with 202, so the client sends it again
+        await asyncio.gather(*late, return_exceptions=True)
         for conn in list(self.connections):
             with contextlib.suppress(Exception):
                 conn.transport.close()  # type: ignore[union-attr]
+
+    async def wait_closed(self) -> None:
+        """Wait until the listener is closed (on Python 3.12+ also every connection it accepted)."""
         if self._server is not None:
             await self._server.wait_closed()

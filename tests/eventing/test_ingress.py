@@ -122,19 +122,86 @@ async def test_connection_close_and_http_1_0_close_after_the_answer(make_broker)
 @pytest.mark.parametrize(
     "head",
     [
-        "POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2",  # repeated length: smuggling risk
-        "POST / HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked",
-        "POST / HTTP/1.1\r\nContent-Length: 2\r\n folded",
-        "POST / HTTP/1.1\r\nContent-Length : 2",
-        "POST / HTTP/1.1\r\nContent-Length: -2",
-        "POST / HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue",
-        "POST / HTTP/2\r\nContent-Length: 2",
-        "POST  / HTTP/1.1\r\nContent-Length: 2",
-        "POST /a/b/c HTTP/1.1\r\nContent-Length: 2",
+        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nContent-Length: 2",  # repeated length: smuggling
+        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nTransfer-Encoding: chunked",
+        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nX-A: 1\nTransfer-Encoding: chunked",  # bare LF
+        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nX-A: a\rb",  # bare CR
+        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nX-A: a\x00b",
+        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nce-id: a\x01b",
+        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\n folded",
+        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length : 2",
+        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: -2",
+        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: \u00b2",  # a digit to str.isdigit, not to HTTP
+        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: \u00a07",
+        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: " + "9" * 5000,
+        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nExpect: 100-continue",
+        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nX-Long: " + "a" * 9000,
+        "POST / HTTP/1.1\r\nContent-Length: 2",  # HTTP/1.1 without Host
+        "POST / HTTP/2\r\nHost: b\r\nContent-Length: 2",
+        "POST  / HTTP/1.1\r\nHost: b\r\nContent-Length: 2",
+        "POST /a/b\x7f HTTP/1.1\r\nHost: b\r\nContent-Length: 2",
+        "POST /%73ources/minio HTTP/1.1\r\nHost: b\r\nContent-Length: 2",  # aiohttp's router decodes it
+        "POST /a/b/c HTTP/1.1\r\nHost: b\r\nContent-Length: 2",
     ],
 )
 def test_heads_the_lean_path_does_not_take(head):
-    assert _parse_head(head.encode(), lambda path: is_ingress_path(path, frozenset())) is None
+    raw = head.encode("latin-1")  # byte for byte: \u00b2 is the byte 0xb2
+    assert _parse_head(raw, lambda path: is_ingress_path(path, frozenset())) is None
+
+
+def test_a_plain_head_is_taken_with_utf8_values():
+    raw = "POST /ns/b?x=1 HTTP/1.1\r\nHost: b\r\nContent-Length: 7\r\nce-subject: café ☕".encode()
+    head = _parse_head(raw, lambda path: is_ingress_path(path, frozenset()))
+    assert head is not None and head.length == 7 and head.keep_alive and head.headers["ce-subject"] == "café ☕"
+
+
+async def test_utf8_attribute_values_are_stored_as_sent(make_broker, subscriber):
+    url = f"{subscriber.url}/sink"
+    async with make_broker([Trigger("t", url)]) as broker:
+        reader, writer = await connect(broker)
+        writer.write(post("utf8", extra="ce-subject: café ☕\r\n"))
+        assert (await read_response(reader))[0] == 202
+        writer.close()
+        await subscriber.wait_for(lambda: len(subscriber.at("/sink")) == 1)
+        assert subscriber.at("/sink")[0].event.get_subject() == "café ☕"
+
+
+async def test_a_client_that_does_not_read_its_answers_is_pushed_back_and_loses_nothing(make_broker):
+    async with make_broker() as broker:
+        reader, writer = await connect(broker)
+        total = 20_000  # invalid events: answered without a log append, so the answers (~6 MB) pile up fast
+        writer.write(b"".join(post(f"bp-{i}", body=b"{not json") for i in range(total)))
+        await asyncio.sleep(2.0)  # the broker answers until the socket buffers fill, then stops reading
+        buffered = sum(c.transport.get_write_buffer_size() for c in broker._ingress_server.connections)
+        assert buffered < 1024 * 1024
+        statuses = [(await read_response(reader))[0] for _ in range(total)]
+        assert statuses == [400] * total
+        writer.close()
+
+
+async def test_idle_connections_are_closed_but_a_slow_request_is_not(make_broker, monkeypatch):
+    monkeypatch.setattr("eventing.ingress.IDLE_TIMEOUT_S", 0.5)
+    async with make_broker() as broker:
+        idle_reader, idle_writer = await connect(broker)
+        slow_reader, slow_writer = await connect(broker)
+        data = post("slow")
+        for i in range(0, len(data), len(data) // 10 + 1):  # a request arriving over ~1.2 s
+            slow_writer.write(data[i : i + len(data) // 10 + 1])
+            await asyncio.sleep(0.12)
+        assert (await read_response(slow_reader))[0] == 202
+        assert await asyncio.wait_for(idle_reader.read(), 5) == b""  # closed by the sweep
+        idle_writer.close()
+        slow_writer.close()
+
+
+async def test_http_1_0_keep_alive_is_confirmed_and_kept(make_broker):
+    async with make_broker() as broker:
+        reader, writer = await connect(broker)
+        for i in range(2):
+            writer.write(post(f"k10-{i}", extra="Connection: keep-alive\r\n").replace(b"HTTP/1.1", b"HTTP/1.0", 1))
+            status, headers, _ = await read_response(reader)
+            assert status == 202 and headers["connection"] == "keep-alive"
+        writer.close()
 
 
 def test_ingress_paths_leave_other_routes_alone():
