@@ -177,14 +177,14 @@ class KafkaGroupConsumer:
         loop.call_soon_threadsafe(lambda: joined.done() or joined.set_result(None))
         try:
             while not self._stop.is_set():
-                self._do_commits(consumer)
+                self._do_commits(consumer, wait=False)
                 paused = self._buffered > 2000
                 (consumer.pause if paused else consumer.resume)(*consumer.assignment())
                 batches = consumer.poll(timeout_ms=100, max_records=500)
                 records = [self._record(m) for msgs in batches.values() for m in msgs]
                 if records:
                     loop.call_soon_threadsafe(self._deliver, records)
-            self._do_commits(consumer)
+            self._do_commits(consumer, wait=True)
         except Exception:
             log.exception("consumer group %s stopped", self.group)
         finally:
@@ -230,7 +230,9 @@ class KafkaGroupConsumer:
         for record in records:
             self._records.put_nowait(record)
 
-    def _do_commits(self, consumer: KafkaConsumer) -> None:
+    def _do_commits(self, consumer: KafkaConsumer, wait: bool) -> None:
+        """Send the commits the loop asked for: asynchronously while running (a synchronous commit holds the
+        fetches behind a round trip), synchronously when closing."""
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         while True:
             try:
@@ -239,11 +241,19 @@ class KafkaGroupConsumer:
                 break
             if item:
                 offsets.update(item)
-        if offsets:
-            try:
+        if not offsets:
+            return
+        try:
+            if wait:
                 consumer.commit(offsets)
-            except KafkaError as exc:
-                log.warning("consumer group %s: commit failed (will be redelivered): %s", self.group, exc)
+            else:
+                consumer.commit_async(offsets, self._committed)
+        except KafkaError as exc:
+            self._committed(offsets, exc)
+
+    def _committed(self, offsets: dict[TopicPartition, OffsetAndMetadata], result: Any) -> None:
+        if isinstance(result, Exception):
+            log.warning("consumer group %s: commit failed (will be redelivered): %s", self.group, result)
 
     async def fetch(self, max_records: int, timeout: float) -> list[Record]:
         await self.ready()

@@ -41,12 +41,14 @@ class Phase:
     seconds: float
     p50_ms: float
     p99_ms: float
+    accept_p99_ms: float
 
     def line(self) -> str:
         rate = self.delivered / self.seconds if self.seconds else 0.0
         return (
             f"{self.name:<28} accepted {self.accepted:>6}/{self.sent:<6} delivered {self.delivered:>6} "
             f"in {self.seconds:6.2f}s = {rate:8.0f} ev/s   p50 {self.p50_ms:7.2f} ms   p99 {self.p99_ms:7.2f} ms"
+            f"   (202 answer p99 {self.accept_p99_ms:.2f} ms)"
         )
 
 
@@ -70,30 +72,33 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def wait_delivered(sink: Sink, ids: set[str], timeout: float) -> None:
+async def wait_delivered(sink: Sink, ids: dict[str, float], timeout: float) -> None:
     deadline = time.perf_counter() + timeout
-    while not ids <= sink.arrived.keys() and time.perf_counter() < deadline:
+    while not ids.keys() <= sink.arrived.keys() and time.perf_counter() < deadline:
         await asyncio.sleep(0.02)
 
 
-def summarize(name: str, sink: Sink, sent_at: dict[str, float], accepted: set[str], start: float) -> Phase:
+def summarize(name: str, sink: Sink, sent_at: dict[str, float], accepted: dict[str, float], start: float) -> Phase:
+    """``accepted`` maps the id of each event answered 202 to when the answer came."""
     got = [i for i in accepted if i in sink.arrived]
     latencies = [sink.arrived[i] - sent_at[i] for i in got]
     end = max((sink.arrived[i] for i in got), default=start)
-    return Phase(name, len(sent_at), len(accepted), len(got), end - start, pct(latencies, 0.5), pct(latencies, 0.99))
+    answers = [at - sent_at[i] for i, at in accepted.items()]
+    p50, p99 = pct(latencies, 0.5), pct(latencies, 0.99)
+    return Phase(name, len(sent_at), len(accepted), len(got), end - start, p50, p99, pct(answers, 0.99))
 
 
 async def fixed_rate(session, url: str, sink: Sink, rate: float, seconds: float, tag: str) -> Phase:
     total = int(rate * seconds)
     events = [new_event("bench.event", "bench", {"i": i}, runid=f"run-{i % 64}") for i in range(total)]
     sent_at: dict[str, float] = {}
-    accepted: set[str] = set()
+    accepted: dict[str, float] = {}
 
     async def send(event) -> None:
         headers, body = to_http_binary(event)
         sent_at[event.get_id()] = time.perf_counter()
         if (await session.post(url, headers, body, 30)).status == 202:
-            accepted.add(event.get_id())
+            accepted[event.get_id()] = time.perf_counter()
 
     start = time.perf_counter()
     tasks = []
@@ -111,7 +116,7 @@ async def saturation(session, url: str, sink: Sink, total: int, clients: int, ta
     events = [new_event("bench.event", "bench", {"i": i}, runid=f"run-{i % 64}") for i in range(total)]
     pending = list(reversed(events))
     sent_at: dict[str, float] = {}
-    accepted: set[str] = set()
+    accepted: dict[str, float] = {}
 
     async def client() -> None:
         while pending:
@@ -119,7 +124,7 @@ async def saturation(session, url: str, sink: Sink, total: int, clients: int, ta
             headers, body = to_http_binary(event)
             sent_at[event.get_id()] = time.perf_counter()
             if (await session.post(url, headers, body, 30)).status == 202:
-                accepted.add(event.get_id())
+                accepted[event.get_id()] = time.perf_counter()
 
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
