@@ -175,6 +175,7 @@ async def run_backend(tag: str, env: dict[str, str], tmp: Path, args) -> list[Ph
                 lambda: fixed_rate(session, url, sink, args.rate, args.seconds, tag),
                 lambda: saturation(session, url, sink, args.saturation_events, args.clients, tag),
             ):
+                os.sync()  # other processes' dirty pages would otherwise be flushed by the log's fsyncs (ext4)
                 broker_cpu, own_cpu = cpu_seconds(proc.pid), time.process_time()
                 phases.append(await phase())
                 broker_cpu, own_cpu = cpu_seconds(proc.pid) - broker_cpu, time.process_time() - own_cpu
@@ -204,7 +205,8 @@ async def main_async(args) -> None:
         "# broker: separate process; load generator (eventing.http1 client) + no-op subscriber (aiohttp server): "
         "this process; "
         f"fixed rate {args.rate}/s for {args.seconds}s; saturation {args.saturation_events} events, "
-        f"{args.clients} concurrent clients; 64 runids; latency = POST sent -> subscriber received"
+        f"{args.clients} concurrent clients; 64 runids; latency = POST sent -> subscriber received; "
+        "os.sync() before each phase"
     )
     results: dict[str, list[Phase]] = {}
     with tempfile.TemporaryDirectory(prefix="knflow-bench-") as tmpdir:
