@@ -44,29 +44,30 @@ class RunOutcome:
     def last(self, type_: str) -> SeenEvent | None:
         return next((e for e in reversed(self.events) if e.type == type_), None)
 
+    def data(self, type_: str) -> dict[str, Any] | None:
+        """The data of the last event of ``type_``, if there was one."""
+        event = self.last(type_)
+        return event.data if event else None
+
     @property
     def failure(self) -> SeenEvent | None:
         return self.last(STEP_FAILED)
 
     @property
     def deployed(self) -> dict[str, Any] | None:
-        event = self.last(MODEL_DEPLOYED)
-        return event.data if event else None
+        return self.data(MODEL_DEPLOYED)
 
     @property
     def registered(self) -> dict[str, Any] | None:
-        event = self.last(MODEL_REGISTERED)
-        return event.data if event else None
+        return self.data(MODEL_REGISTERED)
 
     @property
     def tuning(self) -> dict[str, Any] | None:
-        event = self.last(TUNE_COMPLETED)
-        return event.data if event else None
+        return self.data(TUNE_COMPLETED)
 
     @property
     def features(self) -> dict[str, Any] | None:
-        event = self.last(FEATURES_READY)
-        return event.data if event else None
+        return self.data(FEATURES_READY)
 
     def phases(self) -> list[tuple[str, float]]:
         """(step, seconds) between the milestones of the run, in order."""

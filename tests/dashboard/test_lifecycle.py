@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -19,19 +17,7 @@ from eventing.events import DATA_ARRIVED, MODEL_TRAINED, TRIAL_REQUESTED, TUNE_C
 from infra.settings import Settings
 from infra.store import ArtifactStore
 from serving.gateway import Gateway
-
-
-@dataclass
-class StepContext:
-    """What the function host hands a step: store, settings, logger, and ``emit`` (collected here)."""
-
-    store: ArtifactStore
-    settings: Settings
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("tests.dashboard"))
-    emitted: list[CloudEvent] = field(default_factory=list)
-
-    async def emit(self, event: CloudEvent) -> None:
-        self.emitted.append(event)
+from tests.lifecycle.helpers import StepContext
 
 
 def digits_npz() -> bytes:
