@@ -39,6 +39,7 @@ from eventing.ingress import IngressServer
 from eventing.registry import TriggerFile
 from eventing.triggers import Trigger
 from eventing.wire import from_http
+from infra.aio import run
 from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
 from infra.settings import Settings
 
@@ -288,16 +289,6 @@ def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     run(serve_until_signal(settings))
-
-
-def run(main: Any) -> None:
-    """``asyncio.run`` on uvloop when it is installed (it roughly halves the HTTP overhead per event)."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    uvloop.run(main)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,10 @@ from typing import Any
 import aiohttp
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.bindings import from_http
 from eventing.events import STEP_FAILED, InvalidEvent, describe, new_event
 from eventing.http1 import Http1Pool
 from eventing.triggers import DeliverySpec, Trigger
-from eventing.wire import to_http_binary
+from eventing.wire import from_http, to_http_binary
 
 log = logging.getLogger(__name__)
 

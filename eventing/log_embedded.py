@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -127,10 +127,6 @@ class _AppendJob:
 
 class _Appended(list):
     """The ``(offset, runid, event)`` rows one append committed (kept in the tail cache)."""
-
-
-def _cached_event(event: CloudEvent) -> CloudEvent:
-    return event  # tail-cache entries hold the event itself
 
 
 def _set_exception(fut: asyncio.Future, exc: BaseException) -> None:
@@ -307,7 +303,7 @@ class EmbeddedConsumer:
             position = self._position
             cached = self.log.cached(position, max_records)
             if cached:
-                return self._take(cached, _cached_event)
+                return self._take(cached)
             if cached is None:  # not in the tail cache (older, or appended before this process): read it
                 rows = await self.log.read(
                     lambda c, position=position: c.execute(
@@ -316,22 +312,22 @@ class EmbeddedConsumer:
                     ).fetchall()
                 )
                 if rows:
-                    return self._take(rows, from_json)
+                    return self._take([(offset, runid, from_json(body)) for offset, runid, body in rows])
             left = deadline - time.monotonic()
             if left <= 0:
                 return []
             await self.log.wait_for_append(left)
 
-    def _take(self, entries: list[tuple[int, str | None, Any]], parse: Callable[[Any], CloudEvent]) -> list[Record]:
-        """Hand out ``(offset, runid, item)`` entries (``parse(item)`` is the event), skipping pre-acked offsets."""
+    def _take(self, entries: list[tuple[int, str | None, CloudEvent]]) -> list[Record]:
+        """Hand out ``(offset, runid, event)`` entries, skipping pre-acked offsets."""
         records = []
-        for offset, runid, item in entries:
+        for offset, runid, event in entries:
             self._inflight.append(offset)
             if offset in self._preacked:
                 self._preacked.discard(offset)
                 self._done.add(offset)
                 continue
-            records.append(Record((0, offset), runid, parse(item)))
+            records.append(Record((0, offset), runid, event))
         self._position = entries[-1][0]
         self._advance()
         return records

@@ -35,8 +35,9 @@ from eventing.wire import to_http_binary as encode
 from functions.asgi import AsgiFunction, make_scope
 from functions.context import Context, Runtime
 from functions.loader import load_function
+from infra.aio import run
 from infra.errors import KnflowError, PayloadTooLarge
-from infra.logs import configure_logging, current_runid
+from infra.logs import bound_runid, configure_logging
 from infra.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -145,11 +146,8 @@ class FunctionHost:
                 )
                 reply = await self.function.call_asgi(scope, body, event)
                 return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
-            token = current_runid.set(event.get_extension(RUNID))  # every log record of this event carries it
-            try:
+            with bound_runid(event.get_extension(RUNID)):  # every log record of this event carries it
                 result = await self.function.call(event, Context(self.runtime, event))
-            finally:
-                current_runid.reset(token)
             if result is None:
                 return web.Response(status=204)
             if not isinstance(result, CloudEvent):
@@ -249,19 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(main: Any) -> None:
-    """Run a coroutine on uvloop when it is installed (it roughly halves the per-request overhead)."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
-
-
 if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["FUNCTION_ERROR", "FunctionHost", "listen_addresses", "run", "serve"]
+__all__ = ["FUNCTION_ERROR", "FunctionHost", "listen_addresses", "serve"]

@@ -27,10 +27,10 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from functions.host import run
 from functions.loader import KNOWN_FUNCTIONS
 from functions.worker import Worker, WorkerGone, request_headers
 from functions.zygote import Template
+from infra.aio import run
 from infra.errors import KnflowError, NotFound, Unavailable
 from infra.logs import configure_logging
 from infra.settings import Settings, load_settings

@@ -63,14 +63,15 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
     data = event.get_data() or {}
     runid = runid_of(event)
     options = load_options(ctx.store, runid)
+    params = {**options.train, "seed": options.train.get("seed", options.seed)}
     if event.get_type() == FEATURES_READY:
         if event.get_extension(MODE) == "tune":
             return None  # tune takes it and asks for trials
-        job = Job(runid, None, data, {**options.train, "seed": options.train.get("seed", options.seed)}, None, None)
+        job = Job(runid, None, data, params, None, None)
     elif event.get_type() == TRIAL_REQUESTED:
         if not data.get("trial") or not isinstance(data.get("features"), dict):
             raise InvalidRequest("trial.requested needs data.trial and data.features")
-        params = {**options.train, "seed": options.train.get("seed", options.seed), **data.get("params", {})}
+        params |= data.get("params", {})
         job = Job(runid, data["trial"], data["features"], params, data.get("objective"), data.get("early_stopping"))
     else:
         return None

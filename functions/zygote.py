@@ -42,8 +42,9 @@ def _notify(fd: int, **message: Any) -> None:
 
 def worker_main(spec: dict[str, Any], settings: Settings, ctl: int) -> None:
     """In the forked child: import the function, serve it on its Unix socket, report readiness."""
-    from functions.host import FunctionHost, run, serve
+    from functions.host import FunctionHost, serve
     from functions.loader import load_function
+    from infra.aio import run
     from infra.logs import configure_logging
 
     with contextlib.suppress(OSError, AttributeError):

@@ -14,12 +14,11 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
+from infra.aio import run
 from infra.errors import KnflowError, NotFound, PayloadTooLarge
 from infra.http import error_middleware, json_response
 from infra.settings import Settings
@@ -248,20 +247,10 @@ async def _serve() -> None:
         await gateway.stop()
 
 
-def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """Run ``main`` on uvloop when it is installed (a faster event loop for the hot path), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
-
-
 def main() -> None:
     """Entry point of ``python -m serving.gateway``."""
     with contextlib.suppress(KeyboardInterrupt):
-        run_loop(_serve())
+        run(_serve())
 
 
 if __name__ == "__main__":

@@ -75,7 +75,6 @@ class ReplicaClient:
         self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self._conn: framing.ResponseReader | None = None
         self._outbox: list[bytes] = []  # frames queued this loop iteration, sent with one syscall
-        self.started = time.monotonic()
 
     async def connect(self, timeout: float) -> None:
         """Wait until the replica accepts (its socket appears once the model is loaded)."""

@@ -152,10 +152,10 @@ class Rollouts:
             "decision": decision,
             "endpoint": f"http://{self.gw.settings.host}:{self.gw.port}/v2/models/{state.model}/infer",
         }
-        event = new_event(MODEL_DEPLOYED, SOURCE, data, runid=canary.runid, subject=f"{state.model}/{canary.version}")
-        if canary.traceparent:  # continue the deploying run's trace
-            event = CloudEvent({**event.get_attributes(), TRACEPARENT: child_traceparent(canary.traceparent)}, data)
-        return event
+        # continue the deploying run's trace
+        trace = {TRACEPARENT: child_traceparent(canary.traceparent)} if canary.traceparent else None
+        subject = f"{state.model}/{canary.version}"
+        return new_event(MODEL_DEPLOYED, SOURCE, data, runid=canary.runid, subject=subject, extensions=trace)
 
     async def _send(self, name: str) -> None:
         """Publish the model's pending notices in order; on failure keep them for the next tick."""

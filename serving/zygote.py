@@ -8,15 +8,12 @@ its replicas, when its stdin closes (the gateway went away).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
-from typing import Any
 
 import numpy  # noqa: F401  (imported here so forked replicas start warm)
 import onnxruntime  # noqa: F401
@@ -25,19 +22,11 @@ import orjson
 with contextlib.suppress(ImportError):
     import uvloop  # noqa: F401  (warm import for replicas)
 
+from infra.aio import run
 from serving import replica
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
-
-
-def _run(main: Coroutine[Any, Any, None]) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
 
 
 def _child(spec: replica.ReplicaSpec) -> None:
@@ -48,7 +37,7 @@ def _child(spec: replica.ReplicaSpec) -> None:
     os.dup2(2, 1)  # stdout is the zygote's protocol pipe
     code = 0
     try:
-        _run(replica.serve(spec))
+        run(replica.serve(spec))
     except BaseException:
         log.exception("replica for %s exited", spec.socket)
         code = 1

@@ -236,7 +236,7 @@ def main() -> None:
     parser.add_argument("--saturation-events", type=int, default=20000)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--backends", default="embedded,kafka")
-    from eventing.broker import run
+    from infra.aio import run
 
     run(main_async(parser.parse_args()))
 

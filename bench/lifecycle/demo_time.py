@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import logging
 import os
 import platform
@@ -17,14 +16,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-from sklearn.datasets import load_digits
 
 from eventing.events import DATA_ARRIVED, MODEL_TRAINED, TRIAL_REQUESTED, TUNE_COMPLETED, new_event
 from functions import featurize, ingest, train, tune
 from infra.settings import load_settings
 from infra.store import open_store
+from knflow.commands.demo import digits_npz
 
 
 @dataclass
@@ -36,13 +34,6 @@ class Ctx:
 
     async def emit(self, event) -> None:
         self.emitted.append(event)
-
-
-def digits_npz() -> bytes:
-    d = load_digits()
-    buf = io.BytesIO()
-    np.savez(buf, x=d.images.astype(np.float32), y=d.target)
-    return buf.getvalue()
 
 
 def timed(label: str, fn, *args):

@@ -28,6 +28,8 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from infra.localservices import free_port  # noqa: E402  (after the path is set: run as a script)
+
 HERE = Path(__file__).resolve().parent
 VENVS = Path("/work/venvs")
 PEERS = {"mlserver": ["mlserver==1.7.1", "onnxruntime"], "kserve": ["kserve==0.21.0", "onnxruntime"]}
@@ -64,19 +66,13 @@ def ensure_venv(name: str) -> Path:
     python = VENVS / name / "bin" / "python"
     if not python.exists():
         subprocess.run(
-            [sys.executable.replace("/.venv/bin/python", "/.venv/bin/python"), "-m", "venv", str(VENVS / name)],
+            [sys.executable, "-m", "venv", str(VENVS / name)],
             check=True,
         )
         subprocess.run([str(VENVS / name / "bin" / "pip"), "install", "-q", *PEERS[name]], check=True)
     has_torch = subprocess.run([str(python), "-c", "import torch"], capture_output=True).returncode == 0
     print(f"peer venv {name}: {VENVS / name} (torch importable: {has_torch})")
     return python
-
-
-def free_port() -> int:
-    from infra.localservices import free_port as fp
-
-    return fp()
 
 
 def post(url: str, body: bytes, timeout: float = 2.0) -> int:

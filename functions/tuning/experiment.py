@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,9 +52,9 @@ class Experiment:
     best: str | None = None
     reason: str = ""
 
-    @property
+    @functools.cached_property
     def spec(self) -> ExperimentSpec:
-        return parse_spec(self.spec_raw)
+        return parse_spec(self.spec_raw)  # parsed once: spec_raw is not changed after the experiment is made
 
     def ordered(self) -> list[Trial]:
         return sorted(self.trials.values(), key=lambda t: t.index)

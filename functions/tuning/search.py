@@ -141,8 +141,8 @@ def _hyperband(spec: ExperimentSpec, trials: list[Trial], count: int) -> list[Su
                 (t for t in below if t.scored), key=lambda t: t.value, reverse=spec.objective.type == "maximize"
             )  # type: ignore[arg-type,return-value]
             promoted = {t.meta.get("parent") for t in members}
-            sources = [t.params for t in scored[:size] if t.id not in promoted][: count - len(out)]
-            parents = [t.id for t in scored[:size] if t.id not in promoted]
+            chosen = [t for t in scored[:size] if t.id not in promoted][: count - len(out)]
+            sources, parents = [t.params for t in chosen], [t.id for t in chosen]
         for n, params in enumerate(sources):
             meta = {"bracket": bracket, "rung": rung, "parent": parents[n] if rung else None}
             out.append(Suggestion({**params, resource: budget}, meta))

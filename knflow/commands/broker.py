@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from eventing.broker import run as run_loop
 from eventing.broker import serve_until_signal
+from infra.aio import run as run_loop
 from infra.logs import configure_logging
 from infra.settings import load_settings
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import urllib.error
 import urllib.request
 
@@ -25,14 +24,9 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.action == "ls":
         return _list(settings)
-    from functions.host import run as run_loop
-    from functions.runner import Runner, parse_function_args, run_forever
-    from infra.logs import configure_logging
+    from functions.runner import main
 
-    configure_logging(settings.log_level, settings.log_format)
-    runner = Runner(settings, parse_function_args(getattr(args, "functions", [])), sink=os.environ.get("K_SINK"))
-    run_loop(run_forever(runner))
-    return 0
+    return main(getattr(args, "functions", []))
 
 
 def _list(settings: Settings) -> int:

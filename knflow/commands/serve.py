@@ -15,10 +15,11 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import contextlib
 
+    from infra.aio import run as run_loop
     from infra.logs import configure_logging
     from infra.settings import load_settings
     from infra.store import open_store
-    from serving.gateway import Gateway, run_loop
+    from serving.gateway import Gateway
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
