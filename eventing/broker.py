@@ -65,13 +65,17 @@ class BrokerServer:
         self.trigger_file = TriggerFile(Path(base) / "triggers.json")  # type: ignore[arg-type]
         self._initial = list(triggers)
         self._sources = sources
-        self.triggers: dict[str, Trigger] = {}
         self._dispatchers: dict[str, Dispatcher] = {}
         self._lock = asyncio.Lock()
         self._runner: web.AppRunner | None = None
         self._ingress_server: IngressServer | None = None
         self._session: aiohttp.ClientSession | None = None
         self.url = ""
+
+    @property
+    def triggers(self) -> dict[str, Trigger]:
+        """The triggers being delivered, by name."""
+        return {name: d.trigger for name, d in self._dispatchers.items()}
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> BrokerServer:
@@ -143,7 +147,8 @@ class BrokerServer:
         unchanged trigger must not wait for them (a long training step would hold the caller).
         """
         async with self._lock:
-            if self.triggers.get(trigger.name) == trigger and trigger.name in self._dispatchers:
+            running = self._dispatchers.get(trigger.name)
+            if running is not None and running.trigger == trigger:
                 return
             old = self._dispatchers.pop(trigger.name, None)
             if old is not None:
@@ -158,13 +163,11 @@ class BrokerServer:
             if dispatcher is None:
                 raise NotFound(f"no trigger named {name!r}")
             await dispatcher.stop()
-            del self.triggers[name]
             self.trigger_file.save(self.triggers)
             await self.log.drop_group(name)
 
     async def _run_trigger(self, trigger: Trigger) -> None:
         dispatcher = Dispatcher(trigger, self.log.consumer(trigger.name), self.deliverer)
-        self.triggers[trigger.name] = trigger
         self._dispatchers[trigger.name] = dispatcher
         await dispatcher.start()
 

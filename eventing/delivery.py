@@ -82,17 +82,11 @@ class Deliverer:
         """Deliver with retries; publish the reply, or dead-letter and report the failure."""
         spec = trigger.delivery or NO_RETRIES
         headers, body = to_http_binary(event)
-        result, attempts = Attempt(0), 0
-        for retry in range(spec.retry + 1):
-            attempts += 1
-            result = await self.attempt(trigger.subscriber, headers, body, spec)
-            if result.ok:
-                if result.reply is not None:
-                    await self.publish(result.reply)
-                return result
-            if not result.retryable or retry == spec.retry:
-                break
-            await asyncio.sleep(self._delay(spec, retry, result))
+        result, attempts = await self._send(trigger.subscriber, headers, body, spec)
+        if result.ok:
+            if result.reply is not None:
+                await self.publish(result.reply)
+            return result
         log.warning(
             "delivery of %s to trigger %s failed after %d attempt(s): status %s %s",
             describe(event),
@@ -103,6 +97,16 @@ class Deliverer:
         )
         await self._fail(trigger, event, spec, result, attempts)
         return result
+
+    async def _send(self, url: str, headers: dict[str, str], body: bytes, spec: DeliverySpec) -> tuple[Attempt, int]:
+        """POST with the spec's retries and backoff; the last attempt's outcome and how many attempts were made."""
+        retry = 0
+        while True:
+            result = await self.attempt(url, headers, body, spec)
+            if result.ok or not result.retryable or retry >= spec.retry:
+                return result, retry + 1
+            await asyncio.sleep(self._delay(spec, retry, result))
+            retry += 1
 
     def _delay(self, spec: DeliverySpec, retry: int, result: Attempt) -> float:
         delay = spec.backoff(retry)
@@ -139,13 +143,9 @@ class Deliverer:
         if result.body:
             attributes["knativeerrordata"] = base64.b64encode(result.body).decode()
         headers, body = to_http_binary(CloudEvent(attributes, event.get_data()))
-        for retry in range(spec.retry + 1):
-            outcome = await self.attempt(spec.dead_letter_sink, headers, body, spec)  # type: ignore[arg-type]
-            if outcome.ok:
-                return
-            if not outcome.retryable or retry == spec.retry:
-                break
-            await asyncio.sleep(self._delay(spec, retry, outcome))
+        outcome, _ = await self._send(spec.dead_letter_sink, headers, body, spec)  # type: ignore[arg-type]
+        if outcome.ok:
+            return
         log.error("dead-letter sink %s refused %s: status %s", spec.dead_letter_sink, describe(event), outcome.status)
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from eventing.triggers import Trigger
+from infra.atomic import write_json
 
 
 class TriggerFile:
@@ -23,10 +22,4 @@ class TriggerFile:
         return {name: Trigger.from_spec(name, spec) for name, spec in specs.items()}
 
     def save(self, triggers: dict[str, Trigger]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".triggers.")
-        with os.fdopen(fd, "w") as out:
-            json.dump({name: t.to_spec() for name, t in sorted(triggers.items())}, out, indent=2)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.path)
+        write_json(self.path, {name: t.to_spec() for name, t in sorted(triggers.items())}, indent=2)

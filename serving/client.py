@@ -14,6 +14,15 @@ from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge,
 _BY_STATUS = {400: InvalidRequest, 404: NotFound, 413: PayloadTooLarge, 503: Unavailable}
 
 
+def _http_error(method: str, path: str, status: int, raw: bytes) -> KnflowError:
+    """The knflow error for a gateway's error answer: its ``error`` reason (or the raw body) and status."""
+    try:
+        message = orjson.loads(raw)["error"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        message = raw.decode(errors="replace")
+    return _BY_STATUS.get(status, KnflowError)(f"{method} {path}: {message}", status=status)
+
+
 class ServingClient:
     """Deploy, split traffic, roll back, inspect and infer against one gateway (``http://host:port``)."""
 
@@ -33,12 +42,7 @@ class ServingClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return orjson.loads(response.read())
         except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                message = orjson.loads(raw)["error"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                message = raw.decode(errors="replace")
-            raise _BY_STATUS.get(exc.code, KnflowError)(f"{method} {path}: {message}", status=exc.code) from None
+            raise _http_error(method, path, exc.code, exc.read()) from None
         except urllib.error.URLError as exc:
             raise Unavailable(f"gateway {self.base_url} unreachable: {exc.reason}") from None
 
@@ -133,11 +137,7 @@ class AsyncServingClient:
         except aiohttp.ClientConnectionError as exc:
             raise Unavailable(f"gateway {self.base_url} unreachable: {exc}") from None
         if response.status >= 400:
-            try:
-                message = orjson.loads(raw)["error"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                message = raw.decode(errors="replace")
-            raise _BY_STATUS.get(response.status, KnflowError)(f"{method} {path}: {message}", status=response.status)
+            raise _http_error(method, path, response.status, raw)
         return orjson.loads(raw)
 
     async def deploy(self, model: str, version: int | str = "latest", **options: Any) -> dict:

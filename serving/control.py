@@ -33,7 +33,6 @@ from serving.revisions import (
     TrafficTarget,
     add_revision,
     rollback,
-    save_state,
     set_traffic,
 )
 from serving.rollout import Canary, RolloutPolicy, parse_rollout
@@ -78,10 +77,6 @@ class ControlApi:
     def __init__(self, gateway: Gateway):
         self.gw = gateway
 
-    async def _commit(self, state: ServingState) -> None:
-        await asyncio.to_thread(save_state, self.gw.store, state)
-        self.gw.states[state.model] = state
-
     async def deploy(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         body = await _json(request)
@@ -104,7 +99,7 @@ class ControlApi:
                 if rollout is not None:
                     canary = Canary(rev.id, rev.version, rollout, body.get("runid"), body.get("traceparent"))
                     state = replace(state, canary=canary)
-            await self._commit(state)
+            await self.gw.commit(state)
         endpoint = f"http://{request.host}/v2/models/{name}/infer"
         return web.json_response({"revision": rev.id, "version": rev.version, "endpoint": endpoint}, status=201)
 
@@ -117,13 +112,13 @@ class ControlApi:
             raise InvalidRequest(f'expected {{"traffic": [{{"revision", "percent", "tag"}}]}}: {exc}') from None
         async with self.gw.state_lock:
             state = set_traffic(self.gw.state(name), targets)
-            await self._commit(state)
+            await self.gw.commit(state)
         return web.json_response(self._view(state))
 
     async def rollback(self, request: web.Request) -> web.Response:
         async with self.gw.state_lock:
             state = rollback(self.gw.state(request.match_info["name"]))
-            await self._commit(state)
+            await self.gw.commit(state)
         return web.json_response(self._view(state))
 
     async def describe(self, request: web.Request) -> web.Response:

@@ -28,7 +28,7 @@ from serving.autoscaler import ScalePolicy
 from serving.metrics import Metrics
 from serving.registry import ModelCard, ModelRegistry
 from serving.replicas import Zygote
-from serving.revisions import Revision, Router, ServingState, load_states
+from serving.revisions import Revision, Router, ServingState, load_states, save_state
 from serving.rollout import Rollouts
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,11 @@ class Gateway:
         )  # fmt: skip
         self.metrics.decision(pool.revision.id, direction)
         pool.scale_to(decision.desired)
+
+    async def commit(self, state: ServingState) -> None:
+        """Store a model's new serving state (``state.json``), then serve by it."""
+        await asyncio.to_thread(save_state, self.store, state)
+        self.states[state.model] = state
 
     # -- V2 --------------------------------------------------------------------------
     def state(self, name: str) -> ServingState:

@@ -17,7 +17,7 @@ from cloudevents.core.v1.event import CloudEvent
 from eventing.bindings import from_json, to_json
 from eventing.events import MODEL_DEPLOYED, RUNID, TRACEPARENT, child_traceparent, new_event
 from infra.errors import InvalidRequest, KnflowError
-from serving.revisions import ServingState, TrafficTarget, rollback, save_state, set_traffic
+from serving.revisions import ServingState, TrafficTarget, rollback, set_traffic
 
 if TYPE_CHECKING:
     from serving.gateway import Gateway
@@ -119,7 +119,7 @@ class Rollouts:
                 return
             if verdict == WAIT:  # someone moved the traffic by hand: the canary is no longer ours to judge
                 log.info("rollout: canary %s no longer takes traffic; judging stops", canary.revision)
-                await self._commit(replace(state, canary=None))
+                await self.gw.commit(replace(state, canary=None))
                 return
             why = f"{requests} requests, {errors} errors"
             if verdict == PROMOTE:
@@ -138,7 +138,7 @@ class Rollouts:
                 )  # fmt: skip
                 state = rollback(state)
             notice = to_json(self._notice(state, canary, verdict, decision)).decode()
-            await self._commit(replace(state, canary=None, notices=(*state.notices, notice)))
+            await self.gw.commit(replace(state, canary=None, notices=(*state.notices, notice)))
         log.info("rollout: model %s: %s", state.model, reason)
         self.gw.metrics.rollout(state.model, verdict)
 
@@ -169,11 +169,7 @@ class Rollouts:
             log.info("rollout: published %s for run %s", event.get_type(), event.get_extension(RUNID))
             async with self.gw.state_lock:
                 state = self.gw.states[name]
-                await self._commit(replace(state, notices=tuple(n for n in state.notices if n != notice)))
-
-    async def _commit(self, state: ServingState) -> None:
-        await asyncio.to_thread(save_state, self.gw.store, state)
-        self.gw.states[state.model] = state
+                await self.gw.commit(replace(state, notices=tuple(n for n in state.notices if n != notice)))
 
 
 async def publish(broker_url: str, event: CloudEvent) -> None:

@@ -16,14 +16,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from eventing.sources.arrival import arrival_event
+from infra.atomic import write_json
 from infra.store import ArtifactStore, ObjectInfo
 from infra.store_file import FileStore
 
@@ -90,10 +89,4 @@ class FileStoreWatcher:
         return len(fresh)
 
     def _save(self) -> None:
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=".seen.")
-        with os.fdopen(fd, "w") as out:
-            json.dump(self._seen, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.state_path)
+        write_json(self.state_path, self._seen)
