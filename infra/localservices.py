@@ -72,17 +72,18 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = 
     raise Unavailable(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
 
 
-def _spawn(name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None):
+def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a service process in its own session, output appended to ``log_path``, environment plus ``env``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = log_path.open("ab")
-    return subprocess.Popen(
-        argv,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        env={**os.environ, **(env or {})},
-    )
+    with log_path.open("ab") as log:  # the child keeps its own copy of the handle
+        return subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
 
 
 def weed_binary() -> str:
@@ -129,7 +130,7 @@ def _start_seaweedfs(data_dir: Path, timeout: float) -> LocalService:
         f"-s3.port.iceberg={free_port()}",
     ] + [f"-{flag}={port}" for flag, port in ports.items()]
     log_path = data_dir / "weed.log"
-    process = _spawn("seaweedfs", argv, log_path)
+    process = spawn(argv, log_path)
     url = f"http://127.0.0.1:{ports['s3.port']}"
     service = LocalService("seaweedfs", process, url, log_path, ports)
     try:
@@ -173,7 +174,7 @@ def start_tansu(data_dir: Path, *, timeout: float = 30.0) -> LocalService:
     address = f"tcp://127.0.0.1:{port}"
     argv = [tansu_binary(), "broker", "--listener-url", address, "--advertised-listener-url", address]
     log_path = data_dir / "tansu.log"
-    process = _spawn("tansu", argv, log_path)
+    process = spawn(argv, log_path)
     service = LocalService("tansu", process, f"127.0.0.1:{port}", log_path, {"kafka": port})
     try:
         wait_for_port(port, timeout, process, "tansu")

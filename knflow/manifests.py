@@ -101,7 +101,7 @@ def _gpu(options: ManifestOptions) -> dict[str, Any]:
     }
 
 
-def _service(func: dict, options: ManifestOptions, ns: str, image: str, **fields: Any) -> dict[str, Any]:
+def _service(func: dict, ns: str, image: str, **fields: Any) -> dict[str, Any]:
     deploy = (func.get("deploy") or {}).get("options") or {}
     scale, requests = deploy.get("scale") or {}, (deploy.get("resources") or {}).get("requests") or {}
     base = {
@@ -127,7 +127,7 @@ def function_services(
             own += [{"name": "KNFLOW_GATEWAY_PORT", "value": "80"}]
         gpu = _gpu(options) if function == "train" else {}
         out.append(_service(
-            func, options, ns, image, name=function_service_name(function), env=tuple(own + env),
+            func, ns, image, name=function_service_name(function), env=tuple(own + env),
             command=("python", "-m", "functions.host"), labels=FUNCTION_LABELS | {"knflow.dev/function": function},
             target=concurrency, container_concurrency=concurrency, timeout_seconds=timeouts.get(function, 120), **gpu,
         ))  # fmt: skip
@@ -138,7 +138,7 @@ def gateway_service(func: dict, options: ManifestOptions, ns: str, image: str) -
     """The inference gateway (V2 + control API): min-scale 1, GPU limit and placement with ``--gpu``."""
     own = [{"name": "KNFLOW_HOST", "value": "0.0.0.0"}, {"name": "KNFLOW_GATEWAY_PORT", "value": "8080"}]
     return _service(
-        func, options, ns, image, name=GATEWAY, env=tuple(own + container_env(func)), min_scale=1,
+        func, ns, image, name=GATEWAY, env=tuple(own + container_env(func)), min_scale=1,
         command=("python", "-m", "serving.gateway"), labels=PART_OF | {"knflow.dev/component": "gateway"},
         target=100, container_concurrency=0, timeout_seconds=300,
         readiness_path="/v2/health/ready", liveness_path="/v2/health/live", **_gpu(options),

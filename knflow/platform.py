@@ -9,7 +9,6 @@ describes the whole platform.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import signal
@@ -24,6 +23,7 @@ import urllib3
 
 from functions.pipeline import lifecycle_triggers
 from infra.errors import Unavailable
+from infra.localservices import spawn
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,30 +83,16 @@ class Platform:
         env = {**os.environ, **settings_env(settings), **(extra_env or {})}
         try:
             for component in COMPONENTS:
-                if importlib.util.find_spec(component.module) is None:
-                    continue
                 _check_port_free(settings, component)
-                platform._spawn(component, env)
+                log_path = platform.log_dir / f"{component.name}.log"  # type: ignore[operator]
+                platform.processes[component.name] = spawn([sys.executable, "-m", component.module], log_path, env)
             for component in COMPONENTS:
-                if component.name in platform.processes:
-                    platform._wait_healthy(component, timeout)
+                platform._wait_healthy(component, timeout)
             platform.install_triggers()
         except BaseException:
             platform.stop()
             raise
         return platform
-
-    def _spawn(self, component: Component, env: dict[str, str]) -> None:
-        log_file = (self.log_dir / f"{component.name}.log").open("ab")  # type: ignore[operator]
-        self.processes[component.name] = subprocess.Popen(
-            [sys.executable, "-m", component.module],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-        log_file.close()
 
     def _wait_healthy(self, component: Component, timeout: float) -> None:
         http = urllib3.PoolManager(retries=False, timeout=1.0)
