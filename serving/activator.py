@@ -10,10 +10,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from infra.errors import KnflowError, Unavailable
+from serving import dataplane
 from serving.autoscaler import Kpa, ScalePolicy
 from serving.registry import ModelCard
 from serving.replica import ReplicaSpec
-from serving.replicas import ReplicaClient, Zygote
+from serving.replicas import NotStarted, ReplicaClient, Zygote
 from serving.revisions import Revision
 
 log = logging.getLogger(__name__)
@@ -65,13 +66,20 @@ class RevisionPool:
         self._mark = now
         self.inflight += delta
 
-    async def infer(self, body: bytes) -> tuple[int, bytes]:
-        """Forward one V2 body to the least-loaded replica, activating one first if there are none."""
+    async def infer(self, body: bytes, codec: int = dataplane.JSON) -> tuple[int, bytes]:
+        """Forward one request to the least-loaded replica, activating one first if there are none.
+
+        A request whose replica died before starting it is sent once more (to another or a fresh replica);
+        one that was running when its replica died fails, so a request that kills replicas kills one.
+        """
         self._arrived += 1
         self._account(+1)
         try:
-            replica = await self._acquire()
-            return await replica.infer(body)
+            try:
+                return await (await self._acquire()).infer(body, codec)
+            except NotStarted as exc:
+                log.warning("revision %s: %s; sending it to another replica", self.revision.id, exc)
+                return await (await self._acquire()).infer(body, codec)
         finally:
             self._account(-1)
 

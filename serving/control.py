@@ -14,19 +14,22 @@
     GET  /v1/models/{name}            revisions (with replicas, in-flight, requests, errors), traffic
     GET  /v1/models                   {"models": [...]}
 
-A tagged target is reached directly with the request header ``x-knflow-tag: <tag>``.
+A tagged target is reached directly with the request header ``x-knflow-tag: <tag>``. Bodies are checked
+against the models below; a wrong type or range is a 400 naming the field.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import orjson
+import pydantic
 from aiohttp import web
 
 from infra.errors import InvalidRequest, NotFound
+from infra.validation import parse
 from serving.revisions import (
     Batching,
     ServingState,
@@ -35,30 +38,69 @@ from serving.revisions import (
     rollback,
     set_traffic,
 )
-from serving.rollout import Canary, RolloutPolicy, parse_rollout
+from serving.rollout import Canary, RolloutPolicy
 from serving.runtime import host_threads
 
 if TYPE_CHECKING:
     from serving.gateway import Gateway
 
+B = TypeVar("B", bound=pydantic.BaseModel)
 
-async def _json(request: web.Request) -> dict:
+
+TAG = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"  # a DNS label, as Knative requires of traffic tags
+
+
+class _Body(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class BatchingBody(_Body):
+    max_batch: int = pydantic.Field(1, ge=1, le=4096)
+    max_delay_ms: float = pydantic.Field(0.0, ge=0, le=1000)
+
+
+class RolloutBody(_Body):
+    promote_after_requests: int = pydantic.Field(100, ge=1)
+    max_error_rate: float = pydantic.Field(0.05, ge=0, le=1)
+
+
+class DeployBody(_Body):
+    """``POST /v1/models/{name}/revisions``."""
+
+    version: pydantic.PositiveInt | Annotated[str, pydantic.Field(pattern=r"^[a-z][-a-z0-9]{0,62}$")] = "latest"
+    batching: BatchingBody = BatchingBody()
+    intra_op_threads: int | None = pydantic.Field(None, ge=0, le=1024)
+    percent: int | None = pydantic.Field(None, ge=0, le=100)
+    tag: str | None = pydantic.Field(None, pattern=TAG)
+    rollout: RolloutBody | None = None
+    runid: str | None = pydantic.Field(None, max_length=256)
+    traceparent: str | None = pydantic.Field(None, pattern=r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+    @pydantic.model_validator(mode="after")
+    def _rollout_needs_a_canary(self) -> DeployBody:
+        if self.rollout is not None and not (self.percent is not None and 0 < self.percent < 100):
+            raise ValueError('"rollout" needs a canary: a "percent" between 1 and 99')
+        return self
+
+
+class TargetBody(_Body):
+    revision: str = pydantic.Field(min_length=1, max_length=256)
+    percent: int = pydantic.Field(ge=0, le=100)
+    tag: str | None = pydantic.Field(None, pattern=TAG)
+
+
+class TrafficBody(_Body):
+    """``PUT /v1/models/{name}/traffic``."""
+
+    traffic: list[TargetBody] = pydantic.Field(min_length=1, max_length=100)
+
+
+async def _body(request: web.Request, model: type[B]) -> B:
     try:
-        body = orjson.loads(await request.read() or b"{}")
+        raw = orjson.loads(await request.read() or b"{}")
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("body must be a JSON object")
-    return body
-
-
-def _rollout(body: dict) -> RolloutPolicy | None:
-    """The canary's rollout policy, if the body asks for one (only with a canary's ``percent`` < 100)."""
-    if body.get("rollout") is None:
-        return None
-    if not 0 < int(body.get("percent", 100)) < 100:
-        raise InvalidRequest('"rollout" needs a canary: a "percent" between 1 and 99')
-    return parse_rollout(body["rollout"])
+    return parse(model, raw)
 
 
 def add_routes(app: web.Application, gateway: Gateway) -> None:
@@ -79,25 +121,22 @@ class ControlApi:
 
     async def deploy(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        body = await _json(request)
-        card = await asyncio.to_thread(self.gw.registry.get, name, body.get("version", "latest"))
-        try:
-            batching = Batching(**body.get("batching", {}))
-        except TypeError as exc:
-            raise InvalidRequest(f"batching: {exc}") from None
-        rollout = _rollout(body)
+        body = await _body(request, DeployBody)
+        card = await asyncio.to_thread(self.gw.registry.get, name, body.version)
+        batching = Batching(body.batching.max_batch, body.batching.max_delay_ms)
         serving = self.gw.settings.serving
-        threads = host_threads(int(body.get("intra_op_threads", serving.intra_op_threads)), serving.max_replicas)
+        requested = serving.intra_op_threads if body.intra_op_threads is None else body.intra_op_threads
+        threads = host_threads(requested, serving.max_replicas)
         async with self.gw.state_lock:
             state = self.gw.states.get(name, ServingState(model=name))
             main = max(state.traffic, key=lambda t: t.percent).revision if state.traffic else None
             state, rev = add_revision(state, card.version, batching, threads)
-            if "percent" in body and main is not None:
-                percent = int(body["percent"])
-                targets = [TrafficTarget(main, 100 - percent), TrafficTarget(rev.id, percent, body.get("tag"))]
+            if body.percent is not None and main is not None:
+                targets = [TrafficTarget(main, 100 - body.percent), TrafficTarget(rev.id, body.percent, body.tag)]
                 state = set_traffic(state, targets)
-                if rollout is not None:
-                    canary = Canary(rev.id, rev.version, rollout, body.get("runid"), body.get("traceparent"))
+                if body.rollout is not None:
+                    policy = RolloutPolicy(body.rollout.promote_after_requests, body.rollout.max_error_rate)
+                    canary = Canary(rev.id, rev.version, policy, body.runid, body.traceparent)
                     state = replace(state, canary=canary)
             await self.gw.commit(state)
         endpoint = f"http://{request.host}/v2/models/{name}/infer"
@@ -105,11 +144,8 @@ class ControlApi:
 
     async def traffic(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        body = await _json(request)
-        try:
-            targets = [TrafficTarget(t["revision"], int(t["percent"]), t.get("tag")) for t in body["traffic"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidRequest(f'expected {{"traffic": [{{"revision", "percent", "tag"}}]}}: {exc}') from None
+        body = await _body(request, TrafficBody)
+        targets = [TrafficTarget(t.revision, t.percent, t.tag) for t in body.traffic]
         async with self.gw.state_lock:
             state = set_traffic(self.gw.state(name), targets)
             await self.gw.commit(state)

@@ -1,7 +1,10 @@
 """Gateway ↔ replica transport: length-prefixed frames over a unix socket, many requests in flight per connection.
 
-Request frame:  u32 request id, u32 body length, body (the V2 JSON exactly as the client sent it).
-Response frame: u32 request id, u16 HTTP status, u32 body length, body.
+Request frame:  u32 request id, u8 codec, u32 body length, body (the request exactly as the client sent it;
+                the codec says how to read it, see ``serving.dataplane``).
+Response frame: u32 request id, u16 HTTP status, u32 body length, body. Status ``STARTED`` (0, empty body)
+                is not an answer: the replica says it has begun running that request, so the gateway knows
+                which requests a replica that dies had not yet started (and may retry those elsewhere).
 
 Both ends are ``asyncio.Protocol``s that cut every frame out of each received chunk at once,
 so a burst of requests costs one wakeup, not one coroutine step per frame.
@@ -13,12 +16,17 @@ import asyncio
 import struct
 from collections.abc import Callable
 
-REQUEST = struct.Struct("!II")
+REQUEST = struct.Struct("!IBI")
 RESPONSE = struct.Struct("!IHI")
+STARTED = 0
 
 
-def request_frame(rid: int, body: bytes) -> bytes:
-    return REQUEST.pack(rid, len(body)) + body
+def request_frame(rid: int, codec: int, body: bytes) -> bytes:
+    return REQUEST.pack(rid, codec, len(body)) + body
+
+
+def started_frame(rid: int) -> bytes:
+    return RESPONSE.pack(rid, STARTED, 0)
 
 
 def response_frame(rid: int, status: int, body: bytes) -> bytes:
@@ -69,21 +77,21 @@ class FrameProtocol(asyncio.Protocol):
         raise NotImplementedError
 
     def on_burst_end(self) -> None:
-        """Called after each received chunk's frames are handed over."""
+        """Called after each received chunk's frames are handed over (also when it held only part of a frame)."""
 
 
 class RequestReader(FrameProtocol):
-    """Replica side: each request frame becomes ``on_request(protocol, rid, body)``."""
+    """Replica side: each request frame becomes ``on_request(protocol, rid, codec, body)``."""
 
     header = REQUEST
 
-    def __init__(self, on_request: Callable[[RequestReader, int, bytes], None], on_burst: Callable[[], None]):
+    def __init__(self, on_request: Callable[[RequestReader, int, int, bytes], None], on_burst: Callable[[], None]):
         super().__init__()
         self.on_request = on_request
         self.on_burst = on_burst
 
-    def on_frame(self, rid: int, body: bytes) -> None:  # type: ignore[override]
-        self.on_request(self, rid, body)
+    def on_frame(self, rid: int, codec: int, body: bytes) -> None:  # type: ignore[override]
+        self.on_request(self, rid, codec, body)
 
     def on_burst_end(self) -> None:
         self.on_burst()

@@ -50,22 +50,46 @@ class InferRequest:
     parameters: dict
 
 
-def _tensor(raw: Mapping[str, Any]) -> tuple[str, str, np.ndarray]:
+#: the largest element count a tensor may declare (numpy's own limit on one array is far above what fits in memory)
+MAX_ELEMENTS = 2**40
+
+
+def _field(raw: Mapping[str, Any], name: str, where: str) -> Any:
     try:
-        name, datatype, shape, data = raw["name"], raw["datatype"], raw["shape"], raw["data"]
-    except (KeyError, TypeError) as exc:
-        raise InvalidRequest(f"input tensor is missing field {exc}") from None
-    if datatype not in V2_TO_NUMPY:
-        raise InvalidRequest(f"input {name!r}: unknown datatype {datatype!r}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise InvalidRequest(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
+        return raw[name]
+    except KeyError:
+        raise InvalidRequest(f"{where} is missing field {name!r}") from None
+
+
+def tensor_head(raw: Any, where: str) -> tuple[str, str, list[int]]:
+    """A V2 tensor's name, datatype and shape, each checked for type and range; ``where`` names it in errors."""
+    if not isinstance(raw, dict):
+        raise InvalidRequest(f"{where} must be a JSON object, got {type(raw).__name__}")
+    name, datatype, shape = (_field(raw, f, where) for f in ("name", "datatype", "shape"))
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest(f"{where}: 'name' must be a non-empty string, got {name!r}"[:300])
+    where = f"input {name!r}"
+    if not isinstance(datatype, str) or datatype not in V2_TO_NUMPY:
+        raise InvalidRequest(f"{where}: unknown datatype {datatype!r} (one of {', '.join(V2_TO_NUMPY)})"[:300])
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise InvalidRequest(f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}"[:300])
+    if len(shape) > 32 or math.prod(shape) > MAX_ELEMENTS or any(d > MAX_ELEMENTS for d in shape):
+        raise InvalidRequest(f"{where}: shape {shape} is larger than a tensor may be"[:300])
+    return name, datatype, shape
+
+
+def _tensor(raw: Any, index: int) -> tuple[str, str, np.ndarray]:
+    name, datatype, shape = tensor_head(raw, f"inputs[{index}]")
+    data = _field(raw, "data", f"input {name!r}")
     try:
         if datatype == "BYTES":
             array = np.array(_flatten(data), dtype=np.object_)
+            if not all(isinstance(x, str) for x in array):
+                raise TypeError("BYTES data must be strings")
         else:
             array = np.asarray(data, dtype=V2_TO_NUMPY[datatype])
-    except (ValueError, TypeError) as exc:
-        raise InvalidRequest(f"input {name!r}: data is not valid {datatype}: {exc}") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidRequest(f"input {name!r}: data is not valid {datatype}: {exc}"[:300]) from None
     expected = math.prod(shape)
     if array.size != expected:
         raise InvalidRequest(f"input {name!r}: shape {shape} needs {expected} elements, data has {array.size}")
@@ -73,34 +97,62 @@ def _tensor(raw: Mapping[str, Any]) -> tuple[str, str, np.ndarray]:
 
 
 def _flatten(data: Any) -> list:
+    """Nested lists of any depth to one flat list, without recursion (a client chooses the depth)."""
     if not isinstance(data, list):
         return [data]
-    if data and isinstance(data[0], list):
-        return [x for item in data for x in _flatten(item)]
-    return data
+    out: list = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
+
+
+def request_fields(raw: Any) -> tuple[list, str | None, tuple[str, ...], dict]:
+    """The checked top-level fields of a V2 request object: inputs, id, requested output names, parameters."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("inputs"), list) or not raw["inputs"]:
+        raise InvalidRequest("request must be a JSON object with a non-empty 'inputs' list")
+    rid = raw.get("id")
+    if rid is not None and not isinstance(rid, str):
+        raise InvalidRequest(f"'id' must be a string, got {type(rid).__name__}")
+    requested = raw.get("outputs")
+    if requested is None:
+        requested = []
+    if not isinstance(requested, list):
+        raise InvalidRequest(f"'outputs' must be a list of {{\"name\": ...}} objects, got {type(requested).__name__}")
+    names = []
+    for i, item in enumerate(requested):
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str):
+            raise InvalidRequest(f"outputs[{i}] must be an object with a string 'name'")
+        names.append(name)
+    parameters = raw.get("parameters")
+    if parameters is None:
+        parameters = {}
+    if not isinstance(parameters, dict):
+        raise InvalidRequest(f"'parameters' must be an object, got {type(parameters).__name__}")
+    return raw["inputs"], rid, tuple(names), parameters
 
 
 def parse_request(body: bytes) -> InferRequest:
-    """Parse a V2 JSON inference request body; ``InvalidRequest`` says what was wrong."""
+    """Parse a V2 JSON inference request body; ``InvalidRequest`` names the field that was wrong."""
     try:
         raw = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("inputs"), list) or not raw["inputs"]:
-        raise InvalidRequest("request must be a JSON object with a non-empty 'inputs' list")
+    tensors, rid, outputs, parameters = request_fields(raw)
     inputs, datatypes = {}, {}
-    for item in raw["inputs"]:
-        name, datatype, array = _tensor(item)
+    for index, item in enumerate(tensors):
+        name, datatype, array = _tensor(item, index)
+        if name in inputs:
+            raise InvalidRequest(f"input {name!r} is given twice")
         inputs[name], datatypes[name] = array, datatype
-    outputs = tuple(o["name"] for o in raw.get("outputs") or () if isinstance(o, dict) and "name" in o)
-    rid = raw.get("id")
-    return InferRequest(
-        id=str(rid) if rid is not None else None,
-        inputs=inputs,
-        datatypes=datatypes,
-        outputs=outputs,
-        parameters=raw.get("parameters") or {},
-    )
+    return InferRequest(id=rid, inputs=inputs, datatypes=datatypes, outputs=outputs, parameters=parameters)
 
 
 def check_signature(request: InferRequest, specs: Sequence[Any]) -> None:

@@ -2,6 +2,8 @@
 
 Requests are taken in arrival order; with batching on, requests that arrive within
 ``max_delay_ms`` of the first are stacked along axis 0 and run as one batch (up to ``max_batch``).
+Before a run the replica tells the gateway which requests it starts (``framing.STARTED``), sending the
+answers written so far in the same write.
 """
 
 from __future__ import annotations
@@ -16,13 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from infra.errors import InvalidRequest, KnflowError
-from serving import framing
-from serving.protocol import InferRequest, check_signature, encode_response, error_body, parse_request
+from serving import dataplane, framing
+from serving.protocol import InferRequest, check_signature, error_body
 from serving.registry import TensorSpec
 from serving.runtime import ModelRuntime, OnnxRuntime
 
 log = logging.getLogger(__name__)
-FLUSH_EVERY = 8  # answers held back at most this many requests while a queue drains
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class ReplicaSpec:
 class _Pending:
     rid: int
     writer: framing.RequestReader
+    codec: int
     body: bytes
     request: InferRequest | None = None
     rows: int = 0
@@ -58,7 +60,11 @@ class _Pending:
 
 
 class Replica:
-    """Parses, checks, batches and runs requests for one revision."""
+    """Parses, checks, batches and runs requests for one revision.
+
+    Nothing a client sends stops it: every request gets an answer (400 naming the field for a bad one,
+    500 for a model that fails on it), and a fault in one request's handling fails only that request.
+    """
 
     def __init__(self, spec: ReplicaSpec, runtime: ModelRuntime):
         self.spec = spec
@@ -70,9 +76,9 @@ class Replica:
         self.last_batch = 1
         self.batchable = spec.max_batch > 1 and all(s.shape and s.shape[0] == -1 for s in spec.inputs)
 
-    def accept(self, conn: framing.RequestReader, rid: int, body: bytes) -> None:
+    def accept(self, conn: framing.RequestReader, rid: int, codec: int, body: bytes) -> None:
         """Queue one request frame from a gateway connection."""
-        self.queue.append(_Pending(rid, conn, body))
+        self.queue.append(_Pending(rid, conn, codec, body))
 
     def protocol(self) -> framing.RequestReader:
         """A protocol instance for one gateway connection."""
@@ -80,38 +86,56 @@ class Replica:
 
     async def process(self) -> None:
         """Forever: take the next request (and, batching, its companions) and answer it."""
-        done = 0
         while True:
-            if not self.queue or done >= FLUSH_EVERY:
-                self._flush()
-                done = 0
             if not self.queue:
-                self.wakeup.clear()
-                await self.wakeup.wait()
-            done += 1
-            first = self._prepare(self.queue.popleft())
+                self._flush()
+                while not self.queue:  # a chunk holding only part of a frame wakes us with nothing queued
+                    self.wakeup.clear()
+                    await self.wakeup.wait()
+            head = self.queue.popleft()
+            first = head if head.request is not None else self._prepare(head)  # _gather may have decoded it
             if first is None:
                 continue
             batch = [first]
-            if self.batchable:
-                await self._gather(batch)
-                self.last_batch = len(batch)
-            self._run(batch)
+            try:
+                if self.batchable:
+                    await self._gather(batch)
+                    self.last_batch = len(batch)
+                self._begin(batch)
+                self._run(batch)
+            except Exception as exc:  # a fault in knflow's own handling fails these requests, not the replica
+                log.exception("replica: handling %d request(s) failed", len(batch))
+                for item in batch:
+                    self._reply(item, 500, dataplane.codec(item.codec).error(f"internal error: {exc}"))
 
     def _prepare(self, item: _Pending) -> _Pending | None:
+        """Decode and check one request; a bad one is answered at once (None)."""
         try:
-            item.request = parse_request(item.body)
+            item.request = dataplane.codec(item.codec).decode(item.body)
             check_signature(item.request, self.spec.inputs)
             unknown = set(item.request.outputs) - self.output_names
             if unknown:
                 raise InvalidRequest(f"requested outputs {sorted(unknown)} are not outputs of the model")
         except KnflowError as exc:
-            self._reply(item, exc.status, error_body(exc.message))
+            self._reply(item, exc.status, self._error(item, exc.message))
             return None
+        except Exception as exc:  # a request the decoder did not foresee is still the client's: 400, and logged
+            log.exception("replica: request %d could not be read", item.rid)
+            self._reply(item, 400, self._error(item, f"request could not be read: {type(exc).__name__}: {exc}"))
+            return None
+        item.body = b""  # decoded: the raw bytes are no longer needed
         arrays = item.request.inputs
-        item.rows = next(iter(arrays.values())).shape[0] if arrays and next(iter(arrays.values())).ndim else 1
+        first = next(iter(arrays.values()))
+        item.rows = first.shape[0] if first.ndim else 1
         item.key = (item.request.outputs, *((n, a.shape[1:]) for n, a in sorted(arrays.items())))
         return item
+
+    @staticmethod
+    def _error(item: _Pending, message: str) -> bytes:
+        try:
+            return dataplane.codec(item.codec).error(message)
+        except InvalidRequest:
+            return error_body(message)
 
     async def _gather(self, batch: list[_Pending]) -> None:
         """Add queued compatible requests; wait up to max_delay for more only when the last batch had company.
@@ -145,6 +169,12 @@ class Replica:
             self.queue.popleft()
         return item
 
+    def _begin(self, batch: list[_Pending]) -> None:
+        """Tell the gateway these requests have started (with the answers so far, in one write per connection)."""
+        for item in batch:
+            self.outbox.setdefault(item.writer, []).append(framing.started_frame(item.rid))
+        self._flush()
+
     def _run(self, batch: list[_Pending]) -> None:
         requests = [p.request for p in batch]
         assert all(r is not None for r in requests)
@@ -156,13 +186,18 @@ class Replica:
         except Exception as exc:  # the runtime's own errors become a 500 for these requests only
             log.exception("inference failed")
             for item in batch:
-                self._reply(item, 500, error_body(f"inference failed: {exc}"))
+                self._reply(item, 500, self._error(item, f"inference failed: {exc}"))
             return
         # a batched answer says how many requests shared the run (V2 response parameters)
         parameters = {"batch_requests": len(batch)} if len(batch) > 1 else None
         for item, outputs in zip(batch, results, strict=True):
-            rid = item.request.id  # type: ignore[union-attr]
-            self._reply(item, 200, encode_response(self.spec.model, self.spec.version, rid, outputs, parameters))
+            answer = dataplane.Answer(self.spec.model, self.spec.version, item.request, outputs, parameters)  # type: ignore[arg-type]
+            try:
+                body = dataplane.codec(item.codec).encode(answer)
+            except KnflowError as exc:
+                self._reply(item, exc.status, self._error(item, exc.message))
+                continue
+            self._reply(item, 200, body)
 
     def _run_batch(self, batch: list[_Pending]) -> list[dict[str, np.ndarray]]:
         first = batch[0].request
@@ -177,7 +212,7 @@ class Replica:
         self.outbox.setdefault(item.writer, []).append(framing.response_frame(item.rid, status, body))
 
     def _flush(self) -> None:
-        """Send the answers written since the last flush, one syscall per gateway connection."""
+        """Send the frames written since the last flush, one syscall per gateway connection."""
         for writer, frames in self.outbox.items():
             if not writer.is_closing():
                 writer.write(b"".join(frames))

@@ -16,7 +16,7 @@ from dataclasses import asdict
 import orjson
 
 from infra.errors import Unavailable
-from serving import framing
+from serving import dataplane, framing
 from serving.replica import ReplicaSpec
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,10 @@ class Zygote:
                 await self.proc.wait()
 
 
+class NotStarted(Unavailable):
+    """The replica went away before it began running the request: it may be sent to another replica."""
+
+
 class ReplicaClient:
     """One replica process and one pipelined framed connection to it."""
 
@@ -73,6 +77,7 @@ class ReplicaClient:
         self.inflight = 0
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
+        self._started: set[int] = set()  # pending requests the replica said it began running
         self._conn: framing.ResponseReader | None = None
         self._outbox: list[bytes] = []  # frames queued this loop iteration, sent with one syscall
 
@@ -99,21 +104,35 @@ class ReplicaClient:
         return True
 
     def _answered(self, rid: int, status: int, body: bytes) -> None:
+        if status == framing.STARTED:
+            if rid in self._pending:
+                self._started.add(rid)
+            return
+        self._started.discard(rid)
         future = self._pending.pop(rid, None)
         if future is not None and not future.done():
             future.set_result((status, body))
 
     def _gone(self) -> None:
-        """The connection closed: fail what waits on it, and tell the pool unless we closed it."""
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(Unavailable(f"replica {self.pid} went away"))
+        """The connection closed: fail what waits on it, and tell the pool unless we closed it.
+
+        A request the replica had begun fails (503); one it had not yet begun fails with ``NotStarted``,
+        which the pool sends once more to another replica.
+        """
+        for rid, future in self._pending.items():
+            if future.done():
+                continue
+            if rid in self._started:
+                future.set_exception(Unavailable(f"replica {self.pid} went away while running the request"))
+            else:
+                future.set_exception(NotStarted(f"replica {self.pid} went away before running the request"))
         self._pending.clear()
+        self._started.clear()
         if not self.stopping and self.on_lost is not None:
             self.on_lost(self)
 
-    async def infer(self, body: bytes) -> tuple[int, bytes]:
-        """Send one V2 body; the replica's status and response body."""
+    async def infer(self, body: bytes, codec: int = dataplane.JSON) -> tuple[int, bytes]:
+        """Send one request body in ``codec``; the replica's status and response body."""
         if self._conn is None or self._conn.is_closing():
             raise Unavailable(f"replica {self.pid} is not connected")
         rid = next(self._ids) & 0xFFFFFFFF
@@ -123,11 +142,12 @@ class ReplicaClient:
         try:
             if not self._outbox:
                 asyncio.get_running_loop().call_soon(self._flush)
-            self._outbox.append(framing.request_frame(rid, body))
+            self._outbox.append(framing.request_frame(rid, codec, body))
             return await future
         finally:
             self.inflight -= 1
             self._pending.pop(rid, None)
+            self._started.discard(rid)
 
     def _flush(self) -> None:
         frames, self._outbox = self._outbox, []

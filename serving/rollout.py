@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import from_json, to_json
 from eventing.events import MODEL_DEPLOYED, RUNID, TRACEPARENT, child_traceparent, new_event
-from infra.errors import InvalidRequest, KnflowError
+from infra.errors import KnflowError
 from serving.revisions import ServingState, TrafficTarget, rollback, set_traffic
 
 if TYPE_CHECKING:
@@ -50,20 +50,6 @@ class Canary:
     policy: RolloutPolicy
     runid: str | None = None
     traceparent: str | None = None
-
-
-def parse_rollout(raw: Any) -> RolloutPolicy:
-    """A policy from a control API body; unknown fields or out-of-range values raise InvalidRequest."""
-    if not isinstance(raw, dict):
-        raise InvalidRequest('rollout must be an object {"promote_after_requests": n, "max_error_rate": r}')
-    try:
-        policy = RolloutPolicy(**raw)
-        policy = RolloutPolicy(int(policy.promote_after_requests), float(policy.max_error_rate))
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequest(f"rollout: {exc}") from None
-    if policy.promote_after_requests < 1 or not 0 <= policy.max_error_rate <= 1:
-        raise InvalidRequest(f"bad rollout policy {policy}")
-    return policy
 
 
 def judge_canary(policy: Thresholds, requests: int, errors: int) -> str:

@@ -47,3 +47,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
     if request.param == "file":
         return open_store(f"file://{tmp_path / 'artifacts'}")
     return make_s3_store(request.getfixturevalue("s3_server"))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    """How many inputs each fuzz target tried (see tests/fuzzing.py)."""
+    from tests.fuzzing import TRIED
+
+    if TRIED:
+        terminalreporter.section("fuzzing")
+        for name, count in sorted(TRIED.items()):
+            terminalreporter.write_line(f"{name}: {count} inputs")

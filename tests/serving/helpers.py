@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import orjson
@@ -85,3 +87,51 @@ def infer_body(x: np.ndarray, **extra: object) -> bytes:
 def register_in_process(root: str, seed: int) -> int:
     """Register a model from a separate process (for the concurrency test)."""
     return ModelRegistry(open_store(f"file://{root}")).register("m", mlp_onnx(seed, hidden=4)).version
+
+
+def slow_onnx(size: int = 1200, depth: int = 8) -> bytes:
+    """Takes the digits MLP's input and answers ``logits`` [batch, 10], but spends a noticeable time on it:
+    ``depth`` products of [size, size] matrices (for tests that need a request to be running for a while)."""
+    rng = np.random.default_rng(0)
+    weights = numpy_helper.from_array((rng.random((size, size), dtype=np.float32) - 0.5) / size, "w")
+    shape = numpy_helper.from_array(np.array([size, size], np.int64), "square")
+    nodes = [
+        helper.make_node("ReduceSum", ["input"], ["total"], keepdims=1),
+        helper.make_node("Expand", ["total", "square"], ["h0"]),
+    ]
+    for i in range(depth):
+        nodes.append(helper.make_node("MatMul", [f"h{i}", "w"], [f"h{i + 1}"]))
+    nodes += [
+        helper.make_node("ReduceMean", [f"h{depth}"], ["row"], keepdims=1),  # [1, 1]
+        helper.make_node("Slice", ["input", "zero", "ten", "one"], ["head"]),  # [batch, 10]
+        helper.make_node("Add", ["head", "row"], ["logits"]),
+    ]
+    consts = [
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array([10], np.int64), "ten"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [weights, shape, *consts],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def children_of(pid: int) -> set[int]:
+    """The pids whose parent is ``pid`` (read from /proc)."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.add(int(entry.name))
+    return out

@@ -17,20 +17,7 @@ from infra.localservices import free_port
 from infra.store import open_store
 from serving.client import ServingClient
 from serving.registry import ModelRegistry
-from tests.serving.helpers import mlp_onnx
-
-
-def _children_of(pid: int) -> set[int]:
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.add(int(entry.name))
-    return out
+from tests.serving.helpers import children_of, mlp_onnx
 
 
 def test_gateway_process_serves_and_takes_its_replicas_down(tmp_path: Path) -> None:
@@ -53,8 +40,8 @@ def test_gateway_process_serves_and_takes_its_replicas_down(tmp_path: Path) -> N
                 time.sleep(0.05)
         out = client.infer("digits", {"input": np.zeros((1, 64), np.float32)})
         assert out["logits"].shape == (1, 10)
-        zygotes = _children_of(proc.pid)
-        replicas = set().union(*(_children_of(z) for z in zygotes))
+        zygotes = children_of(proc.pid)
+        replicas = set().union(*(children_of(z) for z in zygotes))
         assert len(zygotes) == 1 and len(replicas) == 1
     finally:
         proc.send_signal(signal.SIGINT)
