@@ -1,6 +1,6 @@
 """CloudEvents in and out, and the event mesh (broker, triggers, delivery, sources) that carries them.
 
-Public surface: the event contract (``events``), the wire bindings (``bindings``), trigger config
+Public surface: event construction and the run extensions (``events``), the wire bindings (``bindings``), trigger config
 (``Trigger``, ``DeliverySpec``), the publisher client (``publish``, ``publish_async``). The broker
 server is ``eventing.broker.BrokerServer`` (``python -m eventing.broker``); see eventing/README.md.
 """
@@ -16,16 +16,7 @@ from eventing.bindings import (
 )
 from eventing.client import publish, publish_async
 from eventing.events import (
-    DATA_ARRIVED,
-    DATASET_INGESTED,
-    EVENT_TYPES,
-    FEATURES_READY,
-    MODEL_DEPLOYED,
-    MODEL_REGISTERED,
-    MODEL_TRAINED,
     STEP_FAILED,
-    TRIAL_REQUESTED,
-    TUNE_COMPLETED,
     InvalidEvent,
     new_event,
     new_runid,
@@ -34,16 +25,7 @@ from eventing.events import (
 from eventing.triggers import DeliverySpec, Trigger
 
 __all__ = [
-    "DATASET_INGESTED",
-    "DATA_ARRIVED",
-    "EVENT_TYPES",
-    "FEATURES_READY",
-    "MODEL_DEPLOYED",
-    "MODEL_REGISTERED",
-    "MODEL_TRAINED",
     "STEP_FAILED",
-    "TRIAL_REQUESTED",
-    "TUNE_COMPLETED",
     "DeliverySpec",
     "InvalidEvent",
     "Trigger",

@@ -1,4 +1,8 @@
-"""knflow's event contract: the CloudEvent types, the ``runid``/``traceparent`` extensions, and event construction."""
+"""CloudEvents as knflow's platform makes them: the run extensions (``runid``, ``pipeline``, ``traceparent``),
+the delivery failure report ``step.failed``, and event construction.
+
+The lifecycle's own event types are the lifecycle's business: see ``functions.contract``.
+"""
 
 from __future__ import annotations
 
@@ -13,30 +17,14 @@ from infra.errors import InvalidRequest
 
 SPECVERSION = "1.0"
 
-DATA_ARRIVED = "dev.knflow.data.arrived"
-DATASET_INGESTED = "dev.knflow.dataset.ingested"
-FEATURES_READY = "dev.knflow.features.ready"
-TRIAL_REQUESTED = "dev.knflow.trial.requested"
-MODEL_TRAINED = "dev.knflow.model.trained"
-TUNE_COMPLETED = "dev.knflow.tune.completed"
-MODEL_REGISTERED = "dev.knflow.model.registered"
-MODEL_DEPLOYED = "dev.knflow.model.deployed"
+#: Published by delivery when an event's retries are spent (the dead-letter report of every pipeline).
 STEP_FAILED = "dev.knflow.step.failed"
 
-EVENT_TYPES: tuple[str, ...] = (
-    DATA_ARRIVED,
-    DATASET_INGESTED,
-    FEATURES_READY,
-    TRIAL_REQUESTED,
-    MODEL_TRAINED,
-    TUNE_COMPLETED,
-    MODEL_REGISTERED,
-    MODEL_DEPLOYED,
-    STEP_FAILED,
-)
-
 RUNID = "runid"
+PIPELINE = "pipeline"  # the pipeline whose triggers take this run's events
 TRACEPARENT = "traceparent"
+#: Extensions an event caused by another inherits from it: they tie a run's events together.
+RUN_EXTENSIONS = (RUNID, PIPELINE)
 _TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 
@@ -74,12 +62,14 @@ def new_event(
 ) -> CloudEvent:
     """Build a CloudEvent carrying ``runid`` and ``traceparent``.
 
-    With ``cause``, the new event continues the cause's run and trace; otherwise it starts
-    a new run (unless ``runid`` is given).
+    With ``cause``, the new event continues the cause's run (``runid``, ``pipeline``) and trace; otherwise it
+    starts a new run (unless ``runid`` is given).
     """
     attributes: dict[str, Any] = {"type": type, "source": source, "specversion": SPECVERSION}
     if cause is not None:
         runid = runid or cause.get_extension(RUNID)
+        if cause.get_extension(PIPELINE) is not None:
+            attributes[PIPELINE] = cause.get_extension(PIPELINE)
         attributes[TRACEPARENT] = child_traceparent(cause.get_extension(TRACEPARENT))
     else:
         attributes[TRACEPARENT] = new_traceparent()
@@ -94,6 +84,16 @@ def new_event(
         return CloudEvent(attributes, data)
     except (ValueError, TypeError) as exc:
         raise InvalidEvent(f"cannot build event: {exc}") from None
+
+
+def continue_run(reply: CloudEvent, cause: CloudEvent) -> CloudEvent:
+    """The reply with the cause's run extensions (runid, pipeline) where it set none itself, so a function that
+    builds its reply without them still answers within its run and pipeline."""
+    missing = {n: cause.get_extension(n) for n in RUN_EXTENSIONS if reply.get_extension(n) is None}
+    missing = {n: v for n, v in missing.items() if v is not None}
+    if not missing:
+        return reply
+    return CloudEvent({**reply.get_attributes(), **missing}, reply.get_data())
 
 
 def runid_of(event: CloudEvent) -> str | None:

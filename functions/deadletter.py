@@ -17,7 +17,7 @@ import hashlib
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import STEP_FAILED, new_event
-from functions.context import Context
+from functions.runtime.context import Context
 
 SOURCE = "/knflow/functions/deadletter"
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.events import MODEL_DEPLOYED, MODEL_REGISTERED, TRACEPARENT, new_event, runid_of
+from eventing.events import RUN_EXTENSIONS, TRACEPARENT, new_event, runid_of
+from functions.contract import MODEL_DEPLOYED, MODEL_REGISTERED
 from functions.register import open_registry
 from functions.runoptions import load_options
 from infra.errors import InvalidRequest, NotFound
@@ -119,6 +120,12 @@ def production_metrics(store: Any, name: str) -> dict[str, float] | None:
         return None
 
 
+def run_extensions(event: CloudEvent) -> dict[str, str]:
+    """The extensions that tie an event to its run (runid, pipeline) and its trace."""
+    names = (*RUN_EXTENSIONS, TRACEPARENT)
+    return {n: str(event.get_extension(n)) for n in names if event.get_extension(n) is not None}
+
+
 def serving_url(settings: Any) -> str:
     """Where the inference gateway (and its revision API) listens."""
     return f"http://{settings.host}:{settings.gateway_port}"
@@ -141,8 +148,7 @@ def rollout(
         percent=decision.percent,
         tag="canary" if canary else None,
         rollout=thresholds if canary else None,
-        runid=runid_of(cause),
-        traceparent=cause.get_extension(TRACEPARENT) if canary else None,
+        announce={"type": MODEL_DEPLOYED, "extensions": run_extensions(cause)} if canary else None,
     )
     return {
         "revision": reply["revision"],

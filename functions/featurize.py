@@ -7,7 +7,8 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.events import FEATURES_READY, new_event, runid_of
+from eventing.events import new_event, runid_of
+from functions.contract import FEATURES_READY
 from functions.ml.datasets import read_dataset
 from functions.ml.features import fit_transform, split, write_features
 from functions.runoptions import load_options

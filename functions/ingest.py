@@ -6,7 +6,8 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.events import DATASET_INGESTED, new_event, runid_of
+from eventing.events import new_event, runid_of
+from functions.contract import DATASET_INGESTED
 from functions.ml import readers
 from functions.ml.datasets import write_dataset
 from functions.ml.readers import RawData

@@ -12,7 +12,8 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.events import MODEL_REGISTERED, MODEL_TRAINED, TUNE_COMPLETED, new_event, runid_of
+from eventing.events import new_event, runid_of
+from functions.contract import MODEL_REGISTERED, MODEL_TRAINED, TUNE_COMPLETED
 from functions.runoptions import load_options
 from infra.errors import IntegrityError, InvalidRequest
 from infra.store import ArtifactStore

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.events import FEATURES_READY, MODEL_TRAINED, TRIAL_REQUESTED, new_event, runid_of
+from eventing.events import new_event, runid_of
+from functions.contract import FEATURES_READY, MODEL_TRAINED, TRIAL_REQUESTED
 from functions.ml.export import check_export, export_onnx, signature
 from functions.ml.features import Splits, Transform, read_features
 from functions.ml.params import parse_params

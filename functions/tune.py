@@ -16,15 +16,8 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.events import (
-    FEATURES_READY,
-    MODEL_TRAINED,
-    STEP_FAILED,
-    TRIAL_REQUESTED,
-    TUNE_COMPLETED,
-    new_event,
-    runid_of,
-)
+from eventing.events import STEP_FAILED, new_event, runid_of
+from functions.contract import FEATURES_READY, MODEL_TRAINED, TRIAL_REQUESTED, TUNE_COMPLETED
 from functions.runoptions import load_options
 from functions.tuning.experiment import (
     DONE,

@@ -43,6 +43,12 @@ class NotFound(KnflowError):
     status = 404
 
 
+class Conflict(KnflowError):
+    """The request conflicts with the current state (a name that is taken, a change that is not allowed)."""
+
+    status = 409
+
+
 class PayloadTooLarge(KnflowError):
     """A request body or event is above the configured size limit."""
 

@@ -75,14 +75,21 @@ def kafka_broker(name: str, ns: str, config_map: str, delivery: dict[str, Any] |
 
 
 def trigger(
-    name: str, ns: str, broker: str, attributes: dict[str, str], subscriber: dict[str, str], delivery=None
+    name: str,
+    ns: str,
+    broker: str,
+    attributes: dict[str, str] | None,
+    subscriber: dict[str, str],
+    delivery: dict[str, Any] | None = None,
+    filters: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A Trigger: events on ``broker`` matching ``attributes`` (exact AND) go to ``subscriber`` (a ref)."""
-    spec: dict[str, Any] = {
-        "broker": broker,
-        "filter": {"attributes": dict(attributes)},
-        "subscriber": {"ref": subscriber},
-    }
+    """A Trigger: events on ``broker`` matching ``attributes`` (exact AND), or the ``filters`` dialect when
+    given, go to ``subscriber`` (a ref)."""
+    spec: dict[str, Any] = {"broker": broker, "subscriber": {"ref": subscriber}}
+    if filters:
+        spec["filters"] = copy.deepcopy(filters)
+    else:
+        spec["filter"] = {"attributes": dict(attributes or {})}
     if delivery:
         spec["delivery"] = copy.deepcopy(delivery)
     return {"apiVersion": EVENTING, "kind": "Trigger", "metadata": meta(name, ns), "spec": spec}

@@ -71,8 +71,10 @@ class EventingSettings:
     delivery_timeout_s: float = 30.0
     webhook_secret: str = field(default="", repr=False)
     webhook_window_s: float = 300.0
-    webhook_type: str = "dev.knflow.data.arrived"
-    arrival_prefix: str = "raw/"
+    webhook_type: str = ""  # the type of a webhook's event; empty: the arrival type
+    arrival_type: str = ""  # the type of the event an object landing under arrival_prefix becomes; empty: none
+    arrival_prefix: str = ""
+    arrival_pipeline: str = ""  # the pipeline extension an arrival event carries (which pipeline its run takes)
     minio_token: str = field(default="", repr=False)
     minio_kafka_servers: str = ""
     minio_kafka_topic: str = ""

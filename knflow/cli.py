@@ -17,6 +17,7 @@ COMMANDS = [
     "artifacts",
     "services",
     "broker",
+    "pipeline",
     "trigger",
     "invoke",
     "functions",

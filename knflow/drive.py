@@ -17,13 +17,8 @@ import numpy as np
 import orjson
 import urllib3
 
-from eventing.events import (
-    FEATURES_READY,
-    MODEL_DEPLOYED,
-    MODEL_REGISTERED,
-    STEP_FAILED,
-    TUNE_COMPLETED,
-)
+from eventing.events import STEP_FAILED
+from functions.contract import FEATURES_READY, MODEL_DEPLOYED, MODEL_REGISTERED, TUNE_COMPLETED
 from functions.deploy import DECLINED
 from functions.runoptions import DATASET_OPTIONS
 from infra.errors import Unavailable

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import orjson
 import urllib3
 
-from eventing.events import DATA_ARRIVED
+from functions.contract import DATA_ARRIVED
 from infra.errors import Unavailable
 
 

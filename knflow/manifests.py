@@ -1,19 +1,22 @@
-"""knflow on Knative: the Kafka Broker, one Trigger per lifecycle route, one Service per function, the gateway.
+"""knflow on Knative: the Kafka Broker, the Triggers of every pipeline, one Service per function instance, the gateway.
 
-``render(func_yaml, options)`` reads the one image and its environment from ``func.yaml`` and composes
-the generic builders of ``infra.knative`` into validated resources. The Triggers are the local
-``lifecycle_triggers`` one-to-one: same names, filters, retry and backoff. Knative's Trigger schema
-(1.17) has no per-attempt ``delivery.timeout``, so the local timeout becomes the subscriber Service's
-``timeoutSeconds`` (train/tune: 1800 s, which needs ``max-revision-timeout-seconds`` >= 1800 in
-Knative's ``config-defaults``). Every Trigger's ``deadLetterSink`` is the ``deadletter`` function's
-Service, which emits ``dev.knflow.step.failed`` into the broker as knflow's own broker does. The
-gateway keeps min-scale 1: it is itself the activator and autoscaler of the model replicas it
-starts, so scaling it to zero would stack Knative's cold start on top of its own and lose its
-scale state.
+``render(func_yaml, options, pipelines)`` reads the one image and its environment from ``func.yaml`` and
+composes the generic builders of ``infra.knative`` into validated resources. The Triggers are the local
+broker's triggers of each pipeline spec one-to-one (``functions.runtime.pipeline.pipeline_triggers``): same
+names, filters, retry and backoff. Each step runs in the Service of its function instance (a built-in
+function from the one image, with the step's settings in its environment when it has any, or the step's
+own ``image``). Knative's Trigger schema (1.17) has no per-attempt ``delivery.timeout``, so the local
+timeout becomes the subscriber Service's ``timeoutSeconds`` (train/tune: 1800 s, which needs
+``max-revision-timeout-seconds`` >= 1800 in Knative's ``config-defaults``). Every Trigger's
+``deadLetterSink`` is the ``deadletter`` function's Service, which emits ``dev.knflow.step.failed`` into the
+broker as knflow's own broker does. The gateway keeps min-scale 1: it is itself the activator and
+autoscaler of the model replicas it starts, so scaling it to zero would stack Knative's cold start on top
+of its own and lose its scale state.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +25,16 @@ from typing import Any
 import yaml
 
 from eventing.triggers import parse_duration
-from functions.pipeline import ROUTES, lifecycle_functions, lifecycle_triggers
+from functions.contract import lifecycle_spec_path
+from functions.runtime.pipeline import (
+    SETTINGS_ENV,
+    PipelineSpec,
+    delivery_spec,
+    function_name,
+    instance_name,
+    load_pipeline,
+    pipeline_triggers,
+)
 from infra import knative
 from infra.errors import ConfigError
 from infra.settings import parse_broker_url
@@ -114,22 +126,48 @@ def _service(func: dict, ns: str, image: str, **fields: Any) -> dict[str, Any]:
     return knative.knative_service(knative.ServiceSpec(**(base | fields)))
 
 
+@dataclass(frozen=True)
+class Instance:
+    """One function instance of the pipelines: the Service name, the function, its step settings, its image."""
+
+    name: str
+    function: str
+    settings: str  # the step's settings as JSON, "" when it has none
+    image: str | None
+
+
+def instances(pipelines: list[PipelineSpec]) -> dict[str, Instance]:
+    """Every function instance the pipelines' steps run in (steps of one function without settings share one)."""
+    out: dict[str, Instance] = {}
+    for spec in pipelines:
+        for step in spec.steps:
+            name = instance_name(spec, step)
+            settings = json.dumps(step.settings, sort_keys=True) if step.settings else ""
+            out.setdefault(name, Instance(name, function_name(step.function), settings, step.image))
+    return out
+
+
 def function_services(
-    func: dict, options: ManifestOptions, ns: str, image: str, timeouts: dict[str, int]
+    func: dict, options: ManifestOptions, ns: str, image: str, timeouts: dict[str, int], pipelines: list[PipelineSpec]
 ) -> list[dict]:
-    """One Knative Service per lifecycle function, all from ``image``; KNFLOW_FUNCTION picks the function."""
+    """One Knative Service per function instance, from ``image`` unless its step names its own;
+    KNFLOW_FUNCTION picks the function, KNFLOW_STEP_SETTINGS carries a step's settings."""
     env, out = container_env(func), []
-    for function in [*lifecycle_functions(), DEAD_LETTER_FUNCTION]:
-        concurrency = CONCURRENCY.get(function, DEFAULT_CONCURRENCY)
-        own = [{"name": "KNFLOW_FUNCTION", "value": function}, {"name": "LISTEN_ADDRESS", "value": "0.0.0.0:8080"}]
-        if function == "deploy":  # deploy reaches the gateway's revision API at KNFLOW_HOST:KNFLOW_GATEWAY_PORT
+    dead_letter = Instance(DEAD_LETTER_FUNCTION, DEAD_LETTER_FUNCTION, "", None)
+    for inst in [*instances(pipelines).values(), dead_letter]:
+        concurrency = CONCURRENCY.get(inst.function, DEFAULT_CONCURRENCY)
+        own = [{"name": "KNFLOW_FUNCTION", "value": inst.function}, {"name": "LISTEN_ADDRESS", "value": "0.0.0.0:8080"}]
+        if inst.settings:
+            own.append({"name": SETTINGS_ENV, "value": inst.settings})
+        if inst.function == "deploy":  # deploy reaches the gateway's revision API at KNFLOW_HOST:KNFLOW_GATEWAY_PORT
             own += [{"name": "KNFLOW_HOST", "value": f"{GATEWAY}.{ns}.svc.cluster.local"}]
             own += [{"name": "KNFLOW_GATEWAY_PORT", "value": "80"}]
-        gpu = _gpu(options) if function == "train" else {}
+        gpu = _gpu(options) if inst.function == "train" else {}
+        labels = FUNCTION_LABELS | {"knflow.dev/function": inst.function}
         out.append(_service(
-            func, ns, image, name=function_service_name(function), env=tuple(own + env),
-            command=("python", "-m", "functions.host"), labels=FUNCTION_LABELS | {"knflow.dev/function": function},
-            target=concurrency, container_concurrency=concurrency, timeout_seconds=timeouts.get(function, 120), **gpu,
+            func, ns, inst.image or image, name=function_service_name(inst.name), env=tuple(own + env),
+            command=("python", "-m", "functions.runtime.host"), labels=labels,
+            target=concurrency, container_concurrency=concurrency, timeout_seconds=timeouts.get(inst.name, 120), **gpu,
         ))  # fmt: skip
     return out
 
@@ -145,28 +183,34 @@ def gateway_service(func: dict, options: ManifestOptions, ns: str, image: str) -
     )  # fmt: skip
 
 
-def lifecycle_trigger_resources(ns: str, broker: str, dead_letter: dict) -> tuple[list[dict], dict[str, int]]:
-    """The local lifecycle triggers as Knative Triggers, and each function's request timeout in seconds."""
-    function_of = {name: function for name, function, _ in ROUTES}
+def trigger_resources(
+    ns: str, broker: str, dead_letter: dict, pipelines: list[PipelineSpec]
+) -> tuple[list[dict], dict[str, int]]:
+    """The pipelines' local triggers as Knative Triggers, and each instance's request timeout in seconds."""
     resources, timeouts = [], {}
-    for local in lifecycle_triggers("http://unused.invalid"):
-        function = function_of[local.name]
-        delivery = local.delivery.to_spec() if local.delivery else {}
-        seconds = int(parse_duration(delivery.pop("timeout", None)) or 300)  # no per-attempt timeout in the schema
-        timeouts[function] = max(timeouts.get(function, 0), seconds)
-        subscriber = knative.ref(knative.SERVING, "Service", function_service_name(function))
-        delivery |= {"deadLetterSink": dead_letter}
-        resources.append(knative.trigger(local.name, ns, broker, local.filter or {}, subscriber, delivery))
+    for spec in pipelines:
+        local = pipeline_triggers(spec, lambda step, spec=spec: f"http://knflow.invalid/{instance_name(spec, step)}")
+        for trigger in local:
+            name = trigger.subscriber.rsplit("/", 1)[-1]
+            delivery = trigger.delivery.to_spec() if trigger.delivery else {}
+            seconds = int(parse_duration(delivery.pop("timeout", None)) or 300)  # no per-attempt timeout in the schema
+            timeouts[name] = max(timeouts.get(name, 0), seconds)
+            subscriber = knative.ref(knative.SERVING, "Service", function_service_name(name))
+            delivery |= {"deadLetterSink": dead_letter}
+            resources.append(
+                knative.trigger(trigger.name, ns, broker, trigger.filter, subscriber, delivery, trigger.filters)
+            )
     return resources, timeouts
 
 
-def eventing_resources(func: dict, options: ManifestOptions, ns: str, dead_letter: dict) -> list[dict[str, Any]]:
-    """The namespace, the Kafka broker config and the Broker with the lifecycle's delivery defaults."""
+def eventing_resources(
+    func: dict, options: ManifestOptions, ns: str, dead_letter: dict, defaults_of: PipelineSpec
+) -> list[dict[str, Any]]:
+    """The namespace, the Kafka broker config and the Broker with the (first) pipeline's delivery defaults."""
     envs = {e["name"]: str(e.get("value", "")) for e in (func.get("run") or {}).get("envs") or []}
     servers = list(parse_broker_url(envs.get("KNFLOW_BROKER", ""), setting="func.yaml KNFLOW_BROKER").servers)
-    defaults = {
-        k: v for k, v in lifecycle_triggers("http://unused.invalid")[0].delivery.to_spec().items() if k != "timeout"
-    }
+    plain = defaults_of.steps[0].model_copy(update={"delivery": None})  # the pipeline's own defaults
+    defaults = {k: v for k, v in delivery_spec(defaults_of, plain).to_spec().items() if k != "timeout"}
     defaults["deadLetterSink"] = dead_letter
     config = knative.kafka_broker_config(
         "kafka-broker-config", ns, servers, partitions=options.partitions, replication_factor=options.replication_factor
@@ -178,20 +222,31 @@ def eventing_resources(func: dict, options: ManifestOptions, ns: str, dead_lette
     ]
 
 
-def render(func_yaml: str | Path, options: ManifestOptions | None = None) -> list[dict[str, Any]]:
-    """Every resource knflow needs in a cluster, validated, in apply order."""
+def render(
+    func_yaml: str | Path, options: ManifestOptions | None = None, pipelines: list[PipelineSpec] | None = None
+) -> list[dict[str, Any]]:
+    """Every resource knflow needs in a cluster for ``pipelines`` (default: the shipped lifecycle), validated,
+    in apply order."""
     options = options or ManifestOptions()
+    pipelines = pipelines or [load_pipeline(lifecycle_spec_path())]
+    _check_unique(pipelines)
     func = read_func_yaml(func_yaml)
     ns = options.namespace or (func.get("deploy") or {}).get("namespace") or "knflow"
     image = options.image or func["image"]
     dls = {"ref": knative.ref(knative.SERVING, "Service", function_service_name(DEAD_LETTER_FUNCTION))}
-    resources = eventing_resources(func, options, ns, dls)
-    triggers, timeouts = lifecycle_trigger_resources(ns, options.broker, dls)
-    resources += function_services(func, options, ns, image, timeouts)
+    resources = eventing_resources(func, options, ns, dls, pipelines[0])
+    triggers, timeouts = trigger_resources(ns, options.broker, dls, pipelines)
+    resources += function_services(func, options, ns, image, timeouts, pipelines)
     resources.append(gateway_service(func, options, ns, image))
     broker = knative.ref(knative.EVENTING, "Broker", options.broker)
     resources.append(knative.sink_binding("knflow-functions-sink", ns, FUNCTION_LABELS, broker))
     return knative.validate(resources + triggers)
+
+
+def _check_unique(pipelines: list[PipelineSpec]) -> None:
+    names = [p.name for p in pipelines]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"pipelines must have different names: {names}")
 
 
 class _NoAliases(yaml.SafeDumper):

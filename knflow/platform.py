@@ -1,9 +1,9 @@
 """The embedded platform: broker, function runner, inference gateway and dashboard as child processes.
 
 ``Platform.start(settings)`` starts each as its own process (as a pod would be), waits until each
-answers its health check, and installs the lifecycle's triggers on the broker. The children read
-the same settings from the environment this module hands them, so one ``Settings`` object
-describes the whole platform.
+answers its health check, and applies the pipelines (the shipped lifecycle, and every one applied before).
+The children read the same settings from the environment this module hands them, so one ``Settings``
+object describes the whole platform.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
 import urllib3
 
-from functions.pipeline import lifecycle_triggers
 from infra.errors import Unavailable
 from infra.localservices import spawn
 from infra.settings import Settings
+from knflow.control import PipelineControl
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +39,8 @@ class Component:
 
 
 COMPONENTS = (
-    Component("broker", "eventing.broker", "broker_port", "/health"),
-    Component("functions", "functions.runner", "functions_port", "/functions"),
+    Component("broker", "knflow.broker", "broker_port", "/health"),
+    Component("functions", "functions.runtime.runner", "functions_port", "/functions"),
     Component("gateway", "serving.gateway", "gateway_port", "/v2/health/live"),
     Component("dashboard", "knflow.dashboard", "dashboard_port", "/api/health"),
 )
@@ -77,7 +76,7 @@ class Platform:
 
     @classmethod
     def start(cls, settings: Settings, *, extra_env: dict[str, str] | None = None, timeout: float = 60.0) -> Platform:
-        """Start every component, wait for health, install the lifecycle triggers."""
+        """Start every component, wait for health, apply the pipelines."""
         platform = cls(settings, log_dir=settings.data_dir / "logs")
         platform.log_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
         env = {**os.environ, **settings_env(settings), **(extra_env or {})}
@@ -88,7 +87,7 @@ class Platform:
                 platform.processes[component.name] = spawn([sys.executable, "-m", component.module], log_path, env)
             for component in COMPONENTS:
                 platform._wait_healthy(component, timeout)
-            platform.install_triggers()
+            platform.install_pipelines()
         except BaseException:
             platform.stop()
             raise
@@ -113,21 +112,12 @@ class Platform:
             f"{component.name} did not answer {url} within {timeout:.0f}s; see {self.log_dir}/{component.name}.log"
         )
 
-    def install_triggers(self) -> None:
-        """PUT the lifecycle's triggers on the broker (idempotent: each replaces its namesake).
+    def install_pipelines(self) -> None:
+        """Apply every stored pipeline, and the shipped lifecycle unless one of that name is stored (idempotent).
 
         On Kafka each new trigger joins a consumer group before the broker answers, which takes seconds.
         """
-        http = urllib3.PoolManager(retries=False, timeout=60.0)
-        for trigger in lifecycle_triggers(self.url("functions")):
-            answer = http.request(
-                "PUT",
-                f"{self.url('broker')}/triggers/{trigger.name}",
-                body=orjson.dumps(trigger.to_spec()),
-                headers={"content-type": "application/json"},
-            )
-            if answer.status >= 300:
-                raise Unavailable(f"broker refused trigger {trigger.name}: {answer.status} {answer.data[:200]!r}")
+        PipelineControl(self.settings).ensure_defaults()
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM every component (they finish in-flight work), SIGKILL what outlives ``timeout``."""

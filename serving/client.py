@@ -57,12 +57,11 @@ class ServingClient:
         percent: int | None = None,
         tag: str | None = None,
         rollout: dict | None = None,
-        runid: str | None = None,
-        traceparent: str | None = None,
+        announce: dict | None = None,
     ) -> dict:
         """Create a revision; with ``percent``, it takes that share of traffic (a canary); with ``rollout``
         (``{"promote_after_requests", "max_error_rate"}``) the gateway promotes or rolls it back by itself and
-        tells the broker, under ``runid`` (and ``traceparent``), with a ``model.deployed`` event."""
+        tells the broker with the event ``announce`` describes (``{"type": ..., "extensions": {"runid": ...}}``)."""
         body: dict[str, Any] = {"version": version}
         if batching:
             body["batching"] = batching
@@ -72,7 +71,7 @@ class ServingClient:
             body["percent"] = percent
         if tag:
             body["tag"] = tag
-        extra = {"rollout": rollout, "runid": runid, "traceparent": traceparent}
+        extra = {"rollout": rollout, "announce": announce}
         body.update({k: v for k, v in extra.items() if v is not None})
         return self._call("POST", f"/v1/models/{model}/revisions", body)
 

@@ -3,12 +3,12 @@
     POST /v1/models/{name}/revisions  {"version": 3 | "production", "batching": {"max_batch": 8, "max_delay_ms": 2},
                                        "intra_op_threads": 1, "percent": 10, "tag": "canary",
                                        "rollout": {"promote_after_requests": 100, "max_error_rate": 0.05},
-                                       "runid": "run-...", "traceparent": "00-..."}
+                                       "announce": {"type": "...", "extensions": {"runid": "run-...", ...}}}
          -> 201 {"revision": "digits-00002", "version": 3, "endpoint": "http://H:P/v2/models/digits/infer"}
          (the first revision takes 100 %; with "percent" the new revision takes that share, the rest
           stays on the current main revision; otherwise it takes no traffic until PUT .../traffic;
           with "rollout" too, the gateway judges the canary on its tick and promotes or rolls it back,
-          see serving/rollout.py — "runid"/"traceparent" name the run told about it)
+          see serving/rollout.py — "announce" says how the outcome is told to the deploying run)
     PUT  /v1/models/{name}/traffic    {"traffic": [{"revision": r, "percent": p, "tag": t}, ...]}
     POST /v1/models/{name}/rollback   -> the previous traffic split
     GET  /v1/models/{name}            revisions (with replicas, in-flight, requests, errors), traffic
@@ -21,6 +21,7 @@ against the models below; a wrong type or range is a 400 naming the field.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
@@ -38,7 +39,7 @@ from serving.revisions import (
     rollback,
     set_traffic,
 )
-from serving.rollout import Canary, RolloutPolicy
+from serving.rollout import Announce, Canary, RolloutPolicy
 from serving.runtime import host_threads
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ B = TypeVar("B", bound=pydantic.BaseModel)
 
 
 TAG = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"  # a DNS label, as Knative requires of traffic tags
+TRACEPARENT_FORM = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 class _Body(pydantic.BaseModel):
@@ -64,6 +66,22 @@ class RolloutBody(_Body):
     max_error_rate: float = pydantic.Field(0.05, ge=0, le=1)
 
 
+class AnnounceBody(_Body):
+    """The event the canary's outcome is announced as: its type and the deploying run's extensions."""
+
+    type: str = pydantic.Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][-A-Za-z0-9._]*$")
+    extensions: dict[Annotated[str, pydantic.Field(pattern=r"^[a-z0-9]{1,20}$")], str] = pydantic.Field(
+        default_factory=dict, max_length=16
+    )
+
+    @pydantic.field_validator("extensions")
+    @classmethod
+    def _traceparent(cls, value: dict[str, str]) -> dict[str, str]:
+        if "traceparent" in value and not TRACEPARENT_FORM.match(value["traceparent"]):
+            raise ValueError("traceparent must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)")
+        return value
+
+
 class DeployBody(_Body):
     """``POST /v1/models/{name}/revisions``."""
 
@@ -73,8 +91,7 @@ class DeployBody(_Body):
     percent: int | None = pydantic.Field(None, ge=0, le=100)
     tag: str | None = pydantic.Field(None, pattern=TAG)
     rollout: RolloutBody | None = None
-    runid: str | None = pydantic.Field(None, max_length=256)
-    traceparent: str | None = pydantic.Field(None, pattern=r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+    announce: AnnounceBody | None = None
 
     @pydantic.model_validator(mode="after")
     def _rollout_needs_a_canary(self) -> DeployBody:
@@ -136,7 +153,8 @@ class ControlApi:
                 state = set_traffic(state, targets)
                 if body.rollout is not None:
                     policy = RolloutPolicy(body.rollout.promote_after_requests, body.rollout.max_error_rate)
-                    canary = Canary(rev.id, rev.version, policy, body.runid, body.traceparent)
+                    announce = Announce(body.announce.type, dict(body.announce.extensions)) if body.announce else None
+                    canary = Canary(rev.id, rev.version, policy, announce)
                     state = replace(state, canary=canary)
             await self.gw.commit(state)
         endpoint = f"http://{request.host}/v2/models/{name}/infer"

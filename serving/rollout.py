@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import from_json, to_json
-from eventing.events import MODEL_DEPLOYED, RUNID, TRACEPARENT, child_traceparent, new_event
+from eventing.events import RUNID, TRACEPARENT, child_traceparent, new_event
 from infra.errors import KnflowError
 from serving.revisions import ServingState, TrafficTarget, rollback, set_traffic
 
@@ -48,8 +48,16 @@ class Canary:
     revision: str
     version: int
     policy: RolloutPolicy
-    runid: str | None = None
-    traceparent: str | None = None
+    announce: Announce | None = None
+
+
+@dataclass(frozen=True)
+class Announce:
+    """How to tell the deploying run about the canary's outcome: the event type and the run's extensions
+    (``runid``, its pipeline, its ``traceparent``, which the notice continues)."""
+
+    type: str
+    extensions: dict[str, str]
 
 
 def judge_canary(policy: Thresholds, requests: int, errors: int) -> str:
@@ -64,7 +72,13 @@ def judge_canary(policy: Thresholds, requests: int, errors: int) -> str:
 def canary_from_dict(raw: dict | None) -> Canary | None:
     if raw is None:
         return None
-    return Canary(**{**raw, "policy": RolloutPolicy(**raw["policy"])})
+    announce = raw.get("announce")
+    return Canary(
+        raw["revision"],
+        raw["version"],
+        RolloutPolicy(**raw["policy"]),
+        Announce(announce["type"], dict(announce["extensions"])) if announce else None,
+    )
 
 
 class Rollouts:
@@ -123,8 +137,10 @@ class Rollouts:
                     reason=reason,
                 )  # fmt: skip
                 state = rollback(state)
-            notice = to_json(self._notice(state, canary, verdict, decision)).decode()
-            await self.gw.commit(replace(state, canary=None, notices=(*state.notices, notice)))
+            notices = state.notices
+            if canary.announce is not None:  # nobody asked to be told: the decision is in the registry's audit
+                notices = (*notices, to_json(self._notice(state, canary, verdict, decision)).decode())
+            await self.gw.commit(replace(state, canary=None, notices=notices))
         log.info("rollout: model %s: %s", state.model, reason)
         self.gw.metrics.rollout(state.model, verdict)
 
@@ -138,10 +154,13 @@ class Rollouts:
             "decision": decision,
             "endpoint": f"http://{self.gw.settings.host}:{self.gw.port}/v2/models/{state.model}/infer",
         }
-        # continue the deploying run's trace
-        trace = {TRACEPARENT: child_traceparent(canary.traceparent)} if canary.traceparent else None
+        assert canary.announce is not None
+        extensions = dict(canary.announce.extensions)
+        if TRACEPARENT in extensions:  # continue the deploying run's trace
+            extensions[TRACEPARENT] = child_traceparent(extensions[TRACEPARENT])
+        runid = extensions.pop(RUNID, None)
         subject = f"{state.model}/{canary.version}"
-        return new_event(MODEL_DEPLOYED, SOURCE, data, runid=canary.runid, subject=subject, extensions=trace)
+        return new_event(canary.announce.type, SOURCE, data, runid=runid, subject=subject, extensions=extensions)
 
     async def _send(self, name: str) -> None:
         """Publish the model's pending notices in order; on failure keep them for the next tick."""

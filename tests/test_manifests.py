@@ -11,12 +11,16 @@ import pytest
 import yaml
 
 from eventing.triggers import parse_duration
-from functions.pipeline import ROUTES, lifecycle_functions, lifecycle_triggers
+from functions.contract import lifecycle_spec_path
+from functions.runtime.pipeline import load_pipeline, pipeline_triggers
 from infra.errors import ConfigError
 from knflow.manifests import ManifestOptions, function_service_name, render
 
 ROOT = Path(__file__).parents[1]
 FUNC_YAML = ROOT / "func.yaml"
+LIFECYCLE = load_pipeline(lifecycle_spec_path())
+FUNCTIONS = sorted({step.function for step in LIFECYCLE.steps})
+TRIGGERS = pipeline_triggers(LIFECYCLE, lambda step: f"http://127.0.0.1:8181/functions/{step.function}")
 
 
 def _by_kind(resources: list[dict]) -> dict[str, list[dict]]:
@@ -41,9 +45,9 @@ def _knflow(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 def test_triggers_match_local_lifecycle_one_to_one() -> None:
     kinds = _by_kind(render(FUNC_YAML))
     services = {s["metadata"]["name"]: s for s in kinds["Service"]}
-    local = {t.name: t for t in lifecycle_triggers("http://127.0.0.1:8181")}
+    local = {t.name: t for t in TRIGGERS}
     cluster = {t["metadata"]["name"]: t for t in kinds["Trigger"]}
-    assert set(cluster) == set(local) and len(kinds["Trigger"]) == len(ROUTES)
+    assert set(cluster) == set(local) and len(kinds["Trigger"]) == len(TRIGGERS)
     for name, trigger in local.items():
         spec = cluster[name]["spec"]
         assert spec["broker"] == "knflow"
@@ -67,9 +71,9 @@ def test_triggers_match_local_lifecycle_one_to_one() -> None:
 def test_one_service_per_function_from_the_one_image() -> None:
     func = yaml.safe_load(FUNC_YAML.read_text())
     services = {s["metadata"]["name"]: s for s in _by_kind(render(FUNC_YAML))["Service"]}
-    expected = {function_service_name(f) for f in lifecycle_functions()} | {"knflow-gateway", "knflow-deadletter"}
+    expected = {function_service_name(f) for f in FUNCTIONS} | {"knflow-gateway", "knflow-deadletter"}
     assert set(services) == expected
-    for function in [*lifecycle_functions(), "deadletter"]:
+    for function in [*FUNCTIONS, "deadletter"]:
         service = services[function_service_name(function)]
         container = _container(service)
         assert container["image"] == func["image"]
@@ -135,7 +139,7 @@ def test_manifests_command_prints_parsable_yaml() -> None:
     counts = collections.Counter(d["kind"] for d in documents)
     assert counts == {
         "Namespace": 1, "ConfigMap": 1, "Broker": 1, "SinkBinding": 1,
-        "Service": len(lifecycle_functions()) + 2, "Trigger": len(ROUTES),
+        "Service": len(FUNCTIONS) + 2, "Trigger": len(TRIGGERS),
     }  # fmt: skip
     assert "secretKeyRef" in result.stdout and "kind: Secret\n" not in result.stdout
     assert "&id" not in result.stdout and "*id" not in result.stdout  # no YAML anchors
@@ -145,7 +149,7 @@ def test_manifests_command_writes_a_directory(tmp_path: Path) -> None:
     result = _knflow("manifests", "--output-dir", str(tmp_path / "out"), "--gpu")
     assert result.returncode == 0, result.stderr
     files = sorted((tmp_path / "out").glob("*.yaml"))
-    assert len(files) == 6 + len(lifecycle_functions()) + len(ROUTES)  # namespace, config, broker, binding, 2 services
+    assert len(files) == 6 + len(FUNCTIONS) + len(TRIGGERS)  # namespace, config, broker, binding, 2 services
     assert (
         "nvidia.com/gpu" in (tmp_path / "out" / next(f.name for f in files if "knflow-gateway" in f.name)).read_text()
     )
@@ -164,4 +168,4 @@ def test_apply_without_a_cluster_fails_naming_the_kubeconfig(tmp_path: Path, con
 def test_apply_dry_run_needs_no_cluster(tmp_path: Path) -> None:
     result = _knflow("apply", "--dry-run", env={"KUBECONFIG": str(tmp_path / "none"), "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
-    assert "Trigger/train-trials (dry run: not applied)" in result.stdout
+    assert "Trigger/lifecycle-train-trials (dry run: not applied)" in result.stdout

@@ -3,7 +3,7 @@
 Both serve ``functions/examples/knative_echo.py`` (Knative's ``new()`` shape, unchanged); knflow also
 serves its native echo. One load generator (wrk, 1 thread, 16 connections, binary-mode CloudEvent
 POST) drives each in turn in the same run. Then: cold start (spawn -> first reply) of a runner
-worker forked from the template, of a fresh ``python -m functions.host`` and of func-python, and
+worker forked from the template, of a fresh ``python -m functions.runtime.host`` and of func-python, and
 each one's idle memory. Usage: ``python bench/functions/run.py [--duration 10]``.
 """
 
@@ -70,8 +70,13 @@ def servers() -> dict[str, tuple[list[str], dict[str, str]]]:
     fp = [str(ensure_func_python()), "-c", FUNC_PYTHON_LAUNCH.format(dir=str(examples))]
     argvs = {
         "func-python 0.8.1 (knative_echo)": fp,
-        "knflow host (knative_echo)": [sys.executable, "-m", "functions.host", "functions.examples.knative_echo"],
-        "knflow host (native echo)": [sys.executable, "-m", "functions.host", "echo"],
+        "knflow host (knative_echo)": [
+            sys.executable,
+            "-m",
+            "functions.runtime.host",
+            "functions.examples.knative_echo",
+        ],
+        "knflow host (native echo)": [sys.executable, "-m", "functions.runtime.host", "echo"],
     }
     return {name: (argv, {**base, "LISTEN_ADDRESS": f"127.0.0.1:{free_port()}"}) for name, argv in argvs.items()}
 
@@ -154,7 +159,7 @@ async def bench_runner_cold_start(rounds: int) -> dict[str, float]:
     """Spawn -> first reply of a runner worker forked from the template (the worker stopped before each)."""
     import aiohttp
 
-    from functions.runner import Runner
+    from functions.runtime.runner import Runner
     from infra.settings import load_settings
 
     settings = load_settings(

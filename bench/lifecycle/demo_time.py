@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from eventing.events import DATA_ARRIVED, MODEL_TRAINED, TRIAL_REQUESTED, TUNE_COMPLETED, new_event
+from eventing.events import new_event
 from functions import featurize, ingest, train, tune
+from functions.contract import DATA_ARRIVED, MODEL_TRAINED, TRIAL_REQUESTED, TUNE_COMPLETED
 from infra.settings import load_settings
 from infra.store import open_store
 from knflow.commands.demo import digits_npz

@@ -5,7 +5,10 @@ Each source has ``routes()`` (aiohttp routes it adds to the broker, under ``/sou
 
 - ``minio.MinioWebhookSource``  ``POST /sources/minio``: MinIO's webhook target (Bearer token).
 - ``minio.MinioKafkaSource``  MinIO's Kafka target topic (``eventing.minio_kafka_topic``).
-- ``filestore.FileStoreWatcher``  objects landing under ``raw/`` of a ``file://`` artifact store.
+- ``filestore.FileStoreWatcher``  objects landing under ``eventing.arrival_prefix`` of a ``file://`` store.
+
+The arrival sources (MinIO, file store) run only when ``eventing.arrival_type`` says what a landed object
+becomes; knflow's platform sets it to the lifecycle's ``data.arrived`` (``functions.contract``).
 - ``webhook.WebhookSource``  ``POST /sources/webhook``: any JSON, HMAC-SHA256 signed.
 - ``ping.PingSource``  a cron schedule (``eventing.ping_schedule``).
 """
@@ -42,13 +45,15 @@ def default_sources(settings: Settings) -> list[Any]:
     from eventing.sources.webhook import WebhookSource
 
     ev = settings.eventing
-    sources: list[Any] = [
-        MinioWebhookSource(settings),
-        WebhookSource(ev.webhook_secret, ev.webhook_window_s, ev.webhook_type),
-    ]
+    sources: list[Any] = []
+    if ev.webhook_type or ev.arrival_type:
+        sources.append(WebhookSource(ev.webhook_secret, ev.webhook_window_s, ev.webhook_type or ev.arrival_type))
+    if not ev.arrival_type:  # nothing says what a landed object means: no arrival sources
+        return sources
+    sources.append(MinioWebhookSource(settings))
     if settings.artifacts.scheme == "file" and ev.watch_raw:
         state = settings.data_dir / "sources" / "filestore-seen.json"
-        sources.append(FileStoreWatcher(settings.artifacts.path, state, ev.arrival_prefix, ev.watch_interval_s))
+        sources.append(FileStoreWatcher(settings.artifacts.path, state, ev))
     if ev.minio_kafka_topic:
         servers = ev.minio_kafka_servers.split(",") if ev.minio_kafka_servers else list(settings.broker.servers)
         sources.append(MinioKafkaSource(settings, servers, ev.minio_kafka_topic))

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from eventing.sources.arrival import arrival_event
 from infra.atomic import write_json
+from infra.settings import EventingSettings
 from infra.store import ArtifactStore, ObjectInfo
 from infra.store_file import FileStore
 
@@ -32,9 +33,10 @@ log = logging.getLogger(__name__)
 class FileStoreWatcher:
     """Publishes an arrival event for every new object version under ``prefix`` of the file store at ``root``."""
 
-    def __init__(self, root: Path, state_path: Path, prefix: str = "raw/", interval_s: float = 1.0):
+    def __init__(self, root: Path, state_path: Path, config: EventingSettings):
         self.store = FileStore(root)
-        self.state_path, self.prefix, self.interval_s = Path(state_path), prefix, interval_s
+        self.config = config
+        self.state_path, self.prefix, self.interval_s = Path(state_path), config.arrival_prefix, config.watch_interval_s
         self._seen: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -81,7 +83,10 @@ class FileStoreWatcher:
         fresh = [info for info in found if self._seen.get(info.key) != info.sha256]
         for info in fresh:
             bucket = self.store.root.name
-            await publish(arrival_event("knflow/filestore", bucket, info.key, info.size, info.sha256, self.store.url))
+            event = arrival_event(
+                self.config, "knflow/filestore", bucket, info.key, info.size, info.sha256, self.store.url
+            )
+            await publish(event)
             self._seen[info.key] = info.sha256
         if fresh:
             self._save()

@@ -4,7 +4,7 @@ Two of MinIO's notification targets are read: the webhook target (``POST /source
 ``Authorization: Bearer <eventing.minio_token>`` when a token is configured) and the Kafka target
 (message key ``bucket/key``, no headers, the same JSON as value). ``Records[].s3.object.key`` is
 URL-encoded by MinIO and decoded here. Only ``s3:ObjectCreated:*`` records for keys under
-``eventing.arrival_prefix`` (``raw/``) become events, one new run per object.
+``eventing.arrival_prefix`` become arrival events (``eventing.arrival_type``), one new run per object.
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def notification_events(payload: Any, settings: Settings) -> list[CloudEvent]:
         source = f"minio:s3:{bucket}"
         etag = str(obj.get("eTag", ""))
         events.append(
-            arrival_event(source, bucket, key, int(obj.get("size", 0)), etag, store_url_for(settings, bucket))
+            arrival_event(
+                settings.eventing, source, bucket, key, int(obj.get("size", 0)), etag, store_url_for(settings, bucket)
+            )
         )
     return events
 

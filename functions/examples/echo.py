@@ -5,7 +5,7 @@ from __future__ import annotations
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import new_event
-from functions.context import Context
+from functions.runtime.context import Context
 
 REPLY = "dev.knflow.echo.reply"
 

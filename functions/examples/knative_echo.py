@@ -1,7 +1,7 @@
 """Echo written for Knative's ``func`` Python template (func-python's cloudevent middleware), unchanged.
 
 This file imports nothing from knflow: the same module is served by ``func_python.cloudevent.serve(new)``
-and by ``python -m functions.host functions.examples.knative_echo``.
+and by ``python -m functions.runtime.host functions.examples.knative_echo``.
 """
 
 from cloudevents.core.v1.event import CloudEvent

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.action == "ls":
         return _list(settings)
-    from functions.runner import main
+    from functions.runtime.runner import main
 
     return main(getattr(args, "functions", []))
 

@@ -12,14 +12,14 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.events import (
+from eventing.events import STEP_FAILED
+from functions.contract import (
     DATA_ARRIVED,
     DATASET_INGESTED,
     FEATURES_READY,
     MODEL_DEPLOYED,
     MODEL_REGISTERED,
     MODEL_TRAINED,
-    STEP_FAILED,
     TRIAL_REQUESTED,
     TUNE_COMPLETED,
 )

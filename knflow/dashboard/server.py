@@ -10,7 +10,8 @@ is down answers 503 on its own API path; the others keep working.
 API: ``GET /api/runs``, ``GET /api/runs/{runid}``, ``GET /api/models``, ``GET /api/models/{name}``,
 ``GET /api/serving``, ``GET /api/serving/{name}``, ``GET /api/failures``,
 ``POST /api/failures/{event_id}/replay`` (``event_id``: the id of the original, dead-lettered event),
-``GET /api/health``. Errors are ``{"error": reason}`` with the error's status.
+``GET /api/health``, and the pipelines API (``knflow.dashboard.pipelines``). Errors are ``{"error": reason}``
+with the error's status.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from infra.errors import NotFound, Unavailable
 from infra.http import error_middleware, json_response
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
-from knflow.dashboard import catalog, runs
+from knflow.control import PipelineControl
+from knflow.dashboard import catalog, pipelines, runs
 from knflow.dashboard.history import EventHistory
 from knflow.dashboard.replay import replay_event
 from knflow.dashboard.traffic import GatewayView
@@ -107,6 +109,7 @@ class Dashboard:
                 web.static("/static", STATIC),
             ]
         )
+        pipelines.add_routes(app, PipelineControl(self.settings, self._store))
         return app
 
     # -- page --------------------------------------------------------------------------

@@ -17,8 +17,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from eventing.broker import BrokerServer
 from eventing.client import publish_async
-from eventing.events import FEATURES_READY, STEP_FAILED, new_runid
+from eventing.events import STEP_FAILED, new_runid
 from eventing.triggers import DeliverySpec, Trigger
+from functions.contract import FEATURES_READY
 from infra.settings import Settings, load_settings
 from infra.store import ArtifactStore, open_store
 from knflow.dashboard import Dashboard

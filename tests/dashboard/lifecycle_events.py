@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.events import (
+from eventing.events import new_event
+from functions.contract import (
     DATA_ARRIVED,
     DATASET_INGESTED,
     FEATURES_READY,
@@ -13,7 +14,6 @@ from eventing.events import (
     MODEL_TRAINED,
     TRIAL_REQUESTED,
     TUNE_COMPLETED,
-    new_event,
 )
 from serving.registry import ModelCard
 

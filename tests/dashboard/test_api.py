@@ -12,7 +12,8 @@ import pytest
 from aiohttp import ClientSession
 
 from eventing.broker import BrokerServer
-from eventing.events import FEATURES_READY, STEP_FAILED
+from eventing.events import STEP_FAILED
+from functions.contract import FEATURES_READY
 from infra.localservices import free_port
 from infra.store import ArtifactStore
 from serving.registry import ModelRegistry

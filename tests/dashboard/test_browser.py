@@ -8,7 +8,7 @@ import os
 from aiohttp import ClientSession
 
 from eventing.client import publish_async
-from eventing.events import FEATURES_READY
+from functions.contract import FEATURES_READY
 from infra.localservices import free_port
 from serving.registry import ModelRegistry
 from tests.dashboard.conftest import TRAIN_ERROR, Seeded, eventually, history, tiny_onnx

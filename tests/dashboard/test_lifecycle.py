@@ -13,7 +13,8 @@ from sklearn.datasets import load_digits
 
 from eventing.broker import BrokerServer
 from eventing.client import publish_async
-from eventing.events import DATA_ARRIVED, MODEL_TRAINED, TRIAL_REQUESTED, TUNE_COMPLETED, new_event
+from eventing.events import new_event
+from functions.contract import DATA_ARRIVED, MODEL_TRAINED, TRIAL_REQUESTED, TUNE_COMPLETED
 from infra.settings import Settings
 from infra.store import ArtifactStore
 from serving.gateway import Gateway

@@ -5,8 +5,9 @@ from __future__ import annotations
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.delivery import Attempt, step_failed_event
-from eventing.events import MODEL_REGISTERED, MODEL_TRAINED, new_event
+from eventing.events import new_event
 from eventing.triggers import Trigger
+from functions.contract import MODEL_REGISTERED, MODEL_TRAINED
 from knflow.dashboard import runs
 from knflow.dashboard.replay import replay_event
 from tests.dashboard.lifecycle_events import start_of_run, trained

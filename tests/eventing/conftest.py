@@ -18,6 +18,7 @@ from cloudevents.core.v1.event import CloudEvent
 from eventing.bindings import from_http, to_http_binary, to_http_structured
 from eventing.broker import BrokerServer
 from eventing.triggers import Trigger
+from functions.contract import with_lifecycle
 from infra.settings import load_settings
 
 _topics = itertools.count()
@@ -109,7 +110,7 @@ def make_broker(backend: str, tmp_path: Path, request: pytest.FixtureRequest):
     env = broker_env(backend, tmp_path, request)
 
     def make(triggers: list[Trigger] = (), sources: list | None = (), **extra: str) -> BrokerServer:
-        settings = load_settings({**env, **extra}, config_file=None)
+        settings = with_lifecycle(load_settings({**env, **extra}, config_file=None))  # objects under raw/ are data
         return BrokerServer(settings, triggers, sources=sources, port=0)
 
     return make

@@ -16,7 +16,8 @@ from eventing.bindings import (
     to_json,
     to_kafka,
 )
-from eventing.events import DATA_ARRIVED, EVENT_TYPES, MODEL_TRAINED, InvalidEvent, new_event
+from eventing.events import InvalidEvent, new_event
+from functions.contract import DATA_ARRIVED, EVENT_TYPES, MODEL_TRAINED
 
 
 def _same(a, b) -> None:

@@ -12,12 +12,14 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from eventing.events import DATA_ARRIVED
 from eventing.sources.filestore import FileStoreWatcher
 from eventing.sources.ping import PING_TYPE
 from eventing.sources.webhook import SIGNATURE_HEADER, sign
 from eventing.triggers import Trigger
+from functions.contract import DATA_ARRIVED
+from infra.settings import EventingSettings
 from infra.store_file import FileStore
+from tests.eventually import eventually
 
 
 @pytest.fixture
@@ -117,19 +119,21 @@ async def test_file_store_put_in_process_wakes_the_watcher(tmp_path: Path):
     async def publish(event):
         published.append(event)
 
-    watcher = FileStoreWatcher(tmp_path / "a", tmp_path / "seen.json", interval_s=60)
+    config = EventingSettings(
+        arrival_type="test.arrived", arrival_prefix="raw/", arrival_pipeline="p", watch_interval_s=60
+    )
+    watcher = FileStoreWatcher(tmp_path / "a", tmp_path / "seen.json", config)
     store = FileStore(tmp_path / "a")
     watcher.attach(store)
     await watcher.start(publish)
     try:
         await watcher.scan(publish)
         store.put("raw/d/f.csv", b"x")
-        deadline = time.monotonic() + 5
-        while not published and time.monotonic() < deadline:
-            await __import__("asyncio").sleep(0.02)
+        await eventually(lambda: published, 5, "the watcher to announce the put")
     finally:
         await watcher.stop()
     assert [e.get_data()["key"] for e in published] == ["raw/d/f.csv"]
+    assert (published[0].get_type(), published[0].get_extension("pipeline")) == ("test.arrived", "p")
 
 
 async def test_signed_webhook_is_accepted_and_unsigned_replayed_or_stale_ones_are_401(make_broker, subscriber):

@@ -11,8 +11,8 @@ import pytest
 
 from eventing.bindings import to_http_binary
 from eventing.events import new_event
-from functions.host import FunctionHost
-from functions.loader import load_function
+from functions.runtime.host import FunctionHost
+from functions.runtime.loader import load_function
 from infra.settings import Settings, load_settings
 
 FIXTURES = Path(__file__).parent / "fixtures"

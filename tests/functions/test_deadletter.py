@@ -6,7 +6,8 @@ import base64
 
 from eventing.bindings import to_http_binary
 from eventing.broker import BrokerServer
-from eventing.events import STEP_FAILED, TRIAL_REQUESTED, new_event
+from eventing.events import STEP_FAILED, new_event
+from functions.contract import TRIAL_REQUESTED
 from functions.tune import failed_trial, trial_event_id
 from tests.functions.conftest import make_settings
 

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from eventing.bindings import from_http, to_http_structured
 from eventing.events import RUNID, new_event
-from functions.host import FUNCTION_ERROR, listen_addresses
+from functions.runtime.host import FUNCTION_ERROR, listen_addresses
 from infra.localservices import free_port, wait_for_port
 from tests.functions.conftest import FIXTURES, make_settings, post_event
 
@@ -107,8 +107,8 @@ async def test_handler_returning_something_else_than_an_event_gets_500_saying_so
 
 
 async def test_knative_http_flavour_gets_the_raw_request(tmp_path, http):
-    from functions.host import FunctionHost
-    from functions.loader import load_function
+    from functions.runtime.host import FunctionHost
+    from functions.runtime.loader import load_function
 
     module = tmp_path / "raw_fn.py"
     module.write_text(
@@ -199,7 +199,7 @@ def test_listen_address_follows_knative_then_port(tmp_path):
 async def test_sigterm_lets_the_in_flight_event_finish(tmp_path: Path, http: aiohttp.ClientSession):
     port = free_port()
     env = {**os.environ, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "KNFLOW_DATA_DIR": str(tmp_path), "PYTHONPATH": "."}
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "functions.host", BEHAVIOURS, env=env)
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "functions.runtime.host", BEHAVIOURS, env=env)
     try:
         await asyncio.to_thread(wait_for_port, port, 20)
         marker = tmp_path / "started"

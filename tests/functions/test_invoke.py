@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from functions.runner import Runner
+from functions.runtime.runner import Runner
 from tests.functions.conftest import make_settings
 
 ROOT = Path(__file__).parents[2]

@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 import pytest
 
-from functions.runner import Runner
+from functions.runtime.runner import Runner
 from infra.localservices import free_port, wait_for_port
 from tests.functions.conftest import FIXTURES, make_settings, post_event
 
@@ -142,7 +142,7 @@ async def test_runner_process_serves_and_leaves_no_worker_behind_on_sigterm(tmp_
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_FUNCTIONS_PORT": str(port)}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "functions.runner", f"behaviours={FIXTURES / 'behaviours.py'}", env=env
+        sys.executable, "-m", "functions.runtime.runner", f"behaviours={FIXTURES / 'behaviours.py'}", env=env
     )
     try:
         await asyncio.to_thread(wait_for_port, port, 30)

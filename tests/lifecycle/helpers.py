@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.events import DATA_ARRIVED, new_event
+from eventing.events import new_event
+from functions.contract import DATA_ARRIVED
 from functions.ml.readers import write_idx
 from infra.settings import Settings
 from infra.store import ArtifactStore

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from eventing.events import MODEL_DEPLOYED, MODEL_REGISTERED, new_event
+from eventing.events import new_event
 from functions import deploy
+from functions.contract import MODEL_DEPLOYED, MODEL_REGISTERED
 from functions.deploy import PROMOTE, ROLLBACK, WAIT, DeployPolicy, decide, judge_canary, parse_policy
 from infra.errors import InvalidRequest
 from tests.lifecycle.helpers import MemoryRegistry
@@ -132,5 +133,7 @@ def test_a_canary_goes_to_serving_with_the_policy_thresholds_and_the_run(ctx, mo
     [(name, version, options)] = RecordingClient.calls
     assert (name, version, options["percent"]) == ("digits", 2, 20)
     assert options["rollout"] == {"promote_after_requests": 50, "max_error_rate": 0.05}
-    assert options["runid"] == cause.get_extension("runid") and options["tag"] == "canary"
-    assert options["traceparent"] == cause.get_extension("traceparent")
+    announce = options["announce"]
+    assert announce["type"] == MODEL_DEPLOYED and announce["extensions"]["runid"] == cause.get_extension("runid")
+    assert options["tag"] == "canary"
+    assert announce["extensions"]["traceparent"] == cause.get_extension("traceparent")

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eventing.events import (
+from eventing.events import STEP_FAILED
+from functions.contract import (
     DATA_ARRIVED,
     DATASET_INGESTED,
     FEATURES_READY,
     MODEL_DEPLOYED,
     MODEL_REGISTERED,
     MODEL_TRAINED,
-    STEP_FAILED,
     TRIAL_REQUESTED,
     TUNE_COMPLETED,
 )
@@ -93,7 +93,7 @@ def test_a_corrupt_file_fails_its_run_with_the_reason_and_leaves_no_dataset(
     outcome = watch(History(platform.url("broker")), key, timeout=120)
     failure = outcome.failure
     assert failure is not None and failure.type == STEP_FAILED
-    assert failure.data["trigger"] == "ingest"
+    assert failure.data["trigger"] == "lifecycle-ingest"
     assert failure.data["status"] == 400
     assert "broken" in failure.data["error"]
     assert list(store.list("datasets/broken/")) == []

@@ -15,7 +15,7 @@ import orjson
 import pytest
 import urllib3
 
-from eventing.events import (
+from functions.contract import (
     DATA_ARRIVED,
     DATASET_INGESTED,
     FEATURES_READY,

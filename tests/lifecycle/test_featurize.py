@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eventing.events import FEATURES_READY
 from functions import featurize, ingest
+from functions.contract import FEATURES_READY
 from functions.ml.features import read_features
 from functions.ml.versions import write_version
 from infra.errors import InvalidRequest, NotFound
@@ -61,7 +61,8 @@ def test_a_version_without_its_manifest_is_not_a_version(ctx, digits):
 def test_unknown_dataset_prefix_is_refused(ctx, digits):
     event = _ingested(ctx, digits)
     data = {**event.get_data(), "prefix": "datasets/digits/nope/"}
-    from eventing.events import DATASET_INGESTED, new_event
+    from eventing.events import new_event
+    from functions.contract import DATASET_INGESTED
 
     with pytest.raises(InvalidRequest, match="no complete data set"):
         featurize.handle(new_event(DATASET_INGESTED, "/t", data, cause=event), ctx)

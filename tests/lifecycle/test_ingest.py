@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from eventing.events import DATASET_INGESTED
 from functions import ingest
+from functions.contract import DATASET_INGESTED
 from functions.ml.datasets import read_dataset
 from functions.ml.readers import write_idx
 from infra.errors import InvalidRequest, Unavailable

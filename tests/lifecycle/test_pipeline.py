@@ -1,4 +1,5 @@
-"""The lifecycle's triggers route each event of the contract to the step that takes it, and each step loads."""
+"""The default pipeline (functions/lifecycle.yaml) routes each event of the contract to the step that takes it,
+only within its own pipeline, and each step loads under the function host."""
 
 from __future__ import annotations
 
@@ -6,27 +7,29 @@ import inspect
 
 import pytest
 
-from eventing.events import (
+from eventing.events import STEP_FAILED, new_event
+from eventing.filters import matches
+from functions.contract import (
     DATA_ARRIVED,
     DATASET_INGESTED,
     FEATURES_READY,
+    LIFECYCLE,
     MODEL_DEPLOYED,
     MODEL_REGISTERED,
     MODEL_TRAINED,
-    STEP_FAILED,
     TRIAL_REQUESTED,
     TUNE_COMPLETED,
-    new_event,
+    lifecycle_spec_path,
 )
-from eventing.filters import matches
-from functions.loader import NativeFunction, load_function
-from functions.pipeline import lifecycle_functions, lifecycle_triggers
+from functions.runtime.loader import NativeFunction, load_function
+from functions.runtime.pipeline import load_pipeline, pipeline_triggers
 
-TRIGGERS = lifecycle_triggers("http://127.0.0.1:8181")
+SPEC = load_pipeline(lifecycle_spec_path())
+TRIGGERS = pipeline_triggers(SPEC, lambda step: f"http://127.0.0.1:8181/functions/{step.function}")
 
 
-def _takers(type_: str, **extensions: str) -> set[str]:
-    event = new_event(type_, "/test", {}, extensions=extensions or None)
+def _takers(type_: str, pipeline: str = LIFECYCLE, **extensions: str) -> set[str]:
+    event = new_event(type_, "/test", {}, extensions={"pipeline": pipeline, **extensions})
     return {t.subscriber.rsplit("/", 1)[-1] for t in TRIGGERS if matches(event, t.filter, t.filters)}
 
 
@@ -50,12 +53,18 @@ def test_each_event_reaches_exactly_its_steps(type_: str, extensions: dict[str, 
     assert _takers(type_, **extensions) == steps
 
 
+@pytest.mark.parametrize("pipeline", ["other", ""])
+def test_events_of_another_pipeline_reach_no_lifecycle_step(pipeline: str) -> None:
+    assert _takers(DATA_ARRIVED, pipeline=pipeline) == set()
+    assert _takers(MODEL_REGISTERED, pipeline=pipeline) == set()
+
+
 def test_long_steps_get_a_long_delivery_timeout() -> None:
     timeouts = {t.subscriber.rsplit("/", 1)[-1]: t.delivery.timeout for t in TRIGGERS}  # type: ignore[union-attr]
     assert timeouts["train"] >= 600 and timeouts["tune"] >= 600 and timeouts["ingest"] <= 300
 
 
-@pytest.mark.parametrize("name", lifecycle_functions())
+@pytest.mark.parametrize("name", sorted({step.function for step in SPEC.steps}))
 def test_every_step_loads_under_the_function_host(name: str) -> None:
     function = load_function(name)
     assert isinstance(function, NativeFunction)

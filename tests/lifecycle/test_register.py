@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from eventing.events import MODEL_REGISTERED, MODEL_TRAINED, TUNE_COMPLETED, new_event
+from eventing.events import new_event
 from functions import register
+from functions.contract import MODEL_REGISTERED, MODEL_TRAINED, TUNE_COMPLETED
 from infra.errors import IntegrityError, InvalidRequest
 from tests.lifecycle.helpers import MemoryRegistry
 

@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from eventing.events import MODEL_TRAINED
 from functions import featurize, ingest, train
+from functions.contract import MODEL_TRAINED
 from functions.ml.features import read_features
 from functions.ml.training import TrainParams, state_bytes, state_from_bytes
 from functions.ml.training import train as train_loop
@@ -135,7 +135,8 @@ def test_a_step_crash_resumes_from_the_stored_checkpoint(ctx, digits, monkeypatc
 
 
 def _trial_request(ready, trial, params, early_stopping=None):
-    from eventing.events import TRIAL_REQUESTED, new_event
+    from eventing.events import new_event
+    from functions.contract import TRIAL_REQUESTED
 
     data = {
         "experiment": ready.get_extension("runid"),
@@ -203,7 +204,8 @@ def test_export_check_refuses_a_mismatch(digits):
     ],
 )
 def test_features_that_are_not_there_are_refused(ctx, data, reason):
-    from eventing.events import FEATURES_READY, new_event
+    from eventing.events import new_event
+    from functions.contract import FEATURES_READY
 
     with pytest.raises(InvalidRequest, match=reason):
         train.handle(new_event(FEATURES_READY, "/t", data, extensions={"mode": "train"}), ctx)
@@ -211,7 +213,8 @@ def test_features_that_are_not_there_are_refused(ctx, data, reason):
 
 
 def test_trial_request_without_features_is_refused(ctx):
-    from eventing.events import TRIAL_REQUESTED, new_event
+    from eventing.events import new_event
+    from functions.contract import TRIAL_REQUESTED
 
     with pytest.raises(InvalidRequest, match=r"data\.features"):
         train.handle(new_event(TRIAL_REQUESTED, "/t", {"trial": "trial-0000"}), ctx)

@@ -10,8 +10,9 @@ import time
 import pytest
 
 from eventing.bindings import from_json, to_json
-from eventing.events import FEATURES_READY, MODEL_TRAINED, STEP_FAILED, TRIAL_REQUESTED, TUNE_COMPLETED, new_event
+from eventing.events import STEP_FAILED, new_event
 from functions import featurize, ingest, register, train, tune
+from functions.contract import FEATURES_READY, MODEL_TRAINED, TRIAL_REQUESTED, TUNE_COMPLETED
 from functions.runoptions import RunOptions, save_options
 from functions.tuning.experiment import load_experiment
 from infra.errors import InvalidRequest

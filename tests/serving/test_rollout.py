@@ -13,7 +13,8 @@ import pytest
 from aiohttp import ClientSession
 
 from eventing.broker import BrokerServer
-from eventing.events import MODEL_DEPLOYED, TRACEPARENT, new_runid, new_traceparent
+from eventing.events import TRACEPARENT, new_runid, new_traceparent
+from functions.contract import MODEL_DEPLOYED
 from infra.errors import InvalidRequest
 from infra.settings import load_settings
 from serving.client import ServingClient
@@ -52,6 +53,11 @@ async def until(check, timeout: float = 10.0):  # type: ignore[no-untyped-def]
     return result
 
 
+def announce(runid: str, trace: str | None = None) -> dict:
+    extensions = {"runid": runid, "pipeline": "lifecycle", **({TRACEPARENT: trace} if trace else {})}
+    return {"type": MODEL_DEPLOYED, "extensions": extensions}
+
+
 async def deployed_events(broker: BrokerServer, runid: str) -> list:
     events, _ = await broker.log.history(after=None, limit=10, runid=runid, type=MODEL_DEPLOYED)
     return [e for _, e in events]
@@ -80,14 +86,14 @@ async def test_canary_is_promoted_after_good_requests_even_across_a_restart(  # 
     with pytest.raises(InvalidRequest):
         await asyncio.to_thread(client.deploy, "digits", 2, rollout=ROLLOUT)  # a rollout needs a canary
     canary = await asyncio.to_thread(
-        client.deploy, "digits", 2, percent=10, tag="canary", rollout=ROLLOUT, runid=runid, traceparent=trace
+        client.deploy, "digits", 2, percent=10, tag="canary", rollout=ROLLOUT, announce=announce(runid, trace)
     )
     assert await send_to_canary(gateway, 5) == [200] * 5
     await gateway.stop()
 
     restarted = await start_gateway(broker_port=broker.port)
     kept = restarted.states["digits"].canary
-    assert kept is not None and kept.policy == RolloutPolicy(20, 0.05) and kept.runid == runid
+    assert kept is not None and kept.policy == RolloutPolicy(20, 0.05) and kept.announce.extensions["runid"] == runid
     assert await send_to_canary(restarted, 20) == [200] * 20
     client = ServingClient(f"http://127.0.0.1:{restarted.port}")
 
@@ -128,7 +134,9 @@ async def test_failing_canary_is_rolled_back_and_the_notice_waits_for_the_broker
     client = ServingClient(f"http://127.0.0.1:{gateway.port}")
     runid = new_runid()
     await asyncio.to_thread(client.deploy, "digits", 1)
-    canary = await asyncio.to_thread(client.deploy, "digits", 2, percent=20, tag="canary", rollout=ROLLOUT, runid=runid)
+    canary = await asyncio.to_thread(
+        client.deploy, "digits", 2, percent=20, tag="canary", rollout=ROLLOUT, announce=announce(runid)
+    )
     statuses = await send_to_canary(gateway, 4)
     assert statuses == [500] * 4, statuses  # ONNX Runtime fails each request
 

@@ -5,9 +5,10 @@ that function's worker, starting it first if it is stopped (the event waits, bou
 ``settings.functions.start_timeout_s``, then 503). The broker's triggers use subscriber URLs
 ``http://{host}:{functions_port}/functions/{name}``. ``GET /functions`` answers each function's
 state, pid, start time, last event and restarts. A worker that crashes is restarted; the event
-it held gets 502 and is redelivered.
+it held gets 502 and is redelivered. ``PUT /admin/functions/{name}`` ``{"target": ..., "env": {...}}`` hosts
+another instance (it must load before the answer; kept across restarts), ``DELETE`` removes it.
 
-Run: ``python -m functions.runner [NAME=MODULE | MODULE ...]`` or ``knflow functions``; in-process:
+Run: ``python -m functions.runtime.runner [NAME=MODULE | MODULE ...]`` or ``knflow functions``; in-process:
 ``runner = Runner(settings); await runner.start(); ...; await runner.stop()``.
 """
 
@@ -27,13 +28,15 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from functions.loader import KNOWN_FUNCTIONS
-from functions.worker import Worker, WorkerGone, request_headers
-from functions.zygote import Template
+from functions.runtime.instances import Instance, check_name, instances_path, load_instances, save_instances
+from functions.runtime.loader import KNOWN_FUNCTIONS
+from functions.runtime.worker import Worker, WorkerGone, request_headers
+from functions.runtime.zygote import Template
 from infra.aio import run
-from infra.errors import KnflowError, NotFound, Unavailable
+from infra.errors import Conflict, InvalidRequest, KnflowError, NotFound, Unavailable
 from infra.logs import configure_logging
 from infra.settings import Settings, load_settings
+from infra.validation import parse
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ def parse_function_args(items: list[str]) -> dict[str, str]:
 
 
 class Runner:
-    """The gateway and its workers; start it in-process or via ``python -m functions.runner``."""
+    """The gateway and its workers; start it in-process or via ``python -m functions.runtime.runner``."""
 
     def __init__(self, settings: Settings, functions: Mapping[str, str] | None = None, *, sink: str | None = None):
         self.settings = settings
@@ -63,15 +66,19 @@ class Runner:
         self.sink = sink
         self._socket_dir = Path(tempfile.mkdtemp(prefix="knflow-fn-"))
         self.template = Template(settings, self._on_notice)
-        self.workers = {
-            n: Worker(n, m, settings, self.template, self._socket_dir, sink) for n, m in self.functions.items()
-        }
+        self.workers = {n: self._worker(n, Instance(target=m)) for n, m in self.functions.items()}
+        self.instances_path = instances_path(settings.data_dir)
+        self.instances = load_instances(self.instances_path)
+        self.workers |= {n: self._worker(n, inst) for n, inst in self.instances.items()}
+        self._admin_lock = asyncio.Lock()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.functions.max_request_bytes)
         app.router.add_get("/functions", self._status)
+        app.router.add_put("/admin/functions/{name}", self._host)
+        app.router.add_delete("/admin/functions/{name}", self._unhost)
         app.router.add_get("/health/liveness", self._health)
         app.router.add_get("/health/readiness", self._health)
         app.router.add_route("*", "/functions/{name}", self._deliver)
@@ -100,6 +107,59 @@ class Runner:
         await asyncio.gather(*(w.stop("runner stopping") for w in self.workers.values()))
         await self.template.stop()
         shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    def _worker(self, name: str, instance: Instance) -> Worker:
+        return Worker(name, instance.target, self.settings, self.template, self._socket_dir, self.sink, instance.env)
+
+    async def host(self, name: str, instance: Instance) -> None:
+        """Host (or replace) an instance: it must start and load first; then it is kept across restarts."""
+        check_name(name)
+        if name in self.functions:
+            raise Conflict(f"{name!r} is a built-in function; give the instance another name")
+        worker = self._worker(name, instance)
+        try:
+            await self._ensure_running(worker)
+        except KnflowError as exc:
+            await worker.stop("failed to start")
+            raise InvalidRequest(f"function {name} cannot be hosted: {exc.message}") from None
+        async with self._admin_lock:
+            old = self.workers.get(name)
+            self.workers[name] = worker
+            self.instances[name] = instance
+            save_instances(self.instances_path, self.instances)
+        if old is not None:
+            await old.stop("replaced")
+        log.info("function %s hosted (%s)", name, instance.target)
+
+    async def unhost(self, name: str) -> None:
+        """Stop hosting an instance (built-in functions stay)."""
+        if name in self.functions:
+            raise Conflict(f"{name!r} is a built-in function and stays")
+        async with self._admin_lock:
+            if name not in self.instances:
+                raise NotFound(f"no function instance named {name!r}")
+            worker = self.workers.pop(name)
+            del self.instances[name]
+            save_instances(self.instances_path, self.instances)
+        await worker.stop("removed")
+
+    async def _host(self, request: web.Request) -> web.Response:
+        try:
+            raw = orjson.loads(await request.read() or b"null")
+        except orjson.JSONDecodeError as exc:
+            return _json(400, {"error": f"body is not valid JSON: {exc}"})
+        try:
+            await self.host(request.match_info["name"], parse(Instance, raw))
+        except KnflowError as exc:
+            return _json(exc.status, {"error": exc.message})
+        return _json(200, self.workers[request.match_info["name"]].status())
+
+    async def _unhost(self, request: web.Request) -> web.Response:
+        try:
+            await self.unhost(request.match_info["name"])
+        except KnflowError as exc:
+            return _json(exc.status, {"error": exc.message})
+        return web.Response(status=204)
 
     def _on_notice(self, notice: dict) -> None:
         worker = self.workers.get(notice.get("name") or "")
@@ -156,8 +216,8 @@ async def run_forever(runner: Runner) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m functions.runner [NAME=MODULE | MODULE ...]``."""
-    parser = argparse.ArgumentParser(prog="python -m functions.runner", description=__doc__.splitlines()[0])
+    """``python -m functions.runtime.runner [NAME=MODULE | MODULE ...]``."""
+    parser = argparse.ArgumentParser(prog="python -m functions.runtime.runner", description=__doc__.splitlines()[0])
     parser.add_argument("functions", nargs="*", help="extra functions: NAME=MODULE, a dotted module or a .py file")
     args = parser.parse_args(argv)
     settings = load_settings()

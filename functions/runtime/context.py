@@ -6,6 +6,8 @@ Contract (other areas rely on it)::
     def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None   # sync: runs in a thread executor
 
 ``ctx.store`` is the artifact store (opened on first use), ``ctx.settings`` the host's settings,
+``ctx.step_settings`` the settings a pipeline step gave this function (``settings:`` in the spec, ``{}`` when
+none),
 ``ctx.log`` a logger whose records carry the event's ``runid``, ``ctx.function`` the function's
 name, and ``await ctx.emit(event)`` posts an extra event to the broker ingress (``K_SINK`` when
 set at start, as a Knative SinkBinding provides, else ``http://{host}:{broker_port}/``). A sync
@@ -30,9 +32,10 @@ from infra.store import ArtifactStore, open_store
 class Runtime:
     """Per-process state shared by every event's context: settings, the store, the emit session."""
 
-    def __init__(self, function: str, settings: Settings, sink: str | None = None):
+    def __init__(self, function: str, settings: Settings, sink: str | None = None, step_settings: dict | None = None):
         self.function = function
         self.settings = settings
+        self.step_settings = dict(step_settings or {})
         self.sink = sink or f"http://{settings.host}:{settings.broker_port}/"
         self.logger = logging.getLogger(f"functions.{function}")
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -92,6 +95,11 @@ class Context:
     @property
     def store(self) -> ArtifactStore:
         return self._runtime.store
+
+    @property
+    def step_settings(self) -> dict:
+        """The settings of the pipeline step this function runs as (``settings:`` in the spec)."""
+        return self._runtime.step_settings
 
     async def emit(self, event: CloudEvent) -> None:
         """Send an extra event to the broker (fan-out); raises ``Unavailable`` if it is refused."""

@@ -7,7 +7,7 @@ Two shapes are accepted, told apart by what the module defines:
   ``start(settings)``, ``stop()``, ``alive()`` and ``ready()``;
 * Knative's Python runtime (``func-python``): ``new()`` returning an object with
   ``async handle(scope, receive, send)`` and optional ``start(cfg)``, ``stop()``, ``alive()``,
-  ``ready()`` (or a module-level ``handle(scope, receive, send)``), see ``functions.asgi``.
+  ``ready()`` (or a module-level ``handle(scope, receive, send)``), see ``functions.runtime.asgi``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-from functions.context import Context, Runtime
+from functions.runtime.context import Context, Runtime
 from infra.errors import ConfigError, NotFound
 
 #: The lifecycle functions knflow ships: name -> module.
@@ -126,7 +126,7 @@ class NativeFunction:
 
 def load_function(target: str, invoke: str = "cloudevent") -> Any:
     """Import ``target`` and wrap it: a ``NativeFunction`` or an ``AsgiFunction`` (Knative's shape)."""
-    from functions.asgi import AsgiFunction
+    from functions.runtime.asgi import AsgiFunction
 
     module = import_target(target)
     name = target.rsplit("/", 1)[-1].removesuffix(".py").rsplit(".", 1)[-1]

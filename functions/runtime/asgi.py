@@ -18,8 +18,9 @@ from typing import Any
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import to_http_binary, to_http_structured
-from functions.context import Runtime
-from functions.loader import Reply, health_result, maybe_await
+from eventing.events import continue_run
+from functions.runtime.context import Runtime
+from functions.runtime.loader import Reply, health_result, maybe_await
 
 
 class _Response:
@@ -49,10 +50,11 @@ def _text(value: bytes | str) -> str:
 class CloudEventSender:
     """func-python's ``send`` for cloudevent functions: call it with an event, or use ``binary``/``http``."""
 
-    __slots__ = ("_response",)
+    __slots__ = ("_cause", "_response")
 
-    def __init__(self, response: _Response):
+    def __init__(self, response: _Response, cause: CloudEvent):
         self._response = response
+        self._cause = cause
 
     async def __call__(self, event: Any, status: int = 200) -> None:
         if isinstance(event, Mapping) and "type" in event and not isinstance(event, CloudEvent):
@@ -61,10 +63,10 @@ class CloudEventSender:
             await self.structured(event, status)
 
     async def structured(self, event: CloudEvent, status: int = 200) -> None:
-        self._set(*to_http_structured(event), status)
+        self._set(*to_http_structured(continue_run(event, self._cause)), status)
 
     async def binary(self, event: CloudEvent, status: int = 200) -> None:
-        self._set(*to_http_binary(event), status)
+        self._set(*to_http_binary(continue_run(event, self._cause)), status)
 
     async def http(self, message: Mapping[str, Any]) -> None:
         await self._response(message)
@@ -115,7 +117,7 @@ class AsgiFunction:
         response = _Response()
         if event is not None:
             scope["event"] = event
-            send: Any = CloudEventSender(response)
+            send: Any = CloudEventSender(response, event)
         else:
             send = response
         result = self.instance.handle(scope, receive, send)

@@ -3,7 +3,7 @@
 A cold start is then a ``fork`` plus the function's own imports, instead of a fresh interpreter
 importing aiohttp and the CloudEvents SDK (the saving is most of a cold start). Protocol, JSON lines:
 the parent writes the pickled ``Settings`` (base64) once, then ``{"spawn": name, "target", "socket",
-"sink"}`` per worker on the template's stdin; the template and its workers write ``spawned``,
+"sink", "env"}`` per worker on the template's stdin; the template and its workers write ``spawned``,
 ``ready``, ``failed`` and ``exit`` notices (with pid, and exit code) on the template's stdout.
 Workers die with the template (PR_SET_PDEATHSIG), and the template exits when its stdin closes.
 """
@@ -32,7 +32,7 @@ from infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PRELOAD = ("functions.host", "functions.examples.echo", "infra.store_file")
+PRELOAD = ("functions.runtime.host", "functions.examples.echo", "infra.store_file")
 OPTIONAL_PRELOAD = ("uvloop",)
 
 
@@ -42,8 +42,8 @@ def _notify(fd: int, **message: Any) -> None:
 
 def worker_main(spec: dict[str, Any], settings: Settings, ctl: int) -> None:
     """In the forked child: import the function, serve it on its Unix socket, report readiness."""
-    from functions.host import FunctionHost, serve
-    from functions.loader import load_function
+    from functions.runtime.host import FunctionHost, serve
+    from functions.runtime.loader import load_function
     from infra.aio import run
     from infra.logs import configure_logging
 
@@ -51,6 +51,7 @@ def worker_main(spec: dict[str, Any], settings: Settings, ctl: int) -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: go when the template goes
     configure_logging(settings.log_level, settings.log_format)
     name, pid = spec["spawn"], os.getpid()
+    os.environ.update(spec.get("env") or {})  # the instance's own environment (a pipeline step's settings)
     try:
         host = FunctionHost(load_function(spec["target"]), settings, sink=spec.get("sink"))
     except Exception as exc:
@@ -101,7 +102,7 @@ def _reap(ctl: int) -> None:
 
 
 def template_main() -> None:
-    """``python -m functions.zygote``: preload, then fork a worker per spawn command until stdin closes."""
+    """``python -m functions.runtime.zygote``: preload, then fork a worker per spawn command until stdin closes."""
     ctl = os.dup(1)
     os.dup2(2, 1)  # anything printed goes to stderr, never into the notice channel
     for module in PRELOAD:
@@ -154,7 +155,11 @@ class Template:
             if self.process is not None and self.process.returncode is None:
                 return
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "functions.zygote", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+                sys.executable,
+                "-m",
+                "functions.runtime.zygote",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
             )
             assert self.process.stdin is not None and self.process.stdout is not None
             self.process.stdin.write(base64.b64encode(pickle.dumps(self.settings)) + b"\n")
@@ -163,13 +168,17 @@ class Template:
                 raise Unavailable("the worker template exited while starting")
             self._reader = asyncio.create_task(self._read(self.process))
 
-    async def spawn(self, name: str, target: str, socket: str, sink: str | None) -> int:
-        """Fork a worker; returns its pid once forked (readiness comes later as a notice)."""
+    async def spawn(
+        self, name: str, target: str, socket: str, sink: str | None, env: dict[str, str] | None = None
+    ) -> int:
+        """Fork a worker (with ``env`` added to its environment); returns its pid once forked (readiness
+        comes later as a notice)."""
         await self.ensure_running()
         assert self.process is not None and self.process.stdin is not None
         waiter = asyncio.get_running_loop().create_future()
         self._spawned[name] = waiter
-        self.process.stdin.write(orjson.dumps({"spawn": name, "target": target, "socket": socket, "sink": sink}))
+        spec = {"spawn": name, "target": target, "socket": socket, "sink": sink, "env": env or {}}
+        self.process.stdin.write(orjson.dumps(spec))
         self.process.stdin.write(b"\n")
         await self.process.stdin.drain()
         return await waiter

@@ -20,7 +20,8 @@ from typing import Any
 
 import aiohttp
 
-from functions.zygote import Template
+from functions.runtime.instances import Instance
+from functions.runtime.zygote import Template
 from infra.errors import KnflowError, Unavailable
 from infra.settings import Settings
 
@@ -40,9 +41,19 @@ class WorkerGone(Unavailable):
 class Worker:
     """Parent side of one function's worker: state, start/stop, forwarding, crash and idle detection."""
 
-    def __init__(self, name: str, target: str, settings: Settings, template: Template, socket_dir: Path, sink=None):
+    def __init__(
+        self,
+        name: str,
+        target: str,
+        settings: Settings,
+        template: Template,
+        socket_dir: Path,
+        sink: str | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.name = name
         self.target = target
+        self.env = dict(env or {})
         self.settings = settings
         self.template = template
         self.sink = sink
@@ -73,6 +84,7 @@ class Worker:
             "inflight": self.inflight,
             "error": self.error,
             "module": self.target,
+            "env_digest": Instance(target=self.target, env=self.env).digest(),
         }
 
     # -- start / stop ---------------------------------------------------------------
@@ -90,7 +102,7 @@ class Worker:
         self.state = "starting"
         self._ready, self._exited = loop.create_future(), loop.create_future()
         try:
-            self.pid = await self.template.spawn(self.name, self.target, self.socket_path, self.sink)
+            self.pid = await self.template.spawn(self.name, self.target, self.socket_path, self.sink, self.env)
             await asyncio.wait([self._ready, self._exited], return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
             self._kill()

@@ -8,7 +8,7 @@ flight, 503 while draining, and when the handler raises: a ``KnflowError``'s own
 tells delivery not to retry), else 500; the body is then a ``dev.knflow.function.error`` event.
 SIGTERM stops accepting, finishes the events in flight, runs the function's ``stop`` and exits.
 
-Run: ``python -m functions.host NAME|dotted.module|path/to/file.py`` (or ``KNFLOW_FUNCTION``),
+Run: ``python -m functions.runtime.host NAME|dotted.module|path/to/file.py`` (or ``KNFLOW_FUNCTION``),
 listening on ``LISTEN_ADDRESS`` (``host:port[,host:port]``, as Knative's runtime reads it),
 else ``{settings.host}:$PORT``, else ``{settings.host}:8080``.
 """
@@ -29,14 +29,15 @@ from aiohttp import web
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import to_http_binary
-from eventing.events import RUNID, new_event
+from eventing.events import RUNID, continue_run, new_event
 from eventing.wire import from_http as decode
 from eventing.wire import to_http_binary as encode
-from functions.asgi import AsgiFunction, make_scope
-from functions.context import Context, Runtime
-from functions.loader import load_function
+from functions.runtime.asgi import AsgiFunction, make_scope
+from functions.runtime.context import Context, Runtime
+from functions.runtime.loader import load_function
+from functions.runtime.pipeline import SETTINGS_ENV
 from infra.aio import run
-from infra.errors import KnflowError, PayloadTooLarge
+from infra.errors import ConfigError, KnflowError, PayloadTooLarge
 from infra.logs import bound_runid, configure_logging
 from infra.settings import Settings, load_settings
 
@@ -58,8 +59,8 @@ class FunctionHost:
     def __init__(self, function: Any, settings: Settings, *, sink: str | None = None, environ=None):
         self.function = function
         self.settings = settings
-        self.runtime = Runtime(function.name, settings, sink)
         self.environ = dict(environ if environ is not None else os.environ)
+        self.runtime = Runtime(function.name, settings, sink, step_settings(self.environ))
         self.limit = settings.functions.concurrency
         self.max_bytes = settings.functions.max_request_bytes
         self.inflight = 0
@@ -152,7 +153,7 @@ class FunctionHost:
                 return web.Response(status=204)
             if not isinstance(result, CloudEvent):
                 raise TypeError(f"handle must return a CloudEvent or None, not {type(result).__name__}")
-            headers, out = encode(result)
+            headers, out = encode(continue_run(result, event))
         except Exception as exc:
             return self._failure(event, exc)
         return web.Response(status=200, body=out, headers=headers)
@@ -189,6 +190,20 @@ class FunctionHost:
         error = new_event(FUNCTION_ERROR, self.source, data, cause=event)
         headers, body = to_http_binary(error)
         return web.Response(status=status, body=body, headers=headers)
+
+
+def step_settings(environ: Mapping[str, str]) -> dict:
+    """A pipeline step's settings from ``KNFLOW_STEP_SETTINGS`` (JSON), ``{}`` when unset."""
+    raw = environ.get(SETTINGS_ENV)
+    if not raw:
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"{SETTINGS_ENV} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{SETTINGS_ENV} must be a JSON object")
+    return value
 
 
 def _peer(request: web.BaseRequest) -> tuple[str, int] | None:
@@ -230,8 +245,8 @@ async def serve(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m functions.host TARGET``: serve one function until SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m functions.host", description=__doc__.splitlines()[0])
+    """``python -m functions.runtime.host TARGET``: serve one function until SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m functions.runtime.host", description=__doc__.splitlines()[0])
     parser.add_argument("target", nargs="?", help="function name, dotted module or .py file (or KNFLOW_FUNCTION)")
     parser.add_argument("--invoke", choices=("cloudevent", "http"), default="cloudevent", help="Knative-shape flavour")
     args = parser.parse_args(argv)

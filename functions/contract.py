@@ -1,0 +1,75 @@
+"""The lifecycle's event contract: the CloudEvent types its steps take and answer, the extensions they route by,
+and the default pipeline that wires them (``functions/lifecycle.yaml``).
+
+The table of who produces and who consumes each type is the default pipeline spec itself; docs/lifecycle.md
+describes the data of each type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from importlib import resources
+from pathlib import Path
+
+from eventing.events import STEP_FAILED
+from infra.settings import Settings
+
+DATA_ARRIVED = "dev.knflow.data.arrived"
+DATASET_INGESTED = "dev.knflow.dataset.ingested"
+FEATURES_READY = "dev.knflow.features.ready"
+TRIAL_REQUESTED = "dev.knflow.trial.requested"
+MODEL_TRAINED = "dev.knflow.model.trained"
+TUNE_COMPLETED = "dev.knflow.tune.completed"
+MODEL_REGISTERED = "dev.knflow.model.registered"
+MODEL_DEPLOYED = "dev.knflow.model.deployed"
+
+#: Every type of the lifecycle, in the order a run produces them; ``step.failed`` is the platform's report.
+EVENT_TYPES: tuple[str, ...] = (
+    DATA_ARRIVED,
+    DATASET_INGESTED,
+    FEATURES_READY,
+    TRIAL_REQUESTED,
+    MODEL_TRAINED,
+    TUNE_COMPLETED,
+    MODEL_REGISTERED,
+    MODEL_DEPLOYED,
+    STEP_FAILED,
+)
+
+#: Extension on features.ready ("train" or "tune") and model.trained ("train" or "trial"): trigger filters are
+#: exact matches, so the run's choice travels as an attribute the default pipeline routes by.
+MODE = "mode"
+TRAIN, TUNE, TRIAL = "train", "tune", "trial"
+
+#: The pipeline knflow ships and every run uses unless it names another.
+LIFECYCLE = "lifecycle"
+#: Where raw data lands; an object put under it starts a run (``raw/<dataset>/<file>``).
+RAW_PREFIX = "raw/"
+
+
+def lifecycle_spec_path() -> Path:
+    """The default pipeline's spec file, shipped inside the package."""
+    return Path(str(resources.files("functions") / "lifecycle.yaml"))
+
+
+def with_lifecycle(settings: Settings) -> Settings:
+    """``settings`` with the lifecycle's meaning of arrivals filled in where the user set none: an object
+    landing under ``raw/`` becomes ``data.arrived`` for the ``lifecycle`` pipeline."""
+    ev = settings.eventing
+    filled = dataclasses.replace(
+        ev,
+        arrival_type=ev.arrival_type or DATA_ARRIVED,
+        arrival_prefix=ev.arrival_prefix or RAW_PREFIX,
+        arrival_pipeline=ev.arrival_pipeline or LIFECYCLE,
+        webhook_type=ev.webhook_type or DATA_ARRIVED,
+    )
+    return settings.replace(eventing=filled)
+
+
+def builtin_emits() -> dict[str, tuple[str, ...]]:
+    """The event types each built-in step function answers with, as the shipped lifecycle declares them."""
+    from functions.runtime.loader import KNOWN_FUNCTIONS
+    from functions.runtime.pipeline import load_pipeline
+
+    declared = {step.function: tuple(step.emits) for step in load_pipeline(lifecycle_spec_path()).steps}
+    return {name: declared.get(name, ()) for name in KNOWN_FUNCTIONS}

@@ -1,0 +1,71 @@
+"""``knflow pipeline``: apply, list, show, delete and check pipeline specs on the running platform."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from functions.runtime.pipeline import PipelineSpec, load_pipeline, schema
+from infra.httpclient import JsonClient
+from infra.settings import load_settings
+
+HELP = "apply, list, show or delete pipelines (spec files of steps and triggers) on the running platform"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    apply = sub.add_parser("apply", help="apply a spec file (its function directories are deployed first)")
+    apply.add_argument("file", help="the pipeline spec (YAML or JSON)")
+    sub.add_parser("ls", help="list the applied pipelines")
+    show = sub.add_parser("show", help="print an applied pipeline's spec")
+    show.add_argument("name")
+    show.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    delete = sub.add_parser("delete", help="remove a pipeline's triggers and its own function instances")
+    delete.add_argument("name")
+    check = sub.add_parser("check", help="check a spec file without a platform")
+    check.add_argument("file")
+    sub.add_parser("schema", help="print the JSON schema of pipeline specs")
+
+
+def api() -> JsonClient:
+    """The running platform's knflow API (the dashboard port)."""
+    settings = load_settings()
+    return JsonClient(f"http://{settings.host}:{settings.dashboard_port}", timeout=300.0)
+
+
+def absolute(spec: PipelineSpec, spec_file: Path) -> PipelineSpec:
+    """The spec with function directories made absolute (they are relative to the spec file)."""
+    steps = []
+    for step in spec.steps:
+        if "/" in step.function and not Path(step.function).is_absolute():
+            step = step.model_copy(update={"function": str((spec_file.parent / step.function).resolve())})
+        steps.append(step)
+    return spec.model_copy(update={"spec": spec.spec.model_copy(update={"steps": steps})})
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "schema":
+        print(json.dumps(schema(), indent=2))
+    elif args.action == "check":
+        spec = load_pipeline(args.file)
+        print(f"{args.file}: pipeline {spec.name}, {len(spec.steps)} steps: ok")
+    elif args.action == "apply":
+        spec = absolute(load_pipeline(args.file), Path(args.file))
+        applied = api().call("PUT", f"/api/pipelines/{spec.name}", spec.to_dict())
+        print(f"pipeline {spec.name} applied: triggers {', '.join(applied['triggers'])}")
+        if applied["removed"]:
+            print(f"removed: {', '.join(applied['removed'])}")
+    elif args.action == "ls":
+        for item in api().call("GET", "/api/pipelines")["pipelines"]:
+            steps = " -> ".join(s["name"] for s in item["steps"])
+            print(f"{item['name']:<20} {steps}")
+    elif args.action == "show":
+        raw = api().call("GET", f"/api/pipelines/{args.name}")
+        print(
+            json.dumps(raw, indent=2) if args.output == "json" else PipelineSpec.model_validate(raw).to_yaml(), end=""
+        )
+    else:  # delete
+        removed = api().call("DELETE", f"/api/pipelines/{args.name}")
+        print(f"pipeline {args.name} deleted: {', '.join(removed['removed']) or 'nothing else to remove'}")
+    return 0

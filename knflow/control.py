@@ -1,0 +1,165 @@
+"""Pipelines on a running platform: apply one (its function instances, its triggers, its stored spec), list, show,
+delete, and put the shipped lifecycle in place at start.
+
+An applied pipeline's spec is kept in the artifact store at ``pipelines/<name>.yaml``: the dashboard, the CLI and
+``knflow manifests`` read it from there, and re-applying a spec removes the triggers and instances its previous
+version had and this one has not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+
+from functions.contract import LIFECYCLE, builtin_emits, lifecycle_spec_path
+from functions.runtime.instances import Instance
+from functions.runtime.pipeline import (
+    SETTINGS_ENV,
+    PipelineSpec,
+    Step,
+    check_functions,
+    function_name,
+    instance_name,
+    load_pipeline,
+    parse_pipeline,
+    pipeline_triggers,
+)
+from infra.errors import NotFound
+from infra.httpclient import JsonClient
+from infra.settings import Settings
+from infra.store import ArtifactStore, open_store
+
+log = logging.getLogger(__name__)
+PREFIX = "pipelines/"
+#: The lifecycle's trigger names before pipelines were specs; a platform that finds them removes them.
+LEGACY_TRIGGERS = (
+    "ingest", "featurize", "train", "train-trials", "tune", "tune-results", "tune-failures", "register",
+    "register-best", "deploy",
+)  # fmt: skip
+
+
+def spec_key(name: str) -> str:
+    return f"{PREFIX}{name}.yaml"
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying a pipeline did."""
+
+    pipeline: str
+    triggers: tuple[str, ...]
+    instances: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+class PipelineControl:
+    """Applies pipelines to the broker and function runner of one platform, and keeps their specs."""
+
+    def __init__(self, settings: Settings, store: ArtifactStore | None = None):
+        self.settings = settings
+        self._store = store
+        self.functions_url = f"http://{settings.host}:{settings.functions_port}"
+        self.broker = JsonClient(f"http://{settings.host}:{settings.broker_port}", timeout=120.0)
+        self.runner = JsonClient(self.functions_url, timeout=120.0)
+
+    @property
+    def store(self) -> ArtifactStore:
+        """The artifact store (opened on first use: a store that is down must not stop a server's start)."""
+        if self._store is None:
+            self._store = open_store(self.settings.artifacts)
+        return self._store
+
+    # -- reading ----------------------------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        """Every applied pipeline's name."""
+        names = {info.key[len(PREFIX) :].removesuffix(".yaml") for info in self.store.list(PREFIX)}
+        return sorted(n for n in names if "/" not in n)
+
+    def get(self, name: str) -> PipelineSpec:
+        """An applied pipeline's spec; the shipped lifecycle when it was never applied."""
+        try:
+            return parse_pipeline(self.store.get(spec_key(name)), spec_key(name))
+        except NotFound:
+            if name == LIFECYCLE:
+                return load_pipeline(lifecycle_spec_path())
+            raise NotFound(f"no pipeline named {name!r}; applied: {self.names()}") from None
+
+    # -- changing ---------------------------------------------------------------------------------------------
+
+    def apply(self, spec: PipelineSpec) -> Applied:
+        """Host the steps' instances, put the triggers, drop what the previous version had, store the spec."""
+        hosted = self.runner.call("GET", "/functions")
+        check_functions(spec, lambda step: self._emits(step, hosted))
+        try:
+            previous: PipelineSpec | None = parse_pipeline(self.store.get(spec_key(spec.name)))
+        except NotFound:
+            previous = None
+        instances = [self._host(spec, step, hosted) for step in spec.steps if step.settings]
+        triggers = pipeline_triggers(spec, lambda step: f"{self.functions_url}/functions/{instance_name(spec, step)}")
+        for trigger in triggers:
+            self.broker.call("PUT", f"/triggers/{trigger.name}", trigger.to_spec())
+        removed = self._drop_stale(previous, {t.name for t in triggers}, set(instances)) if previous else ()
+        self.store.put(spec_key(spec.name), spec.to_yaml().encode(), content_type="application/yaml")
+        log.info("pipeline %s applied: %d triggers, %d own instances", spec.name, len(triggers), len(instances))
+        return Applied(spec.name, tuple(t.name for t in triggers), tuple(instances), removed)
+
+    def delete(self, name: str) -> Applied:
+        """Remove a pipeline's triggers, its own function instances and its stored spec."""
+        spec = self.get(name)
+        if name not in self.names():
+            raise NotFound(f"no pipeline named {name!r} is applied")
+        removed = self._drop_stale(spec, set(), set())
+        self.store.delete(spec_key(name))
+        return Applied(name, (), (), removed)
+
+    def ensure_defaults(self) -> list[Applied]:
+        """At platform start: re-apply every stored pipeline, and the shipped lifecycle when none of that name is."""
+        existing = {item["name"] for item in self.broker.call("GET", "/triggers")["items"]}
+        for legacy in sorted(existing & set(LEGACY_TRIGGERS)):
+            self.broker.call("DELETE", f"/triggers/{legacy}")
+        names = self.names()
+        specs = [self.get(n) for n in names]
+        if LIFECYCLE not in names:
+            specs.insert(0, load_pipeline(lifecycle_spec_path()))
+        return [self.apply(spec) for spec in specs]
+
+    # -- pieces -----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _emits(step: Step, hosted: dict[str, dict]) -> tuple[str, ...] | None:
+        """What the step's function answers with: known for built-ins, as declared for a user's; None if unknown."""
+        name = function_name(step.function)
+        builtin = builtin_emits()
+        if name in builtin:
+            return builtin[name]
+        return () if name in hosted else None
+
+    def _host(self, spec: PipelineSpec, step: Step, hosted: dict[str, dict]) -> str:
+        """Host the step's own instance: its function with the step's settings in the environment."""
+        name = instance_name(spec, step)
+        function = function_name(step.function)
+        target = hosted.get(function, {}).get("module") or function
+        instance = Instance(target=target, env={SETTINGS_ENV: json.dumps(step.settings, sort_keys=True)})
+        current = hosted.get(name)
+        if current is None or current.get("module") != target or current.get("env_digest") != instance.digest():
+            self.runner.call("PUT", f"/admin/functions/{name}", instance.model_dump())
+        return name
+
+    def _drop_stale(self, previous: PipelineSpec, triggers: set[str], instances: set[str]) -> tuple[str, ...]:
+        removed = []
+        old = pipeline_triggers(previous, lambda step: self.functions_url)
+        for trigger in old:
+            if trigger.name not in triggers:
+                with contextlib.suppress(NotFound):
+                    self.broker.call("DELETE", f"/triggers/{trigger.name}")
+                removed.append(trigger.name)
+        for step in previous.steps:
+            name = instance_name(previous, step)
+            if step.settings and name not in instances:
+                with contextlib.suppress(NotFound):
+                    self.runner.call("DELETE", f"/admin/functions/{name}")
+                removed.append(name)
+        return tuple(removed)
