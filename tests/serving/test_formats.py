@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from typing import Any
 
+import joblib
 import lightgbm
 import numpy as np
 import orjson
@@ -23,8 +25,11 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from infra.errors import InvalidRequest
 from infra.store import ArtifactStore
+from knflow.cli import main
 from serving.formats import GENERATED, convert
+from serving.modelfiles import read_sample
 from serving.registry import ModelRegistry, TensorSpec
+from tests.serving.helpers import mlp_onnx
 
 ATOL = 1e-5
 
@@ -292,3 +297,67 @@ def test_cards_written_before_conversion_still_read(registry: ModelRegistry, fil
     file_store.put("models/m/1/card.json", orjson.dumps(old))
     again = registry.get("m", 1)
     assert again.format == "onnx" and again.conversion == {} and again.sha256 == card.sha256
+
+
+def test_cli_registers_a_joblib_pipeline_an_xgboost_json_and_a_lightgbm_text_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KNFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("KNFLOW_ARTIFACTS", raising=False)
+    x = digits()[0]
+    joblib.dump(scaled_gradient_boosting(), tmp_path / "gb.joblib")
+    header = ",".join(f"pixel{i}" for i in range(64))
+    np.savetxt(tmp_path / "rows.csv", x[:200], delimiter=",", header=header, comments="", fmt="%g")
+    xgboost_classifier()[0].save_model(tmp_path / "xgb.json")
+    lightgbm_booster_regressor()[0].save_model(tmp_path / "lgb.txt")
+    np.savez(tmp_path / "rows.npz", x=diabetes()[2])
+
+    assert main(["models", "register", "gb", str(tmp_path / "gb.joblib"), "--sample", str(tmp_path / "rows.csv")]) == 0
+    assert "converted from sklearn (sklearn.pipeline.Pipeline) with skl2onnx" in capsys.readouterr().out
+    assert main(["models", "register", "xgb", str(tmp_path / "xgb.json")]) == 0
+    assert main(["models", "register", "lgb", str(tmp_path / "lgb.txt"), "--sample", str(tmp_path / "rows.npz")]) == 0
+    capsys.readouterr()
+    cards = {}
+    for name in ("gb", "xgb", "lgb"):
+        assert main(["models", "show", name]) == 0
+        cards[name] = orjson.loads(capsys.readouterr().out)
+    assert cards["gb"]["format"] == "sklearn" and cards["gb"]["conversion"]["rows_checked"] == 200
+    assert cards["xgb"]["format"] == "xgboost" and cards["xgb"]["conversion"]["model_class"] == "xgboost.core.Booster"
+    assert cards["xgb"]["conversion"]["sample"] == GENERATED and cards["xgb"]["conversion"]["classes"] == list(
+        range(10)
+    )
+    assert cards["lgb"]["format"] == "lightgbm" and cards["lgb"]["conversion"]["task"] == "regressor"
+    assert [o["name"] for o in cards["lgb"]["outputs"]] == ["prediction"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["m.bin"], "unknown model file type"),
+        (["missing.joblib"], "no such file"),
+        (["broken.json"], "not readable as an XGBoost model"),
+        (["m.onnx", "--sample", "rows.csv"], "--sample is for models knflow converts"),
+        (["gb.joblib", "--sample", "ragged.csv"], "line 3 has 1 fields, the header has 2"),
+    ],
+)
+def test_cli_names_what_is_wrong_with_a_model_or_sample_file(
+    args: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KNFLOW_DATA_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.bin").write_bytes(b"?")
+    (tmp_path / "broken.json").write_text('{"learner": ')
+    (tmp_path / "m.onnx").write_bytes(mlp_onnx())
+    (tmp_path / "rows.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "ragged.csv").write_text("a,b\n1,2\n3\n")
+    joblib.dump(Ridge().fit(np.eye(2), [0, 1]), tmp_path / "gb.joblib")
+    assert main(["models", "register", "m", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_csv_sample_with_a_string_column_is_read_as_named_columns(tmp_path: Path) -> None:
+    (tmp_path / "rows.csv").write_text("size,color\n1.5,red\n,blue\n")
+    columns = read_sample(tmp_path / "rows.csv")
+    assert list(columns) == ["size", "color"]
+    np.testing.assert_array_equal(columns["size"], [1.5, np.nan])
+    assert columns["color"].tolist() == ["red", "blue"]
