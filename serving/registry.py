@@ -18,7 +18,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,8 @@ class ModelCard:
     lineage: dict
     created: str
     description: str = ""
+    format: str = "onnx"  # what was registered: "onnx", or the library a model was converted from
+    conversion: dict = field(default_factory=dict)  # serving.formats.Conversion.to_dict() of a converted model
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -131,6 +133,8 @@ class ModelRegistry:
         lineage: dict | None = None,
         idempotency_key: str | None = None,
         description: str = "",
+        format: str = "onnx",
+        conversion: Mapping[str, Any] | None = None,
     ) -> ModelCard:
         """Store a new version (next number, no gaps); the same ``idempotency_key`` returns the first card."""
         _check_name(name)
@@ -154,12 +158,45 @@ class ModelRegistry:
             params=params,
             lineage=lineage,
             description=description,
+            format=format,
+            conversion=conversion,
         )
         if idem_key is not None:
             self.store.put(idem_key, orjson.dumps({"key": idempotency_key, "version": version}))
         self._audit(name, {"action": "register", "version": version, "actor": "registry", "sha256": card.sha256})
         log.info("registered model %s version %d (sha256 %s)", name, version, card.sha256[:12])
         return card
+
+    def register_model(
+        self,
+        name: str,
+        model: Any,
+        sample: Any = None,
+        *,
+        tolerance: float | None = None,
+        metrics: dict | None = None,
+        params: dict | None = None,
+        lineage: dict | None = None,
+        idempotency_key: str | None = None,
+        description: str = "",
+    ) -> ModelCard:
+        """Convert a fitted scikit-learn, XGBoost or LightGBM model to ONNX (``serving.formats.convert``, checked on
+        ``sample`` rows) and register it; the card records the original format and the conversion's facts."""
+        from serving.formats import TOLERANCE, convert
+
+        _check_name(name)
+        onnx_bytes, facts = convert(model, sample, tolerance=TOLERANCE if tolerance is None else tolerance)
+        return self.register(
+            name,
+            onnx_bytes,
+            metrics=metrics,
+            params=params,
+            lineage=lineage,
+            idempotency_key=idempotency_key,
+            description=description,
+            format=facts.format,
+            conversion=facts.to_dict(),
+        )
 
     def _write_version(
         self,
@@ -186,6 +223,8 @@ class ModelRegistry:
             lineage=dict(about["lineage"] or {}),
             created=datetime.now(UTC).isoformat(),
             description=about["description"],
+            format=about["format"],
+            conversion=dict(about["conversion"] or {}),
         )
         self.store.put(f"models/{name}/{version}/card.json", card.to_json(), content_type="application/json")
         return card

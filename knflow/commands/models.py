@@ -6,10 +6,19 @@ import argparse
 import json
 from pathlib import Path
 
+from infra.errors import InvalidRequest
 from infra.settings import load_settings
 from infra.store import open_store
+from serving.formats import GENERATED_ROWS, TOLERANCE
+from serving.registry import ModelRegistry
 
 HELP = "registered models and versions, aliases and audit; deploy, split traffic and roll back on the gateway"
+REGISTER_HELP = (
+    "Register a model as the next version. An .onnx file is stored as it is. A scikit-learn estimator or Pipeline "
+    "saved with joblib/pickle, an XGBoost model (.json/.ubj) or a LightGBM text model (.txt) is converted to ONNX "
+    "(skl2onnx / onnxmltools) and refused unless ONNX Runtime's answers on the sample rows match the library's own "
+    "predictions. Loading a joblib or pickle file runs code its author put in it: only register files you made."
+)
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -18,9 +27,25 @@ def register(parser: argparse.ArgumentParser) -> None:
     show = sub.add_parser("show", help="print a model card as JSON")
     show.add_argument("name")
     show.add_argument("version", nargs="?", default="latest", help="number or alias (default: latest)")
-    reg = sub.add_parser("register", help="register an ONNX file as the next version")
+    reg = sub.add_parser(
+        "register",
+        help="register a model file as the next version (ONNX, or scikit-learn / XGBoost / LightGBM converted to it)",
+        description=REGISTER_HELP,
+    )
     reg.add_argument("name")
-    reg.add_argument("file", type=Path)
+    reg.add_argument("file", type=Path, help="model.onnx | model.joblib / .pkl | xgboost .json / .ubj | lightgbm .txt")
+    reg.add_argument(
+        "--sample",
+        type=Path,
+        help="feature rows to check the conversion on: CSV with a header row (features only), NPZ (array x) or NPY; "
+        f"without it, {GENERATED_ROWS} rows drawn from N(0, 1) over the model's feature count (recorded on the card)",
+    )
+    reg.add_argument(
+        "--tolerance",
+        type=float,
+        default=TOLERANCE,
+        help="max |ONNX - library| (scaled by magnitude above 1 for predictions; default %(default)s)",
+    )
     alias = sub.add_parser("alias", help="point an alias (e.g. production) at a version")
     alias.add_argument("name")
     alias.add_argument("alias")
@@ -60,9 +85,27 @@ def _gateway_action(args: argparse.Namespace, base_url: str) -> object:
     return client.describe(args.name)
 
 
-def run(args: argparse.Namespace) -> int:
-    from serving.registry import ModelRegistry
+def _register_file(registry: ModelRegistry, args: argparse.Namespace) -> None:
+    from serving.modelfiles import read_model, read_sample
 
+    model = read_model(args.file)
+    if isinstance(model, bytes):
+        if args.sample is not None:
+            raise InvalidRequest("--sample is for models knflow converts; an ONNX file is registered as it is")
+        card = registry.register(args.name, model)
+    else:
+        sample = read_sample(args.sample) if args.sample is not None else None
+        card = registry.register_model(args.name, model, sample, tolerance=args.tolerance)
+    print(f"{card.name} version {card.version}  sha256:{card.sha256}")
+    if card.conversion:
+        facts = card.conversion
+        print(
+            f"converted from {card.format} ({facts['model_class']}) with {facts['converter']}: "
+            f"max |diff| {facts['max_abs_diff']:.3g} over {facts['rows_checked']} rows ({facts['sample']})"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.action in ("deploy", "traffic", "rollback", "status"):
         print(json.dumps(_gateway_action(args, f"http://{settings.host}:{settings.gateway_port}"), indent=2))
@@ -79,8 +122,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.action == "show":
         print(registry.get(args.name, args.version).to_json().decode())
     elif args.action == "register":
-        card = registry.register(args.name, args.file)
-        print(f"{card.name} version {card.version}  sha256:{card.sha256}")
+        _register_file(registry, args)
     elif args.action == "alias":
         registry.set_alias(args.name, args.alias, args.version, actor=args.actor, reason=args.reason)
     elif args.action == "audit":
