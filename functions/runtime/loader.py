@@ -124,12 +124,13 @@ class NativeFunction:
         return await asyncio.to_thread(self.handle, event, ctx)
 
 
-def load_function(target: str, invoke: str = "cloudevent") -> Any:
-    """Import ``target`` and wrap it: a ``NativeFunction`` or an ``AsgiFunction`` (Knative's shape)."""
+def load_function(target: str, invoke: str = "cloudevent", name: str | None = None) -> Any:
+    """Import ``target`` and wrap it: a ``NativeFunction`` or an ``AsgiFunction`` (Knative's shape); ``name`` is
+    what the function is hosted as (default: the last part of the target)."""
     from functions.runtime.asgi import AsgiFunction
 
     module = import_target(target)
-    name = target.rsplit("/", 1)[-1].removesuffix(".py").rsplit(".", 1)[-1]
+    name = name or target.rsplit("/", 1)[-1].removesuffix(".py").rsplit(".", 1)[-1]
     if callable(getattr(module, "new", None)):
         return AsgiFunction(name, module.new(), invoke)
     handle = getattr(module, "handle", None)

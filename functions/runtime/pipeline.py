@@ -306,6 +306,23 @@ def _exact_type(filters: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def routes_table(spec: PipelineSpec) -> str:
+    """The spec as a Markdown table: each trigger, what it takes, the step it delivers to, what that answers."""
+
+    def takes(trigger: TriggerSpec) -> str:
+        if trigger.filters:
+            return "`" + json.dumps(trigger.filters) + "`"
+        return ", ".join(f"`{k}: {v}`" for k, v in (trigger.filter or {}).items())
+
+    rows = ["| trigger | takes | step (function) | answers with |", "|---|---|---|---|"]
+    for step in spec.steps:
+        for trigger in step.triggers:
+            emits = ", ".join(f"`{t}`" for t in step.emits) or "—"
+            function = f"{step.name}" + (f" (`{step.function}`)" if step.function != step.name else "")
+            rows.append(f"| `{trigger_name(spec, step, trigger)}` | {takes(trigger)} | {function} | {emits} |")
+    return "\n".join(rows) + "\n"
+
+
 def write_schema() -> None:
     """Regenerate ``pipeline.schema.json`` from the models (a test checks the shipped file is current)."""
     schema_path().write_text(json.dumps(schema(), indent=2, sort_keys=True) + "\n")

@@ -71,6 +71,7 @@ class Runner:
         self.instances = load_instances(self.instances_path)
         self.workers |= {n: self._worker(n, inst) for n, inst in self.instances.items()}
         self._admin_lock = asyncio.Lock()
+        self._checking: dict[str, Worker] = {}  # instances started once to check them before they are hosted
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -116,12 +117,8 @@ class Runner:
         check_name(name)
         if name in self.functions:
             raise Conflict(f"{name!r} is a built-in function; give the instance another name")
+        await self._check(name, instance)
         worker = self._worker(name, instance)
-        try:
-            await self._ensure_running(worker)
-        except KnflowError as exc:
-            await worker.stop("failed to start")
-            raise InvalidRequest(f"function {name} cannot be hosted: {exc.message}") from None
         async with self._admin_lock:
             old = self.workers.get(name)
             self.workers[name] = worker
@@ -130,6 +127,18 @@ class Runner:
         if old is not None:
             await old.stop("replaced")
         log.info("function %s hosted (%s)", name, instance.target)
+
+    async def _check(self, name: str, instance: Instance) -> None:
+        """Start the instance once on the side (the hosted one, if any, keeps serving) and stop it again."""
+        probe = self._worker(f"{name}-check", instance)
+        self._checking[probe.name] = probe
+        try:
+            await self._ensure_running(probe)
+        except KnflowError as exc:
+            raise InvalidRequest(f"function {name} cannot be hosted: {exc.message}") from None
+        finally:
+            await probe.stop("checked")
+            self._checking.pop(probe.name, None)
 
     async def unhost(self, name: str) -> None:
         """Stop hosting an instance (built-in functions stay)."""
@@ -162,7 +171,8 @@ class Runner:
         return web.Response(status=204)
 
     def _on_notice(self, notice: dict) -> None:
-        worker = self.workers.get(notice.get("name") or "")
+        name = notice.get("name") or ""
+        worker = self.workers.get(name) or self._checking.get(name)
         if worker is not None:
             worker.on_notice(notice)
 

@@ -53,7 +53,7 @@ def worker_main(spec: dict[str, Any], settings: Settings, ctl: int) -> None:
     name, pid = spec["spawn"], os.getpid()
     os.environ.update(spec.get("env") or {})  # the instance's own environment (a pipeline step's settings)
     try:
-        host = FunctionHost(load_function(spec["target"]), settings, sink=spec.get("sink"))
+        host = FunctionHost(load_function(spec["target"], name=name), settings, sink=spec.get("sink"))
     except Exception as exc:
         _notify(ctl, kind="failed", name=name, pid=pid, error=f"{type(exc).__name__}: {exc}")
         raise SystemExit(1) from None

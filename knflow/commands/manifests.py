@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from functions.runtime.pipeline import PipelineSpec, load_pipeline
+from infra.settings import load_settings
+from knflow.control import PipelineControl
 from knflow.manifests import ManifestOptions, read_func_yaml, render, secret_note, to_yaml
 
-HELP = "print the Kubernetes/Knative manifests (Kafka Broker, Triggers, one Service per function, gateway)"
+HELP = "print the Kubernetes/Knative manifests (Kafka Broker, pipelines' Triggers and Services, gateway)"
 
 
 def add_render_options(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +26,12 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
         "--gpu-node-selector", action="append", default=[], metavar="KEY=VALUE", help="node selector for GPU pods"
     )
     parser.add_argument("--no-gpu-toleration", action="store_true", help="no nvidia.com/gpu NoSchedule toleration")
+    parser.add_argument(
+        "--pipeline", action="append", default=[], metavar="FILE", help="a pipeline spec to render (repeatable)"
+    )
+    parser.add_argument(
+        "--applied", action="store_true", help="every pipeline applied to the configured platform's artifact store"
+    )
 
 
 def options_from(args: argparse.Namespace) -> ManifestOptions:
@@ -45,8 +54,17 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", "-o", default=None, help="write one file per resource here instead")
 
 
+def pipelines_from(args: argparse.Namespace) -> list[PipelineSpec] | None:
+    """The specs to render: the files named, the applied ones, or None for the shipped lifecycle."""
+    specs = [load_pipeline(path) for path in args.pipeline]
+    if args.applied:
+        control = PipelineControl(load_settings())
+        specs += [control.get(name) for name in control.names() or ["lifecycle"]]
+    return specs or None
+
+
 def run(args: argparse.Namespace) -> int:
-    resources = render(args.func_yaml, options_from(args))
+    resources = render(args.func_yaml, options_from(args), pipelines_from(args))
     func = read_func_yaml(args.func_yaml)
     note = secret_note(func, resources[0]["metadata"]["name"])
     if not args.output_dir:

@@ -20,7 +20,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("ls", help="list the applied pipelines")
     show = sub.add_parser("show", help="print an applied pipeline's spec")
     show.add_argument("name")
-    show.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    show.add_argument("-o", "--output", choices=["yaml", "json", "table"], default="yaml")
     delete = sub.add_parser("delete", help="remove a pipeline's triggers and its own function instances")
     delete.add_argument("name")
     check = sub.add_parser("check", help="check a spec file without a platform")

@@ -1,6 +1,9 @@
-"""Lifecycle runs read from the event history: status, current step, per-step durations, trials, failures.
+"""Runs read from the event history: status, current step, per-step durations, trials, failures.
 
-Pure functions over a run's events in log order (``cloudevents`` SDK events); no I/O.
+Pure functions over a run's events in log order (``cloudevents`` SDK events); no I/O. The steps, their order and
+what each takes come from the run's pipeline spec (``PipelineView``): a step's row starts at the first event one
+of its triggers takes and ends at its result, the last type it ``emits``. Tuning trials (events with ``mode:
+trial``) are the tuning loop's own traffic: the trials table shows them, the step rows do not.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import STEP_FAILED
+from eventing.filters import matches
 from functions.contract import (
     DATA_ARRIVED,
     DATASET_INGESTED,
@@ -22,20 +26,13 @@ from functions.contract import (
     MODEL_TRAINED,
     TRIAL_REQUESTED,
     TUNE_COMPLETED,
+    lifecycle_spec_path,
 )
+from functions.runtime.pipeline import PipelineSpec, Step, load_pipeline
 
 REPLAY_OF = "knflowreplayof"
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
-
-#: The step that consumes each event type (what a run is waiting for after that event).
-NEXT_STEP = {
-    DATA_ARRIVED: "ingest",
-    DATASET_INGESTED: "featurize",
-    TRIAL_REQUESTED: "tune",
-    TUNE_COMPLETED: "register",
-    MODEL_REGISTERED: "deploy",
-    MODEL_DEPLOYED: "done",
-}
+DONE = "done"
 
 #: Fields worth a glance on the timeline, per event type (others fall back to the scalar fields).
 KEY_FIELDS = {
@@ -112,21 +109,17 @@ def run_status(events: Sequence[CloudEvent]) -> str:
     return status
 
 
-def current_step(events: Sequence[CloudEvent], status: str) -> str:
-    """The step a running run waits on, the step that failed, or the last step reached."""
+def current_step(events: Sequence[CloudEvent], status: str, view: PipelineView | None = None) -> str:
+    """The step a running run waits on (the first step taking its last event), the step that failed, or done."""
+    view = view or PipelineView.lifecycle()
     if status == FAILED:
         failure = next(e for e in reversed(events) if is_fatal(e))
-        return failed_step(events, failure)
+        return failed_step(events, failure, view)
     progress = [e for e in events if e.get_type() != STEP_FAILED]
     if not progress:
         return "?"
-    last = progress[-1]
-    kind, mode = last.get_type(), last.get_extension("mode")
-    if kind == FEATURES_READY:
-        return "tune" if mode == "tune" else "train"
-    if kind == MODEL_TRAINED:
-        return "tune" if mode == "trial" or _data(last).get("trial") else "register"
-    return NEXT_STEP.get(kind, kind.rsplit(".", 2)[-2] if kind.count(".") >= 2 else kind)
+    takers = view.takers(progress[-1])
+    return takers[0] if takers else DONE
 
 
 def elapsed(started_iso: str, now: datetime) -> float:
@@ -135,7 +128,9 @@ def elapsed(started_iso: str, now: datetime) -> float:
     return round(max((now - started).total_seconds(), 0.0), 3)
 
 
-def summarize(runid: str, events: Sequence[CloudEvent], now: datetime | None = None) -> RunSummary:
+def summarize(
+    runid: str, events: Sequence[CloudEvent], now: datetime | None = None, view: PipelineView | None = None
+) -> RunSummary:
     """The runs-table row of one run (``events`` in log order, at least one)."""
     status = run_status(events)
     started, updated = _time(events[0]), _time(events[-1])
@@ -148,7 +143,7 @@ def summarize(runid: str, events: Sequence[CloudEvent], now: datetime | None = N
         runid=runid,
         dataset=dataset,
         key=key,
-        step=current_step(events, status),
+        step=current_step(events, status, view),
         status=status,
         started=_iso(started) or "",
         updated=_iso(updated) or "",
@@ -198,13 +193,6 @@ def _first(events: Sequence[CloudEvent], test: Any, after: datetime | None = Non
     return next((e for e in events if test(e) and (after is None or _time(e) >= after)), None)
 
 
-def _of(kind: str, mode: str | None = None) -> Any:
-    def test(e: CloudEvent) -> bool:
-        return e.get_type() == kind and (mode is None or e.get_extension("mode") == mode)
-
-    return test
-
-
 def _model(e: CloudEvent) -> bool:
     """A training answer that is the run's model (not a tuning trial's, not a failed training)."""
     return _trained(e) and _data(e).get("status") != "Failed"
@@ -214,54 +202,84 @@ def _trained(e: CloudEvent) -> bool:
     return e.get_type() == MODEL_TRAINED and e.get_extension("mode") != "trial" and not _data(e).get("trial")
 
 
-# Each step: (name, test for its input event, test for its output event).
-STEP_EDGES: tuple[tuple[str, Any, Any], ...] = (
-    ("ingest", _of(DATA_ARRIVED), _of(DATASET_INGESTED)),
-    ("featurize", _of(DATASET_INGESTED), _of(FEATURES_READY)),
-    ("train", _of(FEATURES_READY, "train"), _model),
-    ("tune", _of(FEATURES_READY, "tune"), _of(TUNE_COMPLETED)),
-    ("register", lambda e: _model(e) or e.get_type() == TUNE_COMPLETED, _of(MODEL_REGISTERED)),
-    ("deploy", _of(MODEL_REGISTERED), _of(MODEL_DEPLOYED)),
-)
+def _trial(e: CloudEvent) -> bool:
+    return e.get_extension("mode") == "trial"
 
 
-def failed_step(events: Sequence[CloudEvent], failure: CloudEvent) -> str:
+class PipelineView:
+    """A pipeline spec as the run views read it: each step's inputs and its result, in the spec's order."""
+
+    def __init__(self, spec: PipelineSpec):
+        self.spec = spec
+
+    @classmethod
+    def lifecycle(cls) -> PipelineView:
+        return _LIFECYCLE
+
+    def takes(self, step: Step, e: CloudEvent) -> bool:
+        """Whether one of the step's triggers takes ``e`` as progress of the run: tuning trials and failure
+        reports (step.failed, a result whose data says ``status: Failed``) aside; the trials table and the
+        failures panel show those."""
+        if _trial(e) or e.get_type() == STEP_FAILED or _data(e).get("status") == "Failed":
+            return False
+        return any(matches(e, t.filter, t.filters) for t in step.triggers)
+
+    def takers(self, e: CloudEvent) -> list[str]:
+        """The steps any trigger of which takes ``e``, trials included (what a run waits on after ``e``)."""
+        return [s.name for s in self.spec.steps if any(matches(e, t.filter, t.filters) for t in s.triggers)]
+
+    @staticmethod
+    def gives(step: Step, e: CloudEvent) -> bool:
+        """Whether ``e`` is the step's result: the last type it emits, not a trial's, not a failed training."""
+        if not step.emits or _trial(e) or e.get_type() != step.emits[-1]:
+            return False
+        return _model(e) if e.get_type() == MODEL_TRAINED else True
+
+
+def failed_step(events: Sequence[CloudEvent], failure: CloudEvent, view: PipelineView | None = None) -> str:
     """The step a fatal failure stopped: the one whose input could not be delivered (else its trigger's name)."""
+    view = view or PipelineView.lifecycle()
     if failure.get_type() == MODEL_TRAINED:
-        return "train"
+        return next((s.name for s in view.spec.steps if MODEL_TRAINED in s.emits), "train")
     failed_id = _data(failure).get("event_id")
     original = next((e for e in events if e.get_id() == failed_id), None)
-    for name, takes, _ in STEP_EDGES:
-        if original is not None and takes(original):
-            return name
+    for step in view.spec.steps:
+        if original is not None and view.takes(step, original):
+            return step.name
     return str(_data(failure).get("trigger") or "?")
 
 
-def steps(events: Sequence[CloudEvent], now: datetime | None = None) -> list[StepRow]:
-    """Per-step rows: input arrival to answer; failed when the step's input was dead-lettered."""
-    now = now or datetime.now(UTC)
+def steps(events: Sequence[CloudEvent], now: datetime | None = None, view: PipelineView | None = None) -> list[StepRow]:
+    """Per-step rows in the spec's order: input arrival to result; failed when the step's input was dead-lettered."""
+    now, view = now or datetime.now(UTC), view or PipelineView.lifecycle()
     failures = [e for e in events if e.get_type() == STEP_FAILED and is_fatal(e)]
     rows = []
-    for name, takes, gives in STEP_EDGES:
-        start = _first(events, takes)
-        if start is None:
+    for step in view.spec.steps:
+        inputs = [e for e in events if view.takes(step, e)]
+        if not inputs:
             continue
-        out = _first(events, gives, after=_time(start))
-        inputs = {e.get_id() for e in events if takes(e)}
-        failed = next((f for f in reversed(failures) if _data(f).get("event_id") in inputs), None)
-        if failed is not None and any(takes(e) and _time(e) > _time(failed) for e in events):
+        start = inputs[0]
+        out = next((e for e in events if view.gives(step, e) and _time(e) >= _time(start)), None)
+        ids = {e.get_id() for e in inputs}
+        failed = next((f for f in reversed(failures) if _data(f).get("event_id") in ids), None)
+        if failed is not None and any(_time(e) > _time(failed) for e in inputs):
             failed = None  # its input came again (a replay) after the failure
-        if out is None and name == "train":
-            failed = failed or _first(events, lambda e: _trained(e) and is_fatal(e))
+        if out is None and MODEL_TRAINED in step.emits:
+            failed = failed or next((e for e in events if _trained(e) and is_fatal(e)), None)
         if out is not None:
             status, end = SUCCEEDED, _time(out)
         elif failed is not None:
             status, end = FAILED, _time(failed)
+        elif not step.emits and run_status(events) == SUCCEEDED:
+            status, end = SUCCEEDED, _time(inputs[-1])  # it answers nothing: taken, and nothing failed
         else:
             status, end = RUNNING, None
         duration = ((end or now) - _time(start)).total_seconds()
-        rows.append(StepRow(name, status, _iso(_time(start)) or "", _iso(end), round(max(duration, 0.0), 3)))
+        rows.append(StepRow(step.name, status, _iso(_time(start)) or "", _iso(end), round(max(duration, 0.0), 3)))
     return rows
+
+
+_LIFECYCLE = PipelineView(load_pipeline(lifecycle_spec_path()))
 
 
 def trials(events: Sequence[CloudEvent]) -> list[dict[str, Any]]:
@@ -326,15 +344,18 @@ def failure_reason(events: Sequence[CloudEvent]) -> str | None:
     )
 
 
-def run_detail(runid: str, events: Sequence[CloudEvent], replays: dict[str, list[CloudEvent]]) -> dict[str, Any]:
+def run_detail(
+    runid: str, events: Sequence[CloudEvent], replays: dict[str, list[CloudEvent]], view: PipelineView | None = None
+) -> dict[str, Any]:
     """Everything the run page shows."""
     failed = [e for e in events if e.get_type() == STEP_FAILED]
     failures = [failure_row(e, replays.get(_data(e).get("event_id", ""), [])) for e in failed]
-    summary = summarize(runid, events)
+    summary = summarize(runid, events, view=view)
     return {
         "run": asdict(summary),
+        "pipeline": (view or PipelineView.lifecycle()).spec.name,
         "reason": failure_reason(events) if summary.status == FAILED else None,
-        "steps": [asdict(s) for s in steps(events)],
+        "steps": [asdict(s) for s in steps(events, view=view)],
         "trials": trials(events),
         "failures": failures,
         "timeline": timeline(events),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,8 @@ import aiohttp
 from aiohttp import web
 
 from eventing.client import publish_async
-from infra.errors import NotFound, Unavailable
+from functions.contract import LIFECYCLE
+from infra.errors import KnflowError, NotFound, Unavailable
 from infra.http import error_middleware, json_response
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
@@ -41,6 +43,12 @@ from serving.registry import ModelRegistry
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 BACKEND_TIMEOUT_S = 5.0
+VIEW_TTL_S = 10.0  # how long a run's pipeline spec is trusted before it is read again
+
+
+def pipeline_of(events: list) -> str:
+    """The pipeline a run's events belong to (the lifecycle for events that name none)."""
+    return next((str(p) for e in events if (p := e.get_extension("pipeline"))), LIFECYCLE)
 
 
 class Dashboard:
@@ -64,6 +72,8 @@ class Dashboard:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._summary_cache: dict[str, tuple[int, runs.RunSummary]] = {}
+        self.pipelines = PipelineControl(settings, store)
+        self._views: dict[str, tuple[float, runs.PipelineView]] = {}
 
     async def start(self) -> Dashboard:
         timeout = aiohttp.ClientTimeout(total=BACKEND_TIMEOUT_S)
@@ -109,7 +119,7 @@ class Dashboard:
                 web.static("/static", STATIC),
             ]
         )
-        pipelines.add_routes(app, PipelineControl(self.settings, self._store))
+        pipelines.add_routes(app, self.pipelines)
         return app
 
     # -- page --------------------------------------------------------------------------
@@ -122,6 +132,7 @@ class Dashboard:
     # -- runs and failures (broker history) ---------------------------------------------
     async def list_runs(self, request: web.Request) -> web.Response:
         await self.history.refresh()
+        await self._load_views({pipeline_of(events) for events in self.history.runs.values()})
         rows = self._summaries(datetime.now(UTC))
         rows.sort(key=lambda r: r.started, reverse=True)
         return json_response({"runs": rows, "broker": self.broker_url})  # orjson writes dataclasses
@@ -132,7 +143,7 @@ class Dashboard:
         for runid, events in self.history.runs.items():
             cached = self._summary_cache.get(runid)
             if cached is None or cached[0] != len(events):
-                cached = (len(events), runs.summarize(runid, events, now))
+                cached = (len(events), runs.summarize(runid, events, now, self._view(events)))
                 self._summary_cache[runid] = cached
             row = cached[1]
             if row.status == runs.RUNNING:
@@ -148,7 +159,24 @@ class Dashboard:
         events = self.history.runs.get(runid)
         if not events:
             raise NotFound(f"no run {runid!r} in the broker history")
-        return json_response(runs.run_detail(runid, events, self.history.replays))
+        await self._load_views({pipeline_of(events)})
+        return json_response(runs.run_detail(runid, events, self.history.replays, self._view(events)))
+
+    def _view(self, events: list) -> runs.PipelineView:
+        """The run's pipeline as loaded by ``_load_views`` (the shipped lifecycle until it is)."""
+        return self._views.get(pipeline_of(events), (0.0, runs.PipelineView.lifecycle()))[1]
+
+    async def _load_views(self, names: set[str]) -> None:
+        """Read the specs of these pipelines from the store (each at most every VIEW_TTL_S seconds)."""
+        now = time.monotonic()
+        stale = [n for n in names if now - self._views.get(n, (-VIEW_TTL_S, None))[0] >= VIEW_TTL_S]
+        for name in stale:
+            try:
+                spec = await asyncio.wait_for(asyncio.to_thread(self.pipelines.get, name), BACKEND_TIMEOUT_S)
+            except (KnflowError, TimeoutError, OSError) as exc:  # an unknown or unreadable pipeline: lifecycle view
+                log.warning("pipeline %s of a run cannot be read (%s); showing its run by the lifecycle", name, exc)
+                spec = runs.PipelineView.lifecycle().spec
+            self._views[name] = (now, runs.PipelineView(spec))
 
     async def failures(self, request: web.Request) -> web.Response:
         await self.history.refresh()

@@ -87,3 +87,25 @@ def test_a_replay_keeps_the_original_but_its_id_and_puts_the_run_back_to_running
     assert [s.status for s in runs.steps([*events, replay, again])][-1] == "failed"
     assert runs.failure_reason([*events, replay, again]).endswith("still broken")
     assert runs.timeline([replay])[0]["replay_of"] == original.get_id()
+
+
+def test_a_run_of_another_pipeline_shows_that_pipelines_steps_in_its_order() -> None:
+    from knflow.pipeline import Pipeline
+
+    spec = (
+        Pipeline.lifecycle("validated")
+        .insert_between("ingest", "featurize", name="validate", function="echo", emits="acme.dataset.validated")
+        .spec()
+    )
+    view = runs.PipelineView(spec)
+    arrived, ingested, ready = start_of_run("digits", "train")
+    validated = new_event("acme.dataset.validated", "/v", ingested.get_data(), cause=ingested)
+    ready = new_event(
+        ready.get_type(), ready.get_source(), ready.get_data(), cause=validated, extensions={"mode": "train"}
+    )
+    rows = runs.steps([arrived, ingested, validated, ready], view=view)
+    assert [(r.step, r.status) for r in rows] == [
+        ("ingest", "succeeded"), ("validate", "succeeded"), ("featurize", "succeeded"), ("train", "running"),
+    ]  # fmt: skip
+    assert runs.summarize("r", [arrived, ingested], view=view).step == "validate"
+    assert runs.summarize("r", [arrived, ingested], view=runs.PipelineView.lifecycle()).step == "featurize"
