@@ -1,0 +1,121 @@
+"""The one middleware: Host and Origin checks, content types, tokens and roles, on a real aiohttp server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession, web
+
+from infra.auth import TokenFile
+from infra.guard import Guard, access, guard_middleware, principal_of
+
+
+class Api:
+    @access("open")
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    @access("viewer")
+    async def read(self, request: web.Request) -> web.Response:
+        principal = principal_of(request)
+        return web.json_response({"who": principal.name if principal else None})
+
+    @access("editor")
+    async def change(self, request: web.Request) -> web.Response:
+        return web.json_response({"changed": True})
+
+    @access("admin")
+    async def manage(self, request: web.Request) -> web.Response:
+        return web.json_response({"managed": True})
+
+    @access("ingress")
+    async def ingress(self, request: web.Request) -> web.Response:
+        return web.Response(status=202)
+
+    async def undecided(self, request: web.Request) -> web.Response:
+        return web.json_response({"oops": True})
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[tuple[str, TokenFile, dict[str, str]]]:
+    tokens = TokenFile(tmp_path / "tokens.json")
+    made = {role: tokens.create(f"t-{role}", role, ("team-a",)) for role in ("viewer", "editor", "admin")}
+    guard = Guard(tokens, origins=frozenset({"http://127.0.0.1:8183"}), open_ingress=False)
+    api = Api()
+    app = web.Application(middlewares=[guard_middleware(guard)])
+    app.router.add_get("/health", api.health)
+    app.router.add_get("/things", api.read)
+    app.router.add_post("/things", api.change)
+    app.router.add_delete("/things", api.manage)
+    app.router.add_post("/", api.ingress)
+    app.router.add_get("/undecided", api.undecided)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}", tokens, made
+    await runner.cleanup()
+
+
+async def status(method: str, url: str, **kw) -> int:  # type: ignore[no-untyped-def]
+    async with ClientSession() as http, http.request(method, url, **kw) as r:
+        return r.status
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_roles_decide_what_a_token_may_do(server) -> None:  # type: ignore[no-untyped-def]
+    url, _, made = server
+    assert await status("GET", url + "/health") == 200
+    assert await status("GET", url + "/things") == 401
+    assert await status("GET", url + "/things", headers=bearer("knf_not-a-real-token")) == 401
+    assert await status("GET", url + "/things", headers=bearer(made["viewer"])) == 200
+    assert await status("POST", url + "/things", json={}, headers=bearer(made["viewer"])) == 403
+    assert await status("POST", url + "/things", json={}, headers=bearer(made["editor"])) == 200
+    assert await status("DELETE", url + "/things", headers=bearer(made["editor"])) == 403
+    assert await status("DELETE", url + "/things", headers=bearer(made["admin"])) == 200
+    assert await status("POST", url + "/", json={}) == 401  # ingress asks for a token when it is not open
+    assert await status("GET", url + "/undecided", headers=bearer(made["admin"])) == 500
+
+
+async def test_a_revoked_token_is_refused_at_once(server) -> None:  # type: ignore[no-untyped-def]
+    url, tokens, made = server
+    assert await status("GET", url + "/things", headers=bearer(made["viewer"])) == 200
+    TokenFile(tokens.path).revoke("t-viewer")  # another process revokes it
+    assert await status("GET", url + "/things", headers=bearer(made["viewer"])) == 401
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({"Content-Type": "application/x-www-form-urlencoded"}, 415),
+        ({"Content-Type": "text/plain"}, 415),
+        ({"Content-Type": "application/json", "Origin": "http://evil.example"}, 403),
+        ({"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"}, 403),
+        ({"Content-Type": "application/json", "Origin": "http://127.0.0.1:8183"}, 200),
+    ],
+)
+async def test_browser_borne_changes_are_refused(server, headers: dict[str, str], code: int) -> None:  # type: ignore[no-untyped-def]
+    url, _, made = server
+    assert await status("POST", url + "/things", data=b"{}", headers={**headers, **bearer(made["editor"])}) == code
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8183", "127.0.0.2", ""])
+async def test_a_foreign_host_is_refused_against_dns_rebinding(server, host: str) -> None:  # type: ignore[no-untyped-def]
+    url = server[0]
+    assert await status("GET", url + "/health", headers={"Host": host}) == 421
+    assert await status("GET", url + "/health", headers={"Host": "localhost:1234"}) == 200
+
+
+def test_the_token_file_keeps_no_token(tmp_path: Path) -> None:
+    tokens = TokenFile(tmp_path / "tokens.json")
+    token = tokens.create("ci", "editor", ("team-a", "team-b"))
+    assert token not in (tmp_path / "tokens.json").read_text()
+    assert (tmp_path / "tokens.json").stat().st_mode & 0o777 == 0o600
+    principal = tokens.verify(token)
+    assert principal and principal.sees("team-b") and not principal.sees("team-c") and principal.can("viewer")
+    assert [t["name"] for t in tokens.list()] == ["ci"] and "sha256" not in tokens.list()[0]
