@@ -123,6 +123,9 @@ def from_http(headers: Mapping[str, str], body: bytes) -> CloudEvent:
     """Parse an HTTP request or response in binary or structured mode."""
     lowered = {k.lower(): v for k, v in headers.items()}
     content_type = lowered.get("content-type", "")
+    for name, value in lowered.items():
+        if name.startswith("ce-") and not _is_text(value):
+            raise InvalidEvent(f"header {name} is not valid UTF-8 text")
     if any(k.startswith("ce-") for k in lowered):
         _check_required({k[3:]: v for k, v in lowered.items() if k.startswith("ce-")}, "header ce-")
         try:
@@ -140,6 +143,15 @@ def from_http(headers: Mapping[str, str], body: bytes) -> CloudEvent:
         "not a CloudEvent: expected binary mode (ce-specversion, ce-id, ce-source, ce-type headers) "
         f"or structured mode (Content-Type: {STRUCTURED_CONTENT_TYPE})"
     )
+
+
+def _is_text(value: str) -> bool:
+    """Whether a header value decoded from the wire is real text (servers decode invalid UTF-8 to surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _build_factory(attributes: dict[str, Any], data: Any) -> CloudEvent:

@@ -228,10 +228,11 @@ class BrokerServer:
     async def _events(self, request: web.Request) -> web.Response:
         query = request.query
         try:
-            limit = min(int(query.get("limit", "100")), 1000)
-            wait = min(float(query.get("wait", "0")), 60.0)
+            limit, wait = int(query.get("limit", "100")), float(query.get("wait", "0"))
         except ValueError:
             return error_response(InvalidRequest("limit and wait must be numbers"))
+        if not 1 <= limit <= 1000 or not 0 <= wait <= 60:
+            return error_response(InvalidRequest("limit must be 1..1000 and wait 0..60 seconds"))
         args = {"after": query.get("after"), "limit": limit, "runid": query.get("runid"), "type": query.get("type")}
         try:
             events, cursor = await self.log.history(**args)

@@ -27,6 +27,8 @@ Accept = Callable[[dict[str, str], bytes], Awaitable[tuple[int, bytes]]]
 MAX_HEAD = 16 * 1024
 MAX_LINE = 8190  # aiohttp's limit on the request line and on each header line
 IDLE_TIMEOUT_S = 75.0  # aiohttp's keep-alive default: an idle connection is closed after this
+HEAD_TIMEOUT_S = 10.0  # a request head must be complete this long after its first byte (a slow client is cut)
+SWEEP_S = 2.0
 _REQUEST_LINE = re.compile(rb"POST ([!-~]+) (HTTP/1\.[01])")
 # every header line is a token, a colon and a value without control characters (tab allowed), ending in CRLF
 _HEADER_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
@@ -56,6 +58,7 @@ class IngressProtocol(asyncio.Protocol):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.idle_since = time.monotonic()
+        self.head_since: float | None = None  # when the first byte of a head not yet complete arrived
         self.busy = False
         self.task: asyncio.Future | None = None
         self._buf = bytearray()
@@ -82,6 +85,8 @@ class IngressProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.idle_since = time.monotonic()
+        if not self._buf and self._head is None:
+            self.head_since = self.idle_since
         self._buf += data
         if not self.busy:
             self._next()
@@ -106,14 +111,17 @@ class IngressProtocol(asyncio.Protocol):
         if head is None:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
-                if len(buf) > MAX_HEAD:
-                    self._hand_over()
+                if len(buf) > MAX_HEAD or b"\n\n" in buf or b"\r\n\n" in buf:
+                    self._hand_over()  # too long, or a head ended by bare LFs: aiohttp answers 400
+                elif self.head_since is None:
+                    self.head_since = time.monotonic()
                 return
             head = _parse_head(bytes(buf[:end]), self.server.is_ingress)
             if head is None or head.length > self.server.max_body:
                 self._hand_over()  # aiohttp gives the precise answer (404, 405, 413, 400 ...)
                 return
             del buf[: end + 4]
+            self.head_since = None
         if len(buf) < head.length:
             self._head = head  # parsed once, however slowly the body arrives
             return
@@ -155,6 +163,14 @@ class IngressProtocol(asyncio.Protocol):
             return
         if self._buf:
             self._next()
+
+    def timed_out(self) -> None:
+        """The head did not arrive in time: answer 408 and close."""
+        self._done = True
+        body = b'{"error":"the request head did not arrive within %d seconds"}' % HEAD_TIMEOUT_S
+        head = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        self.transport.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)  # type: ignore[union-attr]
+        self.transport.close()  # type: ignore[union-attr]
 
     def _hand_over(self) -> None:
         """Give the connection and the bytes read so far to aiohttp for the rest of its life."""
@@ -238,10 +254,13 @@ class IngressServer:
 
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(IDLE_TIMEOUT_S / 5)
-            cutoff = time.monotonic() - IDLE_TIMEOUT_S
-            for conn in [c for c in self.connections if not c.busy and c.idle_since < cutoff]:
-                conn.transport.close()  # type: ignore[union-attr]
+            await asyncio.sleep(SWEEP_S)
+            now = time.monotonic()
+            for conn in [c for c in self.connections if not c.busy]:
+                if conn.head_since is not None and conn._buf and now - conn.head_since > HEAD_TIMEOUT_S:
+                    conn.timed_out()
+                elif conn.idle_since < now - IDLE_TIMEOUT_S:
+                    conn.transport.close()  # type: ignore[union-attr]
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop listening, let requests in flight finish (up to ``grace`` seconds), close this path's connections.

@@ -29,7 +29,7 @@ from eventing.bindings import to_json
 from eventing.eventlog import Record
 from eventing.events import runid_of
 from eventing.wire import from_json
-from infra.errors import Unavailable
+from infra.errors import InvalidRequest, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +222,8 @@ class EmbeddedEventLog:
     async def history(
         self, *, after: str | None, limit: int, runid: str | None = None, type: str | None = None
     ) -> tuple[list[tuple[str, CloudEvent]], str | None]:
+        if after and not (after.isascii() and after.isdigit()):
+            raise InvalidRequest(f"cursor {after!r} is not an offset (a whole number)")
         start = int(after) if after else 0
         sql, args = "SELECT offset, body FROM events WHERE offset > ?", [start]
         if runid:

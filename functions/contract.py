@@ -10,8 +10,12 @@ from __future__ import annotations
 import dataclasses
 from importlib import resources
 from pathlib import Path
+from typing import Any
+
+from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import STEP_FAILED
+from infra.errors import InvalidRequest
 from infra.settings import Settings
 
 DATA_ARRIVED = "dev.knflow.data.arrived"
@@ -45,6 +49,19 @@ TRAIN, TUNE, TRIAL = "train", "tune", "trial"
 LIFECYCLE = "lifecycle"
 #: Where raw data lands; an object put under it starts a run (``raw/<dataset>/<file>``).
 RAW_PREFIX = "raw/"
+
+
+def data_of(event: CloudEvent) -> dict[str, Any]:
+    """An event's data as the lifecycle's steps read it: a JSON object (``{}`` when there is none); anything else
+    is refused (400: not retried), naming the event."""
+    data = event.get_data()
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InvalidRequest(
+            f"{event.get_type()} {event.get_id()}: data must be a JSON object, not {type(data).__name__}"
+        )
+    return data
 
 
 def lifecycle_spec_path() -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import RUN_EXTENSIONS, TRACEPARENT, new_event, runid_of
-from functions.contract import MODEL_DEPLOYED, MODEL_REGISTERED
+from functions.contract import MODEL_DEPLOYED, MODEL_REGISTERED, data_of
 from functions.register import open_registry
 from functions.runoptions import load_options
 from infra.errors import InvalidRequest, NotFound
@@ -85,7 +85,7 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
     """model.registered → model.deployed (None when the policy says not to deploy)."""
     if event.get_type() != MODEL_REGISTERED:
         return None
-    data = event.get_data() or {}
+    data = data_of(event)
     name, version = data.get("name"), data.get("version")
     if not name or version is None:
         raise InvalidRequest("model.registered needs data.name and data.version")

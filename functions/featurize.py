@@ -8,7 +8,7 @@ from typing import Any
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import new_event, runid_of
-from functions.contract import FEATURES_READY
+from functions.contract import FEATURES_READY, data_of
 from functions.ml.datasets import read_dataset
 from functions.ml.features import fit_transform, split, write_features
 from functions.runoptions import load_options
@@ -20,7 +20,7 @@ MODE = "mode"  # extension on features.ready: "train" or "tune", so triggers can
 
 def handle(event: CloudEvent, ctx: Any) -> CloudEvent:
     """dataset.ingested → features.ready (extension ``mode`` says whether train or tune takes it)."""
-    data = event.get_data() or {}
+    data = data_of(event)
     prefix, dataset = data.get("prefix"), data.get("dataset")
     if not isinstance(prefix, str) or not isinstance(dataset, str):
         raise InvalidRequest("dataset.ingested needs data.prefix and data.dataset")

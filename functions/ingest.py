@@ -7,7 +7,7 @@ from typing import Any
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import new_event, runid_of
-from functions.contract import DATASET_INGESTED
+from functions.contract import DATASET_INGESTED, data_of
 from functions.ml import readers
 from functions.ml.datasets import write_dataset
 from functions.ml.readers import RawData
@@ -23,7 +23,7 @@ PLATFORM_PREFIXES = ("datasets", "features", "runs", "models")
 
 def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
     """data.arrived → dataset.ingested (None for objects that are not data: options files, IDX label halves)."""
-    data = event.get_data() or {}
+    data = data_of(event)
     key = data.get("key")
     if not isinstance(key, str) or not key:
         raise InvalidRequest("data.arrived needs data.key (the object key of the raw file)")

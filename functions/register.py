@@ -13,7 +13,7 @@ from typing import Any
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import new_event, runid_of
-from functions.contract import MODEL_REGISTERED, MODEL_TRAINED, TUNE_COMPLETED
+from functions.contract import MODEL_REGISTERED, MODEL_TRAINED, TUNE_COMPLETED, data_of
 from functions.runoptions import load_options
 from infra.errors import IntegrityError, InvalidRequest
 from infra.store import ArtifactStore
@@ -30,7 +30,7 @@ def open_registry(store: ArtifactStore) -> Any:
 
 def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
     """model.trained (not a trial) or tune.completed → model.registered."""
-    data = event.get_data() or {}
+    data = data_of(event)
     tuning: dict[str, Any] = {}
     if event.get_type() == MODEL_TRAINED:
         if data.get("trial") or event.get_extension("mode") == "trial":

@@ -43,6 +43,8 @@ class RunOptions:
 
 def parse_options(raw: dict[str, Any] | None, where: str) -> RunOptions:
     """Options from a JSON object; unknown keys or bad types raise InvalidRequest naming ``where``."""
+    if raw is not None and not isinstance(raw, dict):
+        raise InvalidRequest(f"{where}: run options must be a JSON object, not {type(raw).__name__}")
     raw = dict(raw or {})
     known = {f.name for f in dataclasses.fields(RunOptions)}
     unknown = sorted(set(raw) - known)

@@ -17,7 +17,7 @@ import torch
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import new_event, runid_of
-from functions.contract import FEATURES_READY, MODEL_TRAINED, TRIAL_REQUESTED
+from functions.contract import FEATURES_READY, MODEL_TRAINED, TRIAL_REQUESTED, data_of
 from functions.ml.export import check_export, export_onnx, signature
 from functions.ml.features import Splits, Transform, read_features
 from functions.ml.params import parse_params
@@ -61,7 +61,7 @@ class StoreCheckpointer:
 
 def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
     """features.ready / trial.requested → model.trained (CPU-bound: the host runs it in a thread)."""
-    data = event.get_data() or {}
+    data = data_of(event)
     runid = runid_of(event)
     options = load_options(ctx.store, runid)
     params = {**options.train, "seed": options.train.get("seed", options.seed)}

@@ -17,7 +17,7 @@ from typing import Any
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import STEP_FAILED, new_event, runid_of
-from functions.contract import FEATURES_READY, MODEL_TRAINED, TRIAL_REQUESTED, TUNE_COMPLETED
+from functions.contract import FEATURES_READY, MODEL_TRAINED, TRIAL_REQUESTED, TUNE_COMPLETED, data_of
 from functions.runoptions import load_options
 from functions.tuning.experiment import (
     DONE,
@@ -46,15 +46,16 @@ async def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
     runid = runid_of(event)
     if not runid:
         raise InvalidRequest("tune needs events that carry a runid")
+    data = data_of(event)
     async with _run_lock(runid):  # one replica serializes a run; across replicas the broker's per-run ordering does
         if event.get_type() == FEATURES_READY and event.get_extension(MODE) == "tune":
             spec_raw = load_options(ctx.store, runid).tuning
             if not spec_raw:
                 raise InvalidRequest(f"run {runid} asks for tuning but its options hold no tuning spec")
-            emits, reply = await asyncio.to_thread(start_experiment, ctx.store, runid, spec_raw, event.get_data() or {})
-        elif event.get_type() == MODEL_TRAINED and (event.get_data() or {}).get("trial"):
-            emits, reply = await asyncio.to_thread(record, ctx.store, runid, event.get_data())
-        elif event.get_type() == STEP_FAILED and (failed := failed_trial(runid, event.get_data() or {})):
+            emits, reply = await asyncio.to_thread(start_experiment, ctx.store, runid, spec_raw, data)
+        elif event.get_type() == MODEL_TRAINED and data.get("trial"):
+            emits, reply = await asyncio.to_thread(record, ctx.store, runid, data)
+        elif event.get_type() == STEP_FAILED and (failed := failed_trial(runid, data)):
             emits, reply = await asyncio.to_thread(record, ctx.store, runid, failed)
         else:
             return None

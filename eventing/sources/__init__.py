@@ -47,7 +47,9 @@ def default_sources(settings: Settings) -> list[Any]:
     ev = settings.eventing
     sources: list[Any] = []
     if ev.webhook_type or ev.arrival_type:
-        sources.append(WebhookSource(ev.webhook_secret, ev.webhook_window_s, ev.webhook_type or ev.arrival_type))
+        seen = settings.data_dir / "sources" / "webhook-seen.json"
+        kind = ev.webhook_type or ev.arrival_type
+        sources.append(WebhookSource(ev.webhook_secret, ev.webhook_window_s, kind, seen, ev.arrival_pipeline))
     if not ev.arrival_type:  # nothing says what a landed object means: no arrival sources
         return sources
     sources.append(MinioWebhookSource(settings))

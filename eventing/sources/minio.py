@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import orjson
+import pydantic
 from aiohttp import web
 from cloudevents.core.v1.event import CloudEvent
 from kafka import KafkaConsumer
@@ -25,8 +26,10 @@ from kafka.errors import KafkaError
 from eventing.sources.arrival import arrival_event
 from infra.errors import InvalidRequest
 from infra.settings import Settings
+from infra.validation import parse
 
 log = logging.getLogger(__name__)
+MAX_RECORDS = 100  # records per notification: MinIO sends one per object; more is not a notification
 
 
 def store_url_for(settings: Settings, bucket: str) -> str:
@@ -36,29 +39,50 @@ def store_url_for(settings: Settings, bucket: str) -> str:
     return f"s3://{bucket}"
 
 
+class _Object(pydantic.BaseModel):
+    key: str = pydantic.Field(min_length=1, max_length=4096)
+    size: pydantic.NonNegativeInt = 0
+    eTag: str = pydantic.Field("", max_length=256)
+
+
+class _Bucket(pydantic.BaseModel):
+    name: str = pydantic.Field(min_length=1, max_length=255)
+
+
+class _S3(pydantic.BaseModel):
+    bucket: _Bucket
+    object: _Object
+
+
+class _Record(pydantic.BaseModel):
+    """One record of a MinIO notification (S3's event format): the fields knflow reads, typed."""
+
+    eventName: str = pydantic.Field("", max_length=256)
+    s3: _S3
+
+
+class _Notification(pydantic.BaseModel):
+    EventName: str = pydantic.Field("", max_length=256)
+    Records: list[_Record] = pydantic.Field(max_length=MAX_RECORDS)
+
+
 def notification_events(payload: Any, settings: Settings) -> list[CloudEvent]:
-    """The arrival events of one MinIO notification document."""
+    """The arrival events of one MinIO notification document (at most ``MAX_RECORDS`` records)."""
     if not isinstance(payload, dict) or not isinstance(payload.get("Records"), list):
         raise InvalidRequest("not a MinIO bucket notification: expected a JSON object with Records")
+    if len(payload["Records"]) > MAX_RECORDS:
+        raise InvalidRequest(f"a notification may hold {MAX_RECORDS} records at most, not {len(payload['Records'])}")
+    note = parse(_Notification, payload, "MinIO notification")
     events = []
-    for record in payload["Records"]:
-        try:
-            name = record.get("eventName", payload.get("EventName", ""))
-            s3 = record["s3"]
-            bucket = s3["bucket"]["name"]
-            obj = s3["object"]
-            key = unquote_plus(obj["key"])
-        except (KeyError, TypeError, AttributeError):
-            raise InvalidRequest("MinIO record without s3.bucket.name and s3.object.key") from None
+    for record in note.Records:
+        name = record.eventName or note.EventName
+        key = unquote_plus(record.s3.object.key)
         if not name.startswith("s3:ObjectCreated:") or not key.startswith(settings.eventing.arrival_prefix):
             continue
+        bucket, obj = record.s3.bucket.name, record.s3.object
         source = f"minio:s3:{bucket}"
-        etag = str(obj.get("eTag", ""))
-        events.append(
-            arrival_event(
-                settings.eventing, source, bucket, key, int(obj.get("size", 0)), etag, store_url_for(settings, bucket)
-            )
-        )
+        store = store_url_for(settings, bucket)
+        events.append(arrival_event(settings.eventing, source, bucket, key, obj.size, obj.eTag, store))
     return events
 
 

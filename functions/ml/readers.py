@@ -49,6 +49,8 @@ def read_csv(raw: bytes, name: str, label: str) -> RawData:
     """A CSV with a header row; ``label`` names the label column; every other column is a numeric feature."""
     try:
         rows = list(csv.reader(io.StringIO(raw.decode("utf-8"))))
+    except csv.Error as exc:  # e.g. a field over the csv module's limit (131,072 characters)
+        raise InvalidRequest(f"{name}: not a CSV file knflow can read: {exc}") from None
     except UnicodeDecodeError as exc:
         raise InvalidRequest(f"{name}: not UTF-8 text ({exc.reason})") from None
     rows = [r for r in rows if r]
