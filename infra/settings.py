@@ -56,10 +56,14 @@ class StoreLocation:
 
     @property
     def url(self) -> str:
+        """The location as a URL that parses back to it (credentials aside: they stay in the environment)."""
         if self.scheme == "file":
             return f"file://{self.path}"
         scheme = "https" if self.secure else "http"
-        return f"s3://{self.bucket}?endpoint={scheme}://{self.endpoint}"
+        url = f"s3://{self.bucket}?endpoint={scheme}://{self.endpoint}"
+        if self.region:
+            url += f"&region={self.region}"
+        return url + ("&create=true" if self.create else "")
 
 
 @dataclass(frozen=True)

@@ -99,3 +99,12 @@ def _empty(tmp_path: Path) -> Path:
     path = tmp_path / "empty.toml"
     path.write_text("")
     return path
+
+
+def test_an_s3_location_survives_the_trip_to_a_child_process_through_its_url() -> None:
+    env = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrSECRET"}
+    url = "s3://knflow?endpoint=https://s3.example:9000&region=eu-west-1&create=true"
+    location = parse_store_url(url, env)
+    assert parse_store_url(location.url, env) == location
+    assert "create=true" in location.url and "region=eu-west-1" in location.url
+    assert "AKIAEXAMPLE" not in location.url and "wJalrSECRET" not in location.url  # credentials stay in the env
