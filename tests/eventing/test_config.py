@@ -145,3 +145,22 @@ async def test_putting_an_unchanged_trigger_does_not_wait_for_deliveries_in_flig
         # the delivery in flight was left alone: not cancelled and sent again by a new dispatcher
         with pytest.raises(AssertionError, match="timed out"):
             await subscriber.wait_for(lambda: len(subscriber.at("/slow")) > 1, timeout=1.5)
+
+
+@pytest.mark.parametrize(
+    ("expression", "value", "taken"),
+    [
+        ({"prefix": {"subject": "raw/"}}, "raw/d.csv", True),
+        ({"prefix": {"subject": "raw/"}}, "x/raw/d.csv", False),  # the prefix must be at the start
+        ({"prefix": {"subject": "raw/"}}, "raw", False),
+        ({"suffix": {"subject": ".csv"}}, "raw/d.csv", True),
+        ({"suffix": {"subject": ".csv"}}, "raw/d.csv.bak", False),  # the suffix must be at the end
+        ({"suffix": {"subject": ".csv"}}, "csv", False),
+        ({"exact": {"subject": "raw/d.csv"}}, "raw/d.csv ", False),
+        ({"exact": {"subject": "raw/d.csv"}}, "RAW/d.csv", False),  # case-sensitive
+    ],
+)
+def test_prefix_suffix_and_exact_match_only_where_they_say(expression: dict, value: str, taken: bool) -> None:
+    event = new_event("dev.test.x", "/t", {}, subject=value)
+    assert matches(event, None, [expression]) is taken
+    assert matches(event, None, [{"not": expression}]) is not taken

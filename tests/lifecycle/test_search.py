@@ -190,3 +190,15 @@ def test_katib_spelling_is_accepted():
     assert spec.parameters[0].log and spec.parameters[1].values == ("adam", "sgd")
     assert (spec.max_trials, spec.parallel_trials, spec.max_failed_trials) == (6, 3, 1)
     assert spec.early_stopping == EarlyStopping(2, 4)
+
+
+def test_the_median_rule_averages_exactly_the_first_s_steps_of_each_completed_trial():
+    from functions.tuning.earlystop import should_stop
+    from functions.tuning.spec import EarlyStopping, Objective
+
+    rule, objective = EarlyStopping(min_trials_required=1, start_step=2), Objective("val_accuracy", "maximize")
+    completed = [[0.5, 0.5, 1.0]]  # running average at step 2: 0.5; at step 3 it would be 0.667
+    assert not should_stop([0.6, 0.6], completed, objective, rule)  # 0.6 beats 0.5: keep going
+    assert should_stop([0.4, 0.4], completed, objective, rule)  # 0.4 is worse than 0.5: stop
+    minimize = Objective("val_loss", "minimize")
+    assert not should_stop([0.45, 0.45], [[0.5, 0.5, 0.0]], minimize, rule)  # average 0.5, not 0.333

@@ -162,3 +162,13 @@ async def test_failing_canary_is_rolled_back_and_the_notice_waits_for_the_broker
             return not gateway.states["digits"].notices
 
         await until(delivered)
+
+
+def test_a_single_error_never_rolls_a_canary_back_two_do_once_the_rate_is_above_the_limit() -> None:
+    policy = RolloutPolicy(promote_after_requests=1000, max_error_rate=0.05)
+    assert judge_canary(policy, requests=10, errors=1) == WAIT  # a 10 % rate, but one error is not evidence
+    assert judge_canary(policy, requests=10, errors=2) == ROLLBACK
+    assert judge_canary(policy, requests=40, errors=2) == WAIT  # exactly 5 %: not above the limit
+    assert judge_canary(policy, requests=39, errors=2) == ROLLBACK  # 5.1 %
+    assert judge_canary(policy, requests=1000, errors=0) == PROMOTE
+    assert judge_canary(policy, requests=999, errors=0) == WAIT
