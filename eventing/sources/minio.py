@@ -4,7 +4,9 @@ Two of MinIO's notification targets are read: the webhook target (``POST /source
 ``Authorization: Bearer <eventing.minio_token>`` when a token is configured) and the Kafka target
 (message key ``bucket/key``, no headers, the same JSON as value). ``Records[].s3.object.key`` is
 URL-encoded by MinIO and decoded here. Only ``s3:ObjectCreated:*`` records for keys under
-``eventing.arrival_prefix`` become arrival events (``eventing.arrival_type``), one new run per object.
+``eventing.arrival_prefix`` become arrival events (``eventing.arrival_type``), one new run per object, except
+ignored names and objects whose ``userMetadata`` (MinIO sends the object's ``X-Amz-Meta-*``) carries
+``arrival.ANNOUNCED``: their writer announced them itself.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from cloudevents.core.v1.event import CloudEvent
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
-from eventing.sources.arrival import arrival_event
+from eventing.sources.arrival import announces, arrival_event
 from infra.errors import InvalidRequest
 from infra.settings import Settings
 
@@ -50,7 +52,7 @@ def notification_events(payload: Any, settings: Settings) -> list[CloudEvent]:
             key = unquote_plus(obj["key"])
         except (KeyError, TypeError, AttributeError):
             raise InvalidRequest("MinIO record without s3.bucket.name and s3.object.key") from None
-        if not name.startswith("s3:ObjectCreated:") or not key.startswith(settings.eventing.arrival_prefix):
+        if not name.startswith("s3:ObjectCreated:") or not announces(settings.eventing, key, obj.get("userMetadata")):
             continue
         source = f"minio:s3:{bucket}"
         etag = str(obj.get("eTag", ""))
