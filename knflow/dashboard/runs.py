@@ -13,6 +13,7 @@ from typing import Any
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import STEP_FAILED
+from eventing.sources.ping import PING_TYPE
 from functions.contract import (
     DATA_ARRIVED,
     DATASET_INGESTED,
@@ -29,6 +30,7 @@ RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 
 #: The step that consumes each event type (what a run is waiting for after that event).
 NEXT_STEP = {
+    PING_TYPE: "schedule",  # a schedule's tick, which the schedule function turns into the run's data arrival
     DATA_ARRIVED: "ingest",
     DATASET_INGESTED: "featurize",
     TRIAL_REQUESTED: "tune",
