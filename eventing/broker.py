@@ -23,7 +23,6 @@ import asyncio
 import functools
 import logging
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -36,7 +35,7 @@ from eventing.delivery import Deliverer
 from eventing.dispatcher import Dispatcher
 from eventing.eventlog import EventLog, open_event_log
 from eventing.ingress import IngressServer
-from eventing.registry import TriggerFile
+from eventing.registry import TriggerFile, state_dir
 from eventing.triggers import Trigger
 from eventing.wire import from_http
 from infra.aio import run
@@ -61,8 +60,7 @@ class BrokerServer:
         self.settings = settings
         self.log = event_log or open_event_log(settings)
         self.port = settings.broker_port if port is None else port
-        base = settings.broker.path if settings.broker.scheme == "embedded" else settings.data_dir / "broker"
-        self.trigger_file = TriggerFile(Path(base) / "triggers.json")  # type: ignore[arg-type]
+        self.trigger_file = TriggerFile(state_dir(settings) / "triggers.json")
         self._initial = list(triggers)
         self._sources = sources
         self._dispatchers: dict[str, Dispatcher] = {}

@@ -7,6 +7,15 @@ from pathlib import Path
 
 from eventing.triggers import Trigger
 from infra.atomic import write_json
+from infra.settings import Settings
+
+
+def state_dir(settings: Settings) -> Path:
+    """Where the broker keeps its own state (triggers, ping sources): the embedded log's directory, else
+    ``data_dir/broker``."""
+    if settings.broker.scheme == "embedded" and settings.broker.path is not None:
+        return Path(settings.broker.path)
+    return settings.data_dir / "broker"
 
 
 class TriggerFile:

@@ -15,6 +15,7 @@ from typing import Any
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import STEP_FAILED
+from functions.runoptions import DATASET_OPTIONS
 from infra.errors import InvalidRequest
 from infra.settings import Settings
 
@@ -49,6 +50,9 @@ TRAIN, TUNE, TRIAL = "train", "tune", "trial"
 LIFECYCLE = "lifecycle"
 #: Where raw data lands; an object put under it starts a run (``raw/<dataset>/<file>``).
 RAW_PREFIX = "raw/"
+#: Files under ``raw/`` that are not data on their own and start no run (globs on the file name): a data set's
+#: run options and the labels half of an IDX pair (its images half starts the run).
+NOT_DATA = (DATASET_OPTIONS, "*labels-idx1-ubyte*")
 
 
 def data_of(event: CloudEvent) -> dict[str, Any]:
@@ -71,13 +75,14 @@ def lifecycle_spec_path() -> Path:
 
 def with_lifecycle(settings: Settings) -> Settings:
     """``settings`` with the lifecycle's meaning of arrivals filled in where the user set none: an object
-    landing under ``raw/`` becomes ``data.arrived`` for the ``lifecycle`` pipeline."""
+    landing under ``raw/`` becomes ``data.arrived`` for the ``lifecycle`` pipeline, unless it is ``NOT_DATA``."""
     ev = settings.eventing
     filled = dataclasses.replace(
         ev,
         arrival_type=ev.arrival_type or DATA_ARRIVED,
         arrival_prefix=ev.arrival_prefix or RAW_PREFIX,
         arrival_pipeline=ev.arrival_pipeline or LIFECYCLE,
+        arrival_ignore=ev.arrival_ignore or ",".join(NOT_DATA),
         webhook_type=ev.webhook_type or DATA_ARRIVED,
     )
     return settings.replace(eventing=filled)

@@ -1,4 +1,5 @@
-"""What knflow's aiohttp servers share at the HTTP edge: JSON answers and the one place errors become them."""
+"""What knflow's aiohttp servers share at the HTTP edge: JSON answers, JSON bodies, and the one place errors become
+answers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from infra.errors import KnflowError
+from infra.errors import InvalidRequest, KnflowError, PayloadTooLarge
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -33,3 +34,15 @@ def error_middleware(json_prefix: str = "/") -> Any:
             return json_response({"error": exc.reason}, exc.status)
 
     return errors
+
+
+async def read_json(request: web.Request, limit: int, what: str) -> Any:
+    """The request's JSON body; ``PayloadTooLarge`` above ``limit`` bytes, ``InvalidRequest`` naming ``what`` when it
+    is not JSON."""
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise PayloadTooLarge(f"{what} may be {limit} bytes at most")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"{what} is not valid JSON: {exc}") from None

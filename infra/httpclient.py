@@ -7,6 +7,7 @@ an ``InvalidRequest`` with the server's reason wherever the call was made.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -44,8 +45,11 @@ class JsonClient:
         self.headers = dict(headers or {})
         self._http = urllib3.PoolManager(retries=False, timeout=timeout)
 
-    def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None, **headers: str) -> Any:
-        """The decoded JSON answer (None for an empty one); ``Unavailable`` when the server cannot be reached."""
+    def call(
+        self, method: str, path: str, body: Any = None, *, raw: bytes | Iterable[bytes] | None = None, **headers: str
+    ) -> Any:
+        """The decoded JSON answer (None for an empty one); ``Unavailable`` when the server cannot be reached.
+        ``raw`` is sent as the body instead of ``body`` as JSON (an iterable is streamed)."""
         data = raw if raw is not None else (None if body is None else orjson.dumps(body))
         sent = {"content-type": "application/json", **self.headers, **headers}
         try:

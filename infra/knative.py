@@ -1,11 +1,12 @@
-"""Knative resources as plain dicts: builders (Kafka Broker, Trigger, Service, SinkBinding) and strict validation.
+"""Knative resources as plain dicts: builders (Kafka Broker, Trigger, Service, SinkBinding, PingSource) and validation.
 
 Every builder takes generic inputs (names, images, attribute maps, delivery dicts) and returns the
 resource in Kubernetes' JSON shape. ``validate(resources)`` checks each Knative resource against the
 typed models generated from Knative's own CRDs (``cloudcoil.models.knative-*``: strict types, and any
 field the schema does not know is an error, since an API server would silently prune it) and then
 knflow's own rules: DNS-1035 names, ISO-8601 durations, string filter attributes, an image on every
-container, and every subscriber / dead-letter reference naming a rendered resource.
+container, five-field PingSource schedules, and every subscriber / dead-letter / sink reference naming a rendered
+resource.
 """
 
 from __future__ import annotations
@@ -95,6 +96,12 @@ def trigger(
     return {"apiVersion": EVENTING, "kind": "Trigger", "metadata": meta(name, ns), "spec": spec}
 
 
+def ping_source(name: str, ns: str, schedule: str, data: str, sink: dict[str, str], labels=None) -> dict[str, Any]:
+    """A PingSource that sends ``data`` (JSON text) to ``sink`` (a ref) on the five-field cron ``schedule``."""
+    spec = {"schedule": schedule, "contentType": "application/json", "data": data, "sink": {"ref": sink}}
+    return {"apiVersion": SOURCES, "kind": "PingSource", "metadata": meta(name, ns, labels), "spec": spec}
+
+
 def sink_binding(name: str, ns: str, match_labels: dict[str, str], sink: dict[str, str]) -> dict[str, Any]:
     """A SinkBinding that injects ``K_SINK`` (the address of ``sink``) into every Knative Service with the labels."""
     subject = {"apiVersion": SERVING, "kind": "Service", "selector": {"matchLabels": dict(match_labels)}}
@@ -161,9 +168,9 @@ def _schemas() -> dict[tuple[str, str], type[pydantic.BaseModel]]:
     with warnings.catch_warnings():  # the generated eventing models shadow Resource attributes; harmless here
         warnings.simplefilter("ignore")
         from cloudcoil.models.knative_eventing.eventing.v1 import Broker, Trigger
-        from cloudcoil.models.knative_eventing.sources.v1 import SinkBinding
+        from cloudcoil.models.knative_eventing.sources.v1 import PingSource, SinkBinding
         from cloudcoil.models.knative_serving.serving.v1 import Service
-    return {(m.gvk().api_version, m.gvk().kind): m for m in (Broker, Trigger, SinkBinding, Service)}
+    return {(m.gvk().api_version, m.gvk().kind): m for m in (Broker, Trigger, SinkBinding, PingSource, Service)}
 
 
 def _where(resource: dict[str, Any]) -> str:
@@ -221,6 +228,9 @@ def _check_rules(resource: dict[str, Any]) -> None:
     for attr, value in ((spec.get("filter") or {}).get("attributes") or {}).items():
         if not isinstance(value, str):
             raise ConfigError(f"{where}: spec.filter.attributes.{attr} must be a string, got {value!r}")
+    fields = str(spec.get("schedule", "")).split()
+    if resource.get("kind") == "PingSource" and not (len(fields) == 5 or (len(fields) == 1 and fields[0][0] == "@")):
+        raise ConfigError(f"{where}: spec.schedule {spec.get('schedule')!r} is not a five-field cron expression")
     if resource.get("kind") == "Service":
         template = spec.get("template") or {}
         for i, container in enumerate((template.get("spec") or {}).get("containers") or [{}]):

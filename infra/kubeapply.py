@@ -27,6 +27,7 @@ PLURALS = {
     "Trigger": ("triggers", True),
     "Service": ("services", True),
     "SinkBinding": ("sinkbindings", True),
+    "PingSource": ("pingsources", True),
 }
 
 

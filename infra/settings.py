@@ -79,6 +79,7 @@ class EventingSettings:
     arrival_type: str = ""  # the type of the event an object landing under arrival_prefix becomes; empty: none
     arrival_prefix: str = ""
     arrival_pipeline: str = ""  # the pipeline extension an arrival event carries (which pipeline its run takes)
+    arrival_ignore: str = ""  # comma-separated globs on file names that never start a run (companion files)
     minio_token: str = field(default="", repr=False)
     minio_kafka_servers: str = ""
     minio_kafka_topic: str = ""

@@ -18,6 +18,7 @@ COMMANDS = [
     "services",
     "broker",
     "pipeline",
+    "schedule",
     "trigger",
     "invoke",
     "functions",

@@ -1,7 +1,8 @@
 """Drive one lifecycle run from outside, events only: drop a file into ``raw/``, follow the run, probe the model.
 
-What ``knflow demo``, ``knflow run FILE`` and the end-to-end test share. Nothing here calls a
-function directly: the file lands in the store, the broker announces it, and the rest is events.
+What ``knflow run FILE`` and the end-to-end tests share. Nothing here calls a function directly: the file lands
+in the store, the store's arrival source announces it, and the rest is events. (``knflow.Client`` submits
+through the knflow server instead, which announces the data itself with the run options in the event.)
 """
 
 from __future__ import annotations
@@ -10,91 +11,30 @@ import io
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 import urllib3
 
-from eventing.events import STEP_FAILED
-from functions.contract import FEATURES_READY, MODEL_DEPLOYED, MODEL_REGISTERED, TUNE_COMPLETED
 from functions.deploy import DECLINED
 from functions.runoptions import DATASET_OPTIONS
 from infra.errors import Unavailable
 from infra.store import ArtifactStore
 from knflow.follow import History, SeenEvent
+from knflow.outcome import RunOutcome, follow
 from serving.registry import ModelRegistry
 
 
-@dataclass
-class RunOutcome:
-    """What a run did, read from its events."""
-
-    runid: str
-    key: str
-    events: list[SeenEvent] = field(default_factory=list)
-    declined: str | None = None  # why deploy kept the production version, when it did
-
-    def last(self, type_: str) -> SeenEvent | None:
-        return next((e for e in reversed(self.events) if e.type == type_), None)
-
-    def data(self, type_: str) -> dict[str, Any] | None:
-        """The data of the last event of ``type_``, if there was one."""
-        event = self.last(type_)
-        return event.data if event else None
-
-    @property
-    def failure(self) -> SeenEvent | None:
-        return self.last(STEP_FAILED)
-
-    @property
-    def deployed(self) -> dict[str, Any] | None:
-        return self.data(MODEL_DEPLOYED)
-
-    @property
-    def registered(self) -> dict[str, Any] | None:
-        return self.data(MODEL_REGISTERED)
-
-    @property
-    def tuning(self) -> dict[str, Any] | None:
-        return self.data(TUNE_COMPLETED)
-
-    @property
-    def features(self) -> dict[str, Any] | None:
-        return self.data(FEATURES_READY)
-
-    def phases(self) -> list[tuple[str, float]]:
-        """(step, seconds) between the milestones of the run, in order."""
-        marks = [
-            ("arrived", "dev.knflow.data.arrived"),
-            ("ingest", "dev.knflow.dataset.ingested"),
-            ("featurize", FEATURES_READY),
-            ("train + tune", None),
-            ("register", MODEL_REGISTERED),
-            ("deploy", MODEL_DEPLOYED),
-        ]
-        trained = self.last(TUNE_COMPLETED) or self.last("dev.knflow.model.trained")
-        times: list[tuple[str, float]] = []
-        for step, type_ in marks:
-            event = trained if type_ is None else next((e for e in self.events if e.type == type_), None)
-            if event is not None:
-                times.append((step, event.time.timestamp()))
-        return [(step, t - times[i][1]) for i, (step, t) in enumerate(times[1:])]
-
-
 def submit(store: ArtifactStore, dataset: str, filename: str, payload: bytes, options: dict | None) -> str:
-    """Put the run options (if any) and then the data under ``raw/<dataset>/``; returns the data's key."""
+    """Put data under ``raw/<dataset>/`` as any other tool would (its arrival comes from the store's arrival
+    source), after the data set's options file when ``options`` are given; returns the data's key."""
     if options is not None:
         store.put(f"raw/{dataset}/{DATASET_OPTIONS}", orjson.dumps(options), content_type="application/json")
     key = f"raw/{dataset}/{filename}"
     store.put(key, payload)
     return key
-
-
-#: After model.registered, how long to wait for model.deployed before taking it that the deployment
-#: policy chose not to deploy (deploy then answers no event).
-DEPLOY_GRACE_S = 30.0
 
 
 def watch(
@@ -107,31 +47,20 @@ def watch(
 ) -> RunOutcome:
     """Wait for the run that ``key``'s arrival starts and follow it to deployed, failed, or not deployed.
 
-    Deploy answers no event when its policy keeps the current production version; with ``store``,
-    the registry's audit trail tells that at once, else the watcher gives deploy ``DEPLOY_GRACE_S``.
+    With ``store``, the registry's audit trail tells at once that deploy declined (else it gets its grace).
     """
     arrival = history.find_arrival(key, timeout=min(timeout, 60.0))
     outcome = RunOutcome(runid=arrival.extensions["runid"], key=key)
-    deadline, after = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        events, after = history.page(runid=outcome.runid, after=after, wait=1.0)
-        for event in events:
-            outcome.events.append(event)
-            on_event(event)
-            if event.type in (MODEL_DEPLOYED, STEP_FAILED):
-                return outcome
-            if event.type == MODEL_REGISTERED:
-                deadline = min(deadline, time.monotonic() + DEPLOY_GRACE_S)
-        if outcome.registered and store is not None:
-            outcome.declined = _declined(store, outcome.registered)
-            if outcome.declined:
-                return outcome
-    if outcome.registered is None:
-        raise Unavailable(f"run {outcome.runid} did not finish within {timeout:.0f}s")
+
+    def pages(after: str | None, wait: float) -> tuple[list[SeenEvent], str | None]:
+        return history.page(runid=outcome.runid, after=after, wait=wait)
+
+    for event in follow(pages, outcome, timeout=timeout, declined=lambda r: declined(store, r) if store else None):
+        on_event(event)
     return outcome
 
 
-def _declined(store: ArtifactStore, registered: dict[str, Any]) -> str | None:
+def declined(store: ArtifactStore, registered: dict[str, Any]) -> str | None:
     """Why deploy declined this registered version, if its audit trail says it did."""
     records = ModelRegistry(store).audit(registered["name"])
     return next(

@@ -10,7 +10,9 @@ from urllib.parse import urlencode
 
 import orjson
 import urllib3
+from cloudevents.core.v1.event import CloudEvent
 
+from eventing.bindings import to_json
 from functions.contract import DATA_ARRIVED
 from infra.errors import Unavailable
 
@@ -37,6 +39,15 @@ class SeenEvent:
             data=raw.get("data"),
             extensions={k: v for k, v in raw.items() if k not in known},
         )
+
+    @classmethod
+    def from_cloudevent(cls, event: CloudEvent) -> SeenEvent:
+        return cls.from_json(orjson.loads(to_json(event)))
+
+
+def parse_page(body: dict[str, Any], after: str | None) -> tuple[list[SeenEvent], str | None]:
+    """A history page (``{"events": [...], "next": cursor}``) as events and the cursor to read on from."""
+    return [SeenEvent.from_json(e) for e in body["events"]], body.get("next") or after
 
 
 class History:
@@ -67,8 +78,7 @@ class History:
             raise Unavailable(f"broker {self.url} not reachable: {exc}") from None
         if answer.status != 200:
             raise Unavailable(f"broker history answered {answer.status}: {answer.data[:200]!r}")
-        body = orjson.loads(answer.data)
-        return [SeenEvent.from_json(e) for e in body["events"]], body.get("next") or after
+        return parse_page(orjson.loads(answer.data), after)
 
     def find_arrival(self, key: str, timeout: float) -> SeenEvent:
         """The ``data.arrived`` event announcing object ``key`` (which starts its run)."""

@@ -9,9 +9,10 @@ own ``image``). Knative's Trigger schema (1.17) has no per-attempt ``delivery.ti
 timeout becomes the subscriber Service's ``timeoutSeconds`` (train/tune: 1800 s, which needs
 ``max-revision-timeout-seconds`` >= 1800 in Knative's ``config-defaults``). Every Trigger's
 ``deadLetterSink`` is the ``deadletter`` function's Service, which emits ``dev.knflow.step.failed`` into the
-broker as knflow's own broker does. The gateway keeps min-scale 1: it is itself the activator and
-autoscaler of the model replicas it starts, so scaling it to zero would stack Knative's cold start on top
-of its own and lose its scale state.
+broker as knflow's own broker does. Each schedule is a PingSource into the broker whose pings a Trigger
+brings to the ``schedule`` function's Service, as locally (``knflow.schedules``). The gateway keeps min-scale
+1: it is itself the activator and autoscaler of the model replicas it starts, so scaling it to zero would
+stack Knative's cold start on top of its own and lose its scale state.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from functions.runtime.pipeline import (
 from infra import knative
 from infra.errors import ConfigError
 from infra.settings import parse_broker_url
+from knflow.schedules import SCHEDULE_FUNCTION, Schedule, schedule_trigger
 
 PART_OF = {"app.kubernetes.io/part-of": "knflow"}
 FUNCTION_LABELS = PART_OF | {"knflow.dev/component": "function"}
@@ -148,13 +150,20 @@ def instances(pipelines: list[PipelineSpec]) -> dict[str, Instance]:
 
 
 def function_services(
-    func: dict, options: ManifestOptions, ns: str, image: str, timeouts: dict[str, int], pipelines: list[PipelineSpec]
+    func: dict,
+    options: ManifestOptions,
+    ns: str,
+    image: str,
+    timeouts: dict[str, int],
+    pipelines: list[PipelineSpec],
+    platform_functions: tuple[str, ...] = (DEAD_LETTER_FUNCTION,),
 ) -> list[dict]:
-    """One Knative Service per function instance, from ``image`` unless its step names its own;
-    KNFLOW_FUNCTION picks the function, KNFLOW_STEP_SETTINGS carries a step's settings."""
+    """One Knative Service per function instance, from ``image`` unless its step names its own, and one per
+    platform function (the dead-letter sink, the schedules'); KNFLOW_FUNCTION picks the function,
+    KNFLOW_STEP_SETTINGS carries a step's settings."""
     env, out = container_env(func), []
-    dead_letter = Instance(DEAD_LETTER_FUNCTION, DEAD_LETTER_FUNCTION, "", None)
-    for inst in [*instances(pipelines).values(), dead_letter]:
+    platform = [Instance(name, name, "", None) for name in platform_functions]
+    for inst in [*instances(pipelines).values(), *platform]:
         concurrency = CONCURRENCY.get(inst.function, DEFAULT_CONCURRENCY)
         own = [{"name": "KNFLOW_FUNCTION", "value": inst.function}, {"name": "LISTEN_ADDRESS", "value": "0.0.0.0:8080"}]
         if inst.settings:
@@ -222,11 +231,36 @@ def eventing_resources(
     ]
 
 
+def schedule_resources(ns: str, broker: str, dead_letter: dict, schedules: list[Schedule]) -> list[dict[str, Any]]:
+    """Each schedule as a PingSource into the broker, and the Trigger that brings their pings to the ``schedule``
+    function (as the local platform does); ``ConfigError`` for a seconds-level schedule, which runs only locally."""
+    if not schedules:
+        return []
+    sink = knative.ref(knative.EVENTING, "Broker", broker)
+    trigger = schedule_trigger("http://knflow.invalid/")
+    subscriber = knative.ref(knative.SERVING, "Service", function_service_name(SCHEDULE_FUNCTION))
+    delivery = {**(trigger.delivery.to_spec() if trigger.delivery else {}), "deadLetterSink": dead_letter}
+    delivery.pop("timeout", None)  # no per-attempt timeout in Knative's Trigger schema
+    out = [knative.trigger(trigger.name, ns, broker, trigger.filter, subscriber, delivery)]
+    for schedule in schedules:
+        if schedule.seconds_level:
+            raise ConfigError(
+                f"schedule {schedule.name}: {schedule.cron!r} has a seconds field, which only the local platform "
+                "runs; Knative's PingSource takes five fields"
+            )
+        data = json.dumps(schedule.ping_data(), sort_keys=True)
+        out.append(knative.ping_source(schedule.name, ns, schedule.cron, data, sink, PART_OF))
+    return out
+
+
 def render(
-    func_yaml: str | Path, options: ManifestOptions | None = None, pipelines: list[PipelineSpec] | None = None
+    func_yaml: str | Path,
+    options: ManifestOptions | None = None,
+    pipelines: list[PipelineSpec] | None = None,
+    schedules: list[Schedule] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every resource knflow needs in a cluster for ``pipelines`` (default: the shipped lifecycle), validated,
-    in apply order."""
+    """Every resource knflow needs in a cluster for ``pipelines`` (default: the shipped lifecycle) and
+    ``schedules``, validated, in apply order."""
     options = options or ManifestOptions()
     pipelines = pipelines or [load_pipeline(lifecycle_spec_path())]
     _check_unique(pipelines)
@@ -236,7 +270,9 @@ def render(
     dls = {"ref": knative.ref(knative.SERVING, "Service", function_service_name(DEAD_LETTER_FUNCTION))}
     resources = eventing_resources(func, options, ns, dls, pipelines[0])
     triggers, timeouts = trigger_resources(ns, options.broker, dls, pipelines)
-    resources += function_services(func, options, ns, image, timeouts, pipelines)
+    triggers += schedule_resources(ns, options.broker, dls, schedules or [])
+    platform = (DEAD_LETTER_FUNCTION, SCHEDULE_FUNCTION) if schedules else (DEAD_LETTER_FUNCTION,)
+    resources += function_services(func, options, ns, image, timeouts, pipelines, platform)
     resources.append(gateway_service(func, options, ns, image))
     broker = knative.ref(knative.EVENTING, "Broker", options.broker)
     resources.append(knative.sink_binding("knflow-functions-sink", ns, FUNCTION_LABELS, broker))

@@ -8,9 +8,12 @@ Each source has ``routes()`` (aiohttp routes it adds to the broker, under ``/sou
 - ``filestore.FileStoreWatcher``  objects landing under ``eventing.arrival_prefix`` of a ``file://`` store.
 
 The arrival sources (MinIO, file store) run only when ``eventing.arrival_type`` says what a landed object
-becomes; knflow's platform sets it to the lifecycle's ``data.arrived`` (``functions.contract``).
+becomes; knflow's platform sets it to the lifecycle's ``data.arrived`` (``functions.contract``). They skip
+objects ``arrival.announces`` says no to (``eventing.arrival_ignore`` names, objects marked ``ANNOUNCED``).
 - ``webhook.WebhookSource``  ``POST /sources/webhook``: any JSON, HMAC-SHA256 signed.
 - ``ping.PingSource``  a cron schedule (``eventing.ping_schedule``).
+- ``ping.PingSources``  ping sources added and removed at runtime (``PUT``/``DELETE /sources/ping/{name}``),
+  persisted beside the broker's triggers; always run.
 """
 
 from __future__ import annotations
@@ -39,13 +42,14 @@ class Source(Protocol):
 
 def default_sources(settings: Settings) -> list[Any]:
     """The sources the broker runs from its settings."""
+    from eventing.registry import state_dir
     from eventing.sources.filestore import FileStoreWatcher
     from eventing.sources.minio import MinioKafkaSource, MinioWebhookSource
-    from eventing.sources.ping import PingSource
+    from eventing.sources.ping import PingSource, PingSources
     from eventing.sources.webhook import WebhookSource
 
     ev = settings.eventing
-    sources: list[Any] = []
+    sources: list[Any] = [PingSources(state_dir(settings) / "pingsources.json")]
     if ev.webhook_type or ev.arrival_type:
         seen = settings.data_dir / "sources" / "webhook-seen.json"
         kind = ev.webhook_type or ev.arrival_type

@@ -1,17 +1,44 @@
-"""The arrival event every data source produces: one object landed in a bucket.
+"""The arrival event every data source produces: one object landed in a bucket; and which objects get none.
 
 Its type and the extensions it carries come from the composition that runs the sources
 (``eventing.arrival_type``, ``eventing.arrival_pipeline``); eventing itself gives objects no meaning.
+An object is not announced when its name matches one of ``eventing.arrival_ignore`` (comma-separated
+globs on the file name, e.g. companion files that are not data on their own) or when its writer marked it
+with the metadata ``ANNOUNCED``: a writer that publishes the arrival itself (with more in the event than
+a store can say) puts that mark, so the object does not start a second run.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+from collections.abc import Mapping
 
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import PIPELINE, new_event
 from infra.settings import EventingSettings
+
+#: Object metadata (``x-amz-meta-knflow-announced`` on S3) of an object whose writer announces its arrival itself.
+ANNOUNCED = "knflow-announced"
+
+
+def announced_by_writer(metadata: Mapping[str, str] | None) -> bool:
+    """Whether object metadata carries ``ANNOUNCED`` (S3's ``X-Amz-Meta-`` prefix and any case accepted)."""
+    if not isinstance(metadata, Mapping):
+        return False
+    return any(name.lower().removeprefix("x-amz-meta-") == ANNOUNCED for name in metadata)
+
+
+def ignored(config: EventingSettings, key: str) -> bool:
+    """Whether ``key``'s file name matches one of ``eventing.arrival_ignore``."""
+    name = key.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(name, p.strip()) for p in config.arrival_ignore.split(",") if p.strip())
+
+
+def announces(config: EventingSettings, key: str, metadata: Mapping[str, str] | None = None) -> bool:
+    """Whether a source announces the object ``key``: under the arrival prefix, not ignored, not self-announced."""
+    return key.startswith(config.arrival_prefix) and not ignored(config, key) and not announced_by_writer(metadata)
 
 
 def arrival_event(

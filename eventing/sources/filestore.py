@@ -3,7 +3,8 @@
 Any process (the CLI, a function, ``cp`` through ``FileStore.put``) writes an object under
 ``raw/``; the broker process scans the store's ``raw/`` prefix every ``eventing.watch_interval_s``
 and publishes ``dev.knflow.data.arrived`` for each object version it has not seen (the same
-event a MinIO bucket notification gives). What it has seen (key -> sha256) is journaled in the
+event a MinIO bucket notification gives), except objects ``arrival.announces`` skips (ignored names,
+objects whose writer announced them itself). What it has seen (key -> sha256) is journaled in the
 broker's data dir *after* publishing, so an arrival is never lost across a broker restart (at
 worst re-published, with the same event id). Objects already there when the journal is first
 created are announced too: data dropped while no broker ran still starts its run.
@@ -21,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from eventing.sources.arrival import arrival_event
+from eventing.sources.arrival import announces, arrival_event
 from infra.atomic import write_json
 from infra.settings import EventingSettings
 from infra.store import ArtifactStore, ObjectInfo
@@ -81,17 +82,20 @@ class FileStoreWatcher:
         """Publish every unseen object version once; returns how many were published."""
         found = await asyncio.get_running_loop().run_in_executor(None, lambda: list(self.store.list(self.prefix)))
         fresh = [info for info in found if self._seen.get(info.key) != info.sha256]
+        announced = 0
         for info in fresh:
-            bucket = self.store.root.name
-            event = arrival_event(
-                self.config, "knflow/filestore", bucket, info.key, info.size, info.sha256, self.store.url
-            )
-            await publish(event)
-            self._seen[info.key] = info.sha256
+            if announces(self.config, info.key, info.metadata):
+                bucket = self.store.root.name
+                event = arrival_event(
+                    self.config, "knflow/filestore", bucket, info.key, info.size, info.sha256, self.store.url
+                )
+                await publish(event)
+                announced += 1
+            self._seen[info.key] = info.sha256  # skipped ones too: they are looked at once
         if fresh:
             self._save()
-            log.info("announced %d new object(s) under %s%s", len(fresh), self.store.url, self.prefix)
-        return len(fresh)
+            log.info("announced %d of %d new object(s) under %s%s", announced, len(fresh), self.store.url, self.prefix)
+        return announced
 
     def _save(self) -> None:
         write_json(self.state_path, self._seen)

@@ -4,7 +4,9 @@ Two of MinIO's notification targets are read: the webhook target (``POST /source
 ``Authorization: Bearer <eventing.minio_token>`` when a token is configured) and the Kafka target
 (message key ``bucket/key``, no headers, the same JSON as value). ``Records[].s3.object.key`` is
 URL-encoded by MinIO and decoded here. Only ``s3:ObjectCreated:*`` records for keys under
-``eventing.arrival_prefix`` become arrival events (``eventing.arrival_type``), one new run per object.
+``eventing.arrival_prefix`` become arrival events (``eventing.arrival_type``), one new run per object, except
+ignored names and objects whose ``userMetadata`` (MinIO sends the object's ``X-Amz-Meta-*``) carries
+``arrival.ANNOUNCED``: their writer announced them itself.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from cloudevents.core.v1.event import CloudEvent
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
-from eventing.sources.arrival import arrival_event
+from eventing.sources.arrival import announces, arrival_event
 from infra.errors import InvalidRequest
 from infra.settings import Settings
 from infra.validation import parse
@@ -43,6 +45,7 @@ class _Object(pydantic.BaseModel):
     key: str = pydantic.Field(min_length=1, max_length=4096)
     size: pydantic.NonNegativeInt = 0
     eTag: str = pydantic.Field("", max_length=256)
+    userMetadata: dict[str, str] | None = pydantic.Field(None, max_length=64)
 
 
 class _Bucket(pydantic.BaseModel):
@@ -77,7 +80,9 @@ def notification_events(payload: Any, settings: Settings) -> list[CloudEvent]:
     for record in note.Records:
         name = record.eventName or note.EventName
         key = unquote_plus(record.s3.object.key)
-        if not name.startswith("s3:ObjectCreated:") or not key.startswith(settings.eventing.arrival_prefix):
+        if not name.startswith("s3:ObjectCreated:") or not announces(
+            settings.eventing, key, record.s3.object.userMetadata
+        ):
             continue
         bucket, obj = record.s3.bucket.name, record.s3.object
         source = f"minio:s3:{bucket}"

@@ -31,7 +31,7 @@ from infra.errors import ConfigError, NotFound
 #: The lifecycle functions knflow ships: name -> module.
 KNOWN_FUNCTIONS: dict[str, str] = {
     name: f"functions.{name}" for name in ("ingest", "featurize", "train", "tune", "register", "deploy")
-} | {"echo": "functions.examples.echo"}
+} | {"echo": "functions.examples.echo", "schedule": "functions.schedule"}
 
 
 @dataclass(frozen=True)

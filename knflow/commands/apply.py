@@ -6,7 +6,7 @@ import argparse
 import os
 
 from infra.kubeapply import apply, client_from_kubeconfig
-from knflow.commands.manifests import add_render_options, options_from, pipelines_from
+from knflow.commands.manifests import add_render_options, cluster_schedules, options_from, pipelines_from
 from knflow.manifests import render
 
 HELP = "apply the Knative manifests to the cluster of the current kubeconfig (server-side apply)"
@@ -20,7 +20,10 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    resources = render(args.func_yaml, options_from(args), pipelines_from(args))
+    schedules, note = cluster_schedules()
+    if note:
+        print(note.removeprefix("# "), end="")
+    resources = render(args.func_yaml, options_from(args), pipelines_from(args), schedules=schedules)
     if args.dry_run:
         for resource in resources:
             print(f"{resource['kind']}/{resource['metadata']['name']} (dry run: not applied)")

@@ -50,4 +50,4 @@ def run(args: argparse.Namespace) -> int:
     import orjson
 
     options = orjson.loads(args.options.read_bytes()) if args.options else DEMO_OPTIONS
-    return execute(load_settings(), args.dataset or "digits", [("digits.npz", digits_npz())], options, args)
+    return execute(load_settings(), args.dataset or "digits", digits_npz(), "digits.npz", options, args)

@@ -6,11 +6,13 @@ import argparse
 from pathlib import Path
 
 from functions.runtime.pipeline import PipelineSpec, load_pipeline
+from infra.errors import KnflowError
 from infra.settings import load_settings
 from knflow.control import PipelineControl
 from knflow.manifests import ManifestOptions, read_func_yaml, render, secret_note, to_yaml
+from knflow.schedules import Schedule, ScheduleControl
 
-HELP = "print the Kubernetes/Knative manifests (Kafka Broker, pipelines' Triggers and Services, gateway)"
+HELP = "print the Kubernetes/Knative manifests (Kafka Broker, pipelines' Triggers and Services, gateway, schedules)"
 
 
 def add_render_options(parser: argparse.ArgumentParser) -> None:
@@ -63,10 +65,23 @@ def pipelines_from(args: argparse.Namespace) -> list[PipelineSpec] | None:
     return specs or None
 
 
+def cluster_schedules() -> tuple[list[Schedule], str]:
+    """The schedules stored in the configured artifact store that a cluster can run, and a YAML comment naming the
+    ones it cannot (seconds-level) or why none could be read."""
+    try:
+        stored = ScheduleControl(load_settings()).list()
+    except (KnflowError, OSError) as exc:
+        return [], f"# schedules: not rendered, the artifact store cannot be read ({exc})\n"
+    local = [s.name for s in stored if s.seconds_level]
+    note = f"# schedules with a seconds field run only locally, not rendered: {', '.join(local)}\n" if local else ""
+    return [s for s in stored if not s.seconds_level], note
+
+
 def run(args: argparse.Namespace) -> int:
-    resources = render(args.func_yaml, options_from(args), pipelines_from(args))
+    schedules, schedule_note = cluster_schedules()
+    resources = render(args.func_yaml, options_from(args), pipelines_from(args), schedules=schedules)
     func = read_func_yaml(args.func_yaml)
-    note = secret_note(func, resources[0]["metadata"]["name"])
+    note = secret_note(func, resources[0]["metadata"]["name"]) + schedule_note
     if not args.output_dir:
         print(to_yaml(resources, note), end="")
         return 0

@@ -1,4 +1,5 @@
-"""``knflow run FILE``: start the embedded platform, drop FILE into ``raw/``, follow its run, probe the model."""
+"""``knflow run FILE``: submit FILE to the platform (the running one, else an embedded one it starts), follow its
+run, probe the model."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from typing import Any
 
 import orjson
 
+from infra.errors import KnflowError
 from infra.logs import configure_logging
 from infra.settings import Settings, load_settings
 from infra.store import open_store
-from knflow.drive import Probe, RunOutcome, held_out_split, probe, submit, watch
-from knflow.follow import History, SeenEvent
+from knflow.client import Client
+from knflow.drive import Probe, held_out_split, probe
+from knflow.follow import SeenEvent
+from knflow.outcome import RunOutcome
 from knflow.platform import Platform
 
 HELP = "run the whole lifecycle on a data file (CSV, NPZ, Parquet, IDX) and print a summary"
@@ -28,63 +32,65 @@ def register(parser: argparse.ArgumentParser) -> None:
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="dataset name (default: the file's stem)")
     parser.add_argument("--options", type=Path, help="run options JSON (label, train, tuning, deploy; see docs)")
+    parser.add_argument("--pipeline", default="lifecycle", help="the pipeline the run takes (default lifecycle)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the run (default 900)")
-    parser.add_argument("--keep", action="store_true", help="leave the platform running afterwards")
+    parser.add_argument("--keep", action="store_true", help="leave a platform this command started running afterwards")
 
 
 def run(args: argparse.Namespace) -> int:
     options = orjson.loads(args.options.read_bytes()) if args.options else None
-    files = [args.file]
-    if "images-idx3-ubyte" in args.file.name:
-        files.insert(0, args.file.with_name(args.file.name.replace("images-idx3-ubyte", "labels-idx1-ubyte")))
     dataset = args.dataset or args.file.name.split(".")[0].split("-")[0]
-    return execute(load_settings(), dataset, [(f.name, f.read_bytes()) for f in files], options, args)
+    return execute(load_settings(), dataset, args.file, None, options, args)
 
 
 def execute(
-    settings: Settings, dataset: str, files: list[tuple[str, bytes]], options: dict | None, args: argparse.Namespace
+    settings: Settings, dataset: str, data: Any, filename: str | None, options: dict | None, args: argparse.Namespace
 ) -> int:
-    """Start the platform, submit ``files`` (the last one starts the run), follow, probe, summarize."""
+    """Submit ``data`` to the platform the settings name (starting one when none answers), follow, probe, summarize."""
     configure_logging("WARNING", "text")
     started = time.monotonic()
-    print(f"knflow: starting the platform (broker {settings.broker.url}, artifacts {settings.artifacts.url})")
-    platform = Platform.start(settings)
-    try:
+    client = Client.from_settings(settings, timeout=300.0)
+    platform = None
+    if client.alive():
+        print(f"knflow: submitting to the platform at {client.url}")
+    else:
+        print(f"knflow: starting the platform (broker {settings.broker.url}, artifacts {settings.artifacts.url})")
+        platform = Platform.start(settings)
         print(
             f"knflow: up in {time.monotonic() - started:.1f}s — broker {platform.url('broker')}, functions "
             f"{platform.url('functions')}, gateway {platform.url('gateway')}"
         )
-        store = open_store(settings.artifacts)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        for i, (name, payload) in enumerate(files):
-            key = submit(store, dataset, _stamped(name, stamp), payload, options if i == 0 else None)
-        print(f"knflow: dropped {key} into the store; following its run")
+    try:
+        submitted = client.submit(data, dataset=dataset, options=options, pipeline=args.pipeline, filename=filename)
+        print(f"knflow: submitted {submitted.key} as run {submitted.runid}; following it")
         t0 = time.monotonic()
-        outcome = watch(
-            History(platform.url("broker")),
-            key,
-            timeout=args.timeout,
-            store=store,
-            on_event=lambda e: print(progress_line(e, t0), flush=True),
-        )
-        result = None
-        if outcome.deployed:
-            x, y = held_out_split(store, outcome.features or {})
-            result = probe(platform.url("gateway"), outcome.deployed["name"], x, y)
-        print_summary(outcome, result, platform, time.monotonic() - started)
-        if args.keep:
+        outcome = submitted.wait(args.timeout, on_event=lambda e: print(progress_line(e, t0), flush=True))
+        result = _probe(client, settings, outcome)
+        print_summary(outcome, result, client.url, time.monotonic() - started)
+        if args.keep and platform is not None:
             print("knflow: platform left running; Ctrl-C stops it")
             _wait_forever()
         # A run that registered a model the deployment policy chose not to deploy has still succeeded.
         return 0 if (outcome.deployed or outcome.registered) and not outcome.failure else 1
     finally:
-        platform.stop()
+        if platform is not None:
+            platform.stop()
 
 
-def _stamped(name: str, stamp: str) -> str:
-    """A fresh object name per run, so the arrival is a new object even for the same bytes."""
-    stem, dot, ext = name.partition(".")
-    return f"{stem}-{stamp}{dot}{ext}"
+def _probe(client: Client, settings: Settings, outcome: RunOutcome) -> Probe | None:
+    """Send the held-out test rows to the deployed model; None when it was not deployed or its data is elsewhere."""
+    if not outcome.deployed:
+        return None
+    health = client.health()
+    if health.get("artifacts") not in (None, settings.artifacts.url):
+        print(f"knflow: the platform's artifacts are {health['artifacts']}, not {settings.artifacts.url}: no probe")
+        return None
+    try:
+        x, y = held_out_split(open_store(settings.artifacts), outcome.features or {})
+    except KnflowError as exc:
+        print(f"knflow: cannot read the held-out rows ({exc}): no probe")
+        return None
+    return probe(health["gateway"], outcome.deployed["name"], x, y)
 
 
 def _wait_forever() -> None:
@@ -136,7 +142,7 @@ def _fmt_metrics(metrics: Any) -> str:
     )
 
 
-def print_summary(outcome: RunOutcome, result: Probe | None, platform: Platform, total_s: float) -> None:
+def print_summary(outcome: RunOutcome, result: Probe | None, dashboard: str, total_s: float) -> None:
     """The run's summary: id, per-step times, best params, accuracy, version, endpoint, cold start."""
     print("\nknflow run summary")
     print(f"  run id          {outcome.runid}")
@@ -154,8 +160,7 @@ def print_summary(outcome: RunOutcome, result: Probe | None, platform: Platform,
         print(f"  test accuracy   {accuracy:.4f}" if isinstance(accuracy, float) else "  test accuracy   -")
         print(f"  model           {registered.get('name')} version {registered.get('version')}")
     if outcome.failure:
-        data = outcome.failure.data or {}
-        print(f"  FAILED          {data.get('trigger')}: {data.get('error')}")
+        print(f"  FAILED          {outcome.failure_reason}")
     elif outcome.deployed and result:
         print(f"  endpoint        {outcome.deployed.get('endpoint')}")
         zero = "from zero replicas" if result.replicas_before == 0 else f"{result.replicas_before} replica(s) up"
@@ -167,6 +172,5 @@ def print_summary(outcome: RunOutcome, result: Probe | None, platform: Platform,
     elif registered:
         why = outcome.declined or "no model.deployed event came"
         print(f"  deploy          not deployed: {why} (production stays as it was)")
-    if "dashboard" in platform.processes:
-        print(f"  dashboard       {platform.url('dashboard')}")
+    print(f"  dashboard       {dashboard}")
     print(f"  total           {total_s:.1f} s")

@@ -25,7 +25,11 @@ def run(args: argparse.Namespace) -> int:
         for name in platform.processes:
             print(f"{name:<10} {platform.url(name)}   (log: {platform.log_dir}/{name}.log)")
         print(f"artifacts  {settings.artifacts.url}\nevents     {settings.broker.url}")
-        print("drop data under raw/<dataset>/ in the artifact store to start a run; Ctrl-C stops", flush=True)
+        print(
+            "submit runs with `knflow run FILE` or knflow.Client(" + repr(platform.url("dashboard")) + "); objects put "
+            "under raw/<dataset>/ in the artifact store start runs too; Ctrl-C stops",
+            flush=True,
+        )
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
     return 0

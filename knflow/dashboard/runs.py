@@ -17,6 +17,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import STEP_FAILED
 from eventing.filters import matches
+from eventing.sources.ping import PING_TYPE
 from functions.contract import (
     DATA_ARRIVED,
     DATASET_INGESTED,
@@ -118,6 +119,8 @@ def current_step(events: Sequence[CloudEvent], status: str, view: PipelineView |
     progress = [e for e in events if e.get_type() != STEP_FAILED]
     if not progress:
         return "?"
+    if progress[-1].get_type() == PING_TYPE:
+        return "schedule"  # a schedule's tick: the schedule function turns it into the run's data arrival
     takers = view.takers(progress[-1])
     return takers[0] if takers else DONE
 

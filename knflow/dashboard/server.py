@@ -10,8 +10,9 @@ is down answers 503 on its own API path; the others keep working.
 API: ``GET /api/runs``, ``GET /api/runs/{runid}``, ``GET /api/models``, ``GET /api/models/{name}``,
 ``GET /api/serving``, ``GET /api/serving/{name}``, ``GET /api/failures``,
 ``POST /api/failures/{event_id}/replay`` (``event_id``: the id of the original, dead-lettered event),
-``GET /api/health``, and the pipelines API (``knflow.dashboard.pipelines``). Errors are ``{"error": reason}``
-with the error's status.
+``GET /api/health``, the pipelines API (``knflow.dashboard.pipelines``), submitting and following runs
+(``knflow.dashboard.submissions``: ``POST /api/runs``, ``GET /api/runs/{runid}/events``, ``.../outcome``) and
+schedules (``knflow.dashboard.schedules``). Errors are ``{"error": reason}`` with the error's status.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from cloudevents.core.v1.event import CloudEvent
 
 from eventing.client import publish_async
 from functions.contract import LIFECYCLE
@@ -33,11 +35,13 @@ from infra.errors import KnflowError, NotFound, Unavailable
 from infra.http import error_middleware, json_response
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
+from knflow import __version__
 from knflow.control import PipelineControl
-from knflow.dashboard import catalog, pipelines, runs
+from knflow.dashboard import catalog, pipelines, runs, schedules, submissions
 from knflow.dashboard.history import EventHistory
 from knflow.dashboard.replay import replay_event
 from knflow.dashboard.traffic import GatewayView
+from knflow.schedules import ScheduleControl
 from serving.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -72,7 +76,7 @@ class Dashboard:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._summary_cache: dict[str, tuple[int, runs.RunSummary]] = {}
-        self.pipelines = PipelineControl(settings, store)
+        self.control = PipelineControl(settings, store)
         self._views: dict[str, tuple[float, runs.PipelineView]] = {}
 
     async def start(self) -> Dashboard:
@@ -119,15 +123,35 @@ class Dashboard:
                 web.static("/static", STATIC),
             ]
         )
-        pipelines.add_routes(app, self.pipelines)
+        pipelines.add_routes(app, self.control)
+        submissions.add_routes(app, self)
+        schedules.add_routes(app, ScheduleControl(self.settings, self._store, self.control))
         return app
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The server's HTTP session to the broker and gateway (open while the server runs)."""
+        if self._session is None:
+            raise Unavailable("the knflow server is not started")
+        return self._session
+
+    def artifact_store(self) -> ArtifactStore:
+        """The artifact store, opened on first use (a store that is down must not stop the page)."""
+        if self._store is None:
+            self._store = open_store(self.settings.artifacts)
+        return self._store
+
+    async def publish(self, event: CloudEvent) -> None:
+        """Put an event into the broker (durable when this returns)."""
+        await publish_async(self.broker_url, event, self.session)
 
     # -- page --------------------------------------------------------------------------
     async def index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
 
     async def health(self, request: web.Request) -> web.Response:
-        return json_response({"status": "ok", "broker": self.broker_url, "gateway": self.gateway_url})
+        body = {"status": "ok", "broker": self.broker_url, "gateway": self.gateway_url}
+        return json_response({**body, "artifacts": self.settings.artifacts.url, "knflow": __version__})
 
     # -- runs and failures (broker history) ---------------------------------------------
     async def list_runs(self, request: web.Request) -> web.Response:
@@ -172,7 +196,7 @@ class Dashboard:
         stale = [n for n in names if now - self._views.get(n, (-VIEW_TTL_S, None))[0] >= VIEW_TTL_S]
         for name in stale:
             try:
-                spec = await asyncio.wait_for(asyncio.to_thread(self.pipelines.get, name), BACKEND_TIMEOUT_S)
+                spec = await asyncio.wait_for(asyncio.to_thread(self.control.get, name), BACKEND_TIMEOUT_S)
             except (KnflowError, TimeoutError, OSError) as exc:  # an unknown or unreadable pipeline: lifecycle view
                 log.warning("pipeline %s of a run cannot be read (%s); showing its run by the lifecycle", name, exc)
                 spec = runs.PipelineView.lifecycle().spec
@@ -191,7 +215,7 @@ class Dashboard:
         await self.history.refresh()
         original = self.history.failed_original(request.match_info["event_id"])
         event = replay_event(original)
-        await publish_async(self.broker_url, event, self._session)
+        await self.publish(event)
         log.info("replayed %s %s as %s", original.get_type(), original.get_id(), event.get_id())
         body = {"replayed": original.get_id(), "id": event.get_id(), "type": event.get_type()}
         return json_response({**body, "runid": event.get_extension("runid")}, 202)
@@ -215,7 +239,7 @@ class Dashboard:
 
     def _read_registry(self, view: Any, *args: Any) -> Any:
         if self.registry is None:
-            self.registry = ModelRegistry(self._store or open_store(self.settings.artifacts))
+            self.registry = ModelRegistry(self.artifact_store())
         return view(self.registry, *args)
 
     async def serving(self, request: web.Request) -> web.Response:

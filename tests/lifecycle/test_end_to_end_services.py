@@ -1,8 +1,9 @@
 """The same lifecycle on the real-services setup: Kafka (tansu) for events, S3 (SeaweedFS) for artifacts.
 
 Nothing but configuration changes from the embedded run: the platform's processes get
-``KNFLOW_BROKER=kafka://…`` and ``KNFLOW_ARTIFACTS=s3://…``. Data arrival comes the way MinIO
-announces it: a bucket notification (MinIO's webhook-target JSON) posted to the broker.
+``KNFLOW_BROKER=kafka://…`` and ``KNFLOW_ARTIFACTS=s3://…``. Data arrives the way MinIO announces it (a bucket
+notification, MinIO's webhook-target JSON, posted to the broker) or through ``knflow.Client``, whose knflow
+server announces it itself (SeaweedFS sends no notifications).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from urllib.parse import quote
 import orjson
 import pytest
 import urllib3
+from sklearn.datasets import load_iris
 
+from eventing.sources.arrival import ANNOUNCED
 from functions.contract import (
     DATA_ARRIVED,
     DATASET_INGESTED,
@@ -26,6 +29,7 @@ from functions.contract import (
 from infra.localservices import LocalService, free_port
 from infra.settings import load_settings
 from infra.store import ArtifactStore, ObjectInfo, open_store
+from knflow import Client
 from knflow.commands.demo import digits_npz
 from knflow.drive import held_out_split, probe, submit, watch
 from knflow.follow import History
@@ -117,6 +121,28 @@ def test_kafka_and_s3_carry_a_run_from_bucket_notification_to_a_serving_model(
     x, y = held_out_split(store, outcome.features or {})
     result = probe(platform.url("gateway"), "digits-s3", x, y, requests=100)
     assert result.accuracy >= 0.9
+
+
+def test_client_submits_to_the_platform_on_kafka_and_s3_and_the_run_reaches_a_served_model(
+    platform: Platform, store: ArtifactStore
+) -> None:
+    x, y = load_iris(return_X_y=True)
+    client = Client(platform.url("dashboard"))
+
+    run = client.submit(
+        (x, y), dataset="iris", options={"model_name": "iris-s3", "train": {"model": "mlp", "epochs": 5}}
+    )
+    outcome = run.wait(timeout=300)
+
+    assert outcome.status == "deployed", outcome.summary()
+    assert outcome.events[0].data["bucket"] == BUCKET and outcome.events[0].data["key"] == run.key
+    # The data lives in S3, marked as announced by the knflow server: no bucket notification was needed.
+    assert store.stat(run.key).metadata.get(ANNOUNCED) == run.runid
+    registered = outcome.registered or {}
+    assert store.stat(registered["onnx_key"]).sha256 == registered["sha256"]
+    answer = run.infer(x[:20])
+    assert answer["probabilities"].shape == (20, 3)
+    assert client.run(run.runid).outcome()["endpoint"] == outcome.endpoint
 
 
 def test_a_notification_that_is_not_minio_json_is_refused(platform: Platform) -> None:
