@@ -21,6 +21,7 @@ PEERS: dict[str, tuple[str, ...]] = {
     "mlserver": ("mlserver==1.7.1", "onnxruntime"),
     "kserve": ("kserve==0.21.0", "onnxruntime"),
     "tritonclient": ("tritonclient[http,grpc]==2.73.0",),
+    "func-python": ("func-python==0.8.1",),
 }
 INSTALL_TIMEOUT_S = 900
 
