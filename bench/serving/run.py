@@ -87,18 +87,14 @@ def phases(conns: list[int]) -> list[Phase]:
         tensor = {"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
         return orjson.dumps({"inputs": [tensor]})
 
-    tensor = {
-        "name": "input",
-        "datatype": "FP32",
-        "shape": [BATCH, 64],
-        "parameters": {"binary_data_size": batch.nbytes},
-    }
+    raw = batch.astype("<f4").tobytes()
+    tensor = {"name": "input", "datatype": "FP32", "shape": [BATCH, 64], "parameters": {"binary_data_size": len(raw)}}
     head = orjson.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}})
     binary_headers = {HEADER: str(len(head)), "Content-Type": "application/octet-stream"}
     return [
         Phase("json", json_body(one), tuple(conns)),
         Phase("json1000", json_body(batch), (16,)),
-        Phase("binary1000", head + batch.astype("<f4").tobytes(), (16,), headers=binary_headers),
+        Phase("binary1000", head + raw, (16,), headers=binary_headers),
         Phase("grpc", grpcload.infer_request("digits", one.astype(np.float32)), (1, 16), grpc=True),
         Phase("grpc1000", grpcload.infer_request("digits", batch.astype(np.float32)), (16,), grpc=True),
     ]
@@ -134,7 +130,7 @@ def wrk(url: str, phase: Phase, connections: int, duration: int, workdir: Path) 
         + f'local f = io.open("{workdir / "body.bin"}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
     )
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "--latency", "-s", str(script), url],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -153,7 +149,7 @@ def refusal(server: Server, phase: Phase) -> str:
     """'' when the server answers the phase's request, else what it said (a peer may lack an extension)."""
     if phase.grpc:
         return grpcload.check(server.grpc, phase.body)
-    status, answer = post(server.url, phase.body, phase.headers)
+    status, answer = post(server.url, phase.body, phase.headers, timeout=30.0)
     return "" if status == 200 else f"HTTP {status}: {answer[:160]!r}"
 
 
@@ -217,10 +213,11 @@ def main() -> None:
     model = build_model(workdir)
     small = phases(conns)[0].body
     cpu = platform.processor() or platform.machine()
-    print(f"conditions: {os.cpu_count()} CPUs ({cpu}), python {platform.python_version()}, REST: wrk -t1 "
-          f"-d{args.duration}s --latency; gRPC: bench/serving/grpcload.py (one process, uvloop, closed loop, "
-          f"-d{args.duration}s); bodies: " + ", ".join(f"{p.name} {len(p.body)} B" for p in plan) + "; ORT intra-op "
-          "threads 1 everywhere, knflow max_replicas 1, all on 127.0.0.1, servers run one after another")  # fmt: skip
+    bodies = ", ".join(f"{p.name} {len(p.body)} B" for p in plan)
+    print(f"conditions: {os.cpu_count()} CPUs ({cpu}), python {platform.python_version()}, load average "
+          f"{os.getloadavg()[0]:.1f}; REST: wrk -t1 -d{args.duration}s --timeout 10s --latency; gRPC: "
+          f"bench/serving/grpcload.py (one process, uvloop, closed loop, -d{args.duration}s); bodies: {bodies}; "
+          "ORT intra-op threads 1, knflow max_replicas 1, all on 127.0.0.1, one server at a time")  # fmt: skip
     results: dict[str, dict[str, dict[int, dict]]] = {}
     spawn: dict[str, float] = {}
     batched = {"max_batch": 32, "max_delay_ms": args.batch_delay_ms}
