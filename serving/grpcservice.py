@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from infra.errors import InvalidRequest, KnflowError
+from infra.errors import InvalidRequest, KnflowError, Unavailable
 from serving import dataplane
 from serving.v2grpc import grpc_predict_v2_pb2 as pb
 
@@ -57,11 +57,17 @@ class GrpcService:
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (0 picks a free port); the bound port."""
         limit = self.gateway.settings.serving.max_request_bytes
-        self.server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", -1)]
-        )
+        options = [
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 0),  # a second gateway on the same port must fail, not take half the calls
+        ]
+        self.server = grpc.aio.server(options=options)
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, self._handlers()),))
-        bound = self.server.add_insecure_port(f"{host}:{port}")
+        try:
+            bound = self.server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError as exc:
+            raise Unavailable(f"cannot listen for V2 gRPC on {host}:{port} ({exc}); set KNFLOW_GRPC_PORT") from None
         await self.server.start()
         return bound
 

@@ -179,3 +179,13 @@ async def test_inference_parameters_travel_both_ways(stub) -> None:  # type: ign
     response = await stub.ModelInfer(request)
     assert response.id == "r1" and response.model_name == "digits" and response.model_version == "1"
     assert len(response.raw_output_contents) == 2 and not response.outputs[0].HasField("contents")
+
+
+async def test_a_taken_grpc_port_stops_the_start_naming_the_setting(start_gateway, gateway: Gateway) -> None:  # type: ignore[no-untyped-def]
+    from infra.errors import Unavailable
+    from serving.gateway import Gateway as GatewayClass
+
+    second = GatewayClass(gateway.settings, gateway.store)
+    with pytest.raises(Unavailable, match="KNFLOW_GRPC_PORT"):
+        await second.start(port=0, grpc_port=gateway.grpc_port)
+    await second.stop()
