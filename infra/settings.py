@@ -128,6 +128,7 @@ class Settings:
     functions_port: int = 8181
     gateway_port: int = 8182
     dashboard_port: int = 8183
+    grpc_port: int = 8184
     log_level: str = "INFO"
     log_format: str = "json"
     eventing: EventingSettings = field(default_factory=EventingSettings)
@@ -144,7 +145,8 @@ SECTIONS: dict[str, type] = {
     "functions": FunctionsSettings,
     "serving": ServingSettings,
 }
-_SCALARS = ("host", "broker_port", "functions_port", "gateway_port", "dashboard_port", "log_level", "log_format")
+_PORTS = ("broker_port", "functions_port", "gateway_port", "dashboard_port", "grpc_port")
+_SCALARS = ("host", *_PORTS, "log_level", "log_format")
 
 
 def load_settings(env: Mapping[str, str] | None = None, config_file: str | Path | None = None) -> Settings:
@@ -251,7 +253,7 @@ _FORMS = {"bool": "true or false", "int": "a whole number", "float": "a number"}
 
 
 def _check(settings: Settings) -> None:
-    for name in ("broker_port", "functions_port", "gateway_port", "dashboard_port"):
+    for name in _PORTS:
         port = getattr(settings, name)
         if not 0 <= port <= 65535:
             raise ConfigError(f"KNFLOW_{name.upper()}={port}: expected a port from 0 to 65535")

@@ -57,6 +57,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "KNFLOW_FUNCTIONS_PORT": str(settings.functions_port),
         "KNFLOW_GATEWAY_PORT": str(settings.gateway_port),
         "KNFLOW_DASHBOARD_PORT": str(settings.dashboard_port),
+        "KNFLOW_GRPC_PORT": str(settings.grpc_port),
         "KNFLOW_LOG_LEVEL": settings.log_level,
         "KNFLOW_LOG_FORMAT": settings.log_format,
     }

@@ -2,7 +2,9 @@
 
 The gateway forwards request bytes untouched with a codec number; a replica decodes them here into
 one ``InferRequest`` (numpy arrays), runs the model and encodes the outputs back in that codec.
-REST JSON is codec ``JSON``; more codecs plug in by adding a ``Codec`` to ``CODECS``.
+Codecs: ``JSON`` (REST), ``BINARY`` (REST with the binary tensor data extension, ``serving.binary``),
+``GRPC`` (a serialized ``ModelInferRequest``, ``serving.grpccodec``). Both REST codecs answer binary
+when outputs are asked for as binary data.
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from infra.errors import InvalidRequest
-from serving import protocol
+from serving import binary, grpccodec, protocol
 from serving.protocol import InferRequest
 
 JSON = 0
+BINARY = 1
+GRPC = 2
+#: What V2 server metadata says over REST and gRPC.
+SERVER_METADATA = {"name": "knflow", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
 
 
 class Codec(Protocol):
@@ -54,15 +60,33 @@ class JsonCodec:
         return protocol.parse_request(body)
 
     def encode(self, answer: Answer) -> bytes:
-        return protocol.encode_response(
-            answer.model, answer.version, answer.request.id, answer.outputs, answer.parameters
-        )
+        return binary.encode(answer.model, answer.version, answer.request, answer.outputs, answer.parameters)
 
     def error(self, message: str) -> bytes:
         return protocol.error_body(message)
 
 
-CODECS: dict[int, Codec] = {JSON: JsonCodec()}
+class BinaryCodec(JsonCodec):
+    """KServe V2 REST with the binary tensor data extension (frame body: u32 header length, then the body)."""
+
+    def decode(self, body: bytes) -> InferRequest:
+        return binary.decode(body)
+
+
+class GrpcCodec:
+    """KServe V2 gRPC: serialized ``ModelInferRequest`` in, ``ModelInferResponse`` out, errors as plain text."""
+
+    def decode(self, body: bytes) -> InferRequest:
+        return grpccodec.decode(body)
+
+    def encode(self, answer: Answer) -> bytes:
+        return grpccodec.encode(answer.model, answer.version, answer.request, answer.outputs, answer.parameters)
+
+    def error(self, message: str) -> bytes:
+        return message.encode()
+
+
+CODECS: dict[int, Codec] = {JSON: JsonCodec(), BINARY: BinaryCodec(), GRPC: GrpcCodec()}
 
 
 def codec(number: int) -> Codec:

@@ -1,4 +1,5 @@
-"""The inference gateway: one aiohttp port for V2 inference, the control API and metrics, in front of replica pools.
+"""The inference gateway: one aiohttp port for V2 REST, the control API and metrics, and one gRPC port for V2 gRPC,
+in front of replica pools.
 
 Run it with ``python -m serving.gateway`` (settings from ``load_settings()``), or in-process
 with ``Gateway(settings, store)`` and ``await gateway.start()``.
@@ -19,12 +20,14 @@ from pathlib import Path
 from aiohttp import web
 
 from infra.aio import run
-from infra.errors import KnflowError, NotFound, PayloadTooLarge
+from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
 from infra.http import error_middleware, json_response
 from infra.settings import Settings
 from infra.store import ArtifactStore
+from serving import binary, dataplane
 from serving.activator import RevisionPool
 from serving.autoscaler import ScalePolicy
+from serving.grpcservice import GrpcService
 from serving.metrics import Metrics
 from serving.registry import ModelCard, ModelRegistry
 from serving.replicas import Zygote
@@ -65,6 +68,8 @@ class Gateway:
         self._judge: asyncio.Task | None = None
         self.rollouts = Rollouts(self)
         self.port = settings.gateway_port
+        self.grpc_port = settings.grpc_port
+        self.grpc: GrpcService | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -83,8 +88,8 @@ class Gateway:
         control.add_routes(app, self)
         return app
 
-    async def start(self, port: int | None = None) -> int:
-        """Start the zygote, restore state, listen; the bound port (0 picks a free one)."""
+    async def start(self, port: int | None = None, grpc_port: int | None = None) -> int:
+        """Start the zygote, restore state, listen on HTTP and gRPC; the bound HTTP port (0 picks a free one)."""
         await self.zygote.start()
         self.states = await asyncio.to_thread(load_states, self.store)
         self.runner = web.AppRunner(self.app(), access_log=None)
@@ -92,16 +97,23 @@ class Gateway:
         site = web.TCPSite(self.runner, self.settings.host, self.port if port is None else port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.grpc = GrpcService(self)
+        self.grpc_port = await self.grpc.start(self.settings.host, self.grpc_port if grpc_port is None else grpc_port)
         self._scaler = asyncio.create_task(self._autoscale())
         self._judge = asyncio.create_task(self.rollouts.run(self.settings.serving.autoscale_tick_s))
-        log.info("gateway listening on %s:%d with %d models", self.settings.host, self.port, len(self.states))
+        log.info(
+            "gateway listening on %s:%d (gRPC %d) with %d models",
+            self.settings.host, self.port, self.grpc_port, len(self.states),
+        )  # fmt: skip
         return self.port
 
     async def stop(self) -> None:
         for task in (self._scaler, self._judge):
             if task:
                 task.cancel()
-        if self.runner:  # stop listening and let in-flight requests finish while their replicas still run
+        if self.grpc:  # stop listening and let in-flight requests finish while their replicas still run
+            await self.grpc.stop()
+        if self.runner:
             await self.runner.cleanup()
         for pool in self.pools.values():
             await pool.close()
@@ -115,7 +127,7 @@ class Gateway:
             pool = RevisionPool(
                 revision,
                 zygote=self.zygote,
-                fetch=self._fetch,
+                fetch=self.fetch,
                 socket_dir=self.socket_dir,
                 policy=self.policy,
                 queue_limit=self.settings.serving.queue_limit,
@@ -124,7 +136,7 @@ class Gateway:
             self.pools[revision.id] = pool
         return pool
 
-    async def _fetch(self, revision: Revision) -> tuple[ModelCard, Path]:
+    async def fetch(self, revision: Revision) -> tuple[ModelCard, Path]:
         """The revision's card and a verified local model file (fetched once per gateway)."""
         if revision.id not in self.cards:
             card = await asyncio.to_thread(self.registry.get, revision.model, revision.version)
@@ -173,54 +185,75 @@ class Gateway:
             raise NotFound(f"model {name!r} is not deployed")
         return state
 
+    def pick(self, name: str, version: str | None = None, tag: str | None = None) -> Revision:
+        """The revision a request for ``name`` (a registry ``version``, a traffic ``tag``) goes to."""
+        return self.router.pick(self.state(name), tag=tag, version=version)
+
     def route(self, request: web.Request) -> Revision:
-        name = request.match_info["name"]
-        return self.router.pick(
-            self.state(name), tag=request.headers.get(TAG_HEADER), version=request.match_info.get("version")
-        )
+        info = request.match_info
+        return self.pick(info["name"], info.get("version"), request.headers.get(TAG_HEADER))
+
+    async def forward(self, revision: Revision, body: bytes, codec: int) -> tuple[int, bytes]:
+        """Send one request body in ``codec`` to the revision's replicas, counted in the metrics; status and answer."""
+        began = time.monotonic()
+        try:
+            status, out = await self.pool(revision).infer(body, codec)
+        except KnflowError as exc:
+            self.metrics.observe(revision.id, exc.status, time.monotonic() - began)
+            raise
+        self.metrics.observe(revision.id, status, time.monotonic() - began)
+        return status, out
 
     async def infer(self, request: web.Request) -> web.Response:
         if (request.content_length or 0) > self.settings.serving.max_request_bytes:
             raise PayloadTooLarge(f"request body is larger than {self.settings.serving.max_request_bytes} bytes")
         revision = self.route(request)
         body = await request.read()
-        began = time.monotonic()
-        try:
-            status, out = await self.pool(revision).infer(body)
-        except KnflowError as exc:
-            self.metrics.observe(revision.id, exc.status, time.monotonic() - began)
-            raise
-        self.metrics.observe(revision.id, status, time.monotonic() - began)
-        return web.Response(body=out, status=status, content_type="application/json")
+        header = request.headers.get(binary.HEADER_LENGTH)
+        if header is None:
+            status, out = await self.forward(revision, body, dataplane.JSON)
+        else:
+            status, out = await self.forward(
+                revision, binary.request_body(_header_length(header), body), dataplane.BINARY
+            )
+        length, answer = binary.answer(out)
+        if length is None:
+            return web.Response(body=answer, status=status, content_type="application/json")
+        headers = {binary.HEADER_LENGTH: str(length)}
+        return web.Response(body=answer, status=status, content_type="application/octet-stream", headers=headers)
 
     async def server_metadata(self, request: web.Request) -> web.Response:
-        return json_response({"name": "knflow", "version": "0.1.0", "extensions": []})
+        return json_response(dataplane.SERVER_METADATA)
 
     async def live(self, request: web.Request) -> web.Response:
         return json_response({"live": True})
 
+    def ready(self) -> bool:
+        """Whether the gateway can start replicas (its zygote runs)."""
+        return self.zygote.proc is not None and self.zygote.proc.returncode is None
+
     async def server_ready(self, request: web.Request) -> web.Response:
-        ready = self.zygote.proc is not None and self.zygote.proc.returncode is None
+        ready = self.ready()
         return json_response({"ready": ready}, 200 if ready else 503)
 
-    async def model_metadata(self, request: web.Request) -> web.Response:
-        revision = self.route(request)
-        card, _ = await self._fetch(revision)
+    async def metadata(self, revision: Revision) -> dict:
+        """The V2 model metadata of the revision's model."""
+        card, _ = await self.fetch(revision)
         state = self.state(revision.model)
-        versions = sorted({str(r.version) for r in state.revisions}, key=int)
-        return json_response(
-            {
-                "name": revision.model,
-                "versions": versions,
-                "platform": "onnxruntime_onnx",
-                "inputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in card.inputs],
-                "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in card.outputs],
-            }
-        )
+        return {
+            "name": revision.model,
+            "versions": sorted({str(r.version) for r in state.revisions}, key=int),
+            "platform": "onnxruntime_onnx",
+            "inputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in card.inputs],
+            "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in card.outputs],
+        }
+
+    async def model_metadata(self, request: web.Request) -> web.Response:
+        return json_response(await self.metadata(self.route(request)))
 
     async def model_ready(self, request: web.Request) -> web.Response:
         revision = self.route(request)
-        await self._fetch(revision)  # a model that cannot be fetched and verified is not ready
+        await self.fetch(revision)  # a model that cannot be fetched and verified is not ready
         return json_response({"name": revision.model, "version": str(revision.version), "ready": True})
 
     async def metrics_text(self, request: web.Request) -> web.Response:
@@ -232,6 +265,12 @@ class Gateway:
             gauges["inflight"][rid] = pool.inflight
             gauges["queued"][rid] = pool.waiting
         return web.Response(text=self.metrics.render(gauges), content_type="text/plain")
+
+
+def _header_length(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) > 0xFFFFFFFF:
+        raise InvalidRequest(f"{binary.HEADER_LENGTH} must be a whole number of bytes, got {text!r}"[:300])
+    return int(text)
 
 
 async def _serve() -> None:

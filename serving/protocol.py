@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,17 @@ class InferRequest:
     datatypes: dict[str, str]
     outputs: tuple[str, ...]  # requested output names; empty = all
     parameters: dict
+    binary_default: bool = False  # binary_data_output: outputs are answered as binary data unless one says not
+    binary_outputs: Mapping[str, bool] = field(default_factory=dict)  # a requested output's own binary_data wish
+
+    @property
+    def wants_binary(self) -> bool:
+        """Whether any output may be asked for as binary data (the cheap test before ``binary``)."""
+        return self.binary_default or bool(self.binary_outputs)
+
+    def binary(self, name: str) -> bool:
+        """Whether output ``name`` is to be answered as binary data."""
+        return self.binary_outputs.get(name, self.binary_default)
 
 
 #: the largest element count a tensor may declare (numpy's own limit on one array is far above what fits in memory)
@@ -78,7 +89,8 @@ def tensor_head(raw: Any, where: str) -> tuple[str, str, list[int]]:
     return name, datatype, shape
 
 
-def _tensor(raw: Any, index: int) -> tuple[str, str, np.ndarray]:
+def json_tensor(raw: Any, index: int) -> tuple[str, str, np.ndarray]:
+    """Input ``index`` of a request with its data in JSON: name, datatype and the array."""
     name, datatype, shape = tensor_head(raw, f"inputs[{index}]")
     data = _field(raw, "data", f"input {name!r}")
     try:
@@ -113,8 +125,41 @@ def _flatten(data: Any) -> list:
     return out
 
 
-def request_fields(raw: Any) -> tuple[list, str | None, tuple[str, ...], dict]:
-    """The checked top-level fields of a V2 request object: inputs, id, requested output names, parameters."""
+@dataclass(frozen=True)
+class RequestFields:
+    """The checked top-level fields of a V2 request object (its inputs not yet read)."""
+
+    inputs: list
+    id: str | None
+    outputs: tuple[str, ...]
+    parameters: dict
+    binary_default: bool
+    binary_outputs: dict[str, bool]
+
+    def request(self, inputs: dict[str, np.ndarray], datatypes: dict[str, str]) -> InferRequest:
+        """The request with its inputs read."""
+        return InferRequest(
+            self.id, inputs, datatypes, self.outputs, self.parameters, self.binary_default, self.binary_outputs
+        )
+
+
+def binary_wish(parameters: Any, where: str, *names: str) -> bool | None:
+    """A ``binary_data``-style parameter's value (None when absent); it must be a boolean."""
+    if not isinstance(parameters, dict):
+        if parameters is None:
+            return None
+        raise InvalidRequest(f"{where}: 'parameters' must be an object, got {type(parameters).__name__}")
+    for name in names:
+        value = parameters.get(name)
+        if value is not None:
+            if not isinstance(value, bool):
+                raise InvalidRequest(f"{where}: parameter {name!r} must be true or false, got {value!r}"[:300])
+            return value
+    return None
+
+
+def request_fields(raw: Any) -> RequestFields:
+    """The checked top-level fields of a V2 request object: inputs, id, requested outputs, parameters."""
     if not isinstance(raw, dict) or not isinstance(raw.get("inputs"), list) or not raw["inputs"]:
         raise InvalidRequest("request must be a JSON object with a non-empty 'inputs' list")
     rid = raw.get("id")
@@ -125,18 +170,23 @@ def request_fields(raw: Any) -> tuple[list, str | None, tuple[str, ...], dict]:
         requested = []
     if not isinstance(requested, list):
         raise InvalidRequest(f"'outputs' must be a list of {{\"name\": ...}} objects, got {type(requested).__name__}")
-    names = []
+    names, binary = [], {}
     for i, item in enumerate(requested):
         name = item.get("name") if isinstance(item, dict) else None
         if not isinstance(name, str):
             raise InvalidRequest(f"outputs[{i}] must be an object with a string 'name'")
         names.append(name)
+        if "parameters" in item:
+            wish = binary_wish(item["parameters"], f"outputs[{i}]", "binary_data", "binary_data_output")
+            if wish is not None:
+                binary[name] = wish
     parameters = raw.get("parameters")
     if parameters is None:
         parameters = {}
     if not isinstance(parameters, dict):
         raise InvalidRequest(f"'parameters' must be an object, got {type(parameters).__name__}")
-    return raw["inputs"], rid, tuple(names), parameters
+    default = bool(parameters) and bool(binary_wish(parameters, "request", "binary_data_output"))
+    return RequestFields(raw["inputs"], rid, tuple(names), parameters, default, binary)
 
 
 def parse_request(body: bytes) -> InferRequest:
@@ -145,14 +195,14 @@ def parse_request(body: bytes) -> InferRequest:
         raw = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    tensors, rid, outputs, parameters = request_fields(raw)
+    fields = request_fields(raw)
     inputs, datatypes = {}, {}
-    for index, item in enumerate(tensors):
-        name, datatype, array = _tensor(item, index)
+    for index, item in enumerate(fields.inputs):
+        name, datatype, array = json_tensor(item, index)
         if name in inputs:
             raise InvalidRequest(f"input {name!r} is given twice")
         inputs[name], datatypes[name] = array, datatype
-    return InferRequest(id=rid, inputs=inputs, datatypes=datatypes, outputs=outputs, parameters=parameters)
+    return fields.request(inputs, datatypes)
 
 
 def check_signature(request: InferRequest, specs: Sequence[Any]) -> None:
@@ -174,11 +224,17 @@ def check_signature(request: InferRequest, specs: Sequence[Any]) -> None:
             raise InvalidRequest(f"input {name!r}: shape {list(array.shape)} but the model takes {list(spec.shape)}")
 
 
-def output_tensor(name: str, array: np.ndarray) -> dict:
-    """One V2 output tensor; numpy-native dtypes go to orjson without a Python list."""
+def output_datatype(name: str, array: np.ndarray) -> str:
+    """The V2 datatype of an output array."""
     datatype = ONNX_TO_V2.get(array.dtype.str, "BYTES" if array.dtype.kind in "OUS" else None)
     if datatype is None:
         raise InvalidRequest(f"output {name!r} has dtype {array.dtype} that V2 cannot carry")
+    return datatype
+
+
+def output_tensor(name: str, array: np.ndarray) -> dict:
+    """One V2 output tensor; numpy-native dtypes go to orjson without a Python list."""
+    datatype = output_datatype(name, array)
     flat = array.reshape(-1)
     if datatype == "BYTES":
         data: Any = [x.decode() if isinstance(x, bytes) else str(x) for x in flat.tolist()]

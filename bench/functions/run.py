@@ -31,26 +31,16 @@ sys.path.insert(0, str(ROOT))
 from eventing.bindings import to_http_binary  # noqa: E402
 from eventing.events import new_event  # noqa: E402
 from infra.localservices import free_port  # noqa: E402
+from infra.peers import PEERS, peer_python  # noqa: E402
 
 # Server on one core, load generator on another, the same for every server (when there are two cores).
 _PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2 and "--no-pin" not in sys.argv
 SERVER_CPU = ["taskset", "-c", "0"] if _PIN else []
 LOAD_CPU = ["taskset", "-c", "1"] if _PIN else []
-FUNC_PYTHON_VENV = Path("/work/venvs/func-python")
-FUNC_PYTHON_VERSION = "0.8.1"
 FUNC_PYTHON_LAUNCH = (
     "import sys; sys.path.insert(0, {dir!r}); from knative_echo import new; "
     "from func_python.cloudevent import serve; serve(new)"
 )
-
-
-def ensure_func_python() -> Path:
-    """func-python in its own venv (created on first run)."""
-    python = FUNC_PYTHON_VENV / "bin" / "python"
-    if not python.exists():
-        subprocess.run(["python3", "-m", "venv", str(FUNC_PYTHON_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", f"func-python=={FUNC_PYTHON_VERSION}"], check=True)
-    return python
 
 
 def ensure_wrk() -> str:
@@ -67,7 +57,7 @@ def servers() -> dict[str, tuple[list[str], dict[str, str]]]:
     base = {**os.environ, "PYTHONPATH": str(ROOT), "KNFLOW_LOG_LEVEL": "WARNING"}
     base["KNFLOW_DATA_DIR"] = tempfile.mkdtemp(prefix="knflow-bench-")
     examples = ROOT / "functions" / "examples"
-    fp = [str(ensure_func_python()), "-c", FUNC_PYTHON_LAUNCH.format(dir=str(examples))]
+    fp = [str(peer_python("func-python")), "-c", FUNC_PYTHON_LAUNCH.format(dir=str(examples))]
     argvs = {
         "func-python 0.8.1 (knative_echo)": fp,
         "knflow host (knative_echo)": [
@@ -198,7 +188,7 @@ def conditions(duration: int, rounds: int) -> str:
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
     return (
         f"cpu cores: {os.cpu_count()} ({platform.processor() or platform.machine()}), load avg {os.getloadavg()}\n"
-        f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, func-python {FUNC_PYTHON_VERSION} "
+        f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, {PEERS['func-python'][0]} "
         f"(hypercorn), {wrk_version}\n"
         f"load: wrk -t1 -c16 -d{duration}s, binary-mode CloudEvent POST ({HERE / 'event.lua'}), after a 1 s warm-up;\n"
         f"servers loaded in turn, {rounds} interleaved rounds, median of the rounds reported; "

@@ -2,7 +2,7 @@
 for real) to tune.completed. Prints each step's wall time and the conditions. No peer: this checks the
 "demo under 3 minutes on 2 cores" budget, not speed against another system.
 
-    /work/main/.venv/bin/python bench/lifecycle/demo_time.py [--trials 6] [--parallel 2] [--epochs 5]
+    python bench/lifecycle/demo_time.py [--trials 6] [--parallel 2] [--epochs 5]
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""KServe Python ModelServer peer: a custom kserve.Model wrapping onnxruntime. Usage: kserve_server.py MODEL PORT"""
+"""KServe Python ModelServer peer: a custom kserve.Model wrapping onnxruntime, REST and gRPC.
+
+Usage: kserve_server.py MODEL HTTP_PORT GRPC_PORT
+"""
 
 import sys
 
@@ -26,16 +29,19 @@ class OnnxModel(Model):
         names = [o.name for o in self.session.get_outputs()]
         values = self.session.run(names, {self.input_name: x})
         outputs = []
+        binary = payload.use_binary_outputs  # raw gRPC inputs or REST binary_data_output: answer in kind
         for n, v in zip(names, values, strict=True):
             out = InferOutput(name=n, shape=list(v.shape), datatype="FP32")
-            out.set_data_from_numpy(v, binary_data=False)
+            out.set_data_from_numpy(v, binary_data=binary)
             outputs.append(out)
-        return InferResponse(response_id=payload.id or "0", model_name=self.name, infer_outputs=outputs)
+        return InferResponse(
+            response_id=payload.id or "0", model_name=self.name, infer_outputs=outputs, use_binary_outputs=binary
+        )
 
 
 if __name__ == "__main__":
-    path, port = sys.argv[1], int(sys.argv[2])
+    path, port, grpc_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     sys.argv = sys.argv[:1]
-    ModelServer(http_port=port, workers=1, enable_grpc=False, enable_latency_logging=False).start(
+    ModelServer(http_port=port, grpc_port=grpc_port, workers=1, enable_grpc=True, enable_latency_logging=False).start(
         [OnnxModel("digits", path)]
     )

@@ -1,10 +1,16 @@
-"""Serving benchmark: knflow vs Seldon MLServer 1.7.1 vs KServe ModelServer 0.21.0 on one ONNX model under wrk.
+"""Serving benchmark: knflow vs Seldon MLServer 1.7.1 vs KServe ModelServer 0.21.0 on one ONNX model, V2 REST under
+wrk and V2 gRPC under one asyncio load generator (bench/serving/grpcload.py), every server in the same run.
 
-    /work/main/.venv/bin/python bench/serving/run.py [--duration 8] [--connections 1,16,64]
+    python bench/serving/run.py [--duration 8] [--connections 1,16,64] [--skip-peers] [--only json]
 
-The same digits MLP (64 -> 128 -> 10, trained with torch, exported to ONNX) is served by each
-server in turn, with one intra-op thread, and hit by the same wrk load (V2 infer, 1x64 FP32 JSON,
-one thread). Also measured: knflow cold start from zero replicas, and spawn -> first 2xx for all.
+Phases (the same digits MLP, 64 -> 128 -> 10, one intra-op thread everywhere, one server after another):
+  json        REST, 1x64 FP32 as JSON, at each of --connections
+  json1000    REST, 1000x64 FP32 as JSON, 16 connections
+  binary1000  REST with binary tensor data in and out, 1000x64 FP32, 16 connections
+  grpc        gRPC ModelInfer, 1x64 FP32 raw contents, 1 and 16 connections
+  grpc1000    gRPC ModelInfer, 1000x64 FP32 raw contents, 16 connections
+knflow+batching runs the json phase only. Also measured: knflow cold start from zero replicas, and spawn -> first 2xx.
+Peers are installed on first use into .venv-peers/ (infra/peers.py).
 """
 
 from __future__ import annotations
@@ -14,13 +20,13 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +34,22 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from infra.localservices import free_port  # noqa: E402  (after the path is set: run as a script)
+from bench.serving import grpcload  # noqa: E402  (after the path is set: run as a script)
+from bench.serving.servers import Knflow, Server, start_kserve, start_mlserver  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-VENVS = Path("/work/venvs")
-PEERS = {"mlserver": ["mlserver==1.7.1", "onnxruntime"], "kserve": ["kserve==0.21.0", "onnxruntime"]}
+HEADER = "Inference-Header-Content-Length"
+BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One load: a request body over REST (``headers``) or gRPC, at some connection counts."""
+
+    name: str
+    body: bytes
+    connections: tuple[int, ...]
+    grpc: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def build_model(out: Path) -> Path:
@@ -61,46 +78,59 @@ def build_model(out: Path) -> Path:
     return path
 
 
-def ensure_venv(name: str) -> Path:
-    """The peer's venv, created with pip if missing (never with torch)."""
-    python = VENVS / name / "bin" / "python"
-    if not python.exists():
-        subprocess.run(
-            [sys.executable, "-m", "venv", str(VENVS / name)],
-            check=True,
-        )
-        subprocess.run([str(VENVS / name / "bin" / "pip"), "install", "-q", *PEERS[name]], check=True)
-    has_torch = subprocess.run([str(python), "-c", "import torch"], capture_output=True).returncode == 0
-    print(f"peer venv {name}: {VENVS / name} (torch importable: {has_torch})")
-    return python
+def phases(conns: list[int]) -> list[Phase]:
+    # 4-digit values (as float64, so JSON carries them short); binary and gRPC carry them as FP32
+    one = np.random.default_rng(0).random((1, 64)).round(4)
+    batch = np.random.default_rng(1).random((BATCH, 64)).round(4)
+
+    def json_body(x: np.ndarray) -> bytes:
+        tensor = {"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+        return orjson.dumps({"inputs": [tensor]})
+
+    raw = batch.astype("<f4").tobytes()
+    tensor = {"name": "input", "datatype": "FP32", "shape": [BATCH, 64], "parameters": {"binary_data_size": len(raw)}}
+    head = orjson.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}})
+    binary_headers = {HEADER: str(len(head)), "Content-Type": "application/octet-stream"}
+    return [
+        Phase("json", json_body(one), tuple(conns)),
+        Phase("json1000", json_body(batch), (16,)),
+        Phase("binary1000", head + raw, (16,), headers=binary_headers),
+        Phase("grpc", grpcload.infer_request("digits", one.astype(np.float32)), (1, 16), grpc=True),
+        Phase("grpc1000", grpcload.infer_request("digits", batch.astype(np.float32)), (16,), grpc=True),
+    ]
 
 
-def post(url: str, body: bytes, timeout: float = 2.0) -> int:
-    request = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})
+def post(url: str, body: bytes, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, headers={"content-type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            response.read()
-            return response.status
-    except Exception:
-        return 0
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except Exception as exc:
+        return 0, str(exc).encode()
 
 
 def until_2xx(url: str, body: bytes, began: float, timeout: float = 120.0) -> float:
     """Seconds from ``began`` to the first 2xx answer to ``body`` at ``url``."""
     while time.monotonic() - began < timeout:
-        if 200 <= post(url, body) < 300:
+        if 200 <= post(url, body, timeout=2.0)[0] < 300:
             return time.monotonic() - began
         time.sleep(0.01)
     raise RuntimeError(f"{url} never answered 2xx")
 
 
-def wrk(url: str, body: bytes, connections: int, duration: int, workdir: Path) -> dict:
+def wrk(url: str, phase: Phase, connections: int, duration: int, workdir: Path) -> dict:
+    (workdir / "body.bin").write_bytes(phase.body)
+    headers = {"Content-Type": "application/json", **phase.headers}
     script = workdir / "post.lua"
     script.write_text(
-        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [[{body.decode()}]]\n'
+        'wrk.method = "POST"\n'
+        + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+        + f'local f = io.open("{workdir / "body.bin"}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
     )
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "--latency", "-s", str(script), url],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -115,87 +145,35 @@ def wrk(url: str, body: bytes, connections: int, duration: int, workdir: Path) -
             "socket_errors": errors.group(0) if errors else ""}  # fmt: skip
 
 
-class Knflow:
-    """The knflow gateway as its own process (``python -m serving.gateway``) with the model registered."""
-
-    def __init__(self, workdir: Path, model: Path, **serving: str):
-        from infra.store import open_store
-        from serving.registry import ModelRegistry
-
-        self.port = free_port()
-        self.data = workdir / f"knflow-{self.port}"
-        store = open_store(f"file://{self.data / 'artifacts'}")
-        ModelRegistry(store).register("digits", model)
-        env = {**os.environ, "KNFLOW_DATA_DIR": str(self.data), "KNFLOW_ARTIFACTS": store.url,
-               "KNFLOW_GATEWAY_PORT": str(self.port), "KNFLOW_LOG_LEVEL": "WARNING",
-               "PYTHONPATH": str(ROOT)}  # fmt: skip
-        env.update({f"KNFLOW_SERVING_{k.upper()}": str(v) for k, v in serving.items()})
-        self.began = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "serving.gateway"], cwd=ROOT, env=env)
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.url = f"{self.base}/v2/models/digits/infer"
-
-    def deploy(self, **kw: object) -> str:
-        from serving.client import ServingClient
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                return ServingClient(self.base).deploy("digits", 1, **kw)["revision"]  # type: ignore[arg-type]
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
-    def replicas(self, revision: str) -> int:
-        with urllib.request.urlopen(f"{self.base}/metrics") as r:
-            text = r.read().decode()
-        m = re.search(rf'knflow_replicas{{revision="{revision}"}} (\d+)', text)
-        return int(m.group(1)) if m else 0
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.send_signal(signal.SIGUSR1)
-            time.sleep(1)
-            self.proc.kill()
-            raise
+def refusal(server: Server, phase: Phase) -> str:
+    """'' when the server answers the phase's request, else what it said (a peer may lack an extension)."""
+    if phase.grpc:
+        return grpcload.check(server.grpc, phase.body)
+    status, answer = post(server.url, phase.body, phase.headers, timeout=30.0)
+    return "" if status == 200 else f"HTTP {status}: {answer[:160]!r}"
 
 
-def start_mlserver(workdir: Path, model: Path, python: Path) -> tuple[subprocess.Popen, str]:
-    port, grpc, metrics = free_port(), free_port(), free_port()
-    d = workdir / "mlserver"
-    d.mkdir(exist_ok=True)
-    shutil.copy(HERE / "mlserver_model.py", d / "onnx_model.py")
-    shutil.copy(model, d / "model.onnx")
-    (d / "settings.json").write_bytes(orjson.dumps({"http_port": port, "grpc_port": grpc, "metrics_port": metrics,
-                                                    "parallel_workers": 0, "debug": False}))  # fmt: skip
-    (d / "model-settings.json").write_bytes(orjson.dumps({"name": "digits", "implementation": "onnx_model.OnnxModel",
-                                                          "parameters": {"uri": str(d / "model.onnx")}}))  # fmt: skip
-    mlserver = python.parent / "mlserver"
-    proc = subprocess.Popen(
-        [str(mlserver), "start", str(d)], cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    return proc, f"http://127.0.0.1:{port}/v2/models/digits/infer"
-
-
-def start_kserve(workdir: Path, model: Path, python: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([str(python), str(HERE / "kserve_server.py"), str(model), str(port)], cwd=workdir,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    return proc, f"http://127.0.0.1:{port}/v2/models/digits/infer"
-
-
-def load(name: str, url: str, body: bytes, conns: list[int], duration: int, workdir: Path) -> dict[int, dict]:
-    for _ in range(200):  # warm up
-        post(url, body)
-    results = {}
-    for c in conns:
-        results[c] = r = wrk(url, body, c, duration, workdir)
-        print(f"  {name:<16} c={c:<3} {r['rps']:>9.0f} req/s  p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms"
-              f"  non-2xx {r['non2xx']} {r['socket_errors']}", flush=True)  # fmt: skip
+def measure(server: Server, plan: list[Phase], duration: int, workdir: Path) -> dict[str, dict[int, dict]]:
+    results: dict[str, dict[int, dict]] = {}
+    for phase in plan:
+        why = refusal(server, phase)
+        if why:
+            print(f"  {server.name:<16} {phase.name:<10} not measured: {why}", flush=True)
+            continue
+        for _ in range(100):  # warm up
+            if phase.grpc:
+                break
+            post(server.url, phase.body, phase.headers)
+        results[phase.name] = {}
+        for c in phase.connections:
+            if phase.grpc:
+                grpcload.load(server.grpc, phase.body, 2, 1.0)  # warm up
+                r = grpcload.load(server.grpc, phase.body, c, duration)
+            else:
+                r = wrk(server.url, phase, c, duration, workdir)
+            results[phase.name][c] = r
+            print(f"  {server.name:<16} {phase.name:<10} c={c:<3} {r['rps']:>8.0f} req/s  p50 {r['p50']:8.2f} ms  "
+                  f"p99 {r['p99']:8.2f} ms  non-2xx {r['non2xx']} {r['socket_errors']}", flush=True)  # fmt: skip
     return results
 
 
@@ -213,7 +191,7 @@ def knflow_cold_start(workdir: Path, model: Path, body: bytes, rounds: int) -> l
                 time.sleep(0.02)
             time.sleep(0.05)
             began = time.monotonic()
-            assert post(gw.url, body, timeout=10) == 200
+            assert post(gw.url, body, timeout=10)[0] == 200
             samples.append(time.monotonic() - began)
         return samples
     finally:
@@ -221,73 +199,68 @@ def knflow_cold_start(workdir: Path, model: Path, body: bytes, rounds: int) -> l
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--connections", default="1,16,64")
     parser.add_argument("--cold-rounds", type=int, default=15)
     parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--only", default="", help="comma-separated phases to run (default: all)")
     parser.add_argument("--batch-delay-ms", type=float, default=0.0, help="max_delay_ms of the batching run")
     args = parser.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
+    plan = [p for p in phases(conns) if not args.only or p.name in args.only.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="knflow-bench-"))
     model = build_model(workdir)
-    body = orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64],
-                                     "data": np.random.default_rng(0).random(64).round(4).tolist()}]})  # fmt: skip
+    small = phases(conns)[0].body
     cpu = platform.processor() or platform.machine()
-    print(f"conditions: {os.cpu_count()} CPUs ({cpu}), python "
-          f"{platform.python_version()}, wrk -t1 -d{args.duration}s --latency, body {len(body)} B (1x64 FP32 JSON), "
-          "ORT intra-op threads 1 everywhere, knflow max_replicas 1, all on 127.0.0.1, "
-          "run one after another")  # fmt: skip
-    results: dict[str, dict[int, dict]] = {}
+    bodies = ", ".join(f"{p.name} {len(p.body)} B" for p in plan)
+    print(f"conditions: {os.cpu_count()} CPUs ({cpu}), python {platform.python_version()}, load average "
+          f"{os.getloadavg()[0]:.1f}; REST: wrk -t1 -d{args.duration}s --timeout 10s --latency; gRPC: "
+          f"bench/serving/grpcload.py (one process, uvloop, closed loop, -d{args.duration}s); bodies: {bodies}; "
+          "ORT intra-op threads 1, knflow max_replicas 1, all on 127.0.0.1, one server at a time")  # fmt: skip
+    results: dict[str, dict[str, dict[int, dict]]] = {}
     spawn: dict[str, float] = {}
-
     batched = {"max_batch": 32, "max_delay_ms": args.batch_delay_ms}
     for name, batching in (("knflow", None), ("knflow+batching", batched)):
         gw = Knflow(workdir, model, max_replicas="1")
+        gw.name = name
         try:
             gw.deploy(batching=batching)
-            first = until_2xx(gw.url, body, gw.began)
-            spawn.setdefault("knflow", first)
-            results[name] = load(name, gw.url, body, conns, args.duration, workdir)
+            spawn.setdefault("knflow", until_2xx(gw.url, small, gw.began))
+            results[name] = measure(gw, plan if batching is None else plan[:1], args.duration, workdir)
         finally:
             gw.stop()
-
     if not args.skip_peers:
-        for name, starter in (("mlserver", start_mlserver), ("kserve", start_kserve)):
-            python = ensure_venv(name)
-            began = time.monotonic()
-            proc, url = starter(workdir, model, python)
+        for starter in (start_mlserver, start_kserve):
+            server = starter(workdir, model)
             try:
-                spawn[name] = until_2xx(url, body, began)
-                results[name] = load(name, url, body, conns, args.duration, workdir)
+                spawn[server.name] = until_2xx(server.url, small, server.began)
+                results[server.name] = measure(server, plan, args.duration, workdir)
             finally:
-                proc.terminate()
-                proc.wait(15)
-
-    cold = knflow_cold_start(workdir, model, body, args.cold_rounds)
-    report(results, spawn, cold, conns)
+                server.stop()
+    cold = knflow_cold_start(workdir, model, small, args.cold_rounds) if args.cold_rounds else []
+    report(results, spawn, cold)
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-def report(results: dict, spawn: dict, cold: list[float], conns: list[int]) -> None:
-    print("\nrequests/s, p50 ms, p99 ms")
-    for c in conns:
-        row = "  ".join(f"{n} {r[c]['rps']:.0f}/{r[c]['p50']:.2f}/{r[c]['p99']:.2f}" for n, r in results.items())
-        print(f"  c={c:<3} {row}")
+def report(results: dict, spawn: dict, cold: list[float]) -> None:
+    print("\nrequests/s / p50 ms / p99 ms")
+    rows = sorted({(phase, c) for r in results.values() for phase, by_c in r.items() for c in by_c}, key=str)
+    for phase, c in rows:
+        cells = [f"{n} {r[phase][c]['rps']:.0f}/{r[phase][c]['p50']:.2f}/{r[phase][c]['p99']:.2f}"
+                 for n, r in results.items() if c in r.get(phase, {})]  # fmt: skip
+        print(f"  {phase:<10} c={c:<3} " + "  ".join(cells))
     for peer in ("mlserver", "kserve"):
-        if peer not in results:
-            continue
-        for c in conns:
-            k, p = results["knflow"][c], results[peer][c]
-            print(
-                f"  knflow/{peer} c={c}: {k['rps'] / p['rps']:.2f}x requests/s, p99 {k['p99']:.2f} vs {p['p99']:.2f} ms"
-            )
+        for phase, c in rows:
+            k, p = results["knflow"].get(phase, {}).get(c), results.get(peer, {}).get(phase, {}).get(c)
+            if k and p:
+                print(f"  knflow/{peer} {phase} c={c}: {k['rps'] / p['rps']:.2f}x requests/s, "
+                      f"p99 {k['p99']:.2f} vs {p['p99']:.2f} ms")  # fmt: skip
     print("\nstart to first 2xx (process spawn, s): " + ", ".join(f"{n} {v:.2f}" for n, v in spawn.items()))
-    ms = sorted(x * 1e3 for x in cold)
-    print(
-        f"knflow cold start from zero replicas ({len(ms)} rounds, model cached locally): median "
-        f"{statistics.median(ms):.1f} ms, min {ms[0]:.1f}, max {ms[-1]:.1f}"
-    )
+    if cold:
+        ms = sorted(x * 1e3 for x in cold)
+        print(f"knflow cold start from zero replicas ({len(ms)} rounds, model cached locally): median "
+              f"{statistics.median(ms):.1f} ms, min {ms[0]:.1f}, max {ms[-1]:.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":

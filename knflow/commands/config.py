@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
         "functions_port": settings.functions_port,
         "gateway_port": settings.gateway_port,
         "dashboard_port": settings.dashboard_port,
+        "grpc_port": settings.grpc_port,
         "log_level": settings.log_level,
         "log_format": settings.log_format,
     }

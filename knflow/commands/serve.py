@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "run the inference gateway (V2 inference, /v1 control API, /metrics) on settings.gateway_port"
+HELP = "run the inference gateway (V2 REST, /v1 control API, /metrics on gateway_port; V2 gRPC on grpc_port)"
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +27,10 @@ def run(args: argparse.Namespace) -> int:
     async def serve() -> None:
         gateway = Gateway(settings, open_store(settings.artifacts))
         port = await gateway.start(args.port)
-        print(f"knflow gateway on http://{settings.host}:{port}", flush=True)
+        print(
+            f"knflow gateway on http://{settings.host}:{port}, V2 gRPC on {settings.host}:{gateway.grpc_port}",
+            flush=True,
+        )
         try:
             await asyncio.Event().wait()
         finally:

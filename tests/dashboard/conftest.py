@@ -146,7 +146,7 @@ async def browser():  # type: ignore[no-untyped-def]
 async def gateway(settings: Settings, file_store: ArtifactStore) -> AsyncIterator[Gateway]:
     """The real inference gateway over the same artifact store (replicas are real ONNX Runtime processes)."""
     gw = Gateway(settings, file_store)
-    await gw.start(port=0)
+    await gw.start(port=0, grpc_port=0)
     yield gw
     await gw.stop()
 

@@ -17,6 +17,7 @@ def test_defaults_put_everything_under_the_data_dir(tmp_path: Path) -> None:
     assert settings.artifacts.scheme == "file"
     assert settings.artifacts.path == tmp_path / "artifacts"
     assert settings.broker_port == 8180
+    assert settings.grpc_port == 8184
 
 
 def test_environment_overrides_file(tmp_path: Path) -> None:
@@ -24,10 +25,10 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
     config.write_text(
         'broker = "kafka://10.0.0.1:9092"\ngateway_port = 9000\n[serving]\nmax_replicas = 7\ntarget_concurrency = 3\n'
     )
-    env = {"KNFLOW_GATEWAY_PORT": "9100", "KNFLOW_SERVING_MAX_REPLICAS": "2"}
+    env = {"KNFLOW_GATEWAY_PORT": "9100", "KNFLOW_GRPC_PORT": "9101", "KNFLOW_SERVING_MAX_REPLICAS": "2"}
     settings = load_settings(env, config_file=config)
     assert settings.broker.servers == ("10.0.0.1:9092",)
-    assert settings.gateway_port == 9100
+    assert (settings.gateway_port, settings.grpc_port) == (9100, 9101)
     assert settings.serving.max_replicas == 2
     assert settings.serving.target_concurrency == 3.0
 
@@ -56,6 +57,7 @@ def test_s3_url_with_credentials_from_environment() -> None:
         ({"KNFLOW_ARTIFACTS": "ftp://x"}, "unknown scheme 'ftp'"),
         ({"KNFLOW_GATEWAY_PORT": "eighty"}, "KNFLOW_GATEWAY_PORT='eighty': expected a whole number"),
         ({"KNFLOW_GATEWAY_PORT": "70000"}, "expected a port from 0 to 65535"),
+        ({"KNFLOW_GRPC_PORT": "70000"}, "KNFLOW_GRPC_PORT=70000: expected a port from 0 to 65535"),
         ({"KNFLOW_SERVING_MAX_REPLICAS": "-1"}, "KNFLOW_SERVING_MAX_REPLICAS=-1: must not be negative"),
         ({"KNFLOW_FUNCTIONS_IDLE_GRACE_S": "soon"}, "KNFLOW_FUNCTIONS_IDLE_GRACE_S='soon': expected a number"),
         ({"KNFLOW_LOG_FORMAT": "xml"}, "expected json or text"),

@@ -42,7 +42,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     data = tmp_path_factory.mktemp("platform")
     env = {
         "KNFLOW_DATA_DIR": str(data),
-        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD")},
+        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")},
     }
     with Platform.start(load_settings(env, config_file=_empty(data))) as running:
         yield running
@@ -113,7 +113,7 @@ def test_wrong_npz_keys_fail_the_run_naming_the_keys(platform: Platform, store: 
 def test_tuning_survives_a_platform_crash_without_losing_or_repeating_trials(tmp_path: Path) -> None:
     env = {
         "KNFLOW_DATA_DIR": str(tmp_path),
-        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD")},
+        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")},
     }
     settings = load_settings(env, config_file=_empty(tmp_path))
     options = {**DEMO_OPTIONS, "tuning": {**DEMO_OPTIONS["tuning"], "maxTrialCount": 6, "earlyStopping": None}}

@@ -52,7 +52,7 @@ def platform(
         "KNFLOW_DATA_DIR": str(data),
         "KNFLOW_BROKER": f"kafka://{kafka_server.url}?topic=knflow-e2e",
         "KNFLOW_ARTIFACTS": f"s3://{BUCKET}?endpoint={s3_server.url}&create=true",
-        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD")},
+        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")},
     }
     settings = load_settings(env, config_file=data / "knflow.toml")
     open_store(settings.artifacts)  # creates the bucket, as an operator would before starting

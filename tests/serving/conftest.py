@@ -45,7 +45,7 @@ async def start_gateway(tmp_path: Path, file_store: ArtifactStore):  # type: ign
             broker_port=broker_port or settings.broker_port,
         )
         gateway = Gateway(settings, store or file_store, policy=policy)
-        await gateway.start(port=0)
+        await gateway.start(port=0, grpc_port=0)
         started.append(gateway)
         return gateway
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +15,11 @@ import onnx
 import orjson
 from onnx import TensorProto, helper, numpy_helper
 
-from infra.store import open_store
+from infra.localservices import free_port
+from infra.store import ArtifactStore, open_store
+from serving.client import ServingClient
 from serving.registry import ModelRegistry
+from tests.eventually import eventually_sync
 
 V2_TO_ONNX = {
     "BOOL": TensorProto.BOOL, "INT8": TensorProto.INT8, "INT16": TensorProto.INT16, "INT32": TensorProto.INT32,
@@ -65,11 +74,12 @@ def failing_onnx() -> bytes:
     return model.SerializeToString()
 
 
-def identity_onnx() -> bytes:
+def identity_onnx(datatypes: tuple[str, ...] = tuple(V2_TO_ONNX)) -> bytes:
     """One Identity per V2 datatype: input ``x_<DT>`` comes back as ``y_<DT>``, shape [-1, 3]."""
-    inputs = [helper.make_tensor_value_info(f"x_{dt}", t, ["n", 3]) for dt, t in V2_TO_ONNX.items()]
-    outputs = [helper.make_tensor_value_info(f"y_{dt}", t, ["n", 3]) for dt, t in V2_TO_ONNX.items()]
-    nodes = [helper.make_node("Identity", [f"x_{dt}"], [f"y_{dt}"]) for dt in V2_TO_ONNX]
+    types = {dt: V2_TO_ONNX[dt] for dt in datatypes}
+    inputs = [helper.make_tensor_value_info(f"x_{dt}", t, ["n", 3]) for dt, t in types.items()]
+    outputs = [helper.make_tensor_value_info(f"y_{dt}", t, ["n", 3]) for dt, t in types.items()]
+    nodes = [helper.make_node("Identity", [f"x_{dt}"], [f"y_{dt}"]) for dt in types]
     model = helper.make_model(
         helper.make_graph(nodes, "ident", inputs, outputs), opset_imports=[helper.make_opsetid("", 17)]
     )
@@ -135,3 +145,38 @@ def children_of(pid: int) -> set[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 out.add(int(entry.name))
     return out
+
+
+def answers(call) -> bool:  # type: ignore[no-untyped-def]
+    """Whether ``call()`` returns without raising (for waiting until a server answers)."""
+    try:
+        call()
+    except Exception:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def live_gateway(
+    tmp: Path,
+    store: ArtifactStore,
+    models: tuple[str, ...],
+    env: dict[str, str] | None = None,
+    log_level: str = "WARNING",
+) -> Iterator[tuple[str, int, subprocess.Popen]]:
+    """``python -m serving.gateway`` (on uvloop, as users run it) over ``store`` with version 1 of each of ``models``
+    deployed; (HTTP base URL, gRPC port, process)."""
+    port, grpc_port = free_port(), free_port()
+    env = {**os.environ, "KNFLOW_DATA_DIR": str(tmp), "KNFLOW_ARTIFACTS": store.url, "KNFLOW_LOG_LEVEL": log_level,
+           "KNFLOW_GATEWAY_PORT": str(port), "KNFLOW_GRPC_PORT": str(grpc_port), **(env or {})}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "serving.gateway"], env=env, cwd=Path(__file__).parents[2])
+    base = f"http://127.0.0.1:{port}"
+    try:
+        client = ServingClient(base, timeout=10)
+        eventually_sync(lambda: answers(client.models), 30, "the gateway to answer")
+        for name in models:
+            client.deploy(name, 1)
+        yield base, grpc_port, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)

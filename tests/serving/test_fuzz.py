@@ -1,20 +1,18 @@
-"""Fuzzing the data plane: a live gateway process answers 2xx or 4xx to whatever V2 body it is sent, and a
-replica cuts frames correctly however the byte stream is split; no replica dies on the way."""
+"""Fuzzing the data plane: a live gateway process answers 2xx or 4xx to whatever V2 body it is sent (JSON, or
+binary tensor data with its header length), and a replica cuts frames correctly however the byte stream is
+split; no replica dies on the way."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import itertools
-import os
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +22,15 @@ import urllib3
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra.localservices import free_port
 from infra.store import open_store
 from serving import framing
-from serving.client import ServingClient
 from serving.protocol import V2_TO_NUMPY
 from serving.registry import ModelRegistry
 from serving.replica import ReplicaSpec, serve
 from tests.eventually import eventually_sync
-from tests.fuzzing import fuzz
-from tests.serving.helpers import children_of, identity_onnx, mlp_onnx
+from tests.fuzzing import Budget, fuzz
+from tests.serving.helpers import children_of, identity_onnx, live_gateway, mlp_onnx
+from tests.serving.wires import HEADER, raw_bytes
 
 ROOT = Path(__file__).parents[2]
 DATATYPES = list(V2_TO_NUMPY)
@@ -114,9 +111,49 @@ def bodies(model: str) -> st.SearchStrategy:
     )
 
 
-def _flip(body: bytes, data: st.DataObject) -> bytes:
-    at = data.draw(st.integers(0, max(0, len(body) - 1)))
-    return body[:at] + bytes([data.draw(st.integers(0, 255))]) + body[at + 1 :]
+@st.composite
+def binary_bodies(draw: st.DrawFn, model: str) -> tuple[bytes, dict[str, str]]:
+    """A well-formed request with some inputs moved to the binary part, then (often) one thing broken:
+    the header length, a binary_data_size, the binary part cut short or grown, a byte of it changed."""
+    body = draw(well_formed(model))
+    chunks = []
+    for tensor in body["inputs"]:
+        if draw(st.booleans()):
+            dt = tensor["datatype"]
+            raw = raw_bytes(dt, np.array(tensor.pop("data"), V2_TO_NUMPY[dt]))
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+    if draw(st.booleans()):
+        body.setdefault("parameters", {})["binary_data_output"] = True
+    sized = [t for t in body["inputs"] if "parameters" in t]
+    fault = draw(st.sampled_from(["none", "none", "length", "size", "cut", "grow", "flip", "header"]))
+    if fault == "size" and sized:
+        junk = st.integers(-5, 2**63 - 1) | json_values | st.integers(0, 64)
+        draw(st.sampled_from(sized))["parameters"]["binary_data_size"] = draw(junk)
+    head, data = orjson.dumps(body), b"".join(chunks)
+    header = str(len(head))
+    if fault == "length":
+        header = str(draw(st.integers(0, len(head) + len(data) + 8)))
+    elif fault == "header":
+        header = draw(st.text(alphabet="0123456789-+ x.", max_size=8))
+    elif fault == "cut" and data:
+        data = data[: draw(st.integers(0, len(data) - 1))]
+    elif fault == "grow":
+        data += draw(st.binary(min_size=1, max_size=16))
+    elif fault == "flip" and data:
+        at = draw(st.integers(0, len(data) - 1))
+        data = data[:at] + bytes([draw(st.integers(0, 255))]) + data[at + 1 :]
+    return head + data, {HEADER: header}
+
+
+@st.composite
+def json_requests(draw: st.DrawFn, model: str) -> tuple[bytes, dict[str, str]]:
+    """A JSON body (one in six with a byte changed) and no headers."""
+    body = draw(bodies(model))
+    if draw(st.integers(0, 5)) == 0:
+        at = draw(st.integers(0, max(0, len(body) - 1)))
+        body = body[:at] + bytes([draw(st.integers(0, 255))]) + body[at + 1 :]
+    return body, {}
 
 
 @pytest.fixture(scope="module")
@@ -127,63 +164,71 @@ def gateway_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     registry = ModelRegistry(store)
     registry.register("digits", mlp_onnx())
     registry.register("ident", identity_onnx())
-    port = free_port()
-    env = {**os.environ, "KNFLOW_DATA_DIR": str(tmp), "KNFLOW_ARTIFACTS": store.url,
-           "KNFLOW_GATEWAY_PORT": str(port), "KNFLOW_LOG_LEVEL": "ERROR",
-           "KNFLOW_SERVING_SCALE_TO_ZERO_GRACE_S": "3600", "KNFLOW_SERVING_MAX_REPLICAS": "1"}  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "serving.gateway"], env=env, cwd=ROOT)
-    base = f"http://127.0.0.1:{port}"
-    client = ServingClient(base, timeout=10)
-    try:
-        eventually_sync(lambda: _try(client.models), 30, "the gateway to answer")
-        for name in ("digits", "ident"):
-            client.deploy(name, 1)
+    serving = {"KNFLOW_SERVING_SCALE_TO_ZERO_GRACE_S": "3600", "KNFLOW_SERVING_MAX_REPLICAS": "1"}
+    with live_gateway(tmp, store, ("digits", "ident"), serving, log_level="ERROR") as (base, _, proc):
         yield base, proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
-
-
-def _try(call) -> bool:  # type: ignore[no-untyped-def]
-    try:
-        call()
-    except Exception:
-        return False
-    return True
 
 
 def _replicas(proc: subprocess.Popen) -> set[int]:
     return set().union(*(children_of(z) for z in children_of(proc.pid)))
 
 
-STATUSES: Counter[int] = Counter()
+def _both_replicas(http: urllib3.PoolManager, base: str, proc: subprocess.Popen) -> set[int]:
+    """Both models have a replica up before the fuzzing starts; their pids."""
+    for name in ("digits", "ident"):
+        http.request("POST", f"{base}/v2/models/{name}/infer", body=b"{}")
+    return eventually_sync(lambda: len(_replicas(proc)) == 2 and _replicas(proc), 30, "two replicas")  # type: ignore[return-value]
+
+
 BUDGET_SHARE = 0.15  # at least this share of the inputs must be answered by the model, not refused early
 SETTINGS, BUDGET = fuzz("serving: V2 bodies against a live gateway", examples=400, seconds=45)
+BINARY_SETTINGS, BINARY_BUDGET = fuzz("serving: V2 binary bodies against a live gateway", examples=300, seconds=40)
+Check = Callable[[urllib3.BaseHTTPResponse], None]
 
 
-def test_v2_bodies_are_answered_2xx_or_4xx_and_no_replica_dies(gateway_process) -> None:  # type: ignore[no-untyped-def]
+def _fuzz_live(gateway_process, settings, budget: Budget, requests, check: Check) -> None:  # type: ignore[no-untyped-def]
+    """POST what ``requests(model)`` draws to both models: every answer is 2xx/4xx and passes ``check``, no replica
+    is replaced, and enough inputs reach a model."""
     base, proc = gateway_process
     http = urllib3.PoolManager(retries=False, timeout=10.0)
-    for name in ("digits", "ident"):  # both models have a replica up before the fuzzing starts
-        http.request("POST", f"{base}/v2/models/{name}/infer", body=b"{}")
-    replicas = eventually_sync(lambda: len(_replicas(proc)) == 2 and _replicas(proc), 30, "two replicas")
+    replicas = _both_replicas(http, base, proc)
+    statuses: Counter[int] = Counter()
 
-    @SETTINGS
+    @settings
     @given(model=st.sampled_from(["digits", "ident"]), data=st.data())
     def one(model: str, data: st.DataObject) -> None:
-        if not BUDGET.take():
+        body, headers = data.draw(requests(model))  # drawn even past the budget: Hypothesis wants the same draws
+        if not budget.take():
             return
-        body = data.draw(bodies(model))
-        if data.draw(st.integers(0, 5)) == 0:
-            body = _flip(body, data)
-        answer = http.request("POST", f"{base}/v2/models/{model}/infer", body=body)
-        assert 200 <= answer.status < 500, (answer.status, body[:300], answer.data[:300])
-        assert orjson.loads(answer.data)  # always a JSON answer
-        STATUSES[answer.status] += 1
+        answer = http.request("POST", f"{base}/v2/models/{model}/infer", body=body, headers=headers)
+        assert 200 <= answer.status < 500, (answer.status, headers, body[:300], answer.data[:300])
+        check(answer)
+        statuses[answer.status] += 1
 
     one()
     assert _replicas(proc) == replicas, "a replica was replaced while fuzzing"
-    assert STATUSES[200] >= BUDGET_SHARE * sum(STATUSES.values()), f"too few inputs reached a model: {STATUSES}"
+    assert statuses[200] >= BUDGET_SHARE * sum(statuses.values()), f"too few inputs reached a model: {statuses}"
+
+
+def _json_answer(answer: urllib3.BaseHTTPResponse) -> None:
+    assert orjson.loads(answer.data)  # always a JSON answer
+
+
+def _json_or_binary_answer(answer: urllib3.BaseHTTPResponse) -> None:
+    length = answer.headers.get(HEADER)
+    head = orjson.loads(answer.data[: int(length)] if length else answer.data)
+    assert head  # a JSON answer, or a JSON header before the binary outputs
+    if length:
+        sizes = [t["parameters"]["binary_data_size"] for t in head["outputs"] if "parameters" in t]
+        assert len(answer.data) == int(length) + sum(sizes)
+
+
+def test_v2_bodies_are_answered_2xx_or_4xx_and_no_replica_dies(gateway_process) -> None:  # type: ignore[no-untyped-def]
+    _fuzz_live(gateway_process, SETTINGS, BUDGET, json_requests, _json_answer)
+
+
+def test_binary_bodies_are_answered_2xx_or_4xx_and_no_replica_dies(gateway_process) -> None:  # type: ignore[no-untyped-def]
+    _fuzz_live(gateway_process, BINARY_SETTINGS, BINARY_BUDGET, binary_bodies, _json_or_binary_answer)
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ def test_gateway_process_serves_and_takes_its_replicas_down(tmp_path: Path) -> N
     store = open_store(f"file://{tmp_path / 'artifacts'}")
     ModelRegistry(store).register("digits", mlp_onnx())
     port = free_port()
-    env = {**os.environ, "KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_ARTIFACTS": store.url,
-           "KNFLOW_GATEWAY_PORT": str(port), "KNFLOW_LOG_LEVEL": "WARNING"}  # fmt: skip
+    env = {**os.environ, "KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_ARTIFACTS": store.url, "KNFLOW_LOG_LEVEL": "WARNING",
+           "KNFLOW_GATEWAY_PORT": str(port), "KNFLOW_GRPC_PORT": str(free_port())}  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "serving.gateway"], env=env, cwd=Path(__file__).parents[2])
     try:
         client = ServingClient(f"http://127.0.0.1:{port}", timeout=10)
