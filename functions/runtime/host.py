@@ -8,9 +8,10 @@ flight, 503 while draining, and when the handler raises: a ``KnflowError``'s own
 tells delivery not to retry), else 500; the body is then a ``dev.knflow.function.error`` event.
 SIGTERM stops accepting, finishes the events in flight, runs the function's ``stop`` and exits.
 
-Run: ``python -m functions.runtime.host NAME|dotted.module|path/to/file.py`` (or ``KNFLOW_FUNCTION``),
-listening on ``LISTEN_ADDRESS`` (``host:port[,host:port]``, as Knative's runtime reads it),
-else ``{settings.host}:$PORT``, else ``{settings.host}:8080``.
+Run: ``python -m functions.runtime.host NAME|dotted.module|path/to/file.py`` (or
+``KNFLOW_FUNCTION``), listening on ``LISTEN_ADDRESS`` (``host:port[,host:port]`` or ``unix:PATH``, as Knative's
+runtime reads it), else ``{settings.host}:$PORT``, else ``{settings.host}:8080``. With ``--worker`` it is one of
+the local runner's workers under a function's own interpreter (see ``functions.runtime.interpreter``).
 """
 
 from __future__ import annotations
@@ -249,7 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m functions.runtime.host", description=__doc__.splitlines()[0])
     parser.add_argument("target", nargs="?", help="function name, dotted module or .py file (or KNFLOW_FUNCTION)")
     parser.add_argument("--invoke", choices=("cloudevent", "http"), default="cloudevent", help="Knative-shape flavour")
+    parser.add_argument("--worker", action="store_true", help="serve as a local runner's worker (spec on stdin)")
     args = parser.parse_args(argv)
+    if args.worker:
+        from functions.runtime.interpreter import serve_worker
+
+        return serve_worker()
     environ = dict(os.environ)
     settings = load_settings(environ)
     configure_logging(settings.log_level, settings.log_format)

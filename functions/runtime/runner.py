@@ -5,8 +5,11 @@ that function's worker, starting it first if it is stopped (the event waits, bou
 ``settings.functions.start_timeout_s``, then 503). The broker's triggers use subscriber URLs
 ``http://{host}:{functions_port}/functions/{name}``. ``GET /functions`` answers each function's
 state, pid, start time, last event and restarts. A worker that crashes is restarted; the event
-it held gets 502 and is redelivered. ``PUT /admin/functions/{name}`` ``{"target": ..., "env": {...}}`` hosts
-another instance (it must load before the answer; kept across restarts), ``DELETE`` removes it.
+it held gets 502 and is redelivered. ``PUT /admin/functions/{name}`` ``{"target": ..., "env": {...}, "python":
+..., "function": ...}`` hosts another instance (it must load before the answer; kept across restarts), ``DELETE``
+removes it. An instance with ``python`` (a deployed function's own environment) runs its workers under that
+interpreter instead of forking them from the warm template; one with ``function`` follows that function when it
+is hosted again (a pipeline step's own instance of a user's function).
 
 Run: ``python -m functions.runtime.runner [NAME=MODULE | MODULE ...]`` or ``knflow functions``; in-process:
 ``runner = Runner(settings); await runner.start(); ...; await runner.stop()``.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import os
 import shutil
@@ -29,6 +33,7 @@ import orjson
 from aiohttp import web
 
 from functions.runtime.instances import Instance, check_name, instances_path, load_instances, save_instances
+from functions.runtime.interpreter import Interpreter
 from functions.runtime.loader import KNOWN_FUNCTIONS
 from functions.runtime.worker import Worker, WorkerGone, request_headers
 from functions.runtime.zygote import Template
@@ -66,6 +71,8 @@ class Runner:
         self.sink = sink
         self._socket_dir = Path(tempfile.mkdtemp(prefix="knflow-fn-"))
         self.template = Template(settings, self._on_notice)
+        self._serial = itertools.count(1)
+        self._by_key: dict[str, Worker] = {}  # every worker not yet dropped, by the key its notices carry
         self.workers = {n: self._worker(n, Instance(target=m)) for n, m in self.functions.items()}
         self.instances_path = instances_path(settings.data_dir)
         self.instances = load_instances(self.instances_path)
@@ -109,10 +116,22 @@ class Runner:
         shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     def _worker(self, name: str, instance: Instance) -> Worker:
-        return Worker(name, instance.target, self.settings, self.template, self._socket_dir, self.sink, instance.env)
+        """A worker for ``instance``: forked from the template, or under the instance's own interpreter."""
+        launcher = (
+            self.template if instance.python is None else Interpreter(instance.python, self.settings, self._on_notice)
+        )
+        key = f"{name}-{next(self._serial)}"
+        worker = Worker(name, instance, self.settings, launcher, self._socket_dir, self.sink, key=key)
+        self._by_key[key] = worker
+        return worker
+
+    async def _drop(self, worker: Worker, reason: str) -> None:
+        await worker.stop(reason)
+        self._by_key.pop(worker.key, None)
 
     async def host(self, name: str, instance: Instance) -> None:
-        """Host (or replace) an instance: it must start and load first; then it is kept across restarts."""
+        """Host (or replace) an instance: it must start and load first; then it is kept across restarts. The
+        instances that follow this one (``function == name``) move to its new target and interpreter."""
         check_name(name)
         if name in self.functions:
             raise Conflict(f"{name!r} is a built-in function; give the instance another name")
@@ -120,7 +139,7 @@ class Runner:
         try:
             await self._ensure_running(worker)
         except KnflowError as exc:
-            await worker.stop("failed to start")
+            await self._drop(worker, "failed to start")
             raise InvalidRequest(f"function {name} cannot be hosted: {exc.message}") from None
         async with self._admin_lock:
             old = self.workers.get(name)
@@ -128,8 +147,15 @@ class Runner:
             self.instances[name] = instance
             save_instances(self.instances_path, self.instances)
         if old is not None:
-            await old.stop("replaced")
+            await self._drop(old, "replaced")
         log.info("function %s hosted (%s)", name, instance.target)
+        for other, inst in list(self.instances.items()):
+            if (
+                other != name
+                and inst.function == name
+                and (inst.target, inst.python) != (instance.target, instance.python)
+            ):
+                await self.host(other, inst.model_copy(update={"target": instance.target, "python": instance.python}))
 
     async def unhost(self, name: str) -> None:
         """Stop hosting an instance (built-in functions stay)."""
@@ -141,7 +167,7 @@ class Runner:
             worker = self.workers.pop(name)
             del self.instances[name]
             save_instances(self.instances_path, self.instances)
-        await worker.stop("removed")
+        await self._drop(worker, "removed")
 
     async def _host(self, request: web.Request) -> web.Response:
         try:
@@ -162,7 +188,7 @@ class Runner:
         return web.Response(status=204)
 
     def _on_notice(self, notice: dict) -> None:
-        worker = self.workers.get(notice.get("name") or "")
+        worker = self._by_key.get(notice.get("name") or "")
         if worker is not None:
             worker.on_notice(notice)
 
