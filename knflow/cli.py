@@ -20,6 +20,8 @@ COMMANDS = [
     "pipeline",
     "trigger",
     "invoke",
+    "func",
+    "deploy",
     "functions",
     "serve",
     "models",
