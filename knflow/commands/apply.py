@@ -6,8 +6,7 @@ import argparse
 import os
 
 from infra.kubeapply import apply, client_from_kubeconfig
-from knflow.commands.manifests import add_render_options, options_from
-from knflow.manifests import render
+from knflow.commands.manifests import add_render_options, render_from
 
 HELP = "apply the Knative manifests to the cluster of the current kubeconfig (server-side apply)"
 
@@ -20,7 +19,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    resources = render(args.func_yaml, options_from(args))
+    resources = render_from(args)
     if args.dry_run:
         for resource in resources:
             print(f"{resource['kind']}/{resource['metadata']['name']} (dry run: not applied)")

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
+from functions.runtime.pipeline import load_pipeline
+from infra.settings import load_settings
+from knflow.commands.pipeline import absolute
+from knflow.deployment import Deployer
 from knflow.manifests import ManifestOptions, read_func_yaml, render, secret_note, to_yaml
 
 HELP = "print the Kubernetes/Knative manifests (Kafka Broker, Triggers, one Service per function, gateway)"
@@ -23,6 +28,18 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
         "--gpu-node-selector", action="append", default=[], metavar="KEY=VALUE", help="node selector for GPU pods"
     )
     parser.add_argument("--no-gpu-toleration", action="store_true", help="no nvidia.com/gpu NoSchedule toleration")
+    parser.add_argument(
+        "--pipeline", action="append", default=[], metavar="FILE",
+        help="a pipeline spec to render (repeatable; default: the shipped lifecycle)",
+    )  # fmt: skip
+
+
+def render_from(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The resources for the shared options: the pipelines named (function directories relative to their spec
+    file), user functions with the image recorded when they were deployed."""
+    pipelines = [absolute(load_pipeline(f), Path(f)) for f in args.pipeline] or None
+    images = {name: d.image for name, d in Deployer(load_settings()).list().items() if d.image}
+    return render(args.func_yaml, options_from(args), pipelines, images)
 
 
 def options_from(args: argparse.Namespace) -> ManifestOptions:
@@ -46,7 +63,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    resources = render(args.func_yaml, options_from(args))
+    resources = render_from(args)
     func = read_func_yaml(args.func_yaml)
     note = secret_note(func, resources[0]["metadata"]["name"])
     if not args.output_dir:
