@@ -30,10 +30,10 @@ from aiohttp import web
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import to_http_binary
-from eventing.events import RUNID, continue_run, new_event
+from eventing.events import RUNID, new_event
 from eventing.wire import from_http as decode
 from eventing.wire import to_http_binary as encode
-from functions.runtime.asgi import AsgiFunction, make_scope
+from functions.runtime.asgi import AsgiFunction, as_reply, make_scope
 from functions.runtime.context import SCOPE_KEY, Context, Runtime
 from functions.runtime.loader import load_function
 from functions.runtime.pipeline import SETTINGS_ENV
@@ -156,7 +156,7 @@ class FunctionHost:
                 return web.Response(status=204)
             if not isinstance(result, CloudEvent):
                 raise TypeError(f"handle must return a CloudEvent or None, not {type(result).__name__}")
-            headers, out = encode(continue_run(result, event))
+            headers, out = encode(as_reply(result, event))
         except Exception as exc:
             return self._failure(event, exc)
         return web.Response(status=200, body=out, headers=headers)
