@@ -149,13 +149,18 @@ class Runner:
         if old is not None:
             await self._drop(old, "replaced")
         log.info("function %s hosted (%s)", name, instance.target)
+        await self._follow(name, instance)
+
+    async def _follow(self, name: str, instance: Instance) -> None:
+        """Move the instances that run function ``name`` with an environment of their own to its new version."""
+        moved = {"target": instance.target, "python": instance.python}
         for other, inst in list(self.instances.items()):
-            if (
-                other != name
-                and inst.function == name
-                and (inst.target, inst.python) != (instance.target, instance.python)
-            ):
-                await self.host(other, inst.model_copy(update={"target": instance.target, "python": instance.python}))
+            if other == name or inst.function != name or (inst.target, inst.python) == tuple(moved.values()):
+                continue
+            try:
+                await self.host(other, inst.model_copy(update=moved))
+            except KnflowError as exc:  # the function itself is hosted; this instance keeps its version
+                log.warning("instance %s did not follow %s to its new version: %s", other, name, exc.message)
 
     async def unhost(self, name: str) -> None:
         """Stop hosting an instance (built-in functions stay)."""
