@@ -284,3 +284,26 @@ async def test_a_knative_shaped_function_directory_gets_knflows_context_and_answ
     assert headers["ce-runid"] == "run-u"
     assert orjson.loads(body) == {"settings": {"min_rows": 5}, "function": "checker"}
     assert [info.key for info in open_store(settings.artifacts).list("seen/")] != []
+
+
+async def test_a_knative_shaped_function_refuses_an_event_with_a_knflow_error(tmp_path, http):
+    from functions.runtime.host import FunctionHost
+    from functions.runtime.loader import load_function
+
+    module = tmp_path / "refuses.py"
+    module.write_text(
+        "from infra.errors import InvalidRequest\n\n\n"
+        "class Function:\n"
+        "    async def handle(self, scope, receive, send):\n"
+        "        raise InvalidRequest('data set tiny has 3 rows')\n\n\n"
+        "def new():\n"
+        "    return Function()\n"
+    )
+    host = FunctionHost(load_function(str(module)), make_settings(tmp_path))
+    bound = await host.start(["127.0.0.1:0"])
+    try:
+        status, headers, body = await post_event(http, f"http://{bound[0]}/", "test.in")
+    finally:
+        await host.stop()
+    assert status == 400  # a 4xx: delivery does not retry it
+    assert from_http(headers, body).get_data()["error"] == "data set tiny has 3 rows"
