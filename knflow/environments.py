@@ -8,9 +8,9 @@ whose site-packages holds a ``.pth`` file adding knflow's own site directories (
 knflow's editable install and its dependencies resolve) after the environment's own. The function's pins come
 first; what it does not declare comes from knflow's environment, and pip skips what that already satisfies.
 
-Layout: ``<data_dir>/functions/envs/<key>/`` with ``key`` the hash of the sorted dependency list and the
-Python version; ``knflow-env.json`` in it is written last, so an environment without it is a failed or
-interrupted build and is rebuilt. A failed install leaves nothing behind.
+Layout: ``<data_dir>/functions/envs/<key>/`` with ``key`` the hash of the sorted dependency list, the Python
+version and knflow's site directories; ``knflow-env.json`` in it is written last, so an environment without it
+is a failed or interrupted build and is rebuilt. A failed install leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -39,9 +39,10 @@ INSTALL_TIMEOUT_S = 900.0
 
 
 def env_key(dependencies: Sequence[str]) -> str:
-    """The cache key of a dependency list: order and duplicates do not matter, the Python version does."""
+    """The cache key of a dependency list: order and duplicates do not matter; the Python version and where
+    knflow lives (what the environment's ``.pth`` points at) do."""
     canon = sorted({d.strip() for d in dependencies})
-    payload = json.dumps({"python": list(sys.version_info[:2]), "dependencies": canon})
+    payload = json.dumps({"python": list(sys.version_info[:2]), "host": host_site_dirs(), "dependencies": canon})
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
