@@ -22,7 +22,7 @@ from knflow.follow import History
 from knflow.platform import Platform
 from tests.eventually import eventually_sync
 from tests.functions.func_template import write_func_create_directory
-from tests.platform import knflow, running_platform
+from tests.live_platform import knflow, running_platform
 
 pytestmark = pytest.mark.slow
 HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5.0, read=60.0))

@@ -24,7 +24,7 @@ from knflow.follow import History
 from knflow.pipeline import Pipeline, on
 from knflow.platform import Platform
 from tests.eventually import eventually_sync
-from tests.platform import ROOT, knflow, running_platform
+from tests.live_platform import ROOT, knflow, running_platform
 
 pytestmark = pytest.mark.slow
 VALIDATED = "com.example.validate.done"
