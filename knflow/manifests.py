@@ -160,23 +160,29 @@ def instances(pipelines: list[PipelineSpec], images: Mapping[str, str] | None = 
 
 
 def user_image(spec: PipelineSpec, step: Step, images: Mapping[str, str]) -> str:
-    """The image a user's function runs from: the step's ``image``, else its func.yaml's ``image``."""
-    if step.image:
-        return step.image
-    where = f"pipeline {spec.name}, step {step.name}"
-    if is_directory(step.function):
-        try:
-            image = read_function_dir(step.function).meta.image
-        except KnflowError as exc:
-            raise ConfigError(f"{where}: {exc.message}") from None
-    else:
-        image = images.get(function_name(step.function))
+    """The image a user's function runs from: the step's ``image``, else the one recorded when it was deployed."""
+    image = step.image or images.get(function_name(step.function))
     if not image:
         raise ConfigError(
-            f"{where}: function {step.function!r} is not in knflow's image and names no image of its own: "
-            "set `image` in its func.yaml (func build writes it) or give the step an `image`"
+            f"pipeline {spec.name}, step {step.name}: function {step.function!r} is not in knflow's image and names "
+            "no image of its own: set `image` in its func.yaml (func build writes it) or give the step an `image`"
         )
     return image
+
+
+def deployed_as(spec: PipelineSpec) -> PipelineSpec:
+    """The spec with each function directory named as it deploys (func.yaml's ``name``), carrying func.yaml's
+    ``image`` unless the step names one: the Services and Triggers then have the names the local runner uses."""
+    steps = []
+    for step in spec.steps:
+        if is_directory(step.function):
+            try:
+                meta = read_function_dir(step.function).meta
+            except KnflowError as exc:
+                raise ConfigError(f"pipeline {spec.name}, step {step.name}: {exc.message}") from None
+            step = step.model_copy(update={"function": meta.name, "image": step.image or meta.image})
+        steps.append(step)
+    return spec.model_copy(update={"spec": spec.spec.model_copy(update={"steps": steps})})
 
 
 def function_services(
@@ -285,7 +291,7 @@ def render(
     """Every resource knflow needs in a cluster for ``pipelines`` (default: the shipped lifecycle), validated,
     in apply order. ``images``: the image of each function deployed with ``knflow deploy``, by name."""
     options = options or ManifestOptions()
-    pipelines = pipelines or [load_pipeline(lifecycle_spec_path())]
+    pipelines = [deployed_as(p) for p in pipelines or [load_pipeline(lifecycle_spec_path())]]
     _check_unique(pipelines)
     func = read_func_yaml(func_yaml)
     ns = options.namespace or (func.get("deploy") or {}).get("namespace") or "knflow"

@@ -183,7 +183,7 @@ def _with_user_step(function: str, **step: object) -> object:
 
 
 def _user_dir(tmp_path: Path, image: str | None) -> Path:
-    root = tmp_path / "validate"
+    root = tmp_path / "validate-src"  # deployed (and rendered) under func.yaml's name, not the directory's
     (root / "function").mkdir(parents=True)
     (root / "function" / "__init__.py").write_text("from .func import new\n")
     (root / "func.yaml").write_text(
@@ -230,7 +230,7 @@ def test_a_user_function_without_an_image_is_refused_at_render_time(tmp_path: Pa
 
 def test_manifests_command_renders_a_pipeline_file_with_a_function_directory(tmp_path: Path) -> None:
     _user_dir(tmp_path, "registry.example/validate:1")
-    spec = _with_user_step("./validate").model_dump(mode="json", exclude_none=True)
+    spec = _with_user_step("./validate-src").model_dump(mode="json", exclude_none=True)
     (tmp_path / "checked.yaml").write_text(yaml.safe_dump(spec))
     result = _knflow("manifests", "--func-yaml", str(FUNC_YAML), "--pipeline", str(tmp_path / "checked.yaml"),
                      env={"KNFLOW_DATA_DIR": str(tmp_path / "data")})  # fmt: skip
