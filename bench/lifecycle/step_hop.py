@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -140,6 +141,7 @@ def main() -> int:
                 runids.setdefault(name, []).append(run_once(http, running.url("broker"), history, name))
         assert settings.broker.path is not None
         times = {name: appended(settings.broker.path / "events.db", ids) for name, ids in runids.items()}
+    shutil.rmtree(base, ignore_errors=True)
     report(args, times)
     return 0
 
