@@ -21,6 +21,8 @@ COMMANDS = [
     "schedule",
     "trigger",
     "invoke",
+    "func",
+    "deploy",
     "functions",
     "serve",
     "models",

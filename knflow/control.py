@@ -1,7 +1,10 @@
-"""Pipelines on a running platform: apply one (its function instances, its triggers, its stored spec), list, show,
-delete, and put the shipped lifecycle in place at start.
+"""Pipelines on a running platform: apply one (its function directories, its function instances, its triggers,
+its stored spec), list, show, delete, and put the shipped lifecycle in place at start.
 
-An applied pipeline's spec is kept in the artifact store at ``pipelines/<name>.yaml``: the dashboard, the CLI and
+A step whose ``function`` is a directory is deployed first, by the code of ``knflow deploy``
+(``knflow.deployment``), and the spec then names the deployed function: so the stored spec says what runs, and
+a platform that restarts hosts the deployed version, not whatever the directory holds by then. An applied
+pipeline's spec is kept in the artifact store at ``pipelines/<name>.yaml``: the dashboard, the CLI and
 ``knflow manifests`` read it from there, and re-applying a spec removes the triggers and instances its previous
 version had and this one has not.
 """
@@ -12,8 +15,10 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from functions.contract import LIFECYCLE, builtin_emits, lifecycle_spec_path
+from functions.runtime.funcdir import read_function_dir
 from functions.runtime.instances import Instance
 from functions.runtime.pipeline import (
     SETTINGS_ENV,
@@ -22,14 +27,17 @@ from functions.runtime.pipeline import (
     check_functions,
     function_name,
     instance_name,
+    is_directory,
     load_pipeline,
     parse_pipeline,
     pipeline_triggers,
+    with_functions,
 )
-from infra.errors import NotFound
+from infra.errors import InvalidRequest, NotFound
 from infra.httpclient import JsonClient
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
+from knflow.deployment import Deployer
 
 log = logging.getLogger(__name__)
 PREFIX = "pipelines/"
@@ -52,6 +60,7 @@ class Applied:
     triggers: tuple[str, ...]
     instances: tuple[str, ...]
     removed: tuple[str, ...]
+    deployed: tuple[str, ...] = ()  # the functions deployed from the spec's function directories
 
 
 class PipelineControl:
@@ -63,6 +72,7 @@ class PipelineControl:
         self.functions_url = f"http://{settings.host}:{settings.functions_port}"
         self.broker = JsonClient(f"http://{settings.host}:{settings.broker_port}", timeout=120.0)
         self.runner = JsonClient(self.functions_url, timeout=120.0)
+        self.deployer = Deployer(settings, self.runner)
 
     @property
     def store(self) -> ArtifactStore:
@@ -87,12 +97,22 @@ class PipelineControl:
                 return load_pipeline(lifecycle_spec_path())
             raise NotFound(f"no pipeline named {name!r}; applied: {self.names()}") from None
 
+    def using(self, function: str) -> list[str]:
+        """The applied pipelines with a step running ``function``."""
+        return [n for n in self.names() if any(function_name(s.function) == function for s in self.get(n).steps)]
+
     # -- changing ---------------------------------------------------------------------------------------------
 
     def apply(self, spec: PipelineSpec) -> Applied:
-        """Host the steps' instances, put the triggers, drop what the previous version had, store the spec."""
+        """Deploy the steps' function directories, host the steps' instances, put the triggers, drop what the
+        previous version had, store the spec (naming the deployed functions)."""
         hosted = self.runner.call("GET", "/functions")
-        check_functions(spec, lambda step: self._emits(step, hosted))
+        directories = self._directories(spec)
+        check_functions(spec, lambda step: () if step.function in directories else self._emits(step, hosted))
+        deployed = {path: self.deployer.deploy(path).name for path in directories}
+        if deployed:
+            spec = with_functions(spec, lambda step: deployed.get(step.function, step.function))
+            hosted = self.runner.call("GET", "/functions")
         try:
             previous: PipelineSpec | None = parse_pipeline(self.store.get(spec_key(spec.name)))
         except NotFound:
@@ -104,7 +124,7 @@ class PipelineControl:
         removed = self._drop_stale(previous, {t.name for t in triggers}, set(instances)) if previous else ()
         self.store.put(spec_key(spec.name), spec.to_yaml().encode(), content_type="application/yaml")
         log.info("pipeline %s applied: %d triggers, %d own instances", spec.name, len(triggers), len(instances))
-        return Applied(spec.name, tuple(t.name for t in triggers), tuple(instances), removed)
+        return Applied(spec.name, tuple(t.name for t in triggers), tuple(instances), removed, tuple(deployed.values()))
 
     def delete(self, name: str) -> Applied:
         """Remove a pipeline's triggers, its own function instances and its stored spec."""
@@ -129,6 +149,26 @@ class PipelineControl:
     # -- pieces -----------------------------------------------------------------------------------------------
 
     @staticmethod
+    def _directories(spec: PipelineSpec) -> set[str]:
+        """The steps' function directories, each checked (absolute, func.yaml readable) before anything is deployed."""
+        out = set()
+        for step in spec.steps:
+            if not is_directory(step.function):
+                continue
+            where = f"pipeline {spec.name}, step {step.name}"
+            if not Path(step.function).is_absolute():
+                raise InvalidRequest(
+                    f"{where}: function directory {step.function!r} must be an absolute path "
+                    "(`knflow pipeline apply FILE` makes paths relative to the spec file absolute)"
+                )
+            try:
+                read_function_dir(step.function)
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"{where}: {exc.message}") from None
+            out.add(step.function)
+        return out
+
+    @staticmethod
     def _emits(step: Step, hosted: dict[str, dict]) -> tuple[str, ...] | None:
         """What the step's function answers with: known for built-ins, as declared for a user's; None if unknown."""
         name = function_name(step.function)
@@ -141,10 +181,14 @@ class PipelineControl:
         """Host the step's own instance: its function with the step's settings in the environment."""
         name = instance_name(spec, step)
         function = function_name(step.function)
-        target = hosted.get(function, {}).get("module") or function
-        instance = Instance(target=target, env={SETTINGS_ENV: json.dumps(step.settings, sort_keys=True)})
-        current = hosted.get(name)
-        if current is None or current.get("module") != target or current.get("env_digest") != instance.digest():
+        base = hosted.get(function, {})
+        instance = Instance(
+            target=base.get("module") or function, python=base.get("python"), function=function,
+            env={SETTINGS_ENV: json.dumps(step.settings, sort_keys=True)},
+        )  # fmt: skip
+        current = hosted.get(name) or {}
+        wanted = (instance.target, instance.python, instance.function, instance.digest())
+        if (current.get("module"), current.get("python"), current.get("function"), current.get("env_digest")) != wanted:
             self.runner.call("PUT", f"/admin/functions/{name}", instance.model_dump())
         return name
 

@@ -5,9 +5,12 @@ composes the generic builders of ``infra.knative`` into validated resources. The
 broker's triggers of each pipeline spec one-to-one (``functions.runtime.pipeline.pipeline_triggers``): same
 names, filters, retry and backoff. Each step runs in the Service of its function instance (a built-in
 function from the one image, with the step's settings in its environment when it has any, or the step's
-own ``image``). Knative's Trigger schema (1.17) has no per-attempt ``delivery.timeout``, so the local
-timeout becomes the subscriber Service's ``timeoutSeconds`` (train/tune: 1800 s, which needs
-``max-revision-timeout-seconds`` >= 1800 in Knative's ``config-defaults``). Every Trigger's
+own ``image``). A user's function (a function directory, or a function deployed with ``knflow deploy``) runs
+from its own image — the step's ``image``, else its func.yaml's ``image`` — with that image's own entrypoint
+(what ``func build`` makes), and is refused at render time when it has neither. Knative's Trigger schema
+(1.17) has no per-attempt ``delivery.timeout``, so the local timeout becomes the subscriber Service's
+``timeoutSeconds`` (train/tune: 1800 s, which needs ``max-revision-timeout-seconds`` >= 1800 in Knative's
+``config-defaults``). Every Trigger's
 ``deadLetterSink`` is the ``deadletter`` function's Service, which emits ``dev.knflow.step.failed`` into the
 broker as knflow's own broker does. Each schedule is a PingSource into the broker whose pings a Trigger
 brings to the ``schedule`` function's Service, as locally (``knflow.schedules``). The gateway keeps min-scale
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,17 +31,21 @@ import yaml
 
 from eventing.triggers import parse_duration
 from functions.contract import lifecycle_spec_path
+from functions.runtime.funcdir import read_function_dir
+from functions.runtime.loader import KNOWN_FUNCTIONS
 from functions.runtime.pipeline import (
     SETTINGS_ENV,
     PipelineSpec,
+    Step,
     delivery_spec,
     function_name,
     instance_name,
+    is_directory,
     load_pipeline,
     pipeline_triggers,
 )
 from infra import knative
-from infra.errors import ConfigError
+from infra.errors import ConfigError, KnflowError
 from infra.settings import parse_broker_url
 from knflow.schedules import SCHEDULE_FUNCTION, Schedule, schedule_trigger
 
@@ -136,17 +144,47 @@ class Instance:
     function: str
     settings: str  # the step's settings as JSON, "" when it has none
     image: str | None
+    own: bool = False  # a user's function: its own image and entrypoint
 
 
-def instances(pipelines: list[PipelineSpec]) -> dict[str, Instance]:
-    """Every function instance the pipelines' steps run in (steps of one function without settings share one)."""
+def instances(pipelines: list[PipelineSpec], images: Mapping[str, str] | None = None) -> dict[str, Instance]:
+    """Every function instance the pipelines' steps run in (steps of one function without settings share one).
+    ``images``: the image of each function deployed with ``knflow deploy`` (from its func.yaml)."""
     out: dict[str, Instance] = {}
     for spec in pipelines:
         for step in spec.steps:
-            name = instance_name(spec, step)
+            name, function = instance_name(spec, step), function_name(step.function)
             settings = json.dumps(step.settings, sort_keys=True) if step.settings else ""
-            out.setdefault(name, Instance(name, function_name(step.function), settings, step.image))
+            own = function not in KNOWN_FUNCTIONS
+            image = user_image(spec, step, images or {}) if own else step.image
+            out.setdefault(name, Instance(name, function, settings, image, own))
     return out
+
+
+def user_image(spec: PipelineSpec, step: Step, images: Mapping[str, str]) -> str:
+    """The image a user's function runs from: the step's ``image``, else the one recorded when it was deployed."""
+    image = step.image or images.get(function_name(step.function))
+    if not image:
+        raise ConfigError(
+            f"pipeline {spec.name}, step {step.name}: function {step.function!r} is not in knflow's image and names "
+            "no image of its own: set `image` in its func.yaml (func build writes it) or give the step an `image`"
+        )
+    return image
+
+
+def deployed_as(spec: PipelineSpec) -> PipelineSpec:
+    """The spec with each function directory named as it deploys (func.yaml's ``name``), carrying func.yaml's
+    ``image`` unless the step names one: the Services and Triggers then have the names the local runner uses."""
+    steps = []
+    for step in spec.steps:
+        if is_directory(step.function):
+            try:
+                meta = read_function_dir(step.function).meta
+            except KnflowError as exc:
+                raise ConfigError(f"pipeline {spec.name}, step {step.name}: {exc.message}") from None
+            step = step.model_copy(update={"function": meta.name, "image": step.image or meta.image})
+        steps.append(step)
+    return spec.model_copy(update={"spec": spec.spec.model_copy(update={"steps": steps})})
 
 
 def function_services(
@@ -156,6 +194,7 @@ def function_services(
     image: str,
     timeouts: dict[str, int],
     pipelines: list[PipelineSpec],
+    images: Mapping[str, str] | None = None,
     platform_functions: tuple[str, ...] = (DEAD_LETTER_FUNCTION,),
 ) -> list[dict]:
     """One Knative Service per function instance, from ``image`` unless its step names its own, and one per
@@ -163,7 +202,10 @@ def function_services(
     KNFLOW_STEP_SETTINGS carries a step's settings."""
     env, out = container_env(func), []
     platform = [Instance(name, name, "", None) for name in platform_functions]
-    for inst in [*instances(pipelines).values(), *platform]:
+    for inst in [*instances(pipelines, images).values(), *platform]:
+        if inst.own:
+            out.append(user_service(func, ns, env, timeouts, inst))
+            continue
         concurrency = CONCURRENCY.get(inst.function, DEFAULT_CONCURRENCY)
         own = [{"name": "KNFLOW_FUNCTION", "value": inst.function}, {"name": "LISTEN_ADDRESS", "value": "0.0.0.0:8080"}]
         if inst.settings:
@@ -179,6 +221,19 @@ def function_services(
             target=concurrency, container_concurrency=concurrency, timeout_seconds=timeouts.get(inst.name, 120), **gpu,
         ))  # fmt: skip
     return out
+
+
+def user_service(func: dict, ns: str, env: list[dict], timeouts: dict[str, int], inst: Instance) -> dict[str, Any]:
+    """A user function's Service: its own image and entrypoint, knflow's settings and its step's settings."""
+    own = [{"name": "LISTEN_ADDRESS", "value": "0.0.0.0:8080"}]
+    if inst.settings:
+        own.append({"name": SETTINGS_ENV, "value": inst.settings})
+    labels = FUNCTION_LABELS | {"knflow.dev/function": inst.function}
+    return _service(
+        func, ns, inst.image or "", name=function_service_name(inst.name), env=tuple(own + env), labels=labels,
+        target=DEFAULT_CONCURRENCY, container_concurrency=DEFAULT_CONCURRENCY,
+        timeout_seconds=timeouts.get(inst.name, 120),
+    )  # fmt: skip
 
 
 def gateway_service(func: dict, options: ManifestOptions, ns: str, image: str) -> dict[str, Any]:
@@ -257,12 +312,14 @@ def render(
     func_yaml: str | Path,
     options: ManifestOptions | None = None,
     pipelines: list[PipelineSpec] | None = None,
+    images: Mapping[str, str] | None = None,
     schedules: list[Schedule] | None = None,
 ) -> list[dict[str, Any]]:
     """Every resource knflow needs in a cluster for ``pipelines`` (default: the shipped lifecycle) and
-    ``schedules``, validated, in apply order."""
+    ``schedules``, validated, in apply order. ``images``: the image of each function deployed with
+    ``knflow deploy``, by name."""
     options = options or ManifestOptions()
-    pipelines = pipelines or [load_pipeline(lifecycle_spec_path())]
+    pipelines = [deployed_as(p) for p in pipelines or [load_pipeline(lifecycle_spec_path())]]
     _check_unique(pipelines)
     func = read_func_yaml(func_yaml)
     ns = options.namespace or (func.get("deploy") or {}).get("namespace") or "knflow"
@@ -272,7 +329,7 @@ def render(
     triggers, timeouts = trigger_resources(ns, options.broker, dls, pipelines)
     triggers += schedule_resources(ns, options.broker, dls, schedules or [])
     platform = (DEAD_LETTER_FUNCTION, SCHEDULE_FUNCTION) if schedules else (DEAD_LETTER_FUNCTION,)
-    resources += function_services(func, options, ns, image, timeouts, pipelines, platform)
+    resources += function_services(func, options, ns, image, timeouts, pipelines, images, platform)
     resources.append(gateway_service(func, options, ns, image))
     broker = knative.ref(knative.EVENTING, "Broker", options.broker)
     resources.append(knative.sink_binding("knflow-functions-sink", ns, FUNCTION_LABELS, broker))

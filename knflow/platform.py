@@ -76,17 +76,26 @@ class Platform:
         return f"http://{self.settings.host}:{port}"
 
     @classmethod
-    def start(cls, settings: Settings, *, extra_env: dict[str, str] | None = None, timeout: float = 60.0) -> Platform:
-        """Start every component, wait for health, apply the pipelines."""
+    def start(
+        cls,
+        settings: Settings,
+        *,
+        extra_env: dict[str, str] | None = None,
+        timeout: float = 60.0,
+        only: tuple[str, ...] | None = None,
+    ) -> Platform:
+        """Start every component (or ``only`` those named: a benchmark of events needs no gateway), wait for
+        health, apply the pipelines."""
         platform = cls(settings, log_dir=settings.data_dir / "logs")
         platform.log_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
         env = {**os.environ, **settings_env(settings), **(extra_env or {})}
+        components = [c for c in COMPONENTS if only is None or c.name in only]
         try:
-            for component in COMPONENTS:
+            for component in components:
                 _check_port_free(settings, component)
                 log_path = platform.log_dir / f"{component.name}.log"  # type: ignore[operator]
                 platform.processes[component.name] = spawn([sys.executable, "-m", component.module], log_path, env)
-            for component in COMPONENTS:
+            for component in components:
                 platform._wait_healthy(component, timeout)
             platform.install_pipelines()
         except BaseException:

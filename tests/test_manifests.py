@@ -169,3 +169,75 @@ def test_apply_dry_run_needs_no_cluster(tmp_path: Path) -> None:
     result = _knflow("apply", "--dry-run", env={"KUBECONFIG": str(tmp_path / "none"), "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert "Trigger/lifecycle-train-trials (dry run: not applied)" in result.stdout
+
+
+# -- user functions: their own image ---------------------------------------------------------------------------
+
+
+def _with_user_step(function: str, **step: object) -> object:
+    from knflow.pipeline import Pipeline
+
+    pipeline = Pipeline.lifecycle("checked")
+    pipeline.insert_between("ingest", "featurize", name="validate", function=function, emits="acme.validated", **step)
+    return pipeline.spec()
+
+
+def _user_dir(tmp_path: Path, image: str | None) -> Path:
+    root = tmp_path / "validate-src"  # deployed (and rendered) under func.yaml's name, not the directory's
+    (root / "function").mkdir(parents=True)
+    (root / "function" / "__init__.py").write_text("from .func import new\n")
+    (root / "func.yaml").write_text(
+        "specVersion: 0.36.0\nname: validate\nruntime: python\n" + (f"image: {image}\n" if image else "")
+    )
+    return root
+
+
+def test_a_user_function_runs_from_the_image_its_func_yaml_names(tmp_path: Path) -> None:
+    spec = _with_user_step(str(_user_dir(tmp_path, "registry.example/validate:1")), settings={"min_rows": 100})
+    services = {s["metadata"]["name"]: s for s in _by_kind(render(FUNC_YAML, pipelines=[spec]))["Service"]}
+    container = _container(services["knflow-checked-validate"])
+    assert container["image"] == "registry.example/validate:1"
+    assert "command" not in container  # the image's own entrypoint, as func build makes it
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KNFLOW_STEP_SETTINGS"] == '{"min_rows": 100}' and env["LISTEN_ADDRESS"] == "0.0.0.0:8080"
+    assert "KNFLOW_FUNCTION" not in env and env["KNFLOW_ARTIFACTS"].startswith("s3://")
+    labels = services["knflow-checked-validate"]["metadata"]["labels"]
+    assert labels["knflow.dev/component"] == "function"  # the SinkBinding gives it K_SINK
+    trigger = next(
+        t
+        for t in _by_kind(render(FUNC_YAML, pipelines=[spec]))["Trigger"]
+        if t["metadata"]["name"] == "checked-validate"
+    )
+    assert trigger["spec"]["subscriber"]["ref"]["name"] == "knflow-checked-validate"
+
+
+def test_a_steps_image_wins_and_a_deployed_function_uses_its_recorded_image(tmp_path: Path) -> None:
+    own = _with_user_step(str(_user_dir(tmp_path, "registry.example/validate:1")), image="registry.example/v:2")
+    services = {s["metadata"]["name"]: s for s in _by_kind(render(FUNC_YAML, pipelines=[own]))["Service"]}
+    assert _container(services["knflow-validate"])["image"] == "registry.example/v:2"
+    by_name = _with_user_step("validate")
+    rendered = render(FUNC_YAML, pipelines=[by_name], images={"validate": "registry.example/validate:3"})
+    services = {s["metadata"]["name"]: s for s in _by_kind(rendered)["Service"]}
+    assert _container(services["knflow-validate"])["image"] == "registry.example/validate:3"
+
+
+@pytest.mark.parametrize("where", ["directory", "deployed"])
+def test_a_user_function_without_an_image_is_refused_at_render_time(tmp_path: Path, where: str) -> None:
+    spec = _with_user_step(str(_user_dir(tmp_path, None)) if where == "directory" else "validate")
+    with pytest.raises(ConfigError, match=r"pipeline checked, step validate: function .* names no image of its own"):
+        render(FUNC_YAML, pipelines=[spec])
+
+
+def test_manifests_command_renders_a_pipeline_file_with_a_function_directory(tmp_path: Path) -> None:
+    _user_dir(tmp_path, "registry.example/validate:1")
+    spec = _with_user_step("./validate-src").model_dump(mode="json", exclude_none=True)
+    (tmp_path / "checked.yaml").write_text(yaml.safe_dump(spec))
+    result = _knflow("manifests", "--func-yaml", str(FUNC_YAML), "--pipeline", str(tmp_path / "checked.yaml"),
+                     env={"KNFLOW_DATA_DIR": str(tmp_path / "data")})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    images = {
+        d["metadata"]["name"]: _container(d)["image"]
+        for d in yaml.safe_load_all(result.stdout)
+        if d and d["kind"] == "Service"
+    }
+    assert images["knflow-validate"] == "registry.example/validate:1"

@@ -43,6 +43,16 @@ class _Response:
             self.body += bytes(message.get("body", b""))
 
 
+def as_reply(reply: CloudEvent, cause: CloudEvent) -> CloudEvent:
+    """A function's reply as it goes back to the broker: within the cause's run (``continue_run``), and with
+    ``datacontenttype: application/json`` when it carries structured data and names no type itself (what the
+    JSON event format implies, and what the next step needs to get its data back as JSON, not bytes)."""
+    reply = continue_run(reply, cause)
+    if reply.get_datacontenttype() is None and isinstance(reply.get_data(), dict | list):
+        return CloudEvent({**reply.get_attributes(), "datacontenttype": "application/json"}, reply.get_data())
+    return reply
+
+
 def _text(value: bytes | str) -> str:
     return value.decode("latin-1") if isinstance(value, bytes | bytearray) else str(value)
 
@@ -63,10 +73,10 @@ class CloudEventSender:
             await self.structured(event, status)
 
     async def structured(self, event: CloudEvent, status: int = 200) -> None:
-        self._set(*to_http_structured(continue_run(event, self._cause)), status)
+        self._set(*to_http_structured(as_reply(event, self._cause)), status)
 
     async def binary(self, event: CloudEvent, status: int = 200) -> None:
-        self._set(*to_http_binary(continue_run(event, self._cause)), status)
+        self._set(*to_http_binary(as_reply(event, self._cause)), status)
 
     async def http(self, message: Mapping[str, Any]) -> None:
         await self._response(message)

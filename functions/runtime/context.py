@@ -1,9 +1,12 @@
 """What a knflow function's ``handle(event, ctx)`` gets besides the event: store, settings, logger, fan-out.
 
-Contract (other areas rely on it)::
+Contract (stable; user functions rely on it, see docs/functions.md)::
 
     async def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None
     def handle(event: CloudEvent, ctx: Context) -> CloudEvent | None   # sync: runs in a thread executor
+
+A function in Knative's shape (``handle(scope, receive, send)``) finds the same context in ``scope["knflow"]``;
+``context_of(scope)`` returns it typed.
 
 ``ctx.store`` is the artifact store (opened on first use), ``ctx.settings`` the host's settings,
 ``ctx.step_settings`` the settings a pipeline step gave this function (``settings:`` in the spec, ``{}`` when
@@ -18,24 +21,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import to_http_binary
 from eventing.events import RUNID
-from infra.errors import Unavailable
+from infra.errors import ConfigError, Unavailable
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
+
+#: Where a Knative-shaped function finds its ``Context`` in the ASGI scope.
+SCOPE_KEY = "knflow"
 
 
 class Runtime:
     """Per-process state shared by every event's context: settings, the store, the emit session."""
 
-    def __init__(self, function: str, settings: Settings, sink: str | None = None, step_settings: dict | None = None):
+    def __init__(
+        self, function: str, settings: Settings, sink: str | None = None, step_settings: Mapping[str, Any] | None = None
+    ):
         self.function = function
         self.settings = settings
-        self.step_settings = dict(step_settings or {})
+        self.step_settings: dict[str, Any] = dict(step_settings or {})
         self.sink = sink or f"http://{settings.host}:{settings.broker_port}/"
         self.logger = logging.getLogger(f"functions.{function}")
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -72,33 +82,38 @@ class Context:
 
     __slots__ = ("_log", "_runtime", "event")
 
-    def __init__(self, runtime: Runtime, event: CloudEvent):
+    def __init__(self, runtime: Runtime, event: CloudEvent | None):
         self._runtime = runtime
-        self.event = event
-        self._log: logging.LoggerAdapter | None = None
+        #: The event being handled (None for a Knative-shaped function invoked as plain HTTP).
+        self.event: CloudEvent | None = event
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
 
     @property
-    def log(self) -> logging.LoggerAdapter:
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
         """A logger whose records carry this event's ``runid`` (made on first use)."""
         if self._log is None:
-            self._log = logging.LoggerAdapter(self._runtime.logger, {RUNID: self.event.get_extension(RUNID)})
+            runid = self.event.get_extension(RUNID) if self.event is not None else None
+            self._log = logging.LoggerAdapter(self._runtime.logger, {RUNID: runid})
         return self._log
 
     @property
     def function(self) -> str:
+        """The name this function is hosted under."""
         return self._runtime.function
 
     @property
     def settings(self) -> Settings:
+        """The platform's settings (``infra.settings.Settings``), as the host loaded them."""
         return self._runtime.settings
 
     @property
     def store(self) -> ArtifactStore:
+        """The artifact store (``infra.store.ArtifactStore``: get, put, list, exists, stat, delete, ...)."""
         return self._runtime.store
 
     @property
-    def step_settings(self) -> dict:
-        """The settings of the pipeline step this function runs as (``settings:`` in the spec)."""
+    def step_settings(self) -> dict[str, Any]:
+        """The settings of the pipeline step this function runs as (``settings:`` in the spec; ``{}`` when none)."""
         return self._runtime.step_settings
 
     async def emit(self, event: CloudEvent) -> None:
@@ -113,4 +128,13 @@ class Context:
         asyncio.run_coroutine_threadsafe(self._runtime.emit(event), loop).result(timeout)
 
     def __repr__(self) -> str:
-        return f"Context(function={self.function!r}, runid={self.event.get_extension(RUNID)!r})"
+        runid = self.event.get_extension(RUNID) if self.event is not None else None
+        return f"Context(function={self.function!r}, runid={runid!r})"
+
+
+def context_of(scope: Mapping[str, Any]) -> Context:
+    """The knflow ``Context`` of a Knative-shaped function's request (``scope["knflow"]``)."""
+    ctx = scope.get(SCOPE_KEY)
+    if not isinstance(ctx, Context):
+        raise ConfigError("this request has no knflow context: the function is not hosted by knflow's host")
+    return ctx

@@ -8,9 +8,10 @@ flight, 503 while draining, and when the handler raises: a ``KnflowError``'s own
 tells delivery not to retry), else 500; the body is then a ``dev.knflow.function.error`` event.
 SIGTERM stops accepting, finishes the events in flight, runs the function's ``stop`` and exits.
 
-Run: ``python -m functions.runtime.host NAME|dotted.module|path/to/file.py`` (or ``KNFLOW_FUNCTION``),
-listening on ``LISTEN_ADDRESS`` (``host:port[,host:port]``, as Knative's runtime reads it),
-else ``{settings.host}:$PORT``, else ``{settings.host}:8080``.
+Run: ``python -m functions.runtime.host NAME|dotted.module|path/to/file.py|function-directory`` (or
+``KNFLOW_FUNCTION``), listening on ``LISTEN_ADDRESS`` (``host:port[,host:port]`` or ``unix:PATH``, as Knative's
+runtime reads it), else ``{settings.host}:$PORT``, else ``{settings.host}:8080``. With ``--worker`` it is one of
+the local runner's workers under a function's own interpreter (see ``functions.runtime.interpreter``).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from aiohttp import web
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import to_http_binary
-from eventing.events import RUNID, continue_run, new_event
+from eventing.events import RUNID, new_event
 from eventing.wire import from_http as decode
 from eventing.wire import to_http_binary as encode
-from functions.runtime.asgi import AsgiFunction, make_scope
-from functions.runtime.context import Context, Runtime
+from functions.runtime.asgi import AsgiFunction, as_reply, make_scope
+from functions.runtime.context import SCOPE_KEY, Context, Runtime
 from functions.runtime.loader import load_function
 from functions.runtime.pipeline import SETTINGS_ENV
 from infra.aio import run
@@ -145,7 +146,9 @@ class FunctionHost:
                     _peer(request),
                     None,
                 )
-                reply = await self.function.call_asgi(scope, body, event)
+                scope[SCOPE_KEY] = Context(self.runtime, event)  # what knflow's own shape gets as ctx
+                with bound_runid(event.get_extension(RUNID) if event is not None else None):
+                    reply = await self.function.call_asgi(scope, body, event)
                 return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
             with bound_runid(event.get_extension(RUNID)):  # every log record of this event carries it
                 result = await self.function.call(event, Context(self.runtime, event))
@@ -153,7 +156,7 @@ class FunctionHost:
                 return web.Response(status=204)
             if not isinstance(result, CloudEvent):
                 raise TypeError(f"handle must return a CloudEvent or None, not {type(result).__name__}")
-            headers, out = encode(continue_run(result, event))
+            headers, out = encode(as_reply(result, event))
         except Exception as exc:
             return self._failure(event, exc)
         return web.Response(status=200, body=out, headers=headers)
@@ -248,8 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m functions.runtime.host TARGET``: serve one function until SIGTERM."""
     parser = argparse.ArgumentParser(prog="python -m functions.runtime.host", description=__doc__.splitlines()[0])
     parser.add_argument("target", nargs="?", help="function name, dotted module or .py file (or KNFLOW_FUNCTION)")
-    parser.add_argument("--invoke", choices=("cloudevent", "http"), default="cloudevent", help="Knative-shape flavour")
+    parser.add_argument("--invoke", choices=("cloudevent", "http"), default=None, help="Knative-shape flavour")
+    parser.add_argument("--worker", action="store_true", help="serve as a local runner's worker (spec on stdin)")
     args = parser.parse_args(argv)
+    if args.worker:
+        from functions.runtime.interpreter import serve_worker
+
+        return serve_worker()
     environ = dict(os.environ)
     settings = load_settings(environ)
     configure_logging(settings.log_level, settings.log_format)

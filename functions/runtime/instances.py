@@ -1,4 +1,5 @@
-"""The function instances a runner hosts besides the built-in ones: a name, what to load and its environment.
+"""The function instances a runner hosts besides the built-in ones: a name, what to load, its environment and
+the interpreter it runs under.
 
 They are kept in ``<data_dir>/functions/instances.json`` (written atomically), so a restarted runner hosts
 them again; a pipeline step with settings, and a user's deployed function, are such instances.
@@ -27,8 +28,13 @@ class Instance(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    target: str = pydantic.Field(min_length=1, max_length=1000)  # a built-in name, a dotted module or a .py file
+    target: str = pydantic.Field(min_length=1, max_length=1000)  # a built-in name, dotted module, .py file or directory
     env: dict[EnvName, Annotated[str, pydantic.Field(max_length=65536)]] = pydantic.Field(default_factory=dict)
+    #: The interpreter of the function's own environment (``.../bin/python``); None: forked from the runner's template.
+    python: str | None = pydantic.Field(None, min_length=1, max_length=1000)
+    #: The hosted function this instance runs with an environment of its own (a pipeline step's settings): when that
+    #: function is deployed again, the instance follows it to the new version.
+    function: str | None = pydantic.Field(None, pattern=NAME)
 
     def digest(self) -> str:
         """A short digest of the environment (status shows it instead of values that may be secret)."""

@@ -1,6 +1,8 @@
-"""Find a function's module (name, dotted path or file) and wrap it in the shape the host calls.
+"""Find a function's module (name, dotted path, file or function directory) and wrap it in the shape the host calls.
 
-Two shapes are accepted, told apart by what the module defines:
+A function directory (Knative func's layout, ``functions.runtime.funcdir``) is loaded as func-python loads it:
+its ``function`` package, with func.yaml's ``name`` and ``invoke`` flavour. Two shapes are accepted, told apart
+by what the module defines:
 
 * knflow's: ``handle(event, ctx)`` (async, or sync to run in the thread executor, which is how a
   CPU-bound step such as training opts out of the event loop), with optional module-level
@@ -26,12 +28,30 @@ from typing import Any
 from cloudevents.core.v1.event import CloudEvent
 
 from functions.runtime.context import Context, Runtime
+from functions.runtime.funcdir import import_function_dir, is_function_dir, read_function_dir
 from infra.errors import ConfigError, NotFound
 
 #: The lifecycle functions knflow ships: name -> module.
 KNOWN_FUNCTIONS: dict[str, str] = {
     name: f"functions.{name}" for name in ("ingest", "featurize", "train", "tune", "register", "deploy")
 } | {"echo": "functions.examples.echo", "schedule": "functions.schedule"}
+
+
+class ShapeError(ConfigError):
+    """The module has no handler of either shape; ``file`` and ``line`` say where the user should look."""
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None):
+        at = f"{file}:{line}: " if file and line else (f"{file}: " if file else "")
+        super().__init__(at + message)
+        self.file, self.line, self.reason = file, line, message
+
+
+def _where(obj: Any) -> tuple[str | None, int | None]:
+    """The source file and first line of a class or function (None where Python cannot tell)."""
+    try:
+        return inspect.getsourcefile(obj), inspect.getsourcelines(obj)[1]
+    except (OSError, TypeError):
+        return None, None
 
 
 @dataclass(frozen=True)
@@ -56,6 +76,8 @@ def module_name_for(target: str) -> str:
 
 def import_target(target: str) -> ModuleType:
     """Import the module a function target names; ``NotFound`` if there is none."""
+    if "/" in target and is_function_dir(target):
+        return import_function_dir(Path(target).resolve())
     name = module_name_for(target)
     if name.endswith(".py") or "/" in name:
         path = Path(name).resolve()
@@ -124,21 +146,36 @@ class NativeFunction:
         return await asyncio.to_thread(self.handle, event, ctx)
 
 
-def load_function(target: str, invoke: str = "cloudevent", name: str | None = None) -> Any:
-    """Import ``target`` and wrap it: a ``NativeFunction`` or an ``AsgiFunction`` (Knative's shape); ``name`` is
-    what the function is hosted as (default: the last part of the target)."""
+def load_function(target: str, invoke: str | None = None, hosted_as: str | None = None) -> Any:
+    """Import ``target`` and wrap it: a ``NativeFunction`` or an ``AsgiFunction`` (Knative's shape). ``invoke``
+    is the Knative shape's flavour: a directory's func.yaml says, else ``cloudevent``; ``name`` is what the
+    function is hosted as (``hosted_as``; default: the directory's func.yaml name, or the target's last part)."""
     from functions.runtime.asgi import AsgiFunction
 
+    name = target.rstrip("/").rsplit("/", 1)[-1].removesuffix(".py").rsplit(".", 1)[-1]
+    if "/" in target and is_function_dir(target):
+        function_dir = read_function_dir(target)
+        name, invoke = function_dir.meta.name, invoke or function_dir.invoke
     module = import_target(target)
-    name = name or target.rsplit("/", 1)[-1].removesuffix(".py").rsplit(".", 1)[-1]
+    invoke = invoke or "cloudevent"
+    name = hosted_as or name
     if callable(getattr(module, "new", None)):
-        return AsgiFunction(name, module.new(), invoke)
+        instance = module.new()
+        if not callable(getattr(instance, "handle", None)):
+            kind = type(instance).__name__
+            raise ShapeError(
+                f"new() returned a {kind}, which has no handle(scope, receive, send)", *_where(type(instance))
+            )
+        return AsgiFunction(name, instance, invoke)
     handle = getattr(module, "handle", None)
     if handle is None:
-        raise ConfigError(f"function {target!r} defines neither handle(event, ctx) nor new() (Knative's shape)")
+        raise ShapeError(
+            f"function {name!r} defines neither new() (Knative's shape) nor handle(event, ctx) (knflow's)",
+            getattr(module, "__file__", None),
+        )
     params = [p for p in inspect.signature(handle).parameters.values() if p.default is inspect.Parameter.empty]
     if len(params) == 3:
         return AsgiFunction(name, module, invoke)
     if len(params) != 2:
-        raise ConfigError(f"function {target!r}: handle must take (event, ctx) or (scope, receive, send)")
+        raise ShapeError("handle must take (event, ctx) or (scope, receive, send)", *_where(handle))
     return NativeFunction(name, module)

@@ -251,9 +251,20 @@ def instance_name(spec: PipelineSpec, step: Step) -> str:
 
 def function_name(function: str) -> str:
     """A step's ``function`` as a hosted function's name (a directory's last part for a path)."""
-    if "/" in function:
+    if is_directory(function):
         return re.sub(r"[^a-z0-9-]", "-", Path(function).name.lower()).strip("-") or "function"
     return function
+
+
+def with_functions(spec: PipelineSpec, change: Callable[[Step], str]) -> PipelineSpec:
+    """The spec with each step's ``function`` replaced by ``change(step)``."""
+    steps = [step.model_copy(update={"function": change(step)}) for step in spec.steps]
+    return spec.model_copy(update={"spec": spec.spec.model_copy(update={"steps": steps})})
+
+
+def is_directory(function: str) -> bool:
+    """Whether a step's ``function`` names a function directory (a path) rather than a hosted function."""
+    return "/" in function
 
 
 def delivery_spec(spec: PipelineSpec, step: Step) -> DeliverySpec:

@@ -5,8 +5,11 @@ that function's worker, starting it first if it is stopped (the event waits, bou
 ``settings.functions.start_timeout_s``, then 503). The broker's triggers use subscriber URLs
 ``http://{host}:{functions_port}/functions/{name}``. ``GET /functions`` answers each function's
 state, pid, start time, last event and restarts. A worker that crashes is restarted; the event
-it held gets 502 and is redelivered. ``PUT /admin/functions/{name}`` ``{"target": ..., "env": {...}}`` hosts
-another instance (it must load before the answer; kept across restarts), ``DELETE`` removes it.
+it held gets 502 and is redelivered. ``PUT /admin/functions/{name}`` ``{"target": ..., "env": {...}, "python":
+..., "function": ...}`` hosts another instance (it must load before the answer; kept across restarts), ``DELETE``
+removes it. An instance with ``python`` (a deployed function's own environment) runs its workers under that
+interpreter instead of forking them from the warm template; one with ``function`` follows that function when it
+is hosted again (a pipeline step's own instance of a user's function).
 
 Run: ``python -m functions.runtime.runner [NAME=MODULE | MODULE ...]`` or ``knflow functions``; in-process:
 ``runner = Runner(settings); await runner.start(); ...; await runner.stop()``.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import os
 import shutil
@@ -29,6 +33,7 @@ import orjson
 from aiohttp import web
 
 from functions.runtime.instances import Instance, check_name, instances_path, load_instances, save_instances
+from functions.runtime.interpreter import Interpreter
 from functions.runtime.loader import KNOWN_FUNCTIONS
 from functions.runtime.worker import Worker, WorkerGone, request_headers
 from functions.runtime.zygote import Template
@@ -66,12 +71,13 @@ class Runner:
         self.sink = sink
         self._socket_dir = Path(tempfile.mkdtemp(prefix="knflow-fn-"))
         self.template = Template(settings, self._on_notice)
+        self._serial = itertools.count(1)
+        self._by_key: dict[str, Worker] = {}  # every worker not yet dropped, by the key its notices carry
         self.workers = {n: self._worker(n, Instance(target=m)) for n, m in self.functions.items()}
         self.instances_path = instances_path(settings.data_dir)
         self.instances = load_instances(self.instances_path)
         self.workers |= {n: self._worker(n, inst) for n, inst in self.instances.items()}
         self._admin_lock = asyncio.Lock()
-        self._checking: dict[str, Worker] = {}  # instances started once to check them before they are hosted
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -110,35 +116,51 @@ class Runner:
         shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     def _worker(self, name: str, instance: Instance) -> Worker:
-        return Worker(name, instance.target, self.settings, self.template, self._socket_dir, self.sink, instance.env)
+        """A worker for ``instance``: forked from the template, or under the instance's own interpreter."""
+        launcher = (
+            self.template if instance.python is None else Interpreter(instance.python, self.settings, self._on_notice)
+        )
+        key = f"{name}-{next(self._serial)}"
+        worker = Worker(name, instance, self.settings, launcher, self._socket_dir, self.sink, key=key)
+        self._by_key[key] = worker
+        return worker
+
+    async def _drop(self, worker: Worker, reason: str) -> None:
+        await worker.stop(reason)
+        self._by_key.pop(worker.key, None)
 
     async def host(self, name: str, instance: Instance) -> None:
-        """Host (or replace) an instance: it must start and load first; then it is kept across restarts."""
+        """Host (or replace) an instance: it must start and load first; then it is kept across restarts. The
+        instances that follow this one (``function == name``) move to its new target and interpreter."""
         check_name(name)
         if name in self.functions:
             raise Conflict(f"{name!r} is a built-in function; give the instance another name")
-        await self._check(name, instance)
         worker = self._worker(name, instance)
+        try:
+            await self._ensure_running(worker)
+        except KnflowError as exc:
+            await self._drop(worker, "failed to start")
+            raise InvalidRequest(f"function {name} cannot be hosted: {exc.message}") from None
         async with self._admin_lock:
             old = self.workers.get(name)
             self.workers[name] = worker
             self.instances[name] = instance
             save_instances(self.instances_path, self.instances)
         if old is not None:
-            await old.stop("replaced")
+            await self._drop(old, "replaced")
         log.info("function %s hosted (%s)", name, instance.target)
+        await self._follow(name, instance)
 
-    async def _check(self, name: str, instance: Instance) -> None:
-        """Start the instance once on the side (the hosted one, if any, keeps serving) and stop it again."""
-        probe = self._worker(f"{name}-check", instance)
-        self._checking[probe.name] = probe
-        try:
-            await self._ensure_running(probe)
-        except KnflowError as exc:
-            raise InvalidRequest(f"function {name} cannot be hosted: {exc.message}") from None
-        finally:
-            await probe.stop("checked")
-            self._checking.pop(probe.name, None)
+    async def _follow(self, name: str, instance: Instance) -> None:
+        """Move the instances that run function ``name`` with an environment of their own to its new version."""
+        moved = {"target": instance.target, "python": instance.python}
+        for other, inst in list(self.instances.items()):
+            if other == name or inst.function != name or (inst.target, inst.python) == tuple(moved.values()):
+                continue
+            try:
+                await self.host(other, inst.model_copy(update=moved))
+            except KnflowError as exc:  # the function itself is hosted; this instance keeps its version
+                log.warning("instance %s did not follow %s to its new version: %s", other, name, exc.message)
 
     async def unhost(self, name: str) -> None:
         """Stop hosting an instance (built-in functions stay)."""
@@ -150,7 +172,7 @@ class Runner:
             worker = self.workers.pop(name)
             del self.instances[name]
             save_instances(self.instances_path, self.instances)
-        await worker.stop("removed")
+        await self._drop(worker, "removed")
 
     async def _host(self, request: web.Request) -> web.Response:
         try:
@@ -171,8 +193,7 @@ class Runner:
         return web.Response(status=204)
 
     def _on_notice(self, notice: dict) -> None:
-        name = notice.get("name") or ""
-        worker = self.workers.get(name) or self._checking.get(name)
+        worker = self._by_key.get(notice.get("name") or "")
         if worker is not None:
             worker.on_notice(notice)
 

@@ -1,9 +1,10 @@
-"""One function's worker process, as a pod: forked from the template on demand, restarted on a crash, stopped when idle.
+"""One function's worker process, as a pod: started on demand, restarted on a crash, stopped when idle.
 
-Each worker serves its function with ``FunctionHost`` on a Unix socket; the parent (``Worker``)
-forwards HTTP to it, learns of its readiness and exit from the template's notices (a crash is
-counted and the worker restarted), and stops it after ``settings.functions.idle_grace_s``
-without events (scale to zero).
+Each worker serves its function with ``FunctionHost`` on a Unix socket. It is forked from the runner's warm
+template (``zygote.Template``), or, for a function with an environment of its own, started under that
+environment's interpreter (``interpreter.Interpreter``); both report ``ready``, ``failed`` and ``exit`` notices
+the same way. The parent (``Worker``) forwards HTTP to it, restarts it after a crash (counted), and stops it
+after ``settings.functions.idle_grace_s`` without events (scale to zero).
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
 from functions.runtime.instances import Instance
-from functions.runtime.zygote import Template
 from infra.errors import KnflowError, Unavailable
 from infra.settings import Settings
 
@@ -38,26 +38,46 @@ class WorkerGone(Unavailable):
     """The worker went away (scaled down) before taking the event; the runner may send it again."""
 
 
+class Launcher(Protocol):
+    """Starts worker processes; their notices (keyed by the ``name`` given here) reach the runner separately."""
+
+    async def spawn(
+        self,
+        name: str,
+        target: str,
+        socket: str,
+        sink: str | None,
+        env: dict[str, str] | None = None,
+        hosted_as: str | None = None,
+    ) -> int: ...
+
+
 class Worker:
-    """Parent side of one function's worker: state, start/stop, forwarding, crash and idle detection."""
+    """Parent side of one function's worker: state, start/stop, forwarding, crash and idle detection.
+
+    ``key`` is unique per ``Worker`` object (a replaced instance's old and new workers share a name): it names
+    the worker's socket and the notices about its processes."""
 
     def __init__(
         self,
         name: str,
-        target: str,
+        instance: Instance,
         settings: Settings,
-        template: Template,
+        launcher: Launcher,
         socket_dir: Path,
         sink: str | None = None,
-        env: dict[str, str] | None = None,
+        *,
+        key: str | None = None,
     ):
         self.name = name
-        self.target = target
-        self.env = dict(env or {})
+        self.key = key or name
+        self.instance = instance
+        self.target = instance.target
+        self.env = dict(instance.env)
         self.settings = settings
-        self.template = template
+        self.launcher = launcher
         self.sink = sink
-        self.socket_path = str(socket_dir / f"{name}.sock")
+        self.socket_path = str(socket_dir / f"{self.key}.sock")
         self.state = "stopped"
         self.pid: int | None = None
         self.started: float | None = None
@@ -84,7 +104,9 @@ class Worker:
             "inflight": self.inflight,
             "error": self.error,
             "module": self.target,
-            "env_digest": Instance(target=self.target, env=self.env).digest(),
+            "python": self.instance.python,
+            "function": self.instance.function,
+            "env_digest": self.instance.digest(),
         }
 
     # -- start / stop ---------------------------------------------------------------
@@ -102,7 +124,9 @@ class Worker:
         self.state = "starting"
         self._ready, self._exited = loop.create_future(), loop.create_future()
         try:
-            self.pid = await self.template.spawn(self.name, self.target, self.socket_path, self.sink, self.env)
+            self.pid = await self.launcher.spawn(
+                self.key, self.target, self.socket_path, self.sink, self.env, hosted_as=self.name
+            )
             await asyncio.wait([self._ready, self._exited], return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
             self._kill()
@@ -123,7 +147,7 @@ class Worker:
         log.info("function %s started (pid %s)", self.name, self.pid)
 
     def on_notice(self, notice: dict[str, Any]) -> None:
-        """A template notice about this worker's pid: ready, failed or exit."""
+        """A launcher's notice about this worker's pid: ready, failed or exit."""
         kind, pid = notice["kind"], notice.get("pid")
         if pid in self._gone or (self.pid is not None and pid != self.pid):
             if kind == "exit":

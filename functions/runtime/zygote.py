@@ -53,7 +53,8 @@ def worker_main(spec: dict[str, Any], settings: Settings, ctl: int) -> None:
     name, pid = spec["spawn"], os.getpid()
     os.environ.update(spec.get("env") or {})  # the instance's own environment (a pipeline step's settings)
     try:
-        host = FunctionHost(load_function(spec["target"], name=name), settings, sink=spec.get("sink"))
+        function = load_function(spec["target"], hosted_as=spec.get("as"))
+        host = FunctionHost(function, settings, sink=spec.get("sink"))
     except Exception as exc:
         _notify(ctl, kind="failed", name=name, pid=pid, error=f"{type(exc).__name__}: {exc}")
         raise SystemExit(1) from None
@@ -169,7 +170,13 @@ class Template:
             self._reader = asyncio.create_task(self._read(self.process))
 
     async def spawn(
-        self, name: str, target: str, socket: str, sink: str | None, env: dict[str, str] | None = None
+        self,
+        name: str,
+        target: str,
+        socket: str,
+        sink: str | None,
+        env: dict[str, str] | None = None,
+        hosted_as: str | None = None,
     ) -> int:
         """Fork a worker (with ``env`` added to its environment); returns its pid once forked (readiness
         comes later as a notice)."""
@@ -177,7 +184,7 @@ class Template:
         assert self.process is not None and self.process.stdin is not None
         waiter = asyncio.get_running_loop().create_future()
         self._spawned[name] = waiter
-        spec = {"spawn": name, "target": target, "socket": socket, "sink": sink, "env": env or {}}
+        spec = {"spawn": name, "as": hosted_as, "target": target, "socket": socket, "sink": sink, "env": env or {}}
         self.process.stdin.write(orjson.dumps(spec))
         self.process.stdin.write(b"\n")
         await self.process.stdin.drain()

@@ -6,8 +6,7 @@ import argparse
 import os
 
 from infra.kubeapply import apply, client_from_kubeconfig
-from knflow.commands.manifests import add_render_options, cluster_schedules, options_from, pipelines_from
-from knflow.manifests import render
+from knflow.commands.manifests import add_render_options, render_from
 
 HELP = "apply the Knative manifests to the cluster of the current kubeconfig (server-side apply)"
 
@@ -20,10 +19,9 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    schedules, note = cluster_schedules()
+    resources, note = render_from(args)
     if note:
         print(note.removeprefix("# "), end="")
-    resources = render(args.func_yaml, options_from(args), pipelines_from(args), schedules=schedules)
     if args.dry_run:
         for resource in resources:
             print(f"{resource['kind']}/{resource['metadata']['name']} (dry run: not applied)")

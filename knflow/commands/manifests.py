@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-from functions.runtime.pipeline import PipelineSpec, load_pipeline
+from functions.runtime.pipeline import load_pipeline
 from infra.errors import KnflowError
 from infra.settings import load_settings
+from knflow.commands.pipeline import absolute
 from knflow.control import PipelineControl
+from knflow.deployment import Deployer
 from knflow.manifests import ManifestOptions, read_func_yaml, render, secret_note, to_yaml
 from knflow.schedules import Schedule, ScheduleControl
 
@@ -29,11 +32,25 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-gpu-toleration", action="store_true", help="no nvidia.com/gpu NoSchedule toleration")
     parser.add_argument(
-        "--pipeline", action="append", default=[], metavar="FILE", help="a pipeline spec to render (repeatable)"
-    )
+        "--pipeline", action="append", default=[], metavar="FILE",
+        help="a pipeline spec to render (repeatable; default: the shipped lifecycle)",
+    )  # fmt: skip
     parser.add_argument(
         "--applied", action="store_true", help="every pipeline applied to the configured platform's artifact store"
     )
+
+
+def render_from(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
+    """The resources for the shared options, and a YAML comment on what was left out: the pipelines named
+    (function directories relative to their spec file) or applied, user functions with the image recorded
+    when they were deployed, the stored schedules a cluster can run."""
+    pipelines = [absolute(load_pipeline(f), Path(f)) for f in args.pipeline]
+    if args.applied:
+        control = PipelineControl(load_settings())
+        pipelines += [control.get(name) for name in control.names() or ["lifecycle"]]
+    images = {name: d.image for name, d in Deployer(load_settings()).list().items() if d.image}
+    schedules, note = cluster_schedules()
+    return render(args.func_yaml, options_from(args), pipelines or None, images, schedules), note
 
 
 def options_from(args: argparse.Namespace) -> ManifestOptions:
@@ -56,15 +73,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", "-o", default=None, help="write one file per resource here instead")
 
 
-def pipelines_from(args: argparse.Namespace) -> list[PipelineSpec] | None:
-    """The specs to render: the files named, the applied ones, or None for the shipped lifecycle."""
-    specs = [load_pipeline(path) for path in args.pipeline]
-    if args.applied:
-        control = PipelineControl(load_settings())
-        specs += [control.get(name) for name in control.names() or ["lifecycle"]]
-    return specs or None
-
-
 def cluster_schedules() -> tuple[list[Schedule], str]:
     """The schedules stored in the configured artifact store that a cluster can run, and a YAML comment naming the
     ones it cannot (seconds-level) or why none could be read."""
@@ -78,8 +86,7 @@ def cluster_schedules() -> tuple[list[Schedule], str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    schedules, schedule_note = cluster_schedules()
-    resources = render(args.func_yaml, options_from(args), pipelines_from(args), schedules=schedules)
+    resources, schedule_note = render_from(args)
     func = read_func_yaml(args.func_yaml)
     note = secret_note(func, resources[0]["metadata"]["name"]) + schedule_note
     if not args.output_dir:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from functions.runtime.pipeline import PipelineSpec, load_pipeline, schema
+from functions.runtime.pipeline import PipelineSpec, Step, is_directory, load_pipeline, schema, with_functions
 from infra.httpclient import JsonClient
 from infra.settings import load_settings
 
@@ -36,12 +36,13 @@ def api() -> JsonClient:
 
 def absolute(spec: PipelineSpec, spec_file: Path) -> PipelineSpec:
     """The spec with function directories made absolute (they are relative to the spec file)."""
-    steps = []
-    for step in spec.steps:
-        if "/" in step.function and not Path(step.function).is_absolute():
-            step = step.model_copy(update={"function": str((spec_file.parent / step.function).resolve())})
-        steps.append(step)
-    return spec.model_copy(update={"spec": spec.spec.model_copy(update={"steps": steps})})
+
+    def resolved(step: Step) -> str:
+        if is_directory(step.function) and not Path(step.function).is_absolute():
+            return str((spec_file.parent / step.function).resolve())
+        return step.function
+
+    return with_functions(spec, resolved)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.action == "apply":
         spec = absolute(load_pipeline(args.file), Path(args.file))
         applied = api().call("PUT", f"/api/pipelines/{spec.name}", spec.to_dict())
+        for name in applied.get("deployed") or ():
+            print(f"function {name} deployed")
         print(f"pipeline {spec.name} applied: triggers {', '.join(applied['triggers'])}")
         if applied["removed"]:
             print(f"removed: {', '.join(applied['removed'])}")

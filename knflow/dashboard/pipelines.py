@@ -3,6 +3,8 @@
     GET    /api/pipelines          {"pipelines": [{"name", "description", "steps": [...]}]}
     GET    /api/pipelines/{name}   the spec (JSON)
     PUT    /api/pipelines/{name}   a spec (JSON, or YAML with a YAML content type) -> what applying did
+                                   ({"pipeline", "triggers", "instances", "removed", "deployed"}); a step whose
+                                   function is an (absolute) directory path is deployed from it first
     DELETE /api/pipelines/{name}   -> what was removed
 
 Applying calls the broker and function runner (``knflow.control``) in a worker thread.

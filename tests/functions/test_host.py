@@ -239,3 +239,71 @@ async def test_malformed_binary_event_gets_400_naming_the_problem(start_host, ht
     async with http.post(url, data=b"{}", headers=headers) as response:
         assert response.status == 400
         assert reason in (await response.json())["error"]
+
+
+# -- user functions: a directory in Knative func's layout, knflow's context in the scope ---------------------------
+
+KNATIVE_USER = """\
+from cloudevents.core.v1.event import CloudEvent
+
+from functions.runtime import context_of
+
+
+def new():
+    return Function()
+
+
+class Function:
+    async def handle(self, scope, receive, send):
+        ctx = context_of(scope)
+        ctx.store.put("seen/" + scope["event"].get_id(), b"1")
+        data = {"settings": ctx.step_settings, "function": ctx.function}
+        await send.binary(CloudEvent({"type": "test.user", "source": "/user", "id": "r1"}, data))
+"""
+
+
+async def test_a_knative_shaped_function_directory_gets_knflows_context_and_answers_json(tmp_path, http):
+    from functions.runtime.host import FunctionHost
+    from functions.runtime.loader import load_function
+    from infra.store import open_store
+
+    root = tmp_path / "user"
+    (root / "function").mkdir(parents=True)
+    (root / "func.yaml").write_text("specVersion: 0.36.0\nname: checker\nruntime: python\ninvoke: cloudevent\n")
+    (root / "function" / "__init__.py").write_text("from .func import new\n")
+    (root / "function" / "func.py").write_text(KNATIVE_USER)
+    settings = make_settings(tmp_path)
+    host = FunctionHost(load_function(str(root)), settings, environ={"KNFLOW_STEP_SETTINGS": '{"min_rows": 5}'})
+    bound = await host.start(["127.0.0.1:0"])
+    try:
+        status, headers, body = await post_event(http, f"http://{bound[0]}/", "test.in", {"n": 1}, runid="run-u")
+    finally:
+        await host.stop()
+    assert status == 200
+    assert headers["Content-Type"] == "application/json"  # the reply named no type: its dict data is JSON
+    assert headers["ce-runid"] == "run-u"
+    assert orjson.loads(body) == {"settings": {"min_rows": 5}, "function": "checker"}
+    assert [info.key for info in open_store(settings.artifacts).list("seen/")] != []
+
+
+async def test_a_knative_shaped_function_refuses_an_event_with_a_knflow_error(tmp_path, http):
+    from functions.runtime.host import FunctionHost
+    from functions.runtime.loader import load_function
+
+    module = tmp_path / "refuses.py"
+    module.write_text(
+        "from infra.errors import InvalidRequest\n\n\n"
+        "class Function:\n"
+        "    async def handle(self, scope, receive, send):\n"
+        "        raise InvalidRequest('data set tiny has 3 rows')\n\n\n"
+        "def new():\n"
+        "    return Function()\n"
+    )
+    host = FunctionHost(load_function(str(module)), make_settings(tmp_path))
+    bound = await host.start(["127.0.0.1:0"])
+    try:
+        status, headers, body = await post_event(http, f"http://{bound[0]}/", "test.in")
+    finally:
+        await host.stop()
+    assert status == 400  # a 4xx: delivery does not retry it
+    assert from_http(headers, body).get_data()["error"] == "data set tiny has 3 rows"

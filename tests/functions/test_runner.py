@@ -15,8 +15,11 @@ import aiohttp
 import orjson
 import pytest
 
+from functions.runtime.instances import Instance, instances_path, load_instances
 from functions.runtime.runner import Runner
+from infra.errors import InvalidRequest
 from infra.localservices import free_port, wait_for_port
+from tests.eventually import eventually
 from tests.functions.conftest import FIXTURES, make_settings, post_event
 
 ROOT = Path(__file__).parents[2]
@@ -169,3 +172,56 @@ async def test_events_racing_the_scale_down_are_all_delivered(start_runner, http
         await asyncio.sleep(0.02 + (i % 5) * 0.015)  # gaps just below, at and above the grace
     assert statuses == [200] * 40
     assert len(pids) > 1  # it did scale down (and back up) in between
+
+
+# -- hosted instances: forked from the template, or under an interpreter of their own ------------------------------
+
+OWN = {"forked": None, "own interpreter": sys.executable}
+
+
+@pytest.mark.parametrize("python", OWN.values(), ids=OWN.keys())
+async def test_hosted_instance_starts_answers_and_is_kept(start_runner, http, tmp_path, python):
+    runner = await start_runner()
+    await runner.host("hosted", Instance(target=str(FIXTURES / "behaviours.py"), env={"A": "1"}, python=python))
+    status, _, body = await post_event(http, runner.url("hosted"))
+    assert status == 200
+    pid = orjson.loads(body)["pid"]
+    assert (runner.status()["hosted"]["pid"], runner.status()["hosted"]["python"]) == (pid, python)
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert (b"--worker" in cmdline) == (python is not None)  # its own process, not a fork of the template
+    assert load_instances(instances_path(runner.settings.data_dir))["hosted"].python == python
+
+
+async def test_own_interpreter_worker_scales_to_zero_and_restarts_after_a_crash(start_runner, http):
+    runner = await start_runner(functions_idle_grace_s="0.3")
+    await runner.host("own", Instance(target=str(FIXTURES / "behaviours.py"), python=sys.executable))
+    status, _, body = await post_event(http, runner.url("own"))
+    first = orjson.loads(body)["pid"]
+    await eventually(lambda: runner.status()["own"]["state"] == "stopped", what="idle stop")
+    await eventually(lambda: not pid_exists(first), timeout=5, what="the idle worker to exit")
+    status, _, body = await post_event(http, runner.url("own"))
+    assert status == 200 and orjson.loads(body)["pid"] != first
+    status, _, body = await post_event(http, runner.url("own"), "test.crash")
+    assert status == 502
+    await eventually(lambda: runner.status()["own"]["restarts"] == 1, what="a restart")
+    status, _, _ = await post_event(http, runner.url("own"))
+    assert status == 200
+
+
+async def test_instance_with_a_missing_interpreter_is_refused_with_the_reason(start_runner):
+    runner = await start_runner()
+    with pytest.raises(InvalidRequest, match=r"cannot be hosted: .*no/such/python"):
+        await runner.host("lost", Instance(target="echo", python="/no/such/python"))
+    assert "lost" not in runner.status()
+
+
+async def test_an_instance_follows_its_function_when_that_is_hosted_again(start_runner, http):
+    runner = await start_runner()
+    first, second = str(FIXTURES / "behaviours.py"), "functions.examples.echo"
+    await runner.host("fn", Instance(target=first))
+    await runner.host("fn-step", Instance(target=first, function="fn", env={"KNFLOW_STEP_SETTINGS": "{}"}))
+    await runner.host("fn", Instance(target=second, python=sys.executable))
+    assert runner.status()["fn-step"]["module"] == second
+    assert runner.status()["fn-step"]["python"] == sys.executable
+    status, _, body = await post_event(http, runner.url("fn-step"), "test.x", {"k": 2})
+    assert (status, orjson.loads(body)) == (200, {"k": 2})

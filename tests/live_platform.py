@@ -1,0 +1,44 @@
+"""The real platform for tests that drive it from outside: started on free loopback ports in a temporary data
+directory, and the ``knflow`` command line run against it as a user would run it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from infra.localservices import free_port
+from infra.settings import load_settings
+from knflow.platform import Platform, settings_env
+
+ROOT = Path(__file__).parents[1]
+
+
+@contextmanager
+def running_platform(data: Path, **settings: str) -> Iterator[tuple[Platform, dict[str, str]]]:
+    """The platform on free ports with its data in ``data``, and the environment that points the CLI at it."""
+    config = data / "knflow.toml"
+    config.write_text("")
+    env = {
+        "KNFLOW_DATA_DIR": str(data / "knflow"),
+        "KNFLOW_LOG_FORMAT": "text",
+        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD")},
+        **{f"KNFLOW_{k.upper()}": v for k, v in settings.items()},
+    }
+    loaded = load_settings(env, config_file=config)
+    with Platform.start(loaded) as platform:
+        cli_env = {**os.environ, **settings_env(loaded), **env, "KNFLOW_CONFIG": str(config)}
+        cli_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{cli_env.get('PATH', '')}"  # `knflow` itself
+        yield platform, cli_env
+
+
+def knflow(
+    env: dict[str, str], *args: str, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run ``knflow ARGS`` as a user would (its own process, the platform's settings in its environment)."""
+    return subprocess.run(
+        [sys.executable, "-m", "knflow", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout
+    )
