@@ -37,6 +37,7 @@ EVENT_TYPES: tuple[str, ...] = (
 
 RUNID = "runid"
 TRACEPARENT = "traceparent"
+PARTITIONKEY = "partitionkey"  # the CloudEvents partitioning extension: delivery is ordered per key
 _TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 
@@ -99,6 +100,11 @@ def new_event(
 def runid_of(event: CloudEvent) -> str | None:
     """The run an event belongs to, if it says."""
     return event.get_extension(RUNID)
+
+
+def partition_key(event: CloudEvent) -> str | None:
+    """The key delivery is ordered by: the ``partitionkey`` extension, else the ``runid``."""
+    return event.get_extension(PARTITIONKEY) or event.get_extension(RUNID)
 
 
 def describe(event: CloudEvent) -> str:

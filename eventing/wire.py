@@ -140,3 +140,7 @@ def to_http_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
 
 
 __all__ = ["InvalidEvent", "from_http", "from_json", "to_http_binary"]
+
+
+to_kafka = bindings.to_kafka
+from_kafka = bindings.from_kafka

@@ -1,7 +1,8 @@
 """The embedded platform: broker, function runner, inference gateway and dashboard as child processes.
 
 ``Platform.start(settings)`` starts each as its own process (as a pod would be), waits until each
-answers its health check, and installs the lifecycle's triggers on the broker. The children read
+answers its health check, installs the lifecycle's triggers on the broker and returns once the broker
+reports every trigger ready (its consumer group joined and positioned). The children read
 the same settings from the environment this module hands them, so one ``Settings`` object
 describes the whole platform.
 """
@@ -15,13 +16,15 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 import urllib3
 
-from functions.pipeline import lifecycle_triggers
+from eventing.triggers import Trigger
+from functions.pipeline import ROUTES, lifecycle_triggers
 from infra.errors import Unavailable
 from infra.localservices import spawn
 from infra.settings import Settings
@@ -113,21 +116,41 @@ class Platform:
             f"{component.name} did not answer {url} within {timeout:.0f}s; see {self.log_dir}/{component.name}.log"
         )
 
-    def install_triggers(self) -> None:
-        """PUT the lifecycle's triggers on the broker (idempotent: each replaces its namesake).
+    def install_triggers(self, timeout: float = 60.0) -> None:
+        """PUT the lifecycle's triggers on the broker, all at once, then wait until the broker says every one is
+        ready (idempotent: each replaces its namesake).
 
-        On Kafka each new trigger joins a consumer group before the broker answers, which takes seconds.
+        The broker records where a new trigger starts before it answers, so an event accepted after the PUTs
+        reaches its trigger however long the consumer group takes to join (seconds on Kafka); ``start``
+        returns only once they have joined, so the platform is not "up" with a trigger still joining.
         """
-        http = urllib3.PoolManager(retries=False, timeout=60.0)
-        for trigger in lifecycle_triggers(self.url("functions")):
+        http = urllib3.PoolManager(retries=False, timeout=timeout, maxsize=len(ROUTES))
+        triggers = lifecycle_triggers(self.url("functions"))
+
+        def put(trigger: Trigger) -> None:
             answer = http.request(
                 "PUT",
                 f"{self.url('broker')}/triggers/{trigger.name}",
-                body=orjson.dumps(trigger.to_spec()),
+                body=orjson.dumps(trigger.to_resource()),
                 headers={"content-type": "application/json"},
             )
-            if answer.status >= 300:
+            if answer.status >= 300 and answer.status != 202:
                 raise Unavailable(f"broker refused trigger {trigger.name}: {answer.status} {answer.data[:200]!r}")
+
+        with ThreadPoolExecutor(len(triggers)) as pool:
+            list(pool.map(put, triggers))
+        self._wait_ready(http, timeout)
+
+    def _wait_ready(self, http: urllib3.PoolManager, timeout: float) -> None:
+        deadline, answer = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            with contextlib.suppress(urllib3.exceptions.HTTPError):
+                answer = http.request("GET", f"{self.url('broker')}/health", timeout=2.0)
+                if answer.status == 200:
+                    return
+            time.sleep(0.1)
+        detail = answer.data[:300] if answer is not None else b"no answer"
+        raise Unavailable(f"the broker's triggers were not ready within {timeout:.0f}s: {detail!r}")
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM every component (they finish in-flight work), SIGKILL what outlives ``timeout``."""
