@@ -1,6 +1,8 @@
 """Broker throughput and end-to-end latency, embedded log vs Kafka (tansu), with a no-op subscriber.
 
 Run: ``python -m bench.eventing [--rate 1000] [--seconds 5] [--saturation-events 20000] [--backends embedded,kafka]``
+(``bench/eventing/RESULTS.md`` records figures). Before the Kafka broker runs, the Kafka clients alone
+(kafka-python and aiokafka) produce and consume against the same tansu: the ceiling the log sits under.
 
 The broker runs as its own process (``python -m eventing.broker``); this process is the load
 generator (aiohttp) and the subscriber (aiohttp, answers 204). Latency is from the moment the
@@ -26,6 +28,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from bench.eventing.ceiling import measure
 from eventing.bindings import to_http_binary
 from eventing.events import new_event
 from eventing.http1 import Http1Pool
@@ -218,6 +221,9 @@ async def main_async(args) -> None:
                 results[backend] = await run_backend(backend, env, tmp, args)
             elif backend == "kafka":
                 with start_tansu(tmp / "tansu") as kafka:
+                    print(f"# Kafka clients alone, {args.ceiling_events} records each (same tansu, this process):")
+                    for ceiling in await measure(kafka.url, args.ceiling_events):
+                        print(ceiling.line(), flush=True)
                     env = {**base, "KNFLOW_BROKER": f"kafka://{kafka.url}?topic=bench"}
                     results[backend] = await run_backend(backend, env, tmp, args)
             for phase in results[backend]:
@@ -236,6 +242,7 @@ def main() -> None:
     parser.add_argument("--saturation-events", type=int, default=20000)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--backends", default="embedded,kafka")
+    parser.add_argument("--ceiling-events", type=int, default=20000, help="records per Kafka client ceiling run")
     from infra.aio import run
 
     run(main_async(parser.parse_args()))
