@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -130,6 +131,38 @@ class FileStore:
         for listener in self._listeners:
             listener(info)
         return info
+
+    def put_if_match(
+        self, key: str, data: bytes, etag_or_sha: str, *, content_type: str = "application/octet-stream"
+    ) -> ObjectInfo | None:
+        """Compare-and-swap under an exclusive ``flock`` of the key's lock file: the current bytes' sha256 must
+        be ``etag_or_sha`` (every writer of the key through this method, and readers of ``get_versioned``,
+        take the lock, so the check and the rename are one step for them)."""
+        with self._locked(key, fcntl.LOCK_EX):
+            try:
+                current = hashlib.sha256(self._path(key).read_bytes()).hexdigest()
+            except FileNotFoundError:
+                return None
+            if current != etag_or_sha:
+                return None
+            return self.put(key, data, content_type=content_type)
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        with self._locked(key, fcntl.LOCK_SH):
+            data = self.get(key)
+        return data, hashlib.sha256(data).hexdigest()
+
+    @contextlib.contextmanager
+    def _locked(self, key: str, mode: int) -> Iterator[None]:
+        self._path(key)  # validates the key
+        lock = self.root / META_DIR / f"{key}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with lock.open("a") as fh:
+            fcntl.flock(fh.fileno(), mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def _write_meta(self, info: ObjectInfo) -> None:
         meta = self._meta_path(info.key)

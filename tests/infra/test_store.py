@@ -9,10 +9,12 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from infra import cas
 from infra.errors import IntegrityError, InvalidRequest, NotFound
 from infra.store import ArtifactStore, validate_key
 
@@ -47,6 +49,33 @@ def test_overwrite_replaces_the_object(store: ArtifactStore) -> None:
     store.put("o/k", b"second version")
     assert store.get("o/k") == b"second version"
     assert store.stat("o/k").size == len(b"second version")
+
+
+def test_put_if_match_replaces_only_the_version_that_was_read(store: ArtifactStore) -> None:
+    store.put("cas/k", b"one")
+    data, version = store.get_versioned("cas/k")
+    assert data == b"one"
+    assert store.put_if_match("cas/k", b"two", version) is not None
+    assert store.put_if_match("cas/k", b"three", version) is None  # stale: someone (we) wrote since
+    assert store.get("cas/k") == b"two"
+    assert store.put_if_match("cas/missing", b"x", version) is None  # nothing there to match
+    assert not store.exists("cas/missing")
+    data, newer = store.get_versioned("cas/k")
+    assert (data, store.put_if_match("cas/k", b"four", newer) is not None) == (b"two", True)
+    assert store.get("cas/k") == b"four" and store.stat("cas/k").sha256 == hashlib.sha256(b"four").hexdigest()
+
+
+def test_read_modify_write_by_compare_and_swap_loses_no_update(store: ArtifactStore) -> None:
+    def add(name: str):
+        def change(current: bytes | None) -> bytes:
+            names = json.loads(current) if current else []
+            return json.dumps(sorted({*names, name})).encode()
+
+        return change
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: cas.update(store, "cas/set.json", add(f"w{i}")), range(24)))
+    assert json.loads(store.get("cas/set.json")) == sorted(f"w{i}" for i in range(24))
 
 
 def test_list_is_sorted_and_filtered_by_prefix(store: ArtifactStore) -> None:
