@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,29 +74,52 @@ class Platform:
     settings: Settings
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     log_dir: Path | None = None
+    _env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def url(self, component: str) -> str:
         port = getattr(self.settings, next(c.port_setting for c in COMPONENTS if c.name == component))
         return f"http://{self.settings.host}:{port}"
 
     @classmethod
-    def start(cls, settings: Settings, *, extra_env: dict[str, str] | None = None, timeout: float = 60.0) -> Platform:
-        """Start every component, wait for health, install the lifecycle triggers."""
+    def start(
+        cls,
+        settings: Settings,
+        *,
+        extra_env: dict[str, str] | None = None,
+        timeout: float = 60.0,
+        only: Collection[str] | None = None,
+    ) -> Platform:
+        """Start every component (or ``only`` those named: the others run elsewhere on their ports), wait for
+        health, install the lifecycle triggers and wait until the broker reports them ready."""
         platform = cls(settings, log_dir=settings.data_dir / "logs")
         platform.log_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
-        env = {**os.environ, **settings_env(settings), **(extra_env or {})}
+        platform._env = {**os.environ, **settings_env(settings), **(extra_env or {})}
+        components = [c for c in COMPONENTS if only is None or c.name in only]
         try:
-            for component in COMPONENTS:
+            for component in components:
                 _check_port_free(settings, component)
-                log_path = platform.log_dir / f"{component.name}.log"  # type: ignore[operator]
-                platform.processes[component.name] = spawn([sys.executable, "-m", component.module], log_path, env)
-            for component in COMPONENTS:
+                platform._spawn(component)
+            for component in components:
                 platform._wait_healthy(component, timeout)
-            platform.install_triggers()
+            platform.install_triggers(timeout)
         except BaseException:
             platform.stop()
             raise
         return platform
+
+    def _spawn(self, component: Component) -> None:
+        log_path = self.log_dir / f"{component.name}.log"  # type: ignore[operator]
+        self.processes[component.name] = spawn([sys.executable, "-m", component.module], log_path, self._env)
+
+    def restart(self, name: str, *, kill: bool = False, timeout: float = 60.0) -> None:
+        """Stop one component (SIGTERM, or SIGKILL with ``kill``, as a crash would) and start it again."""
+        component = next(c for c in COMPONENTS if c.name == name)
+        process = self.processes.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        process.wait(timeout)
+        self._spawn(component)
+        self._wait_healthy(component, timeout)
 
     def _wait_healthy(self, component: Component, timeout: float) -> None:
         http = urllib3.PoolManager(retries=False, timeout=1.0)
