@@ -13,19 +13,9 @@ from pathlib import Path
 import pytest
 import urllib3
 
+from eventing import events as ev
 from eventing.bindings import to_http_binary
-from eventing.events import (
-    DATA_ARRIVED,
-    DATASET_INGESTED,
-    FEATURES_READY,
-    MODEL_DEPLOYED,
-    MODEL_REGISTERED,
-    MODEL_TRAINED,
-    STEP_FAILED,
-    TRIAL_REQUESTED,
-    TUNE_COMPLETED,
-    new_event,
-)
+from eventing.events import new_event
 from eventing.filters import matches
 from functions.pipeline import lifecycle_triggers
 from infra.localservices import LocalService, free_port
@@ -37,17 +27,17 @@ pytestmark = pytest.mark.slow
 
 #: (type, extensions): every lifecycle route, one that no trigger takes, and a trial with its own key
 KINDS = [
-    (DATA_ARRIVED, {}),
-    (DATASET_INGESTED, {}),
-    (FEATURES_READY, {"mode": "train"}),
-    (FEATURES_READY, {"mode": "tune"}),
-    (TRIAL_REQUESTED, {"mode": "trial", "partitionkey": "trial"}),
-    (MODEL_TRAINED, {"mode": "trial"}),
-    (MODEL_TRAINED, {"mode": "train"}),
-    (STEP_FAILED, {}),
-    (TUNE_COMPLETED, {}),
-    (MODEL_REGISTERED, {}),
-    (MODEL_DEPLOYED, {}),
+    (ev.DATA_ARRIVED, {}),
+    (ev.DATASET_INGESTED, {}),
+    (ev.FEATURES_READY, {"mode": "train"}),
+    (ev.FEATURES_READY, {"mode": "tune"}),
+    (ev.TRIAL_REQUESTED, {"mode": "trial", "partitionkey": "trial"}),
+    (ev.MODEL_TRAINED, {"mode": "trial"}),
+    (ev.MODEL_TRAINED, {"mode": "train"}),
+    (ev.STEP_FAILED, {}),
+    (ev.TUNE_COMPLETED, {}),
+    (ev.MODEL_REGISTERED, {}),
+    (ev.MODEL_DEPLOYED, {}),
 ]
 TOTAL = 330
 
