@@ -6,6 +6,7 @@ A cursor is ``"P:O,P:O"``: for each partition, the offset to read from next.
 from __future__ import annotations
 
 import asyncio
+import heapq
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
@@ -81,19 +82,24 @@ def type_name(exc: BaseException) -> str:
 
 
 async def _scan(consumer: AIOKafkaConsumer, ends: dict) -> list:
-    scanned = []
+    """The records up to ``ends``: each partition's in offset order, partitions interleaved by timestamp.
+
+    A partition's records are never reordered: record timestamps need not grow with offsets (several
+    producers, client clocks), and a page cut after a later-offset record would move that partition's
+    cursor past an earlier one that was not returned yet, so a watcher would never see it.
+    """
+    scanned: dict[int, list] = {tp.partition: [] for tp in ends}
     remaining = {tp for tp, end in ends.items() if await consumer.position(tp) < end}
     polls = 0
     while remaining and polls < 200:
         polls += 1
         batches = await consumer.getmany(*remaining, timeout_ms=200, max_records=2000)
         for tp, messages in batches.items():
-            scanned += [m for m in messages if m.offset < ends[tp]]
+            scanned[tp.partition] += [m for m in messages if m.offset < ends[tp]]
             if await consumer.position(tp) >= ends[tp]:
                 remaining.discard(tp)
-    # a partition's own order is its offsets; across partitions, append time
-    scanned.sort(key=lambda m: (m.timestamp, m.partition, m.offset))
-    return scanned
+    # heapq.merge takes each partition's records in their own order, whatever their timestamps
+    return list(heapq.merge(*scanned.values(), key=lambda m: m.timestamp))
 
 
 def _select(scanned: list, start: dict[int, int], limit: int, runid, type, ends) -> tuple[list, str]:
