@@ -22,6 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from cloudevents.core.v1.event import CloudEvent
 
@@ -49,6 +50,25 @@ GROUP_TIMEOUTS = {
 FETCH = {"fetch_max_wait_ms": 10}  # the broker answers a fetch within 10 ms even with little data: low latency
 
 
+class CachedPartitioner:
+    """Kafka's default partitioning (murmur2 of the key, as the Java client and Knative's broker do), with the
+    key's hash remembered: keys repeat (a run's events share one) and aiokafka's murmur2 is pure Python."""
+
+    def __init__(self, size: int = 65536):
+        self._hashes: dict[bytes, int] = {}
+        self._size = size
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return DefaultPartitioner()(key, all_partitions, available)
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= self._size:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[hashed % len(all_partitions)]
+
+
 def _unavailable(what: str, exc: BaseException) -> Unavailable:
     return Unavailable(f"{what}: {type(exc).__name__}: {exc}")
 
@@ -72,7 +92,13 @@ class KafkaEventLog:
                 pass
             finally:
                 await admin.close()
-            producer = AIOKafkaProducer(bootstrap_servers=self.servers, acks="all", linger_ms=1)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.servers,
+                acks="all",
+                linger_ms=1,
+                request_timeout_ms=int(ACK_TIMEOUT_S * 1000),
+                partitioner=CachedPartitioner(),
+            )
             await producer.start()
             self._producer = producer
             self.partitions = len(await producer.partitions_for(self.topic))
@@ -86,9 +112,8 @@ class KafkaEventLog:
             for event in events:
                 key, headers, value = to_kafka(event)
                 sent.append(await self._producer.send(self.topic, value, key=key, headers=headers))
-            await asyncio.wait_for(asyncio.gather(*sent), ACK_TIMEOUT_S)
-        except TimeoutError:
-            raise Unavailable(f"Kafka did not acknowledge the event within {ACK_TIMEOUT_S:g}s") from None
+            # the producer fails a send it could not deliver within its request_timeout_ms (ACK_TIMEOUT_S)
+            await (sent[0] if len(sent) == 1 else asyncio.gather(*sent))
         except KafkaError as exc:
             raise _unavailable("Kafka did not store the event", exc) from None
         self._appended.set()

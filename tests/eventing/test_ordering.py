@@ -62,3 +62,14 @@ def test_the_kafka_key_is_the_partition_key_else_the_runid():
         key, headers, value = to_kafka(event)
         back = from_kafka(headers, key, value)
         assert back.get_attributes() == event.get_attributes()
+
+
+def test_the_partition_of_a_key_is_kafkas_default_murmur2_partition():
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from eventing.log_kafka import CachedPartitioner
+
+    cached, reference = CachedPartitioner(size=8), DefaultPartitioner()
+    for i in range(200):
+        key = f"run-{i % 37}/trial-{i % 5}".encode()
+        assert cached(key, [0, 1, 2, 3], [0, 1, 2, 3]) == reference(key, [0, 1, 2, 3], [0, 1, 2, 3])
