@@ -2,7 +2,7 @@
 
 Run: ``python -m bench.eventing [--rate 1000] [--seconds 5] [--saturation-events 20000] [--backends embedded,kafka]``
 (``bench/eventing/RESULTS.md`` records figures); ``--before PATH`` also runs the broker of another
-checkout (an older commit) on Kafka in the same run, for a before/after comparison. Before the Kafka
+checkout (an older commit) on each backend in the same run, for a before/after comparison. Before the Kafka
 broker runs, the Kafka clients alone (kafka-python and aiokafka) produce and consume against the same
 tansu: the ceiling the log sits under.
 
@@ -220,13 +220,14 @@ async def main_async(args) -> None:
     with tempfile.TemporaryDirectory(prefix="knflow-bench-") as tmpdir:
         tmp = Path(tmpdir)
         base = {"KNFLOW_DATA_DIR": str(tmp / "data"), "KNFLOW_ARTIFACTS": f"file://{tmp / 'artifacts'}"}
-        backends = args.backends.split(",") + (["kafka-before"] if args.before else [])
+        backends = args.backends.split(",")
+        backends += [f"{b}-before" for b in backends] if args.before else []
         for backend in backends:
-            if backend == "embedded":
-                env = {**base, "KNFLOW_BROKER": f"embedded://{tmp / 'events'}"}
-                results[backend] = await run_backend(backend, env, tmp, args)
+            code = Path(args.before).resolve() if backend.endswith("-before") else None
+            if backend.startswith("embedded"):
+                env = {**base, "KNFLOW_BROKER": f"embedded://{tmp / backend}"}
+                results[backend] = await run_backend(backend, env, tmp, args, code)
             elif backend.startswith("kafka"):
-                code = Path(args.before).resolve() if backend == "kafka-before" else None
                 with start_tansu(tmp / backend) as kafka:
                     if code is None:
                         print(f"# Kafka clients alone, {args.ceiling_events} records each (same tansu, this process):")
@@ -236,7 +237,7 @@ async def main_async(args) -> None:
                     results[backend] = await run_backend(backend, env, tmp, args, code)
             for phase in results[backend]:
                 print(phase.line(), flush=True)
-    for a, b in (("embedded", "kafka"), ("kafka", "kafka-before")):
+    for a, b in (("embedded", "kafka"), ("kafka", "kafka-before"), ("embedded", "embedded-before")):
         if a not in results or b not in results:
             continue
         for i, label in enumerate(("fixed rate", "saturation")):
@@ -253,7 +254,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--backends", default="embedded,kafka")
     parser.add_argument("--ceiling-events", type=int, default=20000, help="records per Kafka client ceiling run")
-    parser.add_argument("--before", default="", help="another knflow checkout: also run its broker on Kafka")
+    parser.add_argument("--before", default="", help="another knflow checkout: also run its broker, each backend")
     from infra.aio import run
 
     run(main_async(parser.parse_args()))
