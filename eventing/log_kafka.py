@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 PARTITIONS = 4
 ACK_TIMEOUT_S = 30.0
 COMMIT_DELAY_S = 0.02
+MAX_BATCH_BYTES = 512 * 1024
 JOIN_TIMEOUT_S = 60.0
 # heartbeats every second, a dead member noticed in 6 s; a delivery may hold the loop's reads for long
 # (every lane busy), which is not a dead consumer, so the poll interval is generous
@@ -97,6 +98,9 @@ class KafkaEventLog:
                 acks="all",
                 linger_ms=1,
                 request_timeout_ms=int(ACK_TIMEOUT_S * 1000),
+                # aiokafka sends one batch per partition at a time; the next one fills meanwhile, and a full one
+                # holds every further append until the broker answers: room for a burst, not 16 KiB (~25 events)
+                max_batch_size=MAX_BATCH_BYTES,
                 partitioner=CachedPartitioner(),
             )
             await producer.start()
