@@ -103,10 +103,11 @@ class KafkaEventLog:
                 max_batch_size=MAX_BATCH_BYTES,
                 partitioner=CachedPartitioner(),
             )
-            await producer.start()
             self._producer = producer
+            await producer.start()
             self.partitions = len(await producer.partitions_for(self.topic))
         except (KafkaError, OSError) as exc:
+            await self.close()
             raise _unavailable(f"Kafka at {self.servers} is not reachable", exc) from None
 
     async def append(self, events: Sequence[CloudEvent]) -> None:
