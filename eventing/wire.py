@@ -110,23 +110,29 @@ def from_json(raw: bytes) -> CloudEvent:
     return _build(attributes, data, lambda: bindings.from_json(raw))
 
 
-def to_http_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
-    """``bindings.to_http_binary`` with a fast path for plain attribute values and JSON data."""
-    headers: dict[str, str] = {}
+def _texts(event: CloudEvent) -> tuple[list[tuple[str, str]], str | None] | None:
+    """Each attribute but datacontenttype as text, and the datacontenttype; None if one is not a str or a time."""
+    texts: list[tuple[str, str]] = []
     content_type = None
     for name, value in event.get_attributes().items():
         if name == "datacontenttype":
             content_type = value
-            continue
-        if isinstance(value, datetime):
-            text = value.isoformat().replace("+00:00", "Z")
+        elif isinstance(value, datetime):
+            texts.append((name, value.isoformat().replace("+00:00", "Z")))
         elif isinstance(value, str):
-            text = value
+            texts.append((name, value))
         else:
-            return bindings.to_http_binary(event)
-        if not _plain(text):
-            return bindings.to_http_binary(event)
-        headers[f"ce-{name}"] = text
+            return None
+    return texts, content_type
+
+
+def to_http_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
+    """``bindings.to_http_binary`` with a fast path for plain attribute values and JSON data."""
+    found = _texts(event)
+    if found is None or not all(_plain(text) for _, text in found[0]):
+        return bindings.to_http_binary(event)
+    texts, content_type = found
+    headers = {f"ce-{name}": text for name, text in texts}
     data = event.get_data()
     if data is None:
         body = b""
@@ -141,24 +147,14 @@ def to_http_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
 
 def to_kafka(event: CloudEvent) -> tuple[bytes | None, list[tuple[str, bytes]], bytes]:
     """``bindings.to_kafka`` with a fast path for string attribute values and JSON data."""
-    headers: list[tuple[str, bytes]] = []
-    content_type = None
-    for name, value in event.get_attributes().items():
-        if name == "datacontenttype":
-            content_type = value
-            continue
-        if isinstance(value, datetime):
-            text = value.isoformat().replace("+00:00", "Z")
-        elif isinstance(value, str):
-            text = value
-        else:
-            return bindings.to_kafka(event)
-        headers.append((f"ce_{name}", text.encode()))
+    found = _texts(event)
     data = event.get_data()
-    if data is None or isinstance(data, str | bytes | bytearray):
+    if found is None or data is None or isinstance(data, str | bytes | bytearray):
         return bindings.to_kafka(event)
+    texts, content_type = found
     if (content_type or "").split(";", 1)[0] not in _JSON_TYPES:
         return bindings.to_kafka(event)
+    headers = [(f"ce_{name}", text.encode()) for name, text in texts]
     if content_type:
         headers.append(("content-type", content_type.encode()))
     key = partition_key(event)
