@@ -251,3 +251,26 @@ def test_200_mib_round_trip_streams_without_holding_the_object(store: ArtifactSt
     print(f"\n200 MiB round trip via {url.split(':')[0]}: peak RSS growth {result['rss_growth_mib']:.1f} MiB")
     assert result["ok"] and result["size"] == result["put_size"] == 200 * 1024 * 1024
     assert result["rss_growth_mib"] < 64
+
+
+def test_file_store_reads_of_an_object_being_rewritten_never_fail_their_check(tmp_path: Path) -> None:
+    from infra.store import open_store
+
+    store = open_store(f"file://{tmp_path}")
+    store.put("busy/state.json", b"0")
+    stop = False
+
+    def rewrite() -> None:
+        i = 0
+        while not stop:
+            i += 1
+            store.put("busy/state.json", str(i).encode() * (1 + i % 7))
+
+    with ThreadPoolExecutor(1) as pool:
+        writer = pool.submit(rewrite)
+        try:
+            for _ in range(2000):
+                assert store.get("busy/state.json")  # raised IntegrityError when it fell between meta and bytes
+        finally:
+            stop = True
+        writer.result()
