@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import aiohttp
-import pytest
 from aiokafka import AIOKafkaProducer
 
 from eventing.broker import BrokerServer
@@ -46,8 +45,3 @@ async def test_a_watcher_paging_the_history_sees_every_event_when_timestamps_go_
                 seen += [e["id"] for e in page["events"]]
                 after = page["next"]
     assert sorted(seen) == sorted(sent)
-
-
-@pytest.fixture(autouse=True)
-def _kafka(kafka_server):  # the session's tansu
-    return kafka_server
