@@ -16,15 +16,18 @@ from eventing.bindings import (
 )
 from eventing.client import publish, publish_async
 from eventing.events import (
+    PARTITIONKEY,
     STEP_FAILED,
     InvalidEvent,
     new_event,
     new_runid,
+    partition_key,
     runid_of,
 )
 from eventing.triggers import DeliverySpec, Trigger
 
 __all__ = [
+    "PARTITIONKEY",
     "STEP_FAILED",
     "DeliverySpec",
     "InvalidEvent",
@@ -34,6 +37,7 @@ __all__ = [
     "from_kafka",
     "new_event",
     "new_runid",
+    "partition_key",
     "publish",
     "publish_async",
     "runid_of",

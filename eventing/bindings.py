@@ -18,7 +18,7 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from dateutil.parser import isoparse
 
-from eventing.events import RUNID, InvalidEvent
+from eventing.events import InvalidEvent, partition_key
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
@@ -184,14 +184,14 @@ def from_json(raw: bytes) -> CloudEvent:
 KafkaHeaders = Iterable[tuple[str, bytes]] | Mapping[str, bytes]
 
 
-def _runid_key(event: CloudEvent) -> bytes | None:
-    runid = event.get_extension(RUNID)
-    return runid.encode() if runid else None
+def _partition_key(event: CloudEvent) -> bytes | None:
+    key = partition_key(event)
+    return key.encode() if key else None
 
 
 def to_kafka(event: CloudEvent) -> tuple[bytes | None, list[tuple[str, bytes]], bytes]:
-    """``(key, headers, value)`` for kafka-python in binary mode; the key is the event's ``runid``."""
-    message = ce_kafka.to_binary(event, FORMAT, key_mapper=_runid_key)
+    """``(key, headers, value)`` in binary mode; the key is the ``partitionkey`` extension, else the ``runid``."""
+    message = ce_kafka.to_binary(event, FORMAT, key_mapper=_partition_key)
     key = message.key.encode() if isinstance(message.key, str) else message.key
     return key, list(message.headers.items()), message.value
 
@@ -203,9 +203,10 @@ def from_kafka(headers: KafkaHeaders, key: bytes | None, value: bytes) -> CloudE
     if any(name.startswith("ce_") for name in decoded):
         attrs = {name[3:]: raw.decode("utf-8", "replace") for name, raw in decoded.items() if name.startswith("ce_")}
         _check_required(attrs, "header ce_")
-        # The key is the runid, which already travels as ce_runid; the SDK would copy it into a
-        # redundant ``partitionkey`` extension.
-        message = ce_kafka.KafkaMessage(decoded, None if "ce_runid" in decoded else key, value)
+        # The key is the partitionkey or the runid, which already travel as headers; the SDK would copy
+        # it into a redundant ``partitionkey`` extension.
+        redundant = "ce_runid" in decoded or "ce_partitionkey" in decoded
+        message = ce_kafka.KafkaMessage(decoded, None if redundant else key, value)
         try:
             return ce_kafka.from_binary(message, FORMAT, _build_factory)
         except BaseCloudEventException as exc:

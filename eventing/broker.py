@@ -9,11 +9,13 @@ Run it as its own process with ``python -m eventing.broker`` (or ``knflow broker
 HTTP API:
   ``POST /`` and ``POST /{namespace}/{broker}``  a CloudEvent (binary or structured): 202 once durably
       stored, 400 with the reason for an invalid event, 413 above ``eventing.max_event_bytes``.
-  ``GET /triggers``, ``PUT /triggers/{name}`` (Knative Trigger spec JSON), ``DELETE /triggers/{name}``;
-      triggers are persisted (``triggers.json`` in the embedded log's directory, else in data_dir).
+  ``GET /triggers``, ``PUT /triggers/{name}`` (Knative Trigger spec JSON, bare or as a resource with
+      ``metadata.annotations``), ``DELETE /triggers/{name}``; triggers are persisted (``triggers.json`` in
+      the embedded log's directory, else in data_dir). A PUT answers once the trigger's start position is
+      recorded: 200 when its consumer group has also joined, 202 when it is still joining.
   ``GET /events?runid=R&type=T&after=CURSOR&limit=N&wait=SECONDS``  history for watchers:
       ``{"events": [structured CloudEvent JSON + "cursor"], "next": CURSOR}`` (long-polls with ``wait``).
-  ``GET /health``  200.
+  ``GET /health``  200 when every trigger is ready (joined and positioned), else 503 naming those pending.
 Sources (``eventing.sources``) add their own endpoints under ``/sources/``.
 """
 
@@ -64,7 +66,7 @@ class BrokerServer:
         self._initial = list(triggers)
         self._sources = sources
         self._dispatchers: dict[str, Dispatcher] = {}
-        self._lock = asyncio.Lock()
+        self._locks: dict[str, asyncio.Lock] = {}
         self._runner: web.AppRunner | None = None
         self._ingress_server: IngressServer | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -74,6 +76,15 @@ class BrokerServer:
     def triggers(self) -> dict[str, Trigger]:
         """The triggers being delivered, by name."""
         return {name: d.trigger for name, d in self._dispatchers.items()}
+
+    def pending(self) -> list[str]:
+        """Names of the triggers whose consumer group has not joined yet."""
+        return sorted(name for name, d in self._dispatchers.items() if not d.ready)
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until every trigger is ready; whether they are."""
+        ready = await asyncio.gather(*(d.wait_ready(timeout) for d in list(self._dispatchers.values())))
+        return all(ready)
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> BrokerServer:
@@ -138,25 +149,29 @@ class BrokerServer:
         """Put an event into the broker (durable when this returns)."""
         await self.log.append([event])
 
-    async def set_trigger(self, trigger: Trigger) -> None:
+    async def set_trigger(self, trigger: Trigger, ready_timeout: float = 0.0) -> bool:
         """Add or replace a trigger at runtime (persisted); putting the same trigger again changes nothing.
 
-        Replacing a trigger stops its dispatcher, which waits for the deliveries in flight; an
-        unchanged trigger must not wait for them (a long training step would hold the caller).
+        Returns once the trigger's start position is recorded (every event accepted afterwards reaches
+        it), after waiting up to ``ready_timeout`` seconds for its group to join; whether it has. Triggers
+        of different names are set in parallel. Replacing a trigger stops its dispatcher, which waits for
+        the deliveries in flight; an unchanged trigger must not wait for them (a long training step would
+        hold the caller).
         """
-        async with self._lock:
+        async with self._locks.setdefault(trigger.name, asyncio.Lock()):
             running = self._dispatchers.get(trigger.name)
-            if running is not None and running.trigger == trigger:
-                return
-            old = self._dispatchers.pop(trigger.name, None)
-            if old is not None:
-                await old.stop()
-            await self._run_trigger(trigger)
-            self.trigger_file.save(self.triggers)
+            if running is None or running.trigger != trigger:
+                old = self._dispatchers.pop(trigger.name, None)
+                if old is not None:
+                    await old.stop()
+                await self._run_trigger(trigger)
+                self.trigger_file.save(self.triggers)
+            dispatcher = self._dispatchers[trigger.name]
+        return await dispatcher.wait_ready(ready_timeout)
 
     async def remove_trigger(self, name: str) -> None:
         """Remove a trigger and forget its offsets."""
-        async with self._lock:
+        async with self._locks.setdefault(name, asyncio.Lock()):
             dispatcher = self._dispatchers.pop(name, None)
             if dispatcher is None:
                 raise NotFound(f"no trigger named {name!r}")
@@ -165,9 +180,9 @@ class BrokerServer:
             await self.log.drop_group(name)
 
     async def _run_trigger(self, trigger: Trigger) -> None:
-        dispatcher = Dispatcher(trigger, self.log.consumer(trigger.name), self.deliverer)
-        self._dispatchers[trigger.name] = dispatcher
+        dispatcher = Dispatcher(trigger, self.log.consumer(trigger.name, trigger.initial_offset), self.deliverer)
         await dispatcher.start()
+        self._dispatchers[trigger.name] = dispatcher
 
     # -- HTTP ------------------------------------------------------------------
     def _routes(self) -> list[web.RouteDef]:
@@ -198,10 +213,17 @@ class BrokerServer:
         return web.Response(status=202)
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "broker": self.settings.broker.url, "triggers": len(self.triggers)})
+        pending = self.pending()
+        body = {"status": "starting" if pending else "ok", "broker": self.settings.broker.url}
+        body |= {"triggers": len(self._dispatchers), "ready": len(self._dispatchers) - len(pending)}
+        if pending:
+            body["pending"] = pending
+        return web.json_response(body, status=503 if pending else 200)
 
     async def _list_triggers(self, request: web.Request) -> web.Response:
-        items = [{"name": name, "spec": t.to_spec()} for name, t in sorted(self.triggers.items())]
+        items = [
+            {"name": name, **d.trigger.to_resource(), "ready": d.ready} for name, d in sorted(self._dispatchers.items())
+        ]
         return web.json_response({"items": items})
 
     async def _put_trigger(self, request: web.Request) -> web.Response:
@@ -211,10 +233,11 @@ class BrokerServer:
             except orjson.JSONDecodeError as exc:
                 raise InvalidRequest(f"trigger spec is not valid JSON: {exc}") from None
             trigger = Trigger.from_spec(request.match_info["name"], spec)
-            await self.set_trigger(trigger)
+            ready = await self.set_trigger(trigger, self.settings.eventing.trigger_ready_timeout_s)
         except KnflowError as exc:
             return error_response(exc)
-        return web.json_response({"name": trigger.name, "spec": trigger.to_spec()})
+        body = {"name": trigger.name, **trigger.to_resource(), "ready": ready}
+        return web.json_response(body, status=200 if ready else 202)
 
     async def _delete_trigger(self, request: web.Request) -> web.Response:
         try:

@@ -1,9 +1,12 @@
-"""One trigger's delivery loop: read its consumer group, filter, deliver per runid lane, commit.
+"""One trigger's delivery loop: read its consumer group, filter, deliver per partition-key lane, commit.
 
-Events of one ``runid`` are delivered to the trigger in log order, one at a time (a lane per
-runid); different runids proceed in parallel up to ``max_inflight`` events. An event is acked
-(its offset committed) only after delivery succeeded or was dead-lettered, so delivery is
-at-least-once. Each trigger has its own loop, so a subscriber that is down delays only its trigger.
+Events of one partition key (the ``partitionkey`` extension, else the ``runid``) are delivered to
+the trigger in log order, one at a time (a lane per key); different keys proceed in parallel up
+to ``max_inflight`` events. An event is acked (its offset committed) only after delivery succeeded
+or was dead-lettered, so delivery is at-least-once. Each trigger has its own loop, so a subscriber
+that is down delays only its trigger. A trigger is *ready* once its consumer group has joined and
+is positioned; its starting position is fixed before that (``Consumer.pin``), so nothing appended
+while it joins is skipped.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections import deque
 
 from eventing.delivery import Deliverer
 from eventing.eventlog import Consumer, Record
+from eventing.events import runid_of
 from eventing.filters import matches
 from eventing.triggers import Trigger
 from infra.logs import bound_runid
@@ -32,11 +36,42 @@ class Dispatcher:
         self._tasks: set[asyncio.Task] = set()
         self._main: asyncio.Task | None = None
         self._stopping = False
+        self._ready = asyncio.Event()
 
     async def start(self) -> None:
-        """Join the consumer group (so every event appended after this returns is delivered), then run."""
-        await self.consumer.ready()
+        """Fix the group's starting position (every event appended after this returns is delivered), then
+        join and run in the background; ``ready`` tells when the group has joined."""
+        await self.consumer.pin()
         self._main = asyncio.create_task(self._run(), name=f"trigger-{self.trigger.name}")
+
+    @property
+    def ready(self) -> bool:
+        """Whether the consumer group has joined and is positioned."""
+        return self._ready.is_set()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for ``ready``; whether it is."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        return self.ready
+
+    async def _join(self) -> None:
+        delay = 0.5
+        while not self._stopping:
+            try:
+                await self.consumer.ready()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "trigger %s: consumer group not joined yet (%s); retrying in %.1fs", self.trigger.name, exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            self._ready.set()
+            log.info("trigger %s ready", self.trigger.name)
+            return
 
     async def stop(self) -> None:
         """Stop delivering; what is in flight is redelivered by the next dispatcher of this group.
@@ -54,6 +89,7 @@ class Dispatcher:
         await self.consumer.close()
 
     async def _run(self) -> None:
+        await self._join()
         while not self._stopping:
             try:
                 records = await self.consumer.fetch(max_records=256, timeout=1.0)
@@ -89,7 +125,7 @@ class Dispatcher:
         try:
             while lane and not self._stopping:
                 record = lane[0]
-                with bound_runid(record.key):
+                with bound_runid(runid_of(record.event)):
                     try:
                         await self.deliverer.deliver(self.trigger, record.event)
                     except asyncio.CancelledError:

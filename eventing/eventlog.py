@@ -21,15 +21,24 @@ class Record:
     """One event read from the log by a consumer; ``position`` identifies it for ``Consumer.ack``."""
 
     position: tuple[int, int]  # (partition, offset); the embedded log has one partition, 0
-    key: str | None
+    key: str | None  # the partition key (``partitionkey`` extension, else ``runid``): delivery is ordered per key
     event: CloudEvent
 
 
 class Consumer(Protocol):
-    """A consumer group's reader: records come in log order; ``ack`` marks one done (commits are batched)."""
+    """A consumer group's reader: records come in log order per key; ``ack`` marks one done (commits are batched).
+
+    Guarantees: after ``pin`` returns, every event appended later is delivered to this group (at least
+    once), however long ``ready`` takes; records of one key come in append order.
+    """
+
+    async def pin(self) -> None:
+        """Fix where the group starts, fast and before any join: a group with no committed position gets one
+        now (the end of the log for ``latest``, its beginning for ``earliest``); a known group keeps its own."""
+        ...
 
     async def ready(self) -> None:
-        """Join the group and pin its starting offsets (a new group starts at the current end of the log)."""
+        """Join the group and position it (pins first if that was not done); may take seconds on Kafka."""
         ...
 
     async def fetch(self, max_records: int, timeout: float) -> list[Record]:
@@ -56,8 +65,8 @@ class EventLog(Protocol):
         """Store events durably; when this returns they survive a crash of this process."""
         ...
 
-    def consumer(self, group: str) -> Consumer:
-        """The reader of consumer group ``group`` (a new group starts at the end of the log)."""
+    def consumer(self, group: str, initial_offset: str = "latest") -> Consumer:
+        """The reader of consumer group ``group``; a new group starts at ``initial_offset`` (see ``Consumer.pin``)."""
         ...
 
     async def drop_group(self, group: str) -> None:

@@ -23,6 +23,7 @@ STEP_FAILED = "dev.knflow.step.failed"
 RUNID = "runid"
 PIPELINE = "pipeline"  # the pipeline whose triggers take this run's events
 TRACEPARENT = "traceparent"
+PARTITIONKEY = "partitionkey"  # the CloudEvents partitioning extension: delivery is ordered per key
 #: Extensions an event caused by another inherits from it: they tie a run's events together.
 RUN_EXTENSIONS = (RUNID, PIPELINE)
 _TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -99,6 +100,11 @@ def continue_run(reply: CloudEvent, cause: CloudEvent) -> CloudEvent:
 def runid_of(event: CloudEvent) -> str | None:
     """The run an event belongs to, if it says."""
     return event.get_extension(RUNID)
+
+
+def partition_key(event: CloudEvent) -> str | None:
+    """The key delivery is ordered by: the ``partitionkey`` extension, else the ``runid``."""
+    return event.get_extension(PARTITIONKEY) or event.get_extension(RUNID)
 
 
 def describe(event: CloudEvent) -> str:

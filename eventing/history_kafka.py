@@ -5,13 +5,17 @@ A cursor is ``"P:O,P:O"``: for each partition, the offset to read from next.
 
 from __future__ import annotations
 
-from cloudevents.core.v1.event import CloudEvent
-from kafka import KafkaConsumer
-from kafka.structs import TopicPartition
+import asyncio
+import heapq
 
-from eventing.bindings import from_kafka
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+from cloudevents.core.v1.event import CloudEvent
+
 from eventing.events import InvalidEvent
-from infra.errors import InvalidRequest
+from eventing.wire import from_kafka
+from infra.errors import InvalidRequest, Unavailable
 
 
 def parse_cursor(cursor: str | None) -> dict[int, int]:
@@ -35,38 +39,67 @@ def _header(message, name: str) -> str | None:
     return None
 
 
-def read_history(
-    servers: list[str], topic: str, after: str | None, limit: int, runid: str | None, type: str | None
-) -> tuple[list[tuple[str, CloudEvent]], str]:
-    """Up to ``limit`` matching events after ``after``, oldest first, and the cursor after them."""
-    start = parse_cursor(after)
-    consumer = KafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not partitions:
-            return [], format_cursor(start) or (after or "")
-        consumer.assign(partitions)
-        ends = consumer.end_offsets(partitions)
-        for tp in partitions:
-            consumer.seek(tp, start.get(tp.partition, 0))
-        scanned = _scan(consumer, partitions, ends)
-    finally:
-        consumer.close()
-    return _select(scanned, start, limit, runid, type, ends)
+class HistoryReader:
+    """Reads the topic without a group for ``GET /events``; one client, reused, one read at a time."""
+
+    def __init__(self, servers: str, partitions: list[TopicPartition]):
+        self.servers, self.partitions = servers, partitions
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+
+    async def read(
+        self, after: str | None, limit: int, runid: str | None, type: str | None
+    ) -> tuple[list[tuple[str, CloudEvent]], str]:
+        """Up to ``limit`` matching events after ``after``, oldest first, and the cursor after them."""
+        start = parse_cursor(after)
+        async with self._lock:
+            try:
+                consumer = await self._open()
+                ends = await consumer.end_offsets(self.partitions)
+                for tp in self.partitions:
+                    consumer.seek(tp, start.get(tp.partition, 0))
+                scanned = await _scan(consumer, ends)
+            except (KafkaError, OSError) as exc:
+                raise Unavailable(f"Kafka history could not be read: {type_name(exc)}: {exc}") from None
+        return _select(scanned, start, limit, runid, type, ends)
+
+    async def _open(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False)
+            await consumer.start()
+            consumer.assign(self.partitions)
+            self._consumer = consumer
+        return self._consumer
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
 
 
-def _scan(consumer: KafkaConsumer, partitions: list[TopicPartition], ends: dict) -> list:
-    scanned = []
-    remaining = {tp for tp in partitions if consumer.position(tp) < ends[tp]}
+def type_name(exc: BaseException) -> str:
+    return type(exc).__name__
+
+
+async def _scan(consumer: AIOKafkaConsumer, ends: dict) -> list:
+    """The records up to ``ends``: each partition's in offset order, partitions interleaved by timestamp.
+
+    A partition's records are never reordered: record timestamps need not grow with offsets (several
+    producers, client clocks), and a page cut after a later-offset record would move that partition's
+    cursor past an earlier one that was not returned yet, so a watcher would never see it.
+    """
+    scanned: dict[int, list] = {tp.partition: [] for tp in ends}
+    remaining = {tp for tp, end in ends.items() if await consumer.position(tp) < end}
     polls = 0
     while remaining and polls < 200:
         polls += 1
-        for tp, messages in consumer.poll(timeout_ms=200, max_records=2000).items():
-            scanned += [m for m in messages if m.offset < ends[tp]]
-            if consumer.position(tp) >= ends[tp]:
+        batches = await consumer.getmany(*remaining, timeout_ms=200, max_records=2000)
+        for tp, messages in batches.items():
+            scanned[tp.partition] += [m for m in messages if m.offset < ends[tp]]
+            if await consumer.position(tp) >= ends[tp]:
                 remaining.discard(tp)
-    scanned.sort(key=lambda m: (m.timestamp, m.partition, m.offset))
-    return scanned
+    # heapq.merge takes each partition's records in their own order, whatever their timestamps
+    return list(heapq.merge(*scanned.values(), key=lambda m: m.timestamp))
 
 
 def _select(scanned: list, start: dict[int, int], limit: int, runid, type, ends) -> tuple[list, str]:

@@ -4,7 +4,7 @@ Durability: ``synchronous=FULL`` in WAL mode, so a commit is fsynced before ``ap
 one writer thread group-commits every append (and offset commit) queued while the previous
 transaction was syncing, which is where the throughput comes from. A consumer group's state is
 a watermark (every offset at or below it is done) plus the done offsets above it, so deliveries
-that finish out of order (different runids run in parallel) are not repeated after a restart.
+that finish out of order (different partition keys run in parallel) are not repeated after a restart.
 Events older than ``retention_hours`` are deleted and the WAL checkpointed periodically.
 """
 
@@ -27,7 +27,8 @@ from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import to_json
 from eventing.eventlog import Record
-from eventing.events import runid_of
+from eventing.events import partition_key, runid_of
+from eventing.triggers import EARLIEST, LATEST
 from eventing.wire import from_json
 from infra.errors import InvalidRequest, Unavailable
 
@@ -103,7 +104,7 @@ class _Writer(threading.Thread):
         results: list[Any] = []
         for job, _ in batch:
             if isinstance(job, _AppendJob):
-                results.append(_Appended((offset + i, row[1], e) for i, (row, e) in enumerate(job.pairs())))
+                results.append(_Appended((offset + i, partition_key(e), e) for i, (_, e) in enumerate(job.pairs())))
                 offset += len(job.rows)
             else:
                 results.append(job(self.conn))
@@ -126,7 +127,7 @@ class _AppendJob:
 
 
 class _Appended(list):
-    """The ``(offset, runid, event)`` rows one append committed (kept in the tail cache)."""
+    """The ``(offset, partition key, event)`` rows one append committed (kept in the tail cache)."""
 
 
 def _set_exception(fut: asyncio.Future, exc: BaseException) -> None:
@@ -209,8 +210,8 @@ class EmbeddedEventLog:
             return None  # offsets not contiguous here: read the database
         return tail[index : index + limit]
 
-    def consumer(self, group: str) -> EmbeddedConsumer:
-        return EmbeddedConsumer(self, group)
+    def consumer(self, group: str, initial_offset: str = LATEST) -> EmbeddedConsumer:
+        return EmbeddedConsumer(self, group, initial_offset)
 
     async def drop_group(self, group: str) -> None:
         def drop(conn: sqlite3.Connection) -> None:
@@ -269,8 +270,8 @@ class EmbeddedEventLog:
 class EmbeddedConsumer:
     """A consumer group on the embedded log (see the module docstring for its committed state)."""
 
-    def __init__(self, log_: EmbeddedEventLog, group: str):
-        self.log, self.group = log_, group
+    def __init__(self, log_: EmbeddedEventLog, group: str, initial_offset: str = LATEST):
+        self.log, self.group, self.initial_offset = log_, group, initial_offset
         self._position: int | None = None  # the highest offset handed out
         self._watermark = 0
         self._preacked: set[int] = set()
@@ -278,17 +279,25 @@ class EmbeddedConsumer:
         self._done: set[int] = set()
         self._flush: asyncio.TimerHandle | None = None
 
-    async def ready(self) -> None:
+    async def pin(self) -> None:
         if self._position is None:
             await self._load()
 
+    async def ready(self) -> None:
+        await self.pin()  # nothing to join: pinned is positioned
+
     async def _load(self) -> None:
         group = self.group
+        start = (
+            "COALESCE(MIN(offset) - 1, MAX(offset), 0)"
+            if self.initial_offset == EARLIEST
+            else "COALESCE(MAX(offset), 0)"
+        )
 
         def load(conn: sqlite3.Connection) -> tuple[int, list[int]]:
             row = conn.execute("SELECT watermark FROM groups WHERE name = ?", (group,)).fetchone()
-            if row is None:  # a new group starts at the end of the log, like Knative's Kafka triggers
-                tail = conn.execute("SELECT COALESCE(MAX(offset), 0) FROM events").fetchone()[0]
+            if row is None:  # a new group starts at the end of the log (latest) or before its first event (earliest)
+                tail = conn.execute(f"SELECT {start} FROM events").fetchone()[0]
                 conn.execute("INSERT INTO groups (name, watermark) VALUES (?, ?)", (group, tail))
                 return tail, []
             acks = [r[0] for r in conn.execute("SELECT offset FROM acks WHERE name = ?", (group,))]
@@ -309,27 +318,28 @@ class EmbeddedConsumer:
             if cached is None:  # not in the tail cache (older, or appended before this process): read it
                 rows = await self.log.read(
                     lambda c, position=position: c.execute(
-                        "SELECT offset, runid, body FROM events WHERE offset > ? ORDER BY offset LIMIT ?",
+                        "SELECT offset, body FROM events WHERE offset > ? ORDER BY offset LIMIT ?",
                         (position, max_records),
                     ).fetchall()
                 )
                 if rows:
-                    return self._take([(offset, runid, from_json(body)) for offset, runid, body in rows])
+                    events = [(offset, from_json(body)) for offset, body in rows]
+                    return self._take([(offset, partition_key(event), event) for offset, event in events])
             left = deadline - time.monotonic()
             if left <= 0:
                 return []
             await self.log.wait_for_append(left)
 
     def _take(self, entries: list[tuple[int, str | None, CloudEvent]]) -> list[Record]:
-        """Hand out ``(offset, runid, event)`` entries, skipping pre-acked offsets."""
+        """Hand out ``(offset, partition key, event)`` entries, skipping pre-acked offsets."""
         records = []
-        for offset, runid, event in entries:
+        for offset, key, event in entries:
             self._inflight.append(offset)
             if offset in self._preacked:
                 self._preacked.discard(offset)
                 self._done.add(offset)
                 continue
-            records.append(Record((0, offset), runid, event))
+            records.append(Record((0, offset), key, event))
         self._position = entries[-1][0]
         self._advance()
         return records

@@ -1,10 +1,13 @@
-"""The Kafka event log: one topic per broker keyed by ``runid``, one consumer group per trigger (kafka-python).
+"""The Kafka event log: one topic per broker keyed by partition key, one consumer group per trigger (aiokafka).
 
-Records use the CloudEvents Kafka protocol binding (``eventing.bindings.to_kafka``: binary mode,
-``ce_`` headers, key = runid), so a Knative Kafka Broker reads the same topic. kafka-python is
-blocking, so the producer runs in a thread pool and each consumer group in its own thread; the
-event loop only exchanges records and commit requests with them. Offsets are committed only
-for records delivered or dead-lettered (the contiguous prefix per partition).
+Records use the CloudEvents Kafka protocol binding (``eventing.wire.to_kafka``: binary mode, ``ce_``
+headers, key = ``partitionkey`` else ``runid``), so a Knative Kafka Broker reads the same topic.
+aiokafka runs on the broker's event loop (no client threads; its record codecs are C), which is
+where the throughput comes from: ``bench/eventing/RESULTS.md`` compares it with kafka-python.
+Offsets are committed only for records delivered or dead-lettered (the contiguous prefix per
+partition), batched every ``COMMIT_DELAY_S``. A new group's starting offsets are committed when the
+trigger is created (``pin``), before the group joins, as Knative's Kafka Broker does; so no event
+accepted after the trigger was created is skipped however long the join takes.
 """
 
 from __future__ import annotations
@@ -12,23 +15,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
-import threading
-import time
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from cloudevents.core.v1.event import CloudEvent
-from kafka import KafkaConsumer, KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
-from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from eventing.bindings import from_kafka, to_kafka
 from eventing.eventlog import Record
 from eventing.events import InvalidEvent
+from eventing.triggers import EARLIEST, LATEST
+from eventing.wire import from_kafka, to_kafka
 from infra.errors import Unavailable
 from infra.settings import BrokerLocation
 
@@ -37,91 +38,105 @@ log = logging.getLogger(__name__)
 PARTITIONS = 4
 ACK_TIMEOUT_S = 30.0
 COMMIT_DELAY_S = 0.02
-# a group joins in ~3 s with a low rebalance timeout (kafka-python's defaults take ~23 s)
-GROUP_TIMEOUTS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 3000}
-FETCH = {"fetch_max_wait_ms": 20}  # the broker answers a fetch within 20 ms even with little data: low latency
+MAX_BATCH_BYTES = 512 * 1024
+JOIN_TIMEOUT_S = 60.0
+# heartbeats every second, a dead member noticed in 6 s; a delivery may hold the loop's reads for long
+# (every lane busy), which is not a dead consumer, so the poll interval is generous
+GROUP_TIMEOUTS = {
+    "session_timeout_ms": 6000,
+    "heartbeat_interval_ms": 1000,
+    "rebalance_timeout_ms": 3000,
+    "max_poll_interval_ms": 3_600_000,
+}
+FETCH = {"fetch_max_wait_ms": 10}  # the broker answers a fetch within 10 ms even with little data: low latency
 
 
-def _resolve(future: asyncio.Future, error: BaseException | None) -> None:
-    if not future.done():
-        future.set_result(error)
+class CachedPartitioner:
+    """Kafka's default partitioning (murmur2 of the key, as the Java client and Knative's broker do), with the
+    key's hash remembered: keys repeat (a run's events share one) and aiokafka's murmur2 is pure Python."""
+
+    def __init__(self, size: int = 65536):
+        self._hashes: dict[bytes, int] = {}
+        self._size = size
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return DefaultPartitioner()(key, all_partitions, available)
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= self._size:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[hashed % len(all_partitions)]
+
+
+def _unavailable(what: str, exc: BaseException) -> Unavailable:
+    return Unavailable(f"{what}: {type(exc).__name__}: {exc}")
 
 
 class KafkaEventLog:
     """``EventLog`` on the topic ``location.topic`` of the Kafka cluster at ``location.servers``."""
 
     def __init__(self, location: BrokerLocation, *, partitions: int = PARTITIONS):
-        self.servers, self.topic, self.partitions = list(location.servers), location.topic, partitions
-        self._pool = ThreadPoolExecutor(8, thread_name_prefix="kafka-producer")
-        self._producer: KafkaProducer | None = None
+        self.servers, self.topic, self.partitions = ",".join(location.servers), location.topic, partitions
+        self._producer: AIOKafkaProducer | None = None
         self._appended = asyncio.Event()
+        self._history: Any = None
 
     async def start(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._connect)
-
-    def _connect(self) -> None:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=self.servers, client_id="knflow-broker")
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.servers, client_id="knflow-broker")
+            await admin.start()
             try:
-                admin.create_topics([NewTopic(self.topic, self.partitions, 1)])
+                await admin.create_topics([NewTopic(self.topic, self.partitions, 1)])
             except TopicAlreadyExistsError:
                 pass
             finally:
-                admin.close()
-            self._producer = KafkaProducer(bootstrap_servers=self.servers, acks="all", linger_ms=1)
-        except KafkaError as exc:
-            raise Unavailable(f"Kafka at {','.join(self.servers)} is not reachable: {exc}") from None
+                await admin.close()
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.servers,
+                acks="all",
+                linger_ms=1,
+                request_timeout_ms=int(ACK_TIMEOUT_S * 1000),
+                # aiokafka sends one batch per partition at a time; the next one fills meanwhile, and a full one
+                # holds every further append until the broker answers: room for a burst, not 16 KiB (~25 events)
+                max_batch_size=MAX_BATCH_BYTES,
+                partitioner=CachedPartitioner(),
+            )
+            self._producer = producer
+            await producer.start()
+            self.partitions = len(await producer.partitions_for(self.topic))
+        except (KafkaError, OSError) as exc:
+            await self.close()
+            raise _unavailable(f"Kafka at {self.servers} is not reachable", exc) from None
 
     async def append(self, events: Sequence[CloudEvent]) -> None:
-        loop = asyncio.get_running_loop()
-        # send() only queues (in a thread: it may block on metadata); the acks are awaited on the loop,
-        # so no thread waits out a broker round trip and appends from many requests batch together
-        sent = await loop.run_in_executor(self._pool, self._send, list(events))
-        waits = []
-        for record in sent:
-            done = loop.create_future()
-            record.add_callback(lambda _, done=done: loop.call_soon_threadsafe(_resolve, done, None))
-            record.add_errback(lambda exc, done=done: loop.call_soon_threadsafe(_resolve, done, exc))
-            waits.append(done)
-        try:
-            errors = await asyncio.wait_for(asyncio.gather(*waits), ACK_TIMEOUT_S)
-        except TimeoutError:
-            raise Unavailable(f"Kafka did not acknowledge the event within {ACK_TIMEOUT_S:g}s") from None
-        for error in errors:
-            if error is not None:
-                raise Unavailable(f"Kafka did not store the event: {error}")
-        self._appended.set()
-        self._appended = asyncio.Event()
-
-    def _send(self, events: list[CloudEvent]) -> list[Any]:
         assert self._producer is not None
         try:
-            out = []
+            sent = []
             for event in events:
                 key, headers, value = to_kafka(event)
-                out.append(self._producer.send(self.topic, key=key, value=value, headers=headers))
-            return out
+                sent.append(await self._producer.send(self.topic, value, key=key, headers=headers))
+            # the producer fails a send it could not deliver within its request_timeout_ms (ACK_TIMEOUT_S)
+            await (sent[0] if len(sent) == 1 else asyncio.gather(*sent))
         except KafkaError as exc:
-            raise Unavailable(f"Kafka did not take the event: {exc}") from None
+            raise _unavailable("Kafka did not store the event", exc) from None
+        self._appended.set()
+        self._appended = asyncio.Event()
 
     def group_id(self, trigger: str) -> str:
         """The Kafka consumer group of a trigger: scoped by topic, so brokers sharing a cluster never collide."""
         return f"knflow.{self.topic}.{trigger}"
 
-    def consumer(self, group: str) -> KafkaGroupConsumer:
-        return KafkaGroupConsumer(self, self.group_id(group))
+    def topic_partitions(self) -> list[TopicPartition]:
+        return [TopicPartition(self.topic, p) for p in range(self.partitions)]
+
+    def consumer(self, group: str, initial_offset: str = LATEST) -> KafkaGroupConsumer:
+        return KafkaGroupConsumer(self, self.group_id(group), initial_offset)
 
     async def drop_group(self, group: str) -> None:
-        def drop() -> None:
-            admin = KafkaAdminClient(bootstrap_servers=self.servers, client_id="knflow-broker")
-            try:
-                admin.delete_groups([self.group_id(group)])
-            except (KafkaError, NotImplementedError, AttributeError) as exc:
-                log.warning("could not delete consumer group %s: %s", group, exc)
-            finally:
-                admin.close()
-
-        await asyncio.get_running_loop().run_in_executor(self._pool, drop)
+        # aiokafka's admin client has no DeleteGroups; kafka-python's does (a rare call, in a thread)
+        await asyncio.get_running_loop().run_in_executor(None, delete_group, self.servers, self.group_id(group))
 
     async def wait_for_append(self, timeout: float) -> None:
         # other processes may append too, so a watcher re-reads at least twice a second
@@ -131,174 +146,182 @@ class KafkaEventLog:
     async def history(
         self, *, after: str | None, limit: int, runid: str | None = None, type: str | None = None
     ) -> tuple[list[tuple[str, CloudEvent]], str | None]:
-        from eventing.history_kafka import read_history
+        from eventing.history_kafka import HistoryReader
 
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, read_history, self.servers, self.topic, after, limit, runid, type
-        )
+        if self._history is None:
+            self._history = HistoryReader(self.servers, self.topic_partitions())
+        return await self._history.read(after, limit, runid, type)
 
     async def close(self) -> None:
+        if self._history is not None:
+            await self._history.close()
         if self._producer is not None:
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._producer.close, 10)
-        self._pool.shutdown(wait=False)
+            with contextlib.suppress(KafkaError):
+                await self._producer.stop()
 
 
-class KafkaGroupConsumer:
-    """One consumer group in its own thread; the loop side tracks acks and asks the thread to commit."""
+def delete_group(servers: str, group: str) -> None:
+    """Delete a consumer group and its offsets (a trigger created again under its name starts afresh)."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError as SyncKafkaError
 
-    def __init__(self, log_: KafkaEventLog, group: str):
-        self.log, self.group = log_, group
-        self._records: asyncio.Queue[Record] = asyncio.Queue()
-        self._commits: queue.Queue[dict[TopicPartition, OffsetAndMetadata] | None] = queue.Queue()
+    admin = None
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=servers.split(","), client_id="knflow-broker")
+        admin.delete_groups([group])
+    except (SyncKafkaError, NotImplementedError, AttributeError, OSError) as exc:
+        log.warning("could not delete consumer group %s: %s", group, exc)
+    finally:
+        if admin is not None:
+            admin.close()
+
+
+class KafkaGroupConsumer(ConsumerRebalanceListener):
+    """One consumer group; tracks acks per partition and commits the delivered prefix."""
+
+    def __init__(self, log_: KafkaEventLog, group: str, initial_offset: str = LATEST):
+        self.log, self.group, self.initial_offset = log_, group, initial_offset
+        self._consumer: AIOKafkaConsumer | None = None
+        self._pinned = False
         self._inflight: dict[int, deque[int]] = {}
         self._done: dict[int, set[int]] = {}
         self._committable: dict[int, int] = {}
         self._flush: asyncio.TimerHandle | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._buffered = 0
+        self._committing: asyncio.Task | None = None
+
+    # -- where the group starts ---------------------------------------------------
+    async def pin(self) -> None:
+        if self._pinned:
+            return
+        probe = AIOKafkaConsumer(bootstrap_servers=self.log.servers, group_id=self.group, enable_auto_commit=False)
+        try:
+            await probe.start()
+            partitions = self.log.topic_partitions()
+            probe.assign(partitions)
+            missing = [tp for tp in partitions if await probe.committed(tp) is None]
+            if missing:
+                ends = probe.beginning_offsets if self.initial_offset == EARLIEST else probe.end_offsets
+                offsets = await ends(missing)
+                await probe.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+                log.info("consumer group %s starts at %s offsets %s", self.group, self.initial_offset, offsets)
+        except (KafkaError, OSError) as exc:
+            raise _unavailable(f"consumer group {self.group} could not record where it starts", exc) from None
+        finally:
+            await probe.stop()
+        self._pinned = True
 
     async def ready(self) -> None:
-        if self._thread is not None:
+        if self._consumer is not None:
             return
-        loop = asyncio.get_running_loop()
-        joined: asyncio.Future = loop.create_future()
-        self._thread = threading.Thread(target=self._run, args=(loop, joined), name=f"kafka-{self.group}", daemon=True)
-        self._thread.start()
-        await asyncio.wait_for(joined, 60)
-
-    def _run(self, loop: asyncio.AbstractEventLoop, joined: asyncio.Future) -> None:
-        try:
-            consumer = self._join()
-        except Exception as exc:
-            error = Unavailable(f"consumer group {self.group} could not join: {exc}")
-            loop.call_soon_threadsafe(lambda: joined.done() or joined.set_exception(error))
-            return
-        loop.call_soon_threadsafe(lambda: joined.done() or joined.set_result(None))
-        try:
-            while not self._stop.is_set():
-                self._do_commits(consumer, wait=False)
-                paused = self._buffered > 2000
-                (consumer.pause if paused else consumer.resume)(*consumer.assignment())
-                batches = consumer.poll(timeout_ms=100, max_records=500)
-                records = [self._record(m) for msgs in batches.values() for m in msgs]
-                if records:
-                    loop.call_soon_threadsafe(self._deliver, records)
-            self._do_commits(consumer, wait=True)
-        except Exception:
-            log.exception("consumer group %s stopped", self.group)
-        finally:
-            consumer.close(autocommit=False)
-
-    def _join(self) -> KafkaConsumer:
-        consumer = KafkaConsumer(
+        await self.pin()
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=self.log.servers,
             group_id=self.group,
             enable_auto_commit=False,
-            auto_offset_reset="latest",
+            auto_offset_reset=self.initial_offset,
             **GROUP_TIMEOUTS,
             **FETCH,
         )
-        consumer.subscribe([self.log.topic])
-        deadline = time.monotonic() + 60
+        try:
+            await consumer.start()
+            consumer.subscribe([self.log.topic], listener=self)
+            await asyncio.wait_for(self._positioned(consumer), JOIN_TIMEOUT_S)
+        except BaseException as exc:  # stopped while joining, too: leave the group cleanly
+            await consumer.stop()
+            if isinstance(exc, KafkaError | OSError | TimeoutError):
+                raise _unavailable(f"consumer group {self.group} could not join", exc) from None
+            raise
+        self._consumer = consumer
+
+    @staticmethod
+    async def _positioned(consumer: AIOKafkaConsumer) -> None:
         while not consumer.assignment():
-            if time.monotonic() > deadline:
-                raise Unavailable(f"consumer group {self.group} was not assigned partitions within 60 s")
-            consumer.poll(timeout_ms=100, max_records=1)
-            # a poll before assignment returns nothing; after it, positions are not advanced yet
-        pins = {}
+            await asyncio.sleep(0.02)  # aiokafka joins in the background and has no public wait for it
         for tp in consumer.assignment():
-            if consumer.committed(tp) is None:  # a new group starts at the end: pin it so nothing is skipped
-                pins[tp] = OffsetAndMetadata(consumer.position(tp), "", -1)
-        if pins:
-            consumer.commit(pins)
-        return consumer
+            await consumer.position(tp)
+
+    # -- rebalance: a partition taken away is redelivered by its new owner from the committed offset ------
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        if self._consumer is not None:
+            await self._commit_now()
+        for tp in revoked:
+            self._inflight.pop(tp.partition, None)
+            self._done.pop(tp.partition, None)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
+
+    # -- reading and acking ---------------------------------------------------------
+    async def fetch(self, max_records: int, timeout: float) -> list[Record]:
+        await self.ready()
+        assert self._consumer is not None
+        batches = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+        out = []
+        for tp, messages in batches.items():
+            inflight = self._inflight.setdefault(tp.partition, deque())
+            for message in messages:
+                inflight.append(message.offset)
+                record = self._record(message)
+                if record is None:
+                    self.ack(Record((message.partition, message.offset), None, None))  # type: ignore[arg-type]
+                else:
+                    out.append(record)
+        return out
 
     def _record(self, message: Any) -> Record | None:
         try:
-            event = from_kafka(message.headers or [], message.key, message.value)
+            event = from_kafka(message.headers or (), message.key, message.value)
         except InvalidEvent as exc:
-            log.warning(
-                "skipping a record that is not a CloudEvent at %s/%s: %s", message.partition, message.offset, exc
-            )
-            event = None
+            where = f"{message.partition}/{message.offset}"
+            log.warning("skipping a record that is not a CloudEvent at %s: %s", where, exc)
+            return None
         key = message.key.decode("utf-8", "replace") if message.key else None
-        return Record((message.partition, message.offset), key, event)  # type: ignore[arg-type]
-
-    def _deliver(self, records: list[Record]) -> None:
-        self._buffered += len(records)  # only the loop writes it; the thread only reads it
-        for record in records:
-            self._records.put_nowait(record)
-
-    def _do_commits(self, consumer: KafkaConsumer, wait: bool) -> None:
-        """Send the commits the loop asked for: asynchronously while running (a synchronous commit holds the
-        fetches behind a round trip), synchronously when closing."""
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        while True:
-            try:
-                item = self._commits.get_nowait()
-            except queue.Empty:
-                break
-            if item:
-                offsets.update(item)
-        if not offsets:
-            return
-        try:
-            if wait:
-                consumer.commit(offsets)
-            else:
-                consumer.commit_async(offsets, self._committed)
-        except KafkaError as exc:
-            self._committed(offsets, exc)
-
-    def _committed(self, offsets: dict[TopicPartition, OffsetAndMetadata], result: Any) -> None:
-        if isinstance(result, Exception):
-            log.warning("consumer group %s: commit failed (will be redelivered): %s", self.group, result)
-
-    async def fetch(self, max_records: int, timeout: float) -> list[Record]:
-        await self.ready()
-        try:
-            first = await asyncio.wait_for(self._records.get(), timeout)
-        except TimeoutError:
-            return []
-        taken = [first]
-        while len(taken) < max_records and not self._records.empty():
-            taken.append(self._records.get_nowait())
-        self._buffered -= len(taken)
-        out = []
-        for record in taken:
-            partition, offset = record.position
-            self._inflight.setdefault(partition, deque()).append(offset)
-            if record.event is None:
-                self.ack(record)
-            else:
-                out.append(record)
-        return out
+        return Record((message.partition, message.offset), key, event)
 
     def ack(self, record: Record) -> None:
         partition, offset = record.position
+        inflight = self._inflight.get(partition)
+        if inflight is None:
+            return  # the partition was revoked meanwhile: its new owner delivers it again
         done = self._done.setdefault(partition, set())
         done.add(offset)
-        inflight = self._inflight[partition]
         while inflight and inflight[0] in done:
             done.discard(inflight[0])
             self._committable[partition] = inflight.popleft() + 1
         if self._flush is None:
-            self._flush = asyncio.get_running_loop().call_later(COMMIT_DELAY_S, self._commit)
+            self._flush = asyncio.get_running_loop().call_later(COMMIT_DELAY_S, self._schedule_commit)
 
-    def _commit(self) -> None:
+    def _schedule_commit(self) -> None:
         self._flush = None
-        if self._committable:
-            topic = self.log.topic
-            self._commits.put(
-                {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in self._committable.items()}
-            )
-            self._committable = {}
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.create_task(self._commit_now())
+        else:  # one commit at a time: try again after this one
+            self._flush = asyncio.get_running_loop().call_later(COMMIT_DELAY_S, self._schedule_commit)
+
+    async def _commit_now(self) -> None:
+        if not self._committable or self._consumer is None:
+            return
+        offsets = {TopicPartition(self.log.topic, p): OffsetAndMetadata(o, "") for p, o in self._committable.items()}
+        self._committable = {}
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            log.warning("consumer group %s: commit failed (those events will be redelivered): %s", self.group, exc)
 
     async def close(self) -> None:
         if self._flush is not None:
             self._flush.cancel()
-        self._commit()
-        self._stop.set()
-        if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 15)
+            self._flush = None
+        if self._committing is not None:
+            with contextlib.suppress(Exception):
+                await self._committing
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        try:
+            self._consumer = consumer
+            await self._commit_now()
+        finally:
+            self._consumer = None
+            with contextlib.suppress(KafkaError):
+                await consumer.stop()

@@ -1,4 +1,4 @@
-"""Where the broker keeps its triggers across restarts: one JSON file of Knative Trigger specs, replaced atomically."""
+"""Where the broker keeps its triggers across restarts: one JSON file of Knative Trigger resources, replaced whole."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def state_dir(settings: Settings) -> Path:
 
 
 class TriggerFile:
-    """``{name: spec}`` in ``path``; every save is write-temp, fsync, rename."""
+    """``{name: {"spec": ..., "metadata": ...}}`` in ``path`` (bare specs read too); saves replace it atomically."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -31,4 +31,4 @@ class TriggerFile:
         return {name: Trigger.from_spec(name, spec) for name, spec in specs.items()}
 
     def save(self, triggers: dict[str, Trigger]) -> None:
-        write_json(self.path, {name: t.to_spec() for name, t in sorted(triggers.items())}, indent=2)
+        write_json(self.path, {name: t.to_resource() for name, t in sorted(triggers.items())}, indent=2)

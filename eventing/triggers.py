@@ -1,8 +1,9 @@
 """Trigger and delivery configuration in Knative's shape: ``Trigger``, ``DeliverySpec`` and their JSON form.
 
-``Trigger.from_spec(name, spec)`` reads Knative's Trigger ``spec`` JSON
-(``{"filter": {"attributes": {...}}, "filters": [...], "subscriber": {"uri": ...}, "delivery": {...}}``)
-and ``Trigger.to_spec()`` writes it back, so the same triggers map one-to-one onto a Knative broker.
+``Trigger.from_spec(name, body)`` reads Knative's Trigger ``spec`` JSON
+(``{"filter": {"attributes": {...}}, "filters": [...], "subscriber": {"uri": ...}, "delivery": {...}}``),
+bare or as a resource (``{"metadata": {"annotations": {...}}, "spec": {...}}``); ``to_spec()`` and
+``to_resource()`` write them back, so the same triggers map one-to-one onto a Knative broker.
 """
 
 from __future__ import annotations
@@ -107,6 +108,12 @@ def _uri(ref: Any, where: str) -> str:
     raise InvalidRequest(f"{where} must be {{'uri': 'http://...'}}")
 
 
+#: Where a new trigger's consumer group starts: ``latest`` (Knative's default: events accepted after the
+#: trigger was created) or ``earliest`` (everything the log still holds). Set per trigger by this annotation.
+INITIAL_OFFSET_ANNOTATION = "kafka.eventing.knative.dev/initial.offset"
+LATEST = "latest"
+EARLIEST = "earliest"
+
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
 
 
@@ -119,8 +126,14 @@ class Trigger:
     filter: dict[str, str] | None = None
     filters: list[dict[str, Any]] | None = field(default=None, hash=False)
     delivery: DeliverySpec | None = None
+    initial_offset: str = LATEST
 
     def __post_init__(self) -> None:
+        if self.initial_offset not in (LATEST, EARLIEST):
+            raise InvalidRequest(
+                f"trigger {self.name}: {INITIAL_OFFSET_ANNOTATION} must be {LATEST} or {EARLIEST}, "
+                f"got {self.initial_offset!r}"
+            )
         if not _NAME.match(self.name):
             raise InvalidRequest(f"trigger name {self.name!r} must be a DNS label (lowercase letters, digits, '-')")
         if not self.subscriber.startswith(("http://", "https://")):
@@ -131,11 +144,13 @@ class Trigger:
             validate_filters(self.filters)
 
     @classmethod
-    def from_spec(cls, name: str, spec: dict[str, Any]) -> Trigger:
-        """Parse Knative's Trigger ``spec`` JSON."""
+    def from_spec(cls, name: str, body: dict[str, Any]) -> Trigger:
+        """Parse Knative's Trigger ``spec`` JSON, bare or inside a resource with ``metadata.annotations``."""
+        if not isinstance(body, dict):
+            raise InvalidRequest("trigger spec must be a JSON object")
+        spec = body.get("spec", body)
         if not isinstance(spec, dict):
             raise InvalidRequest("trigger spec must be a JSON object")
-        spec = spec.get("spec", spec)
         attrs = (spec.get("filter") or {}).get("attributes")
         if attrs is not None and not (isinstance(attrs, dict) and all(isinstance(v, str) for v in attrs.values())):
             raise InvalidRequest("filter.attributes must map attribute names to strings")
@@ -148,6 +163,7 @@ class Trigger:
             filter=dict(attrs) if attrs else None,
             filters=filters or None,
             delivery=DeliverySpec.from_spec(spec.get("delivery")),
+            initial_offset=_annotations(body).get(INITIAL_OFFSET_ANNOTATION, LATEST),
         )
 
     def to_spec(self) -> dict[str, Any]:
@@ -159,3 +175,20 @@ class Trigger:
         if self.delivery:
             out["delivery"] = self.delivery.to_spec()
         return out
+
+    def to_resource(self) -> dict[str, Any]:
+        """``{"spec": ...}`` with ``metadata.annotations`` when the trigger has any (the initial offset)."""
+        out: dict[str, Any] = {"spec": self.to_spec()}
+        if self.initial_offset != LATEST:
+            out["metadata"] = {"annotations": {INITIAL_OFFSET_ANNOTATION: self.initial_offset}}
+        return out
+
+
+def _annotations(body: dict[str, Any]) -> dict[str, Any]:
+    metadata = body.get("metadata") or {}
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if annotations is None:
+        return {}
+    if not isinstance(annotations, dict):
+        raise InvalidRequest("metadata.annotations must be an object")
+    return annotations

@@ -11,7 +11,7 @@ which stays the one strict reference.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from eventing import bindings
 from eventing.bindings import REQUIRED, SUPPORTED_SPECVERSIONS
-from eventing.events import InvalidEvent
+from eventing.events import InvalidEvent, partition_key
 
 _JSON_TYPES = ("application/json", "")
 _CORE = frozenset(("specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema"))
@@ -110,23 +110,29 @@ def from_json(raw: bytes) -> CloudEvent:
     return _build(attributes, data, lambda: bindings.from_json(raw))
 
 
-def to_http_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
-    """``bindings.to_http_binary`` with a fast path for plain attribute values and JSON data."""
-    headers: dict[str, str] = {}
+def _texts(event: CloudEvent) -> tuple[list[tuple[str, str]], str | None] | None:
+    """Each attribute but datacontenttype as text, and the datacontenttype; None if one is not a str or a time."""
+    texts: list[tuple[str, str]] = []
     content_type = None
     for name, value in event.get_attributes().items():
         if name == "datacontenttype":
             content_type = value
-            continue
-        if isinstance(value, datetime):
-            text = value.isoformat().replace("+00:00", "Z")
+        elif isinstance(value, datetime):
+            texts.append((name, value.isoformat().replace("+00:00", "Z")))
         elif isinstance(value, str):
-            text = value
+            texts.append((name, value))
         else:
-            return bindings.to_http_binary(event)
-        if not _plain(text):
-            return bindings.to_http_binary(event)
-        headers[f"ce-{name}"] = text
+            return None
+    return texts, content_type
+
+
+def to_http_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
+    """``bindings.to_http_binary`` with a fast path for plain attribute values and JSON data."""
+    found = _texts(event)
+    if found is None or not all(_plain(text) for _, text in found[0]):
+        return bindings.to_http_binary(event)
+    texts, content_type = found
+    headers = {f"ce-{name}": text for name, text in texts}
     data = event.get_data()
     if data is None:
         body = b""
@@ -139,4 +145,49 @@ def to_http_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
     return headers, body
 
 
-__all__ = ["InvalidEvent", "from_http", "from_json", "to_http_binary"]
+def to_kafka(event: CloudEvent) -> tuple[bytes | None, list[tuple[str, bytes]], bytes]:
+    """``bindings.to_kafka`` with a fast path for string attribute values and JSON data."""
+    found = _texts(event)
+    data = event.get_data()
+    if found is None or data is None or isinstance(data, str | bytes | bytearray):
+        return bindings.to_kafka(event)
+    texts, content_type = found
+    if (content_type or "").split(";", 1)[0] not in _JSON_TYPES:
+        return bindings.to_kafka(event)
+    headers = [(f"ce_{name}", text.encode()) for name, text in texts]
+    if content_type:
+        headers.append(("content-type", content_type.encode()))
+    key = partition_key(event)
+    return (key.encode() if key else None), headers, orjson.dumps(data, option=orjson.OPT_UTC_Z)
+
+
+def from_kafka(headers: Iterable[tuple[str, bytes]], key: bytes | None, value: bytes) -> CloudEvent:
+    """``bindings.from_kafka`` with a fast path for binary-mode records with lower-case ``ce_`` headers and JSON."""
+    attributes: dict[str, Any] = {}
+    content_type = ""
+    try:
+        for name, raw in headers:
+            if name.startswith("ce_"):
+                attributes[name[3:]] = raw.decode()
+            elif name == "content-type":
+                content_type = raw.decode()
+            elif name.lower() != name:
+                raise ValueError(name)
+    except (ValueError, AttributeError):
+        return bindings.from_kafka(headers, key, value)
+    if any(not attributes.get(n) for n in REQUIRED) or attributes["specversion"] not in SUPPORTED_SPECVERSIONS:
+        return bindings.from_kafka(headers, key, value)
+    if key is not None and "runid" not in attributes and "partitionkey" not in attributes:
+        return bindings.from_kafka(headers, key, value)  # the key becomes the partitionkey extension there
+    if content_type.split(";", 1)[0].strip().lower() not in _JSON_TYPES or not value:
+        return bindings.from_kafka(headers, key, value)
+    if content_type:
+        attributes["datacontenttype"] = content_type
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return bindings.from_kafka(headers, key, value)
+    return _build(attributes, data, lambda: bindings.from_kafka(headers, key, value))
+
+
+__all__ = ["InvalidEvent", "from_http", "from_json", "from_kafka", "to_http_binary", "to_kafka"]

@@ -16,7 +16,7 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.events import STEP_FAILED, new_event, runid_of
+from eventing.events import PARTITIONKEY, STEP_FAILED, new_event, runid_of
 from functions.contract import FEATURES_READY, MODEL_TRAINED, TRIAL_REQUESTED, TUNE_COMPLETED, data_of
 from functions.runoptions import load_options
 from functions.tuning.experiment import (
@@ -27,9 +27,8 @@ from functions.tuning.experiment import (
     SUCCEEDED,
     Experiment,
     Trial,
-    load_experiment,
-    save_experiment,
     trial_id,
+    update_experiment,
 )
 from functions.tuning.search import suggest
 from infra.errors import InvalidRequest
@@ -47,7 +46,7 @@ async def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
     if not runid:
         raise InvalidRequest("tune needs events that carry a runid")
     data = data_of(event)
-    async with _run_lock(runid):  # one replica serializes a run; across replicas the broker's per-run ordering does
+    async with _run_lock(runid):  # one replica serializes a run; across replicas experiment.json is compare-and-swap
         if event.get_type() == FEATURES_READY and event.get_extension(MODE) == "tune":
             spec_raw = load_options(ctx.store, runid).tuning
             if not spec_raw:
@@ -60,12 +59,18 @@ async def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
         else:
             return None
     for data in emits:
-        # the id names the trial, so a dead-lettered request (step.failed carries its event_id) maps back to it
-        ext = {MODE: "trial", "id": trial_event_id(runid, data["trial"])}
+        # the id names the trial, so a dead-lettered request (step.failed carries its event_id) maps back to it;
+        # the trial is its own partition key, so the trials of one run are delivered (and trained) in parallel
+        ext = {MODE: "trial", "id": trial_event_id(runid, data["trial"]), PARTITIONKEY: trial_key(runid, data["trial"])}
         await ctx.emit(new_event(TRIAL_REQUESTED, SOURCE, data, cause=event, subject=data["trial"], extensions=ext))
     if reply is None:
         return None
     return new_event(TUNE_COMPLETED, SOURCE, reply, cause=event, subject=reply["best_trial"])
+
+
+def trial_key(runid: str, trial: str) -> str:
+    """The partition key of a trial's request: its own, so trials run in parallel up to parallelTrialCount."""
+    return f"{runid}/{trial}"
 
 
 def trial_event_id(runid: str, trial: str) -> str:
@@ -99,12 +104,17 @@ def start_experiment(
     store: ArtifactStore, runid: str, spec_raw: dict, features: dict
 ) -> tuple[list[dict], dict | None]:
     """Create the experiment and its first trials; on a redelivery, re-request the trials still pending."""
-    experiment = load_experiment(store, runid)
-    if experiment is None:
+
+    def create(existing: Experiment | None) -> Experiment | None:
+        if existing is not None:
+            return None
         experiment = Experiment(runid, spec_raw, features)
         experiment.spec  # noqa: B018 - parse now so a bad spec fails before anything is stored
         fill(experiment)
-        save_experiment(store, experiment)
+        return experiment
+
+    experiment = update_experiment(store, runid, create)
+    assert experiment is not None
     if experiment.status == DONE:
         return [], completed_data(experiment)
     pending = [t for t in experiment.ordered() if t.status == REQUESTED]
@@ -112,24 +122,35 @@ def start_experiment(
 
 
 def record(store: ArtifactStore, runid: str, result: dict) -> tuple[list[dict], dict | None]:
-    """Record one trial's result (once per trial id), then request more trials or finish the experiment."""
-    experiment = load_experiment(store, runid)
-    trial = experiment.trials.get(result["trial"]) if experiment else None
-    if experiment is None or trial is None or trial.finished or experiment.status != "Running":
-        return [], None  # unknown, duplicate or late: nothing changes
-    experiment.trials[trial.id] = finished_trial(experiment, trial, result)
-    failed = experiment.count(FAILED)
-    if failed > experiment.spec.max_failed_trials:
-        experiment.status, experiment.reason = (
-            "Failed",
-            f"{failed} trials failed (maxFailedTrialCount {experiment.spec.max_failed_trials})",
-        )
-        save_experiment(store, experiment)
-        raise InvalidRequest(f"experiment {runid} failed: {experiment.reason}")
-    new = fill(experiment)
-    finish_if_done(experiment)
-    save_experiment(store, experiment)
-    return [request_data(experiment, t) for t in new], completed_data(experiment) if experiment.status == DONE else None
+    """Record one trial's result (once per trial id), then request more trials or finish the experiment.
+
+    Trials of one run finish in parallel (each is its own partition key) and tune may run as several
+    replicas, so the update is a compare-and-swap that is re-applied when another one wrote first.
+    """
+    outcome: dict[str, Any] = {}
+
+    def apply(experiment: Experiment | None) -> Experiment | None:
+        outcome.clear()
+        trial = experiment.trials.get(result["trial"]) if experiment else None
+        if experiment is None or trial is None or trial.finished or experiment.status != "Running":
+            return None  # unknown, duplicate or late: nothing changes
+        experiment.trials[trial.id] = finished_trial(experiment, trial, result)
+        failed = experiment.count(FAILED)
+        if failed > experiment.spec.max_failed_trials:
+            reason = f"{failed} trials failed (maxFailedTrialCount {experiment.spec.max_failed_trials})"
+            experiment.status, experiment.reason = "Failed", reason
+            outcome["failed"] = reason
+            return experiment
+        new = fill(experiment)
+        finish_if_done(experiment)
+        outcome["emits"] = [request_data(experiment, t) for t in new]
+        outcome["reply"] = completed_data(experiment) if experiment.status == DONE else None
+        return experiment
+
+    update_experiment(store, runid, apply)
+    if "failed" in outcome:
+        raise InvalidRequest(f"experiment {runid} failed: {outcome['failed']}")
+    return outcome.get("emits", []), outcome.get("reply")
 
 
 def finished_trial(experiment: Experiment, trial: Trial, result: dict) -> Trial:

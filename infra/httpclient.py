@@ -43,7 +43,7 @@ class JsonClient:
     def __init__(self, base_url: str, timeout: float = 30.0, headers: dict[str, str] | None = None):
         self.base_url = base_url.rstrip("/")
         self.headers = dict(headers or {})
-        self._http = urllib3.PoolManager(retries=False, timeout=timeout)
+        self._http = urllib3.PoolManager(retries=False, timeout=timeout, maxsize=16)
 
     def call(
         self, method: str, path: str, body: Any = None, *, raw: bytes | Iterable[bytes] | None = None, **headers: str

@@ -73,6 +73,7 @@ class EventingSettings:
     max_event_bytes: int = 4 * 1024 * 1024
     retention_hours: float = 168.0
     delivery_timeout_s: float = 30.0
+    trigger_ready_timeout_s: float = 30.0  # how long PUT /triggers/{name} waits for the group to join
     webhook_secret: str = field(default="", repr=False)
     webhook_window_s: float = 300.0
     webhook_type: str = ""  # the type of a webhook's event; empty: the arrival type

@@ -1,5 +1,8 @@
 """The artifact store interface: objects by key, each with a sha256 recorded on write and checked on read.
 
+Concurrent writers of one object use ``put_if_absent`` / ``put_if_match`` (compare-and-swap), through
+``infra.cas.update`` for read-modify-write.
+
 Backends: ``file://`` (``infra.store_file``) and ``s3://`` (``infra.store_s3``), picked by
 ``open_store`` from the URL scheme of the ``artifacts`` setting.
 """
@@ -62,6 +65,18 @@ class ArtifactStore(Protocol):
         self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
     ) -> ObjectInfo | None:
         """Create ``key`` only if no object holds it (atomically); ``None`` when it already existed."""
+        ...
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The whole object, verified, and its version (the token ``put_if_match`` compares), read together."""
+        ...
+
+    def put_if_match(
+        self, key: str, data: bytes, etag_or_sha: str, *, content_type: str = "application/octet-stream"
+    ) -> ObjectInfo | None:
+        """Replace ``key`` only if it still holds the version ``etag_or_sha`` (atomically: compare-and-swap);
+        ``None`` when it holds another version or none. Versions come from ``get_versioned`` (S3: the ETag,
+        file: the sha256)."""
         ...
 
     def open(self, key: str) -> AbstractContextManager[BinaryIO]:

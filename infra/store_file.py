@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -35,7 +36,9 @@ class FileStore:
     """Objects under ``root/<key>``; their sha256, size and metadata under ``root/.knflow-meta/<key>.json``.
 
     A write goes to a temporary file in the same filesystem, is fsynced, and is renamed into
-    place, so a reader sees the old object or the new one, never a part.
+    place, so a reader sees the old object or the new one, never a part. Metadata and bytes are
+    renamed under an exclusive ``flock`` of ``root/.knflow-meta/<key>.lock`` and read under a shared
+    one, so a reader never pairs one version's bytes with another's sha256, across processes too.
     """
 
     def __init__(self, root: Path):
@@ -70,6 +73,12 @@ class FileStore:
         content_type: str = "application/octet-stream",
         metadata: dict[str, str] | None = None,
     ) -> ObjectInfo:
+        return self._put(key, data, content_type, metadata, lock=True)
+
+    def _put(
+        self, key: str, data: Source, content_type: str, metadata: dict[str, str] | None, *, lock: bool
+    ) -> ObjectInfo:
+        """Write a temp file (outside the key's lock), then rename metadata and bytes into place under it."""
         target = self._path(key)
         digest, size = hashlib.sha256(), 0
         fd, tmp = self._tempfile()
@@ -89,9 +98,10 @@ class FileStore:
                 content_type=content_type,
                 metadata=dict(metadata or {}),
             )
-            self._write_meta(info)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
+            with self._locked(key, fcntl.LOCK_EX) if lock else contextlib.nullcontext():
+                self._write_meta(info)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -130,6 +140,36 @@ class FileStore:
         for listener in self._listeners:
             listener(info)
         return info
+
+    def put_if_match(
+        self, key: str, data: bytes, etag_or_sha: str, *, content_type: str = "application/octet-stream"
+    ) -> ObjectInfo | None:
+        """Compare-and-swap under the exclusive ``flock`` of the key's lock file, which every write of the key
+        takes (and every read, shared): the current bytes' sha256 must be ``etag_or_sha``."""
+        with self._locked(key, fcntl.LOCK_EX):
+            try:
+                current = hashlib.sha256(self._path(key).read_bytes()).hexdigest()
+            except FileNotFoundError:
+                return None
+            if current != etag_or_sha:
+                return None
+            return self._put(key, data, content_type, None, lock=False)
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        data = self.get(key)
+        return data, hashlib.sha256(data).hexdigest()
+
+    @contextlib.contextmanager
+    def _locked(self, key: str, mode: int) -> Iterator[None]:
+        self._path(key)  # validates the key
+        lock = self.root / META_DIR / f"{key}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with lock.open("a") as fh:
+            fcntl.flock(fh.fileno(), mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def _write_meta(self, info: ObjectInfo) -> None:
         meta = self._meta_path(info.key)
@@ -182,11 +222,13 @@ class FileStore:
 
     @contextlib.contextmanager
     def open(self, key: str) -> Iterator[BinaryIO]:
-        info = self.stat(key)
-        try:
-            raw = self._path(key).open("rb")
-        except FileNotFoundError:
-            raise NotFound(f"no object {key!r} in {self.url}") from None
+        # metadata and bytes are taken together under the key's shared lock: a put renames the two in turn
+        with self._locked(key, fcntl.LOCK_SH):
+            info = self.stat(key)
+            try:
+                raw = self._path(key).open("rb")
+            except FileNotFoundError:
+                raise NotFound(f"no object {key!r} in {self.url}") from None
         reader = HashingReader(raw, key, info.sha256)
         try:
             yield reader  # type: ignore[misc]

@@ -17,7 +17,7 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
-from infra.errors import KnflowError, NotFound, Unavailable
+from infra.errors import IntegrityError, KnflowError, NotFound, Unavailable
 from infra.settings import StoreLocation
 from infra.store import (
     HashingReader,
@@ -162,12 +162,22 @@ class S3Store:
         self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
     ) -> ObjectInfo | None:
         """Create-if-absent with an S3 conditional write (``If-None-Match: *``); 412 means the key was taken."""
+        return self._conditional_put(key, data, content_type, {"If-None-Match": "*"})
+
+    def put_if_match(
+        self, key: str, data: bytes, etag_or_sha: str, *, content_type: str = "application/octet-stream"
+    ) -> ObjectInfo | None:
+        """Compare-and-swap with an S3 conditional write (``If-Match: <ETag>``); 412 means another version is there
+        (SeaweedFS honours it, as AWS S3 and MinIO do)."""
+        return self._conditional_put(key, data, content_type, {"If-Match": etag_or_sha})
+
+    def _conditional_put(self, key: str, data: bytes, content_type: str, condition: dict) -> ObjectInfo | None:
         validate_key(key)
         sha = hashlib.sha256(data).hexdigest()
-        headers = {"If-None-Match": "*", "Content-Type": content_type, f"x-amz-meta-{SHA_META}": sha}
+        headers = {**condition, "Content-Type": content_type, f"x-amz-meta-{SHA_META}": sha}
         try:
             self._retry(
-                f"put_if_absent {key}",
+                f"conditional put {key}",
                 lambda: self.client._execute("PUT", self.bucket, key, body=data, headers=headers),
                 key,
             )
@@ -179,6 +189,23 @@ class S3Store:
         for listener in self._listeners:
             listener(info)
         return info
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """One GET: the body (checked against its recorded sha256) and the ETag it was served with."""
+        validate_key(key)
+
+        def fetch() -> tuple[bytes, str, str | None]:
+            response = self.client.get_object(self.bucket, key)
+            try:
+                return response.read(), response.headers.get("etag", ""), response.headers.get(f"x-amz-meta-{SHA_META}")
+            finally:
+                response.close()
+                response.release_conn()
+
+        data, etag, recorded = self._retry(f"get {key}", fetch, key)
+        if recorded and hashlib.sha256(data).hexdigest() != recorded:
+            raise IntegrityError(f"object {key!r} failed its integrity check against its recorded sha256")
+        return data, etag
 
     @staticmethod
     def _spool(data: Source, stack: contextlib.ExitStack) -> tuple[Path, str, int]:

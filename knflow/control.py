@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,8 +120,8 @@ class PipelineControl:
             previous = None
         instances = [self._host(spec, step, hosted) for step in spec.steps if step.settings]
         triggers = pipeline_triggers(spec, lambda step: f"{self.functions_url}/functions/{instance_name(spec, step)}")
-        for trigger in triggers:
-            self.broker.call("PUT", f"/triggers/{trigger.name}", trigger.to_spec())
+        with ThreadPoolExecutor(max(1, min(16, len(triggers)))) as pool:  # consumer groups join in parallel
+            list(pool.map(lambda t: self.broker.call("PUT", f"/triggers/{t.name}", t.to_resource()), triggers))
         removed = self._drop_stale(previous, {t.name for t in triggers}, set(instances)) if previous else ()
         self.store.put(spec_key(spec.name), spec.to_yaml().encode(), content_type="application/yaml")
         log.info("pipeline %s applied: %d triggers, %d own instances", spec.name, len(triggers), len(instances))

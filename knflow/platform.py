@@ -1,9 +1,10 @@
 """The embedded platform: broker, function runner, inference gateway and dashboard as child processes.
 
 ``Platform.start(settings)`` starts each as its own process (as a pod would be), waits until each
-answers its health check, and applies the pipelines (the shipped lifecycle, and every one applied before).
-The children read the same settings from the environment this module hands them, so one ``Settings``
-object describes the whole platform.
+answers its health check, applies the pipelines (the shipped lifecycle, and every one applied before) and
+returns once the broker reports every trigger ready (its consumer group joined and positioned). The children
+read the same settings from the environment this module hands them, so one ``Settings`` object describes the
+whole platform.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +72,7 @@ class Platform:
     settings: Settings
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     log_dir: Path | None = None
+    _env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def url(self, component: str) -> str:
         port = getattr(self.settings, next(c.port_setting for c in COMPONENTS if c.name == component))
@@ -82,26 +85,39 @@ class Platform:
         *,
         extra_env: dict[str, str] | None = None,
         timeout: float = 60.0,
-        only: tuple[str, ...] | None = None,
+        only: Collection[str] | None = None,
     ) -> Platform:
-        """Start every component (or ``only`` those named: a benchmark of events needs no gateway), wait for
-        health, apply the pipelines."""
+        """Start every component (or ``only`` those named: the others run elsewhere on their ports), wait for
+        health, apply the pipelines and wait until the broker reports every trigger ready."""
         platform = cls(settings, log_dir=settings.data_dir / "logs")
         platform.log_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
-        env = {**os.environ, **settings_env(settings), **(extra_env or {})}
+        platform._env = {**os.environ, **settings_env(settings), **(extra_env or {})}
         components = [c for c in COMPONENTS if only is None or c.name in only]
         try:
             for component in components:
                 _check_port_free(settings, component)
-                log_path = platform.log_dir / f"{component.name}.log"  # type: ignore[operator]
-                platform.processes[component.name] = spawn([sys.executable, "-m", component.module], log_path, env)
+                platform._spawn(component)
             for component in components:
                 platform._wait_healthy(component, timeout)
-            platform.install_pipelines()
+            platform.install_pipelines(timeout)
         except BaseException:
             platform.stop()
             raise
         return platform
+
+    def _spawn(self, component: Component) -> None:
+        log_path = self.log_dir / f"{component.name}.log"  # type: ignore[operator]
+        self.processes[component.name] = spawn([sys.executable, "-m", component.module], log_path, self._env)
+
+    def restart(self, name: str, *, kill: bool = False, timeout: float = 60.0) -> None:
+        """Stop one component (SIGTERM, or SIGKILL with ``kill``, as a crash would) and start it again."""
+        component = next(c for c in COMPONENTS if c.name == name)
+        process = self.processes.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        process.wait(timeout)
+        self._spawn(component)
+        self._wait_healthy(component, timeout)
 
     def _wait_healthy(self, component: Component, timeout: float) -> None:
         http = urllib3.PoolManager(retries=False, timeout=1.0)
@@ -122,12 +138,27 @@ class Platform:
             f"{component.name} did not answer {url} within {timeout:.0f}s; see {self.log_dir}/{component.name}.log"
         )
 
-    def install_pipelines(self) -> None:
-        """Apply every stored pipeline, and the shipped lifecycle unless one of that name is stored (idempotent).
+    def install_pipelines(self, timeout: float = 60.0) -> None:
+        """Apply every stored pipeline, and the shipped lifecycle unless one of that name is stored (idempotent),
+        then wait until the broker says every trigger is ready.
 
-        On Kafka each new trigger joins a consumer group before the broker answers, which takes seconds.
+        The broker records where a new trigger starts before it answers, so an event accepted after the PUTs
+        reaches its trigger however long the consumer group takes to join (seconds on Kafka); ``start``
+        returns only once they have joined, so the platform is not "up" with a trigger still joining.
         """
         PipelineControl(self.settings).ensure_defaults()
+        self._wait_ready(urllib3.PoolManager(retries=False), timeout)
+
+    def _wait_ready(self, http: urllib3.PoolManager, timeout: float) -> None:
+        deadline, answer = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            with contextlib.suppress(urllib3.exceptions.HTTPError):
+                answer = http.request("GET", f"{self.url('broker')}/health", timeout=2.0)
+                if answer.status == 200:
+                    return
+            time.sleep(0.1)
+        detail = answer.data[:300] if answer is not None else b"no answer"
+        raise Unavailable(f"the broker's triggers were not ready within {timeout:.0f}s: {detail!r}")
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM every component (they finish in-flight work), SIGKILL what outlives ``timeout``."""

@@ -33,6 +33,7 @@ from infra.errors import InvalidRequest, NotFound
 from infra.validation import parse
 from serving.revisions import (
     Batching,
+    Revision,
     ServingState,
     TrafficTarget,
     add_revision,
@@ -120,6 +121,13 @@ async def _body(request: web.Request, model: type[B]) -> B:
     return parse(model, raw)
 
 
+def deployed(state: ServingState) -> ServingState:
+    """``state`` if the model has revisions, else ``NotFound`` (traffic and rollback need one)."""
+    if not state.revisions:
+        raise NotFound(f"model {state.model!r} is not deployed")
+    return state
+
+
 def add_routes(app: web.Application, gateway: Gateway) -> None:
     """Register the control routes on the gateway's app."""
     api = ControlApi(gateway)
@@ -144,10 +152,12 @@ class ControlApi:
         serving = self.gw.settings.serving
         requested = serving.intra_op_threads if body.intra_op_threads is None else body.intra_op_threads
         threads = host_threads(requested, serving.max_replicas)
-        async with self.gw.state_lock:
-            state = self.gw.states.get(name, ServingState(model=name))
+        made: dict[str, Revision] = {}
+
+        def deploy(state: ServingState) -> ServingState:
             main = max(state.traffic, key=lambda t: t.percent).revision if state.traffic else None
-            state, rev = add_revision(state, card.version, batching, threads)
+            state, made["rev"] = add_revision(state, card.version, batching, threads)
+            rev = made["rev"]
             if body.percent is not None and main is not None:
                 targets = [TrafficTarget(main, 100 - body.percent), TrafficTarget(rev.id, body.percent, body.tag)]
                 state = set_traffic(state, targets)
@@ -156,7 +166,11 @@ class ControlApi:
                     announce = Announce(body.announce.type, dict(body.announce.extensions)) if body.announce else None
                     canary = Canary(rev.id, rev.version, policy, announce)
                     state = replace(state, canary=canary)
-            await self.gw.commit(state)
+            return state
+
+        async with self.gw.state_lock:
+            await self.gw.commit(name, deploy)
+        rev = made["rev"]
         endpoint = f"http://{request.host}/v2/models/{name}/infer"
         return web.json_response({"revision": rev.id, "version": rev.version, "endpoint": endpoint}, status=201)
 
@@ -165,14 +179,12 @@ class ControlApi:
         body = await _body(request, TrafficBody)
         targets = [TrafficTarget(t.revision, t.percent, t.tag) for t in body.traffic]
         async with self.gw.state_lock:
-            state = set_traffic(self.gw.state(name), targets)
-            await self.gw.commit(state)
+            state = await self.gw.commit(name, lambda state: set_traffic(deployed(state), targets))
         return web.json_response(self._view(state))
 
     async def rollback(self, request: web.Request) -> web.Response:
         async with self.gw.state_lock:
-            state = rollback(self.gw.state(request.match_info["name"]))
-            await self.gw.commit(state)
+            state = await self.gw.commit(request.match_info["name"], lambda state: rollback(deployed(state)))
         return web.json_response(self._view(state))
 
     async def describe(self, request: web.Request) -> web.Response:

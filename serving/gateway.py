@@ -15,6 +15,7 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -31,7 +32,7 @@ from serving.grpcservice import GrpcService
 from serving.metrics import Metrics
 from serving.registry import ModelCard, ModelRegistry
 from serving.replicas import Zygote
-from serving.revisions import Revision, Router, ServingState, load_states, save_state
+from serving.revisions import Revision, Router, ServingState, load_states, update_state
 from serving.rollout import Rollouts
 
 log = logging.getLogger(__name__)
@@ -173,10 +174,12 @@ class Gateway:
         self.metrics.decision(pool.revision.id, direction)
         pool.scale_to(decision.desired)
 
-    async def commit(self, state: ServingState) -> None:
-        """Store a model's new serving state (``state.json``), then serve by it."""
-        await asyncio.to_thread(save_state, self.store, state)
-        self.states[state.model] = state
+    async def commit(self, model: str, change: Callable[[ServingState], ServingState]) -> ServingState:
+        """Apply ``change`` to the model's stored serving state (``state.json``) by compare-and-swap, re-applied
+        when another gateway sharing the store wrote first, then serve by the result."""
+        state = await asyncio.to_thread(update_state, self.store, model, change)
+        self.states[model] = state
+        return state
 
     # -- V2 --------------------------------------------------------------------------
     def state(self, name: str) -> ServingState:

@@ -1,18 +1,21 @@
 """Revisions and traffic: immutable deploys of a registry version, percentage splits, tags, rollback, persistence.
 
 The serving state of a model lives in the artifact store at ``serving/<model>/state.json`` so a
-restarted gateway restores it.
+restarted gateway restores it; changes are compare-and-swap (``update_state``), so gateways sharing a
+store do not overwrite each other.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import orjson
 
+from infra import cas
 from infra.errors import InvalidRequest, NotFound
 from infra.store import ArtifactStore
 
@@ -179,3 +182,13 @@ def load_states(store: ArtifactStore) -> dict[str, ServingState]:
 
 def save_state(store: ArtifactStore, state: ServingState) -> None:
     store.put(state_key(state.model), state.to_json(), content_type="application/json")
+
+
+def update_state(store: ArtifactStore, model: str, change: Callable[[ServingState], ServingState]) -> ServingState:
+    """Apply ``change`` to the stored state of ``model`` (an empty one if none) by compare-and-swap: when another
+    gateway sharing the store wrote in between, its state is read again and ``change`` re-applied."""
+
+    def apply(raw: bytes | None) -> bytes:
+        return change(ServingState.from_json(raw) if raw else ServingState(model=model)).to_json()
+
+    return ServingState.from_json(cas.update(store, state_key(model), apply))  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ is recorded in the model's serving state (so a restarted gateway keeps judging i
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
@@ -119,7 +120,7 @@ class Rollouts:
                 return
             if verdict == WAIT:  # someone moved the traffic by hand: the canary is no longer ours to judge
                 log.info("rollout: canary %s no longer takes traffic; judging stops", canary.revision)
-                await self.gw.commit(replace(state, canary=None))
+                await self.gw.commit(state.model, lambda s: replace(s, canary=None) if s.canary == canary else s)
                 return
             why = f"{requests} requests, {errors} errors"
             if verdict == PROMOTE:
@@ -128,7 +129,7 @@ class Rollouts:
                 await asyncio.to_thread(
                     self.gw.registry.set_alias, state.model, PRODUCTION, canary.version, actor="serving", reason=reason
                 )
-                state = set_traffic(state, [TrafficTarget(canary.revision, 100)])
+                decide = functools.partial(set_traffic, targets=[TrafficTarget(canary.revision, 100)])
             else:
                 decision = f"rolled back: error rate {errors / requests:.3g} > {canary.policy.max_error_rate} ({why})"
                 reason = f"canary {canary.revision} {decision}"
@@ -136,11 +137,16 @@ class Rollouts:
                     self.gw.registry.note, state.model, "rollback", version=canary.version, actor="serving",
                     reason=reason,
                 )  # fmt: skip
-                state = rollback(state)
-            notices = state.notices
-            if canary.announce is not None:  # nobody asked to be told: the decision is in the registry's audit
-                notices = (*notices, to_json(self._notice(state, canary, verdict, decision)).decode())
-            await self.gw.commit(replace(state, canary=None, notices=notices))
+                decide = rollback
+            notice = to_json(self._notice(state, canary, verdict, decision)).decode() if canary.announce else None
+
+            def conclude(s: ServingState) -> ServingState:
+                if s.canary != canary:  # concluded already (by another gateway, or an answer that was lost)
+                    return s
+                notices = (*s.notices, notice) if notice else s.notices  # unannounced: the audit trail has it
+                return replace(decide(s), canary=None, notices=notices)
+
+            await self.gw.commit(state.model, conclude)
         log.info("rollout: model %s: %s", state.model, reason)
         self.gw.metrics.rollout(state.model, verdict)
 
@@ -173,8 +179,13 @@ class Rollouts:
                 return
             log.info("rollout: published %s for run %s", event.get_type(), event.get_extension(RUNID))
             async with self.gw.state_lock:
-                state = self.gw.states[name]
-                await self.gw.commit(replace(state, notices=tuple(n for n in state.notices if n != notice)))
+                await self.gw.commit(
+                    name, lambda s, sent=notice: replace(s, notices=tuple(n for n in s.notices if n != sent))
+                )
+
+
+def _without_notice(state: ServingState, notice: str) -> ServingState:
+    return replace(state, notices=tuple(n for n in state.notices if n != notice))
 
 
 async def publish(broker_url: str, event: CloudEvent) -> None:

@@ -1,6 +1,10 @@
 """Broker throughput and end-to-end latency, embedded log vs Kafka (tansu), with a no-op subscriber.
 
 Run: ``python -m bench.eventing [--rate 1000] [--seconds 5] [--saturation-events 20000] [--backends embedded,kafka]``
+(``bench/eventing/RESULTS.md`` records figures); ``--before PATH`` also runs the broker of another
+checkout (an older commit) on each backend in the same run, for a before/after comparison. Before the Kafka
+broker runs, the Kafka clients alone (kafka-python and aiokafka) produce and consume against the same
+tansu: the ceiling the log sits under.
 
 The broker runs as its own process (``python -m eventing.broker``); this process is the load
 generator (aiohttp) and the subscriber (aiohttp, answers 204). Latency is from the moment the
@@ -26,6 +30,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from bench.eventing.ceiling import measure
 from eventing.bindings import to_http_binary
 from eventing.events import new_event
 from eventing.http1 import Http1Pool
@@ -141,18 +146,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_broker(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+def start_broker(env: dict[str, str], port: int, log: Path, code: Path | None = None) -> subprocess.Popen:
+    """``python -m eventing.broker``, from this checkout or from ``code`` (another knflow checkout)."""
+    extra = {"PYTHONPATH": str(code)} if code else {}
     proc = subprocess.Popen(
         [sys.executable, "-m", "eventing.broker"],
-        env={**os.environ, **env, "KNFLOW_BROKER_PORT": str(port), "KNFLOW_LOG_LEVEL": "WARNING"},
+        env={**os.environ, **env, **extra, "KNFLOW_BROKER_PORT": str(port), "KNFLOW_LOG_LEVEL": "WARNING"},
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
+        cwd=code,
     )
     wait_for_port(port, 60, proc, "broker")
     return proc
 
 
-async def run_backend(tag: str, env: dict[str, str], tmp: Path, args) -> list[Phase]:
+async def run_backend(tag: str, env: dict[str, str], tmp: Path, args, code: Path | None = None) -> list[Phase]:
     sink = Sink()
     app = web.Application()
     app.router.add_post("/", sink.handle)
@@ -161,7 +169,7 @@ async def run_backend(tag: str, env: dict[str, str], tmp: Path, args) -> list[Ph
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     sink_url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
     port = free_port()
-    proc = start_broker(env, port, tmp / f"broker-{tag}.log")
+    proc = start_broker(env, port, tmp / f"broker-{tag}.log", code)
     url = f"http://127.0.0.1:{port}/"
     try:
         spec = orjson.dumps({"subscriber": {"uri": sink_url}})
@@ -212,21 +220,30 @@ async def main_async(args) -> None:
     with tempfile.TemporaryDirectory(prefix="knflow-bench-") as tmpdir:
         tmp = Path(tmpdir)
         base = {"KNFLOW_DATA_DIR": str(tmp / "data"), "KNFLOW_ARTIFACTS": f"file://{tmp / 'artifacts'}"}
-        for backend in args.backends.split(","):
-            if backend == "embedded":
-                env = {**base, "KNFLOW_BROKER": f"embedded://{tmp / 'events'}"}
-                results[backend] = await run_backend(backend, env, tmp, args)
-            elif backend == "kafka":
-                with start_tansu(tmp / "tansu") as kafka:
+        backends = args.backends.split(",")
+        backends += [f"{b}-before" for b in backends] if args.before else []
+        for backend in backends:
+            code = Path(args.before).resolve() if backend.endswith("-before") else None
+            if backend.startswith("embedded"):
+                env = {**base, "KNFLOW_BROKER": f"embedded://{tmp / backend}"}
+                results[backend] = await run_backend(backend, env, tmp, args, code)
+            elif backend.startswith("kafka"):
+                with start_tansu(tmp / backend) as kafka:
+                    if code is None:
+                        print(f"# Kafka clients alone, {args.ceiling_events} records each (same tansu, this process):")
+                        for ceiling in await measure(kafka.url, args.ceiling_events):
+                            print(ceiling.line(), flush=True)
                     env = {**base, "KNFLOW_BROKER": f"kafka://{kafka.url}?topic=bench"}
-                    results[backend] = await run_backend(backend, env, tmp, args)
+                    results[backend] = await run_backend(backend, env, tmp, args, code)
             for phase in results[backend]:
                 print(phase.line(), flush=True)
-    if "embedded" in results and "kafka" in results:
+    for a, b in (("embedded", "kafka"), ("kafka", "kafka-before"), ("embedded", "embedded-before")):
+        if a not in results or b not in results:
+            continue
         for i, label in enumerate(("fixed rate", "saturation")):
-            e, k = results["embedded"][i], results["kafka"][i]
-            ratio = (e.delivered / e.seconds) / max(k.delivered / k.seconds, 1e-9)
-            print(f"# {label}: embedded/kafka throughput ratio {ratio:.2f}, p99 {e.p99_ms:.1f} ms vs {k.p99_ms:.1f} ms")
+            x, y = results[a][i], results[b][i]
+            ratio = (x.delivered / x.seconds) / max(y.delivered / y.seconds, 1e-9)
+            print(f"# {label}: {a}/{b} throughput ratio {ratio:.2f}, p99 {x.p99_ms:.1f} ms vs {y.p99_ms:.1f} ms")
 
 
 def main() -> None:
@@ -236,6 +253,8 @@ def main() -> None:
     parser.add_argument("--saturation-events", type=int, default=20000)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--backends", default="embedded,kafka")
+    parser.add_argument("--ceiling-events", type=int, default=20000, help="records per Kafka client ceiling run")
+    parser.add_argument("--before", default="", help="another knflow checkout: also run its broker, each backend")
     from infra.aio import run
 
     run(main_async(parser.parse_args()))

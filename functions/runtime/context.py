@@ -13,7 +13,8 @@ A function in Knative's shape (``handle(scope, receive, send)``) finds the same 
 none),
 ``ctx.log`` a logger whose records carry the event's ``runid``, ``ctx.function`` the function's
 name, and ``await ctx.emit(event)`` posts an extra event to the broker ingress (``K_SINK`` when
-set at start, as a Knative SinkBinding provides, else ``http://{host}:{broker_port}/``). A sync
+set at start, as a Knative SinkBinding provides, else ``http://{host}:{broker_port}/``), retrying a
+refusal or an unreachable broker with backoff before failing the event. A sync
 handler running in the executor uses ``ctx.emit_sync(event)`` instead.
 """
 
@@ -29,12 +30,14 @@ from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import to_http_binary
 from eventing.events import RUNID
-from infra.errors import ConfigError, Unavailable
+from infra.errors import ConfigError, InvalidRequest, Unavailable
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
 
 #: Where a Knative-shaped function finds its ``Context`` in the ASGI scope.
 SCOPE_KEY = "knflow"
+#: Waits between attempts of ``emit`` (5 attempts over ~3 s: a broker restarting or busy joining is back by then).
+EMIT_BACKOFF_S = (0.1, 0.3, 0.9, 2.0)
 
 
 class Runtime:
@@ -59,17 +62,26 @@ class Runtime:
         return self._store
 
     async def emit(self, event: CloudEvent) -> None:
-        """POST ``event`` in binary mode to the sink; a refusal raises ``Unavailable`` (retryable)."""
+        """POST ``event`` in binary mode to the sink, retrying refusals (5xx, 429, network) with backoff
+        (``EMIT_BACKOFF_S``); when every attempt failed, ``Unavailable`` (retryable: the event is redelivered)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         headers, body = to_http_binary(event)
-        try:
-            async with self._session.post(self.sink, data=body, headers=headers) as response:
-                if response.status >= 300:
+        for attempt, delay in enumerate((*EMIT_BACKOFF_S, None)):
+            try:
+                async with self._session.post(self.sink, data=body, headers=headers) as response:
+                    if response.status < 300:
+                        return
                     text = (await response.read())[:500].decode("utf-8", "replace")
-                    raise Unavailable(f"sink {self.sink} refused event {event.get_id()}: {response.status} {text}")
-        except aiohttp.ClientError as exc:
-            raise Unavailable(f"sink {self.sink} unreachable: {exc}") from None
+                    error = Unavailable(f"sink {self.sink} refused event {event.get_id()}: {response.status} {text}")
+                    if response.status < 500 and response.status != 429:
+                        raise InvalidRequest(error.message)  # the event itself is wrong: retrying will not help
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                error = Unavailable(f"sink {self.sink} unreachable: {exc}")
+            if delay is None:
+                raise error
+            self.logger.warning("emit of %s failed (attempt %d): %s", event.get_id(), attempt + 1, error)
+            await asyncio.sleep(delay)
 
     async def close(self) -> None:
         if self._session is not None:

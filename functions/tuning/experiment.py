@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from functions.tuning.spec import ExperimentSpec, parse_spec
+from infra import cas
 from infra.errors import NotFound
 from infra.store import ArtifactStore
 
@@ -108,9 +110,24 @@ def load_experiment(store: ArtifactStore, runid: str) -> Experiment | None:
 
 
 def save_experiment(store: ArtifactStore, experiment: Experiment) -> None:
-    """Write the experiment (the store's put is atomic: readers see the old state or the new one)."""
-    store.put(
-        experiment_key(experiment.runid),
-        json.dumps(experiment.to_dict(), sort_keys=True).encode(),
-        content_type="application/json",
-    )
+    """Write the experiment whole (the store's put is atomic: readers see the old state or the new one)."""
+    store.put(experiment_key(experiment.runid), _encode(experiment), content_type="application/json")
+
+
+def update_experiment(
+    store: ArtifactStore, runid: str, change: Callable[[Experiment | None], Experiment | None]
+) -> Experiment | None:
+    """Apply ``change`` to the stored experiment (``None`` if there is none) by compare-and-swap: when another
+    tune replica wrote in between, it is read again and ``change`` re-applied, so no update is lost.
+    ``change`` returns the new experiment, or ``None`` to leave it; the experiment stored after is returned."""
+
+    def apply(raw: bytes | None) -> bytes | None:
+        new = change(Experiment.from_dict(json.loads(raw)) if raw else None)
+        return None if new is None else _encode(new)
+
+    raw = cas.update(store, experiment_key(runid), apply)
+    return Experiment.from_dict(json.loads(raw)) if raw else None
+
+
+def _encode(experiment: Experiment) -> bytes:
+    return json.dumps(experiment.to_dict(), sort_keys=True).encode()

@@ -7,6 +7,7 @@ import json
 import urllib.error
 import urllib.request
 
+from eventing.triggers import INITIAL_OFFSET_ANNOTATION
 from infra.errors import InvalidRequest, Unavailable
 from infra.settings import load_settings
 
@@ -21,6 +22,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry", type=int, default=None, help="delivery retries")
     parser.add_argument("--backoff-delay", default="PT0.2S", help="ISO-8601 backoff delay")
     parser.add_argument("--dead-letter-sink", default=None, help="dead-letter sink URL")
+    parser.add_argument(
+        "--initial-offset",
+        choices=["latest", "earliest"],
+        default="latest",
+        help="where a new trigger starts: events accepted from now on (latest) or all the log holds (earliest)",
+    )
 
 
 def _call(method: str, path: str, body: dict | None = None) -> dict:
@@ -29,7 +36,7 @@ def _call(method: str, path: str, body: dict | None = None) -> dict:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
+        with urllib.request.urlopen(request, timeout=60) as resp:  # a PUT waits for the group to join
             payload = resp.read()
     except urllib.error.HTTPError as exc:
         raise InvalidRequest(f"{method} {url}: {exc.code} {exc.read().decode('utf-8', 'replace')}") from None
@@ -58,5 +65,6 @@ def run(args: argparse.Namespace) -> int:
         spec["delivery"] = {"retry": args.retry or 0, "backoffDelay": args.backoff_delay}
         if args.dead_letter_sink:
             spec["delivery"]["deadLetterSink"] = {"uri": args.dead_letter_sink}
-    print(json.dumps(_call("PUT", f"/triggers/{args.name}", spec)))
+    body = {"spec": spec, "metadata": {"annotations": {INITIAL_OFFSET_ANNOTATION: args.initial_offset}}}
+    print(json.dumps(_call("PUT", f"/triggers/{args.name}", body)))
     return 0

@@ -7,6 +7,7 @@ import base64
 import orjson
 import pytest
 
+from eventing import wire
 from eventing.bindings import (
     from_http,
     from_json,
@@ -69,7 +70,14 @@ def test_binary_mode_headers_are_case_insensitive() -> None:
     _same(from_http({k.title(): v for k, v in headers.items()}, body), event)
 
 
-def test_kafka_binary_round_trip_keyed_by_runid() -> None:
+@pytest.fixture(params=["reference", "fast"])
+def kafka_codec(request: pytest.FixtureRequest):
+    """``(to_kafka, from_kafka)``: the strict reference (``eventing.bindings``) and the broker's fast path."""
+    return (to_kafka, from_kafka) if request.param == "reference" else (wire.to_kafka, wire.from_kafka)
+
+
+def test_kafka_binary_round_trip_keyed_by_runid(kafka_codec) -> None:
+    to_kafka, from_kafka = kafka_codec
     event = new_event(DATA_ARRIVED, "/src", {"k": "v"})
     key, headers, value = to_kafka(event)
     assert key == event.get_extension("runid").encode()
@@ -78,7 +86,8 @@ def test_kafka_binary_round_trip_keyed_by_runid() -> None:
     _same(from_kafka(headers, key, value), event)
 
 
-def test_kafka_structured_mode_is_accepted() -> None:
+def test_kafka_structured_mode_is_accepted(kafka_codec) -> None:
+    _, from_kafka = kafka_codec
     event = new_event(DATA_ARRIVED, "/src", {"k": "v"})
     headers = [("content-type", b"application/cloudevents+json")]
     _same(from_kafka(headers, None, to_json(event)), event)
@@ -123,8 +132,27 @@ def test_invalid_requests_raise_one_clear_error(headers, body, reason) -> None:
         from_http(headers, body)
 
 
-def test_kafka_record_without_ce_headers_or_json_is_invalid() -> None:
+def test_kafka_record_without_ce_headers_or_json_is_invalid(kafka_codec) -> None:
+    _, from_kafka = kafka_codec
     with pytest.raises(InvalidEvent):
         from_kafka([], b"bucket/key", b"not an event")
     with pytest.raises(InvalidEvent, match="missing required"):
         from_kafka([("ce_id", b"1")], None, b"")
+
+
+KAFKA_CORPUS = [
+    new_event(DATA_ARRIVED, "/src", {"k": "v", "n": [1, 2.5, None]}),
+    new_event(MODEL_TRAINED, "/src", {"x": 1}, runid="run-1", extensions={"partitionkey": "run-1/trial-2"}),
+    new_event(DATA_ARRIVED, "/src", "plain text", datacontenttype="text/plain"),
+    new_event(DATA_ARRIVED, "/src", None, subject="a/b", extensions={"mode": "train"}),
+    new_event(DATA_ARRIVED, "/src", {"unicode": "é ✓"}, subject="é"),
+]
+
+
+@pytest.mark.parametrize("event", KAFKA_CORPUS, ids=range(len(KAFKA_CORPUS)))
+def test_kafka_fast_path_reads_and_writes_what_the_reference_does(event) -> None:
+    fast, reference = wire.to_kafka(event), to_kafka(event)
+    assert fast[0] == reference[0]  # the same key, so the same partition
+    for encoded in (fast, reference):
+        for decode in (wire.from_kafka, from_kafka):
+            _same(decode(encoded[1], encoded[0], encoded[2]), event)

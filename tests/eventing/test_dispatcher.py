@@ -20,6 +20,9 @@ class SwallowingConsumer:
         self.closed = False
         self.acked: list[Record] = []
 
+    async def pin(self) -> None:
+        return None
+
     async def ready(self) -> None:
         return None
 

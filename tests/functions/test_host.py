@@ -186,6 +186,30 @@ async def test_emit_posts_fan_out_events_to_the_sink(start_host, http):
         await runner.cleanup()
 
 
+async def test_emit_retries_a_sink_that_refuses_for_a_moment(start_host, http):
+    answers = [503, 503, 202, 202, 202]  # a broker restarting: refuses twice, then takes everything
+    received = []
+
+    async def sink(request: web.Request) -> web.Response:
+        status = answers.pop(0)
+        if status == 202:
+            received.append(from_http(request.headers, await request.read()))
+        return web.Response(status=status)
+
+    app = web.Application()
+    app.router.add_post("/", sink)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        url = await start_host(BEHAVIOURS, sink=f"http://127.0.0.1:{runner.addresses[0][1]}/")
+        status, _, _ = await post_event(http, url, "test.emit", {"count": 3}, runid="run-retry")
+        assert status == 200
+        assert sorted(e.get_data()["i"] for e in received) == [0, 1, 2]
+    finally:
+        await runner.cleanup()
+
+
 def test_listen_address_follows_knative_then_port(tmp_path):
     settings = make_settings(tmp_path)
     assert listen_addresses({"LISTEN_ADDRESS": "127.0.0.1:9000,[::1]:9000"}, settings) == [

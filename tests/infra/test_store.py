@@ -9,10 +9,12 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from infra import cas
 from infra.errors import IntegrityError, InvalidRequest, NotFound
 from infra.store import ArtifactStore, validate_key
 
@@ -47,6 +49,33 @@ def test_overwrite_replaces_the_object(store: ArtifactStore) -> None:
     store.put("o/k", b"second version")
     assert store.get("o/k") == b"second version"
     assert store.stat("o/k").size == len(b"second version")
+
+
+def test_put_if_match_replaces_only_the_version_that_was_read(store: ArtifactStore) -> None:
+    store.put("cas/k", b"one")
+    data, version = store.get_versioned("cas/k")
+    assert data == b"one"
+    assert store.put_if_match("cas/k", b"two", version) is not None
+    assert store.put_if_match("cas/k", b"three", version) is None  # stale: someone (we) wrote since
+    assert store.get("cas/k") == b"two"
+    assert store.put_if_match("cas/missing", b"x", version) is None  # nothing there to match
+    assert not store.exists("cas/missing")
+    data, newer = store.get_versioned("cas/k")
+    assert (data, store.put_if_match("cas/k", b"four", newer) is not None) == (b"two", True)
+    assert store.get("cas/k") == b"four" and store.stat("cas/k").sha256 == hashlib.sha256(b"four").hexdigest()
+
+
+def test_read_modify_write_by_compare_and_swap_loses_no_update(store: ArtifactStore) -> None:
+    def add(name: str):
+        def change(current: bytes | None) -> bytes:
+            names = json.loads(current) if current else []
+            return json.dumps(sorted({*names, name})).encode()
+
+        return change
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: cas.update(store, "cas/set.json", add(f"w{i}")), range(24)))
+    assert json.loads(store.get("cas/set.json")) == sorted(f"w{i}" for i in range(24))
 
 
 def test_list_is_sorted_and_filtered_by_prefix(store: ArtifactStore) -> None:
@@ -222,3 +251,26 @@ def test_200_mib_round_trip_streams_without_holding_the_object(store: ArtifactSt
     print(f"\n200 MiB round trip via {url.split(':')[0]}: peak RSS growth {result['rss_growth_mib']:.1f} MiB")
     assert result["ok"] and result["size"] == result["put_size"] == 200 * 1024 * 1024
     assert result["rss_growth_mib"] < 64
+
+
+def test_file_store_reads_of_an_object_being_rewritten_never_fail_their_check(tmp_path: Path) -> None:
+    from infra.store import open_store
+
+    store = open_store(f"file://{tmp_path}")
+    store.put("busy/state.json", b"0")
+    stop = False
+
+    def rewrite() -> None:
+        i = 0
+        while not stop:
+            i += 1
+            store.put("busy/state.json", str(i).encode() * (1 + i % 7))
+
+    with ThreadPoolExecutor(1) as pool:
+        writer = pool.submit(rewrite)
+        try:
+            for _ in range(2000):
+                assert store.get("busy/state.json")  # raised IntegrityError when it fell between meta and bytes
+        finally:
+            stop = True
+        writer.result()

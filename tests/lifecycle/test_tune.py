@@ -193,3 +193,20 @@ async def test_a_dead_lettered_trial_request_counts_as_a_failed_trial(ctx):
     assert [e.get_data()["trial"] for e in c.emitted] == ["trial-0003"]  # its slot goes to a new trial
     other = new_event(STEP_FAILED, "/broker", {"event_id": "x", "event_type": MODEL_TRAINED}, cause=request)
     assert await tune.handle(other, _fresh(ctx)) is None
+
+
+def test_two_tune_replicas_recording_trials_at_once_lose_no_result(store):
+    """Trials of one run finish in parallel; two tune replicas (threads here, no shared memory but the store)
+    record them at the same time, and every result is in experiment.json."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = {**SPEC, "maxTrialCount": 12, "parallelTrialCount": 12}
+    emits, _ = tune.start_experiment(store, "run-race", spec, {"dataset": "digits"})
+    assert len(emits) == 12
+    requests = [new_event(TRIAL_REQUESTED, "/t", data, runid="run-race") for data in emits]
+    results = [_result(r).get_data() for r in requests]
+    with ThreadPoolExecutor(2) as replicas:
+        list(replicas.map(lambda result: tune.record(store, "run-race", result), results))
+    experiment = load_experiment(store, "run-race")
+    assert sorted(t.id for t in experiment.trials.values() if t.finished) == sorted(r["trial"] for r in results)
+    assert experiment.status == "Done"
