@@ -13,7 +13,7 @@ import orjson
 from infra.logs import configure_logging
 from infra.settings import Settings, load_settings
 from infra.store import open_store
-from knflow.drive import Probe, RunOutcome, held_out_split, probe, submit, watch
+from knflow.drive import Probe, RunOutcome, held_out_categories, held_out_split, probe, submit, watch
 from knflow.follow import History, SeenEvent
 from knflow.platform import Platform
 
@@ -70,7 +70,8 @@ def execute(
         result = None
         if outcome.deployed:
             x, y = held_out_split(store, outcome.features or {})
-            result = probe(platform.url("gateway"), outcome.deployed["name"], x, y)
+            c = held_out_categories(store, outcome.features or {})
+            result = probe(platform.url("gateway"), outcome.deployed["name"], x, y, c=c, registered=outcome.registered)
         print_summary(outcome, result, platform, time.monotonic() - started)
         if args.keep:
             print("knflow: platform left running; Ctrl-C stops it")
@@ -102,7 +103,7 @@ def progress_line(event: SeenEvent, t0: float) -> str:
         "data.arrived": lambda: f"{data.get('key')} ({data.get('size')} bytes)",
         "dataset.ingested": lambda: (
             f"{data.get('dataset')}@{str(data.get('version'))[:12]} "
-            f"{data.get('rows')} rows, {data.get('num_classes')} classes, {data.get('kind')}"
+            f"{data.get('rows')} rows, {_labels(data)}, {data.get('kind')}"
         ),
         "features.ready": lambda: f"splits {data.get('rows')} → {event.extensions.get('mode')}",
         "trial.requested": lambda: f"{data.get('trial')} {_fmt_params(data.get('params'))}",
@@ -121,6 +122,15 @@ def progress_line(event: SeenEvent, t0: float) -> str:
     return f"  [{time.monotonic() - t0:6.1f}s] {short:<17} {detail}"
 
 
+def _labels(data: dict[str, Any]) -> str:
+    """What the data set's labels are: a regression target, or N classes (named when they are names)."""
+    if data.get("task") == "regression":
+        return "regression target"
+    classes = [c for c in data.get("classes") or [] if isinstance(c, str)]
+    named = f" ({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''})" if classes else ""
+    return f"{data.get('num_classes')} classes{named}"
+
+
 def _fmt_params(params: Any) -> str:
     if not isinstance(params, dict):
         return ""
@@ -130,7 +140,7 @@ def _fmt_params(params: Any) -> str:
 def _fmt_metrics(metrics: Any) -> str:
     if not isinstance(metrics, dict):
         return ""
-    keys = ("val_accuracy", "test_accuracy", "epochs")
+    keys = ("val_accuracy", "test_accuracy", "val_rmse", "test_rmse", "test_r2", "epochs")
     return " ".join(
         f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}" for k in keys if k in metrics
     )
@@ -150,8 +160,12 @@ def print_summary(outcome: RunOutcome, result: Probe | None, platform: Platform,
         )
     registered = outcome.registered
     if registered:
-        accuracy = (registered.get("metrics") or {}).get("test_accuracy")
-        print(f"  test accuracy   {accuracy:.4f}" if isinstance(accuracy, float) else "  test accuracy   -")
+        metrics = registered.get("metrics") or {}
+        shown = ("test_rmse", "test_r2") if registered.get("task") == "regression" else ("test_accuracy",)
+        for name in shown:
+            value = metrics.get(name)
+            shown_value = f"{value:.4f}" if isinstance(value, float) else "-"
+            print(f"  {name.replace('_', ' '):<15} {shown_value}")
         print(f"  model           {registered.get('name')} version {registered.get('version')}")
     if outcome.failure:
         data = outcome.failure.data or {}
@@ -160,10 +174,12 @@ def print_summary(outcome: RunOutcome, result: Probe | None, platform: Platform,
         print(f"  endpoint        {outcome.deployed.get('endpoint')}")
         zero = "from zero replicas" if result.replicas_before == 0 else f"{result.replicas_before} replica(s) up"
         print(f"  cold start      {result.cold_start_s * 1e3:.0f} ms ({zero})")
-        print(
-            f"  inference       {result.correct}/{result.requests} held-out test rows right "
-            f"({result.accuracy:.4f}); p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
+        score = (
+            f"rmse {result.rmse:.4g} over {result.requests} held-out test rows"
+            if (outcome.registered or {}).get("task") == "regression"
+            else f"{result.correct}/{result.requests} held-out test rows right ({result.accuracy:.4f})"
         )
+        print(f"  inference       {score}; p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms")
     elif registered:
         why = outcome.declined or "no model.deployed event came"
         print(f"  deploy          not deployed: {why} (production stays as it was)")
