@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from functions.ml.columns import CATEGORICAL, Column
 from functions.ml.encoding import Encoder
-from functions.ml.served import LABEL, PREDICTION, PROBABILITIES
+from functions.ml.served import LABEL, PREDICTION, PROBABILITIES, named
 from infra.errors import InvalidRequest
 
 #: the exported network's input when the graph encodes columns in front of it
@@ -38,7 +38,7 @@ def add_label(model: onnx.ModelProto, classes: Sequence) -> None:
     index (INT64)."""
     graph = model.graph
     names = [str(c) for c in classes]
-    textual = any(not isinstance(c, int | np.integer) for c in classes)
+    textual = named(classes)
     index = "knflow_label_index" if textual else LABEL
     graph.node.append(helper.make_node("ArgMax", [PROBABILITIES], [index], axis=1, keepdims=0, name="knflow_argmax"))
     if textual:

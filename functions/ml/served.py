@@ -19,6 +19,11 @@ PROBABILITIES = "probabilities"
 PREDICTION = "prediction"
 
 
+def named(classes: Sequence) -> bool:
+    """Whether classes are names (the label answers BYTES) rather than numbers (INT64)."""
+    return any(not isinstance(c, int | np.integer) for c in classes)
+
+
 def signature(
     input_shape: tuple[int, ...],
     num_classes: int,
@@ -38,7 +43,7 @@ def signature(
         inputs = [{"name": INPUT, "datatype": "FP32", "shape": [-1, *input_shape]}]
     if task == REGRESSION:
         return {"inputs": inputs, "outputs": [{"name": PREDICTION, "datatype": "FP32", "shape": [-1]}]}
-    textual = any(not isinstance(c, int | np.integer) for c in classes)
+    textual = named(classes)
     outputs = [
         {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, num_classes]},
         {"name": LABEL, "datatype": "BYTES" if textual else "INT64", "shape": [-1]},

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from functions.ml.columns import CATEGORICAL, Column
+from functions.ml.columns import CATEGORICAL, Column, parse_numbers
 from functions.ml.metrics import CLASSIFICATION, REGRESSION
 from functions.ml.readers import RawData
 from infra.errors import InvalidRequest
@@ -97,7 +97,8 @@ def class_indices(y: np.ndarray, label: str, name: str) -> tuple[np.ndarray, tup
 def regression_targets(y: np.ndarray, label: str, name: str) -> np.ndarray:
     """A regression target as float32: numbers only, none missing, not all the same."""
     if y.dtype == object:
-        row = next(i for i, v in enumerate(y) if v is not None and not _is_number(v))
+        _, bad = parse_numbers(["" if v is None else str(v) for v in y])
+        row = bad[0]
         raise InvalidRequest(
             f"{name}: regression target {label!r} is not numeric: data row {row + 1} holds {str(y[row])[:32]!r}"
         )
@@ -110,14 +111,6 @@ def regression_targets(y: np.ndarray, label: str, name: str) -> np.ndarray:
     if targets.min() == targets.max():
         raise InvalidRequest(f"{name}: regression target {label!r} is {targets[0]} in every row; nothing to learn")
     return targets.astype(np.float32)
-
-
-def _is_number(text: object) -> bool:
-    try:
-        float(str(text))
-    except ValueError:
-        return False
-    return True
 
 
 def _check_two_classes(classes: tuple, label: str, name: str) -> None:

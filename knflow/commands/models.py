@@ -10,7 +10,7 @@ from infra.errors import InvalidRequest
 from infra.settings import load_settings
 from infra.store import open_store
 from serving.formats import GENERATED_ROWS, TOLERANCE
-from serving.registry import ModelRegistry
+from serving.registry import ModelCard, ModelRegistry
 
 HELP = "registered models and versions, aliases and audit; deploy, split traffic and roll back on the gateway"
 REGISTER_HELP = (
@@ -105,9 +105,9 @@ def _register_file(registry: ModelRegistry, args: argparse.Namespace) -> None:
         )
 
 
-def labels_of(card: object) -> str:
+def labels_of(card: ModelCard) -> str:
     """What a version answers, for one line: ``regression``, or its classes (the label output's values)."""
-    task, classes = getattr(card, "task", ""), list(getattr(card, "classes", []))
+    task, classes = card.task, list(card.classes)
     if task == "regression":
         return "regression"
     if not classes:
