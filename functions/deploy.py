@@ -16,6 +16,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import RUN_EXTENSIONS, TRACEPARENT, new_event, runid_of
 from functions.contract import MODEL_DEPLOYED, MODEL_REGISTERED, data_of
+from functions.ml.metrics import CLASSIFICATION, DEFAULT_DEPLOY_METRIC, check_metric, maximized
 from functions.register import open_registry
 from functions.runoptions import load_options
 from infra.errors import InvalidRequest, NotFound
@@ -49,15 +50,23 @@ class Decision:
     percent: int = 0
 
 
-def parse_policy(raw: dict[str, Any] | None) -> DeployPolicy:
-    """A policy from run options; unknown fields or out-of-range values raise InvalidRequest."""
+def parse_policy(raw: dict[str, Any] | None, task: str = CLASSIFICATION) -> DeployPolicy:
+    """A policy from run options; unknown fields or out-of-range values raise InvalidRequest.
+
+    Without a ``metric``, the task's (test_accuracy, or test_rmse for regression); without ``maximize``, the
+    metric's name says which way is better (losses and errors such as rmse and mae are minimized).
+    """
+    raw = dict(raw or {})
     known = {f.name for f in dataclasses.fields(DeployPolicy)}
-    unknown = sorted(set(raw or {}) - known)
+    unknown = sorted(set(raw) - known)
     if unknown:
         raise InvalidRequest(f"unknown deploy policy fields {unknown} (known: {sorted(known)})")
-    policy = DeployPolicy(**(raw or {}))
+    raw.setdefault("metric", DEFAULT_DEPLOY_METRIC[task])
+    raw.setdefault("maximize", maximized(str(raw["metric"])))
+    policy = DeployPolicy(**raw)
     if not 0 < policy.canary_percent <= 100 or not 0 <= policy.max_error_rate <= 1 or policy.promote_after_requests < 1:
         raise InvalidRequest(f"bad deploy policy {policy}")
+    check_metric(policy.metric, task, "the deploy policy's metric")
     return policy
 
 
@@ -94,7 +103,8 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
         return new_event(
             MODEL_DEPLOYED, SOURCE, json.loads(ctx.store.get(marker)), cause=event, subject=f"{name}/{version}"
         )
-    policy = parse_policy(load_options(ctx.store, runid_of(event)).deploy)
+    options = load_options(ctx.store, runid_of(event))
+    policy = parse_policy(options.deploy, options.task)
     decision = decide(policy, data.get("metrics") or {}, production_metrics(ctx.store, name))
     ctx.log.info("deploy: %s/%s: %s", name, version, decision.reason)
     if not decision.deploy:  # no event by contract; the registry's audit trail keeps the decision

@@ -1,5 +1,5 @@
-"""Featurize: on dataset.ingested, split the data, fit the normalization on train, store a features version,
-and emit features.ready."""
+"""Featurize: on dataset.ingested, split the data, fit the categorical encoding, the normalization and (regression)
+the target's scale on train, store a features version, and emit features.ready."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from cloudevents.core.v1.event import CloudEvent
 from eventing.events import new_event, runid_of
 from functions.contract import FEATURES_READY, data_of
 from functions.ml.datasets import read_dataset
-from functions.ml.features import fit_transform, split, write_features
+from functions.ml.features import featurize, split, write_features
+from functions.ml.graph import check_column_names
 from functions.runoptions import load_options
 from infra.errors import InvalidRequest, NotFound
 
@@ -30,7 +31,9 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent:
     except NotFound as exc:
         raise InvalidRequest(str(exc)) from None
     splits = split(ds, seed=options.seed, val_fraction=options.val_fraction, test_fraction=options.test_fraction)
-    transform = fit_transform(splits.x["train"], ds.kind)
+    transform = featurize(ds, splits)
+    if transform.encoder is not None:
+        check_column_names(transform.encoder.columns)
     meta = {
         "dataset_version": data.get("version"),
         "seed": options.seed,
@@ -38,6 +41,8 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent:
         "test_fraction": options.test_fraction,
         "num_classes": ds.num_classes,
         "kind": ds.kind,
+        "task": ds.task,
+        "classes": list(ds.classes),
     }
     sha, fprefix = write_features(ctx.store, dataset, splits, transform, meta)
     ctx.log.info("featurize: %s → %s (mode %s)", prefix, fprefix, options.mode)
@@ -52,6 +57,8 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent:
         "kind": ds.kind,
         "input_shape": list(transform.input_shape),
         "num_classes": ds.num_classes,
+        "task": ds.task,
+        "classes": list(ds.classes),
         "rows": {s: len(v) for s, v in splits.y.items()},
         "lineage": {"raw": (data.get("source") or {}).get("objects", []), "dataset": prefix, "features": fprefix},
     }

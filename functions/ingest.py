@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
@@ -38,8 +39,8 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
         raise InvalidRequest("data.arrived needs the runid extension")
     dataset = data.get("dataset") or dataset_of(key)
     options = resolve_options(ctx.store, data.get("options"), dataset)
-    raw, sources = read_raw(ctx.store, key, options.label)
-    validated = validate(raw, key)
+    raw, sources = read_raw(ctx.store, key, options.label, options.categorical)
+    validated = validate(raw, key, task=options.task)
     version = write_dataset(ctx.store, dataset, validated, {"bucket": data.get("bucket"), "objects": sources})
     save_options(ctx.store, runid_of(event), options)
     ctx.log.info("ingest: %s → %s (%d rows, new=%s)", key, version.prefix, version.rows, version.created)
@@ -52,6 +53,8 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
         "summary_key": version.prefix + "summary.json",
         "rows": version.rows,
         "num_classes": version.num_classes,
+        "task": version.task,
+        "classes": list(version.classes),
         "kind": version.kind,
         "source": {"bucket": data.get("bucket"), "objects": sources},
     }
@@ -67,19 +70,23 @@ def dataset_of(key: str) -> str:
     return stem.replace(readers.IDX_IMAGES, "").strip("-_.") or "data"
 
 
-def read_raw(store: ArtifactStore, key: str, label: str) -> tuple[RawData, list[dict[str, Any]]]:
+def read_raw(
+    store: ArtifactStore, key: str, label: str, categorical: Sequence[str] = ()
+) -> tuple[RawData, list[dict[str, Any]]]:
     """Read the raw object(s) a key names; the list says which objects (key, sha256, size) were read."""
     fmt = readers.format_of(key)
+    if categorical and fmt not in ("csv", "parquet"):
+        raise InvalidRequest(f"{key}: the run option 'categorical' is for CSV and Parquet columns, not {fmt} files")
     blob, info = _fetch(store, key)
     sources = [info]
     if not blob:
         raise InvalidRequest(f"{key}: the file is empty")
     if fmt == "csv":
-        raw = readers.read_csv(blob, key, label)
+        raw = readers.read_csv(blob, key, label, categorical)
     elif fmt == "npz":
         raw = readers.read_npz(blob, key)
     elif fmt == "parquet":
-        raw = readers.read_parquet(blob, key, label)
+        raw = readers.read_parquet(blob, key, label, categorical)
     else:
         labels_key = readers.idx_partner(key)
         if not store.exists(labels_key):

@@ -61,6 +61,8 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
         "metrics": card.metrics,
         "params": card.params,
         "signature": {"inputs": tensor_dicts(card.inputs), "outputs": tensor_dicts(card.outputs)},
+        "task": card.task,
+        "classes": list(card.classes),
         "lineage": card.lineage,
     }
     return new_event(MODEL_REGISTERED, SOURCE, out, cause=event, subject=f"{card.name}/{card.version}")
@@ -83,6 +85,8 @@ def register_model(
         params=model.get("params", {}),
         lineage=lineage,
         idempotency_key=idempotency_key,
+        task=model.get("task", ""),
+        classes=model.get("classes", ()),
     )
 
 

@@ -1,4 +1,5 @@
-"""A run's options (label column, model name, training parameters, tuning spec, deploy policy) and where they live.
+"""A run's options (label column, task, categorical columns, model name, training parameters, tuning spec, deploy
+policy) and where they live.
 
 Options come from, in order: ``options`` in the ``data.arrived`` event data; else the object
 ``raw/<dataset>/knflow.json`` beside the data (for runs started by a bucket notification, which
@@ -13,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from functions.ml.metrics import CLASSIFICATION, DEFAULT_OBJECTIVE, check_metric, check_task
 from infra.errors import InvalidRequest, NotFound
 from infra.store import ArtifactStore
 
@@ -24,6 +26,8 @@ class RunOptions:
     """What a run asks for. ``tuning`` is an experiment spec (see functions.tuning.spec) or None to train once."""
 
     label: str = "label"
+    task: str = CLASSIFICATION
+    categorical: list[str] = field(default_factory=list)
     model_name: str | None = None
     seed: int = 0
     val_fraction: float = 0.15
@@ -60,8 +64,26 @@ def parse_options(raw: dict[str, Any] | None, where: str) -> RunOptions:
             raise InvalidRequest(f"{where}: {name} must be a number in (0, 0.5), got {value!r}")
     if not isinstance(options.label, str) or not options.label:
         raise InvalidRequest(f"{where}: label must be a column name")
+    if not isinstance(options.categorical, list) or not all(isinstance(c, str) and c for c in options.categorical):
+        raise InvalidRequest(f"{where}: categorical must be a list of column names, got {options.categorical!r}")
+    try:
+        check_task(options.task)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"{where}: {exc}") from None
+    options = dataclasses.replace(options, tuning=with_objective(options.tuning, options.task))
     _check_sections(options, where)
     return options
+
+
+def with_objective(tuning: dict[str, Any] | None, task: str) -> dict[str, Any] | None:
+    """A tuning spec with the task's default objective (val_accuracy, or val_rmse minimized) when it names none."""
+    if not isinstance(tuning, dict) or not tuning:
+        return tuning
+    objective = tuning.get("objective") or {}
+    if not isinstance(objective, dict) or "metric" in objective or "objectiveMetricName" in objective:
+        return tuning
+    metric = DEFAULT_OBJECTIVE[task]
+    return {**tuning, "objective": {**objective, "metric": metric}}
 
 
 def _check_sections(options: RunOptions, where: str) -> None:
@@ -73,8 +95,8 @@ def _check_sections(options: RunOptions, where: str) -> None:
     try:
         parse_params(options.train)
         if options.tuning:
-            parse_spec(options.tuning)
-        parse_policy(options.deploy)
+            check_metric(parse_spec(options.tuning).objective.metric, options.task, "the tuning objective")
+        parse_policy(options.deploy, options.task)
     except InvalidRequest as exc:
         raise InvalidRequest(f"{where}: {exc}") from None
 

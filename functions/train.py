@@ -1,5 +1,6 @@
-"""Train: on features.ready (mode train) or trial.requested, train a PyTorch classifier, export it to ONNX with its
-normalization, check ONNX Runtime against PyTorch, and emit model.trained.
+"""Train: on features.ready (mode train) or trial.requested, train a PyTorch classifier or regressor (the data set's
+task), export it to ONNX with its encoding and normalization, check ONNX Runtime against PyTorch, and emit
+model.trained.
 
 Outputs go to ``runs/<runid>/`` (a plain training) or ``runs/<runid>/trials/<trial>/``: metrics.jsonl (one line per
 epoch), checkpoint.pt (each epoch; a redelivered event resumes from it), model.onnx, and result.json (written last:
@@ -18,9 +19,11 @@ from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import new_event, runid_of
 from functions.contract import FEATURES_READY, MODEL_TRAINED, TRIAL_REQUESTED, data_of
-from functions.ml.export import check_export, export_onnx, signature
+from functions.ml.export import check_export, export_onnx
 from functions.ml.features import Splits, Transform, read_features
+from functions.ml.metrics import CLASSIFICATION, DEFAULT_OBJECTIVE, REGRESSION
 from functions.ml.params import parse_params
+from functions.ml.served import signature
 from functions.ml.training import (
     EpochMetrics,
     TrainingDiverged,
@@ -28,6 +31,7 @@ from functions.ml.training import (
     evaluate,
     state_bytes,
     state_from_bytes,
+    tensors,
     train,
 )
 from functions.runoptions import load_options
@@ -39,6 +43,7 @@ from infra.store import ArtifactStore
 
 SOURCE = "/knflow/functions/train"
 EPOCH_FIELDS = {f.name for f in dataclasses.fields(EpochMetrics)} - {"epoch"}
+HEADLINE = {CLASSIFICATION: "test_accuracy", REGRESSION: "test_rmse"}  # the metric the log line reports
 MODE = "mode"  # extension on model.trained: "train" (register takes it) or "trial" (tune takes it)
 
 
@@ -114,15 +119,19 @@ def run(store: ArtifactStore, job: Job, model_name: str | None, log: Any) -> dic
     fingerprint = json.dumps({"features": job.features["prefix"], "params": dataclasses.asdict(params)}, sort_keys=True)
     checkpointer = StoreCheckpointer(store, job.prefix + "checkpoint.pt", fingerprint)
     hook = _epoch_hook(store, job, log)
+    task = manifest.get("task", CLASSIFICATION)
     try:
-        trained = train(splits, transform, manifest["num_classes"], params, checkpointer=checkpointer, on_epoch=hook)
+        trained = train(
+            splits, transform, manifest["num_classes"], params, task=task, checkpointer=checkpointer, on_epoch=hook
+        )
     except TrainingDiverged as exc:
         if not job.trial:
             raise InvalidRequest(f"training diverged: {exc}") from None
         return _store_result(store, job, _failed(job, params, str(exc)))
-    metrics, info = _export(store, job, trained, splits, transform)
-    log.info("train: %s test accuracy %.4f after %d epochs (resumed after epoch %d)", job.prefix,
-             metrics["test_accuracy"], metrics["epochs"], trained.resumed_from)  # fmt: skip
+    classes = tuple(manifest.get("classes", range(manifest["num_classes"])))
+    metrics, info = _export(store, job, trained, splits, transform, task, classes)
+    log.info("train: %s %s %.4f after %d epochs (resumed after epoch %d)", job.prefix, HEADLINE[task],
+             metrics[HEADLINE[task]], metrics["epochs"], trained.resumed_from)  # fmt: skip
     result = {
         "trial": job.trial,
         "experiment": job.runid if job.trial else None,
@@ -131,10 +140,14 @@ def run(store: ArtifactStore, job: Job, model_name: str | None, log: Any) -> dic
         "onnx_key": info.key,
         "sha256": info.sha256,
         "size": info.size,
+        "task": task,
+        "classes": list(classes),
         "metrics": metrics,
-        "curve": _curve(trained.history, job),
+        "curve": _curve(trained.history, job, task),
         "params": dataclasses.asdict(params),
-        "signature": signature(transform.input_shape, manifest["num_classes"]),
+        "signature": signature(
+            transform.input_shape, manifest["num_classes"], task=task, classes=classes, transform=transform
+        ),
         "features": job.features,
         "lineage": {**job.features.get("lineage", {}), "run": job.runid, "trial": job.trial, "model": info.key},
         "metrics_key": job.prefix + "metrics.jsonl",
@@ -151,24 +164,30 @@ def _features(store: ArtifactStore, job: Job) -> tuple[Splits, Transform, dict[s
         raise InvalidRequest(str(exc)) from None
 
 
-def _export(store: ArtifactStore, job: Job, trained: TrainResult, splits: Splits, transform: Transform):
+def _export(
+    store: ArtifactStore,
+    job: Job,
+    trained: TrainResult,
+    splits: Splits,
+    transform: Transform,
+    task: str,
+    classes: tuple,
+) -> tuple[dict[str, Any], Any]:
     """Test metrics, then the ONNX export checked against PyTorch on the test split, stored → (metrics, info)."""
     dev = next(trained.model.parameters()).device
-    x_test = torch.as_tensor(splits.x["test"], device=dev)
-    test_loss, test_acc = evaluate(trained.model, x_test, torch.as_tensor(splits.y["test"], device=dev))
-    onnx = export_onnx(trained.model, transform.input_shape)
-    diff = check_export(onnx, trained.model, splits.x["test"])
+    x_test, y_test = tensors(splits, transform, "test", dev)
+    target = (transform.target_mean, transform.target_std)
+    test = evaluate(trained.model, x_test, y_test, task, target)
+    onnx = export_onnx(trained.model, transform.input_shape, task=task, classes=classes, transform=transform)
+    diff = check_export(onnx, trained.model, splits.x["test"], task=task, transform=transform, c=splits.c["test"])
     info = store.put(job.prefix + "model.onnx", onnx, content_type="application/onnx")
-    last = trained.history[-1]
     metrics = {
-        "test_accuracy": test_acc,
-        "test_loss": test_loss,
-        "val_accuracy": last.val_accuracy,
-        "val_loss": last.val_loss,
-        "train_loss": last.train_loss,
+        **{f"test_{k}": v for k, v in test.items()},
+        **trained.history[-1].to_dict(),
         "epochs": len(trained.history),
         "onnx_max_abs_diff": diff,
     }
+    del metrics["epoch"]
     return metrics, info
 
 
@@ -180,13 +199,16 @@ def _epoch_hook(store: ArtifactStore, job: Job, log: Any):
     rule = EarlyStopping(**job.early_stopping) if job.early_stopping else None
 
     def on_epoch(history: list[EpochMetrics]) -> bool:
-        lines = "".join(json.dumps(dataclasses.asdict(m)) + "\n" for m in history)
+        lines = "".join(json.dumps(m.to_dict()) + "\n" for m in history)
         store.put(job.prefix + "metrics.jsonl", lines.encode(), content_type="application/x-ndjson")
         if not (objective and rule):
             return False
         experiment = load_experiment(store, job.runid)
         completed = [t.curve for t in experiment.trials.values() if t.status == SUCCEEDED] if experiment else []
-        stop = should_stop([getattr(m, objective.metric) for m in history], completed, objective, rule)
+        curve = [getattr(m, objective.metric) for m in history]
+        if None in curve:  # a metric of the other task: nothing to judge by
+            return False
+        stop = should_stop(curve, completed, objective, rule)
         if stop:
             log.info("train: %s stopped early at epoch %d (median stopping rule)", job.trial, len(history))
         return stop
@@ -194,9 +216,10 @@ def _epoch_hook(store: ArtifactStore, job: Job, log: Any):
     return on_epoch
 
 
-def _curve(history: list[EpochMetrics], job: Job) -> list[float]:
-    metric = (job.objective or {}).get("metric", "val_accuracy")
-    return [getattr(m, metric) for m in history] if metric in EPOCH_FIELDS else []
+def _curve(history: list[EpochMetrics], job: Job, task: str) -> list[float]:
+    metric = (job.objective or {}).get("metric", DEFAULT_OBJECTIVE[task])
+    curve = [getattr(m, metric) for m in history] if metric in EPOCH_FIELDS else []
+    return curve if None not in curve else []
 
 
 def _failed(job: Job, params: Any, reason: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ through the knflow server instead, which announces the data itself with the run 
 from __future__ import annotations
 
 import io
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import orjson
 import urllib3
 
 from functions.deploy import DECLINED
+from functions.ml.served import INPUT, v2_inputs
 from functions.runoptions import DATASET_OPTIONS
 from infra.errors import Unavailable
 from infra.store import ArtifactStore
@@ -70,7 +72,7 @@ def declined(store: ArtifactStore, registered: dict[str, Any]) -> str | None:
 
 @dataclass(frozen=True)
 class Probe:
-    """Inference calls against the deployed endpoint."""
+    """Inference calls against the deployed endpoint: how fast, and how right (the label, or the prediction)."""
 
     cold_start_s: float
     replicas_before: int
@@ -78,37 +80,50 @@ class Probe:
     correct: int
     p50_ms: float
     p99_ms: float
+    answers: tuple = ()  # per row: the label the model answered, or its prediction (regression)
+    squared_error: float = 0.0  # regression: the sum over the rows
 
     @property
     def accuracy(self) -> float:
         return self.correct / self.requests if self.requests else 0.0
 
+    @property
+    def rmse(self) -> float:
+        return math.sqrt(self.squared_error / self.requests) if self.requests else 0.0
 
-def probe(gateway_url: str, model: str, x: np.ndarray, y: np.ndarray, *, requests: int = 200) -> Probe:
-    """Time the first call (from zero replicas when the model is idle), then ``requests`` single-row calls."""
+
+def probe(
+    gateway_url: str,
+    model: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    requests: int = 200,
+    c: np.ndarray | None = None,
+    registered: dict[str, Any] | None = None,
+) -> Probe:
+    """Time the first call (from zero replicas when the model is idle), then ``requests`` single-row calls.
+
+    Rows are sent as the model's signature asks (``registered``, the model.registered data: one tensor ``input``, or
+    one per column with categories ``c`` as BYTES) and scored by its ``label`` or ``prediction`` output.
+    """
     http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5.0, read=60.0))
     status = orjson.loads(http.request("GET", f"{gateway_url}/v1/models/{model}").data)
     replicas = sum(int(r.get("replicas", 0)) for r in status.get("revisions", []))
     url = f"{gateway_url}/v2/models/{model}/infer"
-    latencies, correct = [], 0
+    specs = ((registered or {}).get("signature") or {}).get("inputs") or [{"name": INPUT, "datatype": "FP32"}]
+    classes = (registered or {}).get("classes") or []
+    latencies, answers, correct, squared = [], [], 0, 0.0
     n = min(requests, len(y))
     for i in range(n):
-        row = x[i : i + 1].astype(np.float32)
-        body = orjson.dumps(
-            {
-                "id": f"probe-{i}",
-                "inputs": [
-                    {"name": "input", "datatype": "FP32", "shape": list(row.shape), "data": row.reshape(-1).tolist()}
-                ],
-            }
-        )
-        start = time.perf_counter()
-        answer = http.request("POST", url, body=body, headers={"content-type": "application/json"})
-        latencies.append(time.perf_counter() - start)
-        if answer.status != 200:
-            raise Unavailable(f"inference answered {answer.status}: {answer.data[:200]!r}")
-        output = orjson.loads(answer.data)["outputs"][0]
-        correct += int(np.argmax(output["data"]) == int(y[i]))
+        inputs = v2_inputs(specs, x[i : i + 1], None if c is None else c[i : i + 1])
+        seconds, outputs = _infer(http, url, {"id": f"probe-{i}", "inputs": inputs})
+        latencies.append(seconds)
+        answers.append(_answer(outputs))
+        if "prediction" in outputs:
+            squared += (answers[-1] - float(y[i])) ** 2
+        else:
+            correct += int(answers[-1] == (classes[int(y[i])] if classes else int(y[i])))
     rest = sorted(latencies[1:]) or latencies
     return Probe(
         cold_start_s=latencies[0],
@@ -117,10 +132,37 @@ def probe(gateway_url: str, model: str, x: np.ndarray, y: np.ndarray, *, request
         correct=correct,
         p50_ms=statistics.median(rest) * 1e3,
         p99_ms=rest[min(len(rest) - 1, int(len(rest) * 0.99))] * 1e3,
+        answers=tuple(answers),
+        squared_error=squared,
     )
+
+
+def _infer(http: urllib3.PoolManager, url: str, request: dict[str, Any]) -> tuple[float, dict[str, list]]:
+    """One V2 inference call → (seconds, output data by name)."""
+    start = time.perf_counter()
+    answer = http.request("POST", url, body=orjson.dumps(request), headers={"content-type": "application/json"})
+    seconds = time.perf_counter() - start
+    if answer.status != 200:
+        raise Unavailable(f"inference answered {answer.status}: {answer.data[:200]!r}")
+    return seconds, {o["name"]: o["data"] for o in orjson.loads(answer.data)["outputs"]}
+
+
+def _answer(outputs: dict[str, list]) -> Any:
+    """What one row's answer says: the prediction, the label, or (a model with neither) the top class's index."""
+    if "prediction" in outputs:
+        return float(outputs["prediction"][0])
+    if "label" in outputs:
+        return outputs["label"][0]
+    return int(np.argmax(next(iter(outputs.values()))))
 
 
 def held_out_split(store: ArtifactStore, features: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """The held-out test split of the run's features version (raw inputs, as a client would send them)."""
     with np.load(io.BytesIO(store.get(features["splits_key"]))) as splits:
         return splits["x_test"], splits["y_test"]
+
+
+def held_out_categories(store: ArtifactStore, features: dict[str, Any]) -> np.ndarray | None:
+    """The categorical columns of the held-out test split (rows by columns of str), or None when it has none."""
+    with np.load(io.BytesIO(store.get(features["splits_key"]))) as splits:
+        return splits["c_test"] if "c_test" in splits.files else None

@@ -73,6 +73,8 @@ class ModelCard:
     description: str = ""
     format: str = "onnx"  # what was registered: "onnx", or the library a model was converted from
     conversion: dict = field(default_factory=dict)  # serving.formats.Conversion.to_dict() of a converted model
+    task: str = ""  # "classification" or "regression" when known
+    classes: list = field(default_factory=list)  # a classifier's classes: what its label output answers, in index order
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -135,8 +137,13 @@ class ModelRegistry:
         description: str = "",
         format: str = "onnx",
         conversion: Mapping[str, Any] | None = None,
+        task: str = "",
+        classes: Iterable[Any] = (),
     ) -> ModelCard:
-        """Store a new version (next number, no gaps); the same ``idempotency_key`` returns the first card."""
+        """Store a new version (next number, no gaps); the same ``idempotency_key`` returns the first card.
+
+        ``task`` and ``classes`` (what the label output answers, in index order) go on the card as they are.
+        """
         _check_name(name)
         data = Path(onnx).read_bytes() if isinstance(onnx, Path) else bytes(onnx)
         if inputs is None or outputs is None:
@@ -160,6 +167,8 @@ class ModelRegistry:
             description=description,
             format=format,
             conversion=conversion,
+            task=task,
+            classes=list(classes),
         )
         if idem_key is not None:
             self.store.put(idem_key, orjson.dumps({"key": idempotency_key, "version": version}))
@@ -196,6 +205,8 @@ class ModelRegistry:
             description=description,
             format=facts.format,
             conversion=facts.to_dict(),
+            task={"classifier": "classification", "regressor": "regression"}.get(facts.task, ""),
+            classes=facts.classes,
         )
 
     def _write_version(
@@ -225,6 +236,8 @@ class ModelRegistry:
             description=about["description"],
             format=about["format"],
             conversion=dict(about["conversion"] or {}),
+            task=about["task"],
+            classes=about["classes"],
         )
         self.store.put(f"models/{name}/{version}/card.json", card.to_json(), content_type="application/json")
         return card

@@ -1,4 +1,5 @@
-"""PyTorch models: an MLP for tabular rows, a small CNN for images, and the fitted normalization as a module."""
+"""PyTorch models: an MLP for tabular rows, a small CNN for images, the fitted normalization as a module, and the
+served heads (class probabilities, or a regression prediction in the target's units)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 from torch import nn
 
 from functions.ml.features import Transform
+from functions.ml.metrics import REGRESSION
 
 
 class Normalize(nn.Module):
@@ -26,14 +28,14 @@ class Normalize(nn.Module):
 class MLP(nn.Module):
     """Fully connected layers with ReLU and dropout."""
 
-    def __init__(self, in_features: int, num_classes: int, hidden: int = 128, layers: int = 1, dropout: float = 0.1):
+    def __init__(self, in_features: int, num_outputs: int, hidden: int = 128, layers: int = 1, dropout: float = 0.1):
         super().__init__()
         blocks: list[nn.Module] = []
         width = in_features
         for _ in range(layers):
             blocks += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)]
             width = hidden
-        blocks.append(nn.Linear(width, num_classes))
+        blocks.append(nn.Linear(width, num_outputs))
         self.net = nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,7 +51,7 @@ class CNN(nn.Module):
     def __init__(
         self,
         image_shape: tuple[int, int],
-        num_classes: int,
+        num_outputs: int,
         channels: int = 20,
         hidden: int = 500,
         dropout: float = 0.1,
@@ -68,15 +70,16 @@ class CNN(nn.Module):
         with torch.no_grad():
             flat = self.features(torch.zeros(1, 1, *image_shape)).numel()
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+            nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_outputs)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
 
-class Classifier(nn.Module):
-    """Normalization + network; ``forward`` gives logits, ``Probabilities`` wraps it for export."""
+class Network(nn.Module):
+    """Normalization + network; ``forward`` gives the raw outputs: class logits, or the standardized regression
+    prediction. ``Probabilities`` and ``Prediction`` wrap it for serving."""
 
     def __init__(self, normalize: Normalize, net: nn.Module):
         super().__init__()
@@ -88,28 +91,49 @@ class Classifier(nn.Module):
 
 
 class Probabilities(nn.Module):
-    """The served model: raw inputs in, class probabilities out."""
+    """The served classifier: raw (encoded) inputs in, class probabilities out."""
 
-    def __init__(self, classifier: Classifier):
+    def __init__(self, network: Network):
         super().__init__()
-        self.classifier = classifier
+        self.network = network
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.classifier(x), dim=1)
+        return torch.softmax(self.network(x), dim=1)
+
+
+class Prediction(nn.Module):
+    """The served regressor: raw (encoded) inputs in, the prediction in the target's own units out, one per row."""
+
+    def __init__(self, network: Network, target_mean: float, target_std: float):
+        super().__init__()
+        self.network = network
+        self.register_buffer("target_mean", torch.tensor(target_mean, dtype=torch.float32))
+        self.register_buffer("target_std", torch.tensor(target_std, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)[:, 0] * self.target_std + self.target_mean
+
+
+def served(network: Network, transform: Transform, task: str) -> nn.Module:
+    """The module whose outputs the served model answers: probabilities (classification) or predictions."""
+    if task == REGRESSION:
+        return Prediction(network, transform.target_mean, transform.target_std)
+    return Probabilities(network)
 
 
 def build_model(
-    arch: str, transform: Transform, num_classes: int, *, hidden: int, layers: int, dropout: float, channels: int
-) -> Classifier:
-    """The classifier for an architecture name (``mlp``, ``cnn`` or ``auto``: cnn for images, mlp otherwise)."""
+    arch: str, transform: Transform, num_outputs: int, *, hidden: int, layers: int, dropout: float, channels: int
+) -> Network:
+    """The network for an architecture name (``mlp``, ``cnn`` or ``auto``: cnn for images, mlp otherwise) with
+    ``num_outputs`` outputs (the classes, or 1 for regression)."""
     if arch == "auto":
         arch = "cnn" if transform.kind == "image" else "mlp"
     if arch == "cnn":
         if len(transform.input_shape) != 2:
             raise ValueError(f"a CNN needs 2-dimensional images, the features have shape {transform.input_shape}")
-        net: nn.Module = CNN(transform.input_shape, num_classes, channels=channels, hidden=hidden, dropout=dropout)  # type: ignore[arg-type]
+        net: nn.Module = CNN(transform.input_shape, num_outputs, channels=channels, hidden=hidden, dropout=dropout)  # type: ignore[arg-type]
     elif arch == "mlp":
-        net = MLP(int(np.prod(transform.input_shape)), num_classes, hidden=hidden, layers=layers, dropout=dropout)
+        net = MLP(int(np.prod(transform.input_shape)), num_outputs, hidden=hidden, layers=layers, dropout=dropout)
     else:
         raise ValueError(f"unknown model architecture {arch!r} (mlp, cnn or auto)")
-    return Classifier(Normalize(transform), net)
+    return Network(Normalize(transform), net)

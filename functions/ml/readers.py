@@ -6,10 +6,13 @@ import csv
 import gzip
 import io
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from functions.ml.columns import CATEGORICAL, NUMERIC, Column, date_column, is_missing, parse_numbers, type_column
 from infra.errors import InvalidRequest
 
 IDX_IMAGES = "images-idx3-ubyte"
@@ -19,12 +22,17 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dt
 
 @dataclass(frozen=True)
 class RawData:
-    """What a reader found: features ``x`` (rows first), labels ``y``, and column names for tabular data."""
+    """What a reader found: numeric features ``x`` (rows first), labels ``y`` as read (numbers, or text in an object
+    array with None where missing), categorical features ``c`` (rows by columns of str, or None), and for tabular
+    data every feature column in file order."""
 
     x: np.ndarray
     y: np.ndarray
     kind: str  # "tabular" or "image"
-    feature_names: tuple[str, ...] = ()
+    feature_names: tuple[str, ...] = ()  # the columns of x
+    c: np.ndarray | None = None
+    columns: tuple[Column, ...] = ()
+    label: str = "label"
 
 
 def format_of(key: str) -> str:
@@ -45,8 +53,9 @@ def idx_partner(images_key: str) -> str:
     return images_key.replace(IDX_IMAGES, IDX_LABELS)
 
 
-def read_csv(raw: bytes, name: str, label: str) -> RawData:
-    """A CSV with a header row; ``label`` names the label column; every other column is a numeric feature."""
+def read_csv(raw: bytes, name: str, label: str, categorical: Sequence[str] = ()) -> RawData:
+    """A CSV with a header row; ``label`` names the label column; every other column is a feature, numeric or
+    categorical (text, or listed in ``categorical``)."""
     try:
         rows = list(csv.reader(io.StringIO(raw.decode("utf-8"))))
     except csv.Error as exc:  # e.g. a field over the csv module's limit (131,072 characters)
@@ -59,30 +68,47 @@ def read_csv(raw: bytes, name: str, label: str) -> RawData:
     header = [h.strip() for h in rows[0]]
     if label not in header:
         raise InvalidRequest(f"{name}: no label column {label!r} (columns: {', '.join(header[:20])})")
+    _check_listed(categorical, header, label, name)
     width = len(header)
     for lineno, row in enumerate(rows[1:], start=2):
         if len(row) != width:
             raise InvalidRequest(f"{name}: line {lineno} has {len(row)} fields, the header has {width}")
-    table = np.array(rows[1:], dtype=object)
+    cells = [[cell.strip() for cell in column] for column in zip(*rows[1:], strict=True)]
     col = header.index(label)
-    y = _numeric(table[:, col], name, f"label column {label!r}")
-    feature_cols = [i for i in range(width) if i != col]
-    x = np.stack([_numeric(table[:, i], name, f"column {header[i]!r}") for i in feature_cols], axis=1)
-    return RawData(x=x, y=y, kind="tabular", feature_names=tuple(header[i] for i in feature_cols))
+    typed = {
+        header[i]: type_column(header[i], cells[i], categorical=header[i] in categorical, where=name)
+        for i in range(width)
+        if i != col
+    }
+    return _tabular(typed, label_values(cells[col]), label, len(rows) - 1)
 
 
-def _numeric(values: np.ndarray, name: str, what: str) -> np.ndarray:
-    out = np.empty(len(values), dtype=np.float64)
-    for i, v in enumerate(values):
-        text = str(v).strip()
-        if text == "" or text.lower() in ("na", "nan", "null", "none"):
-            out[i] = np.nan
-            continue
-        try:
-            out[i] = float(text)
-        except ValueError:
-            raise InvalidRequest(f"{name}: {what} row {i + 1} is not a number: {text[:32]!r}") from None
-    return out
+def label_values(cells: Sequence[str]) -> np.ndarray:
+    """A label column's cells: float64 when every present cell is a number (missing → NaN), else text (an object
+    array, None where missing)."""
+    numbers, bad = parse_numbers(cells)
+    if not bad:
+        return numbers
+    return np.asarray([None if is_missing(v) else v for v in cells], dtype=object)
+
+
+def _check_listed(categorical: Sequence[str], header: Sequence[str], label: str, name: str) -> None:
+    unknown = [c for c in categorical if c not in header or c == label]
+    if unknown:
+        raise InvalidRequest(
+            f"{name}: the run option 'categorical' names {unknown}, which are not feature columns of the file "
+            f"(columns: {', '.join(h for h in header[:20] if h != label)})"
+        )
+
+
+def _tabular(typed: dict[str, tuple[str, np.ndarray]], y: np.ndarray, label: str, rows: int) -> RawData:
+    """RawData from typed feature columns (in file order) and the label values."""
+    numeric = [n for n, (t, _) in typed.items() if t == NUMERIC]
+    categories = [n for n, (t, _) in typed.items() if t == CATEGORICAL]
+    x = np.stack([typed[n][1] for n in numeric], axis=1) if numeric else np.empty((rows, 0))
+    c = np.stack([typed[n][1] for n in categories], axis=1) if categories else None
+    columns = tuple(Column(n, t) for n, (t, _) in typed.items())
+    return RawData(x=x, y=y, kind="tabular", feature_names=tuple(numeric), c=c, columns=columns, label=label)
 
 
 def read_npz(raw: bytes, name: str) -> RawData:
@@ -93,6 +119,8 @@ def read_npz(raw: bytes, name: str) -> RawData:
             if not {"x", "y"} <= keys:
                 raise InvalidRequest(f"{name}: an NPZ needs arrays 'x' and 'y', it holds {sorted(keys)}")
             x, y = archive["x"], archive["y"]
+            if y.dtype.kind in "US":  # class names
+                y = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in y.tolist()], dtype=object)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise InvalidRequest(f"{name}: not a readable NPZ archive ({exc})") from None
     kind = "image" if x.ndim == 3 else "tabular"
@@ -100,8 +128,9 @@ def read_npz(raw: bytes, name: str) -> RawData:
     return RawData(x=x, y=y, kind=kind, feature_names=names)
 
 
-def read_parquet(raw: bytes, name: str, label: str) -> RawData:
-    """A Parquet table; ``label`` names the label column, every other column is a numeric feature."""
+def read_parquet(raw: bytes, name: str, label: str, categorical: Sequence[str] = ()) -> RawData:
+    """A Parquet table; ``label`` names the label column; number and boolean columns are numeric features, string
+    columns (or those listed in ``categorical``) categorical ones."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -111,13 +140,49 @@ def read_parquet(raw: bytes, name: str, label: str) -> RawData:
         raise InvalidRequest(f"{name}: not a readable Parquet file ({exc})") from None
     if label not in table.column_names:
         raise InvalidRequest(f"{name}: no label column {label!r} (columns: {', '.join(table.column_names[:20])})")
-    columns = [c for c in table.column_names if c != label]
-    try:
-        y = table.column(label).to_numpy(zero_copy_only=False).astype(np.float64)
-        x = np.stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in columns], axis=1)
-    except (ValueError, TypeError, pa.ArrowException) as exc:
-        raise InvalidRequest(f"{name}: a column is not numeric ({exc})") from None
-    return RawData(x=x, y=y, kind="tabular", feature_names=tuple(columns))
+    _check_listed(categorical, table.column_names, label, name)
+    typed = {
+        column: _parquet_column(table.column(column), column, column in categorical, name)
+        for column in table.column_names
+        if column != label
+    }
+    return _tabular(typed, _parquet_label(table.column(label), label, name), label, table.num_rows)
+
+
+def _parquet_column(column: Any, title: str, categorical: bool, name: str) -> tuple[str, np.ndarray]:
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column, kind = column.cast(kind.value_type), kind.value_type
+    if pa.types.is_temporal(kind):
+        raise date_column(title, str(column[0]), name)
+    if _numeric_type(kind) and not categorical:
+        return NUMERIC, column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    if _numeric_type(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        cells = ["" if v is None else str(v).strip() for v in column.to_pylist()]
+        return type_column(title, cells, categorical=categorical, where=name)
+    raise InvalidRequest(f"{name}: column {title!r} has type {kind}, which is not supported as a feature")
+
+
+def _parquet_label(column: Any, title: str, name: str) -> np.ndarray:
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column, kind = column.cast(kind.value_type), kind.value_type
+    if _numeric_type(kind):
+        return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return label_values(["" if v is None else str(v).strip() for v in column.to_pylist()])
+    raise InvalidRequest(f"{name}: label column {title!r} has type {kind}; labels must be numbers or text")
+
+
+def _numeric_type(kind: Any) -> bool:
+    import pyarrow as pa
+
+    types = pa.types
+    return types.is_integer(kind) or types.is_floating(kind) or types.is_boolean(kind) or types.is_decimal(kind)
 
 
 def read_idx(raw: bytes, name: str) -> np.ndarray:

@@ -9,30 +9,37 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from torch import nn
 
 from functions.ml.features import Splits, Transform
-from functions.ml.models import Classifier, build_model
+from functions.ml.metrics import CLASSIFICATION, REGRESSION, regression_scores
+from functions.ml.models import Network, build_model
 from functions.ml.params import TrainParams
 
 
 @dataclass(frozen=True)
 class EpochMetrics:
-    """What one epoch measured."""
+    """What one epoch measured: the losses, and val accuracy (classification) or val rmse/mae/r² (regression)."""
 
     epoch: int
     train_loss: float
     val_loss: float
-    val_accuracy: float
+    val_accuracy: float | None = None
+    val_rmse: float | None = None
+    val_mae: float | None = None
+    val_r2: float | None = None
+
+    def to_dict(self) -> dict[str, float]:
+        """The measured fields (those of the other task left out)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass
 class TrainResult:
-    """The trained classifier and its history."""
+    """The trained network and its history."""
 
-    model: Classifier
+    model: Network
     history: list[EpochMetrics] = field(default_factory=list)
     early_stopped: bool = False
     resumed_from: int = 0
@@ -65,17 +72,19 @@ def train(
     num_classes: int,
     params: TrainParams,
     *,
+    task: str = CLASSIFICATION,
     checkpointer: Checkpointer | None = None,
     on_epoch: EpochHook | None = None,
 ) -> TrainResult:
-    """Train a classifier; resumes from the checkpointer's state when it holds one for these params."""
+    """Train a classifier (``num_classes`` outputs) or a regressor (one output, ``task`` regression); resumes from
+    the checkpointer's state when it holds one for these params."""
     dev = device()
     torch.manual_seed(params.seed)
     torch.backends.cudnn.deterministic = True
     model = build_model(
         params.model,
         transform,
-        num_classes,
+        1 if task == REGRESSION else num_classes,
         hidden=params.hidden,
         layers=params.layers,
         dropout=params.dropout,
@@ -90,21 +99,24 @@ def train(
         result.history = [EpochMetrics(**m) for m in state["history"]]
         result.resumed_from = len(result.history)
         result.early_stopped = bool(state.get("early_stopped"))
-    x_tr, y_tr = _tensors(splits, "train", dev)
-    x_val, y_val = _tensors(splits, "val", dev)
+    x_tr, y_tr = tensors(splits, transform, "train", dev)
+    x_val, y_val = tensors(splits, transform, "val", dev)
+    target = (transform.target_mean, transform.target_std)
+    if task == REGRESSION:
+        y_tr = (y_tr - target[0]) / target[1]  # the network learns the standardized target
     for epoch in range(len(result.history) + 1, params.epochs + 1):
         if result.early_stopped:
             break
-        train_loss = _epoch(model, opt, x_tr, y_tr, params, epoch)
-        val_loss, val_acc = evaluate(model, x_val, y_val)
-        result.history.append(EpochMetrics(epoch, train_loss, val_loss, val_acc))
+        train_loss = _epoch(model, opt, x_tr, y_tr, params, epoch, task)
+        scores = evaluate(model, x_val, y_val, task, target)
+        result.history.append(EpochMetrics(epoch, train_loss, **{f"val_{k}": v for k, v in scores.items()}))
         result.early_stopped = bool(on_epoch(result.history)) if on_epoch else False
         if checkpointer:
             checkpointer.save(
                 {
                     "model": model.state_dict(),
                     "optimizer": opt.state_dict(),
-                    "history": [dataclasses.asdict(m) for m in result.history],
+                    "history": [m.to_dict() for m in result.history],
                     "early_stopped": result.early_stopped,
                 }
             )
@@ -118,12 +130,26 @@ def _optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
 
 
-def _tensors(splits: Splits, name: str, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.as_tensor(splits.x[name], dtype=torch.float32, device=dev), torch.as_tensor(splits.y[name], device=dev)
+def tensors(splits: Splits, transform: Transform, name: str, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A split's network inputs (categorical columns encoded) and its labels or targets, as tensors on ``dev``."""
+    x = torch.as_tensor(splits.inputs(transform, name), dtype=torch.float32, device=dev)
+    return x, torch.as_tensor(splits.y[name], device=dev)
+
+
+def _loss(outputs: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    if task == REGRESSION:
+        return nn.functional.mse_loss(outputs[:, 0], y.float())
+    return nn.functional.cross_entropy(outputs, y)
 
 
 def _epoch(
-    model: Classifier, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, params: TrainParams, epoch: int
+    model: Network,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    params: TrainParams,
+    epoch: int,
+    task: str,
 ) -> float:
     """One pass over the training split; shuffling and dropout are seeded per epoch, so a resumed run matches."""
     model.train()
@@ -135,7 +161,7 @@ def _epoch(
     for start in range(0, len(order), params.batch_size):
         batch = order[start : start + params.batch_size]
         opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+        loss = _loss(model(x[batch]), y[batch], task)
         if not math.isfinite(loss.item()):
             raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch}")
         loss.backward()
@@ -146,21 +172,20 @@ def _epoch(
 
 
 @torch.no_grad()
-def evaluate(model: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) on a split."""
+def evaluate(
+    model: Network, x: torch.Tensor, y: torch.Tensor, task: str = CLASSIFICATION, target: tuple[float, float] = (0, 1)
+) -> dict[str, float]:
+    """Scores on a split: ``loss`` and ``accuracy`` (classification), or ``loss`` (on the standardized target) and
+    rmse, mae and r² in the target's units (regression; ``target`` is its (mean, std))."""
     model.eval()
-    logits = model(x)
-    loss = nn.functional.cross_entropy(logits, y).item()
-    accuracy = (logits.argmax(dim=1) == y).float().mean().item()
-    return loss, accuracy
-
-
-def predict_proba(model: Classifier, x: np.ndarray) -> np.ndarray:
-    """Class probabilities from PyTorch (the reference the ONNX export is checked against)."""
-    model.eval()
-    with torch.no_grad():
-        param = next(model.parameters())
-        return torch.softmax(model(torch.as_tensor(x, dtype=torch.float32, device=param.device)), dim=1).cpu().numpy()
+    outputs = model(x)
+    if task == REGRESSION:
+        mean, std = target
+        loss = _loss(outputs, (y.float() - mean) / std, task).item()
+        prediction = (outputs[:, 0] * std + mean).cpu().numpy()
+        return {"loss": loss, **regression_scores(prediction, y.cpu().numpy())}
+    loss = _loss(outputs, y, task).item()
+    return {"loss": loss, "accuracy": (outputs.argmax(dim=1) == y).float().mean().item()}
 
 
 def state_bytes(state: dict[str, Any]) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from functions.ml.metrics import maximized
 from infra.errors import InvalidRequest
 
 ALGORITHMS = ("random", "grid", "tpe", "hyperband")
@@ -71,10 +72,10 @@ def parse_spec(raw: dict[str, Any]) -> ExperimentSpec:
     """
     if not isinstance(raw, dict):
         raise InvalidRequest("the tuning spec must be a JSON object")
-    obj = raw.get("objective", {})
-    objective = Objective(
-        obj.get("metric", obj.get("objectiveMetricName", "val_accuracy")), obj.get("type", "maximize"), obj.get("goal")
-    )
+    obj = raw.get("objective") or {}
+    metric = obj.get("metric", obj.get("objectiveMetricName", "val_accuracy"))
+    # without a type, the metric's name says which way is better (losses and errors are minimized)
+    objective = Objective(metric, obj.get("type") or ("maximize" if maximized(metric) else "minimize"), obj.get("goal"))
     if objective.type not in ("maximize", "minimize"):
         raise InvalidRequest(f"objective.type must be maximize or minimize, got {objective.type!r}")
     algo = raw.get("algorithm", "tpe")

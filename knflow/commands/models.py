@@ -10,7 +10,7 @@ from infra.errors import InvalidRequest
 from infra.settings import load_settings
 from infra.store import open_store
 from serving.formats import GENERATED_ROWS, TOLERANCE
-from serving.registry import ModelRegistry
+from serving.registry import ModelCard, ModelRegistry
 
 HELP = "registered models and versions, aliases and audit; deploy, split traffic and roll back on the gateway"
 REGISTER_HELP = (
@@ -105,6 +105,17 @@ def _register_file(registry: ModelRegistry, args: argparse.Namespace) -> None:
         )
 
 
+def labels_of(card: ModelCard) -> str:
+    """What a version answers, for one line: ``regression``, or its classes (the label output's values)."""
+    task, classes = card.task, list(card.classes)
+    if task == "regression":
+        return "regression"
+    if not classes:
+        return task
+    shown = ",".join(str(c) for c in classes[:6]) + (f",... ({len(classes)} classes)" if len(classes) > 6 else "")
+    return f"classes {shown}"
+
+
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.action in ("deploy", "traffic", "rollback", "status"):
@@ -118,7 +129,10 @@ def run(args: argparse.Namespace) -> int:
         aliases = registry.aliases(args.name)
         for card in registry.versions(args.name):
             tags = ",".join(a for a, v in aliases.items() if v == card.version)
-            print(f"{card.version:>4}  {card.created[:19]}  {card.sha256[:12]}  {json.dumps(card.metrics)}  {tags}")
+            print(
+                f"{card.version:>4}  {card.created[:19]}  {card.sha256[:12]}  {json.dumps(card.metrics)}  "
+                f"{labels_of(card)}  {tags}".rstrip()
+            )
     elif args.action == "show":
         print(registry.get(args.name, args.version).to_json().decode())
     elif args.action == "register":

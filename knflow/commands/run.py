@@ -16,7 +16,7 @@ from infra.logs import configure_logging
 from infra.settings import Settings, load_settings
 from infra.store import open_store
 from knflow.client import Client
-from knflow.drive import Probe, held_out_split, probe
+from knflow.drive import Probe, held_out_categories, held_out_split, probe
 from knflow.follow import SeenEvent
 from knflow.outcome import RunOutcome
 from knflow.platform import Platform
@@ -86,11 +86,13 @@ def _probe(client: Client, settings: Settings, outcome: RunOutcome) -> Probe | N
         print(f"knflow: the platform's artifacts are {health['artifacts']}, not {settings.artifacts.url}: no probe")
         return None
     try:
-        x, y = held_out_split(open_store(settings.artifacts), outcome.features or {})
+        store = open_store(settings.artifacts)
+        x, y = held_out_split(store, outcome.features or {})
+        c = held_out_categories(store, outcome.features or {})
     except KnflowError as exc:
         print(f"knflow: cannot read the held-out rows ({exc}): no probe")
         return None
-    return probe(health["gateway"], outcome.deployed["name"], x, y)
+    return probe(health["gateway"], outcome.deployed["name"], x, y, c=c, registered=outcome.registered)
 
 
 def _wait_forever() -> None:
@@ -108,7 +110,7 @@ def progress_line(event: SeenEvent, t0: float) -> str:
         "data.arrived": lambda: f"{data.get('key')} ({data.get('size')} bytes)",
         "dataset.ingested": lambda: (
             f"{data.get('dataset')}@{str(data.get('version'))[:12]} "
-            f"{data.get('rows')} rows, {data.get('num_classes')} classes, {data.get('kind')}"
+            f"{data.get('rows')} rows, {_labels(data)}, {data.get('kind')}"
         ),
         "features.ready": lambda: f"splits {data.get('rows')} → {event.extensions.get('mode')}",
         "trial.requested": lambda: f"{data.get('trial')} {_fmt_params(data.get('params'))}",
@@ -127,6 +129,15 @@ def progress_line(event: SeenEvent, t0: float) -> str:
     return f"  [{time.monotonic() - t0:6.1f}s] {short:<17} {detail}"
 
 
+def _labels(data: dict[str, Any]) -> str:
+    """What the data set's labels are: a regression target, or N classes (named when they are names)."""
+    if data.get("task") == "regression":
+        return "regression target"
+    classes = [c for c in data.get("classes") or [] if isinstance(c, str)]
+    named = f" ({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''})" if classes else ""
+    return f"{data.get('num_classes')} classes{named}"
+
+
 def _fmt_params(params: Any) -> str:
     if not isinstance(params, dict):
         return ""
@@ -136,7 +147,7 @@ def _fmt_params(params: Any) -> str:
 def _fmt_metrics(metrics: Any) -> str:
     if not isinstance(metrics, dict):
         return ""
-    keys = ("val_accuracy", "test_accuracy", "epochs")
+    keys = ("val_accuracy", "test_accuracy", "val_rmse", "test_rmse", "test_r2", "epochs")
     return " ".join(
         f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}" for k in keys if k in metrics
     )
@@ -156,8 +167,12 @@ def print_summary(outcome: RunOutcome, result: Probe | None, dashboard: str, tot
         )
     registered = outcome.registered
     if registered:
-        accuracy = (registered.get("metrics") or {}).get("test_accuracy")
-        print(f"  test accuracy   {accuracy:.4f}" if isinstance(accuracy, float) else "  test accuracy   -")
+        metrics = registered.get("metrics") or {}
+        shown = ("test_rmse", "test_r2") if registered.get("task") == "regression" else ("test_accuracy",)
+        for name in shown:
+            value = metrics.get(name)
+            shown_value = f"{value:.4f}" if isinstance(value, float) else "-"
+            print(f"  {name.replace('_', ' '):<15} {shown_value}")
         print(f"  model           {registered.get('name')} version {registered.get('version')}")
     if outcome.failure:
         print(f"  FAILED          {outcome.failure_reason}")
@@ -165,10 +180,12 @@ def print_summary(outcome: RunOutcome, result: Probe | None, dashboard: str, tot
         print(f"  endpoint        {outcome.deployed.get('endpoint')}")
         zero = "from zero replicas" if result.replicas_before == 0 else f"{result.replicas_before} replica(s) up"
         print(f"  cold start      {result.cold_start_s * 1e3:.0f} ms ({zero})")
-        print(
-            f"  inference       {result.correct}/{result.requests} held-out test rows right "
-            f"({result.accuracy:.4f}); p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
+        score = (
+            f"rmse {result.rmse:.4g} over {result.requests} held-out test rows"
+            if (outcome.registered or {}).get("task") == "regression"
+            else f"{result.correct}/{result.requests} held-out test rows right ({result.accuracy:.4f})"
         )
+        print(f"  inference       {score}; p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms")
     elif registered:
         why = outcome.declined or "no model.deployed event came"
         print(f"  deploy          not deployed: {why} (production stays as it was)")

@@ -19,6 +19,8 @@ def _version(card: ModelCard, aliases: dict[str, int]) -> dict[str, Any]:
         "size": card.size,
         "created": card.created,
         "metrics": card.metrics,
+        "task": card.task,
+        "classes": card.classes,
         "params": card.params,
         "lineage": card.lineage,
         "inputs": [asdict(t) for t in card.inputs],

@@ -38,8 +38,8 @@ DONE = "done"
 #: Fields worth a glance on the timeline, per event type (others fall back to the scalar fields).
 KEY_FIELDS = {
     DATA_ARRIVED: ("dataset", "key", "size"),
-    DATASET_INGESTED: ("dataset", "rows", "num_classes", "kind"),
-    FEATURES_READY: ("dataset", "rows", "input_shape", "num_classes"),
+    DATASET_INGESTED: ("dataset", "rows", "task", "num_classes", "kind"),
+    FEATURES_READY: ("dataset", "rows", "input_shape", "task", "num_classes"),
     TRIAL_REQUESTED: ("trial", "params"),
     MODEL_TRAINED: ("trial", "status", "reason", "model_name", "metrics"),
     TUNE_COMPLETED: ("best_trial", "objective", "reason"),
@@ -47,7 +47,7 @@ KEY_FIELDS = {
     MODEL_DEPLOYED: ("name", "version", "revision", "traffic_percent", "canary", "decision"),
     STEP_FAILED: ("trigger", "event_type", "status", "error", "attempts"),
 }
-_METRICS_SHOWN = ("test_accuracy", "val_accuracy", "test_loss")
+_METRICS_SHOWN = ("test_accuracy", "val_accuracy", "test_rmse", "test_r2", "val_rmse", "test_loss")
 
 
 @dataclass(frozen=True)

@@ -191,10 +191,14 @@ async def platform(  # type: ignore[no-untyped-def]
     card = await asyncio.to_thread(
         registry.register, "digits", tiny_onnx(),
         metrics={"test_accuracy": 0.9512, "val_accuracy": 0.96}, params={"lr": 0.003},
+        task="classification", classes=list(range(10)),
         lineage={"run": ok_runid, "dataset": "datasets/digits/x/", "trial": "trial-0001",
                  "tuning": {"experiment": ok_runid, "best_trial": "trial-0001"}},
     )  # fmt: skip
     await asyncio.to_thread(registry.set_alias, "digits", "production", card.version, actor="test")
+    await asyncio.to_thread(
+        registry.register, "diabetes", tiny_onnx(1), metrics={"test_rmse": 53.2, "test_r2": 0.41}, task="regression"
+    )
     gw = f"http://127.0.0.1:{gateway.port}"
     async with http.post(f"{gw}/v1/models/digits/revisions", json={}) as response:
         assert response.status == 201, await response.text()

@@ -65,6 +65,13 @@ async def test_page_shows_runs_steps_failure_models_serving_and_replays(
     version = page.locator('[data-model="digits"] tr[data-version="1"]')
     await version.locator("td.aliases").get_by_text("production").wait_for()
     assert (await version.locator("td.accuracy").inner_text()) == "0.9512"
+    assert (await version.locator("td.answers").inner_text()).startswith("0, 1, 2, 3, 4, 5")
+    # A regressor: its rmse and r², and no accuracy column.
+    regressor = page.locator('[data-model="diabetes"] tr[data-version="1"]')
+    assert (await regressor.locator("td.rmse").inner_text()) == "53.2000"
+    assert (await regressor.locator("td.r2").inner_text()) == "0.4100"
+    assert await regressor.locator("td.answers").inner_text() == "prediction"
+    assert await page.locator('[data-model="diabetes"] td.accuracy').count() == 0
     await snap(page, "models")
 
     # Serving: the revision takes all traffic and counted the one inference request.

@@ -1,7 +1,9 @@
-"""Fixtures of the lifecycle tests: a file store, a step context over it, and the bundled digits."""
+"""Fixtures of the lifecycle tests: a file store, a step context over it, the bundled digits, and a whole platform
+per test module that asks for one."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,8 @@ from sklearn.datasets import load_digits
 
 from infra.settings import load_settings
 from infra.store import ArtifactStore, open_store
-from tests.lifecycle.helpers import Digits, StepContext
+from knflow.platform import Platform
+from tests.lifecycle.helpers import Digits, StepContext, platform_settings
 
 
 @pytest.fixture
@@ -27,3 +30,10 @@ def ctx(fstore: ArtifactStore) -> StepContext:
 def digits() -> Digits:
     bunch = load_digits()
     return Digits(bunch.images.astype(np.uint8), bunch.target.astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """The platform as ``knflow up`` runs it (broker, functions, gateway, dashboard), once per test module."""
+    with Platform.start(platform_settings(tmp_path_factory.mktemp("platform"))) as running:
+        yield running

@@ -7,6 +7,7 @@ import gzip
 import io
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,8 @@ from cloudevents.core.v1.event import CloudEvent
 from eventing.events import new_event
 from functions.contract import DATA_ARRIVED
 from functions.ml.readers import write_idx
-from infra.settings import Settings
+from infra.localservices import free_port
+from infra.settings import Settings, load_settings
 from infra.store import ArtifactStore
 
 
@@ -32,6 +34,17 @@ class StepContext:
 
     async def emit(self, event: CloudEvent) -> None:
         self.emitted.append(event)
+
+
+def platform_settings(directory: Path) -> Settings:
+    """Settings of a platform of its own: data under ``directory``, free loopback ports, an empty config file."""
+    config = directory / "knflow.toml"
+    config.write_text("")
+    env = {
+        "KNFLOW_DATA_DIR": str(directory),
+        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")},
+    }
+    return load_settings(env, config_file=config)
 
 
 def keys(store: ArtifactStore, prefix: str = "") -> list[str]:
@@ -112,6 +125,8 @@ class Card:
     params: dict
     lineage: dict
     created: str = ""
+    task: str = ""
+    classes: list = field(default_factory=list)
 
 
 class MemoryRegistry:
@@ -124,7 +139,9 @@ class MemoryRegistry:
         self.notes: list[dict] = []
         self.calls = 0
 
-    def register(self, name, onnx, *, inputs, outputs, metrics, params, lineage, idempotency_key) -> Card:
+    def register(
+        self, name, onnx, *, inputs, outputs, metrics, params, lineage, idempotency_key, task="", classes=()
+    ) -> Card:
         import hashlib
 
         self.calls += 1
@@ -142,6 +159,8 @@ class MemoryRegistry:
             metrics,
             params,
             lineage,
+            task=task,
+            classes=list(classes),
         )
         versions.append(card)
         self.by_key[idempotency_key] = card

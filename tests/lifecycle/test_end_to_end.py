@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,32 +25,14 @@ from functions.contract import (
     TRIAL_REQUESTED,
     TUNE_COMPLETED,
 )
-from infra.localservices import free_port
-from infra.settings import load_settings
 from infra.store import ArtifactStore, open_store
 from knflow.commands.demo import DEMO_OPTIONS, digits_npz
 from knflow.drive import held_out_split, probe, submit, watch
 from knflow.follow import History
 from knflow.platform import Platform
+from tests.lifecycle.helpers import platform_settings
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    data = tmp_path_factory.mktemp("platform")
-    env = {
-        "KNFLOW_DATA_DIR": str(data),
-        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")},
-    }
-    with Platform.start(load_settings(env, config_file=_empty(data))) as running:
-        yield running
-
-
-def _empty(directory: Path) -> Path:
-    path = directory / "knflow.toml"
-    path.write_text("")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -111,11 +92,7 @@ def test_wrong_npz_keys_fail_the_run_naming_the_keys(platform: Platform, store: 
 
 
 def test_tuning_survives_a_platform_crash_without_losing_or_repeating_trials(tmp_path: Path) -> None:
-    env = {
-        "KNFLOW_DATA_DIR": str(tmp_path),
-        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")},
-    }
-    settings = load_settings(env, config_file=_empty(tmp_path))
+    settings = platform_settings(tmp_path)
     options = {**DEMO_OPTIONS, "tuning": {**DEMO_OPTIONS["tuning"], "maxTrialCount": 6, "earlyStopping": None}}
     platform = Platform.start(settings)
     try:

@@ -106,7 +106,7 @@ BAD_INPUTS = {
     "truncated-idx": ("raw/d/u-images-idx3-ubyte", lambda d: write_idx(d.images)[:-100], "IDX body"),
     "csv-missing-labels": ("raw/d/m.csv", _csv_missing_labels, "missing labels"),
     "csv-no-label-column": ("raw/d/n.csv", lambda d: digits_csv(d, label="target"), "no label column 'label'"),
-    "csv-text-feature": ("raw/d/t.csv", lambda d: digits_csv(d).replace(b",0,", b",zero,", 1), "not a number"),
+    "csv-text-feature": ("raw/d/t.csv", lambda d: digits_csv(d).replace(b",0,", b",zero,", 1), "mixes numbers"),
     "npz-wrong-keys": ("raw/d/w.npz", _npz_wrong_keys, "needs arrays 'x' and 'y'"),
     "npz-not-zip": ("raw/d/z.npz", lambda d: b"PK\x03\x04garbage", "not a readable NPZ"),
     "empty-file": ("raw/d/e.csv", lambda d: b"", "empty"),

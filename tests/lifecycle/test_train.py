@@ -27,9 +27,10 @@ def _onnx_test_accuracy(ctx, data):
     splits, _, _ = read_features(ctx.store, data["features"]["prefix"])
     session = ort.InferenceSession(ctx.store.get(data["onnx_key"]), providers=["CPUExecutionProvider"])
     inputs = session.get_inputs()[0]
-    probs = session.run(None, {inputs.name: splits.x["test"].astype(np.float32)})[0]  # raw pixels in
+    probs, labels = session.run(None, {inputs.name: splits.x["test"].astype(np.float32)})  # raw pixels in
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    return float((probs.argmax(axis=1) == splits.y["test"]).mean())
+    np.testing.assert_array_equal(labels, probs.argmax(axis=1))  # numbered classes: the label is the class number
+    return float((labels == splits.y["test"]).mean())
 
 
 def test_mlp_on_tabular_digits(ctx, digits):
@@ -43,7 +44,11 @@ def test_mlp_on_tabular_digits(ctx, digits):
     assert data["metrics"]["onnx_max_abs_diff"] <= 1e-4
     assert _onnx_test_accuracy(ctx, data) == pytest.approx(data["metrics"]["test_accuracy"], abs=1e-6)
     assert data["signature"]["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}]
-    assert data["signature"]["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]
+    assert data["signature"]["outputs"] == [
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+        {"name": "label", "datatype": "INT64", "shape": [-1]},
+    ]
+    assert data["task"] == "classification" and data["classes"] == list(range(10))
     lines = ctx.store.get(data["metrics_key"]).decode().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == list(range(1, data["metrics"]["epochs"] + 1))
     assert (

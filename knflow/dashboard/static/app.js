@@ -152,6 +152,22 @@ function lineage(l) {
   return fields(Object.fromEntries(bits));
 }
 
+// The test metrics a model's versions report: accuracy for classifiers, rmse and r² for regressors.
+const METRIC_COLUMNS = [["test_accuracy", "Test accuracy", "accuracy"], ["test_rmse", "Test RMSE", "rmse"],
+  ["test_r2", "Test R²", "r2"]];
+
+function metricColumns(versions) {
+  return METRIC_COLUMNS.filter(([key]) => versions.some((v) => v.metrics[key] !== undefined))
+    .map(([key, title, cls]) => [title, (v) => fmtNum(v.metrics[key]), cls]);
+}
+
+function answers(v) {
+  if (v.task === "regression") return "prediction";
+  const classes = v.classes || [];
+  if (!classes.length) return v.task || "";
+  return h("span", { title: classes.join(", ") }, classes.slice(0, 6).join(", ") + (classes.length > 6 ? ", …" : ""));
+}
+
 function models(data) {
   if (!data.models.length) return h("p", { class: "empty" }, "no registered models");
   return h("div", {}, data.models.map((m) => h("div", { "data-model": m.name },
@@ -159,7 +175,8 @@ function models(data) {
     table([
       ["Version", (v) => `v${v.version}`, "version"],
       ["Aliases", (v) => v.aliases.map((a) => h("span", { class: "badge alias" }, a)), "aliases"],
-      ["Test accuracy", (v) => fmtNum(v.metrics.test_accuracy), "accuracy"],
+      ...metricColumns(m.versions),
+      ["Answers", answers, "answers"],
       ["sha256", (v) => short(v.sha256)],
       ["Size", (v) => `${(v.size / 1024).toFixed(1)} KiB`],
       ["Created", (v) => fmtTime(v.created)],
