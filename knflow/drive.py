@@ -178,8 +178,7 @@ def probe(gateway_url: str, model: str, x: np.ndarray, y: np.ndarray, *, request
         latencies.append(time.perf_counter() - start)
         if answer.status != 200:
             raise Unavailable(f"inference answered {answer.status}: {answer.data[:200]!r}")
-        output = orjson.loads(answer.data)["outputs"][0]
-        correct += int(np.argmax(output["data"]) == int(y[i]))
+        correct += int(predicted_class(orjson.loads(answer.data)["outputs"]) == int(y[i]))
     rest = sorted(latencies[1:]) or latencies
     return Probe(
         cold_start_s=latencies[0],
@@ -189,6 +188,13 @@ def probe(gateway_url: str, model: str, x: np.ndarray, y: np.ndarray, *, request
         p50_ms=statistics.median(rest) * 1e3,
         p99_ms=rest[min(len(rest) - 1, int(len(rest) * 0.99))] * 1e3,
     )
+
+
+def predicted_class(outputs: list[dict[str, Any]]) -> int:
+    """The class index a one-row V2 answer gives: the argmax of its ``probabilities`` (a converted scikit-learn model
+    answers ``label`` first), else of its first output."""
+    by_name = {o["name"]: o for o in outputs}
+    return int(np.argmax((by_name.get("probabilities") or outputs[0])["data"]))
 
 
 def held_out_split(store: ArtifactStore, features: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
