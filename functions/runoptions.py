@@ -67,9 +67,13 @@ def _check_sections(options: RunOptions, where: str) -> None:
     from functions.deploy import parse_policy
     from functions.ml.params import parse_params
     from functions.tuning.spec import parse_spec
+    from functions.usertrain.options import parse_entrypoint, uses_entrypoint
 
     try:
-        parse_params(options.train)
+        if uses_entrypoint(options.train):
+            parse_entrypoint(options.train, options.seed)  # the other keys are the user's code's parameters
+        else:
+            parse_params(options.train)
         if options.tuning:
             parse_spec(options.tuning)
         parse_policy(options.deploy)
