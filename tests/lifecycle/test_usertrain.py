@@ -267,6 +267,16 @@ def test_a_deployed_function_is_found_by_name(prepared, code: Path) -> None:
         train.handle(_ready(prepared, {"entrypoint": "sk:boosted", "code": "nobody"}), _context(prepared))
 
 
+def test_without_code_the_entrypoint_comes_from_the_installed_packages(
+    prepared, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = write_code(tmp_path / "site-packages", my_trainers=SKLEARN)  # importable by the interpreter, as installed
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    ready = _ready(prepared, {"entrypoint": "my_trainers:boosted", "n_estimators": 3})
+    data = train.handle(ready, _context(prepared)).get_data()
+    assert data["status"] == "Succeeded" and data["lineage"]["code"]["origin"] == "installed packages"
+
+
 @pytest.mark.parametrize(
     "train_options, message",
     [
