@@ -91,9 +91,15 @@ def _check_sections(options: RunOptions, where: str) -> None:
     from functions.deploy import parse_policy
     from functions.ml.params import parse_params
     from functions.tuning.spec import parse_spec
+    from functions.usertrain.options import parse_entrypoint, uses_entrypoint
 
     try:
-        parse_params(options.train)
+        if uses_entrypoint(options.train):
+            if options.task != "classification":
+                raise InvalidRequest(f"train.entrypoint supports classification runs only for now, not {options.task}")
+            parse_entrypoint(options.train, options.seed)  # the other keys are the user's code's parameters
+        else:
+            parse_params(options.train)
         if options.tuning:
             check_metric(parse_spec(options.tuning).objective.metric, options.task, "the tuning objective")
         parse_policy(options.deploy, options.task)

@@ -38,6 +38,8 @@ from functions.runoptions import load_options
 from functions.tuning.earlystop import should_stop
 from functions.tuning.experiment import EARLY_STOPPED, FAILED, SUCCEEDED, load_experiment
 from functions.tuning.spec import EarlyStopping, Objective
+from functions.usertrain import step as usertrain
+from functions.usertrain.options import uses_entrypoint
 from infra.errors import InvalidRequest, NotFound
 from infra.store import ArtifactStore
 
@@ -81,7 +83,10 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
         job = Job(runid, data["trial"], data["features"], params, data.get("objective"), data.get("early_stopping"))
     else:
         return None
-    result = run(ctx.store, job, options.model_name, ctx.log)
+    if uses_entrypoint(params):  # the user's own training code (functions/usertrain)
+        result = usertrain.run(ctx.store, job, options.model_name, ctx.settings.data_dir, ctx.log)
+    else:
+        result = run(ctx.store, job, options.model_name, ctx.log)
     ext = {MODE: "trial" if job.trial else "train"}
     return new_event(
         MODEL_TRAINED, SOURCE, result, cause=event, subject=job.trial or result["features"]["dataset"], extensions=ext

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +14,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from infra.errors import InvalidRequest
+from serving.float64 import float64_graph
+
+log = logging.getLogger(__name__)
 
 #: the ONNX operator sets skl2onnx writes (the PyTorch export's opset; ai.onnx.ml 3 holds the tree ensembles)
 SKL2ONNX_OPSET = {"": 17, "ai.onnx.ml": 3}
@@ -89,7 +93,8 @@ def _classifier_prediction(model: Any, x: np.ndarray) -> Predicted:
 
 
 class SklearnLibrary:
-    """scikit-learn estimators and Pipelines, converted by skl2onnx."""
+    """scikit-learn estimators and Pipelines, converted by skl2onnx: computing in float64 as scikit-learn does when
+    every step can (``serving.float64``), else in float32."""
 
     format = "sklearn"
 
@@ -132,11 +137,17 @@ class SklearnLibrary:
         from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
         _register_boosters_with_skl2onnx()
-        types = {"float": FloatTensorType, "string": StringTensorType}
-        initial = [(i.name, types[i.kind]([None, i.width])) for i in inputs]
         final = model.steps[-1][1] if hasattr(model, "steps") else model
         # V2 has no map type: the classifier answers a probability tensor instead of ZipMap's list of dicts
         options = {id(final): {"zipmap": False}} if hasattr(final, "predict_proba") else None
+        if len(inputs) == 1 and inputs[0].kind == "float":
+            try:
+                return float64_graph(model, inputs[0].name, inputs[0].width, options, SKL2ONNX_OPSET)
+            except Exception as exc:  # a step with no float64 converter or kernel: the float32 graph, checked as ever
+                log.info("%s has no float64 graph (%s: %s); converting in float32", type(model).__name__,
+                         type(exc).__name__, str(exc)[:200])  # fmt: skip
+        types = {"float": FloatTensorType, "string": StringTensorType}
+        initial = [(i.name, types[i.kind]([None, i.width])) for i in inputs]
         return to_onnx(model, initial_types=initial, options=options, target_opset=SKL2ONNX_OPSET)
 
 

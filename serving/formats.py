@@ -18,6 +18,7 @@ import numpy as np
 
 from infra.errors import InvalidRequest
 from serving.converters import InputSpec, Predicted, library_of
+from serving.float64 import FLOAT32, precision_of
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class Conversion:
     max_abs_diff: float  # over probabilities / scores / predictions
     tolerance: float
     label_ties: int  # rows whose label differs only because two classes tie within the tolerance
+    precision: str = FLOAT32  # "float64": the graph computes as scikit-learn does on float64 rows (serving.float64)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (tuples as lists)."""
@@ -103,6 +105,7 @@ def convert(
         max_abs_diff=diff,
         tolerance=tolerance,
         label_ties=ties,
+        precision=precision_of(proto),
     )
     log.info("converted %s (%s) to ONNX: max |diff| %.3g over %d rows", facts.model_class, task, diff, len(rows.matrix))
     return onnx_bytes, facts

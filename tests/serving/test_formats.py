@@ -11,6 +11,7 @@ from typing import Any
 import joblib
 import lightgbm
 import numpy as np
+import onnxruntime as ort
 import orjson
 import pytest
 import xgboost
@@ -18,10 +19,12 @@ from aiohttp import ClientSession
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_diabetes, load_digits
-from sklearn.ensemble import GradientBoostingClassifier, RandomForestRegressor
+from sklearn.decomposition import PCA
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
+from sklearn.tree import DecisionTreeClassifier
 
 from infra.errors import InvalidRequest
 from infra.store import ArtifactStore
@@ -55,9 +58,7 @@ def scaled_gradient_boosting() -> Any:
 
 
 def sklearn_classifier() -> tuple[Any, np.ndarray]:
-    """Checked on its training rows: a held-out pixel value can land exactly on a split, where ONNX's float32 scaling
-    and scikit-learn's float64 one fall on opposite sides (see the refusal test below)."""
-    return scaled_gradient_boosting(), digits()[0]
+    return scaled_gradient_boosting(), digits()[2]
 
 
 def sklearn_regressor() -> tuple[Any, np.ndarray]:
@@ -235,12 +236,46 @@ def test_unfitted_model_is_refused(unfitted: Any, registry: ModelRegistry) -> No
     assert registry.models() == []
 
 
-def test_scaled_trees_that_split_differently_in_float32_are_refused(registry: ModelRegistry) -> None:
+def test_scaled_trees_answer_like_scikit_learn_on_held_out_rows_that_land_on_a_split(
+    registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A held-out digit has a pixel value the training rows never had for that pixel, exactly halfway between two they
-    had: the split sits on it, and float32 scaling in ONNX sends it the other way than scikit-learn's float64."""
+    had: the split sits on it. The graph scales in float64 and casts to float32 in front of the trees, as scikit-learn
+    does, so the row goes down the same branch; scaled in float32 (the fallback) it goes the other way: refused."""
+    model, held_out = scaled_gradient_boosting(), digits()[2]
+    _, facts = convert(model, held_out, tolerance=1e-5)
+    assert facts.precision == "float64" and facts.max_abs_diff <= 1e-5 and facts.label_ties == 0
+    assert facts.inputs == ("input",) and facts.outputs == ("label", "probabilities")
+
+    import serving.converters
+
+    def no_float64(*_args: Any) -> None:
+        raise RuntimeError("no float64 converter")
+
+    monkeypatch.setattr(serving.converters, "float64_graph", no_float64)
     with pytest.raises(InvalidRequest, match=r"probabilities differ from the library's by up to 0\.\d+ \(tolerance"):
-        registry.register_model("m", scaled_gradient_boosting(), digits()[2])
+        registry.register_model("m", model, held_out)
     assert registry.models() == []
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=10, random_state=0)),
+        lambda: make_pipeline(MinMaxScaler(), PCA(16, random_state=0), GradientBoostingClassifier(n_estimators=5)),
+        lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+        lambda: DecisionTreeClassifier(random_state=0),
+    ],
+    ids=["scaler-forest", "minmax-pca-boosting", "scaler-logistic", "tree"],
+)
+def test_numeric_pipelines_compute_in_float64_and_agree_on_held_out_rows(make: Callable) -> None:
+    x, y, held_out = digits()
+    model = make().fit(x, y)
+    onnx_bytes, facts = convert(model, held_out, tolerance=1e-5)
+    assert facts.precision == "float64" and facts.max_abs_diff <= 1e-5
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    label, probabilities = session.run(None, {"input": held_out.astype(np.float32)})
+    assert probabilities.dtype == np.float32 and (label == model.predict(held_out)).all()
 
 
 def test_model_whose_onnx_answers_differ_beyond_the_tolerance_is_refused(registry: ModelRegistry) -> None:
