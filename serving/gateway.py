@@ -25,6 +25,7 @@ from infra.settings import Settings
 from infra.store import ArtifactStore
 from serving.activator import RevisionPool
 from serving.autoscaler import ScalePolicy
+from serving.logger import InferenceLogger
 from serving.metrics import Metrics
 from serving.registry import ModelCard, ModelRegistry
 from serving.replicas import Zygote
@@ -64,6 +65,13 @@ class Gateway:
         self._scaler: asyncio.Task | None = None
         self._judge: asyncio.Task | None = None
         self.rollouts = Rollouts(self)
+        self.inference_log = InferenceLogger(
+            self.rollouts.broker_url,
+            queue_limit=s.log_queue_limit,
+            queue_bytes=s.log_queue_bytes,
+            max_event_bytes=settings.eventing.max_event_bytes,
+            endpoint_of=self._endpoint,
+        )
         self.port = settings.gateway_port
 
     # -- lifecycle -------------------------------------------------------------------
@@ -94,6 +102,7 @@ class Gateway:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._scaler = asyncio.create_task(self._autoscale())
         self._judge = asyncio.create_task(self.rollouts.run(self.settings.serving.autoscale_tick_s))
+        await self.inference_log.start(f"http://{self.settings.host}:{self.port}")
         log.info("gateway listening on %s:%d with %d models", self.settings.host, self.port, len(self.states))
         return self.port
 
@@ -103,6 +112,7 @@ class Gateway:
                 task.cancel()
         if self.runner:  # stop listening and let in-flight requests finish while their replicas still run
             await self.runner.cleanup()
+        await self.inference_log.stop()
         for pool in self.pools.values():
             await pool.close()
         await self.zygote.stop()
@@ -191,7 +201,13 @@ class Gateway:
             self.metrics.observe(revision.id, exc.status, time.monotonic() - began)
             raise
         self.metrics.observe(revision.id, status, time.monotonic() - began)
+        self.inference_log.log(revision, request.headers, body, status, out)  # samples and queues; never waits
         return web.Response(body=out, status=status, content_type="application/json")
+
+    def _endpoint(self, revision: Revision) -> str:
+        """KServe's ``endpoint`` of a revision's logged events: ``canary`` while it is the open canary."""
+        state = self.states.get(revision.model)
+        return "canary" if state is not None and state.canary and state.canary.revision == revision.id else "default"
 
     async def server_metadata(self, request: web.Request) -> web.Response:
         return json_response({"name": "knflow", "version": "0.1.0", "extensions": []})
@@ -231,7 +247,8 @@ class Gateway:
             gauges["replicas"][rid] = len(pool.replicas)
             gauges["inflight"][rid] = pool.inflight
             gauges["queued"][rid] = pool.waiting
-        return web.Response(text=self.metrics.render(gauges), content_type="text/plain")
+        text = self.metrics.render(gauges) + self.inference_log.metrics_text()
+        return web.Response(text=text, content_type="text/plain")
 
 
 async def _serve() -> None:
