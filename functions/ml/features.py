@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from functions.ml.drift import reference
 from functions.ml.validation import Dataset
 from functions.ml.versions import content_hash, get_json, is_complete, json_bytes, load_npz, npz_bytes, write_version
 from infra.errors import InvalidRequest, NotFound
@@ -87,7 +88,7 @@ def fit_transform(x_train: np.ndarray, kind: str) -> Transform:
 
 
 def statistics(splits: Splits, num_classes: int) -> dict[str, Any]:
-    """Per-feature mean/std/min/max on train and class counts per split."""
+    """Per-feature mean/std/min/max and histogram (the drift step's reference) on train; class counts per split."""
     flat = splits.x["train"].reshape(len(splits.x["train"]), -1)
     return {
         "features": {
@@ -96,6 +97,7 @@ def statistics(splits: Splits, num_classes: int) -> dict[str, Any]:
             "min": flat.min(axis=0).tolist(),
             "max": flat.max(axis=0).tolist(),
         },
+        "histogram": reference(flat).to_dict(),
         "class_counts": {s: np.bincount(splits.y[s], minlength=num_classes).tolist() for s in SPLITS},
         "rows": {s: len(splits.y[s]) for s in SPLITS},
     }
