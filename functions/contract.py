@@ -13,6 +13,7 @@ from pathlib import Path
 
 from eventing.events import STEP_FAILED
 from infra.settings import Settings
+from serving.logger import INFERENCE_REQUEST, INFERENCE_RESPONSE
 
 DATA_ARRIVED = "dev.knflow.data.arrived"
 DATASET_INGESTED = "dev.knflow.dataset.ingested"
@@ -22,6 +23,9 @@ MODEL_TRAINED = "dev.knflow.model.trained"
 TUNE_COMPLETED = "dev.knflow.tune.completed"
 MODEL_REGISTERED = "dev.knflow.model.registered"
 MODEL_DEPLOYED = "dev.knflow.model.deployed"
+DRIFT_DETECTED = "dev.knflow.drift.detected"
+#: What the gateway logs of a deployed model's traffic (KServe's inference-logger types; drift takes the requests).
+INFERENCE_TYPES = (INFERENCE_REQUEST, INFERENCE_RESPONSE)
 
 #: Every type of the lifecycle, in the order a run produces them; ``step.failed`` is the platform's report.
 EVENT_TYPES: tuple[str, ...] = (
@@ -33,6 +37,7 @@ EVENT_TYPES: tuple[str, ...] = (
     TUNE_COMPLETED,
     MODEL_REGISTERED,
     MODEL_DEPLOYED,
+    DRIFT_DETECTED,
     STEP_FAILED,
 )
 

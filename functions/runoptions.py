@@ -1,4 +1,5 @@
-"""A run's options (label column, model name, training parameters, tuning spec, deploy policy) and where they live.
+"""A run's options (label column, model name, training parameters, tuning spec, deploy policy, drift policy) and where
+they live.
 
 Options come from, in order: ``options`` in the ``data.arrived`` event data; else the object
 ``raw/<dataset>/knflow.json`` beside the data (for runs started by a bucket notification, which
@@ -31,6 +32,7 @@ class RunOptions:
     train: dict[str, Any] = field(default_factory=dict)
     tuning: dict[str, Any] | None = None
     deploy: dict[str, Any] = field(default_factory=dict)
+    drift: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mode(self) -> str:
@@ -63,8 +65,9 @@ def parse_options(raw: dict[str, Any] | None, where: str) -> RunOptions:
 
 
 def _check_sections(options: RunOptions, where: str) -> None:
-    """Refuse bad training parameters, tuning specs and deploy policies when the run starts, not steps later."""
+    """Refuse bad training parameters, tuning specs, deploy and drift policies when the run starts, not steps later."""
     from functions.deploy import parse_policy
+    from functions.drift import parse_policy as parse_drift
     from functions.ml.params import parse_params
     from functions.tuning.spec import parse_spec
 
@@ -73,6 +76,7 @@ def _check_sections(options: RunOptions, where: str) -> None:
         if options.tuning:
             parse_spec(options.tuning)
         parse_policy(options.deploy)
+        parse_drift(options.drift)
     except InvalidRequest as exc:
         raise InvalidRequest(f"{where}: {exc}") from None
 
