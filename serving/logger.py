@@ -14,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
 import random
 import time
 import uuid
@@ -69,13 +70,11 @@ class LogSpec:
 
 class _Entry(NamedTuple):
     revision: Revision
-    endpoint: str
     when: float
     headers: Mapping[str, str]
-    content_type: str
-    body: bytes
+    body: bytes  # empty when the revision logs responses only
+    response: bytes  # empty when it logs requests only
     response_type: str
-    response: bytes
 
 
 class InferenceLogger:
@@ -103,10 +102,12 @@ class InferenceLogger:
         self._queued_bytes = 0
         self._wake = asyncio.Event()
         self._pool = Http1Pool()
-        self._templates: dict[str, dict[str, Any]] = {}
+        self._templates: dict[str, tuple[dict[str, Any], int]] = {}
         self._task: asyncio.Task | None = None
         self._sending = False
         self._warned_at, self._unreported = 0.0, 0
+        self._ids = _Ids()
+        self._clock = _Clock()
 
     # -- the request path --------------------------------------------------------------
     def log(
@@ -120,23 +121,19 @@ class InferenceLogger:
     ) -> None:
         """Queue one answered request (and its response) if the revision logs and the request is sampled."""
         spec = revision.logger
-        if spec is None or status != 200 or self.sample() >= spec.sample_rate:
+        if spec is None or status != 200 or (spec.sample_rate < 1.0 and self.sample() >= spec.sample_rate):
             return  # KServe logs a response only when it is a 200; a failed request's body may not be one to read
-        events = 1 if spec.mode != ALL else 2
         if spec.mode == REQUEST:
             response = b""
         elif spec.mode == RESPONSE:
             body = b""
         size = len(body) + len(response)
         if max(len(body), len(response)) + ENVELOPE_BYTES > self.max_event_bytes:
-            self._drop(revision.id, TOO_LARGE, events)
+            self._drop(revision.id, TOO_LARGE, (spec.mode == ALL) + 1)
         elif len(self._queue) >= self.queue_limit or self._queued_bytes + size > self.queue_bytes:
-            self._drop(revision.id, QUEUE_FULL, events)
-        else:
-            content_type = _request_type(headers)
-            endpoint = self.endpoint_of(revision)
-            entry = _Entry(revision, endpoint, time.time(), headers, content_type, body, response_type, response)
-            self._queue.append(entry)
+            self._drop(revision.id, QUEUE_FULL, (spec.mode == ALL) + 1)
+        else:  # everything else (ids, times, traces, encoding) is the publisher's work
+            self._queue.append(_Entry(revision, time.time(), headers, body, response, response_type))
             self._queued_bytes += size
             self._wake.set()
 
@@ -186,46 +183,46 @@ class InferenceLogger:
                 finally:
                     self._sending = False
 
-    def _take(self) -> tuple[list[bytes], Counter[str]]:
-        """Up to ``batch_bytes`` / ``BATCH_EVENTS`` events off the queue, as structured JSON, and their revisions."""
-        batch: list[bytes] = []
+    def _take(self) -> tuple[bytes, int, Counter[str]]:
+        """A batch off the queue (up to ``batch_bytes`` / ``BATCH_EVENTS``): its JSON body, its event count, and
+        the events per revision."""
+        events: list[dict[str, Any]] = []
         counts: Counter[str] = Counter()
         size = 0
-        while self._queue and len(batch) < BATCH_EVENTS:
+        while self._queue and len(events) < BATCH_EVENTS:
             entry = self._queue[0]
-            events = self._events(entry)
-            grown = size + sum(len(e) for e in events)
-            if batch and grown > self.batch_bytes:
+            template, envelope = self._template(entry.revision)
+            grown = size + len(entry.body) + len(entry.response) + 2 * envelope
+            if events and grown > self.batch_bytes:
                 break
             self._queue.popleft()
             self._queued_bytes -= len(entry.body) + len(entry.response)
-            batch += events
-            counts[entry.revision.id] += len(events)
+            counts[entry.revision.id] += self._add_events(events, template, entry)
             size = grown
-        return batch, counts
+        return orjson.dumps(events), len(events), counts
 
-    def _events(self, entry: _Entry) -> list[bytes]:
-        """The structured JSON of an entry's request and response events (the bodies embedded as they are)."""
-        base = self._template(entry.revision)
+    def _add_events(self, events: list[dict[str, Any]], template: dict[str, Any], entry: _Entry) -> int:
+        """Append an entry's request and response events (their bodies embedded as they are); how many."""
         headers = entry.headers
         common = {
-            **base,
-            "id": headers.get("ce-id") or str(uuid.uuid4()),
-            "time": datetime.fromtimestamp(entry.when, UTC).isoformat().replace("+00:00", "Z"),
-            "endpoint": entry.endpoint,
-            TRACEPARENT: child_traceparent(headers.get(TRACEPARENT)),
+            **template,
+            "id": headers.get("ce-id") or self._ids.next(),
+            "time": self._clock.rfc3339(entry.when),
+            "endpoint": self.endpoint_of(entry.revision),
+            TRACEPARENT: self._ids.traceparent(headers.get(TRACEPARENT)),
             "metadata": _metadata(headers),
         }
-        out = []
+        before = len(events)
         if entry.body:
-            out.append(_encode(common, INFERENCE_REQUEST, entry.content_type, entry.body))
+            events.append({**common, "type": INFERENCE_REQUEST, **_data(_request_type(headers), entry.body)})
         if entry.response:
-            out.append(_encode(common, INFERENCE_RESPONSE, entry.response_type, entry.response))
-        return out
+            events.append({**common, "type": INFERENCE_RESPONSE, **_data(entry.response_type, entry.response)})
+        return len(events) - before
 
-    def _template(self, revision: Revision) -> dict[str, Any]:
-        template = self._templates.get(revision.id)
-        if template is None:
+    def _template(self, revision: Revision) -> tuple[dict[str, Any], int]:
+        """The attributes every event of a revision carries, and a bound on an event's size besides its body."""
+        known = self._templates.get(revision.id)
+        if known is None:
             assert revision.logger is not None
             template = {
                 **revision.logger.extensions,
@@ -237,12 +234,11 @@ class InferenceLogger:
                 "modelversion": str(revision.version),
                 "revision": revision.id,
             }
-            self._templates[revision.id] = template
-        return template
+            known = self._templates[revision.id] = (template, len(orjson.dumps(template)) + ENVELOPE_BYTES)
+        return known
 
-    async def _publish(self, batch: list[bytes], counts: Counter[str]) -> None:
+    async def _publish(self, body: bytes, events: int, counts: Counter[str]) -> None:
         """POST one batch; retry while the broker is unreachable or busy, drop it (counted) if it refuses it."""
-        body = b"[" + b",".join(batch) + b"]"
         headers = {"content-type": BATCH_CONTENT_TYPE}
         for attempt in range(len(RETRY_S) + 1):
             try:
@@ -261,7 +257,7 @@ class InferenceLogger:
                 await asyncio.sleep(RETRY_S[attempt])
         why = REFUSED if status < 500 and status != 429 else UNAVAILABLE
         log.warning(
-            "inference log: broker %s did not take %d event(s) (%s): %s %s", self.broker_url, len(batch), why, status,
+            "inference log: broker %s did not take %d event(s) (%s): %s %s", self.broker_url, events, why, status,
             reason,
         )  # fmt: skip
         for revision, n in counts.items():
@@ -298,11 +294,47 @@ def _metadata(headers: Mapping[str, str]) -> str:
     return orjson.dumps(kept).decode() if kept else "{}"
 
 
-def _encode(common: dict[str, Any], type_: str, content_type: str, body: bytes) -> bytes:
-    """One structured event: a JSON body is embedded as it is (never parsed here), any other goes as base64."""
-    event = {**common, "type": type_, "datacontenttype": content_type}
+def _data(content_type: str, body: bytes) -> dict[str, Any]:
+    """An event's content type and data: a JSON body embedded as it is (never parsed here), any other as base64."""
     if content_type.split(";", 1)[0].strip().lower() == "application/json":
-        event["data"] = orjson.Fragment(body)
-    else:
-        event["data_base64"] = base64.b64encode(body).decode()
-    return orjson.dumps(event)
+        return {"datacontenttype": content_type, "data": orjson.Fragment(body)}
+    return {"datacontenttype": content_type, "data_base64": base64.b64encode(body).decode()}
+
+
+class _Ids:
+    """Event ids and trace ids for the publisher, cheaply: UUID-shaped ids whose last 32 bits count (a new random
+    prefix every 2**32 ids), and new traces cut from one block of random bytes at a time."""
+
+    def __init__(self) -> None:
+        self._prefix, self._count = "", 1 << 32
+        self._random, self._at = "", 0
+
+    def next(self) -> str:
+        self._count += 1
+        if self._count >= 1 << 32:
+            self._prefix, self._count = str(uuid.uuid4())[:-8], 0
+        return f"{self._prefix}{self._count:08x}"
+
+    def traceparent(self, parent: str | None) -> str:
+        """A child of the request's ``traceparent``, else a new trace."""
+        if parent:
+            return child_traceparent(parent)
+        if self._at >= len(self._random):
+            self._random, self._at = os.urandom(24 * 512).hex(), 0
+        chunk = self._random[self._at : self._at + 48]
+        self._at += 48
+        return f"00-{chunk[:32]}-{chunk[32:]}-01"
+
+
+class _Clock:
+    """RFC 3339 times to the millisecond, each formatted once."""
+
+    def __init__(self) -> None:
+        self._ms, self._text = -1, ""
+
+    def rfc3339(self, when: float) -> str:
+        ms = int(when * 1000)
+        if ms != self._ms:
+            moment = datetime.fromtimestamp(ms / 1000, UTC)
+            self._ms, self._text = ms, moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return self._text
