@@ -26,6 +26,7 @@ from functions.register import open_registry
 from functions.runoptions import load_options
 from infra.errors import InvalidRequest, NotFound
 from infra.store import ArtifactStore
+from serving.protocol import parse_request
 
 SOURCE = "/knflow/functions/drift"
 MODEL, VERSION, REVISION = "inferenceservicename", "modelversion", "revision"  # the logger's extensions
@@ -93,8 +94,6 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
 
 def request_rows(data: Any, features: int) -> np.ndarray | None:
     """The rows of a V2 JSON request with one numeric input, flattened per row; None when it has no such rows."""
-    from serving.protocol import parse_request
-
     if isinstance(data, bytes | bytearray):
         try:
             data = orjson.loads(data)  # a JSON body that came with another content type

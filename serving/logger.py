@@ -128,7 +128,7 @@ class InferenceLogger:
         elif spec.mode == RESPONSE:
             body = b""
         size = len(body) + len(response)
-        if max(len(body), len(response)) + ENVELOPE_BYTES > self.max_event_bytes:
+        if size + 2 * ENVELOPE_BYTES > self.max_event_bytes:  # the pair must fit one batch the broker takes
             self._drop(revision.id, TOO_LARGE, (spec.mode == ALL) + 1)
         elif len(self._queue) >= self.queue_limit or self._queued_bytes + size > self.queue_bytes:
             self._drop(revision.id, QUEUE_FULL, (spec.mode == ALL) + 1)
