@@ -13,7 +13,7 @@ from pathlib import Path
 
 from eventing.events import STEP_FAILED
 from infra.settings import Settings
-from serving.logger import INFERENCE_REQUEST, INFERENCE_RESPONSE
+from serving.logevents import INFERENCE_REQUEST, INFERENCE_RESPONSE
 
 DATA_ARRIVED = "dev.knflow.data.arrived"
 DATASET_INGESTED = "dev.knflow.dataset.ingested"

@@ -35,7 +35,8 @@ from aiohttp import web
 
 from infra.errors import InvalidRequest, NotFound
 from infra.validation import parse
-from serving.logger import LOGGER_ATTRIBUTES, LogSpec
+from serving.logevents import LOGGER_ATTRIBUTES
+from serving.logger import LogSpec
 from serving.revisions import (
     Batching,
     ServingState,

@@ -122,13 +122,17 @@ def measure(gateway: Knflow, revisions: dict[str, str], body: bytes, args: argpa
             print(f"  round {round_ + 1} logging {phase:<3} {result['rps']:>8.0f} req/s  p50 {result['p50']:6.2f} ms"
                   f"  p99 {result['p99']:6.2f} ms  gateway CPU {cpu_us[phase][-1]:6.1f} us/request"
                   f"  non-2xx {result['non2xx']}  events published {sent}, dropped {lost}", flush=True)  # fmt: skip
+    pairs = [on / off for off, on in zip(rps["off"], rps["on"], strict=True)]  # adjacent rounds: like conditions
+    cpu_pairs = [on / off for off, on in zip(cpu_us["off"], cpu_us["on"], strict=True)]
     off, on = statistics.median(rps["off"]), statistics.median(rps["on"])
     cpu_off, cpu_on = statistics.median(cpu_us["off"]), statistics.median(cpu_us["on"])
     requests = sum(rps["on"]) * args.duration
     print(f"\nmedian requests/s: logging off {off:.0f}, logging on {on:.0f}; on/off = {on / off:.3f} "
-          f"(throughput cost {100 * (1 - on / off):.1f} %)")  # fmt: skip
+          f"(throughput cost {100 * (1 - on / off):.1f} %); median of the rounds' on/off "
+          f"{statistics.median(pairs):.3f}")  # fmt: skip
     print(f"median gateway CPU per request: off {cpu_off:.1f} us, on {cpu_on:.1f} us; on/off = {cpu_on / cpu_off:.3f} "
-          f"(+{cpu_on - cpu_off:.1f} us per logged request)")  # fmt: skip
+          f"(+{cpu_on - cpu_off:.1f} us per logged request); median of the rounds' on/off "
+          f"{statistics.median(cpu_pairs):.3f}")  # fmt: skip
     print(f"logged rounds: ~{requests:.0f} requests, {published} events published to the broker, {dropped} dropped "
           f"({100 * dropped / max(published + dropped, 1):.1f} %)")  # fmt: skip
 
