@@ -138,25 +138,19 @@ def stamp(message: Message, stamps: Stamps) -> dict[str, str]:
     }
 
 
-def _parts(message: Message) -> list[tuple[str, str, bytes]]:
-    """(type, datacontenttype, body) of the message's events."""
-    parts = []
-    if message.body:
-        parts.append((INFERENCE_REQUEST, request_type(message.headers), message.body))
-    if message.response:
-        parts.append((INFERENCE_RESPONSE, message.response_type, message.response))
-    return parts
-
-
 def message_events(t: Template, message: Message, shared: dict[str, str]) -> list[dict[str, Any]]:
     """The message's events (``shared``: what ``stamp`` drew for it), for ``orjson.dumps``: a JSON body is embedded
     as it came (``orjson.Fragment``: never parsed here), any other goes as ``data_base64``."""
+    common = {**t.attributes, **shared}
     out = []
-    for type_, content_type, body in _parts(message):
-        event = {**t.attributes, **shared, "type": type_, "datacontenttype": content_type}
-        if _is_json(content_type):
-            event["data"] = orjson.Fragment(body)
-        else:
-            event["data_base64"] = base64.b64encode(body).decode()
-        out.append(event)
+    if message.body:
+        out.append(_event(common, INFERENCE_REQUEST, request_type(message.headers), message.body))
+    if message.response:
+        out.append(_event(common, INFERENCE_RESPONSE, message.response_type, message.response))
     return out
+
+
+def _event(common: dict[str, Any], type_: str, content_type: str, body: bytes) -> dict[str, Any]:
+    if content_type == "application/json" or _is_json(content_type):
+        return {**common, "type": type_, "datacontenttype": content_type, "data": orjson.Fragment(body)}
+    return {**common, "type": type_, "datacontenttype": content_type, "data_base64": base64.b64encode(body).decode()}
