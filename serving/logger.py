@@ -77,6 +77,7 @@ class InferenceLogger:
         self.source = "/knflow/serving"
         self.published: Counter[str] = Counter()  # events, per revision
         self.dropped: Counter[tuple[str, str]] = Counter()  # events, per (revision, reason)
+        self.encode_s = 0.0  # CPU seconds spent stamping and encoding batches (what logging costs the gateway most)
         self._queue: deque[tuple[Revision, Message]] = deque()
         self._queued_bytes = 0
         self._wake = asyncio.Event()
@@ -157,7 +158,10 @@ class InferenceLogger:
             while self._queue:
                 self._sending = True
                 try:
-                    await self._publish(*self._take())
+                    started = time.thread_time()
+                    batch = self._take()
+                    self.encode_s += time.thread_time() - started
+                    await self._publish(*batch)
                 except Exception:  # a bug here must not end logging for the gateway's life
                     log.exception("inference log: publishing a batch failed")
                 finally:
@@ -227,6 +231,8 @@ class InferenceLogger:
             f'knflow_inference_log_dropped_total{{revision="{r}",reason="{why}"}} {n}'
             for (r, why), n in sorted(self.dropped.items())
         ]
+        out.append("# TYPE knflow_inference_log_encode_seconds_total counter")
+        out.append(f"knflow_inference_log_encode_seconds_total {self.encode_s:.6f}")
         out.append("# TYPE knflow_inference_log_queued gauge")
         out.append(f"knflow_inference_log_queued {len(self._queue)}")
         return "\n".join(out) + "\n"

@@ -176,7 +176,9 @@ async def test_a_deployed_revision_with_a_logger_publishes_its_requests(  # type
     requests = await eventually(lambda: _of_type(broker, INFERENCE_REQUEST, 5), what="5 logged requests")
     assert np.allclose(np.asarray(requests[0].get_data()["inputs"][0]["data"]).reshape(2, 64), x)
     async with http.get(f"{base}/metrics") as r:
-        assert 'knflow_inference_log_published_total{revision="digits-00001"} 10' in await r.text()
+        text = await r.text()
+    assert 'knflow_inference_log_published_total{revision="digits-00001"} 10' in text
+    assert float(re.search(r"knflow_inference_log_encode_seconds_total ([\d.]+)", text).group(1)) > 0
     async with http.get(f"{base}/v1/models/digits") as r:
         assert (await r.json())["revisions"][0]["logger"] == {"mode": "all", "sample_rate": 1.0, "extensions": RUN}
 
