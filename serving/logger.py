@@ -41,7 +41,8 @@ ALL, REQUEST, RESPONSE = "all", "request", "response"  # KServe's logger modes
 QUEUE_FULL, TOO_LARGE, REFUSED, UNAVAILABLE = "queue_full", "too_large", "refused", "unavailable"
 BATCH_BYTES = 1024 * 1024  # per POST, and never above the broker's limit
 BATCH_EVENTS = 512
-LINGER_S = 0.05  # a woken publisher waits this long for company: one POST then carries a load's worth of events
+LINGER_S = 0.1  # a woken publisher waits this long for company: one POST then carries a load's worth of events
+CHUNK = 32  # messages encoded between two looks at the requests waiting
 WARN_EVERY_S = 10.0
 RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -158,34 +159,48 @@ class InferenceLogger:
             while self._queue:
                 self._sending = True
                 try:
-                    started = time.thread_time()
-                    batch = self._take()
-                    self.encode_s += time.thread_time() - started
-                    await self._publish(*batch)
+                    await self._publish(*await self._batch())
                 except Exception:  # a bug here must not end logging for the gateway's life
                     log.exception("inference log: publishing a batch failed")
                 finally:
                     self._sending = False
 
-    def _take(self) -> tuple[bytes, int, Counter[str]]:
-        """A batch off the queue (up to ``batch_bytes`` / ``BATCH_EVENTS``): its JSON body, its event count, and
-        the events per revision."""
-        batch: list[dict[str, Any]] = []
+    async def _batch(self) -> tuple[bytes, int, Counter[str]]:
+        """A batch off the queue (up to ``batch_bytes`` / ``BATCH_EVENTS``): its JSON body, its event count and the
+        events per revision. Encoded ``CHUNK`` messages at a time, letting requests in between."""
+        parts: list[bytes] = []
         counts: Counter[str] = Counter()
-        size = 0
-        while self._queue and len(batch) < BATCH_EVENTS:
+        events = size = 0
+        while self._queue and events < BATCH_EVENTS and size < self.batch_bytes:
+            started = time.thread_time()
+            chunk, size = self._take(counts, events, size)
+            if not chunk:
+                break  # the next message would not fit this batch: it starts the next one
+            events += len(chunk)
+            parts.append(orjson.dumps(chunk)[1:-1])
+            self.encode_s += time.thread_time() - started
+            await asyncio.sleep(0)
+        return b"[" + b",".join(p for p in parts if p) + b"]", events, counts
+
+    def _take(self, counts: Counter[str], events: int, size: int) -> tuple[list[dict[str, Any]], int]:
+        """Up to ``CHUNK`` messages' events off the queue, within what the batch (``events``, ``size`` so far) has
+        left; the batch's size after them."""
+        chunk: list[dict[str, Any]] = []
+        for _ in range(CHUNK):
+            if not self._queue or events + len(chunk) >= BATCH_EVENTS:
+                break
             revision, message = self._queue[0]
             t = self._template(revision)
             grown = size + len(message.body) + len(message.response) + 2 * t.envelope
-            if batch and grown > self.batch_bytes:
+            if (events or chunk) and grown > self.batch_bytes:
                 break
             self._queue.popleft()
             self._queued_bytes -= len(message.body) + len(message.response)
             added = message_events(t, message, stamp(message, self._stamps))
-            batch += added
+            chunk += added
             counts[revision.id] += len(added)
             size = grown
-        return orjson.dumps(batch), len(batch), counts
+        return chunk, size
 
     def _template(self, revision: Revision) -> Template:
         known = self._templates.get(revision.id)

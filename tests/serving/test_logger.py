@@ -88,6 +88,19 @@ def test_the_queue_is_bounded_in_bytes_too_and_an_event_above_the_broker_limit_i
     assert log.dropped[("digits-00001", TOO_LARGE)] == 2
 
 
+async def test_batches_stay_within_the_broker_limit_and_carry_every_event_once() -> None:
+    log = logger(max_event_bytes=200_000)
+    big = b'{"x": "' + b"a" * 60_000 + b'"}'
+    for i in range(50):
+        log.log(revision(), {**HEADERS, "ce-id": f"r{i}"}, big if i % 3 == 0 else b"{}", 200, b"{}")
+    seen = []
+    while log._queue:
+        body, count, counts = await log._batch()
+        assert len(body) <= 200_000 and count == sum(counts.values())
+        seen += [e["id"] for e in orjson.loads(body)]
+    assert sorted(seen) == sorted(f"r{i}" for i in range(50) for _ in range(2))  # a request and its response each
+
+
 # -- the events, through a real broker ------------------------------------------------------------------------------
 
 
