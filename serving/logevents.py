@@ -118,8 +118,10 @@ def request_type(headers: Mapping[str, str]) -> str:
 
 def _metadata(headers: Mapping[str, str]) -> str:
     """KServe's ``metadata`` extension: the kept request headers as JSON (name -> [values])."""
+    if BINARY_HEADER not in headers:  # the common case, cheaply
+        return "{}"
     kept = {name: [headers[name]] for name in METADATA_HEADERS if name in headers}
-    return orjson.dumps(kept).decode() if kept else "{}"
+    return orjson.dumps(kept).decode()
 
 
 def _is_json(content_type: str) -> bool:
