@@ -7,6 +7,7 @@ import gzip
 import io
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,19 @@ from functions.contract import DATA_ARRIVED
 from functions.ml.readers import write_idx
 from infra.settings import Settings
 from infra.store import ArtifactStore
+
+
+def platform_settings(directory: Path) -> Settings:
+    """Settings of a platform with its data under ``directory``, on free loopback ports, with an empty config file."""
+    from infra.localservices import free_port
+    from infra.settings import load_settings
+
+    (directory / "knflow.toml").write_text("")
+    env = {
+        "KNFLOW_DATA_DIR": str(directory),
+        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD")},
+    }
+    return load_settings(env, config_file=directory / "knflow.toml")
 
 
 @dataclass

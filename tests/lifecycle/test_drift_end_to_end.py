@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import orjson
@@ -21,14 +20,13 @@ import urllib3
 from eventing.events import STEP_FAILED
 from functions.contract import DATA_ARRIVED, DATASET_INGESTED, DRIFT_DETECTED, INFERENCE_REQUEST, MODEL_REGISTERED
 from functions.drift import Window
-from infra.localservices import free_port
-from infra.settings import load_settings
 from infra.store import ArtifactStore, open_store
 from knflow.commands.demo import digits_npz
 from knflow.drive import held_out_split, submit, watch
 from knflow.follow import History, SeenEvent
 from knflow.platform import Platform
 from tests.eventually import eventually_sync
+from tests.lifecycle.helpers import platform_settings
 
 pytestmark = pytest.mark.slow
 
@@ -50,13 +48,7 @@ class Deployed:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    data = tmp_path_factory.mktemp("platform")
-    (data / "knflow.toml").write_text("")
-    env = {
-        "KNFLOW_DATA_DIR": str(data),
-        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD")},
-    }
-    with Platform.start(load_settings(env, config_file=Path(data / "knflow.toml"))) as running:
+    with Platform.start(platform_settings(tmp_path_factory.mktemp("platform"))) as running:
         yield running
 
 
