@@ -7,8 +7,9 @@ Run it as its own process with ``python -m eventing.broker`` (or ``knflow broker
         broker.url  # http://127.0.0.1:PORT
 
 HTTP API:
-  ``POST /`` and ``POST /{namespace}/{broker}``  a CloudEvent (binary or structured): 202 once durably
-      stored, 400 with the reason for an invalid event, 413 above ``eventing.max_event_bytes``.
+  ``POST /`` and ``POST /{namespace}/{broker}``  a CloudEvent (binary or structured), or a batch of them
+      (``application/cloudevents-batch+json``, stored together): 202 once durably stored, 400 with the reason for
+      an invalid event (a batch with one is refused whole), 413 above ``eventing.max_event_bytes`` (the request).
   ``GET /triggers``, ``PUT /triggers/{name}`` (Knative Trigger spec JSON, bare or as a resource with
       ``metadata.annotations``), ``DELETE /triggers/{name}``; triggers are persisted (``triggers.json`` in
       the embedded log's directory, else in data_dir). A PUT answers once the trigger's start position is
@@ -24,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -32,14 +33,14 @@ import orjson
 from aiohttp import web
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.bindings import to_json
+from eventing.bindings import BATCH_CONTENT_TYPE, to_json
 from eventing.delivery import Deliverer
 from eventing.dispatcher import Dispatcher
 from eventing.eventlog import EventLog, open_event_log
 from eventing.ingress import IngressServer
 from eventing.registry import TriggerFile, state_dir
 from eventing.triggers import Trigger
-from eventing.wire import from_http
+from eventing.wire import from_batch, from_http
 from infra.aio import run
 from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
 from infra.settings import Settings
@@ -198,7 +199,7 @@ class BrokerServer:
     async def _accept(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
         """The fast ingress path (``eventing.ingress``): status and JSON body for one POSTed event."""
         try:
-            await self.publish(from_http(headers, body))
+            await self.log.append(events_of(headers, body))
         except KnflowError as exc:
             return exc.status, orjson.dumps({"error": str(exc)})
         return 202, b""
@@ -206,8 +207,7 @@ class BrokerServer:
     async def _ingress(self, request: web.Request) -> web.Response:
         try:
             body = await read_body(request, self.settings.eventing.max_event_bytes)
-            event = from_http(request.headers, body)
-            await self.publish(event)
+            await self.log.append(events_of(request.headers, body))
         except KnflowError as exc:
             return error_response(exc)
         return web.Response(status=202)
@@ -269,6 +269,14 @@ class BrokerServer:
 
 
 INGRESS_PATHS = ("/", "/{namespace}/{broker}")
+
+
+def events_of(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
+    """The events of one ingress POST: a batch (``application/cloudevents-batch+json``) or one event."""
+    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    if content_type.lower().startswith(BATCH_CONTENT_TYPE):
+        return from_batch(body)
+    return [from_http(headers, body)]
 
 
 def is_ingress_path(path: str, taken: frozenset[str]) -> bool:

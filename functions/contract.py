@@ -18,6 +18,7 @@ from eventing.events import STEP_FAILED
 from functions.runoptions import DATASET_OPTIONS
 from infra.errors import InvalidRequest
 from infra.settings import Settings
+from serving.logevents import INFERENCE_REQUEST, INFERENCE_RESPONSE
 
 DATA_ARRIVED = "dev.knflow.data.arrived"
 DATASET_INGESTED = "dev.knflow.dataset.ingested"
@@ -27,6 +28,10 @@ MODEL_TRAINED = "dev.knflow.model.trained"
 TUNE_COMPLETED = "dev.knflow.tune.completed"
 MODEL_REGISTERED = "dev.knflow.model.registered"
 MODEL_DEPLOYED = "dev.knflow.model.deployed"
+DRIFT_DETECTED = "dev.knflow.drift.detected"
+RETRAIN_STARTED = "dev.knflow.retrain.started"  # in the drifting run; the new run starts with its data.arrived
+#: What the gateway logs of a deployed model's traffic (KServe's inference-logger types; drift takes the requests).
+INFERENCE_TYPES = (INFERENCE_REQUEST, INFERENCE_RESPONSE)
 
 #: Every type of the lifecycle, in the order a run produces them; ``step.failed`` is the platform's report.
 EVENT_TYPES: tuple[str, ...] = (
@@ -38,6 +43,7 @@ EVENT_TYPES: tuple[str, ...] = (
     TUNE_COMPLETED,
     MODEL_REGISTERED,
     MODEL_DEPLOYED,
+    DRIFT_DETECTED,
     STEP_FAILED,
 )
 

@@ -20,12 +20,14 @@ from functions.ml.metrics import CLASSIFICATION, DEFAULT_DEPLOY_METRIC, check_me
 from functions.register import open_registry
 from functions.runoptions import load_options
 from infra.errors import InvalidRequest, NotFound
+from serving.logger import ALL, REQUEST, RESPONSE
 from serving.rollout import PROMOTE, ROLLBACK, WAIT, judge_canary
 
 __all__ = ["PROMOTE", "ROLLBACK", "WAIT", "Decision", "DeployPolicy", "decide", "handle", "judge_canary"]
 SOURCE = "/knflow/functions/deploy"
 PRODUCTION = "production"
 DECLINED = "deploy-declined"  # audit action when the policy keeps the current production version
+LOG_MODES = (ALL, REQUEST, RESPONSE)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class DeployPolicy:
     canary_percent: int = 10
     promote_after_requests: int = 100
     max_error_rate: float = 0.05
+    log_sample_rate: float = 0.0  # share of the revision's requests logged as inference events (drift reads them)
+    log_mode: str = "all"  # KServe's logger mode: all, request or response
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,11 @@ def parse_policy(raw: dict[str, Any] | None, task: str = CLASSIFICATION) -> Depl
     if not 0 < policy.canary_percent <= 100 or not 0 <= policy.max_error_rate <= 1 or policy.promote_after_requests < 1:
         raise InvalidRequest(f"bad deploy policy {policy}")
     check_metric(policy.metric, task, "the deploy policy's metric")
+    rate = policy.log_sample_rate
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+        raise InvalidRequest(f"deploy policy: log_sample_rate must be from 0 to 1, got {policy.log_sample_rate!r}")
+    if policy.log_mode not in LOG_MODES:
+        raise InvalidRequest(f"deploy policy: log_mode must be one of {LOG_MODES}, got {policy.log_mode!r}")
     return policy
 
 
@@ -136,6 +145,14 @@ def run_extensions(event: CloudEvent) -> dict[str, str]:
     return {n: str(event.get_extension(n)) for n in names if event.get_extension(n) is not None}
 
 
+def inference_logging(policy: DeployPolicy, cause: CloudEvent) -> dict[str, Any] | None:
+    """The revision's ``logger``: the policy's share and mode, and this run's runid and pipeline on every event."""
+    if not policy.log_sample_rate:
+        return None
+    run = {n: v for n, v in run_extensions(cause).items() if n in RUN_EXTENSIONS}
+    return {"mode": policy.log_mode, "sample_rate": float(policy.log_sample_rate), "extensions": run}
+
+
 def serving_url(settings: Any) -> str:
     """Where the inference gateway (and its revision API) listens."""
     return f"http://{settings.host}:{settings.gateway_port}"
@@ -146,7 +163,8 @@ def rollout(
 ) -> dict[str, Any]:
     """Create a serving revision taking the decided share of traffic → the event's revision/endpoint fields.
 
-    A canary goes with the policy's thresholds; serving settles it and announces the outcome under this run.
+    A canary goes with the policy's thresholds; serving settles it and announces the outcome under this run. With a
+    ``log_sample_rate``, the revision logs that share of its requests as inference events of this run and pipeline.
     """
     from serving.client import ServingClient
 
@@ -159,6 +177,7 @@ def rollout(
         tag="canary" if canary else None,
         rollout=thresholds if canary else None,
         announce={"type": MODEL_DEPLOYED, "extensions": run_extensions(cause)} if canary else None,
+        logger=inference_logging(policy, cause),
     )
     return {
         "revision": reply["revision"],

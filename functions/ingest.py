@@ -19,7 +19,7 @@ from infra.store import ArtifactStore
 
 SOURCE = "/knflow/functions/ingest"
 #: knflow writes these itself; a store that notifies on every write must not turn them into new runs
-PLATFORM_PREFIXES = ("datasets", "features", "runs", "models")
+PLATFORM_PREFIXES = ("datasets", "features", "runs", "models", "drift")
 
 
 def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:

@@ -1,5 +1,5 @@
 """A run's options (label column, task, categorical columns, model name, training parameters, tuning spec, deploy
-policy) and where they live.
+policy, drift policy) and where they live.
 
 Options come from, in order: ``options`` in the ``data.arrived`` event data; else the object
 ``raw/<dataset>/knflow.json`` beside the data (for runs started by a bucket notification, which
@@ -35,6 +35,7 @@ class RunOptions:
     train: dict[str, Any] = field(default_factory=dict)
     tuning: dict[str, Any] | None = None
     deploy: dict[str, Any] = field(default_factory=dict)
+    drift: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mode(self) -> str:
@@ -87,8 +88,9 @@ def with_objective(tuning: dict[str, Any] | None, task: str) -> dict[str, Any] |
 
 
 def _check_sections(options: RunOptions, where: str) -> None:
-    """Refuse bad training parameters, tuning specs and deploy policies when the run starts, not steps later."""
+    """Refuse bad training parameters, tuning specs, deploy and drift policies when the run starts, not steps later."""
     from functions.deploy import parse_policy
+    from functions.drift import parse_policy as parse_drift
     from functions.ml.params import parse_params
     from functions.tuning.spec import parse_spec
     from functions.usertrain.options import parse_entrypoint, uses_entrypoint
@@ -103,6 +105,7 @@ def _check_sections(options: RunOptions, where: str) -> None:
         if options.tuning:
             check_metric(parse_spec(options.tuning).objective.metric, options.task, "the tuning objective")
         parse_policy(options.deploy, options.task)
+        parse_drift(options.drift)
     except InvalidRequest as exc:
         raise InvalidRequest(f"{where}: {exc}") from None
 

@@ -115,6 +115,8 @@ class ServingSettings:
     queue_limit: int = 1024
     intra_op_threads: int = 1
     autoscale_tick_s: float = 0.5
+    log_queue_limit: int = 10_000  # logged requests waiting for the broker; more are dropped (and counted)
+    log_queue_bytes: int = 64 * 1024 * 1024  # and their bodies' bytes
 
 
 @dataclass(frozen=True)

@@ -58,10 +58,12 @@ class ServingClient:
         tag: str | None = None,
         rollout: dict | None = None,
         announce: dict | None = None,
+        logger: dict | None = None,
     ) -> dict:
         """Create a revision; with ``percent``, it takes that share of traffic (a canary); with ``rollout``
         (``{"promote_after_requests", "max_error_rate"}``) the gateway promotes or rolls it back by itself and
-        tells the broker with the event ``announce`` describes (``{"type": ..., "extensions": {"runid": ...}}``)."""
+        tells the broker with the event ``announce`` describes (``{"type": ..., "extensions": {"runid": ...}}``);
+        with ``logger`` (``{"mode", "sample_rate", "extensions"}``) it logs sampled requests to the broker."""
         body: dict[str, Any] = {"version": version}
         if batching:
             body["batching"] = batching
@@ -71,7 +73,7 @@ class ServingClient:
             body["percent"] = percent
         if tag:
             body["tag"] = tag
-        extra = {"rollout": rollout, "announce": announce}
+        extra = {"rollout": rollout, "announce": announce, "logger": logger}
         body.update({k: v for k, v in extra.items() if v is not None})
         return self._call("POST", f"/v1/models/{model}/revisions", body)
 

@@ -3,12 +3,16 @@
     POST /v1/models/{name}/revisions  {"version": 3 | "production", "batching": {"max_batch": 8, "max_delay_ms": 2},
                                        "intra_op_threads": 1, "percent": 10, "tag": "canary",
                                        "rollout": {"promote_after_requests": 100, "max_error_rate": 0.05},
-                                       "announce": {"type": "...", "extensions": {"runid": "run-...", ...}}}
+                                       "announce": {"type": "...", "extensions": {"runid": "run-...", ...}},
+                                       "logger": {"mode": "all", "sample_rate": 0.1,
+                                                  "extensions": {"runid": "run-...", "pipeline": "lifecycle"}}}
          -> 201 {"revision": "digits-00002", "version": 3, "endpoint": "http://H:P/v2/models/digits/infer"}
          (the first revision takes 100 %; with "percent" the new revision takes that share, the rest
           stays on the current main revision; otherwise it takes no traffic until PUT .../traffic;
           with "rollout" too, the gateway judges the canary on its tick and promotes or rolls it back,
-          see serving/rollout.py — "announce" says how the outcome is told to the deploying run)
+          see serving/rollout.py — "announce" says how the outcome is told to the deploying run; with "logger",
+          a sampled share of the revision's requests and responses are published as KServe inference-logger
+          CloudEvents carrying those extensions, see serving/logger.py)
     PUT  /v1/models/{name}/traffic    {"traffic": [{"revision": r, "percent": p, "tag": t}, ...]}
     POST /v1/models/{name}/rollback   -> the previous traffic split
     GET  /v1/models/{name}            revisions (with replicas, in-flight, requests, errors), traffic
@@ -23,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import asdict, replace
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 import orjson
 import pydantic
@@ -31,6 +35,8 @@ from aiohttp import web
 
 from infra.errors import InvalidRequest, NotFound
 from infra.validation import parse
+from serving.logevents import LOGGER_ATTRIBUTES
+from serving.logger import LogSpec
 from serving.revisions import (
     Batching,
     Revision,
@@ -67,19 +73,41 @@ class RolloutBody(_Body):
     max_error_rate: float = pydantic.Field(0.05, ge=0, le=1)
 
 
+def _traceparent(value: dict[str, str]) -> dict[str, str]:
+    if "traceparent" in value and not TRACEPARENT_FORM.match(value["traceparent"]):
+        raise ValueError("traceparent must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)")
+    return value
+
+
+#: CloudEvent extensions a deploy hands the gateway to put on the events it sends for the deploying run.
+Extensions = Annotated[
+    dict[Annotated[str, pydantic.Field(pattern=r"^[a-z0-9]{1,20}$")], Annotated[str, pydantic.Field(max_length=512)]],
+    pydantic.Field(max_length=16),
+    pydantic.AfterValidator(_traceparent),
+]
+
+
 class AnnounceBody(_Body):
     """The event the canary's outcome is announced as: its type and the deploying run's extensions."""
 
     type: str = pydantic.Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][-A-Za-z0-9._]*$")
-    extensions: dict[Annotated[str, pydantic.Field(pattern=r"^[a-z0-9]{1,20}$")], str] = pydantic.Field(
-        default_factory=dict, max_length=16
-    )
+    extensions: Extensions = pydantic.Field(default_factory=dict)
+
+
+class LoggerBody(_Body):
+    """Inference logging (KServe's predictor ``logger``): which messages, the share of requests, and the
+    deploying run's extensions the events carry (``runid``, ``pipeline``: that run's pipeline takes them)."""
+
+    mode: Literal["all", "request", "response"] = "all"
+    sample_rate: float = pydantic.Field(1.0, ge=0, le=1)
+    extensions: Extensions = pydantic.Field(default_factory=dict)
 
     @pydantic.field_validator("extensions")
     @classmethod
-    def _traceparent(cls, value: dict[str, str]) -> dict[str, str]:
-        if "traceparent" in value and not TRACEPARENT_FORM.match(value["traceparent"]):
-            raise ValueError("traceparent must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)")
+    def _not_the_logger_own(cls, value: dict[str, str]) -> dict[str, str]:
+        taken = sorted(set(value) & LOGGER_ATTRIBUTES)
+        if taken:
+            raise ValueError(f"{taken} are set by the logger itself")
         return value
 
 
@@ -93,6 +121,7 @@ class DeployBody(_Body):
     tag: str | None = pydantic.Field(None, pattern=TAG)
     rollout: RolloutBody | None = None
     announce: AnnounceBody | None = None
+    logger: LoggerBody | None = None
 
     @pydantic.model_validator(mode="after")
     def _rollout_needs_a_canary(self) -> DeployBody:
@@ -111,6 +140,10 @@ class TrafficBody(_Body):
     """``PUT /v1/models/{name}/traffic``."""
 
     traffic: list[TargetBody] = pydantic.Field(min_length=1, max_length=100)
+
+
+def _log_spec(body: LoggerBody | None) -> LogSpec | None:
+    return LogSpec(body.mode, body.sample_rate, dict(body.extensions)) if body else None
 
 
 async def _body(request: web.Request, model: type[B]) -> B:
@@ -156,7 +189,7 @@ class ControlApi:
 
         def deploy(state: ServingState) -> ServingState:
             main = max(state.traffic, key=lambda t: t.percent).revision if state.traffic else None
-            state, made["rev"] = add_revision(state, card.version, batching, threads)
+            state, made["rev"] = add_revision(state, card.version, batching, threads, _log_spec(body.logger))
             rev = made["rev"]
             if body.percent is not None and main is not None:
                 targets = [TrafficTarget(main, 100 - body.percent), TrafficTarget(rev.id, body.percent, body.tag)]

@@ -29,6 +29,7 @@ from serving import binary, dataplane
 from serving.activator import RevisionPool
 from serving.autoscaler import ScalePolicy
 from serving.grpcservice import GrpcService
+from serving.logger import InferenceLogger
 from serving.metrics import Metrics
 from serving.registry import ModelCard, ModelRegistry
 from serving.replicas import Zygote
@@ -68,6 +69,13 @@ class Gateway:
         self._scaler: asyncio.Task | None = None
         self._judge: asyncio.Task | None = None
         self.rollouts = Rollouts(self)
+        self.inference_log = InferenceLogger(
+            self.rollouts.broker_url,
+            queue_limit=s.log_queue_limit,
+            queue_bytes=s.log_queue_bytes,
+            max_event_bytes=settings.eventing.max_event_bytes,
+            endpoint_of=self._endpoint,
+        )
         self.port = settings.gateway_port
         self.grpc_port = settings.grpc_port
         self.grpc: GrpcService | None = None
@@ -102,6 +110,7 @@ class Gateway:
         self.grpc_port = await self.grpc.start(self.settings.host, self.grpc_port if grpc_port is None else grpc_port)
         self._scaler = asyncio.create_task(self._autoscale())
         self._judge = asyncio.create_task(self.rollouts.run(self.settings.serving.autoscale_tick_s))
+        await self.inference_log.start(f"http://{self.settings.host}:{self.port}")
         log.info(
             "gateway listening on %s:%d (gRPC %d) with %d models",
             self.settings.host, self.port, self.grpc_port, len(self.states),
@@ -116,6 +125,7 @@ class Gateway:
             await self.grpc.stop()
         if self.runner:
             await self.runner.cleanup()
+        await self.inference_log.stop()
         for pool in self.pools.values():
             await pool.close()
         await self.zygote.stop()
@@ -221,9 +231,16 @@ class Gateway:
             )
         length, answer = binary.answer(out)
         if length is None:
+            self.inference_log.log(revision, request.headers, body, status, answer)  # samples and queues; never waits
             return web.Response(body=answer, status=status, content_type="application/json")
+        self.inference_log.log(revision, request.headers, body, status, answer, "application/octet-stream")
         headers = {binary.HEADER_LENGTH: str(length)}
         return web.Response(body=answer, status=status, content_type="application/octet-stream", headers=headers)
+
+    def _endpoint(self, revision: Revision) -> str:
+        """KServe's ``endpoint`` of a revision's logged events: ``canary`` while it is the open canary."""
+        state = self.states.get(revision.model)
+        return "canary" if state is not None and state.canary and state.canary.revision == revision.id else "default"
 
     async def server_metadata(self, request: web.Request) -> web.Response:
         return json_response(dataplane.SERVER_METADATA)
@@ -267,7 +284,8 @@ class Gateway:
             gauges["replicas"][rid] = len(pool.replicas)
             gauges["inflight"][rid] = pool.inflight
             gauges["queued"][rid] = pool.waiting
-        return web.Response(text=self.metrics.render(gauges), content_type="text/plain")
+        text = self.metrics.render(gauges) + self.inference_log.metrics_text()
+        return web.Response(text=text, content_type="text/plain")
 
 
 def _header_length(text: str) -> int:

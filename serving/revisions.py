@@ -18,6 +18,7 @@ import orjson
 from infra import cas
 from infra.errors import InvalidRequest, NotFound
 from infra.store import ArtifactStore
+from serving.logger import LogSpec
 
 if TYPE_CHECKING:
     from serving.rollout import Canary
@@ -41,6 +42,7 @@ class Revision:
     batching: Batching = Batching()
     intra_op_threads: int = 1
     created: str = ""
+    logger: LogSpec | None = None  # inference logging (serving.logger); None: off
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,9 @@ class ServingState:
 
         raw = orjson.loads(data)
         revisions = tuple(
-            Revision(**{**r, "batching": Batching(**r["batching"])}) for r in raw["revisions"]
-        )  # fmt: skip
+            Revision(**{**r, "batching": Batching(**r["batching"]), "logger": _log_spec(r.get("logger"))})
+            for r in raw["revisions"]
+        )
         return cls(
             model=raw["model"],
             revisions=revisions,
@@ -91,7 +94,13 @@ class ServingState:
         )
 
 
-def add_revision(state: ServingState, version: int, batching: Batching, threads: int) -> tuple[ServingState, Revision]:
+def _log_spec(raw: dict | None) -> LogSpec | None:
+    return LogSpec(**raw) if raw else None
+
+
+def add_revision(
+    state: ServingState, version: int, batching: Batching, threads: int, logger: LogSpec | None = None
+) -> tuple[ServingState, Revision]:
     """A new revision; the model's first revision takes all traffic, later ones none until traffic is set."""
     rev = Revision(
         id=f"{state.model}-{len(state.revisions) + 1:05d}",
@@ -100,6 +109,7 @@ def add_revision(state: ServingState, version: int, batching: Batching, threads:
         batching=batching,
         intra_op_threads=threads,
         created=datetime.now(UTC).isoformat(),
+        logger=logger,
     )
     state = replace(state, revisions=(*state.revisions, rev))
     if not state.traffic:

@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from functions.ml.datasets import label_summary
+from functions.ml.drift import reference
 from functions.ml.encoding import Encoder, fit_encoder
 from functions.ml.metrics import CLASSIFICATION, REGRESSION
 from functions.ml.validation import Dataset
@@ -150,8 +151,8 @@ def featurize(data: Dataset, splits: Splits) -> Transform:
 
 
 def statistics(splits: Splits, task: str, classes: tuple) -> dict[str, Any]:
-    """Per-feature mean/std/min/max on train, category counts on train, and per split the class counts (or the
-    target's range)."""
+    """Per-feature mean/std/min/max and histogram (the drift step's reference) on train, category counts on train,
+    and per split the class counts (or the target's range)."""
     flat = splits.x["train"].reshape(len(splits.x["train"]), -1)
     out: dict[str, Any] = {
         "features": {
@@ -160,6 +161,7 @@ def statistics(splits: Splits, task: str, classes: tuple) -> dict[str, Any]:
             "min": flat.min(axis=0).tolist() if len(flat) else [],
             "max": flat.max(axis=0).tolist() if len(flat) else [],
         },
+        "histogram": reference(flat).to_dict() if len(flat) else None,
         "rows": {s: len(splits.y[s]) for s in SPLITS},
     }
     if task == REGRESSION:

@@ -33,7 +33,8 @@ from infra.errors import ConfigError, NotFound
 
 #: The lifecycle functions knflow ships: name -> module.
 KNOWN_FUNCTIONS: dict[str, str] = {
-    name: f"functions.{name}" for name in ("ingest", "featurize", "train", "tune", "register", "deploy")
+    name: f"functions.{name}"
+    for name in ("ingest", "featurize", "train", "tune", "register", "deploy", "drift", "retrain")
 } | {"echo": "functions.examples.echo", "schedule": "functions.schedule"}
 
 

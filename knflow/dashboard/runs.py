@@ -22,6 +22,7 @@ from functions.contract import (
     DATA_ARRIVED,
     DATASET_INGESTED,
     FEATURES_READY,
+    INFERENCE_TYPES,
     MODEL_DEPLOYED,
     MODEL_REGISTERED,
     MODEL_TRAINED,
@@ -116,7 +117,7 @@ def current_step(events: Sequence[CloudEvent], status: str, view: PipelineView |
     if status == FAILED:
         failure = next(e for e in reversed(events) if is_fatal(e))
         return failed_step(events, failure, view)
-    progress = [e for e in events if e.get_type() != STEP_FAILED]
+    progress = [e for e in events if e.get_type() not in _NOT_PROGRESS]
     if not progress:
         return "?"
     if progress[-1].get_type() == PING_TYPE:
@@ -205,6 +206,10 @@ def _trained(e: CloudEvent) -> bool:
     return e.get_type() == MODEL_TRAINED and e.get_extension("mode") != "trial" and not _data(e).get("trial")
 
 
+#: Failure reports and a deployed model's logged traffic: a run's own events that no step row starts from.
+_NOT_PROGRESS = frozenset({STEP_FAILED, *INFERENCE_TYPES})
+
+
 def _trial(e: CloudEvent) -> bool:
     return e.get_extension("mode") == "trial"
 
@@ -223,7 +228,7 @@ class PipelineView:
         """Whether one of the step's triggers takes ``e`` as progress of the run: tuning trials and failure
         reports (step.failed, a result whose data says ``status: Failed``) aside; the trials table and the
         failures panel show those."""
-        if _trial(e) or e.get_type() == STEP_FAILED or _data(e).get("status") == "Failed":
+        if _trial(e) or e.get_type() in _NOT_PROGRESS or _data(e).get("status") == "Failed":
             return False
         return any(matches(e, t.filter, t.filters) for t in step.triggers)
 

@@ -27,7 +27,7 @@ def _same(a, b) -> None:
 
 
 def test_event_types_follow_the_contract() -> None:
-    assert len(EVENT_TYPES) == 9
+    assert len(EVENT_TYPES) == 10
     assert all(t.startswith("dev.knflow.") for t in EVENT_TYPES)
 
 

@@ -122,6 +122,27 @@ def test_fast_wire_codecs_agree_with_the_reference_bindings():
         wire.from_http({"ce-specversion": "1.0", "ce-id": "1", "ce-source": "s"}, b"")  # no type
     with pytest.raises(InvalidRequest):
         wire.from_http({"ce-specversion": "1.0", "ce-id": "1", "ce-source": "s", "ce-type": "t"}, b"{not json")
+    batch = b"[" + b",".join(bindings.to_json(e) for e in events) + b"]"
+    for got, ref in zip(wire.from_batch(batch), bindings.from_batch(batch), strict=True):
+        assert got.get_attributes() == ref.get_attributes() and got.get_data() == ref.get_data()
+    assert [e.get_id() for e in wire.from_batch(batch)] == [e.get_id() for e in events]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "batch is not valid JSON"),
+        (b'{"specversion": "1.0"}', "JSON array"),
+        (b'[{"specversion": "1.0", "id": "1", "source": "s", "type": "t"}, 3]', "batch item 1"),
+        (b'[{"specversion": "1.0", "id": "1", "source": "s"}]', "batch item 0: .*missing required"),
+    ],
+)
+def test_a_batch_with_an_invalid_event_is_refused_naming_it(body: bytes, reason: str) -> None:
+    from eventing import bindings, wire
+
+    for codec in (bindings, wire):
+        with pytest.raises(InvalidRequest, match=reason):
+            codec.from_batch(body)
 
 
 @pytest.mark.parametrize("backend", ["embedded"], indirect=True)

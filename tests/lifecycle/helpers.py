@@ -35,6 +35,9 @@ class StepContext:
     async def emit(self, event: CloudEvent) -> None:
         self.emitted.append(event)
 
+    def emit_sync(self, event: CloudEvent) -> None:
+        self.emitted.append(event)
+
 
 def platform_settings(directory: Path) -> Settings:
     """Settings of a platform of its own: data under ``directory``, free loopback ports, an empty config file."""

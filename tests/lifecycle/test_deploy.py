@@ -44,6 +44,16 @@ def test_bad_policy_is_refused():
         parse_policy({"canary": 5})
     with pytest.raises(InvalidRequest):
         parse_policy({"canary_percent": 0})
+    for bad in ({"log_sample_rate": 1.5}, {"log_sample_rate": True}, {"log_mode": "some"}):
+        with pytest.raises(InvalidRequest, match="log_"):
+            parse_policy(bad)
+
+
+def test_a_sample_rate_asks_serving_to_log_the_revision_for_the_run_and_its_pipeline():
+    cause = new_event(MODEL_REGISTERED, "/t", {}, runid="run-1", extensions={"pipeline": "lifecycle"})
+    assert deploy.inference_logging(DeployPolicy(), cause) is None  # off unless asked
+    logging = deploy.inference_logging(DeployPolicy(log_sample_rate=0.5, log_mode="request"), cause)
+    assert logging == {"mode": "request", "sample_rate": 0.5, "extensions": {"runid": "run-1", "pipeline": "lifecycle"}}
 
 
 def test_step_rolls_out_and_announces_the_endpoint_once(ctx, monkeypatch):

@@ -12,7 +12,10 @@ from eventing.filters import matches
 from functions.contract import (
     DATA_ARRIVED,
     DATASET_INGESTED,
+    DRIFT_DETECTED,
     FEATURES_READY,
+    INFERENCE_REQUEST,
+    INFERENCE_RESPONSE,
     LIFECYCLE,
     MODEL_DEPLOYED,
     MODEL_REGISTERED,
@@ -46,6 +49,9 @@ def _takers(type_: str, pipeline: str = LIFECYCLE, **extensions: str) -> set[str
         (TUNE_COMPLETED, {}, {"register"}),
         (MODEL_REGISTERED, {}, {"deploy"}),
         (MODEL_DEPLOYED, {}, set()),
+        (INFERENCE_REQUEST, {}, {"drift"}),
+        (INFERENCE_RESPONSE, {}, set()),
+        (DRIFT_DETECTED, {}, {"retrain"}),
         (STEP_FAILED, {}, {"tune"}),
     ],
 )
