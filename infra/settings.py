@@ -22,6 +22,8 @@ from infra.errors import ConfigError
 
 BROKER_FORMS = "embedded://PATH or kafka://HOST:PORT[,HOST:PORT...][?topic=NAME]"
 ARTIFACTS_FORMS = "file://PATH or s3://BUCKET?endpoint=http://HOST:PORT[&region=R][&create=true]"
+#: What announces objects landing in an ``s3://`` store (``eventing.s3_arrivals``).
+S3_ARRIVALS = ("poll", "notifications", "both")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ class EventingSettings:
     minio_kafka_topic: str = ""
     watch_raw: bool = True
     watch_interval_s: float = 1.0
+    s3_arrivals: str = "both"  # on s3:// stores, what announces landed objects: poll, notifications or both
+    s3_poll_interval_s: float = 2.0
+    s3_poll_max_keys: int = 100_000  # how many object versions the poll marker remembers (the newest)
     ping_schedule: str = ""
     ping_data: str = ""
 
@@ -262,6 +267,10 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"KNFLOW_LOG_FORMAT={settings.log_format!r}: expected json or text")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"KNFLOW_LOG_LEVEL={settings.log_level!r}: expected DEBUG, INFO, WARNING or ERROR")
+    if settings.eventing.s3_arrivals not in S3_ARRIVALS:
+        raise ConfigError(
+            f"KNFLOW_EVENTING_S3_ARRIVALS={settings.eventing.s3_arrivals!r}: expected {', '.join(S3_ARRIVALS)}"
+        )
     for section in SECTIONS:
         for f in dataclasses.fields(getattr(settings, section)):
             value = getattr(getattr(settings, section), f.name)
