@@ -123,6 +123,17 @@ class ServingSettings:
 
 
 @dataclass(frozen=True)
+class PlatformSettings:
+    """How ``knflow up`` supervises its processes (file section ``[platform]``)."""
+
+    restart_backoff_s: float = 1.0  # the wait before the first restart; doubled for each restart in the window
+    restart_backoff_max_s: float = 30.0
+    restart_limit: int = 5  # restarts of one component within restart_window_s; one more exit stops knflow up
+    restart_window_s: float = 300.0
+    start_timeout_s: float = 60.0  # how long a restarted component has to answer its health check
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything knflow is configured with, resolved and validated."""
 
@@ -140,6 +151,7 @@ class Settings:
     eventing: EventingSettings = field(default_factory=EventingSettings)
     functions: FunctionsSettings = field(default_factory=FunctionsSettings)
     serving: ServingSettings = field(default_factory=ServingSettings)
+    platform: PlatformSettings = field(default_factory=PlatformSettings)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (settings stay immutable)."""
@@ -150,6 +162,7 @@ SECTIONS: dict[str, type] = {
     "eventing": EventingSettings,
     "functions": FunctionsSettings,
     "serving": ServingSettings,
+    "platform": PlatformSettings,
 }
 _PORTS = ("broker_port", "functions_port", "gateway_port", "dashboard_port", "grpc_port")
 _SCALARS = ("host", *_PORTS, "log_level", "log_format")
