@@ -10,6 +10,7 @@ whole platform. ``supervise()`` restarts components that exit (``knflow.supervis
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -25,7 +26,7 @@ import urllib3
 
 from infra.errors import Unavailable
 from infra.localservices import spawn
-from infra.settings import Settings
+from infra.settings import SECTIONS, Settings
 from knflow.control import PipelineControl
 from knflow.supervisor import Supervisor
 
@@ -51,7 +52,24 @@ COMPONENTS = (
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a child process load exactly these top-level settings."""
+    """The environment that makes a child process load exactly these settings (the sections' where they differ
+    from the defaults)."""
+    return {**_top_level_env(settings), **_section_env(settings)}
+
+
+def _section_env(settings: Settings) -> dict[str, str]:
+    env = {}
+    for section, kind in SECTIONS.items():
+        values, defaults = getattr(settings, section), kind()
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            if value != getattr(defaults, f.name):
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+                env[f"KNFLOW_{section.upper()}_{f.name.upper()}"] = text
+    return env
+
+
+def _top_level_env(settings: Settings) -> dict[str, str]:
     return {
         "KNFLOW_DATA_DIR": str(settings.data_dir),
         "KNFLOW_BROKER": settings.broker.url,

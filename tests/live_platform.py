@@ -27,7 +27,7 @@ def running_platform(data: Path, **settings: str) -> Iterator[tuple[Platform, di
     env = {
         "KNFLOW_DATA_DIR": str(data / "knflow"),
         "KNFLOW_LOG_FORMAT": "text",
-        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD")},
+        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")},
         **{f"KNFLOW_{k.upper()}": v for k, v in settings.items()},
     }
     loaded = load_settings(env, config_file=config)

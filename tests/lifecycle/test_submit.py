@@ -58,7 +58,7 @@ class Up:
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     data = tmp_path_factory.mktemp("up")
     (data / "knflow.toml").write_text("")
-    ports = {f"KNFLOW_{n}_PORT": str(free_port()) for n in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD")}
+    ports = {f"KNFLOW_{n}_PORT": str(free_port()) for n in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")}
     env = {**os.environ, "KNFLOW_CONFIG": str(data / "knflow.toml"), "KNFLOW_DATA_DIR": str(data), **ports}
     env["PYTHONPATH"] = str(ROOT)
     with knflow_up(env, data):
