@@ -22,6 +22,8 @@ from infra.errors import ConfigError
 
 BROKER_FORMS = "embedded://PATH or kafka://HOST:PORT[,HOST:PORT...][?topic=NAME]"
 ARTIFACTS_FORMS = "file://PATH or s3://BUCKET?endpoint=http://HOST:PORT[&region=R][&create=true]"
+#: What announces objects landing in an ``s3://`` store (``eventing.s3_arrivals``).
+S3_ARRIVALS = ("poll", "notifications", "both")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ class EventingSettings:
     minio_kafka_topic: str = ""
     watch_raw: bool = True
     watch_interval_s: float = 1.0
+    s3_arrivals: str = "both"  # on s3:// stores, what announces landed objects: poll, notifications or both
+    s3_poll_interval_s: float = 2.0
+    s3_poll_max_keys: int = 100_000  # how many object versions the poll marker remembers (the newest)
     ping_schedule: str = ""
     ping_data: str = ""
 
@@ -120,6 +125,17 @@ class ServingSettings:
 
 
 @dataclass(frozen=True)
+class PlatformSettings:
+    """How ``knflow up`` supervises its processes (file section ``[platform]``)."""
+
+    restart_backoff_s: float = 1.0  # the wait before the first restart; doubled for each restart in the window
+    restart_backoff_max_s: float = 30.0
+    restart_limit: int = 5  # restarts of one component within restart_window_s; one more exit stops knflow up
+    restart_window_s: float = 300.0
+    start_timeout_s: float = 60.0  # how long a restarted component has to answer its health check
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything knflow is configured with, resolved and validated."""
 
@@ -137,6 +153,7 @@ class Settings:
     eventing: EventingSettings = field(default_factory=EventingSettings)
     functions: FunctionsSettings = field(default_factory=FunctionsSettings)
     serving: ServingSettings = field(default_factory=ServingSettings)
+    platform: PlatformSettings = field(default_factory=PlatformSettings)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (settings stay immutable)."""
@@ -147,6 +164,7 @@ SECTIONS: dict[str, type] = {
     "eventing": EventingSettings,
     "functions": FunctionsSettings,
     "serving": ServingSettings,
+    "platform": PlatformSettings,
 }
 _PORTS = ("broker_port", "functions_port", "gateway_port", "dashboard_port", "grpc_port")
 _SCALARS = ("host", *_PORTS, "log_level", "log_format")
@@ -264,6 +282,10 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"KNFLOW_LOG_FORMAT={settings.log_format!r}: expected json or text")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"KNFLOW_LOG_LEVEL={settings.log_level!r}: expected DEBUG, INFO, WARNING or ERROR")
+    if settings.eventing.s3_arrivals not in S3_ARRIVALS:
+        raise ConfigError(
+            f"KNFLOW_EVENTING_S3_ARRIVALS={settings.eventing.s3_arrivals!r}: expected {', '.join(S3_ARRIVALS)}"
+        )
     for section in SECTIONS:
         for f in dataclasses.fields(getattr(settings, section)):
             value = getattr(getattr(settings, section), f.name)

@@ -38,6 +38,7 @@ class ObjectInfo:
     modified: datetime
     content_type: str = "application/octet-stream"
     metadata: dict[str, str] = field(default_factory=dict)
+    etag: str = ""  # the S3 ETag (without quotes) where the store has one; it changes with every version
 
 
 #: Called after an object lands, with its info (the file store uses this for data-arrival events).

@@ -52,8 +52,9 @@ _TRANSIENT_EXC = (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
 class S3Store:
     """Objects in one bucket. Uploads are multipart and streamed; the sha256 rides as ``x-amz-meta-sha256``."""
 
-    def __init__(self, location: StoreLocation):
+    def __init__(self, location: StoreLocation, *, retries: int = RETRIES):
         self.location = location
+        self.retries = retries
         self.bucket = location.bucket
         self.url = location.url
         self._listeners: list[PutListener] = []
@@ -84,15 +85,15 @@ class S3Store:
     # -- error handling --------------------------------------------------------
     def _retry(self, what: str, call: Callable[[], T], key: str | None = None) -> T:
         """Run ``call``, retrying transient S3 and network errors with exponential backoff."""
-        for attempt in range(RETRIES + 1):
+        for attempt in range(self.retries + 1):
             try:
                 return call()
             except S3Error as exc:
-                if exc.code not in _TRANSIENT_CODES or attempt == RETRIES:
+                if exc.code not in _TRANSIENT_CODES or attempt == self.retries:
                     raise self._translate(exc, key) from None
                 reason = exc.code
             except _TRANSIENT_EXC as exc:
-                if attempt == RETRIES:
+                if attempt == self.retries:
                     raise Unavailable(
                         f"S3 endpoint {self.location.endpoint} unreachable during {what}: {exc}"
                     ) from None
@@ -239,6 +240,7 @@ class S3Store:
             modified=obj.last_modified or datetime.now(UTC),
             content_type=obj.content_type or "application/octet-stream",
             metadata=user,
+            etag=(obj.etag or "").strip('"'),
         )
 
     @contextlib.contextmanager
@@ -267,7 +269,8 @@ class S3Store:
         return True
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Objects under ``prefix``; ``sha256`` is filled in only by ``stat`` (S3 listings omit metadata)."""
+        """Objects under ``prefix`` (ListObjectsV2); ``sha256`` and ``metadata`` are filled in only by ``stat`` (S3
+        listings omit them)."""
         validate_prefix(prefix)
         objects = self._retry(
             f"list {prefix}",
@@ -281,6 +284,7 @@ class S3Store:
                 size=obj.size or 0,
                 sha256="",
                 modified=obj.last_modified or datetime.now(UTC),
+                etag=(obj.etag or "").strip('"'),
             )
 
     def delete(self, key: str) -> None:

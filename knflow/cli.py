@@ -16,6 +16,7 @@ COMMANDS = [
     "config",
     "artifacts",
     "services",
+    "sources",
     "broker",
     "pipeline",
     "schedule",

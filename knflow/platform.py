@@ -4,19 +4,21 @@
 answers its health check, applies the pipelines (the shipped lifecycle, and every one applied before) and
 returns once the broker reports every trigger ready (its consumer group joined and positioned). The children
 read the same settings from the environment this module hands them, so one ``Settings`` object describes the
-whole platform.
+whole platform. ``supervise()`` restarts components that exit (``knflow.supervisor``; ``knflow up`` uses it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +26,9 @@ import urllib3
 
 from infra.errors import Unavailable
 from infra.localservices import spawn
-from infra.settings import Settings
+from infra.settings import SECTIONS, Settings
 from knflow.control import PipelineControl
+from knflow.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,24 @@ COMPONENTS = (
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a child process load exactly these top-level settings."""
+    """The environment that makes a child process load exactly these settings (the sections' where they differ
+    from the defaults)."""
+    return {**_top_level_env(settings), **_section_env(settings)}
+
+
+def _section_env(settings: Settings) -> dict[str, str]:
+    env = {}
+    for section, kind in SECTIONS.items():
+        values, defaults = getattr(settings, section), kind()
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            if value != getattr(defaults, f.name):
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+                env[f"KNFLOW_{section.upper()}_{f.name.upper()}"] = text
+    return env
+
+
+def _top_level_env(settings: Settings) -> dict[str, str]:
     return {
         "KNFLOW_DATA_DIR": str(settings.data_dir),
         "KNFLOW_BROKER": settings.broker.url,
@@ -72,6 +92,8 @@ class Platform:
     settings: Settings
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     log_dir: Path | None = None
+    supervisor: Supervisor | None = None
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # guards ``processes``
     _env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def url(self, component: str) -> str:
@@ -96,7 +118,7 @@ class Platform:
         try:
             for component in components:
                 _check_port_free(settings, component)
-                platform._spawn(component)
+                platform.spawn(component)
             for component in components:
                 platform._wait_healthy(component, timeout)
             platform.install_pipelines(timeout)
@@ -105,18 +127,26 @@ class Platform:
             raise
         return platform
 
-    def _spawn(self, component: Component) -> None:
+    def spawn(self, component: Component) -> None:
+        """Start one component's process (its output appended to its log)."""
         log_path = self.log_dir / f"{component.name}.log"  # type: ignore[operator]
         self.processes[component.name] = spawn([sys.executable, "-m", component.module], log_path, self._env)
+
+    def supervise(self, on_failure: Callable[[str], None] | None = None) -> Supervisor:
+        """Restart components that exit from now on (``settings.platform``); ``on_failure(why)`` when one keeps
+        failing."""
+        self.supervisor = Supervisor(self, on_failure=on_failure).start()
+        return self.supervisor
 
     def restart(self, name: str, *, kill: bool = False, timeout: float = 60.0) -> None:
         """Stop one component (SIGTERM, or SIGKILL with ``kill``, as a crash would) and start it again."""
         component = next(c for c in COMPONENTS if c.name == name)
-        process = self.processes.pop(name)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
-        process.wait(timeout)
-        self._spawn(component)
+        with self.lock:  # a supervisor sees the new process, never the gap (so this is no crash to it)
+            process = self.processes.pop(name)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            process.wait(timeout)
+            self.spawn(component)
         self._wait_healthy(component, timeout)
 
     def _wait_healthy(self, component: Component, timeout: float) -> None:
@@ -162,6 +192,7 @@ class Platform:
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM every component (they finish in-flight work), SIGKILL what outlives ``timeout``."""
+        self._unsupervise()
         for process in self.processes.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
@@ -177,12 +208,18 @@ class Platform:
 
     def kill(self) -> None:
         """SIGKILL every component and everything it started, as a machine failure would."""
+        self._unsupervise()
         for process in self.processes.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
         for process in self.processes.values():
             process.wait()
         self.processes.clear()
+
+    def _unsupervise(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
 
     def __enter__(self) -> Platform:
         return self

@@ -4,6 +4,7 @@ directory, and the ``knflow`` command line run against it as a user would run it
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 from infra.localservices import free_port
 from infra.settings import load_settings
 from knflow.platform import Platform, settings_env
+from tests.eventually import eventually_sync
 
 ROOT = Path(__file__).parents[1]
 
@@ -25,7 +27,7 @@ def running_platform(data: Path, **settings: str) -> Iterator[tuple[Platform, di
     env = {
         "KNFLOW_DATA_DIR": str(data / "knflow"),
         "KNFLOW_LOG_FORMAT": "text",
-        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD")},
+        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")},
         **{f"KNFLOW_{k.upper()}": v for k, v in settings.items()},
     }
     loaded = load_settings(env, config_file=config)
@@ -42,3 +44,33 @@ def knflow(
     return subprocess.run(
         [sys.executable, "-m", "knflow", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout
     )
+
+
+@contextmanager
+def knflow_up(env: dict[str, str], cwd: Path, timeout: float = 120) -> Iterator[subprocess.Popen]:
+    """``knflow up`` run as a user runs it, in ``cwd``, its output in ``cwd/up.out``; yielded once it says the platform
+    is up, stopped (SIGTERM, then SIGKILL) afterwards unless it has exited by itself."""
+    out = cwd / "up.out"
+    with out.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "knflow", "up"], env={**env, "PYTHONPATH": str(ROOT)}, cwd=cwd, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            started = lambda: process.poll() is not None or "Ctrl-C stops" in out.read_text()  # noqa: E731
+            eventually_sync(started, timeout, "knflow up to start the platform")
+            assert process.poll() is None, out.read_text()
+            yield process
+        finally:
+            stop(process)
+
+
+def stop(process: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGTERM a process started in its own session (SIGKILL to its group after ``timeout``), and wait for it."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

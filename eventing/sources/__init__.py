@@ -6,6 +6,9 @@ Each source has ``routes()`` (aiohttp routes it adds to the broker, under ``/sou
 - ``minio.MinioWebhookSource``  ``POST /sources/minio``: MinIO's webhook target (Bearer token).
 - ``minio.MinioKafkaSource``  MinIO's Kafka target topic (``eventing.minio_kafka_topic``).
 - ``filestore.FileStoreWatcher``  objects landing under ``eventing.arrival_prefix`` of a ``file://`` store.
+- ``s3poll.S3PollingSource``  the same for an ``s3://`` store, by listing it (for servers that send no notifications).
+  ``eventing.s3_arrivals`` says what announces objects of an ``s3://`` store: ``poll``, ``notifications`` (the MinIO
+  sources) or ``both`` (the default; one ``marker.ArrivalMarker`` keeps them from announcing an object twice).
 
 The arrival sources (MinIO, file store) run only when ``eventing.arrival_type`` says what a landed object
 becomes; knflow's platform sets it to the lifecycle's ``data.arrived`` (``functions.contract``). They skip
@@ -18,8 +21,10 @@ objects ``arrival.announces`` says no to (``eventing.arrival_ignore`` names, obj
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -43,8 +48,6 @@ class Source(Protocol):
 def default_sources(settings: Settings) -> list[Any]:
     """The sources the broker runs from its settings."""
     from eventing.registry import state_dir
-    from eventing.sources.filestore import FileStoreWatcher
-    from eventing.sources.minio import MinioKafkaSource, MinioWebhookSource
     from eventing.sources.ping import PingSource, PingSources
     from eventing.sources.webhook import WebhookSource
 
@@ -54,18 +57,44 @@ def default_sources(settings: Settings) -> list[Any]:
         seen = settings.data_dir / "sources" / "webhook-seen.json"
         kind = ev.webhook_type or ev.arrival_type
         sources.append(WebhookSource(ev.webhook_secret, ev.webhook_window_s, kind, seen, ev.arrival_pipeline))
-    if not ev.arrival_type:  # nothing says what a landed object means: no arrival sources
-        return sources
-    sources.append(MinioWebhookSource(settings))
-    if settings.artifacts.scheme == "file" and ev.watch_raw:
-        state = settings.data_dir / "sources" / "filestore-seen.json"
-        sources.append(FileStoreWatcher(settings.artifacts.path, state, ev))
-    if ev.minio_kafka_topic:
-        servers = ev.minio_kafka_servers.split(",") if ev.minio_kafka_servers else list(settings.broker.servers)
-        sources.append(MinioKafkaSource(settings, servers, ev.minio_kafka_topic))
+    if ev.arrival_type:  # something says what a landed object means: arrival sources
+        sources += _arrival_sources(settings)
     if ev.ping_schedule:
         sources.append(PingSource("default", ev.ping_schedule, _ping_data(ev.ping_data)))
     return sources
+
+
+def _arrival_sources(settings: Settings) -> list[Any]:
+    """The sources announcing objects that land in the store: by notifications, by watching it, or both."""
+    from eventing.sources.filestore import FileStoreWatcher
+    from eventing.sources.marker import ArrivalMarker
+    from eventing.sources.minio import MinioKafkaSource, MinioWebhookSource
+    from eventing.sources.s3poll import S3PollingSource
+
+    ev, store = settings.eventing, settings.artifacts
+    sources: list[Any] = []
+    marker = None
+    if store.scheme == "file" and ev.watch_raw:
+        state = settings.data_dir / "sources" / "filestore-seen.json"
+        sources.append(FileStoreWatcher(store.path, state, ev))
+    if store.scheme == "s3" and ev.s3_arrivals in ("poll", "both"):
+        marker = ArrivalMarker.load(s3_marker_path(settings), ev.s3_poll_max_keys)
+        sources.append(S3PollingSource(store, marker, ev))
+    if store.scheme == "s3" and ev.s3_arrivals == "poll":
+        refusal = "this broker polls the bucket and takes no MinIO notifications (eventing.s3_arrivals = poll)"
+        return [*sources, MinioWebhookSource(settings, refusal=refusal)]
+    sources.append(MinioWebhookSource(settings, marker))
+    if ev.minio_kafka_topic:
+        servers = ev.minio_kafka_servers.split(",") if ev.minio_kafka_servers else list(settings.broker.servers)
+        sources.append(MinioKafkaSource(settings, servers, ev.minio_kafka_topic, marker))
+    return sources
+
+
+def s3_marker_path(settings: Settings) -> Path:
+    """Where the broker keeps what it has announced of the configured bucket (one file per endpoint and bucket)."""
+    store = settings.artifacts
+    digest = hashlib.sha256(f"{store.endpoint}/{store.bucket}".encode()).hexdigest()[:10]
+    return settings.data_dir / "sources" / f"s3-seen-{store.bucket}-{digest}.json"
 
 
 def _ping_data(text: str) -> Any:

@@ -6,7 +6,8 @@ Two of MinIO's notification targets are read: the webhook target (``POST /source
 URL-encoded by MinIO and decoded here. Only ``s3:ObjectCreated:*`` records for keys under
 ``eventing.arrival_prefix`` become arrival events (``eventing.arrival_type``), one new run per object, except
 ignored names and objects whose ``userMetadata`` (MinIO sends the object's ``X-Amz-Meta-*``) carries
-``arrival.ANNOUNCED``: their writer announced them itself.
+``arrival.ANNOUNCED``: their writer announced them itself. With the polling source beside them (``eventing.s3_arrivals``
+``both``) both claim each object version in one ``ArrivalMarker``, so it is announced once, by whichever is first.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
 from eventing.sources.arrival import announces, arrival_event
+from eventing.sources.marker import ArrivalMarker
 from infra.errors import InvalidRequest
 from infra.settings import Settings
 from infra.validation import parse
@@ -91,11 +93,35 @@ def notification_events(payload: Any, settings: Settings) -> list[CloudEvent]:
     return events
 
 
+async def publish_unclaimed(
+    events: list[CloudEvent], settings: Settings, marker: ArrivalMarker | None, publish: Any
+) -> int:
+    """Publish the events, except those of the configured bucket whose object version ``marker`` has seen; how many.
+
+    A claim whose publishing fails is given back, so the object is announced when it is tried again.
+    """
+    published = 0
+    for event in events:
+        data = event.get_data()
+        ours = marker if data["store"] == settings.artifacts.url else None  # the marker is the configured bucket's
+        if ours is not None and not ours.claim(data["key"], data["etag"]):
+            continue
+        try:
+            await publish(event)
+        except BaseException:
+            if ours is not None:
+                ours.forget(data["key"], data["etag"])
+            raise
+        published += 1
+    return published
+
+
 class MinioWebhookSource:
     """MinIO's webhook notification target: ``POST /sources/minio``."""
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self, settings: Settings, marker: ArrivalMarker | None = None, *, refusal: str = ""):
+        self.settings, self.marker = settings, marker
+        self.refusal = refusal  # set: notifications are not taken here, and this says why (404)
         self._publish: Any = None
 
     def routes(self) -> list[web.RouteDef]:
@@ -108,6 +134,8 @@ class MinioWebhookSource:
         self._publish = None
 
     async def _handle(self, request: web.Request) -> web.Response:
+        if self.refusal:
+            return web.json_response({"error": self.refusal}, status=404)
         token = self.settings.eventing.minio_token
         if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
             return web.json_response({"error": "missing or wrong bearer token"}, status=401)
@@ -118,9 +146,8 @@ class MinioWebhookSource:
             return web.json_response({"error": "notification is not JSON"}, status=400)
         except InvalidRequest as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        for event in events:
-            await self._publish(event)
-        return web.json_response({"accepted": len(events)}, status=202 if events else 200)
+        accepted = await publish_unclaimed(events, self.settings, self.marker, self._publish)
+        return web.json_response({"accepted": accepted}, status=202 if accepted else 200)
 
 
 class MinioKafkaSource:
@@ -128,8 +155,8 @@ class MinioKafkaSource:
 
     GROUP = "knflow-minio-source"
 
-    def __init__(self, settings: Settings, servers: list[str], topic: str):
-        self.settings, self.servers, self.topic = settings, servers, topic
+    def __init__(self, settings: Settings, servers: list[str], topic: str, marker: ArrivalMarker | None = None):
+        self.settings, self.servers, self.topic, self.marker = settings, servers, topic, marker
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -177,5 +204,5 @@ class MinioKafkaSource:
         except (orjson.JSONDecodeError, InvalidRequest) as exc:
             log.warning("skipping MinIO notification %s/%s: %s", message.partition, message.offset, exc)
             return
-        for event in events:
-            asyncio.run_coroutine_threadsafe(publish(event), loop).result(60)
+        unclaimed = publish_unclaimed(events, self.settings, self.marker, publish)
+        asyncio.run_coroutine_threadsafe(unclaimed, loop).result(60)

@@ -1,16 +1,19 @@
-"""``knflow up``: run the embedded platform (broker, functions, gateway, dashboard) until Ctrl-C."""
+"""``knflow up``: run the embedded platform (broker, functions, gateway, dashboard) until Ctrl-C, restarting a component
+that exits; it stops, with exit code 1, when one keeps failing."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import signal
+import sys
 import threading
 
+from infra.logs import configure_logging
 from infra.settings import load_settings
 from knflow.platform import Platform
 
-HELP = "run the platform (broker, function runner, inference gateway, dashboard) until Ctrl-C"
+HELP = "run the platform (broker, function runner, inference gateway, dashboard) until Ctrl-C, restarting what exits"
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -19,9 +22,11 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)  # the supervisor's reports go to stderr
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Platform.start(settings) as platform:
+    with Platform.start(settings, timeout=settings.platform.start_timeout_s) as platform:
+        supervisor = platform.supervise(on_failure=lambda _: stop.set())
         for name in platform.processes:
             print(f"{name:<10} {platform.url(name)}   (log: {platform.log_dir}/{name}.log)")
         print(f"artifacts  {settings.artifacts.url}\nevents     {settings.broker.url}")
@@ -32,4 +37,7 @@ def run(args: argparse.Namespace) -> int:
         )
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
+    if supervisor.failure:
+        print(f"knflow up: stopped: {supervisor.failure}", file=sys.stderr)
+        return 1
     return 0

@@ -10,7 +10,8 @@ is down answers 503 on its own API path; the others keep working.
 API: ``GET /api/runs``, ``GET /api/runs/{runid}``, ``GET /api/models``, ``GET /api/models/{name}``,
 ``GET /api/serving``, ``GET /api/serving/{name}``, ``GET /api/failures``,
 ``POST /api/failures/{event_id}/replay`` (``event_id``: the id of the original, dead-lettered event),
-``GET /api/health``, the pipelines API (``knflow.dashboard.pipelines``), submitting and following runs
+``GET /api/health`` (with the components ``knflow up`` supervises), the pipelines API (``knflow.dashboard.pipelines``),
+submitting and following runs
 (``knflow.dashboard.submissions``: ``POST /api/runs``, ``GET /api/runs/{runid}/events``, ``.../outcome``) and
 schedules (``knflow.dashboard.schedules``). Errors are ``{"error": reason}`` with the error's status.
 """
@@ -42,6 +43,7 @@ from knflow.dashboard.history import EventHistory
 from knflow.dashboard.replay import replay_event
 from knflow.dashboard.traffic import GatewayView
 from knflow.schedules import ScheduleControl
+from knflow.supervisor import components_health
 from serving.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -151,7 +153,10 @@ class Dashboard:
 
     async def health(self, request: web.Request) -> web.Response:
         body = {"status": "ok", "broker": self.broker_url, "gateway": self.gateway_url}
-        return json_response({**body, "artifacts": self.settings.artifacts.url, "knflow": __version__})
+        components = components_health(self.settings)  # [] when no supervisor runs on this data directory
+        return json_response(
+            {**body, "artifacts": self.settings.artifacts.url, "knflow": __version__, "components": components}
+        )
 
     # -- runs and failures (broker history) ---------------------------------------------
     async def list_runs(self, request: web.Request) -> web.Response:

@@ -2,8 +2,11 @@
 
 Nothing but configuration changes from the embedded run: the platform's processes get
 ``KNFLOW_BROKER=kafka://…`` and ``KNFLOW_ARTIFACTS=s3://…``. Data arrives the way MinIO announces it (a bucket
-notification, MinIO's webhook-target JSON, posted to the broker) or through ``knflow.Client``, whose knflow
-server announces it itself (SeaweedFS sends no notifications).
+notification, MinIO's webhook-target JSON, posted to the broker; the broker takes only notifications here,
+``eventing.s3_arrivals = notifications``, so the run is the notification's) or through ``knflow.Client``, whose
+knflow server announces it itself (SeaweedFS sends no notifications). The broker's polling source, which announces
+objects on servers that send none, has its own tests (``tests/eventing/test_s3_polling.py``,
+``test_readme_s3_path.py``).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def platform(
         "KNFLOW_DATA_DIR": str(data),
         "KNFLOW_BROKER": f"kafka://{kafka_server.url}?topic=knflow-e2e",
         "KNFLOW_ARTIFACTS": f"s3://{BUCKET}?endpoint={s3_server.url}&create=true",
+        "KNFLOW_EVENTING_S3_ARRIVALS": "notifications",
         **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")},
     }
     settings = load_settings(env, config_file=data / "knflow.toml")
@@ -84,7 +88,7 @@ def minio_notification(bucket: str, info: ObjectInfo) -> bytes:
                         "object": {
                             "key": quote(info.key, safe=""),
                             "size": info.size,
-                            "eTag": info.sha256[:32],
+                            "eTag": info.etag,
                             "contentType": "application/octet-stream",
                             "sequencer": "17E0A1B2C3D4E5F6",
                         },

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from knflow import Client
 from knflow.drive import submit, watch
 from knflow.follow import History, SeenEvent
 from tests.eventually import eventually_sync
+from tests.live_platform import knflow_up
 
 pytestmark = pytest.mark.slow
 
@@ -58,32 +58,16 @@ class Up:
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     data = tmp_path_factory.mktemp("up")
     (data / "knflow.toml").write_text("")
-    ports = {f"KNFLOW_{n}_PORT": str(free_port()) for n in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD")}
+    ports = {f"KNFLOW_{n}_PORT": str(free_port()) for n in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")}
     env = {**os.environ, "KNFLOW_CONFIG": str(data / "knflow.toml"), "KNFLOW_DATA_DIR": str(data), **ports}
     env["PYTHONPATH"] = str(ROOT)
-    log = (data / "up.out").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "knflow", "up"], env=env, cwd=data, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        started = lambda: process.poll() is not None or "Ctrl-C stops" in (data / "up.out").read_text()  # noqa: E731
-        eventually_sync(started, 120, "knflow up to start the platform")
-        assert process.poll() is None, (data / "up.out").read_text()
+    with knflow_up(env, data):
         settings = load_settings(env, config_file=data / "knflow.toml")
         url, broker = (
             f"http://127.0.0.1:{ports['KNFLOW_DASHBOARD_PORT']}",
             f"http://127.0.0.1:{ports['KNFLOW_BROKER_PORT']}",
         )
         yield Up(env, settings, url, broker, data)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 def iris_csv(label: str = "label") -> bytes:

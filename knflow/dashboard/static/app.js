@@ -204,6 +204,28 @@ const ROUTES = {
   failures: () => panel("Failed events", "/api/failures", (d) => failuresTable(d.failures, true)),
 };
 
+// The header's platform indicator: whether every component `knflow up` supervises runs (from /api/health).
+async function platformIndicator() {
+  const box = document.getElementById("platform");
+  let components;
+  try {
+    components = (await api("/api/health")).components || [];
+  } catch (err) {
+    components = [{ name: "knflow server", state: "unreachable", restarts: 0 }];
+  }
+  const down = components.filter((c) => c.state !== "running");
+  const restarts = components.reduce((n, c) => n + c.restarts, 0);
+  const failed = down.some((c) => c.state === "failed" || c.state === "unreachable");
+  box.hidden = !components.length;
+  box.className = `badge status-${failed ? "failed" : down.length ? "running" : "succeeded"}`;
+  box.textContent = down.length
+    ? down.map((c) => `${c.name} ${c.state}`).join(", ")
+    : `platform ok${restarts ? `, ${restarts} restart(s)` : ""}`;
+  box.title = components
+    .map((c) => `${c.name}: ${c.state}, ${c.restarts} restart(s)${c.last_exit ? `; last: ${c.last_exit}` : ""}`)
+    .join("\n");
+}
+
 let rendering = false;
 let again = false; // a route change that arrives mid-render renders once more afterwards
 async function render() {
@@ -217,6 +239,7 @@ async function render() {
     }
     const content = await ROUTES[route](decodeURIComponent(arg || ""));
     view.replaceChildren(content);
+    await platformIndicator();
     document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   } finally {
     rendering = false;
