@@ -58,6 +58,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: The ports a platform listens on, as their settings' environment variable names.
+PLATFORM_PORTS = ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")
+
+
+def free_platform_ports(*names: str) -> dict[str, str]:
+    """``KNFLOW_<NAME>_PORT`` set to a free loopback port for each platform port (or only ``names``)."""
+    return {f"KNFLOW_{name}_PORT": str(free_port()) for name in names or PLATFORM_PORTS}
+
+
 def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None, what: str = "service") -> None:
     """Block until something accepts TCP connections on 127.0.0.1:port."""
     deadline = time.monotonic() + timeout

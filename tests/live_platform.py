@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from infra.localservices import free_port
+from infra.localservices import free_platform_ports
 from infra.settings import load_settings
 from knflow.platform import Platform, settings_env
 from tests.eventually import eventually_sync
@@ -27,7 +27,7 @@ def running_platform(data: Path, **settings: str) -> Iterator[tuple[Platform, di
     env = {
         "KNFLOW_DATA_DIR": str(data / "knflow"),
         "KNFLOW_LOG_FORMAT": "text",
-        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")},
+        **free_platform_ports(),
         **{f"KNFLOW_{k.upper()}": v for k, v in settings.items()},
     }
     loaded = load_settings(env, config_file=config)

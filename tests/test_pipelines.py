@@ -15,7 +15,7 @@ import yaml
 from eventing.client import publish
 from eventing.events import new_event, new_runid
 from infra.httpclient import JsonClient
-from infra.localservices import free_port
+from infra.localservices import free_platform_ports
 from infra.settings import load_settings
 from knflow.follow import History
 from knflow.platform import Platform
@@ -32,7 +32,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     env = {
         "KNFLOW_DATA_DIR": str(data),
         "KNFLOW_CONFIG": str(data / "knflow.toml"),
-        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD")},
+        **free_platform_ports(),
     }
     with Platform.start(load_settings(env, config_file=data / "knflow.toml")) as running:
         JsonClient(running.url("functions")).call("PUT", "/admin/functions/probe", {"target": str(PROBE)})

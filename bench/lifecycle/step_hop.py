@@ -36,7 +36,7 @@ import urllib3  # noqa: E402
 
 from eventing.bindings import to_http_binary  # noqa: E402
 from eventing.events import new_event  # noqa: E402
-from infra.localservices import free_port  # noqa: E402
+from infra.localservices import free_platform_ports  # noqa: E402
 from infra.settings import load_settings  # noqa: E402
 from knflow.control import PipelineControl  # noqa: E402
 from knflow.deployment import Deployer  # noqa: E402
@@ -122,7 +122,7 @@ def main() -> int:
         "KNFLOW_DATA_DIR": str(base / "data"),
         "KNFLOW_LOG_LEVEL": "WARNING",
         "KNFLOW_FUNCTIONS_IDLE_GRACE_S": "600",
-        **{f"KNFLOW_{n}_PORT": str(free_port()) for n in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD")},
+        **free_platform_ports(),
     }
     os.environ.update(env)  # the platform's children read the same settings
     settings = load_settings(env, config_file=base / "knflow.toml")

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import urllib3  # noqa: E402
 
-from infra.localservices import free_port  # noqa: E402
+from infra.localservices import free_platform_ports  # noqa: E402
 
 COMPONENTS = ("broker", "functions", "gateway", "dashboard")
 http = urllib3.PoolManager(retries=False, timeout=2.0)
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--backoff", type=float, default=0.1)
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="knflow-recovery-"))
-    ports = {f"KNFLOW_{n}_PORT": str(free_port()) for n in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")}
+    ports = free_platform_ports()
     env = {
         **os.environ, **ports, "KNFLOW_DATA_DIR": str(data), "KNFLOW_LOG_FORMAT": "text", "PYTHONPATH": str(ROOT),
         "KNFLOW_PLATFORM_RESTART_BACKOFF_S": str(args.backoff), "KNFLOW_PLATFORM_RESTART_LIMIT": str(args.kills + 1),

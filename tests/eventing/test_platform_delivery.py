@@ -18,7 +18,7 @@ from eventing.events import STEP_FAILED, new_event
 from eventing.filters import matches
 from functions import contract as ev
 from functions.runtime.pipeline import load_pipeline, pipeline_triggers
-from infra.localservices import LocalService, free_port
+from infra.localservices import LocalService, free_platform_ports, free_port
 from infra.settings import load_settings
 from knflow.platform import Platform
 from tests.eventually import eventually_sync
@@ -109,7 +109,7 @@ def test_every_event_accepted_after_ready_reaches_every_matching_trigger_across_
         "KNFLOW_BROKER": f"kafka://{kafka_server.url}?topic=platform-{uuid.uuid4().hex[:8]}",
         "KNFLOW_ARTIFACTS": f"file://{tmp_path / 'artifacts'}",
         "KNFLOW_FUNCTIONS_PORT": str(port),
-        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "GATEWAY", "DASHBOARD")},
+        **free_platform_ports("BROKER", "GATEWAY", "DASHBOARD", "GRPC"),
     }
     settings = load_settings(env, config_file=None)
     spec = load_pipeline(ev.lifecycle_spec_path())

@@ -18,7 +18,7 @@ from cloudevents.core.v1.event import CloudEvent
 from eventing.events import new_event
 from functions.contract import DATA_ARRIVED
 from functions.ml.readers import write_idx
-from infra.localservices import free_port
+from infra.localservices import free_platform_ports
 from infra.settings import Settings, load_settings
 from infra.store import ArtifactStore
 
@@ -45,7 +45,7 @@ def platform_settings(directory: Path) -> Settings:
     config.write_text("")
     env = {
         "KNFLOW_DATA_DIR": str(directory),
-        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")},
+        **free_platform_ports(),
     }
     return load_settings(env, config_file=config)
 

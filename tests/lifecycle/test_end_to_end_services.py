@@ -29,7 +29,7 @@ from functions.contract import (
     MODEL_REGISTERED,
     MODEL_TRAINED,
 )
-from infra.localservices import LocalService, free_port
+from infra.localservices import LocalService, free_platform_ports
 from infra.settings import load_settings
 from infra.store import ArtifactStore, ObjectInfo, open_store
 from knflow import Client
@@ -56,7 +56,7 @@ def platform(
         "KNFLOW_BROKER": f"kafka://{kafka_server.url}?topic=knflow-e2e",
         "KNFLOW_ARTIFACTS": f"s3://{BUCKET}?endpoint={s3_server.url}&create=true",
         "KNFLOW_EVENTING_S3_ARRIVALS": "notifications",
-        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")},
+        **free_platform_ports(),
     }
     settings = load_settings(env, config_file=data / "knflow.toml")
     open_store(settings.artifacts)  # creates the bucket, as an operator would before starting

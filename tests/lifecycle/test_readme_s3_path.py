@@ -21,7 +21,7 @@ from minio import Minio
 from sklearn.datasets import load_iris
 
 from functions.contract import DATA_ARRIVED
-from infra.localservices import free_port
+from infra.localservices import free_platform_ports
 from infra.settings import load_settings
 from knflow.drive import watch
 from knflow.follow import History
@@ -38,7 +38,7 @@ FLOWERS_OPTIONS = {"model_name": "flowers", "train": {"model": "mlp", "epochs": 
 def clean_environment(data: Path) -> dict[str, str]:
     """A shell with no knflow or S3 settings (no credentials either: SeaweedFS takes anonymous requests)."""
     kept = {k: v for k, v in os.environ.items() if not k.startswith(("KNFLOW_", "AWS_", "MINIO_"))}
-    ports = {f"KNFLOW_{n}_PORT": str(free_port()) for n in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")}
+    ports = free_platform_ports()
     (data / "knflow.toml").write_text("")
     path = f"{Path(sys.executable).parent}{os.pathsep}{kept.get('PATH', '')}"
     return {**kept, **ports, "KNFLOW_DATA_DIR": str(data / "knflow"), "PATH": path, "PYTHONPATH": str(ROOT)}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.localservices import free_port
+from infra.localservices import free_platform_ports
 from tests.lifecycle.test_submit import ROOT, TRAIN, iris_csv
 
 pytestmark = pytest.mark.slow
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 def test_knflow_run_starts_a_platform_when_none_answers_and_stops_it_after(tmp_path: Path) -> None:
     (tmp_path / "knflow.toml").write_text("")
-    ports = {f"KNFLOW_{n}_PORT": str(free_port()) for n in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD")}
+    ports = free_platform_ports()
     env = {**os.environ, "KNFLOW_CONFIG": str(tmp_path / "knflow.toml"), "KNFLOW_DATA_DIR": str(tmp_path), **ports}
     env["PYTHONPATH"] = str(ROOT)
     (tmp_path / "flowers.csv").write_bytes(iris_csv())

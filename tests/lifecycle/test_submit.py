@@ -26,7 +26,7 @@ from eventing.sources.arrival import ANNOUNCED
 from eventing.sources.ping import PING_TYPE
 from functions.contract import DATA_ARRIVED, DATASET_INGESTED, MODEL_DEPLOYED
 from infra.errors import InvalidRequest, NotFound
-from infra.localservices import free_port
+from infra.localservices import free_platform_ports
 from infra.settings import Settings, load_settings
 from infra.store import open_store
 from knflow import Client
@@ -58,7 +58,7 @@ class Up:
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     data = tmp_path_factory.mktemp("up")
     (data / "knflow.toml").write_text("")
-    ports = {f"KNFLOW_{n}_PORT": str(free_port()) for n in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")}
+    ports = free_platform_ports()
     env = {**os.environ, "KNFLOW_CONFIG": str(data / "knflow.toml"), "KNFLOW_DATA_DIR": str(data), **ports}
     env["PYTHONPATH"] = str(ROOT)
     with knflow_up(env, data):

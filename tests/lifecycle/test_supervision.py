@@ -16,7 +16,7 @@ import pytest
 import urllib3
 from sklearn.datasets import load_iris
 
-from infra.localservices import free_port
+from infra.localservices import free_platform_ports
 from knflow import Client
 from tests.eventually import eventually_sync
 from tests.live_platform import knflow_up
@@ -30,7 +30,7 @@ _http = urllib3.PoolManager(retries=False, timeout=2.0)
 def up_env(data: Path, **platform: str) -> dict[str, str]:
     """The environment of a ``knflow up`` on free ports with its data in ``data`` (``platform``: its [platform])."""
     (data / "knflow.toml").write_text("")
-    ports = {f"KNFLOW_{n}_PORT": str(free_port()) for n in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")}
+    ports = free_platform_ports()
     extra = {f"KNFLOW_PLATFORM_{k.upper()}": v for k, v in platform.items()}
     env = {**os.environ, "KNFLOW_CONFIG": str(data / "knflow.toml"), "KNFLOW_DATA_DIR": str(data), **ports, **extra}
     return {**env, "KNFLOW_LOG_FORMAT": "text"}

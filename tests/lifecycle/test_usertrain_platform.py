@@ -22,7 +22,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from functions.ml.features import read_features
-from infra.localservices import free_port
+from infra.localservices import free_platform_ports
 from infra.settings import load_settings
 from infra.store import ArtifactStore, open_store
 from knflow.commands.demo import digits_npz
@@ -46,7 +46,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     data = tmp_path_factory.mktemp("platform")
     env = {
         "KNFLOW_DATA_DIR": str(data),
-        **{f"KNFLOW_{name}_PORT": str(free_port()) for name in ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD")},
+        **free_platform_ports(),
     }
     (data / "knflow.toml").write_text("")
     with Platform.start(load_settings(env, config_file=data / "knflow.toml")) as running:
