@@ -19,6 +19,7 @@ from functions.contract import MODEL_DEPLOYED, MODEL_REGISTERED, data_of
 from functions.ml.metrics import CLASSIFICATION, DEFAULT_DEPLOY_METRIC, check_metric, maximized
 from functions.register import open_registry
 from functions.runoptions import load_options
+from infra.auth import auth_headers
 from infra.errors import InvalidRequest, NotFound
 from serving.logger import ALL, REQUEST, RESPONSE
 from serving.rollout import PROMOTE, ROLLBACK, WAIT, judge_canary
@@ -170,7 +171,7 @@ def rollout(
 
     canary = decision.percent < 100
     thresholds = {"promote_after_requests": policy.promote_after_requests, "max_error_rate": policy.max_error_rate}
-    reply = ServingClient(serving_url(settings)).deploy(
+    reply = ServingClient(serving_url(settings), headers=auth_headers(settings)).deploy(
         name,
         version,
         percent=decision.percent,

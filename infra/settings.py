@@ -136,6 +136,21 @@ class PlatformSettings:
 
 
 @dataclass(frozen=True)
+class SecuritySettings:
+    """Who may call knflow's servers and where they may send (file section ``[security]``)."""
+
+    open: bool = False  # no token asked anywhere: only for a machine nobody else can reach
+    open_ingress: str = "auto"  # event ingress without a token: auto (when bound to loopback), true, false
+    open_inference: str = "auto"  # V2 inference without a token: auto, true, false
+    tokens_file: str = ""  # where tokens are kept (hashed); default <data_dir>/tokens.json
+    hosts: str = ""  # more names the servers answer to (comma-separated; loopback names and `host` always)
+    origins: str = ""  # more origins a browser may change things from (the platform's own always)
+    outbound: str = ""  # more hosts (or CIDRs) triggers, dead-letter sinks and notify targets may reach
+    runs_per_minute: int = 30  # runs a bucket notification or webhook may start per dataset per minute
+    token: str = field(default="", repr=False)  # the token this process calls knflow's servers with
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything knflow is configured with, resolved and validated."""
 
@@ -154,6 +169,7 @@ class Settings:
     functions: FunctionsSettings = field(default_factory=FunctionsSettings)
     serving: ServingSettings = field(default_factory=ServingSettings)
     platform: PlatformSettings = field(default_factory=PlatformSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (settings stay immutable)."""
@@ -165,6 +181,7 @@ SECTIONS: dict[str, type] = {
     "functions": FunctionsSettings,
     "serving": ServingSettings,
     "platform": PlatformSettings,
+    "security": SecuritySettings,
 }
 _PORTS = ("broker_port", "functions_port", "gateway_port", "dashboard_port", "grpc_port")
 _SCALARS = ("host", *_PORTS, "log_level", "log_format")
@@ -286,6 +303,11 @@ def _check(settings: Settings) -> None:
         raise ConfigError(
             f"KNFLOW_EVENTING_S3_ARRIVALS={settings.eventing.s3_arrivals!r}: expected {', '.join(S3_ARRIVALS)}"
         )
+    for name in ("open_ingress", "open_inference"):
+        if getattr(settings.security, name) not in ("auto", "true", "false"):
+            raise ConfigError(
+                f"KNFLOW_SECURITY_{name.upper()}={getattr(settings.security, name)!r}: expected auto, true or false"
+            )
     for section in SECTIONS:
         for f in dataclasses.fields(getattr(settings, section)):
             value = getattr(getattr(settings, section), f.name)

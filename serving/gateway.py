@@ -22,7 +22,8 @@ from aiohttp import web
 
 from infra.aio import run
 from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
-from infra.http import error_middleware, json_response
+from infra.guard import access, server_middlewares
+from infra.http import json_response
 from infra.settings import Settings
 from infra.store import ArtifactStore
 from serving import binary, dataplane
@@ -75,6 +76,7 @@ class Gateway:
             queue_bytes=s.log_queue_bytes,
             max_event_bytes=settings.eventing.max_event_bytes,
             endpoint_of=self._endpoint,
+            credentials=self.rollouts.credentials,
         )
         self.port = settings.gateway_port
         self.grpc_port = settings.grpc_port
@@ -84,7 +86,9 @@ class Gateway:
     def app(self) -> web.Application:
         from serving import control
 
-        app = web.Application(middlewares=[error_middleware()], client_max_size=self.settings.serving.max_request_bytes)
+        app = web.Application(
+            middlewares=server_middlewares(self.settings), client_max_size=self.settings.serving.max_request_bytes
+        )
         r = app.router
         r.add_get("/v2", self.server_metadata)
         r.add_get("/v2/health/live", self.live)
@@ -217,6 +221,7 @@ class Gateway:
         self.metrics.observe(revision.id, status, time.monotonic() - began)
         return status, out
 
+    @access("inference")
     async def infer(self, request: web.Request) -> web.Response:
         if (request.content_length or 0) > self.settings.serving.max_request_bytes:
             raise PayloadTooLarge(f"request body is larger than {self.settings.serving.max_request_bytes} bytes")
@@ -242,9 +247,11 @@ class Gateway:
         state = self.states.get(revision.model)
         return "canary" if state is not None and state.canary and state.canary.revision == revision.id else "default"
 
+    @access("open")
     async def server_metadata(self, request: web.Request) -> web.Response:
         return json_response(dataplane.SERVER_METADATA)
 
+    @access("open")
     async def live(self, request: web.Request) -> web.Response:
         return json_response({"live": True})
 
@@ -252,6 +259,7 @@ class Gateway:
         """Whether the gateway can start replicas (its zygote runs)."""
         return self.zygote.proc is not None and self.zygote.proc.returncode is None
 
+    @access("open")
     async def server_ready(self, request: web.Request) -> web.Response:
         ready = self.ready()
         return json_response({"ready": ready}, 200 if ready else 503)
@@ -268,14 +276,17 @@ class Gateway:
             "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in card.outputs],
         }
 
+    @access("inference")
     async def model_metadata(self, request: web.Request) -> web.Response:
         return json_response(await self.metadata(self.route(request)))
 
+    @access("inference")
     async def model_ready(self, request: web.Request) -> web.Response:
         revision = self.route(request)
         await self.fetch(revision)  # a model that cannot be fetched and verified is not ready
         return json_response({"name": revision.model, "version": str(revision.version), "ready": True})
 
+    @access("inference")
     async def metrics_text(self, request: web.Request) -> web.Response:
         gauges: dict[str, dict[str, float]] = {"replicas": {}, "inflight": {}, "queued": {}, "cold_start_seconds": {}}
         for rid, pool in self.pools.items():

@@ -17,6 +17,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import from_json, to_json
 from eventing.events import RUNID, TRACEPARENT, child_traceparent, new_event
+from infra.auth import auth_headers
 from infra.errors import KnflowError
 from serving.revisions import ServingState, TrafficTarget, rollback, set_traffic
 
@@ -89,6 +90,7 @@ class Rollouts:
         self.gw = gateway
         settings = gateway.settings
         self.broker_url = f"http://{settings.host}:{settings.broker_port}/"
+        self.credentials = auth_headers(settings)
 
     async def run(self, tick_s: float) -> None:
         """Judge and notify every ``tick_s`` seconds, apart from the autoscaler (a slow broker never delays it)."""
@@ -173,7 +175,7 @@ class Rollouts:
         for notice in self.gw.states[name].notices:
             event = from_json(notice.encode())
             try:
-                await publish(self.broker_url, event)
+                await publish(self.broker_url, event, self.credentials)
             except KnflowError as exc:
                 log.warning("rollout: broker %s did not take %s (%s); retrying next tick", self.broker_url, name, exc)
                 return
@@ -188,7 +190,7 @@ def _without_notice(state: ServingState, notice: str) -> ServingState:
     return replace(state, notices=tuple(n for n in state.notices if n != notice))
 
 
-async def publish(broker_url: str, event: CloudEvent) -> None:
+async def publish(broker_url: str, event: CloudEvent, credentials: dict[str, str]) -> None:
     from eventing.client import publish_async
 
-    await publish_async(broker_url, event, timeout=5.0)
+    await publish_async(broker_url, event, timeout=5.0, credentials=credentials)
