@@ -2,7 +2,10 @@
 in front of replica pools.
 
 Run it with ``python -m serving.gateway`` (settings from ``load_settings()``), or in-process
-with ``Gateway(settings, store)`` and ``await gateway.start()``.
+with ``Gateway(settings, store)`` and ``await gateway.start()``. With ``serving.model`` and ``serving.model_version``
+set it is one model's server, as a model's Knative Service runs it: it serves that version alone, starts
+``serving.max_replicas`` replicas at start and keeps them (Knative scales the pods), is ready once one has loaded
+the model, and has no control API (the Service's traffic block is the split).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from serving.logger import InferenceLogger
 from serving.metrics import Metrics
 from serving.registry import ModelCard, ModelRegistry
 from serving.replicas import Zygote
-from serving.revisions import Revision, Router, ServingState, load_states, update_state
+from serving.revisions import Revision, Router, ServingState, TrafficTarget, load_states, update_state
 from serving.rollout import Rollouts
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,7 @@ class Gateway:
         self.port = settings.gateway_port
         self.grpc_port = settings.grpc_port
         self.grpc: GrpcService | None = None
+        self.pinned = pinned_revision(settings)
 
     # -- lifecycle -------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -98,13 +102,18 @@ class Gateway:
             r.add_get(base + "/ready", self.model_ready)
             r.add_post(base + "/infer", self.infer)
         r.add_get("/metrics", self.metrics_text)
-        control.add_routes(app, self)
+        if self.pinned is None:
+            control.add_routes(app, self)
         return app
 
     async def start(self, port: int | None = None, grpc_port: int | None = None) -> int:
         """Start the zygote, restore state, listen on HTTP and gRPC; the bound HTTP port (0 picks a free one)."""
         await self.zygote.start()
-        self.states = await asyncio.to_thread(load_states, self.store)
+        if self.pinned is None:
+            self.states = await asyncio.to_thread(load_states, self.store)
+        else:
+            only = self.pinned
+            self.states = {only.model: ServingState(only.model, (only,), (TrafficTarget(only.id, 100),))}
         self.runner = web.AppRunner(self.app(), access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.settings.host, self.port if port is None else port)
@@ -112,7 +121,10 @@ class Gateway:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.grpc = GrpcService(self)
         self.grpc_port = await self.grpc.start(self.settings.host, self.grpc_port if grpc_port is None else grpc_port)
-        self._scaler = asyncio.create_task(self._autoscale())
+        if self.pinned is None:
+            self._scaler = asyncio.create_task(self._autoscale())
+        else:  # Knative scales this server's pods; the replicas inside one are fixed
+            self.pool(self.pinned).scale_to(self.settings.serving.max_replicas)
         self._judge = asyncio.create_task(self.rollouts.run(self.settings.serving.autoscale_tick_s))
         await self.inference_log.start(f"http://{self.settings.host}:{self.port}")
         log.info(
@@ -256,8 +268,16 @@ class Gateway:
         return json_response({"live": True})
 
     def ready(self) -> bool:
-        """Whether the gateway can start replicas (its zygote runs)."""
-        return self.zygote.proc is not None and self.zygote.proc.returncode is None
+        """Whether the gateway can start replicas (its zygote runs); one model's server: whether a replica of its
+        model runs (one that exited is started again here, since Knative sends no request to a pod not ready)."""
+        if self.zygote.proc is None or self.zygote.proc.returncode is not None:
+            return False
+        if self.pinned is None:
+            return True
+        pool = self.pool(self.pinned)
+        if not pool.replicas and not pool.starting:
+            pool.scale_to(self.settings.serving.max_replicas)
+        return bool(pool.replicas)
 
     @access("open")
     async def server_ready(self, request: web.Request) -> web.Response:
@@ -297,6 +317,14 @@ class Gateway:
             gauges["queued"][rid] = pool.waiting
         text = self.metrics.render(gauges) + self.inference_log.metrics_text()
         return web.Response(text=text, content_type="text/plain")
+
+
+def pinned_revision(settings: Settings) -> Revision | None:
+    """The one revision a one-model server serves (``serving.model`` at ``serving.model_version``), or None."""
+    s = settings.serving
+    if not s.model:
+        return None
+    return Revision(f"{s.model}-v{s.model_version}", s.model, s.model_version, intra_op_threads=s.intra_op_threads)
 
 
 def _header_length(text: str) -> int:

@@ -153,22 +153,8 @@ class Rollouts:
         self.gw.metrics.rollout(state.model, verdict)
 
     def _notice(self, state: ServingState, canary: Canary, verdict: str, decision: str) -> CloudEvent:
-        data = {
-            "name": state.model,
-            "version": canary.version,
-            "revision": canary.revision,
-            "traffic_percent": 100 if verdict == PROMOTE else 0,
-            "canary": False,
-            "decision": decision,
-            "endpoint": f"http://{self.gw.settings.host}:{self.gw.port}/v2/models/{state.model}/infer",
-        }
-        assert canary.announce is not None
-        extensions = dict(canary.announce.extensions)
-        if TRACEPARENT in extensions:  # continue the deploying run's trace
-            extensions[TRACEPARENT] = child_traceparent(extensions[TRACEPARENT])
-        runid = extensions.pop(RUNID, None)
-        subject = f"{state.model}/{canary.version}"
-        return new_event(canary.announce.type, SOURCE, data, runid=runid, subject=subject, extensions=extensions)
+        endpoint = f"http://{self.gw.settings.host}:{self.gw.port}/v2/models/{state.model}/infer"
+        return outcome_notice(state.model, canary, verdict, decision, endpoint)
 
     async def _send(self, name: str) -> None:
         """Publish the model's pending notices in order; on failure keep them for the next tick."""
@@ -184,6 +170,31 @@ class Rollouts:
                 await self.gw.commit(
                     name, lambda s, sent=notice: replace(s, notices=tuple(n for n in s.notices if n != sent))
                 )
+
+
+def outcome_notice(
+    model: str, canary: Canary, verdict: str, decision: str, endpoint: str, event_id: str | None = None
+) -> CloudEvent:
+    """The event telling the deploying run (``canary.announce``) that its canary was promoted or rolled back; it
+    continues the run's trace. ``event_id``: a stable id, so a notice sent twice is one event to its readers."""
+    data = {
+        "name": model,
+        "version": canary.version,
+        "revision": canary.revision,
+        "traffic_percent": 100 if verdict == PROMOTE else 0,
+        "canary": False,
+        "decision": decision,
+        "endpoint": endpoint,
+    }
+    assert canary.announce is not None
+    extensions = dict(canary.announce.extensions)
+    if TRACEPARENT in extensions:  # continue the deploying run's trace
+        extensions[TRACEPARENT] = child_traceparent(extensions[TRACEPARENT])
+    if event_id:
+        extensions["id"] = event_id
+    runid = extensions.pop(RUNID, None)
+    subject = f"{model}/{canary.version}"
+    return new_event(canary.announce.type, SOURCE, data, runid=runid, subject=subject, extensions=extensions)
 
 
 def _without_notice(state: ServingState, notice: str) -> ServingState:

@@ -241,7 +241,8 @@ def test_bad_submissions_and_schedules_are_refused_naming_what_is_wrong(up: Up) 
     with pytest.raises(NotFound, match="no schedule named"):
         client.delete_schedule("never-added")
     http = urllib3.PoolManager(headers=admin_headers(up.env))
-    answer = http.request("POST", f"{up.url}/api/runs", body=b"a,label\n", headers={"content-type": "text/csv", **admin_headers(up.env)})
+    csv_headers = {"content-type": "text/csv", **admin_headers(up.env)}
+    answer = http.request("POST", f"{up.url}/api/runs", body=b"a,label\n", headers=csv_headers)
     assert answer.status == 415 and b"multipart/form-data" in answer.data
     answer = http.request("POST", f"{up.url}/api/runs", fields={"dataset": "refused"})
     assert answer.status == 400 and b"no data file" in answer.data

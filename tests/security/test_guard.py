@@ -133,3 +133,8 @@ def test_the_token_file_keeps_no_token(tmp_path: Path) -> None:
     principal = tokens.verify(token)
     assert principal and principal.sees("team-b") and not principal.sees("team-c") and principal.can("viewer")
     assert [t["name"] for t in tokens.list()] == ["ci"] and "sha256" not in tokens.list()[0]
+
+
+def test_a_server_behind_a_routing_ingress_answers_any_host_when_told() -> None:
+    assert Guard(tokens=None, hosts=frozenset({"*"})).host_allowed("knflow-model-digits.team-a.svc.cluster.local")
+    assert not Guard(tokens=None).host_allowed("knflow-model-digits.team-a.svc.cluster.local")
