@@ -48,6 +48,7 @@ from functions.usertrain.options import uses_entrypoint
 from infra.errors import InvalidRequest, NotFound, Unavailable
 from infra.settings import Settings
 from infra.store import ArtifactStore
+from infra.trainjob import TrainJobError
 
 SOURCE = "/knflow/functions/train"
 EPOCH_FIELDS = {f.name for f in dataclasses.fields(EpochMetrics)} - {"epoch"}
@@ -143,6 +144,10 @@ def run(store: ArtifactStore, job: Job, model_name: str | None, log: Any, settin
     except TrainingDiverged as exc:
         if not job.trial:
             raise InvalidRequest(f"training diverged: {exc}") from None
+        return _store_result(store, job, _failed(job, params, str(exc)))
+    except TrainJobError as exc:  # a trial's TrainJob failed: the trial fails, its experiment goes on
+        if not job.trial:
+            raise
         return _store_result(store, job, _failed(job, params, str(exc)))
     classes = tuple(manifest.get("classes", range(manifest["num_classes"])))
     metrics, info = _export(store, job, trained, splits, transform, task, classes)

@@ -151,6 +151,7 @@ class TrainingSettings:
     image: str = ""  # kubernetes: the workers' image (the one image of knflow's functions)
     runtime: str = "torch-distributed"  # kubernetes: the ClusterTrainingRuntime the TrainJobs reference
     env: str = ""  # kubernetes: the workers' container env as a JSON list (secretKeyRefs included)
+    resources: str = ""  # kubernetes: each worker pod's ResourceRequirements as JSON (GPUs come from the run)
     kubeconfig: str = ""  # kubernetes: empty inside the cluster (the pod's ServiceAccount), else a kubeconfig path
     timeout_s: float = 1800.0  # kubernetes: how long train waits for a TrainJob (its activeDeadlineSeconds too)
 
