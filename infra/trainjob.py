@@ -4,7 +4,9 @@ one and watches it to its end through the Kubernetes API (verbs ``create``, ``ge
 nothing more: ``rbac`` renders that Role for a ServiceAccount).
 
 The torch runtime runs ``numNodes`` pods of the given command and sets torchrun's ``PET_*`` environment in each
-(nodes, processes per node, node rank, master address and port), so the command is a ``torchrun`` of its own.
+(nodes, processes per node, node rank, master address and port), so the command is a ``torchrun`` of its own. The
+``kubernetes`` client is imported where it is used: the train step and its workers import this module for
+``TrainJobError`` alone.
 """
 
 from __future__ import annotations
@@ -14,9 +16,6 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
-
-import urllib3
-from kubernetes.client.exceptions import ApiException
 
 from infra.errors import ConfigError, KnflowError, Unavailable
 from infra.knative import unknown_field
@@ -166,6 +165,9 @@ class TrainJobClient:
 
     def create(self, resource: dict[str, Any]) -> bool:
         """POST it; False when one of that name exists already (an earlier delivery created it: watch that one)."""
+        import urllib3
+        from kubernetes.client.exceptions import ApiException
+
         try:
             self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, resource)
         except ApiException as exc:
@@ -179,7 +181,9 @@ class TrainJobClient:
     def wait(self, name: str, timeout_s: float) -> Outcome:
         """Watch the TrainJob (field selector on its name) until it completes or fails; Unavailable after
         ``timeout_s`` (the step is retried and watches it again)."""
+        import urllib3
         from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
 
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
@@ -202,7 +206,7 @@ class TrainJobClient:
         raise Unavailable(f"TrainJob {name} did not finish within {timeout_s:g} s")
 
 
-def _api_error(what: str, exc: ApiException) -> KnflowError:
+def _api_error(what: str, exc: Any) -> KnflowError:
     """401/403/404/422 say the cluster refuses (RBAC, no Trainer installed, invalid): not retried; others are."""
     text = f"{what}: HTTP {exc.status} {exc.reason}: {(exc.body or '')[:300]}"
     if exc.status in (400, 401, 403, 404, 422):
