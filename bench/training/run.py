@@ -76,8 +76,9 @@ def _summary(figures: dict[tuple[str, int], list[float]], workers: list[int]) ->
     for n in workers:
         ratio = median[("knflow", n)] / median[("plain", n)]
         goal = f" (goal ≥ {GOAL:.2f}: {'met' if ratio >= GOAL else 'NOT met'})" if n > 1 else ""
+        rounds = [k / p for k, p in zip(figures[("knflow", n)], figures[("plain", n)], strict=True)]
         print(f"  workers={n}: plain {median[('plain', n)]:9.1f}  knflow {median[('knflow', n)]:9.1f}  "
-              f"knflow/plain {ratio:.3f}{goal}")  # fmt: skip
+              f"knflow/plain {ratio:.3f}{goal}; per round {' '.join(f'{r:.2f}' for r in rounds)}")  # fmt: skip
     if 1 in workers:
         for n in (w for w in workers if w > 1):
             print(f"  scaling {n}/1: plain {median[('plain', n)] / median[('plain', 1)]:.2f}x  "
