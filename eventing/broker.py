@@ -42,7 +42,10 @@ from eventing.registry import TriggerFile, state_dir
 from eventing.triggers import Trigger
 from eventing.wire import from_batch, from_http
 from infra.aio import run
+from infra.auth import own_credentials
 from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
+from infra.guard import access, guard_for, server_middlewares
+from infra.outbound import Outbound
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,7 @@ class BrokerServer:
         self.log = event_log or open_event_log(settings)
         self.port = settings.broker_port if port is None else port
         self.trigger_file = TriggerFile(state_dir(settings) / "triggers.json")
+        self.outbound = Outbound(settings)
         self._initial = list(triggers)
         self._sources = sources
         self._dispatchers: dict[str, Dispatcher] = {}
@@ -92,13 +96,18 @@ class BrokerServer:
         await self.log.start()
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=512)
         self._session = aiohttp.ClientSession(connector=connector)
-        self.deliverer = Deliverer(self._session, self.publish, self.settings.eventing.delivery_timeout_s)
+        self.deliverer = Deliverer(
+            self._session, self.publish, self.settings.eventing.delivery_timeout_s, own_credentials(self.settings)
+        )
         persisted = self.trigger_file.load()
         for trigger in self._initial:
             persisted[trigger.name] = trigger
         await asyncio.gather(*(self._run_trigger(t) for t in persisted.values()))
         self.trigger_file.save(self.triggers)
-        app = web.Application(client_max_size=self.settings.eventing.max_event_bytes + 1024 * 1024)
+        app = web.Application(
+            middlewares=server_middlewares(self.settings),
+            client_max_size=self.settings.eventing.max_event_bytes + 1024 * 1024,
+        )
         app.add_routes(self._routes())
         if self._sources is None:
             from eventing.sources import default_sources
@@ -112,7 +121,9 @@ class BrokerServer:
         limit = self.settings.eventing.max_event_bytes
         taken = {r.canonical.split("/")[1] for r in app.router.resources() if r.canonical not in INGRESS_PATHS}
         is_ingress = functools.partial(is_ingress_path, taken=frozenset(taken))
-        self._ingress_server = IngressServer(self._accept, is_ingress, self._runner.server, limit)
+        self._ingress_server = IngressServer(
+            self._accept, is_ingress, self._runner.server, limit, guard_for(self.settings)
+        )
         self.port = await self._ingress_server.start(self.settings.host, self.port)
         self.url = f"http://{self.settings.host}:{self.port}"
         for source in self._sources:
@@ -204,6 +215,7 @@ class BrokerServer:
             return exc.status, orjson.dumps({"error": str(exc)})
         return 202, b""
 
+    @access("ingress")
     async def _ingress(self, request: web.Request) -> web.Response:
         try:
             body = await read_body(request, self.settings.eventing.max_event_bytes)
@@ -212,6 +224,7 @@ class BrokerServer:
             return error_response(exc)
         return web.Response(status=202)
 
+    @access("open")
     async def _health(self, request: web.Request) -> web.Response:
         pending = self.pending()
         body = {"status": "starting" if pending else "ok", "broker": self.settings.broker.url}
@@ -220,12 +233,14 @@ class BrokerServer:
             body["pending"] = pending
         return web.json_response(body, status=503 if pending else 200)
 
+    @access("viewer")
     async def _list_triggers(self, request: web.Request) -> web.Response:
         items = [
             {"name": name, **d.trigger.to_resource(), "ready": d.ready} for name, d in sorted(self._dispatchers.items())
         ]
         return web.json_response({"items": items})
 
+    @access("admin")
     async def _put_trigger(self, request: web.Request) -> web.Response:
         try:
             try:
@@ -233,12 +248,18 @@ class BrokerServer:
             except orjson.JSONDecodeError as exc:
                 raise InvalidRequest(f"trigger spec is not valid JSON: {exc}") from None
             trigger = Trigger.from_spec(request.match_info["name"], spec)
+            await self.outbound.check(trigger.subscriber, f"trigger {trigger.name}: subscriber")
+            if trigger.delivery and trigger.delivery.dead_letter_sink:
+                await self.outbound.check(
+                    trigger.delivery.dead_letter_sink, f"trigger {trigger.name}: dead-letter sink"
+                )
             ready = await self.set_trigger(trigger, self.settings.eventing.trigger_ready_timeout_s)
         except KnflowError as exc:
             return error_response(exc)
         body = {"name": trigger.name, **trigger.to_resource(), "ready": ready}
         return web.json_response(body, status=200 if ready else 202)
 
+    @access("admin")
     async def _delete_trigger(self, request: web.Request) -> web.Response:
         try:
             await self.remove_trigger(request.match_info["name"])
@@ -246,6 +267,7 @@ class BrokerServer:
             return error_response(exc)
         return web.Response(status=204)
 
+    @access("viewer")
     async def _events(self, request: web.Request) -> web.Response:
         query = request.query
         try:

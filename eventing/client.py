@@ -44,10 +44,16 @@ def publish(broker_url: str, event: CloudEvent, timeout: float = 10.0) -> None:
 
 
 async def publish_async(
-    broker_url: str, event: CloudEvent, session: aiohttp.ClientSession | None = None, timeout: float = 10.0
+    broker_url: str,
+    event: CloudEvent,
+    session: aiohttp.ClientSession | None = None,
+    timeout: float = 10.0,
+    credentials: dict[str, str] | None = None,
 ) -> None:
-    """``publish`` for asyncio code; pass a long-lived ``session`` on hot paths."""
+    """``publish`` for asyncio code; pass a long-lived ``session`` on hot paths (``credentials``: an
+    ``Authorization`` header for a broker that asks for one)."""
     headers, body = to_http_binary(event)
+    headers |= credentials or {}
     own = session is None
     session = session or aiohttp.ClientSession()
     try:

@@ -74,14 +74,22 @@ NO_RETRIES = DeliverySpec()
 class Deliverer:
     """Sends events to subscribers (``eventing.http1`` for http://, aiohttp otherwise); ``publish`` feeds the broker."""
 
-    def __init__(self, session: aiohttp.ClientSession, publish: Publish, default_timeout: float = 30.0):
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        publish: Publish,
+        default_timeout: float = 30.0,
+        credentials: Callable[[str], dict[str, str]] | None = None,
+    ):
         self.session, self.publish, self.default_timeout = session, publish, default_timeout
+        self.credentials = credentials or (lambda url: {})  # the platform's token, for its own subscribers only
         self.pool = Http1Pool()  # plain http:// deliveries; aiohttp (``session``) for the rest
 
     async def deliver(self, trigger: Trigger, event: CloudEvent) -> Attempt:
         """Deliver with retries; publish the reply, or dead-letter and report the failure."""
         spec = trigger.delivery or NO_RETRIES
         headers, body = to_http_binary(event)
+        headers |= self.credentials(trigger.subscriber)
         result, attempts = await self._send(trigger.subscriber, headers, body, spec)
         if result.ok:
             if result.reply is not None:

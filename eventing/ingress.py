@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from typing import NamedTuple
 
+from infra.guard import Guard, change_problem
+
 log = logging.getLogger(__name__)
 
 Accept = Callable[[dict[str, str], bytes], Awaitable[tuple[int, bytes]]]
@@ -117,8 +119,8 @@ class IngressProtocol(asyncio.Protocol):
                     self.head_since = time.monotonic()
                 return
             head = _parse_head(bytes(buf[:end]), self.server.is_ingress)
-            if head is None or head.length > self.server.max_body:
-                self._hand_over()  # aiohttp gives the precise answer (404, 405, 413, 400 ...)
+            if head is None or head.length > self.server.max_body or not self.server.takes(head.headers):
+                self._hand_over()  # aiohttp and the guard give the precise answer (404, 405, 413, 400, 401, 421 ...)
                 return
             del buf[: end + 4]
             self.head_since = None
@@ -238,12 +240,24 @@ class IngressServer:
         is_ingress: Callable[[str], bool],
         fallback: Callable[[], asyncio.Protocol],
         max_body: int,
+        guard: Guard | None = None,
     ):
         self.accept, self.is_ingress, self.fallback, self.max_body = accept, is_ingress, fallback, max_body
+        self.guard = guard
         self.connections: set[IngressProtocol] = set()
         self.date = _Date()
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task | None = None
+
+    def takes(self, headers: dict[str, str]) -> bool:
+        """Whether this path may answer a request itself: one the guard lets through without a token, to one of
+        the server's names (anything else goes to aiohttp, whose middleware answers it)."""
+        guard = self.guard
+        if guard is None:
+            return True
+        if not guard.host_allowed(headers.get("host")) or not (guard.open_ingress or guard.open_all):
+            return False
+        return change_problem(guard, headers.get, has_body=True) is None
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port (``port`` 0 picks a free one)."""

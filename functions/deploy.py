@@ -1,14 +1,17 @@
 """Deploy: on model.registered, apply the run's deployment policy and roll the model out through the serving API.
 
-The policy is plain functions (``decide``); the HTTP call sits in ``rollout``. A canary carries the policy's
+The policy is plain functions (``decide``); the serving call sits in ``rollout``. A canary carries the policy's
 thresholds to serving, whose gateway judges it (``serving.rollout.judge_canary``, the one rule), promotes or rolls
-it back, and publishes its own ``model.deployed`` event under this run's runid.
+it back, and publishes its own ``model.deployed`` event under this run's runid. With ``serving.target = knative``
+(a cluster) the model is its own Knative Service instead (``serving.knserving``): this step creates or patches it,
+a canary is its traffic block, and the ``canary`` function judges it on a ping (``functions/canary.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,10 +22,13 @@ from functions.contract import MODEL_DEPLOYED, MODEL_REGISTERED, data_of
 from functions.ml.metrics import CLASSIFICATION, DEFAULT_DEPLOY_METRIC, check_metric, maximized
 from functions.register import open_registry
 from functions.runoptions import load_options
+from infra.auth import auth_headers
 from infra.errors import InvalidRequest, NotFound
+from infra.settings import KNATIVE
 from serving.logger import ALL, REQUEST, RESPONSE
-from serving.rollout import PROMOTE, ROLLBACK, WAIT, judge_canary
+from serving.rollout import PROMOTE, ROLLBACK, WAIT, Announce, RolloutPolicy, judge_canary
 
+log = logging.getLogger(__name__)
 __all__ = ["PROMOTE", "ROLLBACK", "WAIT", "Decision", "DeployPolicy", "decide", "handle", "judge_canary"]
 SOURCE = "/knflow/functions/deploy"
 PRODUCTION = "production"
@@ -125,7 +131,7 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
         "decision": decision.reason,
         **rollout(ctx.settings, name, version, decision, policy, event),
     }
-    if decision.percent == 100:  # no canary phase: this version is production now
+    if out["traffic_percent"] == 100:  # no canary phase: this version is production now
         open_registry(ctx.store).set_alias(name, PRODUCTION, version, actor="deploy", reason=decision.reason)
     ctx.store.put(marker, json.dumps(out).encode(), content_type="application/json")
     return new_event(MODEL_DEPLOYED, SOURCE, out, cause=event, subject=f"{name}/{version}")
@@ -166,11 +172,13 @@ def rollout(
     A canary goes with the policy's thresholds; serving settles it and announces the outcome under this run. With a
     ``log_sample_rate``, the revision logs that share of its requests as inference events of this run and pipeline.
     """
+    if settings.serving.target == KNATIVE:
+        return knative_rollout(settings, name, int(version), decision, policy, cause)
     from serving.client import ServingClient
 
     canary = decision.percent < 100
     thresholds = {"promote_after_requests": policy.promote_after_requests, "max_error_rate": policy.max_error_rate}
-    reply = ServingClient(serving_url(settings)).deploy(
+    reply = ServingClient(serving_url(settings), headers=auth_headers(settings)).deploy(
         name,
         version,
         percent=decision.percent,
@@ -185,3 +193,19 @@ def rollout(
         "canary": canary,
         "endpoint": reply.get("endpoint") or f"{serving_url(settings)}/v2/models/{name}/infer",
     }
+
+
+def knative_rollout(
+    settings: Any, name: str, version: int, decision: Decision, policy: DeployPolicy, cause: CloudEvent
+) -> dict[str, Any]:
+    """Create or patch the model's Knative Service: the version's revision takes the decided share of its traffic
+    (all of it when the model has no Service yet); a canary's thresholds and this run wait on the Service for the
+    ``canary`` function."""
+    from serving.knserving import open_models
+
+    if policy.log_sample_rate:
+        log.warning("deploy: inference logging is not wired on Knative; %s/%s logs no requests", name, version)
+    thresholds = RolloutPolicy(policy.promote_after_requests, policy.max_error_rate)
+    announce = Announce(MODEL_DEPLOYED, run_extensions(cause))
+    with open_models(settings) as models:
+        return models.deploy(name, version, decision.percent, thresholds, announce)

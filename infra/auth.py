@@ -8,20 +8,24 @@ never gives a token away (the tokens are random and long: a slow hash would add 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import orjson
 
 from infra.atomic import write_json
 from infra.errors import Conflict, InvalidRequest, NotFound
+from infra.settings import Settings
 
 Role = Literal["viewer", "editor", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "editor", "admin")
@@ -52,6 +56,66 @@ class Principal:
     def sees(self, namespace: str) -> bool:
         """Whether this caller acts for ``namespace``."""
         return ALL in self.namespaces or namespace in self.namespaces
+
+
+LOCAL_ADMIN = "local-admin"  # the token `knflow up` makes for the machine's own user (kept in admin.token)
+
+
+def tokens_path(settings: Settings) -> Path:
+    return Path(settings.security.tokens_file) if settings.security.tokens_file else settings.data_dir / "tokens.json"
+
+
+def admin_token_path(settings: Settings) -> Path:
+    return settings.data_dir / "admin.token"
+
+
+def client_token(settings: Settings) -> str | None:
+    """The token this process calls knflow's servers with: ``security.token`` (``KNFLOW_SECURITY_TOKEN``), else the
+    local admin token ``knflow up`` wrote into the data directory (readable by its owner only), else none."""
+    if settings.security.token:
+        return settings.security.token
+    try:
+        return admin_token_path(settings).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def auth_headers(settings: Settings) -> dict[str, str]:
+    """``Authorization: Bearer <token>`` for this process's calls, or nothing when it has no token."""
+    token = client_token(settings)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def own_credentials(settings: Settings) -> Callable[[str], dict[str, str]]:
+    """For a URL: this process's ``Authorization`` when the URL is one of the platform's own servers, else
+    nothing (the token never goes to a subscriber elsewhere)."""
+    headers = auth_headers(settings)
+    ports = {getattr(settings, p) for p in ("broker_port", "functions_port", "gateway_port", "dashboard_port")}
+    hosts = {"127.0.0.1", "localhost", "::1", settings.host.strip("[]")}
+
+    def credentials(url: str) -> dict[str, str]:
+        parts = urlsplit(url)
+        return headers if parts.hostname in hosts and parts.port in ports else {}
+
+    return credentials
+
+
+def ensure_local_admin(settings: Settings) -> None:
+    """Give the machine's user an admin token (``<data_dir>/admin.token``, mode 0600) unless a valid one is there."""
+    if settings.security.open:
+        return
+    tokens, path = TokenFile(tokens_path(settings)), admin_token_path(settings)
+    current = client_token(settings.replace(security=dataclasses.replace(settings.security, token="")))
+    principal = tokens.verify(current) if current else None
+    if principal is not None and principal.name == LOCAL_ADMIN:
+        return
+    if any(t["name"] == LOCAL_ADMIN for t in tokens.list()):
+        tokens.revoke(LOCAL_ADMIN)
+    token = tokens.create(LOCAL_ADMIN, "admin", (ALL,))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
 
 
 def digest(token: str) -> str:

@@ -6,23 +6,26 @@ Every route declares its access with ``@access(...)``: ``open`` (health, the pag
 decision is refused (500), and a test walks every app's routes. Fast paths that answer outside aiohttp call
 ``Guard.host_allowed`` and take only what the policy lets through without a token.
 
-Browser-borne attacks: a state change must come with a JSON, YAML or CloudEvents content type (a form or
-``text/plain`` body is refused, so a page elsewhere cannot send one without a CORS preflight), its ``Origin`` (when
-a browser sends one) must be one of the platform's, and the ``Host`` must be one of the server's names (which
-stops DNS rebinding).
+Browser-borne attacks: a state change must come with a JSON, YAML or CloudEvents content type, or with an
+``Authorization`` or ``ce-specversion`` header (a form or ``text/plain`` body without them is refused: a page elsewhere
+can send those without a CORS preflight, which knflow never grants); its ``Origin`` (when a browser sends one) must be
+one of the platform's or the server itself, and the ``Host`` must be one of the server's names (which stops DNS
+rebinding).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiohttp import web
 
-from infra.auth import Principal, Role, TokenFile
-from infra.http import json_response
+from infra.auth import Principal, Role, TokenFile, tokens_path
+from infra.http import error_middleware, json_response
+from infra.settings import Settings
 
 Access = Literal["open", "viewer", "editor", "admin", "ingress", "inference"]
 ATTRIBUTE = "knflow_access"
@@ -78,6 +81,8 @@ class Guard:
         """Whether a request's ``Host`` names this server (the port is not compared)."""
         if not host_header:
             return False
+        if "*" in self.hosts:  # behind an ingress that routes by name already (a model's Knative Service)
+            return True
         host = host_header.strip().lower()
         if host.startswith("["):
             host = host[: host.find("]") + 1]
@@ -85,8 +90,11 @@ class Guard:
             host = host.rsplit(":", 1)[0]
         return host in self.hosts
 
-    def origin_allowed(self, origin: str | None) -> bool:
-        return origin is None or origin in self.origins
+    def origin_allowed(self, origin: str | None, host_header: str | None = None) -> bool:
+        """No browser origin, one of the platform's, or this very server (same origin: its ``Host`` passed already)."""
+        if origin is None or origin in self.origins:
+            return True
+        return host_header is not None and origin.lower() == f"http://{host_header.strip().lower()}"
 
     def principal(self, request: web.Request) -> Principal | None:
         """The caller, from ``Authorization: Bearer`` or the dashboard's cookie."""
@@ -107,6 +115,33 @@ class Guard:
         return "viewer" if method in SAFE_METHODS else level  # type: ignore[return-value]
 
 
+def guard_for(settings: Settings) -> Guard:
+    """The policy of a server of this platform: its names, the platform's origins, the token file, what is open."""
+    sec = settings.security
+    bound = settings.host.strip("[]")
+    names = set(LOOPBACK_NAMES) | {n.strip().lower() for n in sec.hosts.split(",") if n.strip()}
+    if bound not in ("0.0.0.0", "::", ""):
+        names.add(bound.lower())
+    else:  # bound to every interface: the machine's own names too
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    ports = [getattr(settings, p) for p in ("broker_port", "functions_port", "gateway_port", "dashboard_port")]
+    origins = {f"http://{n}:{p}" for n in names for p in ports} | {f"http://[::1]:{p}" for p in ports}
+    origins |= {o.strip() for o in sec.origins.split(",") if o.strip()}
+    loopback = is_loopback(bound)
+
+    def opened(value: str) -> bool:
+        return loopback if value == "auto" else value == "true"
+
+    return Guard(
+        tokens=None if sec.open else TokenFile(tokens_path(settings)),
+        hosts=frozenset(names),
+        origins=frozenset(origins),
+        open_ingress=opened(sec.open_ingress),
+        open_inference=opened(sec.open_inference),
+        open_all=sec.open,
+    )
+
+
 def refuse(status: int, reason: str, **headers: str) -> web.Response:
     return json_response({"error": reason}, status, headers=headers or None)
 
@@ -121,11 +156,11 @@ def guard_middleware(guard: Guard) -> Any:
         route = request.match_info.route
         level = "open" if isinstance(route.resource, web.StaticResource) else access_of(route.handler)
         if level is None:
-            if request.match_info.http_exception is not None:  # 404/405: no route matched
-                raise request.match_info.http_exception
+            if request.match_info.http_exception is not None:  # 404/405: the inner middleware answers it in JSON
+                return await handler(request)
             return refuse(500, f"route {request.method} {request.path} has no access decision")
-        if request.method not in SAFE_METHODS and level != "open":
-            problem = _browser_problem(guard, request)
+        if request.method not in SAFE_METHODS:  # open routes too: a sign-in must not come from a page elsewhere
+            problem = _browser_problem(guard, request, typed=level != "inference")
             if problem:
                 return problem
         role = guard.needed(level, request.method)
@@ -142,19 +177,36 @@ def guard_middleware(guard: Guard) -> Any:
     return check
 
 
-def _browser_problem(guard: Guard, request: web.Request) -> web.Response | None:
-    """Why a state change may have come from a page elsewhere (None when it cannot have)."""
-    if not guard.origin_allowed(request.headers.get("Origin")):
-        return refuse(403, f"origin {request.headers.get('Origin')!r} may not change anything here")
-    if request.headers.get("Sec-Fetch-Site") == "cross-site":
-        return refuse(403, "a cross-site request may not change anything here")
-    ctype = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-    has_body = request.can_read_body or (request.content_length or 0) > 0
-    if has_body and ctype not in CHANGE_TYPES and not request.headers.get("ce-specversion"):
-        return refuse(415, f"content type {ctype or 'none'!r} is not accepted for a change; send JSON")
+def _browser_problem(guard: Guard, request: web.Request, typed: bool) -> web.Response | None:
+    """Why a state change may have come from a page elsewhere (None when it cannot have). ``typed``: whether the
+    content type matters (not for inference, which changes nothing and which ``curl -d`` sends as a form)."""
+    has_body = typed and (request.can_read_body or (request.content_length or 0) > 0)
+    problem = change_problem(guard, request.headers.get, has_body)
+    return refuse(*problem) if problem else None
+
+
+def change_problem(guard: Guard, header: Callable[[str], str | None], has_body: bool) -> tuple[int, str] | None:
+    """The status and reason to refuse a state change that may come from a page elsewhere (None: it cannot have).
+    ``header`` looks a request header up by its lower-case name."""
+    origin = header("origin")
+    if not guard.origin_allowed(origin, header("host")):
+        return 403, f"origin {origin!r} may not change anything here"
+    if header("sec-fetch-site") == "cross-site":
+        return 403, "a cross-site request may not change anything here"
+    if header("authorization") or header("ce-specversion"):  # a page elsewhere cannot add these without a preflight
+        return None
+    ctype = (header("content-type") or "").split(";", 1)[0].strip().lower()
+    if has_body and ctype not in CHANGE_TYPES:
+        return 415, f"content type {ctype or 'none'!r} is not accepted for a change; send JSON"
     return None
 
 
 def principal_of(request: web.Request) -> Principal | None:
     """The caller the middleware authenticated (None on an open route or when no token is asked)."""
     return request.get(PRINCIPAL)
+
+
+def server_middlewares(settings: Settings, json_prefix: str = "/") -> list[Any]:
+    """The middlewares every knflow server runs, in order: the guard (who may call what), then the one place
+    errors become ``{"error": reason}`` answers."""
+    return [guard_middleware(guard_for(settings)), error_middleware(json_prefix)]

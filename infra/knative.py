@@ -1,12 +1,14 @@
-"""Knative resources as plain dicts: builders (Kafka Broker, Trigger, Service, SinkBinding, PingSource) and validation.
+"""Knative resources as plain dicts: builders (Kafka Broker, Trigger, Service, SinkBinding, PingSource, KafkaSource,
+and the ServiceAccount, Role and RoleBinding that give a Service rights) and validation.
 
 Every builder takes generic inputs (names, images, attribute maps, delivery dicts) and returns the
 resource in Kubernetes' JSON shape. ``validate(resources)`` checks each Knative resource against the
 typed models generated from Knative's own CRDs (``cloudcoil.models.knative-*``: strict types, and any
 field the schema does not know is an error, since an API server would silently prune it) and then
 knflow's own rules: DNS-1035 names, ISO-8601 durations, string filter attributes, an image on every
-container, five-field PingSource schedules, and every subscriber / dead-letter / sink reference naming a rendered
-resource.
+container, five-field PingSource schedules, and every subscriber / dead-letter / sink reference, role binding and
+service account naming a rendered resource. The KafkaSource schema is ``infra.kafkasource`` (cloudcoil has none); the
+RBAC kinds are validated with ``cloudcoil.models.kubernetes``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from infra.errors import ConfigError
 SERVING = "serving.knative.dev/v1"
 EVENTING = "eventing.knative.dev/v1"
 SOURCES = "sources.knative.dev/v1"
+KAFKA_SOURCES = "sources.knative.dev/v1beta1"
+RBAC = "rbac.authorization.k8s.io/v1"
 KAFKA_BROKER_CLASS = "Kafka"
 AUTOSCALING = "autoscaling.knative.dev/"
 
@@ -102,6 +106,47 @@ def ping_source(name: str, ns: str, schedule: str, data: str, sink: dict[str, st
     return {"apiVersion": SOURCES, "kind": "PingSource", "metadata": meta(name, ns, labels), "spec": spec}
 
 
+def kafka_source(
+    name: str, ns: str, servers: list[str], topics: list[str], sink: dict[str, str], *,
+    extensions: dict[str, str] | None = None, delivery: dict[str, Any] | None = None, labels=None,
+) -> dict[str, Any]:  # fmt: skip
+    """A KafkaSource: each record of ``topics`` as a ``dev.knative.kafka.event`` to ``sink`` (a ref), from the
+    latest offset, in its own consumer group (its name); ``extensions`` added to every event (``ceOverrides``)."""
+    spec: dict[str, Any] = {
+        "bootstrapServers": list(servers),
+        "topics": list(topics),
+        "consumerGroup": name,
+        "initialOffset": "latest",
+        "sink": {"ref": sink},
+    }
+    if extensions:
+        spec["ceOverrides"] = {"extensions": dict(extensions)}
+    if delivery:
+        spec["delivery"] = copy.deepcopy(delivery)
+    return {"apiVersion": KAFKA_SOURCES, "kind": "KafkaSource", "metadata": meta(name, ns, labels), "spec": spec}
+
+
+def service_account(name: str, ns: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A ServiceAccount (the identity a Service's pods call the Kubernetes API as)."""
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(name, ns, labels)}
+
+
+def role(name: str, ns: str, rules: list[dict[str, Any]], labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A Role: ``rules`` (``apiGroups``, ``resources``, ``verbs``) within one namespace."""
+    return {"apiVersion": RBAC, "kind": "Role", "metadata": meta(name, ns, labels), "rules": copy.deepcopy(rules)}
+
+
+def role_binding(name: str, ns: str, role_name: str, account: str, labels=None) -> dict[str, Any]:
+    """A RoleBinding giving the ServiceAccount ``account`` the rights of the Role ``role_name``."""
+    return {
+        "apiVersion": RBAC,
+        "kind": "RoleBinding",
+        "metadata": meta(name, ns, labels),
+        "roleRef": {"apiGroup": RBAC.split("/")[0], "kind": "Role", "name": role_name},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}],
+    }
+
+
 def sink_binding(name: str, ns: str, match_labels: dict[str, str], sink: dict[str, str]) -> dict[str, Any]:
     """A SinkBinding that injects ``K_SINK`` (the address of ``sink``) into every Knative Service with the labels."""
     subject = {"apiVersion": SERVING, "kind": "Service", "selector": {"matchLabels": dict(match_labels)}}
@@ -131,6 +176,7 @@ class ServiceSpec:
     readiness_path: str = "/health/readiness"
     liveness_path: str = "/health/liveness"
     port: int = 8080
+    service_account: str = ""  # the pods' ServiceAccount; empty: the namespace's default
 
 
 def knative_service(spec: ServiceSpec) -> dict[str, Any]:
@@ -152,6 +198,8 @@ def knative_service(spec: ServiceSpec) -> dict[str, Any]:
         pod["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
         pod["tolerations"] = [dict(t) for t in spec.tolerations]
+    if spec.service_account:
+        pod["serviceAccountName"] = spec.service_account
     scale = {"min-scale": spec.min_scale, "max-scale": spec.max_scale, "target": spec.target}
     template = {
         "metadata": {"labels": dict(spec.labels), "annotations": {AUTOSCALING + k: str(v) for k, v in scale.items()}}
@@ -170,7 +218,12 @@ def _schemas() -> dict[tuple[str, str], type[pydantic.BaseModel]]:
         from cloudcoil.models.knative_eventing.eventing.v1 import Broker, Trigger
         from cloudcoil.models.knative_eventing.sources.v1 import PingSource, SinkBinding
         from cloudcoil.models.knative_serving.serving.v1 import Service
-    return {(m.gvk().api_version, m.gvk().kind): m for m in (Broker, Trigger, SinkBinding, PingSource, Service)}
+        from cloudcoil.models.kubernetes.core.v1 import ServiceAccount
+        from cloudcoil.models.kubernetes.rbac.v1 import Role, RoleBinding
+
+        from infra.kafkasource import KafkaSource
+    models = (Broker, Trigger, SinkBinding, PingSource, Service, KafkaSource, ServiceAccount, Role, RoleBinding)
+    return {(m.gvk().api_version, m.gvk().kind): m for m in models}
 
 
 def _where(resource: dict[str, Any]) -> str:
@@ -252,12 +305,32 @@ def _targets(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None]]:
     ]
 
 
+def _rights(resource: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None]]:
+    """The Role, ServiceAccounts a RoleBinding names, and the ServiceAccount a Service's pods run as."""
+    if resource.get("kind") == "RoleBinding":
+        role_ref = resource.get("roleRef") or {}
+        out = [("roleRef", {"apiVersion": RBAC, "kind": role_ref.get("kind"), "name": role_ref.get("name")})]
+        for i, subject in enumerate(resource.get("subjects") or []):
+            account = {"apiVersion": "v1", "kind": subject.get("kind"), "name": subject.get("name")}
+            out.append((f"subjects[{i}]", account | {"namespace": subject.get("namespace")}))
+        return out
+    pod = ((resource.get("spec") or {}).get("template") or {}).get("spec") or {}
+    if resource.get("kind") == "Service" and pod.get("serviceAccountName"):
+        account = {"apiVersion": "v1", "kind": "ServiceAccount", "name": pod["serviceAccountName"]}
+        return [("spec.template.spec.serviceAccountName", account)]
+    return []
+
+
 def _check_references(resources: list[dict[str, Any]]) -> None:
     rendered = {
         (r.get("apiVersion"), r.get("kind"), r["metadata"].get("namespace"), r["metadata"]["name"]) for r in resources
     }
     for resource in resources:
         spec, ns = resource.get("spec") or {}, resource["metadata"].get("namespace")
+        for path, target in _rights(resource):
+            key = (target["apiVersion"], target["kind"], target.get("namespace") or ns, target["name"])
+            if key not in rendered:
+                raise ConfigError(f"{_where(resource)}: {path} names {key[1]}/{key[3]}, which is not rendered")
         if resource.get("kind") == "Trigger" and (EVENTING, "Broker", ns, spec.get("broker")) not in rendered:
             raise ConfigError(f"{_where(resource)}: spec.broker {spec.get('broker')!r} is not a rendered Broker")
         for path, target in _targets(spec):

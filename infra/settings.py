@@ -24,6 +24,9 @@ BROKER_FORMS = "embedded://PATH or kafka://HOST:PORT[,HOST:PORT...][?topic=NAME]
 ARTIFACTS_FORMS = "file://PATH or s3://BUCKET?endpoint=http://HOST:PORT[&region=R][&create=true]"
 #: What announces objects landing in an ``s3://`` store (``eventing.s3_arrivals``).
 S3_ARRIVALS = ("poll", "notifications", "both")
+#: Where the deploy step puts models (``serving.target``): the local gateway, or Knative Serving.
+LOCAL, KNATIVE = "local", "knative"
+SERVING_TARGETS = (LOCAL, KNATIVE)
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,11 @@ class ServingSettings:
     autoscale_tick_s: float = 0.5
     log_queue_limit: int = 10_000  # logged requests waiting for the broker; more are dropped (and counted)
     log_queue_bytes: int = 64 * 1024 * 1024  # and their bodies' bytes
+    target: str = "local"  # where deploy puts models: the local gateway, or one Knative Service per model
+    model_template: str = ""  # knative: the model Service (JSON) that `knflow manifests` renders, filled in per model
+    kubeconfig: str = ""  # knative: the kubeconfig of the Kubernetes API; empty: the pod's own service account
+    model: str = ""  # set: this gateway is one model's server (a Knative Service's pod) and serves only this model
+    model_version: int = 0  # the registry version the one-model server serves
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,21 @@ class PlatformSettings:
     restart_limit: int = 5  # restarts of one component within restart_window_s; one more exit stops knflow up
     restart_window_s: float = 300.0
     start_timeout_s: float = 60.0  # how long a restarted component has to answer its health check
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """Who may call knflow's servers and where they may send (file section ``[security]``)."""
+
+    open: bool = False  # no token asked anywhere: only for a machine nobody else can reach
+    open_ingress: str = "auto"  # event ingress without a token: auto (when bound to loopback), true, false
+    open_inference: str = "auto"  # V2 inference without a token: auto, true, false
+    tokens_file: str = ""  # where tokens are kept (hashed); default <data_dir>/tokens.json
+    hosts: str = ""  # more names the servers answer to (comma-separated; loopback names and `host` always; "*": any)
+    origins: str = ""  # more origins a browser may change things from (the platform's own always)
+    outbound: str = ""  # more hosts (or CIDRs) triggers, dead-letter sinks and notify targets may reach
+    runs_per_minute: int = 30  # runs a bucket notification or webhook may start per dataset per minute
+    token: str = field(default="", repr=False)  # the token this process calls knflow's servers with
 
 
 @dataclass(frozen=True)
@@ -176,6 +199,7 @@ class Settings:
     serving: ServingSettings = field(default_factory=ServingSettings)
     platform: PlatformSettings = field(default_factory=PlatformSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (settings stay immutable)."""
@@ -188,6 +212,7 @@ SECTIONS: dict[str, type] = {
     "serving": ServingSettings,
     "platform": PlatformSettings,
     "training": TrainingSettings,
+    "security": SecuritySettings,
 }
 #: Where a training with several workers runs (``training.target``).
 TRAINING_TARGETS = ("local", "kubernetes")
@@ -315,11 +340,29 @@ def _check(settings: Settings) -> None:
         raise ConfigError(
             f"KNFLOW_TRAINING_TARGET={settings.training.target!r}: expected {' or '.join(TRAINING_TARGETS)}"
         )
+    for name in ("open_ingress", "open_inference"):
+        if getattr(settings.security, name) not in ("auto", "true", "false"):
+            raise ConfigError(
+                f"KNFLOW_SECURITY_{name.upper()}={getattr(settings.security, name)!r}: expected auto, true or false"
+            )
+    _check_serving(settings.serving)
     for section in SECTIONS:
         for f in dataclasses.fields(getattr(settings, section)):
             value = getattr(getattr(settings, section), f.name)
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 raise ConfigError(f"KNFLOW_{section.upper()}_{f.name.upper()}={value}: must not be negative")
+
+
+def _check_serving(serving: ServingSettings) -> None:
+    if serving.target not in SERVING_TARGETS:
+        raise ConfigError(f"KNFLOW_SERVING_TARGET={serving.target!r}: expected {' or '.join(SERVING_TARGETS)}")
+    if serving.target == KNATIVE and not serving.model_template:
+        raise ConfigError(
+            "KNFLOW_SERVING_TARGET=knative needs KNFLOW_SERVING_MODEL_TEMPLATE (the model Service `knflow manifests` "
+            "renders into the deploy function's environment)"
+        )
+    if serving.model and serving.model_version < 1:
+        raise ConfigError(f"KNFLOW_SERVING_MODEL={serving.model!r} needs KNFLOW_SERVING_MODEL_VERSION (1 or more)")
 
 
 def parse_broker_url(value: str, *, setting: str = "KNFLOW_BROKER") -> BrokerLocation:

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from infra import knative
 from infra.errors import ConfigError, KnflowError, Unavailable
 from infra.knative import unknown_field
 
@@ -119,18 +120,14 @@ def _check_rules(resource: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: spec.activeDeadlineSeconds must be positive")
 
 
-def rbac(namespace: str, service_account: str) -> list[dict[str, Any]]:
+def rbac(namespace: str, account: str, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The ServiceAccount a train function runs as, a Role holding ``RBAC_RULE`` alone, and their RoleBinding."""
-    name = f"{service_account}-trainjobs"
-    meta = {"namespace": namespace, "labels": {"app.kubernetes.io/part-of": "knflow"}}
-    subject = {"kind": "ServiceAccount", "name": service_account, "namespace": namespace}
+    name = f"{account}-trainjobs"
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": service_account, **meta}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name, **meta},
-         "rules": [dict(RBAC_RULE)]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name, **meta},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}, "subjects": [subject]},
-    ]  # fmt: skip
+        knative.service_account(account, namespace, labels),
+        knative.role(name, namespace, [RBAC_RULE], labels),
+        knative.role_binding(name, namespace, name, account, labels),
+    ]
 
 
 @dataclass(frozen=True)
@@ -169,7 +166,9 @@ class TrainJobClient:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, resource)
+            self.api.create_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, resource, _headers={"Content-Type": "application/json"}
+            )  # the client sends no Content-Type of its own
         except ApiException as exc:
             if exc.status == 409:
                 return False

@@ -20,6 +20,7 @@ COMMANDS = [
     "broker",
     "pipeline",
     "schedule",
+    "token",
     "trigger",
     "invoke",
     "func",

@@ -24,9 +24,10 @@ import numpy as np
 import orjson
 
 from functions.contract import LIFECYCLE
+from infra.auth import client_token
 from infra.errors import Conflict
 from infra.httpclient import JsonClient
-from infra.settings import Settings
+from infra.settings import Settings, load_settings
 from knflow.follow import SeenEvent, parse_page
 from knflow.outcome import NOT_DEPLOYED, RunOutcome, follow
 from knflow.upload import as_files, multipart
@@ -39,15 +40,20 @@ _DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": n
 class Client:
     """A running platform, reached through its knflow server (``http://host:dashboard_port``)."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, timeout: float = 60.0):
+    def __init__(self, url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = 60.0):
+        """``token``: a bearer token (``knflow token create``); by default ``KNFLOW_SECURITY_TOKEN``, else the
+        admin token ``knflow up`` keeps for this machine's user in the data directory."""
+        if token is None:
+            token = client_token(load_settings())
         self.url = url.rstrip("/")
-        self.api = JsonClient(self.url, timeout=timeout)
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.api = JsonClient(self.url, timeout=timeout, headers=self.headers)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, timeout: float = 60.0) -> Client:
         """The client of the platform the settings name (``host``, ``dashboard_port``)."""
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-        return cls(f"http://{host}:{settings.dashboard_port}", timeout=timeout)
+        return cls(f"http://{host}:{settings.dashboard_port}", token=client_token(settings) or "", timeout=timeout)
 
     def health(self) -> dict[str, Any]:
         """The server's health: its broker, gateway and artifact store."""
@@ -200,7 +206,7 @@ class Run:
                     f"run {self.runid} has no deployed model ({now['status']}: {now['reason'] or 'not yet'})"
                 )
             model, endpoint = now["model"], now["endpoint"]
-        serving = ServingClient(endpoint.split("/v2/models/", 1)[0], timeout=timeout)
+        serving = ServingClient(endpoint.split("/v2/models/", 1)[0], timeout=timeout, headers=self.client.headers)
         if isinstance(inputs, Mapping):
             arrays = {name: np.asarray(value) for name, value in inputs.items()}
         else:

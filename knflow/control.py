@@ -34,6 +34,7 @@ from functions.runtime.pipeline import (
     pipeline_triggers,
     with_functions,
 )
+from infra.auth import auth_headers
 from infra.errors import InvalidRequest, NotFound
 from infra.httpclient import JsonClient
 from infra.settings import Settings
@@ -71,8 +72,9 @@ class PipelineControl:
         self.settings = settings
         self._store = store
         self.functions_url = f"http://{settings.host}:{settings.functions_port}"
-        self.broker = JsonClient(f"http://{settings.host}:{settings.broker_port}", timeout=120.0)
-        self.runner = JsonClient(self.functions_url, timeout=120.0)
+        auth = auth_headers(settings)
+        self.broker = JsonClient(f"http://{settings.host}:{settings.broker_port}", timeout=120.0, headers=auth)
+        self.runner = JsonClient(self.functions_url, timeout=120.0, headers=auth)
         self.deployer = Deployer(settings, self.runner)
 
     @property

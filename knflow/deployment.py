@@ -31,6 +31,7 @@ from functions.runtime.funcdir import FunctionDir, read_function_dir
 from functions.runtime.instances import Instance, check_name
 from functions.runtime.loader import KNOWN_FUNCTIONS
 from infra.atomic import write_json
+from infra.auth import auth_headers
 from infra.errors import Conflict, InvalidRequest, KnflowError, NotFound, Unavailable
 from infra.httpclient import JsonClient
 from infra.settings import Settings
@@ -69,7 +70,9 @@ class Deployer:
 
     def __init__(self, settings: Settings, runner: JsonClient | None = None):
         self.settings = settings
-        self.runner = runner or JsonClient(f"http://{settings.host}:{settings.functions_port}", timeout=120.0)
+        self.runner = runner or JsonClient(
+            f"http://{settings.host}:{settings.functions_port}", timeout=120.0, headers=auth_headers(settings)
+        )
         root = settings.data_dir / "functions"
         self.sources, self.records = root / "sources", root / "deployed"
         self.environments = Environments(root / "envs")

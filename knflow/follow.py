@@ -53,9 +53,11 @@ def parse_page(body: dict[str, Any], after: str | None) -> tuple[list[SeenEvent]
 class History:
     """Reads ``GET /events`` of a broker, long-polling for what comes next."""
 
-    def __init__(self, broker_url: str):
+    def __init__(self, broker_url: str, headers: dict[str, str] | None = None):
         self.url = broker_url.rstrip("/")
-        self.http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=2.0, read=30.0))
+        self.http = urllib3.PoolManager(
+            retries=False, timeout=urllib3.Timeout(connect=2.0, read=30.0), headers=dict(headers or {})
+        )
 
     def page(
         self,

@@ -1,4 +1,5 @@
-"""knflow on Knative: the Kafka Broker, the Triggers of every pipeline, one Service per function instance, the gateway.
+"""knflow on Knative: the Kafka Broker, the Triggers of every pipeline, one Service per function instance, and what
+models (``knflow.cluster_models``) and MinIO's notifications (``knflow.cluster_arrivals``) need.
 
 ``render(func_yaml, options, pipelines)`` reads the one image and its environment from ``func.yaml`` and
 composes the generic builders of ``infra.knative`` into validated resources. The Triggers are the local
@@ -13,9 +14,9 @@ from its own image — the step's ``image``, else its func.yaml's ``image`` — 
 ``config-defaults``). Every Trigger's
 ``deadLetterSink`` is the ``deadletter`` function's Service, which emits ``dev.knflow.step.failed`` into the
 broker as knflow's own broker does. Each schedule is a PingSource into the broker whose pings a Trigger
-brings to the ``schedule`` function's Service, as locally (``knflow.schedules``). The gateway keeps min-scale
-1: it is itself the activator and autoscaler of the model replicas it starts, so scaling it to zero would
-stack Knative's cold start on top of its own and lose its scale state.
+brings to the ``schedule`` function's Service, as locally (``knflow.schedules``). No inference gateway is
+rendered: the local gateway is the laptop's stand-in for Knative Serving, and on a cluster each model is its own
+Knative Service, created by the deploy step from the model template rendered into its environment.
 """
 
 from __future__ import annotations
@@ -47,11 +48,11 @@ from functions.runtime.pipeline import (
 from infra import knative
 from infra.errors import ConfigError, KnflowError
 from infra.settings import parse_broker_url
+from knflow import cluster_arrivals, cluster_models
 from knflow.schedules import SCHEDULE_FUNCTION, Schedule, schedule_trigger
 
 PART_OF = {"app.kubernetes.io/part-of": "knflow"}
 FUNCTION_LABELS = PART_OF | {"knflow.dev/component": "function"}
-GATEWAY = "knflow-gateway"
 #: The dead-letter sink of every Trigger: turns Knative's dead letters into step.failed events.
 DEAD_LETTER_FUNCTION = "deadletter"
 _SECRET_REF = re.compile(r"^\{\{\s*secret:([^:\s]+):([^\s}]+)\s*\}\}$")
@@ -73,6 +74,8 @@ class ManifestOptions:
     gpu: bool = False
     gpu_node_selector: tuple[tuple[str, str], ...] = ()
     gpu_toleration: bool = True
+    minio_topic: str | None = None  # MinIO's Kafka notification topic: a KafkaSource starting the first pipeline
+    minio_kafka: tuple[str, ...] = ()  # its bootstrap servers; empty: the Broker's
 
 
 def function_service_name(function: str) -> str:
@@ -196,10 +199,12 @@ def function_services(
     pipelines: list[PipelineSpec],
     images: Mapping[str, str] | None = None,
     platform_functions: tuple[str, ...] = (DEAD_LETTER_FUNCTION,),
+    model_template: dict[str, Any] | None = None,
 ) -> list[dict]:
     """One Knative Service per function instance, from ``image`` unless its step names its own, and one per
-    platform function (the dead-letter sink, the schedules'); KNFLOW_FUNCTION picks the function,
-    KNFLOW_STEP_SETTINGS carries a step's settings."""
+    platform function (the dead-letter sink, the canary judge, the schedules', MinIO's arrivals); KNFLOW_FUNCTION
+    picks the function, KNFLOW_STEP_SETTINGS carries a step's settings; deploy and the canary judge get the model
+    template and run as the deploy account."""
     env, out = container_env(func), []
     platform = [Instance(name, name, "", None) for name in platform_functions]
     for inst in [*instances(pipelines, images).values(), *platform]:
@@ -210,14 +215,15 @@ def function_services(
         own = [{"name": "KNFLOW_FUNCTION", "value": inst.function}, {"name": "LISTEN_ADDRESS", "value": "0.0.0.0:8080"}]
         if inst.settings:
             own.append({"name": SETTINGS_ENV, "value": inst.settings})
-        if inst.function == "deploy":  # deploy reaches the gateway's revision API at KNFLOW_HOST:KNFLOW_GATEWAY_PORT
-            own += [{"name": "KNFLOW_HOST", "value": f"{GATEWAY}.{ns}.svc.cluster.local"}]
-            own += [{"name": "KNFLOW_GATEWAY_PORT", "value": "80"}]
+        account = ""
+        if inst.function in cluster_models.MODEL_FUNCTIONS and model_template is not None:
+            own += cluster_models.model_env(model_template)
+            account = cluster_models.DEPLOY_ACCOUNT
         gpu = _gpu(options) if inst.function == "train" else {}
         labels = FUNCTION_LABELS | {"knflow.dev/function": inst.function}
         out.append(_service(
             func, ns, inst.image or image, name=function_service_name(inst.name), env=tuple(own + env),
-            command=("python", "-m", "functions.runtime.host"), labels=labels,
+            command=("python", "-m", "functions.runtime.host"), labels=labels, service_account=account,
             target=concurrency, container_concurrency=concurrency, timeout_seconds=timeouts.get(inst.name, 120), **gpu,
         ))  # fmt: skip
     return out
@@ -233,17 +239,6 @@ def user_service(func: dict, ns: str, env: list[dict], timeouts: dict[str, int],
         func, ns, inst.image or "", name=function_service_name(inst.name), env=tuple(own + env), labels=labels,
         target=DEFAULT_CONCURRENCY, container_concurrency=DEFAULT_CONCURRENCY,
         timeout_seconds=timeouts.get(inst.name, 120),
-    )  # fmt: skip
-
-
-def gateway_service(func: dict, options: ManifestOptions, ns: str, image: str) -> dict[str, Any]:
-    """The inference gateway (V2 + control API): min-scale 1, GPU limit and placement with ``--gpu``."""
-    own = [{"name": "KNFLOW_HOST", "value": "0.0.0.0"}, {"name": "KNFLOW_GATEWAY_PORT", "value": "8080"}]
-    return _service(
-        func, ns, image, name=GATEWAY, env=tuple(own + container_env(func)), min_scale=1,
-        command=("python", "-m", "serving.gateway"), labels=PART_OF | {"knflow.dev/component": "gateway"},
-        target=100, container_concurrency=0, timeout_seconds=300,
-        readiness_path="/v2/health/ready", liveness_path="/v2/health/live", **_gpu(options),
     )  # fmt: skip
 
 
@@ -267,12 +262,17 @@ def trigger_resources(
     return resources, timeouts
 
 
+def broker_servers(func: dict) -> list[str]:
+    """The Kafka bootstrap servers of func.yaml's ``KNFLOW_BROKER``."""
+    envs = {e["name"]: str(e.get("value", "")) for e in (func.get("run") or {}).get("envs") or []}
+    return list(parse_broker_url(envs.get("KNFLOW_BROKER", ""), setting="func.yaml KNFLOW_BROKER").servers)
+
+
 def eventing_resources(
     func: dict, options: ManifestOptions, ns: str, dead_letter: dict, defaults_of: PipelineSpec
 ) -> list[dict[str, Any]]:
     """The namespace, the Kafka broker config and the Broker with the (first) pipeline's delivery defaults."""
-    envs = {e["name"]: str(e.get("value", "")) for e in (func.get("run") or {}).get("envs") or []}
-    servers = list(parse_broker_url(envs.get("KNFLOW_BROKER", ""), setting="func.yaml KNFLOW_BROKER").servers)
+    servers = broker_servers(func)
     plain = defaults_of.steps[0].model_copy(update={"delivery": None})  # the pipeline's own defaults
     defaults = {k: v for k, v in delivery_spec(defaults_of, plain).to_spec().items() if k != "timeout"}
     defaults["deadLetterSink"] = dead_letter
@@ -308,6 +308,18 @@ def schedule_resources(ns: str, broker: str, dead_letter: dict, schedules: list[
     return out
 
 
+def source_resources(func: dict, options: ManifestOptions, ns: str, dead_letter: dict, pipeline: str) -> list[dict]:
+    """The ping that brings the canary judge round, and with ``minio_topic`` the KafkaSource on MinIO's
+    notifications, whose runs take ``pipeline``."""
+    out = [cluster_models.canary_ping(ns, function_service_name(cluster_models.CANARY_FUNCTION), PART_OF)]
+    if options.minio_topic:
+        servers = list(options.minio_kafka) or broker_servers(func)
+        service = function_service_name(cluster_arrivals.MINIO_FUNCTION)
+        topic = options.minio_topic
+        out.append(cluster_arrivals.minio_source(ns, servers, topic, pipeline, service, dead_letter, PART_OF))
+    return out
+
+
 def render(
     func_yaml: str | Path,
     options: ManifestOptions | None = None,
@@ -328,12 +340,16 @@ def render(
     resources = eventing_resources(func, options, ns, dls, pipelines[0])
     triggers, timeouts = trigger_resources(ns, options.broker, dls, pipelines)
     triggers += schedule_resources(ns, options.broker, dls, schedules or [])
-    platform = (DEAD_LETTER_FUNCTION, SCHEDULE_FUNCTION) if schedules else (DEAD_LETTER_FUNCTION,)
-    resources += function_services(func, options, ns, image, timeouts, pipelines, images, platform)
-    resources.append(gateway_service(func, options, ns, image))
+    platform = (DEAD_LETTER_FUNCTION, cluster_models.CANARY_FUNCTION)
+    platform += (SCHEDULE_FUNCTION,) if schedules else ()
+    platform += (cluster_arrivals.MINIO_FUNCTION,) if options.minio_topic else ()
+    template = cluster_models.model_template(ns, image, container_env(func), _gpu(options), PART_OF)
+    resources += cluster_models.rights(ns, PART_OF)
+    resources += function_services(func, options, ns, image, timeouts, pipelines, images, platform, template)
     broker = knative.ref(knative.EVENTING, "Broker", options.broker)
     resources.append(knative.sink_binding("knflow-functions-sink", ns, FUNCTION_LABELS, broker))
-    return knative.validate(resources + triggers)
+    sources = source_resources(func, options, ns, dls, pipelines[0].name)
+    return knative.validate(resources + triggers + sources)
 
 
 def _check_unique(pipelines: list[PipelineSpec]) -> None:

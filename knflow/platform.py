@@ -24,10 +24,13 @@ from pathlib import Path
 
 import urllib3
 
+from infra.auth import auth_headers, ensure_local_admin
 from infra.errors import Unavailable
+from infra.httpclient import JsonClient
 from infra.localservices import spawn
 from infra.settings import SECTIONS, Settings
 from knflow.control import PipelineControl
+from knflow.follow import History
 from knflow.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,19 @@ class Platform:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # guards ``processes``
     _env: dict[str, str] = field(default_factory=dict, repr=False)
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """``Authorization`` for calls to this platform's servers (the machine user's admin token)."""
+        return auth_headers(self.settings)
+
+    def api(self, component: str) -> JsonClient:
+        """A JSON client of one of this platform's servers, with this platform's credentials."""
+        return JsonClient(self.url(component), headers=self.headers)
+
+    def history(self) -> History:
+        """The broker's event history, read with this platform's credentials."""
+        return History(self.url("broker"), self.headers)
+
     def url(self, component: str) -> str:
         port = getattr(self.settings, next(c.port_setting for c in COMPONENTS if c.name == component))
         return f"http://{self.settings.host}:{port}"
@@ -113,6 +129,7 @@ class Platform:
         health, apply the pipelines and wait until the broker reports every trigger ready."""
         platform = cls(settings, log_dir=settings.data_dir / "logs")
         platform.log_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        ensure_local_admin(settings)  # the children call each other with it; the CLI and the page sign in with it
         platform._env = {**os.environ, **settings_env(settings), **(extra_env or {})}
         components = [c for c in COMPONENTS if only is None or c.name in only]
         try:

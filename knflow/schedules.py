@@ -20,6 +20,7 @@ from eventing.triggers import DeliverySpec, Trigger
 from functions.arrivals import raw_prefix, takes_arrivals
 from functions.contract import LIFECYCLE
 from functions.runoptions import parse_options
+from infra.auth import auth_headers
 from infra.errors import InvalidRequest, NotFound
 from infra.httpclient import JsonClient
 from infra.settings import Settings
@@ -82,7 +83,9 @@ class ScheduleControl:
         self.settings = settings
         self._store = store
         self.pipelines = pipelines or PipelineControl(settings, store)
-        self.broker = JsonClient(f"http://{settings.host}:{settings.broker_port}", timeout=120.0)
+        self.broker = JsonClient(
+            f"http://{settings.host}:{settings.broker_port}", timeout=120.0, headers=auth_headers(settings)
+        )
 
     @property
     def store(self) -> ArtifactStore:

@@ -26,9 +26,10 @@ def _http_error(method: str, path: str, status: int, raw: bytes) -> KnflowError:
 class ServingClient:
     """Deploy, split traffic, roll back, inspect and infer against one gateway (``http://host:port``)."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0):
+    def __init__(self, base_url: str, timeout: float = 30.0, headers: dict[str, str] | None = None):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.headers = dict(headers or {})  # e.g. Authorization, on every call
 
     def _call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
         data = None if body is None else orjson.dumps(body)
@@ -36,7 +37,7 @@ class ServingClient:
             self.base_url + path,
             data=data,
             method=method,
-            headers={"content-type": "application/json", **(headers or {})},
+            headers={"content-type": "application/json", **self.headers, **(headers or {})},
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:

@@ -34,6 +34,7 @@ import pydantic
 from aiohttp import web
 
 from infra.errors import InvalidRequest, NotFound
+from infra.guard import access
 from infra.validation import parse
 from serving.logevents import LOGGER_ATTRIBUTES
 from serving.logger import LogSpec
@@ -177,6 +178,7 @@ class ControlApi:
     def __init__(self, gateway: Gateway):
         self.gw = gateway
 
+    @access("editor")
     async def deploy(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         body = await _body(request, DeployBody)
@@ -207,6 +209,7 @@ class ControlApi:
         endpoint = f"http://{request.host}/v2/models/{name}/infer"
         return web.json_response({"revision": rev.id, "version": rev.version, "endpoint": endpoint}, status=201)
 
+    @access("editor")
     async def traffic(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         body = await _body(request, TrafficBody)
@@ -215,17 +218,20 @@ class ControlApi:
             state = await self.gw.commit(name, lambda state: set_traffic(deployed(state), targets))
         return web.json_response(self._view(state))
 
+    @access("editor")
     async def rollback(self, request: web.Request) -> web.Response:
         async with self.gw.state_lock:
             state = await self.gw.commit(request.match_info["name"], lambda state: rollback(deployed(state)))
         return web.json_response(self._view(state))
 
+    @access("viewer")
     async def describe(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if name not in self.gw.states:
             raise NotFound(f"model {name!r} is not deployed")
         return web.json_response(self._view(self.gw.states[name]))
 
+    @access("viewer")
     async def list_models(self, request: web.Request) -> web.Response:
         return web.json_response({"models": sorted(self.gw.states)})
 

@@ -2,7 +2,10 @@
 in front of replica pools.
 
 Run it with ``python -m serving.gateway`` (settings from ``load_settings()``), or in-process
-with ``Gateway(settings, store)`` and ``await gateway.start()``.
+with ``Gateway(settings, store)`` and ``await gateway.start()``. With ``serving.model`` and ``serving.model_version``
+set it is one model's server, as a model's Knative Service runs it: it serves that version alone, starts
+``serving.max_replicas`` replicas at start and keeps them (Knative scales the pods), is ready once one has loaded
+the model, and has no control API (the Service's traffic block is the split).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from aiohttp import web
 
 from infra.aio import run
 from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
-from infra.http import error_middleware, json_response
+from infra.guard import access, server_middlewares
+from infra.http import json_response
 from infra.settings import Settings
 from infra.store import ArtifactStore
 from serving import binary, dataplane
@@ -33,7 +37,7 @@ from serving.logger import InferenceLogger
 from serving.metrics import Metrics
 from serving.registry import ModelCard, ModelRegistry
 from serving.replicas import Zygote
-from serving.revisions import Revision, Router, ServingState, load_states, update_state
+from serving.revisions import Revision, Router, ServingState, TrafficTarget, load_states, update_state
 from serving.rollout import Rollouts
 
 log = logging.getLogger(__name__)
@@ -75,16 +79,20 @@ class Gateway:
             queue_bytes=s.log_queue_bytes,
             max_event_bytes=settings.eventing.max_event_bytes,
             endpoint_of=self._endpoint,
+            credentials=self.rollouts.credentials,
         )
         self.port = settings.gateway_port
         self.grpc_port = settings.grpc_port
         self.grpc: GrpcService | None = None
+        self.pinned = pinned_revision(settings)
 
     # -- lifecycle -------------------------------------------------------------------
     def app(self) -> web.Application:
         from serving import control
 
-        app = web.Application(middlewares=[error_middleware()], client_max_size=self.settings.serving.max_request_bytes)
+        app = web.Application(
+            middlewares=server_middlewares(self.settings), client_max_size=self.settings.serving.max_request_bytes
+        )
         r = app.router
         r.add_get("/v2", self.server_metadata)
         r.add_get("/v2/health/live", self.live)
@@ -94,13 +102,18 @@ class Gateway:
             r.add_get(base + "/ready", self.model_ready)
             r.add_post(base + "/infer", self.infer)
         r.add_get("/metrics", self.metrics_text)
-        control.add_routes(app, self)
+        if self.pinned is None:
+            control.add_routes(app, self)
         return app
 
     async def start(self, port: int | None = None, grpc_port: int | None = None) -> int:
         """Start the zygote, restore state, listen on HTTP and gRPC; the bound HTTP port (0 picks a free one)."""
         await self.zygote.start()
-        self.states = await asyncio.to_thread(load_states, self.store)
+        if self.pinned is None:
+            self.states = await asyncio.to_thread(load_states, self.store)
+        else:
+            only = self.pinned
+            self.states = {only.model: ServingState(only.model, (only,), (TrafficTarget(only.id, 100),))}
         self.runner = web.AppRunner(self.app(), access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.settings.host, self.port if port is None else port)
@@ -108,7 +121,10 @@ class Gateway:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.grpc = GrpcService(self)
         self.grpc_port = await self.grpc.start(self.settings.host, self.grpc_port if grpc_port is None else grpc_port)
-        self._scaler = asyncio.create_task(self._autoscale())
+        if self.pinned is None:
+            self._scaler = asyncio.create_task(self._autoscale())
+        else:  # Knative scales this server's pods; the replicas inside one are fixed
+            self.pool(self.pinned).scale_to(self.settings.serving.max_replicas)
         self._judge = asyncio.create_task(self.rollouts.run(self.settings.serving.autoscale_tick_s))
         await self.inference_log.start(f"http://{self.settings.host}:{self.port}")
         log.info(
@@ -217,6 +233,7 @@ class Gateway:
         self.metrics.observe(revision.id, status, time.monotonic() - began)
         return status, out
 
+    @access("inference")
     async def infer(self, request: web.Request) -> web.Response:
         if (request.content_length or 0) > self.settings.serving.max_request_bytes:
             raise PayloadTooLarge(f"request body is larger than {self.settings.serving.max_request_bytes} bytes")
@@ -242,16 +259,27 @@ class Gateway:
         state = self.states.get(revision.model)
         return "canary" if state is not None and state.canary and state.canary.revision == revision.id else "default"
 
+    @access("open")
     async def server_metadata(self, request: web.Request) -> web.Response:
         return json_response(dataplane.SERVER_METADATA)
 
+    @access("open")
     async def live(self, request: web.Request) -> web.Response:
         return json_response({"live": True})
 
     def ready(self) -> bool:
-        """Whether the gateway can start replicas (its zygote runs)."""
-        return self.zygote.proc is not None and self.zygote.proc.returncode is None
+        """Whether the gateway can start replicas (its zygote runs); one model's server: whether a replica of its
+        model runs (one that exited is started again here, since Knative sends no request to a pod not ready)."""
+        if self.zygote.proc is None or self.zygote.proc.returncode is not None:
+            return False
+        if self.pinned is None:
+            return True
+        pool = self.pool(self.pinned)
+        if not pool.replicas and not pool.starting:
+            pool.scale_to(self.settings.serving.max_replicas)
+        return bool(pool.replicas)
 
+    @access("open")
     async def server_ready(self, request: web.Request) -> web.Response:
         ready = self.ready()
         return json_response({"ready": ready}, 200 if ready else 503)
@@ -268,14 +296,17 @@ class Gateway:
             "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in card.outputs],
         }
 
+    @access("inference")
     async def model_metadata(self, request: web.Request) -> web.Response:
         return json_response(await self.metadata(self.route(request)))
 
+    @access("inference")
     async def model_ready(self, request: web.Request) -> web.Response:
         revision = self.route(request)
         await self.fetch(revision)  # a model that cannot be fetched and verified is not ready
         return json_response({"name": revision.model, "version": str(revision.version), "ready": True})
 
+    @access("inference")
     async def metrics_text(self, request: web.Request) -> web.Response:
         gauges: dict[str, dict[str, float]] = {"replicas": {}, "inflight": {}, "queued": {}, "cold_start_seconds": {}}
         for rid, pool in self.pools.items():
@@ -286,6 +317,14 @@ class Gateway:
             gauges["queued"][rid] = pool.waiting
         text = self.metrics.render(gauges) + self.inference_log.metrics_text()
         return web.Response(text=text, content_type="text/plain")
+
+
+def pinned_revision(settings: Settings) -> Revision | None:
+    """The one revision a one-model server serves (``serving.model`` at ``serving.model_version``), or None."""
+    s = settings.serving
+    if not s.model:
+        return None
+    return Revision(f"{s.model}-v{s.model_version}", s.model, s.model_version, intra_op_threads=s.intra_op_threads)
 
 
 def _header_length(text: str) -> int:

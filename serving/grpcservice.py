@@ -16,6 +16,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from infra.errors import InvalidRequest, KnflowError, Unavailable
+from infra.guard import guard_for
 from serving import dataplane
 from serving.v2grpc import grpc_predict_v2_pb2 as pb
 
@@ -47,12 +48,17 @@ def _tag(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
+#: Health calls answer without a token, as the REST health routes do.
+OPEN_CALLS = frozenset({"server_live", "server_ready", "server_metadata"})
+
+
 class GrpcService:
     """The gRPC server of one gateway."""
 
     def __init__(self, gateway: Gateway):
         self.gateway = gateway
         self.server: grpc.aio.Server | None = None
+        self.guard = guard_for(gateway.settings)  # the same policy as the REST routes: inference, health open
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (0 picks a free port); the bound port."""
@@ -94,11 +100,23 @@ class GrpcService:
             "ModelInfer": grpc.unary_unary_rpc_method_handler(self._guarded(self.model_infer)),
         }
 
-    @staticmethod
-    def _guarded(call: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    def _allowed(self, call: Callable[..., Awaitable[Any]], context: grpc.aio.ServicerContext) -> str | None:
+        """Why the caller may not make this call (None when it may): the guard's rule for inference."""
+        if call.__name__ in OPEN_CALLS or self.guard.needed("inference", "POST") is None:
+            return None
+        metadata = dict(context.invocation_metadata() or ())
+        header = str(metadata.get("authorization", ""))
+        token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        principal = self.guard.tokens.verify(token) if self.guard.tokens and token else None
+        return None if principal is not None else "a bearer token is needed (metadata authorization: Bearer …)"
+
+    def _guarded(self, call: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         """The one place knflow errors become gRPC status codes (a failure of knflow's own is INTERNAL, logged)."""
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            refused = self._allowed(call, context)
+            if refused:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, refused)
             try:
                 return await call(request, context)
             except KnflowError as exc:

@@ -69,8 +69,10 @@ class InferenceLogger:
         max_event_bytes: int,
         endpoint_of: Callable[[Revision], str] = lambda _r: "default",
         sample: Callable[[], float] = random.random,
+        credentials: dict[str, str] | None = None,
     ):
         self.broker_url = broker_url
+        self.credentials = dict(credentials or {})  # Authorization, for a broker that asks for one
         self.queue_limit, self.queue_bytes = queue_limit, queue_bytes
         self.max_event_bytes = max_event_bytes
         self.batch_bytes = min(BATCH_BYTES, max_event_bytes)
@@ -210,7 +212,7 @@ class InferenceLogger:
 
     async def _publish(self, body: bytes, events: int, counts: Counter[str]) -> None:
         """POST one batch; retry while the broker is unreachable or busy, drop it (counted) if it refuses it."""
-        headers = {"content-type": BATCH_CONTENT_TYPE}
+        headers = {"content-type": BATCH_CONTENT_TYPE, **self.credentials}
         for attempt in range(len(RETRY_S) + 1):
             try:
                 answer = await self._pool.post(self.broker_url, headers, body, timeout=10.0)

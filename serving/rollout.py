@@ -17,6 +17,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import from_json, to_json
 from eventing.events import RUNID, TRACEPARENT, child_traceparent, new_event
+from infra.auth import auth_headers
 from infra.errors import KnflowError
 from serving.revisions import ServingState, TrafficTarget, rollback, set_traffic
 
@@ -89,6 +90,7 @@ class Rollouts:
         self.gw = gateway
         settings = gateway.settings
         self.broker_url = f"http://{settings.host}:{settings.broker_port}/"
+        self.credentials = auth_headers(settings)
 
     async def run(self, tick_s: float) -> None:
         """Judge and notify every ``tick_s`` seconds, apart from the autoscaler (a slow broker never delays it)."""
@@ -151,29 +153,15 @@ class Rollouts:
         self.gw.metrics.rollout(state.model, verdict)
 
     def _notice(self, state: ServingState, canary: Canary, verdict: str, decision: str) -> CloudEvent:
-        data = {
-            "name": state.model,
-            "version": canary.version,
-            "revision": canary.revision,
-            "traffic_percent": 100 if verdict == PROMOTE else 0,
-            "canary": False,
-            "decision": decision,
-            "endpoint": f"http://{self.gw.settings.host}:{self.gw.port}/v2/models/{state.model}/infer",
-        }
-        assert canary.announce is not None
-        extensions = dict(canary.announce.extensions)
-        if TRACEPARENT in extensions:  # continue the deploying run's trace
-            extensions[TRACEPARENT] = child_traceparent(extensions[TRACEPARENT])
-        runid = extensions.pop(RUNID, None)
-        subject = f"{state.model}/{canary.version}"
-        return new_event(canary.announce.type, SOURCE, data, runid=runid, subject=subject, extensions=extensions)
+        endpoint = f"http://{self.gw.settings.host}:{self.gw.port}/v2/models/{state.model}/infer"
+        return outcome_notice(state.model, canary, verdict, decision, endpoint)
 
     async def _send(self, name: str) -> None:
         """Publish the model's pending notices in order; on failure keep them for the next tick."""
         for notice in self.gw.states[name].notices:
             event = from_json(notice.encode())
             try:
-                await publish(self.broker_url, event)
+                await publish(self.broker_url, event, self.credentials)
             except KnflowError as exc:
                 log.warning("rollout: broker %s did not take %s (%s); retrying next tick", self.broker_url, name, exc)
                 return
@@ -184,11 +172,36 @@ class Rollouts:
                 )
 
 
+def outcome_notice(
+    model: str, canary: Canary, verdict: str, decision: str, endpoint: str, event_id: str | None = None
+) -> CloudEvent:
+    """The event telling the deploying run (``canary.announce``) that its canary was promoted or rolled back; it
+    continues the run's trace. ``event_id``: a stable id, so a notice sent twice is one event to its readers."""
+    data = {
+        "name": model,
+        "version": canary.version,
+        "revision": canary.revision,
+        "traffic_percent": 100 if verdict == PROMOTE else 0,
+        "canary": False,
+        "decision": decision,
+        "endpoint": endpoint,
+    }
+    assert canary.announce is not None
+    extensions = dict(canary.announce.extensions)
+    if TRACEPARENT in extensions:  # continue the deploying run's trace
+        extensions[TRACEPARENT] = child_traceparent(extensions[TRACEPARENT])
+    if event_id:
+        extensions["id"] = event_id
+    runid = extensions.pop(RUNID, None)
+    subject = f"{model}/{canary.version}"
+    return new_event(canary.announce.type, SOURCE, data, runid=runid, subject=subject, extensions=extensions)
+
+
 def _without_notice(state: ServingState, notice: str) -> ServingState:
     return replace(state, notices=tuple(n for n in state.notices if n != notice))
 
 
-async def publish(broker_url: str, event: CloudEvent) -> None:
+async def publish(broker_url: str, event: CloudEvent, credentials: dict[str, str]) -> None:
     from eventing.client import publish_async
 
-    await publish_async(broker_url, event, timeout=5.0)
+    await publish_async(broker_url, event, timeout=5.0, credentials=credentials)

@@ -28,6 +28,23 @@ def kafka_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServ
     service.stop()
 
 
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture
+async def browser():  # type: ignore[no-untyped-def]
+    """Debian's chromium, headless, driven by Playwright (no downloaded browsers)."""
+    from playwright import async_api as playwright_api
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is not installed: apt-get install chromium (Playwright drives Debian's browser)")
+    async with playwright_api.async_playwright() as pw:
+        launched = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
+
+
 _bucket_counter = iter(range(1_000_000))
 
 

@@ -37,6 +37,15 @@ def running_platform(data: Path, **settings: str) -> Iterator[tuple[Platform, di
         yield platform, cli_env
 
 
+def admin_token(env: dict[str, str]) -> str:
+    """The platform's local admin token (the one ``knflow up`` writes for its user into the data directory)."""
+    return (Path(env["KNFLOW_DATA_DIR"]) / "admin.token").read_text().strip()
+
+
+def admin_headers(env: dict[str, str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {admin_token(env)}"}
+
+
 def knflow(
     env: dict[str, str], *args: str, cwd: Path | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess:

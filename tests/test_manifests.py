@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,10 @@ import yaml
 from eventing.triggers import parse_duration
 from functions.contract import lifecycle_spec_path
 from functions.runtime.pipeline import load_pipeline, pipeline_triggers
+from infra import knative
 from infra.errors import ConfigError
 from knflow.manifests import ManifestOptions, function_service_name, render
+from serving.knserving import model_service
 
 ROOT = Path(__file__).parents[1]
 FUNC_YAML = ROOT / "func.yaml"
@@ -71,9 +74,9 @@ def test_triggers_match_local_lifecycle_one_to_one() -> None:
 def test_one_service_per_function_from_the_one_image() -> None:
     func = yaml.safe_load(FUNC_YAML.read_text())
     services = {s["metadata"]["name"]: s for s in _by_kind(render(FUNC_YAML))["Service"]}
-    expected = {function_service_name(f) for f in FUNCTIONS} | {"knflow-gateway", "knflow-deadletter"}
-    assert set(services) == expected
-    for function in [*FUNCTIONS, "deadletter"]:
+    expected = {function_service_name(f) for f in FUNCTIONS} | {"knflow-deadletter", "knflow-canary"}
+    assert set(services) == expected  # no inference gateway: each model is its own Service, made by deploy
+    for function in [*FUNCTIONS, "deadletter", "canary"]:
         service = services[function_service_name(function)]
         container = _container(service)
         assert container["image"] == func["image"]
@@ -87,20 +90,87 @@ def test_one_service_per_function_from_the_one_image() -> None:
         _container(services["knflow-train"])
         and services["knflow-train"]["spec"]["template"]["spec"]["containerConcurrency"] == 1
     )
-    gateway = services["knflow-gateway"]["spec"]["template"]
-    assert gateway["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "1"
-    assert "limits" not in _container(services["knflow-gateway"]).get("resources", {})
 
 
-def test_gpu_option_requests_a_gpu_and_placement() -> None:
+def test_gpu_option_requests_a_gpu_and_placement_for_train_and_every_model() -> None:
     options = ManifestOptions(gpu=True, gpu_node_selector=(("accelerator", "h100"),))
     services = {s["metadata"]["name"]: s for s in _by_kind(render(FUNC_YAML, options))["Service"]}
-    for name in ("knflow-gateway", "knflow-train"):
-        pod = services[name]["spec"]["template"]["spec"]
+    models = _model_template(list(services.values()))
+    for service in (services["knflow-train"], models):
+        pod = service["spec"]["template"]["spec"]
         assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
         assert pod["nodeSelector"] == {"accelerator": "h100"}
         assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert "limits" not in _container(services["knflow-ingest"])["resources"]
+
+
+def _model_template(resources: list[dict]) -> dict:
+    deploy = next(s for s in _by_kind(resources)["Service"] if s["metadata"]["name"] == "knflow-deploy")
+    env = {e["name"]: e.get("value") for e in _container(deploy)["env"]}
+    assert env["KNFLOW_SERVING_TARGET"] == "knative"
+    return json.loads(env["KNFLOW_SERVING_MODEL_TEMPLATE"])
+
+
+def test_each_model_is_a_knative_service_at_min_scale_zero_from_the_one_image() -> None:
+    func = yaml.safe_load(FUNC_YAML.read_text())
+    resources = render(FUNC_YAML, ManifestOptions(namespace="team-a"))
+    digits = model_service(_model_template(resources), "digits", 3)
+    assert knative.validate([digits]) == [digits]  # what deploy sends passes the strict validation
+    assert digits["metadata"] == {
+        "name": "knflow-model-digits", "namespace": "team-a",
+        "labels": {"app.kubernetes.io/part-of": "knflow", "knflow.dev/component": "model",
+                   "knflow.dev/model": "digits"},
+    }  # fmt: skip
+    revision = digits["spec"]["template"]
+    assert revision["metadata"]["name"] == "knflow-model-digits-v3"
+    assert revision["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "0"
+    container = _container(digits)
+    assert container["image"] == func["image"] and container["command"] == ["python", "-m", "serving.gateway"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (env["KNFLOW_SERVING_MODEL"], env["KNFLOW_SERVING_MODEL_VERSION"]) == ("digits", "3")
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert "limits" not in container.get("resources", {})
+
+
+def test_deploy_and_the_canary_judge_run_as_an_account_with_only_the_model_rights() -> None:
+    kinds = _by_kind(render(FUNC_YAML))
+    accounts = {
+        s["metadata"]["name"]: s["spec"]["template"]["spec"].get("serviceAccountName") for s in kinds["Service"]
+    }
+    assert {name for name, account in accounts.items() if account} == {"knflow-deploy", "knflow-canary"}
+    assert {accounts["knflow-deploy"], accounts["knflow-canary"]} == {"knflow-deploy"}
+    [role], [binding] = kinds["Role"], kinds["RoleBinding"]
+    assert role["rules"] == [
+        {"apiGroups": ["serving.knative.dev"], "resources": ["services"], "verbs": ["get", "list", "create", "patch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+        {"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get"]},
+    ]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "knflow-deploy"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "knflow-deploy", "namespace": "knflow"}]
+    [ping] = kinds["PingSource"]
+    assert ping["spec"]["schedule"] == "* * * * *" and ping["spec"]["sink"]["ref"]["name"] == "knflow-canary"
+
+
+def test_minio_topic_renders_a_kafka_source_into_the_minio_function() -> None:
+    assert "KafkaSource" not in _by_kind(render(FUNC_YAML))
+    kinds = _by_kind(render(FUNC_YAML, ManifestOptions(minio_topic="minio-events")))
+    [source] = kinds["KafkaSource"]
+    assert source["apiVersion"] == "sources.knative.dev/v1beta1"
+    assert source["spec"]["bootstrapServers"] == ["my-cluster-kafka-bootstrap.kafka:9092"]  # the Broker's Kafka
+    assert source["spec"]["topics"] == ["minio-events"] and source["spec"]["initialOffset"] == "latest"
+    assert source["spec"]["sink"]["ref"] == {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "name": "knflow-minio",
+    }
+    assert source["spec"]["ceOverrides"] == {"extensions": {"pipeline": "lifecycle"}}
+    assert source["spec"]["delivery"]["deadLetterSink"]["ref"]["name"] == "knflow-deadletter"
+    minio = next(s for s in kinds["Service"] if s["metadata"]["name"] == "knflow-minio")
+    env = {e["name"]: e.get("value") for e in _container(minio)["env"]}
+    assert env["KNFLOW_FUNCTION"] == "minio"
+    assert minio["metadata"]["labels"]["knflow.dev/component"] == "function"  # K_SINK: the Broker
+    other = _by_kind(render(FUNC_YAML, ManifestOptions(minio_topic="t", minio_kafka=("minio-kafka:9092",))))
+    assert other["KafkaSource"][0]["spec"]["bootstrapServers"] == ["minio-kafka:9092"]
 
 
 def test_broker_is_kafka_class_with_its_config_and_a_sink_binding() -> None:
@@ -138,21 +208,31 @@ def test_manifests_command_prints_parsable_yaml() -> None:
     documents = [d for d in yaml.safe_load_all(result.stdout) if d]
     counts = collections.Counter(d["kind"] for d in documents)
     assert counts == {
-        "Namespace": 1, "ConfigMap": 1, "Broker": 1, "SinkBinding": 1,
-        "Service": len(FUNCTIONS) + 2, "Trigger": len(TRIGGERS),
+        "Namespace": 1, "ConfigMap": 1, "Broker": 1, "SinkBinding": 1, "ServiceAccount": 1, "Role": 1,
+        "RoleBinding": 1, "PingSource": 1, "Service": len(FUNCTIONS) + 2, "Trigger": len(TRIGGERS),
     }  # fmt: skip
     assert "secretKeyRef" in result.stdout and "kind: Secret\n" not in result.stdout
     assert "&id" not in result.stdout and "*id" not in result.stdout  # no YAML anchors
 
 
 def test_manifests_command_writes_a_directory(tmp_path: Path) -> None:
-    result = _knflow("manifests", "--output-dir", str(tmp_path / "out"), "--gpu")
+    result = _knflow(
+        "manifests",
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--gpu",
+        "--minio-topic",
+        "minio",
+        "--minio-kafka",
+        "a:9092,b:9092",
+    )
     assert result.returncode == 0, result.stderr
     files = sorted((tmp_path / "out").glob("*.yaml"))
-    assert len(files) == 6 + len(FUNCTIONS) + len(TRIGGERS)  # namespace, config, broker, binding, 2 services
-    assert (
-        "nvidia.com/gpu" in (tmp_path / "out" / next(f.name for f in files if "knflow-gateway" in f.name)).read_text()
-    )
+    # namespace, config, broker, binding, account, role, binding, ping, 3 platform services, the MinIO source
+    assert len(files) == 12 + len(FUNCTIONS) + len(TRIGGERS)
+    source = yaml.safe_load(next(f for f in files if "kafkasource" in f.name.lower()).read_text())
+    assert source["spec"]["bootstrapServers"] == ["a:9092", "b:9092"]
+    assert "nvidia.com/gpu" in (tmp_path / "out" / next(f.name for f in files if "knflow-train" in f.name)).read_text()
 
 
 @pytest.mark.parametrize("content", [None, ""])

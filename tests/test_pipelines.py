@@ -14,10 +14,8 @@ import yaml
 
 from eventing.client import publish
 from eventing.events import new_event, new_runid
-from infra.httpclient import JsonClient
 from infra.localservices import free_platform_ports
 from infra.settings import load_settings
-from knflow.follow import History
 from knflow.platform import Platform
 from tests.eventually import eventually_sync
 
@@ -35,7 +33,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         **free_platform_ports(),
     }
     with Platform.start(load_settings(env, config_file=data / "knflow.toml")) as running:
-        JsonClient(running.url("functions")).call("PUT", "/admin/functions/probe", {"target": str(PROBE)})
+        running.api("functions").call("PUT", "/admin/functions/probe", {"target": str(PROBE)})
         running.env = env  # type: ignore[attr-defined]
         yield running
 
@@ -63,11 +61,11 @@ def probe_step(name: str, event_type: str, settings: dict | None = None) -> dict
 
 
 def triggers(platform: Platform) -> dict[str, dict]:
-    return {t["name"]: t["spec"] for t in JsonClient(platform.url("broker")).call("GET", "/triggers")["items"]}
+    return {t["name"]: t["spec"] for t in platform.api("broker").call("GET", "/triggers")["items"]}
 
 
 def probed(platform: Platform, runid: str) -> list:
-    events, _ = History(platform.url("broker")).page(runid=runid, type="test.probed")
+    events, _ = platform.history().page(runid=runid, type="test.probed")
     return events
 
 
@@ -103,14 +101,14 @@ def test_reapplying_a_changed_spec_removes_what_it_dropped_and_delete_removes_th
     first = spec_file(tmp_path, "changing", probe_step("a", "test.a", {"k": 1}), probe_step("b", "test.b"))
     assert knflow(platform, "pipeline", "apply", str(first)).returncode == 0
     assert {"changing-a", "changing-b"} <= set(triggers(platform))
-    hosted = JsonClient(platform.url("functions")).call("GET", "/functions")
+    hosted = platform.api("functions").call("GET", "/functions")
     assert "changing-a" in hosted
 
     second = spec_file(tmp_path, "changing", probe_step("b", "test.b"))
     result = knflow(platform, "pipeline", "apply", str(second))
     assert result.returncode == 0 and "removed: changing-a, changing-a" in result.stdout
     assert "changing-a" not in triggers(platform) and "changing-b" in triggers(platform)
-    assert "changing-a" not in JsonClient(platform.url("functions")).call("GET", "/functions")
+    assert "changing-a" not in platform.api("functions").call("GET", "/functions")
 
     assert knflow(platform, "pipeline", "delete", "changing").returncode == 0
     assert not {"changing-a", "changing-b"} & set(triggers(platform))

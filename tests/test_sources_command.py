@@ -13,6 +13,7 @@ import orjson
 
 from eventing.broker import BrokerServer
 from functions.contract import DATA_ARRIVED, with_lifecycle
+from infra.auth import TokenFile, tokens_path
 from infra.localservices import free_port
 from infra.settings import load_settings
 from tests.eventing.test_sources import minio_notification
@@ -77,6 +78,7 @@ async def test_the_printed_endpoint_and_token_used_as_minio_does_start_a_run(tmp
     printed = assignments(knflow_sources_minio(env).stdout)
     env["KNFLOW_EVENTING_MINIO_TOKEN"] = printed["KNFLOW_EVENTING_MINIO_TOKEN"]  # step 3 of what it printed
     settings = with_lifecycle(load_settings(env, config_file=None))
+    viewer = {"Authorization": f"Bearer {TokenFile(tokens_path(settings)).create('reader', 'viewer', ('*',))}"}
     async with BrokerServer(settings) as broker, aiohttp.ClientSession() as session:
         url, token = printed["MINIO_NOTIFY_WEBHOOK_ENDPOINT_KNFLOW"], printed["MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_KNFLOW"]
         body = orjson.dumps(minio_notification("knflow", "raw/iris/flowers.csv"))
@@ -86,7 +88,7 @@ async def test_the_printed_endpoint_and_token_used_as_minio_does_start_a_run(tmp
             assert answer.status == 401
 
         async def arrived() -> list:
-            async with session.get(f"{broker.url}/events", params={"type": DATA_ARRIVED}) as page:
+            async with session.get(f"{broker.url}/events", params={"type": DATA_ARRIVED}, headers=viewer) as page:
                 return (await page.json())["events"]
 
         events = await eventually(arrived, 10, "the notification's arrival event")

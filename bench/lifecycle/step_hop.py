@@ -131,7 +131,7 @@ def main() -> int:
         functions = deploy_pass_throughs(base, control.deployer, own_env=not args.no_env)
         for spec in pipelines(functions):
             control.apply(spec)
-        http, history = urllib3.PoolManager(retries=False), History(running.url("broker"))
+        http, history = urllib3.PoolManager(retries=False), running.history()
         runids: dict[str, list[str]] = {}
         for _ in range(args.warmup):
             for name in ("bare", *functions):

@@ -10,8 +10,10 @@ a store can say) puts that mark, so the object does not start a second run.
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 import hashlib
+import time
 from collections.abc import Mapping
 
 from cloudevents.core.v1.event import CloudEvent
@@ -39,6 +41,32 @@ def ignored(config: EventingSettings, key: str) -> bool:
 def announces(config: EventingSettings, key: str, metadata: Mapping[str, str] | None = None) -> bool:
     """Whether a source announces the object ``key``: under the arrival prefix, not ignored, not self-announced."""
     return key.startswith(config.arrival_prefix) and not ignored(config, key) and not announced_by_writer(metadata)
+
+
+class RunRate:
+    """At most ``per_minute`` arrivals per folder under the arrival prefix (a data set) in any 60 s; a source that
+    is told no answers 429 (MinIO retries) or announces later."""
+
+    def __init__(self, config: EventingSettings, per_minute: int):
+        self.prefix, self.per_minute = config.arrival_prefix, per_minute
+        self._times: dict[str, collections.deque[float]] = {}
+
+    def folder(self, key: str) -> str:
+        return key[len(self.prefix) :].split("/", 1)[0]
+
+    def take(self, keys: list[str], now: float | None = None) -> bool:
+        """Count these arrivals if every folder has room for its share within the minute; else count none."""
+        now = time.monotonic() if now is None else now
+        wanted = collections.Counter(self.folder(k) for k in keys)
+        for folder, n in wanted.items():
+            window = self._times.setdefault(folder, collections.deque())
+            while window and now - window[0] >= 60.0:
+                window.popleft()
+            if len(window) + n > self.per_minute:
+                return False
+        for folder, n in wanted.items():
+            self._times[folder].extend([now] * n)
+        return True
 
 
 def arrival_event(

@@ -26,9 +26,10 @@ from cloudevents.core.v1.event import CloudEvent
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
-from eventing.sources.arrival import announces, arrival_event
+from eventing.sources.arrival import RunRate, announces, arrival_event
 from eventing.sources.marker import ArrivalMarker
 from infra.errors import InvalidRequest
+from infra.guard import access
 from infra.settings import Settings
 from infra.validation import parse
 
@@ -122,6 +123,7 @@ class MinioWebhookSource:
     def __init__(self, settings: Settings, marker: ArrivalMarker | None = None, *, refusal: str = ""):
         self.settings, self.marker = settings, marker
         self.refusal = refusal  # set: notifications are not taken here, and this says why (404)
+        self.rate = RunRate(settings.eventing, settings.security.runs_per_minute)
         self._publish: Any = None
 
     def routes(self) -> list[web.RouteDef]:
@@ -133,6 +135,7 @@ class MinioWebhookSource:
     async def stop(self) -> None:
         self._publish = None
 
+    @access("ingress")
     async def _handle(self, request: web.Request) -> web.Response:
         if self.refusal:
             return web.json_response({"error": self.refusal}, status=404)
@@ -146,6 +149,10 @@ class MinioWebhookSource:
             return web.json_response({"error": "notification is not JSON"}, status=400)
         except InvalidRequest as exc:
             return web.json_response({"error": str(exc)}, status=400)
+        if not self.rate.take([e.get_subject() or "" for e in events]):
+            limit = self.settings.security.runs_per_minute
+            why = f"more than {limit} runs a minute for one data set (security.runs_per_minute); try again later"
+            return web.json_response({"error": why}, status=429, headers={"Retry-After": "60"})
         accepted = await publish_unclaimed(events, self.settings, self.marker, self._publish)
         return web.json_response({"accepted": accepted}, status=202 if accepted else 200)
 

@@ -31,6 +31,7 @@ from croniter import croniter
 from eventing.events import new_event
 from infra.atomic import write_json
 from infra.errors import ConfigError, InvalidRequest, KnflowError, NotFound
+from infra.guard import access
 from infra.http import json_response, read_json
 from infra.validation import parse
 
@@ -179,10 +180,12 @@ class PingSources:
         write_json(self.path, {name: spec.model_dump() for name, spec in sorted(self.specs.items())}, indent=2)
 
     # -- HTTP -------------------------------------------------------------------------------------
+    @access("viewer")
     async def _list(self, request: web.Request) -> web.Response:
         items = [{"name": name, "spec": spec.model_dump()} for name, spec in sorted(self.specs.items())]
         return json_response({"items": items})
 
+    @access("viewer")
     async def _get(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         spec = self.specs.get(name)
@@ -190,6 +193,7 @@ class PingSources:
             return json_response({"error": f"no ping source named {name!r}"}, 404)
         return json_response({"name": name, "spec": spec.model_dump()})
 
+    @access("admin")
     async def _put(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         try:
@@ -200,6 +204,7 @@ class PingSources:
             return json_response({"error": str(exc)}, exc.status)
         return json_response({"name": name, "spec": spec.model_dump()})
 
+    @access("admin")
     async def _delete(self, request: web.Request) -> web.Response:
         try:
             await self.delete(request.match_info["name"])

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from eventing.events import PIPELINE, new_event
 from infra.atomic import write_json
+from infra.guard import access
 
 SIGNATURE_HEADER = "X-Knflow-Signature"
 _SIGNATURE = re.compile(r"^t=(0|[1-9][0-9]{0,11}),v1=([0-9a-f]{64})$")
@@ -74,6 +75,7 @@ class WebhookSource:
     async def stop(self) -> None:
         self._publish = None
 
+    @access("open")
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         header = request.headers.get(SIGNATURE_HEADER, "")

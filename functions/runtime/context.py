@@ -30,6 +30,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import to_http_binary
 from eventing.events import RUNID
+from infra.auth import auth_headers
 from infra.errors import ConfigError, InvalidRequest, Unavailable
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
@@ -65,7 +66,8 @@ class Runtime:
         """POST ``event`` in binary mode to the sink, retrying refusals (5xx, 429, network) with backoff
         (``EMIT_BACKOFF_S``); when every attempt failed, ``Unavailable`` (retryable: the event is redelivered)."""
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+            timeout = aiohttp.ClientTimeout(total=30)
+            self._session = aiohttp.ClientSession(timeout=timeout, headers=auth_headers(self.settings))
         headers, body = to_http_binary(event)
         for attempt, delay in enumerate((*EMIT_BACKOFF_S, None)):
             try:

@@ -39,6 +39,7 @@ from functions.runtime.worker import Worker, WorkerGone, request_headers
 from functions.runtime.zygote import Template
 from infra.aio import run
 from infra.errors import Conflict, InvalidRequest, KnflowError, NotFound, Unavailable
+from infra.guard import access, server_middlewares
 from infra.logs import configure_logging
 from infra.settings import Settings, load_settings
 from infra.validation import parse
@@ -82,7 +83,9 @@ class Runner:
         self.port: int | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.functions.max_request_bytes)
+        app = web.Application(
+            middlewares=server_middlewares(self.settings), client_max_size=self.settings.functions.max_request_bytes
+        )
         app.router.add_get("/functions", self._status)
         app.router.add_put("/admin/functions/{name}", self._host)
         app.router.add_delete("/admin/functions/{name}", self._unhost)
@@ -174,6 +177,7 @@ class Runner:
             save_instances(self.instances_path, self.instances)
         await self._drop(worker, "removed")
 
+    @access("admin")
     async def _host(self, request: web.Request) -> web.Response:
         try:
             raw = orjson.loads(await request.read() or b"null")
@@ -185,6 +189,7 @@ class Runner:
             return _json(exc.status, {"error": exc.message})
         return _json(200, self.workers[request.match_info["name"]].status())
 
+    @access("admin")
     async def _unhost(self, request: web.Request) -> web.Response:
         try:
             await self.unhost(request.match_info["name"])
@@ -200,12 +205,15 @@ class Runner:
     def status(self) -> dict[str, dict]:
         return {name: worker.status() for name, worker in self.workers.items()}
 
+    @access("viewer")
     async def _status(self, request: web.Request) -> web.Response:
         return _json(200, self.status())
 
+    @access("open")
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(text="OK")
 
+    @access("ingress")
     async def _deliver(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         worker = self.workers.get(name)

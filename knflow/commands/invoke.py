@@ -13,6 +13,7 @@ import orjson
 
 from eventing.bindings import from_http, to_http_binary, to_http_structured, to_json
 from eventing.events import new_event
+from infra.auth import own_credentials
 from infra.errors import InvalidRequest, Unavailable
 from infra.settings import Settings, load_settings
 
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         args.type, args.source, data, runid=args.runid, subject=args.subject, datacontenttype=args.content_type
     )
     headers, body = to_http_structured(event) if args.structured else to_http_binary(event)
+    headers |= own_credentials(settings)(url)  # the token only to the platform's own servers
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=args.timeout) as response:

@@ -15,7 +15,7 @@ from knflow.deployment import Deployer
 from knflow.manifests import ManifestOptions, read_func_yaml, render, secret_note, to_yaml
 from knflow.schedules import Schedule, ScheduleControl
 
-HELP = "print the Kubernetes/Knative manifests (Kafka Broker, pipelines' Triggers and Services, gateway, schedules)"
+HELP = "print the Kubernetes/Knative manifests (Kafka Broker, pipelines' Triggers and Services, models' rights)"
 
 
 def add_render_options(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +26,7 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", default=None, help="image (default: func.yaml image)")
     parser.add_argument("--partitions", type=int, default=10, help="Kafka topic partitions")
     parser.add_argument("--replication-factor", type=int, default=3, help="Kafka topic replication factor")
-    parser.add_argument("--gpu", action="store_true", help="request nvidia.com/gpu: 1 for train and the gateway")
+    parser.add_argument("--gpu", action="store_true", help="request nvidia.com/gpu: 1 for train and every model")
     parser.add_argument(
         "--gpu-node-selector", action="append", default=[], metavar="KEY=VALUE", help="node selector for GPU pods"
     )
@@ -34,6 +34,14 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pipeline", action="append", default=[], metavar="FILE",
         help="a pipeline spec to render (repeatable; default: the shipped lifecycle)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--minio-topic", default=None, metavar="TOPIC",
+        help="MinIO's Kafka notification topic: render a KafkaSource that starts runs from MinIO's notifications",
+    )  # fmt: skip
+    parser.add_argument(
+        "--minio-kafka", default=None, metavar="HOST:PORT[,...]",
+        help="the bootstrap servers of MinIO's Kafka (default: the Broker's, from func.yaml's KNFLOW_BROKER)",
     )  # fmt: skip
     parser.add_argument(
         "--applied", action="store_true", help="every pipeline applied to the configured platform's artifact store"
@@ -65,6 +73,8 @@ def options_from(args: argparse.Namespace) -> ManifestOptions:
         gpu=args.gpu,
         gpu_node_selector=selector,  # type: ignore[arg-type]
         gpu_toleration=not args.no_gpu_toleration,
+        minio_topic=args.minio_topic,
+        minio_kafka=tuple(s for s in (args.minio_kafka or "").split(",") if s),
     )
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from infra.auth import auth_headers
 from infra.errors import InvalidRequest
 from infra.settings import load_settings
 from infra.store import open_store
@@ -66,10 +67,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("status", help="revisions, traffic, replicas and counts on the gateway").add_argument("name")
 
 
-def _gateway_action(args: argparse.Namespace, base_url: str) -> object:
+def _gateway_action(args: argparse.Namespace, base_url: str, headers: dict[str, str]) -> object:
     from serving.client import ServingClient
 
-    client = ServingClient(base_url)
+    client = ServingClient(base_url, headers=headers)
     if args.action == "deploy":
         batching = {"max_batch": args.max_batch} if args.max_batch > 1 else None
         return client.deploy(args.name, args.version, batching=batching, percent=args.percent, tag=args.tag)
@@ -119,7 +120,8 @@ def labels_of(card: ModelCard) -> str:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.action in ("deploy", "traffic", "rollback", "status"):
-        print(json.dumps(_gateway_action(args, f"http://{settings.host}:{settings.gateway_port}"), indent=2))
+        gateway = f"http://{settings.host}:{settings.gateway_port}"
+        print(json.dumps(_gateway_action(args, gateway, auth_headers(settings)), indent=2))
         return 0
     registry = ModelRegistry(open_store(settings.artifacts))
     if args.action == "ls" and not args.name:

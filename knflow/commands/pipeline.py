@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from functions.runtime.pipeline import PipelineSpec, Step, is_directory, load_pipeline, schema, with_functions
+from infra.auth import auth_headers
 from infra.httpclient import JsonClient
 from infra.settings import load_settings
 
@@ -31,7 +32,9 @@ def register(parser: argparse.ArgumentParser) -> None:
 def api() -> JsonClient:
     """The running platform's knflow API (the dashboard port)."""
     settings = load_settings()
-    return JsonClient(f"http://{settings.host}:{settings.dashboard_port}", timeout=300.0)
+    return JsonClient(
+        f"http://{settings.host}:{settings.dashboard_port}", timeout=300.0, headers=auth_headers(settings)
+    )
 
 
 def absolute(spec: PipelineSpec, spec_file: Path) -> PipelineSpec:

@@ -56,6 +56,7 @@ def execute(
     else:
         print(f"knflow: starting the platform (broker {settings.broker.url}, artifacts {settings.artifacts.url})")
         platform = Platform.start(settings)
+        client = Client.from_settings(settings, timeout=300.0)  # with the admin token the platform has just made
         print(
             f"knflow: up in {time.monotonic() - started:.1f}s — broker {platform.url('broker')}, functions "
             f"{platform.url('functions')}, gateway {platform.url('gateway')}"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import urllib.error
-import urllib.request
 
 from eventing.triggers import INITIAL_OFFSET_ANNOTATION
-from infra.errors import InvalidRequest, Unavailable
+from infra.auth import auth_headers
+from infra.errors import InvalidRequest
+from infra.httpclient import JsonClient
 from infra.settings import load_settings
 
 HELP = "list, add or delete triggers on the running broker"
@@ -32,17 +32,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def _call(method: str, path: str, body: dict | None = None) -> dict:
     settings = load_settings()
-    url = f"http://{settings.host}:{settings.broker_port}{path}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as resp:  # a PUT waits for the group to join
-            payload = resp.read()
-    except urllib.error.HTTPError as exc:
-        raise InvalidRequest(f"{method} {url}: {exc.code} {exc.read().decode('utf-8', 'replace')}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise Unavailable(f"broker at {url} is not reachable ({exc}); start it with `knflow broker`") from None
-    return json.loads(payload) if payload else {}
+    broker = JsonClient(f"http://{settings.host}:{settings.broker_port}", timeout=60, headers=auth_headers(settings))
+    return broker.call(method, path, body) or {}  # a PUT waits for the trigger's group to join
 
 
 def run(args: argparse.Namespace) -> int:

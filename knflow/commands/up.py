@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 
+from infra.auth import admin_token_path, client_token
 from infra.logs import configure_logging
 from infra.settings import load_settings
 from knflow.platform import Platform
@@ -30,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
         for name in platform.processes:
             print(f"{name:<10} {platform.url(name)}   (log: {platform.log_dir}/{name}.log)")
         print(f"artifacts  {settings.artifacts.url}\nevents     {settings.broker.url}")
+        token = client_token(settings)
+        if token:  # the machine user's admin token: the link signs the browser in (the CLI reads the file itself)
+            print(f"sign in    {platform.url('dashboard')}/?token={token}   (token in {admin_token_path(settings)})")
         print(
             "submit runs with `knflow run FILE` or knflow.Client(" + repr(platform.url("dashboard")) + "); objects put "
             "under raw/<dataset>/ in the artifact store start runs too; Ctrl-C stops",

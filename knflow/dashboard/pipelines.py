@@ -19,6 +19,7 @@ from aiohttp import web
 
 from functions.runtime.pipeline import PipelineSpec, parse_pipeline
 from infra.errors import InvalidRequest, PayloadTooLarge
+from infra.guard import access
 from infra.http import json_response
 from knflow.control import PipelineControl
 
@@ -49,6 +50,7 @@ class PipelinesApi:
     def __init__(self, control: PipelineControl):
         self.control = control
 
+    @access("viewer")
     async def list(self, request: web.Request) -> web.Response:
         def read() -> list[dict]:
             names = self.control.names()
@@ -56,10 +58,12 @@ class PipelinesApi:
 
         return json_response({"pipelines": await asyncio.to_thread(read)})
 
+    @access("viewer")
     async def show(self, request: web.Request) -> web.Response:
         spec = await asyncio.to_thread(self.control.get, request.match_info["name"])
         return json_response(spec.to_dict())
 
+    @access("admin")
     async def apply(self, request: web.Request) -> web.Response:
         if (request.content_length or 0) > MAX_SPEC_BYTES:
             raise PayloadTooLarge(f"a pipeline spec may be {MAX_SPEC_BYTES} bytes at most")
@@ -72,6 +76,7 @@ class PipelinesApi:
         applied = await asyncio.to_thread(self.control.apply, spec)
         return json_response(dataclasses.asdict(applied))
 
+    @access("admin")
     async def delete(self, request: web.Request) -> web.Response:
         removed = await asyncio.to_thread(self.control.delete, request.match_info["name"])
         return json_response(dataclasses.asdict(removed))

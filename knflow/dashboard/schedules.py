@@ -15,6 +15,7 @@ import asyncio
 from aiohttp import web
 
 from infra.errors import InvalidRequest
+from infra.guard import access
 from infra.http import json_response, read_json
 from infra.validation import parse
 from knflow.schedules import Schedule, ScheduleControl
@@ -37,14 +38,17 @@ class SchedulesApi:
     def __init__(self, control: ScheduleControl):
         self.control = control
 
+    @access("viewer")
     async def list(self, request: web.Request) -> web.Response:
         found = await asyncio.to_thread(self.control.list)
         return json_response({"schedules": [s.model_dump() for s in found]})
 
+    @access("viewer")
     async def show(self, request: web.Request) -> web.Response:
         schedule = await asyncio.to_thread(self.control.get, request.match_info["name"])
         return json_response(schedule.model_dump())
 
+    @access("editor")
     async def add(self, request: web.Request) -> web.Response:
         raw = await read_json(request, MAX_SPEC_BYTES, "a schedule")
         if not isinstance(raw, dict):
@@ -53,6 +57,7 @@ class SchedulesApi:
         added = await asyncio.to_thread(self.control.add, schedule)
         return json_response(added.model_dump())
 
+    @access("editor")
     async def delete(self, request: web.Request) -> web.Response:
         await asyncio.to_thread(self.control.delete, request.match_info["name"])
         return web.Response(status=204)

@@ -32,13 +32,15 @@ from cloudevents.core.v1.event import CloudEvent
 
 from eventing.client import publish_async
 from functions.contract import LIFECYCLE
+from infra.auth import auth_headers
 from infra.errors import KnflowError, NotFound, Unavailable
-from infra.http import error_middleware, json_response
+from infra.guard import access, guard_for, server_middlewares
+from infra.http import json_response
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
 from knflow import __version__
 from knflow.control import PipelineControl
-from knflow.dashboard import catalog, pipelines, runs, schedules, submissions
+from knflow.dashboard import catalog, login, pipelines, runs, schedules, submissions
 from knflow.dashboard.history import EventHistory
 from knflow.dashboard.replay import replay_event
 from knflow.dashboard.traffic import GatewayView
@@ -79,11 +81,12 @@ class Dashboard:
         self._session: aiohttp.ClientSession | None = None
         self._summary_cache: dict[str, tuple[int, runs.RunSummary]] = {}
         self.control = PipelineControl(settings, store)
+        self.guard = guard_for(settings)
         self._views: dict[str, tuple[float, runs.PipelineView]] = {}
 
     async def start(self) -> Dashboard:
         timeout = aiohttp.ClientTimeout(total=BACKEND_TIMEOUT_S)
-        self._session = aiohttp.ClientSession(timeout=timeout)
+        self._session = aiohttp.ClientSession(timeout=timeout, headers=auth_headers(self.settings))
         self.history = EventHistory(self.broker_url, self._session)
         self.gateway = GatewayView(self.gateway_url, self._session)
         self.registry: ModelRegistry | None = None  # opened on first use: a store that is down must not stop the page
@@ -109,7 +112,8 @@ class Dashboard:
         await self.stop()
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[error_middleware("/api/")])
+        app = web.Application(middlewares=server_middlewares(self.settings, "/api/"))
+        login.add_routes(app, self.guard.tokens)
         app.add_routes(
             [
                 web.get("/", self.index),
@@ -148,9 +152,14 @@ class Dashboard:
         await publish_async(self.broker_url, event, self.session)
 
     # -- page --------------------------------------------------------------------------
-    async def index(self, request: web.Request) -> web.FileResponse:
+    @access("open")
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        token = request.query.get("token")
+        if token and self.guard.tokens is not None and self.guard.tokens.verify(token):
+            return login.with_cookie(web.HTTPFound("/"), token)  # the link `knflow up` prints: sign in, drop the token
         return web.FileResponse(STATIC / "index.html")
 
+    @access("open")
     async def health(self, request: web.Request) -> web.Response:
         body = {"status": "ok", "broker": self.broker_url, "gateway": self.gateway_url}
         components = components_health(self.settings)  # [] when no supervisor runs on this data directory
@@ -159,6 +168,7 @@ class Dashboard:
         )
 
     # -- runs and failures (broker history) ---------------------------------------------
+    @access("viewer")
     async def list_runs(self, request: web.Request) -> web.Response:
         await self.history.refresh()
         await self._load_views({pipeline_of(events) for events in self.history.runs.values()})
@@ -182,6 +192,7 @@ class Dashboard:
             self._summary_cache = {k: v for k, v in self._summary_cache.items() if k in self.history.runs}
         return rows
 
+    @access("viewer")
     async def run_detail(self, request: web.Request) -> web.Response:
         await self.history.refresh()
         runid = request.match_info["runid"]
@@ -207,6 +218,7 @@ class Dashboard:
                 spec = runs.PipelineView.lifecycle().spec
             self._views[name] = (now, runs.PipelineView(spec))
 
+    @access("viewer")
     async def failures(self, request: web.Request) -> web.Response:
         await self.history.refresh()
         replays = self.history.replays
@@ -216,6 +228,7 @@ class Dashboard:
         ]
         return json_response({"failures": rows[::-1]})
 
+    @access("editor")
     async def replay(self, request: web.Request) -> web.Response:
         await self.history.refresh()
         original = self.history.failed_original(request.match_info["event_id"])
@@ -226,9 +239,11 @@ class Dashboard:
         return json_response({**body, "runid": event.get_extension("runid")}, 202)
 
     # -- models (registry) and serving (gateway) ----------------------------------------
+    @access("viewer")
     async def list_models(self, request: web.Request) -> web.Response:
         return json_response(await self._registry(catalog.models_view))
 
+    @access("viewer")
     async def model(self, request: web.Request) -> web.Response:
         return json_response(await self._registry(catalog.model_view, request.match_info["name"]))
 
@@ -247,9 +262,11 @@ class Dashboard:
             self.registry = ModelRegistry(self.artifact_store())
         return view(self.registry, *args)
 
+    @access("viewer")
     async def serving(self, request: web.Request) -> web.Response:
         return json_response(await self.gateway.models())
 
+    @access("viewer")
     async def serving_model(self, request: web.Request) -> web.Response:
         return json_response(await self.gateway.model(request.match_info["name"]))
 

@@ -35,6 +35,7 @@ from functions.contract import LIFECYCLE, RAW_PREFIX
 from functions.runoptions import parse_options
 from functions.runtime.pipeline import PipelineSpec, pipeline_triggers
 from infra.errors import InvalidRequest, NotFound, PayloadTooLarge, Unavailable
+from infra.guard import access
 from infra.http import json_response, read_json
 from infra.store import ObjectInfo, validate_key
 from infra.validation import parse
@@ -103,6 +104,7 @@ class RunsApi:
         self.dashboard = dashboard
 
     # -- submitting ---------------------------------------------------------------------------------------
+    @access("editor")
     async def submit(self, request: web.Request) -> web.Response:
         runid = new_runid()
         if request.content_type == "multipart/form-data":
@@ -175,6 +177,7 @@ class RunsApi:
         return [store.put(key, path, metadata={ANNOUNCED: runid}) for key, (_, path) in zip(keys, files, strict=True)]
 
     # -- following ----------------------------------------------------------------------------------------
+    @access("viewer")
     async def events(self, request: web.Request) -> web.Response:
         query = request.query
         try:
@@ -198,6 +201,7 @@ class RunsApi:
             raise Unavailable(f"broker history answered {answer.status}: {body[:200]!r}")
         return web.Response(body=body, content_type="application/json")
 
+    @access("viewer")
     async def outcome(self, request: web.Request) -> web.Response:
         history = self.dashboard.history
         await history.refresh()

@@ -26,9 +26,8 @@ from knflow.dashboard import Dashboard
 from serving.gateway import Gateway
 from serving.registry import ModelRegistry
 from tests.dashboard.lifecycle_events import start_of_run, tuned_run
+from tests.unguarded import UNGUARDED
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TRAIN_ERROR = "train crashed: CUDA error: out of memory (tried to allocate 2.00 GiB)"
 
 
@@ -57,6 +56,7 @@ def settings(tmp_path: Path) -> Settings:
             "KNFLOW_DATA_DIR": str(tmp_path),
             "KNFLOW_BROKER": f"embedded://{tmp_path / 'events'}",
             "KNFLOW_ARTIFACTS": f"file://{tmp_path / 'artifacts'}",
+            **UNGUARDED,
         }
     )
 
@@ -127,19 +127,6 @@ async def start_dashboard(settings: Settings, file_store: ArtifactStore):  # typ
     yield start
     for dashboard in started:
         await dashboard.stop()
-
-
-@pytest.fixture
-async def browser():  # type: ignore[no-untyped-def]
-    """Debian's chromium, headless, driven by Playwright (no downloaded browsers)."""
-    from playwright import async_api as playwright_api
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is not installed: apt-get install chromium (Playwright drives Debian's browser)")
-    async with playwright_api.async_playwright() as pw:
-        launched = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        await launched.close()
 
 
 @pytest.fixture

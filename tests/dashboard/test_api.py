@@ -18,6 +18,7 @@ from infra.localservices import free_port
 from infra.store import ArtifactStore
 from serving.registry import ModelRegistry
 from tests.dashboard.conftest import TRAIN_ERROR, Seeded, eventually, history, tiny_onnx
+from tests.unguarded import UNGUARDED
 
 
 async def get(http: ClientSession, url: str, method: str = "GET") -> tuple[int, dict]:
@@ -121,7 +122,7 @@ async def test_runs_list_both_runs_with_their_status_and_duration(platform: Seed
 async def test_python_m_knflow_dashboard_serves_the_page(tmp_path, broker: BrokerServer, http: ClientSession) -> None:  # type: ignore[no-untyped-def]
     port = free_port()
     env = {**os.environ, "KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_DASHBOARD_PORT": str(port),
-           "KNFLOW_BROKER_PORT": str(broker.port), "KNFLOW_LOG_FORMAT": "text"}  # fmt: skip
+           "KNFLOW_BROKER_PORT": str(broker.port), "KNFLOW_LOG_FORMAT": "text", **UNGUARDED}  # fmt: skip
     process = subprocess.Popen([sys.executable, "-m", "knflow.dashboard"], env=env, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30

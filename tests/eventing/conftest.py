@@ -20,6 +20,7 @@ from eventing.broker import BrokerServer
 from eventing.triggers import Trigger
 from functions.contract import with_lifecycle
 from infra.settings import load_settings
+from tests.unguarded import UNGUARDED
 
 _topics = itertools.count()
 
@@ -90,7 +91,11 @@ async def subscriber() -> AsyncIterator[Subscriber]:
 
 
 def broker_env(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:
-    env = {"KNFLOW_DATA_DIR": str(tmp_path / "data"), "KNFLOW_ARTIFACTS": f"file://{tmp_path / 'artifacts'}"}
+    env = {
+        "KNFLOW_DATA_DIR": str(tmp_path / "data"),
+        "KNFLOW_ARTIFACTS": f"file://{tmp_path / 'artifacts'}",
+        **UNGUARDED,
+    }
     if backend == "kafka":
         kafka = request.getfixturevalue("kafka_server")
         env["KNFLOW_BROKER"] = f"kafka://{kafka.url}?topic=knflow-test-{next(_topics)}-{int(time.time())}"

@@ -19,6 +19,7 @@ from aiohttp import web
 from eventing.bindings import to_http_binary
 from eventing.events import new_event
 from infra.localservices import free_port, wait_for_port
+from tests.unguarded import UNGUARDED
 
 TOTAL = 10_000
 pytestmark = pytest.mark.slow
@@ -31,6 +32,7 @@ class BrokerProcess:
         self.port, self.proc = port, None
         self.env = {
             **os.environ,
+            **UNGUARDED,
             "KNFLOW_DATA_DIR": str(tmp / "data"),
             "KNFLOW_BROKER": f"embedded://{tmp / 'events'}",
             "KNFLOW_ARTIFACTS": f"file://{tmp / 'artifacts'}",

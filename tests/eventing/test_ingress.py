@@ -20,7 +20,7 @@ def backend() -> str:
 
 def post(event_id: str, path: str = "/", extra: str = "", body: bytes = b'{"n":1}') -> bytes:
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: broker\r\nce-specversion: 1.0\r\nce-id: {event_id}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nce-specversion: 1.0\r\nce-id: {event_id}\r\n"
         f"ce-source: /test\r\nce-type: test.ingress\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n{extra}\r\n"
     )
@@ -72,7 +72,8 @@ async def test_a_batch_is_stored_whole_in_order_and_a_bad_one_not_at_all(make_br
     async with make_broker([Trigger("t", url)]) as broker:
         reader, writer = await connect(broker)
         for body, expected in ((bad, 400), (good, 202)):
-            head = f"POST / HTTP/1.1\r\nHost: b\r\nContent-Type: {BATCH_CONTENT_TYPE}\r\nContent-Length: {len(body)}"
+            head = f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {BATCH_CONTENT_TYPE}\r\n"
+            head += f"Content-Length: {len(body)}"
             writer.write(head.encode() + b"\r\n\r\n" + body)
             status, _, answer = await read_response(reader)
             assert status == expected, answer
@@ -117,7 +118,7 @@ async def test_connection_moves_to_aiohttp_at_the_first_other_request_and_keeps_
     url = f"{subscriber.url}/sink"
     async with make_broker([Trigger("t", url)]) as broker:
         reader, writer = await connect(broker)
-        health = b"GET /health HTTP/1.1\r\nHost: broker\r\n\r\n"
+        health = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         writer.write(post("before") + health + post("after"))  # the hand-over happens with bytes already buffered
         statuses = [(await read_response(reader))[:3:2] for _ in range(3)]
         assert statuses[0] == (202, b"") and statuses[2] == (202, b"")
@@ -159,26 +160,26 @@ async def test_connection_close_and_http_1_0_close_after_the_answer(make_broker)
 @pytest.mark.parametrize(
     "head",
     [
-        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nContent-Length: 2",  # repeated length: smuggling
-        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nTransfer-Encoding: chunked",
-        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nX-A: 1\nTransfer-Encoding: chunked",  # bare LF
-        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nX-A: a\rb",  # bare CR
-        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nX-A: a\x00b",
-        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nce-id: a\x01b",
-        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\n folded",
-        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length : 2",
-        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: -2",
-        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: \u00b2",  # a digit to str.isdigit, not to HTTP
-        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: \u00a07",
-        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: " + "9" * 5000,
-        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nExpect: 100-continue",
-        "POST / HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nX-Long: " + "a" * 9000,
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nContent-Length: 2",  # repeated length: smuggling
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked",
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nX-A: 1\nTransfer-Encoding: chunked",  # bare LF
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nX-A: a\rb",  # bare CR
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nX-A: a\x00b",
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nce-id: a\x01b",
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n folded",
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length : 2",
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -2",
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \u00b2",  # a digit to str.isdigit, not to HTTP
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \u00a07",
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " + "9" * 5000,
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nExpect: 100-continue",
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nX-Long: " + "a" * 9000,
         "POST / HTTP/1.1\r\nContent-Length: 2",  # HTTP/1.1 without Host
-        "POST / HTTP/2\r\nHost: b\r\nContent-Length: 2",
-        "POST  / HTTP/1.1\r\nHost: b\r\nContent-Length: 2",
-        "POST /a/b\x7f HTTP/1.1\r\nHost: b\r\nContent-Length: 2",
-        "POST /%73ources/minio HTTP/1.1\r\nHost: b\r\nContent-Length: 2",  # aiohttp's router decodes it
-        "POST /a/b/c HTTP/1.1\r\nHost: b\r\nContent-Length: 2",
+        "POST / HTTP/2\r\nHost: 127.0.0.1\r\nContent-Length: 2",
+        "POST  / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2",
+        "POST /a/b\x7f HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2",
+        "POST /%73ources/minio HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2",  # aiohttp's router decodes it
+        "POST /a/b/c HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2",
     ],
 )
 def test_heads_the_lean_path_does_not_take(head):
@@ -187,7 +188,7 @@ def test_heads_the_lean_path_does_not_take(head):
 
 
 def test_a_plain_head_is_taken_with_utf8_values():
-    raw = "POST /ns/b?x=1 HTTP/1.1\r\nHost: b\r\nContent-Length: 7\r\nce-subject: café ☕".encode()
+    raw = "POST /ns/b?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 7\r\nce-subject: café ☕".encode()
     head = _parse_head(raw, lambda path: is_ingress_path(path, frozenset()))
     assert head is not None and head.length == 7 and head.keep_alive and head.headers["ce-subject"] == "café ☕"
 

@@ -27,6 +27,7 @@ from infra.settings import Settings, load_settings
 from infra.store import open_store
 from tests.eventing.test_sources import minio_notification
 from tests.eventually import eventually
+from tests.unguarded import UNGUARDED
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "knflow", "AWS_SECRET_ACCESS_KEY": "knflow-secret"}
 _buckets = itertools.count()
@@ -60,6 +61,7 @@ def make_settings(tmp_path: Path, s3_server: LocalService) -> Callable[..., Sett
             "KNFLOW_ARTIFACTS": f"s3://{bucket}?endpoint={s3_server.url}",
             "KNFLOW_EVENTING_S3_POLL_INTERVAL_S": "0.1",
             **{f"KNFLOW_EVENTING_{k.upper()}": v for k, v in eventing.items()},
+            **UNGUARDED,
         }
         return with_lifecycle(load_settings(env, config_file=None))
 

@@ -14,13 +14,14 @@ from eventing.events import new_event
 from functions.runtime.host import FunctionHost
 from functions.runtime.loader import load_function
 from infra.settings import Settings, load_settings
+from tests.unguarded import UNGUARDED
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def make_settings(tmp_path: Path, **env: str) -> Settings:
     base = {"KNFLOW_DATA_DIR": str(tmp_path / "data"), "KNFLOW_LOG_FORMAT": "text"}
-    return load_settings({**base, **{f"KNFLOW_{k.upper()}": v for k, v in env.items()}})
+    return load_settings({**base, **UNGUARDED, **{f"KNFLOW_{k.upper()}": v for k, v in env.items()}})
 
 
 @pytest.fixture

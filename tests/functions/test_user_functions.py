@@ -18,11 +18,10 @@ import yaml
 
 from eventing.bindings import to_http_binary
 from eventing.events import STEP_FAILED, new_event
-from knflow.follow import History
 from knflow.platform import Platform
 from tests.eventually import eventually_sync
 from tests.functions.func_template import write_func_create_directory
-from tests.live_platform import knflow, running_platform
+from tests.live_platform import admin_headers, knflow, running_platform
 
 pytestmark = pytest.mark.slow
 HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5.0, read=60.0))
@@ -52,7 +51,8 @@ def invoke(platform: Platform, name: str, type_: str = "test.hello", data: objec
 
 def hosted(env: dict[str, str]) -> dict[str, dict]:
     """What the runner hosts: name -> its status (state, pid, restarts, module, python, ...)."""
-    return orjson.loads(HTTP.request("GET", f"http://127.0.0.1:{env['KNFLOW_FUNCTIONS_PORT']}/functions").data)
+    url = f"http://127.0.0.1:{env['KNFLOW_FUNCTIONS_PORT']}/functions"
+    return orjson.loads(HTTP.request("GET", url, headers=admin_headers(env)).data)
 
 
 def listed(env: dict[str, str]) -> dict[str, str]:
@@ -229,7 +229,7 @@ def test_a_hanging_function_times_out_is_retried_and_dead_lettered(platform, tmp
     event = new_event("test.hang", "/tests", {"n": 1}, extensions={"pipeline": "hang"})
     headers, body = to_http_binary(event)
     assert HTTP.request("POST", running.url("broker") + "/", body=body, headers=headers).status == 202
-    history = History(running.url("broker"))
+    history = running.history()
     runid = event.get_extension("runid")
 
     def failed():

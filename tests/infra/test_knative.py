@@ -110,12 +110,101 @@ def test_min_scale_above_max_scale_fails() -> None:
         knative.validate(resources)
 
 
+RULES = [{"apiGroups": ["serving.knative.dev"], "resources": ["services"], "verbs": ["get", "patch"]}]
+
+
+def _with_source_and_rights() -> list[dict]:
+    """The base set, its Service running as a ServiceAccount with a Role, and a KafkaSource into it."""
+    spec = knative.ServiceSpec(name="fn-a", namespace=NS, image="example/img:1", min_scale=0, service_account="sa")
+    resources = [r if r["kind"] != "Service" else knative.knative_service(spec) for r in _set()]
+    sink = knative.ref(knative.SERVING, "Service", "fn-a")
+    delivery = {"retry": 2, "backoffPolicy": "linear", "backoffDelay": "PT1S"}
+    source = knative.kafka_source(
+        "ks", NS, ["k:9092"], ["minio"], sink, extensions={"pipeline": "p"}, delivery=delivery
+    )
+    rights = [
+        knative.service_account("sa", NS),
+        knative.role("sa", NS, RULES),
+        knative.role_binding("sa", NS, "sa", "sa"),
+    ]
+    return [*resources, source, *rights]
+
+
+def test_kafka_source_and_rbac_validate_strictly() -> None:
+    resources = _with_source_and_rights()
+    assert knative.validate(copy.deepcopy(resources)) == resources
+    source = _find(resources, "KafkaSource")
+    assert source["apiVersion"] == "sources.knative.dev/v1beta1"
+    assert source["spec"]["initialOffset"] == "latest" and source["spec"]["consumerGroup"] == "ks"
+    assert source["spec"]["ceOverrides"] == {"extensions": {"pipeline": "p"}}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "error"),
+    [
+        (("spec", "topic"), "minio", r"KafkaSource/ks: unknown field 'spec\.topic'"),
+        (("spec", "initialOffset"), "newest", r"KafkaSource/ks: spec\.initialOffset: Input should be 'earliest'"),
+        (("spec", "topics"), [], r"KafkaSource/ks: spec\.topics: List should have at least 1 item"),
+        (("spec", "delivery", "backoffDelay"), "1s", r"KafkaSource/ks: spec\.delivery\.backoffDelay '1s'"),
+    ],
+)
+def test_a_broken_kafka_source_fails_naming_the_field(path: tuple[str, ...], value: object, error: str) -> None:
+    resources = _with_source_and_rights()
+    target = _find(resources, "KafkaSource")
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ConfigError, match=error):
+        knative.validate(resources)
+
+
+def test_kafka_source_sink_must_be_rendered() -> None:
+    resources = _with_source_and_rights()
+    _find(resources, "KafkaSource")["spec"]["sink"]["ref"]["name"] = "fn-missing"
+    with pytest.raises(ConfigError, match=r"KafkaSource/ks: spec\.sink\.ref names Service/fn-missing"):
+        knative.validate(resources)
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "error"),
+    [
+        ("RoleBinding", ("roleRef", "name"), r"RoleBinding/sa: roleRef names Role/gone"),
+        ("RoleBinding", ("subjects", 0, "name"), r"RoleBinding/sa: subjects\[0\] names ServiceAccount/gone"),
+        (
+            "Service",
+            ("spec", "template", "spec", "serviceAccountName"),
+            r"serviceAccountName names ServiceAccount/gone",
+        ),
+    ],
+)
+def test_rights_must_name_rendered_roles_and_accounts(kind: str, path: tuple, error: str) -> None:
+    resources = _with_source_and_rights()
+    target = _find(resources, kind)
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = "gone"
+    with pytest.raises(ConfigError, match=error):
+        knative.validate(resources)
+
+
+def test_a_role_with_an_unknown_field_fails() -> None:
+    resources = _with_source_and_rights()
+    _find(resources, "Role")["rules"][0]["verb"] = ["get"]
+    with pytest.raises(ConfigError, match=r"Role/sa: unknown field 'rules\[0\]\.verb'"):
+        knative.validate(resources)
+
+
 def test_resource_paths() -> None:
     resources = {r["kind"]: r for r in _set()}
     assert resource_path(resources["Namespace"]) == "/api/v1/namespaces/ml"
     assert resource_path(resources["ConfigMap"]) == "/api/v1/namespaces/ml/configmaps/kafka-broker-config"
     assert resource_path(resources["Service"]) == "/apis/serving.knative.dev/v1/namespaces/ml/services/fn-a"
     assert resource_path(resources["SinkBinding"]) == "/apis/sources.knative.dev/v1/namespaces/ml/sinkbindings/sb"
+    more = {r["kind"]: r for r in _with_source_and_rights()}
+    assert resource_path(more["KafkaSource"]) == "/apis/sources.knative.dev/v1beta1/namespaces/ml/kafkasources/ks"
+    assert resource_path(more["ServiceAccount"]) == "/api/v1/namespaces/ml/serviceaccounts/sa"
+    assert resource_path(more["Role"]) == "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/roles/sa"
+    assert resource_path(more["RoleBinding"]) == "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/rolebindings/sa"
 
 
 @pytest.mark.parametrize("content", [None, "", "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\n"])
@@ -151,7 +240,7 @@ def api_server(tmp_path):
     _FakeApiServer.seen = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield kubeconfig(tmp_path / "kubeconfig", server.server_port)
+    yield kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{server.server_port}")
     server.shutdown()
 
 
@@ -172,6 +261,6 @@ def test_apply_refusal_names_the_resource(api_server) -> None:
     _find(resources, "Service")["metadata"]["name"] = "refused"
     with (
         client_from_kubeconfig(api_server) as client,
-        pytest.raises(KnflowError, match=r"Service/refused refused: HTTP 422"),
+        pytest.raises(KnflowError, match=r"Service/refused refused: .* HTTP 422 invalid"),
     ):
         apply(resources, client)

@@ -123,8 +123,8 @@ class RecordingClient:
 
     calls: list = []
 
-    def __init__(self, base_url):
-        self.base_url = base_url
+    def __init__(self, base_url, headers=None):
+        self.base_url, self.headers = base_url, headers
 
     def deploy(self, name, version, **options):
         self.calls.append((name, version, options))

@@ -60,7 +60,7 @@ def store(platform: Platform) -> ArtifactStore:
 @pytest.fixture(scope="module")
 def deployed(platform: Platform, store: ArtifactStore) -> Deployed:
     key = submit(store, "digits", "digits.npz", digits_npz(), OPTIONS)
-    outcome = watch(History(platform.url("broker")), key, timeout=300)
+    outcome = watch(platform.history(), key, timeout=300)
     assert outcome.failure is None, outcome.failure.data if outcome.failure else None
     assert outcome.deployed is not None and outcome.deployed["traffic_percent"] == 100
     x, _y = held_out_split(store, outcome.features or {})
@@ -109,7 +109,7 @@ def test_unshifted_inputs_close_a_window_without_drift(  # type: ignore[no-untyp
     send(platform, deployed.held_out[:WINDOW])
     window = closes_window(store, deployed, index)
     assert window.closed["index"] == index and window.closed["event"] is None, window.closed
-    history = History(platform.url("broker"))
+    history = platform.history()
     logged = events(history, type=INFERENCE_REQUEST, runid=deployed.runid)
     assert len(logged) >= WINDOW // 20 and logged[0].extensions["pipeline"] == "lifecycle"
     detected = events(history, type=DRIFT_DETECTED, runid=deployed.runid)
@@ -121,7 +121,7 @@ def test_shifted_inputs_raise_drift_and_start_a_retraining_run(  # type: ignore[
 ) -> None:
     index = next_window(store, deployed)
     send(platform, np.clip(deployed.held_out[:WINDOW] + 3, 0, 16))  # a brighter background
-    history = History(platform.url("broker"))
+    history = platform.history()
 
     def of_the_window() -> list[SeenEvent]:
         found = events(history, type=DRIFT_DETECTED, runid=deployed.runid)

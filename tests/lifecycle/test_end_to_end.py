@@ -43,7 +43,7 @@ def store(platform: Platform) -> ArtifactStore:
 def test_a_dropped_file_becomes_a_deployed_model_that_predicts(platform: Platform, store: ArtifactStore) -> None:
     options = {**DEMO_OPTIONS, "tuning": {**DEMO_OPTIONS["tuning"], "maxTrialCount": 3}}
     key = submit(store, "digits", "digits-e2e.npz", digits_npz(), options)
-    outcome = watch(History(platform.url("broker")), key, timeout=420)
+    outcome = watch(platform.history(), key, timeout=420)
 
     types = [e.type for e in outcome.events]
     assert outcome.failure is None, outcome.failure.data if outcome.failure else None
@@ -71,7 +71,7 @@ def test_a_corrupt_file_fails_its_run_with_the_reason_and_leaves_no_dataset(
     platform: Platform, store: ArtifactStore
 ) -> None:
     key = submit(store, "broken", "broken.npz", b"PK\x03\x04 this is not a zip archive", None)
-    outcome = watch(History(platform.url("broker")), key, timeout=120)
+    outcome = watch(platform.history(), key, timeout=120)
     failure = outcome.failure
     assert failure is not None and failure.type == STEP_FAILED
     assert failure.data["trigger"] == "lifecycle-ingest"
@@ -85,7 +85,7 @@ def test_wrong_npz_keys_fail_the_run_naming_the_keys(platform: Platform, store: 
     buffer = io.BytesIO()
     np.savez(buffer, features=np.zeros((50, 4)), target=np.zeros(50))
     key = submit(store, "wrongkeys", "wrong.npz", buffer.getvalue(), None)
-    outcome = watch(History(platform.url("broker")), key, timeout=120)
+    outcome = watch(platform.history(), key, timeout=120)
     assert outcome.failure is not None
     assert "x" in outcome.failure.data["error"] and "y" in outcome.failure.data["error"]
     assert list(store.list("datasets/wrongkeys/")) == []
@@ -98,7 +98,7 @@ def test_tuning_survives_a_platform_crash_without_losing_or_repeating_trials(tmp
     try:
         store = open_store(settings.artifacts)
         key = submit(store, "digits", "digits-crash.npz", digits_npz(), options)
-        history = History(platform.url("broker"))
+        history = platform.history()
         runid = history.find_arrival(key, timeout=60).extensions["runid"]
         before = _trained_trials(history, runid, at_least=2, timeout=240)
         platform.kill()  # every process of the platform, mid-experiment
@@ -107,7 +107,7 @@ def test_tuning_survives_a_platform_crash_without_losing_or_repeating_trials(tmp
         platform.stop()
 
     with Platform.start(settings) as restarted:
-        outcome = watch(History(restarted.url("broker")), key, timeout=420)
+        outcome = watch(restarted.history(), key, timeout=420)
     assert outcome.failure is None, outcome.failure.data if outcome.failure else None
     completed = outcome.tuning or {}
     trials = [t["trial"] for t in completed["trials"]]

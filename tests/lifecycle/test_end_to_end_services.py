@@ -35,7 +35,6 @@ from infra.store import ArtifactStore, ObjectInfo, open_store
 from knflow import Client
 from knflow.commands.demo import digits_npz
 from knflow.drive import held_out_split, probe, submit, watch
-from knflow.follow import History
 from knflow.platform import Platform
 
 pytestmark = pytest.mark.slow
@@ -112,7 +111,7 @@ def test_kafka_and_s3_carry_a_run_from_bucket_notification_to_a_serving_model(
     )
     assert answer.status == 202, answer.data
 
-    outcome = watch(History(platform.url("broker")), key, timeout=300)
+    outcome = watch(platform.history(), key, timeout=300)
     assert outcome.failure is None, outcome.failure.data if outcome.failure else None
     types = [e.type for e in outcome.events]
     for expected in (DATA_ARRIVED, DATASET_INGESTED, FEATURES_READY, MODEL_TRAINED, MODEL_REGISTERED, MODEL_DEPLOYED):
@@ -131,7 +130,7 @@ def test_client_submits_to_the_platform_on_kafka_and_s3_and_the_run_reaches_a_se
     platform: Platform, store: ArtifactStore
 ) -> None:
     x, y = load_iris(return_X_y=True)
-    client = Client(platform.url("dashboard"))
+    client = Client.from_settings(platform.settings)
 
     run = client.submit(
         (x, y), dataset="iris", options={"model_name": "iris-s3", "train": {"model": "mlp", "epochs": 5}}

@@ -13,7 +13,6 @@ import urllib3
 
 from infra.store import ArtifactStore, open_store
 from knflow.drive import RunOutcome, held_out_categories, held_out_split, probe, submit, watch
-from knflow.follow import History
 from knflow.platform import Platform
 from tests.lifecycle.tables import IRIS_CLASSES, SMALL, diabetes_csv, iris_csv, shop_csv
 
@@ -27,7 +26,7 @@ def store(platform: Platform) -> ArtifactStore:
 
 def _run(platform: Platform, store: ArtifactStore, dataset: str, filename: str, blob: bytes, options: dict):
     key = submit(store, dataset, filename, blob, options)
-    outcome = watch(History(platform.url("broker")), key, timeout=400, store=store)
+    outcome = watch(platform.history(), key, timeout=400, store=store)
     assert outcome.failure is None, outcome.failure.data if outcome.failure else None
     assert outcome.registered is not None
     return outcome

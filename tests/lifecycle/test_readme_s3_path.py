@@ -26,7 +26,7 @@ from infra.settings import load_settings
 from knflow.drive import watch
 from knflow.follow import History
 from tests.eventually import eventually_sync
-from tests.live_platform import ROOT, knflow_up, stop
+from tests.live_platform import ROOT, admin_headers, knflow_up, stop
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +105,7 @@ def test_readme_s3_path_services_demo_and_a_file_put_with_the_minio_client(
         data = iris_csv()
         client.put_object("knflow", "raw/flowers/flowers.csv", io.BytesIO(data), len(data))
 
-        history = History(f"http://127.0.0.1:{env['KNFLOW_BROKER_PORT']}")
+        history = History(f"http://127.0.0.1:{env['KNFLOW_BROKER_PORT']}", admin_headers(env))
         outcome = watch(history, "raw/flowers/flowers.csv", timeout=300)
         assert outcome.deployed is not None, outcome.summary()
         assert outcome.registered is not None and outcome.registered["name"] == "flowers"  # its options file's

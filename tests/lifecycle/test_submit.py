@@ -33,7 +33,7 @@ from knflow import Client
 from knflow.drive import submit, watch
 from knflow.follow import History, SeenEvent
 from tests.eventually import eventually_sync
-from tests.live_platform import knflow_up
+from tests.live_platform import admin_headers, knflow_up
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +70,10 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         yield Up(env, settings, url, broker, data)
 
 
+def client_of(up: Up) -> Client:
+    return Client.from_settings(up.settings)
+
+
 def iris_csv(label: str = "label") -> bytes:
     x, y = load_iris(return_X_y=True)
     buffer = io.StringIO()
@@ -86,7 +90,7 @@ def knflow(up: Up, *args: str, timeout: float = 60) -> subprocess.CompletedProce
 
 def arrivals(up: Up) -> list[SeenEvent]:
     """Every data.arrived in the broker history."""
-    return History(up.broker).page(type=DATA_ARRIVED, limit=1000)[0]
+    return History(up.broker, admin_headers(up.env)).page(type=DATA_ARRIVED, limit=1000)[0]
 
 
 def test_knflow_run_submits_to_the_running_platform_and_prints_the_summary(up: Up, tmp_path: Path) -> None:
@@ -102,12 +106,12 @@ def test_knflow_run_submits_to_the_running_platform_and_prints_the_summary(up: U
     assert "starting the platform" not in out
     assert "knflow run summary" in out and "flowers-cli version 1" in out
     assert "held-out test rows right" in out  # the probe reached the endpoint the running platform serves
-    assert "flowers-cli" in [m["name"] for m in Client(up.url).models()]
+    assert "flowers-cli" in [m["name"] for m in client_of(up).models()]
 
 
 def test_client_submits_arrays_and_the_deployed_model_answers(up: Up) -> None:
     x, y = load_iris(return_X_y=True)
-    client = Client(up.url)
+    client = client_of(up)
 
     run = client.submit((x, y), dataset="iris-arrays", options={"model_name": "iris-arrays", **TRAIN})
     types = [event.type for event in run.follow(timeout=300)]
@@ -137,7 +141,7 @@ def test_client_submits_arrays_and_the_deployed_model_answers(up: Up) -> None:
 def test_client_submits_a_dataframe_by_its_label_column(up: Up) -> None:
     pandas = pytest.importorskip("pandas")
     frame = pandas.read_csv(io.BytesIO(iris_csv(label="species")))
-    client = Client(up.url)
+    client = client_of(up)
     with pytest.raises(InvalidRequest, match="no label column 'label'"):
         client.submit(frame, dataset="iris-frame")
 
@@ -154,7 +158,7 @@ def test_a_run_starts_from_an_object_already_in_the_store(up: Up) -> None:
     store = open_store(up.settings.artifacts)
     store.put("raw/kept/flowers.csv", iris_csv(), metadata={ANNOUNCED: "put by a tool that announces itself"})
 
-    run = Client(up.url).submit_key("raw/kept/flowers.csv", options={"model_name": "kept-flowers", **NO_DEPLOY})
+    run = client_of(up).submit_key("raw/kept/flowers.csv", options={"model_name": "kept-flowers", **NO_DEPLOY})
     outcome = run.wait(timeout=300)
 
     assert outcome.status == "not-deployed", outcome.summary()
@@ -167,12 +171,12 @@ def test_an_options_file_beside_the_data_starts_no_run_but_sets_the_options_of_d
     # as another tool does: the data set's options file first, then the data; only the data's arrival starts a run
     key = submit(store, "dropped", "flowers.csv", iris_csv(), {"model_name": "dropped-flowers", **NO_DEPLOY})
 
-    outcome = watch(History(up.broker), key, timeout=300, store=store)
+    outcome = watch(History(up.broker, admin_headers(up.env)), key, timeout=300, store=store)
 
     announced = [e.data["key"] for e in arrivals(up)]
     assert "raw/dropped/knflow.json" not in announced  # put before the data: it would have been announced by now
     assert announced.count(key) == 1
-    assert "raw/dropped/knflow.json" not in [r["key"] for r in Client(up.url).runs()]
+    assert "raw/dropped/knflow.json" not in [r["key"] for r in client_of(up).runs()]
     assert outcome.registered is not None and outcome.registered["name"] == "dropped-flowers"
 
 
@@ -183,7 +187,7 @@ def test_a_schedule_starts_runs_on_its_cron_and_stops_when_deleted(up: Up, tmp_p
     newest = store.put("raw/nightly/new.csv", iris_csv(), metadata={ANNOUNCED: "test"})
     options = tmp_path / "run.json"
     options.write_text(json.dumps({"model_name": "nightly", **NO_DEPLOY}))
-    history = History(up.broker)
+    history = History(up.broker, admin_headers(up.env))
     _, before = history.page(type=DATA_ARRIVED, limit=1000)
 
     added = knflow(
@@ -219,7 +223,7 @@ def _scheduled_arrivals(history: History, after: str | None, name: str, *, at_le
 
 
 def test_bad_submissions_and_schedules_are_refused_naming_what_is_wrong(up: Up) -> None:
-    client, csv = Client(up.url), iris_csv()
+    client, csv = client_of(up), iris_csv()
     with pytest.raises(NotFound, match="no pipeline named 'nope'"):
         client.submit(csv, filename="f.csv", dataset="refused", pipeline="nope")
     with pytest.raises(InvalidRequest, match="unknown run options"):
@@ -236,8 +240,9 @@ def test_bad_submissions_and_schedules_are_refused_naming_what_is_wrong(up: Up) 
         client.add_schedule("bad", cron="every day", dataset="refused")
     with pytest.raises(NotFound, match="no schedule named"):
         client.delete_schedule("never-added")
-    http = urllib3.PoolManager()
-    answer = http.request("POST", f"{up.url}/api/runs", body=b"a,label\n", headers={"content-type": "text/csv"})
+    http = urllib3.PoolManager(headers=admin_headers(up.env))
+    csv_headers = {"content-type": "text/csv", **admin_headers(up.env)}
+    answer = http.request("POST", f"{up.url}/api/runs", body=b"a,label\n", headers=csv_headers)
     assert answer.status == 415 and b"multipart/form-data" in answer.data
     answer = http.request("POST", f"{up.url}/api/runs", fields={"dataset": "refused"})
     assert answer.status == 400 and b"no data file" in answer.data

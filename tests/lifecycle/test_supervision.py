@@ -19,7 +19,7 @@ from sklearn.datasets import load_iris
 from infra.localservices import free_platform_ports
 from knflow import Client
 from tests.eventually import eventually_sync
-from tests.live_platform import knflow_up
+from tests.live_platform import admin_token, knflow_up
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,7 @@ def test_each_component_killed_is_started_again_and_a_run_completes_afterwards(t
             assert (after[name]["restarts"], after[name]["last_exit"]) == (1, "was killed by SIGKILL"), after[name]
 
         x, y = load_iris(return_X_y=True)
-        client = Client(f"http://127.0.0.1:{env['KNFLOW_DASHBOARD_PORT']}")
+        client = Client(f"http://127.0.0.1:{env['KNFLOW_DASHBOARD_PORT']}", token=admin_token(env))
         run = client.submit(
             (x, y), dataset="iris", options={"model_name": "iris", "train": {"model": "mlp", "epochs": 5}}
         )

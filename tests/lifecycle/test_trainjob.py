@@ -5,23 +5,20 @@ server and does with its answers, against a local stand-in that records the requ
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from kubernetes import client
 
 from functions import featurize, ingest, train
 from functions.distributed.cluster import trainjob_name, trainjob_spec
 from functions.train import Job
+from infra import knative
 from infra.errors import ConfigError
-from infra.knative import unknown_field
 from infra.settings import load_settings
 from infra.store import open_store
 from infra.trainjob import RBAC_RULE, TrainJobError, TrainJobSpec, rbac, train_job, validate
-from tests.kubefake import kubeconfig
+from tests.kubefake import FakeKube, start_fake_kube
 from tests.lifecycle.helpers import StepContext, arrived, digits_csv
 
 PATH = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/ml/trainjobs"
@@ -60,12 +57,7 @@ def test_an_invalid_trainjob_is_refused_naming_what_is_wrong(change, message: st
 
 
 def test_the_train_functions_service_account_may_create_get_and_watch_trainjobs_and_nothing_else() -> None:
-    resources = rbac("ml", "knflow-train")
-    kinds = {"ServiceAccount": "V1ServiceAccount", "Role": "V1Role", "RoleBinding": "V1RoleBinding"}
-    api = client.ApiClient()
-    for resource in resources:  # strict: the Kubernetes client's own models keep every field knflow set
-        model = api._ApiClient__deserialize(resource, kinds[resource["kind"]])
-        assert unknown_field(resource, api.sanitize_for_serialization(model), "") is None
+    resources = knative.validate(rbac("ml", "knflow-train"))  # strict: Kubernetes' RBAC schemas
     role = next(r for r in resources if r["kind"] == "Role")
     assert (
         role["rules"]
@@ -76,53 +68,11 @@ def test_the_train_functions_service_account_may_create_get_and_watch_trainjobs_
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "knflow-train", "namespace": "ml"}]
 
 
-class _ApiServer(BaseHTTPRequestHandler):
-    """Records each request; creates TrainJobs (409 when the name exists) and streams a watch that ends in
-    ``condition`` (type, reason, message)."""
-
-    seen: list = []
-    existing: set = set()
-    condition: tuple = ("Complete", "JobsCompleted", "")
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.seen.append(("POST", self.path, body))
-        name = body["metadata"]["name"]
-        status = 409 if name in self.existing else 201
-        self.existing.add(name)
-        self._answer(status, json.dumps(body if status == 201 else {"reason": "AlreadyExists"}).encode())
-
-    def do_GET(self) -> None:
-        self.seen.append(("GET", self.path, None))
-        query = parse_qs(urlsplit(self.path).query)
-        name = query["fieldSelector"][0].removeprefix("metadata.name=")
-        kind, reason, message = self.condition
-        running = {"metadata": {"name": name}, "status": {"conditions": []}}
-        ended = {"metadata": {"name": name}, "status": {"conditions": [
-            {"type": "Created", "status": "True", "reason": "JobsCreated"},
-            {"type": kind, "status": "True", "reason": reason, "message": message}]}}  # fmt: skip
-        lines = [{"type": "ADDED", "object": running}, {"type": "MODIFIED", "object": ended}]
-        self._answer(200, b"".join(json.dumps(line).encode() + b"\n" for line in lines))
-
-    def _answer(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
-def cluster(tmp_path: Path):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ApiServer)
-    _ApiServer.seen, _ApiServer.existing = [], set()
-    _ApiServer.condition = ("Complete", "JobsCompleted", "")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield kubeconfig(tmp_path / "kubeconfig", server.server_port)
-    server.shutdown()
+def cluster(tmp_path: Path) -> Iterator[FakeKube]:
+    fake, stop = start_fake_kube(tmp_path)
+    yield fake
+    stop()
 
 
 def _context(tmp_path: Path, config: Path) -> StepContext:
@@ -143,38 +93,38 @@ JOB = Job("run-k8s", None, {"prefix": "features/d/abc/", "dataset": "d"}, {"work
           None)  # fmt: skip
 
 
-def test_the_train_step_creates_the_trainjob_and_watches_it_to_completion(cluster: Path, tmp_path: Path) -> None:
-    ctx = _context(tmp_path, cluster)
+def test_the_train_step_creates_the_trainjob_and_watches_it_to_completion(cluster: FakeKube, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, cluster.kubeconfig)
     _run(ctx, JOB)
-    (post, path, body), (get, watch_path, _) = _ApiServer.seen
-    assert (post, path) == ("POST", PATH) and get == "GET" and urlsplit(watch_path).path == PATH
+    create, watch = cluster.calls
+    assert (create.method, create.path, create.content_type) == ("POST", PATH, "application/json")
+    assert (watch.method, watch.path, watch.body) == ("GET", PATH, None)
     expected = train_job(trainjob_spec(JOB, "runs/run-k8s/workers.json", _params(JOB), ctx.settings.training))
-    assert body == expected
-    assert body["spec"]["trainer"]["command"][-1] == "runs/run-k8s/workers.json"
-    assert body["spec"]["trainer"]["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": "1"}
-    query = parse_qs(urlsplit(watch_path).query)
-    assert query["watch"] == ["true"] and query["fieldSelector"] == [f"metadata.name={trainjob_name(JOB)}"]
+    assert create.body == expected
+    assert create.body["spec"]["trainer"]["command"][-1] == "runs/run-k8s/workers.json"
+    assert create.body["spec"]["trainer"]["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert watch.query["watch"] == "true" and watch.query["fieldSelector"] == f"metadata.name={trainjob_name(JOB)}"
     assert json.loads(ctx.store.get("runs/run-k8s/workers.json"))["job"]["runid"] == "run-k8s"
 
 
-def test_a_redelivery_watches_the_trainjob_an_earlier_delivery_created(cluster: Path, tmp_path: Path) -> None:
-    ctx = _context(tmp_path, cluster)
+def test_a_redelivery_watches_the_trainjob_an_earlier_delivery_created(cluster: FakeKube, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, cluster.kubeconfig)
     _run(ctx, JOB)
     _run(ctx, JOB)  # the same name: 409, and the step watches the one that exists
-    assert [method for method, _, _ in _ApiServer.seen] == ["POST", "GET", "POST", "GET"]
+    assert [call.method for call in cluster.calls] == ["POST", "GET", "POST", "GET"] and len(cluster.trainjobs) == 1
 
 
-def test_a_failed_trainjob_fails_the_run_with_its_reason_and_is_not_retried(cluster: Path, tmp_path: Path) -> None:
-    _ApiServer.condition = ("Failed", "DeadlineExceeded", "the TrainJob ran past activeDeadlineSeconds")
-    ctx = _context(tmp_path, cluster)
+def test_a_failed_trainjob_fails_the_run_with_its_reason_and_is_not_retried(cluster: FakeKube, tmp_path: Path) -> None:
+    cluster.trainjob_end = ("Failed", "DeadlineExceeded", "the TrainJob ran past activeDeadlineSeconds")
+    ctx = _context(tmp_path, cluster.kubeconfig)
     with pytest.raises(TrainJobError, match="failed: DeadlineExceeded: the TrainJob ran past") as failure:
         _run(ctx, JOB)
     assert failure.value.status == 424 and failure.value.retryable is False  # dead-lettered at once: step.failed
 
 
-def test_a_failed_trainjob_fails_only_its_trial(cluster: Path, tmp_path: Path, digits) -> None:
-    _ApiServer.condition = ("Failed", "BackoffLimitExceeded", "pod knflow-train-0 exited with 1")
-    ctx = _context(tmp_path, cluster)
+def test_a_failed_trainjob_fails_only_its_trial(cluster: FakeKube, tmp_path: Path, digits) -> None:
+    cluster.trainjob_end = ("Failed", "BackoffLimitExceeded", "pod knflow-train-0 exited with 1")
+    ctx = _context(tmp_path, cluster.kubeconfig)
     ctx.store.put("raw/digits/d.csv", digits_csv(digits))
     ready = featurize.handle(ingest.handle(arrived("raw/digits/d.csv", ctx.store), ctx), ctx)
     trial = Job(ready.get_extension("runid"), "trial-0000", ready.get_data(), {"workers": 2, "epochs": 1}, None, None)

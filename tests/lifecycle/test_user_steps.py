@@ -16,11 +16,9 @@ import orjson
 import pytest
 
 from functions.contract import DATASET_INGESTED, FEATURES_READY, MODEL_DEPLOYED
-from infra.httpclient import JsonClient
 from infra.store import open_store
 from knflow.commands.demo import digits_npz
 from knflow.drive import submit, watch
-from knflow.follow import History
 from knflow.pipeline import Pipeline, on
 from knflow.platform import Platform
 from tests.eventually import eventually_sync
@@ -61,7 +59,7 @@ def test_the_readme_tutorial_adds_a_step_that_a_run_passes_through(platform, tmp
     assert "function validate deployed" in "".join(outputs)
     validated = orjson.loads(outputs[-1].strip().splitlines()[-1])["events"]  # what curl printed
     assert [e["type"] for e in validated] == [VALIDATED] and validated[0]["data"]["dataset"] == "digits"
-    outcome = watch(History(running.url("broker")), "raw/digits/digits.npz", timeout=600)
+    outcome = watch(running.history(), "raw/digits/digits.npz", timeout=600)
     types = [e.type for e in outcome.events]
     assert outcome.failure is None, outcome.failure.data if outcome.failure else None
     assert types.index(DATASET_INGESTED) < types.index(VALIDATED) < types.index(FEATURES_READY)
@@ -110,13 +108,13 @@ def test_a_pipeline_built_in_python_refuses_small_data_and_notifies_each_deploym
     pipeline.step("notify", function="./notify", takes=[on(MODEL_DEPLOYED)], settings={"url": receiver.url})
     applied = knflow(env, "pipeline", "apply", str(pipeline.save(tmp_path / "lifecycle.yaml")))
     assert applied.returncode == 0, applied.stderr
-    shown = JsonClient(running.url("dashboard")).call("GET", "/api/pipelines/lifecycle")
+    shown = running.api("dashboard").call("GET", "/api/pipelines/lifecycle")
     assert [s["function"] for s in shown["spec"]["steps"] if s["name"] in ("validate", "notify")] == [
         "validate",
         "notify",
     ]
 
-    store, history = open_store(running.settings.artifacts), History(running.url("broker"))
+    store, history = open_store(running.settings.artifacts), running.history()
     with np.load(io.BytesIO(digits_npz())) as digits:
         tiny = _npz(digits["x"][:150], digits["y"][:150])
     small = watch(history, submit(store, "tiny", "tiny.npz", tiny, QUICK), timeout=180)

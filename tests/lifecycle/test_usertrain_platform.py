@@ -27,7 +27,6 @@ from infra.settings import load_settings
 from infra.store import ArtifactStore, open_store
 from knflow.commands.demo import digits_npz
 from knflow.drive import held_out_split, probe, submit, watch
-from knflow.follow import History
 from knflow.platform import Platform
 from tests.lifecycle.usercode import BROKEN, SKLEARN, write_code
 
@@ -67,7 +66,7 @@ def test_the_readme_tutorial_tunes_my_pytorch_code_and_serves_the_best_trial(
     options = json.loads(tutorial("run.json"))
     options["train"]["code"] = str(code)
     key = submit(store, "digits", "digits.npz", digits_npz(), options)  # what `knflow demo --options run.json` does
-    outcome = watch(History(platform.url("broker")), key, timeout=900, store=store)
+    outcome = watch(platform.history(), key, timeout=900, store=store)
 
     assert outcome.failure is None, outcome.failure.data if outcome.failure else None
     tuning = outcome.tuning or {}
@@ -102,7 +101,7 @@ def test_a_scikit_learn_pipeline_is_served_with_scikit_learns_answers(
     code = write_code(tmp_path / "sk", sk=SKLEARN)
     options = {"model_name": "digits-sklearn", "train": {"entrypoint": "sk:boosted", "code": str(code)}}
     key = submit(store, "digits-sk", "digits.npz", digits_npz(), options)
-    outcome = watch(History(platform.url("broker")), key, timeout=600, store=store)
+    outcome = watch(platform.history(), key, timeout=600, store=store)
     assert outcome.failure is None, outcome.failure.data if outcome.failure else None
     assert outcome.registered and outcome.registered["lineage"]["code"]["conversion"]["precision"] == "float64"
     assert outcome.deployed is not None
@@ -130,7 +129,7 @@ def test_code_that_raises_fails_its_run_once_saying_why(
     code = write_code(tmp_path / "broken", broken=BROKEN)
     options = {"train": {"entrypoint": "broken:raises", "code": str(code)}}
     key = submit(store, "broken-code", "digits.npz", digits_npz(), options)
-    outcome = watch(History(platform.url("broker")), key, timeout=300, store=store)
+    outcome = watch(platform.history(), key, timeout=300, store=store)
     failure = outcome.failure
     assert failure is not None and failure.data["trigger"] == "lifecycle-train"
     assert failure.data["status"] == 422 and failure.data["attempts"] == 1  # the user's error: not retried

@@ -24,12 +24,13 @@ from infra.settings import load_settings
 from infra.store import ArtifactStore, open_store
 from tests.eventing.test_sources import minio_notification
 from tests.lifecycle.helpers import StepContext
+from tests.unguarded import UNGUARDED
 
 SECRET = "s3cret"
 
 
 def broker_settings(data: Path):  # type: ignore[no-untyped-def]
-    env = {"KNFLOW_DATA_DIR": str(data), "KNFLOW_EVENTING_WEBHOOK_SECRET": SECRET}
+    env = {"KNFLOW_DATA_DIR": str(data), "KNFLOW_EVENTING_WEBHOOK_SECRET": SECRET, **UNGUARDED}
     return with_lifecycle(load_settings(env, config_file=None))
 
 

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 from infra.auth import TokenFile
-from infra.guard import Guard, access, guard_middleware, principal_of
+from infra.guard import COOKIE, Guard, access, guard_middleware, principal_of
 
 
 class Api:
@@ -94,14 +94,28 @@ async def test_a_revoked_token_is_refused_at_once(server) -> None:  # type: igno
     [
         ({"Content-Type": "application/x-www-form-urlencoded"}, 415),
         ({"Content-Type": "text/plain"}, 415),
+        ({"Content-Type": "multipart/form-data; boundary=x"}, 415),
         ({"Content-Type": "application/json", "Origin": "http://evil.example"}, 403),
         ({"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"}, 403),
         ({"Content-Type": "application/json", "Origin": "http://127.0.0.1:8183"}, 200),
     ],
 )
 async def test_browser_borne_changes_are_refused(server, headers: dict[str, str], code: int) -> None:  # type: ignore[no-untyped-def]
+    """With the session cookie a browser carries by itself, the only credential a page elsewhere could ride on."""
     url, _, made = server
-    assert await status("POST", url + "/things", data=b"{}", headers={**headers, **bearer(made["editor"])}) == code
+    cookie = {"Cookie": f"{COOKIE}={made['editor']}"}
+    assert await status("POST", url + "/things", data=b"{}", headers={**headers, **cookie}) == code
+
+
+@pytest.mark.parametrize("content_type", ["multipart/form-data; boundary=x", "text/csv"])
+async def test_a_client_that_sends_its_token_may_upload_any_body(server, content_type: str) -> None:  # type: ignore[no-untyped-def]
+    """``Authorization`` is a header no page elsewhere can add without a preflight: the CLI's multipart upload passes,
+    and a foreign Origin is still refused."""
+    url, _, made = server
+    headers = {"Content-Type": content_type, **bearer(made["editor"])}
+    assert await status("POST", url + "/things", data=b"{}", headers=headers) == 200
+    foreign = {**headers, "Origin": "http://evil.example"}
+    assert await status("POST", url + "/things", data=b"{}", headers=foreign) == 403
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:8183", "127.0.0.2", ""])
@@ -119,3 +133,8 @@ def test_the_token_file_keeps_no_token(tmp_path: Path) -> None:
     principal = tokens.verify(token)
     assert principal and principal.sees("team-b") and not principal.sees("team-c") and principal.can("viewer")
     assert [t["name"] for t in tokens.list()] == ["ci"] and "sha256" not in tokens.list()[0]
+
+
+def test_a_server_behind_a_routing_ingress_answers_any_host_when_told() -> None:
+    assert Guard(tokens=None, hosts=frozenset({"*"})).host_allowed("knflow-model-digits.team-a.svc.cluster.local")
+    assert not Guard(tokens=None).host_allowed("knflow-model-digits.team-a.svc.cluster.local")

@@ -14,6 +14,7 @@ from infra.store import ArtifactStore, open_store
 from serving.autoscaler import ScalePolicy
 from serving.gateway import Gateway
 from serving.registry import ModelRegistry
+from tests.unguarded import UNGUARDED
 
 
 @pytest.fixture
@@ -38,7 +39,8 @@ async def start_gateway(tmp_path: Path, file_store: ArtifactStore):  # type: ign
         broker_port: int | None = None,
         **serving: object,
     ) -> Gateway:
-        settings = load_settings(env={"KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_ARTIFACTS": file_store.url})
+        env = {"KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_ARTIFACTS": file_store.url, **UNGUARDED}
+        settings = load_settings(env=env)
         settings = dataclasses.replace(
             settings,
             serving=dataclasses.replace(settings.serving, autoscale_tick_s=0.1, **serving),

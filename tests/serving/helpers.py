@@ -20,6 +20,7 @@ from infra.store import ArtifactStore, open_store
 from serving.client import ServingClient
 from serving.registry import ModelRegistry
 from tests.eventually import eventually_sync
+from tests.unguarded import UNGUARDED
 
 V2_TO_ONNX = {
     "BOOL": TensorProto.BOOL, "INT8": TensorProto.INT8, "INT16": TensorProto.INT16, "INT32": TensorProto.INT32,
@@ -161,14 +162,15 @@ def live_gateway(
     tmp: Path,
     store: ArtifactStore,
     models: tuple[str, ...],
-    env: dict[str, str] | None = None,
+    env_extra: dict[str, str] | None = None,
     log_level: str = "WARNING",
 ) -> Iterator[tuple[str, int, subprocess.Popen]]:
     """``python -m serving.gateway`` (on uvloop, as users run it) over ``store`` with version 1 of each of ``models``
     deployed; (HTTP base URL, gRPC port, process)."""
     port, grpc_port = free_port(), free_port()
     env = {**os.environ, "KNFLOW_DATA_DIR": str(tmp), "KNFLOW_ARTIFACTS": store.url, "KNFLOW_LOG_LEVEL": log_level,
-           "KNFLOW_GATEWAY_PORT": str(port), "KNFLOW_GRPC_PORT": str(grpc_port), **(env or {})}  # fmt: skip
+           "KNFLOW_GATEWAY_PORT": str(port), "KNFLOW_GRPC_PORT": str(grpc_port), **UNGUARDED}  # fmt: skip
+    env.update(env_extra or {})
     proc = subprocess.Popen([sys.executable, "-m", "serving.gateway"], env=env, cwd=Path(__file__).parents[2])
     base = f"http://127.0.0.1:{port}"
     try:

@@ -18,6 +18,7 @@ from infra.store import open_store
 from serving.client import ServingClient
 from serving.registry import ModelRegistry
 from tests.serving.helpers import children_of, mlp_onnx
+from tests.unguarded import UNGUARDED
 
 
 def test_gateway_process_serves_and_takes_its_replicas_down(tmp_path: Path) -> None:
@@ -25,7 +26,7 @@ def test_gateway_process_serves_and_takes_its_replicas_down(tmp_path: Path) -> N
     ModelRegistry(store).register("digits", mlp_onnx())
     port = free_port()
     env = {**os.environ, "KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_ARTIFACTS": store.url, "KNFLOW_LOG_LEVEL": "WARNING",
-           "KNFLOW_GATEWAY_PORT": str(port), "KNFLOW_GRPC_PORT": str(free_port())}  # fmt: skip
+           "KNFLOW_GATEWAY_PORT": str(port), "KNFLOW_GRPC_PORT": str(free_port()), **UNGUARDED}  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "serving.gateway"], env=env, cwd=Path(__file__).parents[2])
     try:
         client = ServingClient(f"http://127.0.0.1:{port}", timeout=10)

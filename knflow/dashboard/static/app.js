@@ -19,11 +19,33 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+class SignInNeeded extends Error {}
+
 async function api(path, options) {
-  const response = await fetch(path, options);
+  const response = await fetch(path, { credentials: "same-origin", ...options });
   const body = await response.json().catch(() => ({ error: response.statusText }));
+  if (response.status === 401) throw new SignInNeeded(body.error || "sign in");
   if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
   return body;
+}
+
+// Sign-in: a token (`knflow token create`, or the link `knflow up` prints) becomes an HttpOnly cookie.
+function signIn(reason) {
+  const input = h("input", { type: "password", id: "token", placeholder: "knf_…", autocomplete: "off" });
+  const message = h("p", { class: "muted" }, reason || "");
+  const form = h("form", { id: "signin", onsubmit: async (e) => {
+    e.preventDefault();
+    try {
+      await api("/api/login", {
+        method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ token: input.value }),
+      });
+      render();
+    } catch (err) {
+      message.textContent = err.message;
+    }
+  } }, h("h1", {}, "Sign in"), h("p", {}, "Paste a knflow token."), input, h("button", { type: "submit" }, "Sign in"),
+  message);
+  return h("section", { class: "panel" }, form);
 }
 
 const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString() : "");
@@ -237,7 +259,15 @@ async function render() {
     for (const a of document.querySelectorAll("nav a")) {
       a.classList.toggle("active", a.dataset.view === (route === "run" ? "runs" : route));
     }
-    const content = await ROUTES[route](decodeURIComponent(arg || ""));
+    let content;
+    try {
+      await api("/api/whoami");
+      content = await ROUTES[route](decodeURIComponent(arg || ""));
+    } catch (err) {
+      if (!(err instanceof SignInNeeded)) throw err;
+      if (document.getElementById("signin")) return; // keep what the user is typing
+      content = signIn();
+    }
     view.replaceChildren(content);
     await platformIndicator();
     document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;

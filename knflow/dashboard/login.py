@@ -1,0 +1,59 @@
+"""Signing in to the dashboard: a token becomes a ``SameSite=Strict`` cookie the page's API calls then carry.
+
+GET  /?token=T        (the link `knflow up` prints) sets the cookie and sends the browser on to ``/``
+POST /api/login       {"token": T} -> 200 {"name", "role", "namespaces"} and the cookie; 401 for a bad token
+POST /api/logout      clears the cookie
+GET  /api/whoami      who the cookie (or bearer token) says the caller is
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from aiohttp import web
+
+from infra.auth import TokenFile
+from infra.errors import InvalidRequest
+from infra.guard import COOKIE, access, principal_of
+from infra.http import json_response, read_json
+
+MAX_AGE_S = 12 * 3600
+
+
+def add_routes(app: web.Application, tokens: TokenFile | None) -> None:
+    api = LoginApi(tokens)
+    app.router.add_post("/api/login", api.login)
+    app.router.add_post("/api/logout", api.logout)
+    app.router.add_get("/api/whoami", api.whoami)
+
+
+def with_cookie(response: web.StreamResponse, token: str) -> web.StreamResponse:
+    response.set_cookie(COOKIE, token, max_age=MAX_AGE_S, path="/", httponly=True, samesite="Strict")
+    return response
+
+
+class LoginApi:
+    def __init__(self, tokens: TokenFile | None):
+        self.tokens = tokens
+
+    @access("open")
+    async def login(self, request: web.Request) -> web.Response:
+        body = await read_json(request, 4096, "a sign-in")
+        token = body.get("token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise InvalidRequest('expected {"token": "..."}')
+        principal = self.tokens.verify(token) if self.tokens else None
+        if principal is None:
+            return json_response({"error": "unknown or revoked token"}, 401)
+        return with_cookie(json_response(asdict(principal)), token)  # type: ignore[return-value]
+
+    @access("open")
+    async def logout(self, request: web.Request) -> web.Response:
+        response = json_response({"signed_out": True})
+        response.del_cookie(COOKIE, path="/")
+        return response
+
+    @access("viewer")
+    async def whoami(self, request: web.Request) -> web.Response:
+        principal = principal_of(request)
+        return json_response(asdict(principal) if principal else {"name": None, "role": "admin", "namespaces": ["*"]})
