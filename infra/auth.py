@@ -118,6 +118,13 @@ def ensure_local_admin(settings: Settings) -> None:
         out.write(token + "\n")
 
 
+def local_admin_headers(settings: Settings) -> dict[str, str]:
+    """The machine user's admin ``Authorization`` for a platform in ``settings.data_dir`` (made when missing): what
+    ``knflow up`` gives its user, for tools and benchmarks that start knflow's servers themselves."""
+    ensure_local_admin(settings)
+    return auth_headers(settings)
+
+
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

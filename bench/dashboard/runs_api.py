@@ -20,6 +20,7 @@ import aiohttp
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.broker import BrokerServer
+from infra.auth import local_admin_headers
 from infra.localservices import free_port
 from infra.settings import load_settings
 from infra.store import open_store
@@ -54,7 +55,7 @@ async def main(n_runs: int) -> None:
                 await broker.log.append(events[start : start + 1000])
             gateway = f"http://127.0.0.1:{free_port()}"
             dash = Dashboard(settings, broker_url=broker.url, gateway_url=gateway, port=0)
-            async with dash, aiohttp.ClientSession() as http:
+            async with dash, aiohttp.ClientSession(headers=local_admin_headers(settings)) as http:
                 first, _ = await timed_get(http, f"{dash.url}/api/runs")
                 await broker.log.append(start_of_run("d", "train"))
                 times = sorted([(await timed_get(http, f"{dash.url}/api/runs"))[0] for _ in range(21)])

@@ -35,6 +35,7 @@ from minio import Minio  # noqa: E402
 
 from eventing.broker import BrokerServer  # noqa: E402
 from functions.contract import DATA_ARRIVED, with_lifecycle  # noqa: E402
+from infra.auth import local_admin_headers  # noqa: E402
 from infra.localservices import start_seaweedfs  # noqa: E402
 from infra.settings import load_settings  # noqa: E402
 from infra.store_file import FileStore  # noqa: E402
@@ -52,7 +53,8 @@ async def announced_at(session: aiohttp.ClientSession, broker: BrokerServer, key
 
 async def measure(settings, put, puts: int, interval: float) -> list[float]:  # type: ignore[no-untyped-def]
     latencies = []
-    async with BrokerServer(settings, port=0) as broker, aiohttp.ClientSession() as session:
+    headers = local_admin_headers(settings)
+    async with BrokerServer(settings, port=0) as broker, aiohttp.ClientSession(headers=headers) as session:
         await asyncio.sleep(interval * 2)  # the first listing (the baseline) is done
         for i in range(puts):
             await asyncio.sleep(random.uniform(0, interval))

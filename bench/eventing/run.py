@@ -34,7 +34,9 @@ from bench.eventing.ceiling import measure
 from eventing.bindings import to_http_binary
 from eventing.events import new_event
 from eventing.http1 import Http1Pool
+from infra.auth import local_admin_headers
 from infra.localservices import free_port, start_tansu, wait_for_port
+from infra.settings import load_settings
 
 
 @dataclass
@@ -173,7 +175,8 @@ async def run_backend(tag: str, env: dict[str, str], tmp: Path, args, code: Path
     url = f"http://127.0.0.1:{port}/"
     try:
         spec = orjson.dumps({"subscriber": {"uri": sink_url}})
-        async with aiohttp.ClientSession() as admin, admin.put(url + "triggers/bench", data=spec) as r:
+        headers = {**local_admin_headers(load_settings(env, config_file=None)), "Content-Type": "application/json"}
+        async with aiohttp.ClientSession(headers=headers) as admin, admin.put(url + "triggers/bench", data=spec) as r:
             assert r.status == 200, await r.text()
         session = Http1Pool()  # the broker's own lean HTTP/1.1 client: leaves more of the shared CPU to the broker
         try:

@@ -48,6 +48,8 @@ class Knflow(Server):
     """The knflow gateway as its own process (``python -m serving.gateway``) with the model registered."""
 
     def __init__(self, workdir: Path, model: Path, **serving: str):
+        from infra.auth import local_admin_headers
+        from infra.settings import load_settings
         from infra.store import open_store
         from serving.registry import ModelRegistry
 
@@ -59,6 +61,7 @@ class Knflow(Server):
                "KNFLOW_GATEWAY_PORT": str(port), "KNFLOW_GRPC_PORT": str(grpc_port), "KNFLOW_LOG_LEVEL": "WARNING",
                "PYTHONPATH": str(ROOT)}  # fmt: skip
         env.update({f"KNFLOW_SERVING_{k.upper()}": str(v) for k, v in serving.items()})
+        self.headers = local_admin_headers(load_settings(env, config_file=None))  # the control API asks for it
         began = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-m", "serving.gateway"], cwd=ROOT, env=env)
         self.base = f"http://127.0.0.1:{port}"
@@ -70,7 +73,7 @@ class Knflow(Server):
         deadline = time.monotonic() + 30
         while True:
             try:
-                return ServingClient(self.base).deploy("digits", 1, **kw)["revision"]  # type: ignore[arg-type]
+                return ServingClient(self.base, headers=self.headers).deploy("digits", 1, **kw)["revision"]  # type: ignore[arg-type]
             except Exception:
                 if time.monotonic() > deadline:
                     raise
