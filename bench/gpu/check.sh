@@ -11,6 +11,13 @@ PYTHON="${PYTHON:-}"
 if [ -z "$PYTHON" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
+if [ -d bench/gpu/wheels ] && ! "$PYTHON" -c "import orjson, pydantic, cloudevents" 2>/dev/null; then
+  # the packages the machine lacks, fetched beforehand by bench/gpu/wheels.sh (it cannot reach PyPI itself)
+  site="$(mktemp -d)"
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" bench/gpu/wheels/*.whl
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # knflow from this checkout, without installing it
 echo "python: $PYTHON ($("$PYTHON" --version 2>&1))"
 if command -v nvidia-smi >/dev/null 2>&1; then
   nvidia-smi --query-gpu=name,memory.total,driver_version,utilization.gpu --format=csv 2>&1 | tee "$OUT/nvidia-smi.txt"
