@@ -4,7 +4,9 @@ model.trained.
 
 Outputs go to ``runs/<runid>/`` (a plain training) or ``runs/<runid>/trials/<trial>/``: metrics.jsonl (one line per
 epoch), checkpoint.pt (each epoch; a redelivered event resumes from it), model.onnx, and result.json (written last:
-a redelivery after it exists re-announces the same result without training again).
+a redelivery after it exists re-announces the same result without training again). With ``train.workers`` > 1 the
+epochs run in that many worker processes (``functions.distributed``), which leave the finished training's last
+checkpoint in the store; the step then exports it as it exports its own.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import new_event, runid_of
 from functions.contract import FEATURES_READY, MODEL_TRAINED, TRIAL_REQUESTED, data_of
+from functions.distributed.jobs import run_workers, uses_workers
 from functions.ml.export import check_export, export_onnx
 from functions.ml.features import Splits, Transform, read_features
 from functions.ml.metrics import CLASSIFICATION, DEFAULT_OBJECTIVE, REGRESSION
@@ -29,6 +32,8 @@ from functions.ml.training import (
     TrainingDiverged,
     TrainResult,
     evaluate,
+    finished,
+    restore,
     state_bytes,
     state_from_bytes,
     tensors,
@@ -40,8 +45,10 @@ from functions.tuning.experiment import EARLY_STOPPED, FAILED, SUCCEEDED, load_e
 from functions.tuning.spec import EarlyStopping, Objective
 from functions.usertrain import step as usertrain
 from functions.usertrain.options import uses_entrypoint
-from infra.errors import InvalidRequest, NotFound
+from infra.errors import InvalidRequest, NotFound, Unavailable
+from infra.settings import Settings
 from infra.store import ArtifactStore
+from infra.trainjob import TrainJobError
 
 SOURCE = "/knflow/functions/train"
 EPOCH_FIELDS = {f.name for f in dataclasses.fields(EpochMetrics)} - {"epoch"}
@@ -86,7 +93,7 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
     if uses_entrypoint(params):  # the user's own training code (functions/usertrain)
         result = usertrain.run(ctx.store, job, options.model_name, ctx.settings.data_dir, ctx.log)
     else:
-        result = run(ctx.store, job, options.model_name, ctx.log)
+        result = run(ctx.store, job, options.model_name, ctx.log, ctx.settings)
     ext = {MODE: "trial" if job.trial else "train"}
     return new_event(
         MODEL_TRAINED, SOURCE, result, cause=event, subject=job.trial or result["features"]["dataset"], extensions=ext
@@ -109,8 +116,9 @@ class Job:
         return f"runs/{self.runid}/trials/{self.trial}/" if self.trial else f"runs/{self.runid}/"
 
 
-def run(store: ArtifactStore, job: Job, model_name: str | None, log: Any) -> dict[str, Any]:
-    """Train, export, check and store; returns the model.trained data (stored as result.json, last)."""
+def run(store: ArtifactStore, job: Job, model_name: str | None, log: Any, settings: Settings) -> dict[str, Any]:
+    """Train (in this process, or in ``train.workers`` processes), export, check and store; returns the model.trained
+    data (stored as result.json, last)."""
     if store.exists(job.prefix + "result.json"):
         return json.loads(store.get(job.prefix + "result.json"))
     try:
@@ -123,20 +131,31 @@ def run(store: ArtifactStore, job: Job, model_name: str | None, log: Any) -> dic
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     fingerprint = json.dumps({"features": job.features["prefix"], "params": dataclasses.asdict(params)}, sort_keys=True)
     checkpointer = StoreCheckpointer(store, job.prefix + "checkpoint.pt", fingerprint)
-    hook = _epoch_hook(store, job, log)
     task = manifest.get("task", CLASSIFICATION)
     try:
-        trained = train(
-            splits, transform, manifest["num_classes"], params, task=task, checkpointer=checkpointer, on_epoch=hook
-        )
+        if uses_workers(params, settings):
+            model = (transform, manifest["num_classes"], task)
+            trained = _distributed(store, job, params, model, checkpointer, settings)
+        else:
+            trained = train(
+                splits, transform, manifest["num_classes"], params, task=task, checkpointer=checkpointer,
+                on_epoch=epoch_hook(store, job, log),
+            )  # fmt: skip
     except TrainingDiverged as exc:
         if not job.trial:
             raise InvalidRequest(f"training diverged: {exc}") from None
         return _store_result(store, job, _failed(job, params, str(exc)))
+    except TrainJobError as exc:  # a trial's TrainJob failed: the trial fails, its experiment goes on
+        if not job.trial:
+            raise
+        return _store_result(store, job, _failed(job, params, str(exc)))
     classes = tuple(manifest.get("classes", range(manifest["num_classes"])))
     metrics, info = _export(store, job, trained, splits, transform, task, classes)
-    log.info("train: %s %s %.4f after %d epochs (resumed after epoch %d)", job.prefix, HEADLINE[task],
-             metrics[HEADLINE[task]], metrics["epochs"], trained.resumed_from)  # fmt: skip
+    how = f"resumed after epoch {trained.resumed_from}"
+    if uses_workers(params, settings):
+        how = f"in {params.workers} workers"
+    log.info("train: %s %s %.4f after %d epochs (%s)", job.prefix, HEADLINE[task], metrics[HEADLINE[task]],
+             metrics["epochs"], how)  # fmt: skip
     result = {
         "trial": job.trial,
         "experiment": job.runid if job.trial else None,
@@ -158,6 +177,24 @@ def run(store: ArtifactStore, job: Job, model_name: str | None, log: Any) -> dic
         "metrics_key": job.prefix + "metrics.jsonl",
     }
     return _store_result(store, job, result)
+
+
+def _distributed(
+    store: ArtifactStore,
+    job: Job,
+    params: Any,
+    model: tuple[Transform, int, str],
+    checkpointer: StoreCheckpointer,
+    settings: Settings,
+) -> TrainResult:
+    """Run the epochs in the workers (here, or as a TrainJob); → the network their last checkpoint holds."""
+    if not finished(checkpointer.load(), params):
+        run_workers(store, job, checkpointer.fingerprint, params, settings)
+    state = checkpointer.load()
+    if not finished(state, params):
+        raise Unavailable(f"the workers of {job.prefix} ended before the training finished; it resumes on redelivery")
+    transform, num_classes, task = model
+    return restore(transform, num_classes, params, task, state)  # type: ignore[arg-type]
 
 
 def _features(store: ArtifactStore, job: Job) -> tuple[Splits, Transform, dict[str, Any]]:
@@ -196,7 +233,7 @@ def _export(
     return metrics, info
 
 
-def _epoch_hook(store: ArtifactStore, job: Job, log: Any):
+def epoch_hook(store: ArtifactStore, job: Job, log: Any):
     """Per epoch: stream metrics to metrics.jsonl; for a trial, apply the median stopping rule."""
     objective = Objective(**job.objective) if job.objective else None
     if objective and objective.metric not in EPOCH_FIELDS:

@@ -232,18 +232,18 @@ def _where(resource: dict[str, Any]) -> str:
     return f"{kind}/{name}"
 
 
-def _unknown(given: Any, kept: Any, path: str) -> str | None:
+def unknown_field(given: Any, kept: Any, path: str) -> str | None:
     """The first path present in ``given`` that the schema dropped from ``kept`` (an unknown field)."""
     if isinstance(given, dict) and isinstance(kept, dict):
         for key, value in given.items():
             if key not in kept:
                 return f"{path}.{key}".lstrip(".")
-            found = _unknown(value, kept[key], f"{path}.{key}")
+            found = unknown_field(value, kept[key], f"{path}.{key}")
             if found:
                 return found
     if isinstance(given, list) and isinstance(kept, list):
         for i, (a, b) in enumerate(zip(given, kept, strict=False)):
-            found = _unknown(a, b, f"{path}[{i}]")
+            found = unknown_field(a, b, f"{path}[{i}]")
             if found:
                 return found
     return None
@@ -264,7 +264,7 @@ def _check_schema(resource: dict[str, Any], schemas: dict) -> None:
         error = exc.errors()[0]
         field_path = ".".join(str(p) for p in error["loc"])
         raise ConfigError(f"{where}: {field_path}: {error['msg']}") from None
-    dropped = _unknown(resource, model.model_dump(by_alias=True, exclude_unset=True, mode="json"), "")
+    dropped = unknown_field(resource, model.model_dump(by_alias=True, exclude_unset=True, mode="json"), "")
     if dropped:
         raise ConfigError(f"{where}: unknown field {dropped!r} (not in the {key[1]} schema; an API server prunes it)")
 

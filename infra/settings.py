@@ -70,6 +70,13 @@ class StoreLocation:
             url += f"&region={self.region}"
         return url + ("&create=true" if self.create else "")
 
+    def env(self) -> dict[str, str]:
+        """The environment that makes a child process open this store: its URL and, for S3, the credentials."""
+        env = {"KNFLOW_ARTIFACTS": self.url}
+        if self.access_key and self.secret_key:
+            env |= {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+        return env
+
 
 @dataclass(frozen=True)
 class EventingSettings:
@@ -159,6 +166,20 @@ class SecuritySettings:
 
 
 @dataclass(frozen=True)
+class TrainingSettings:
+    """Where a training with several workers (or GPUs) runs (file section ``[training]``)."""
+
+    target: str = "local"  # local: PyTorch's elastic agent on this machine; kubernetes: a Kubeflow Trainer TrainJob
+    namespace: str = "knflow"  # kubernetes: the TrainJobs' namespace
+    image: str = ""  # kubernetes: the workers' image (the one image of knflow's functions)
+    runtime: str = "torch-distributed"  # kubernetes: the ClusterTrainingRuntime the TrainJobs reference
+    env: str = ""  # kubernetes: the workers' container env as a JSON list (secretKeyRefs included)
+    resources: str = ""  # kubernetes: each worker pod's ResourceRequirements as JSON (GPUs come from the run)
+    kubeconfig: str = ""  # kubernetes: empty inside the cluster (the pod's ServiceAccount), else a kubeconfig path
+    timeout_s: float = 1800.0  # kubernetes: how long train waits for a TrainJob (its activeDeadlineSeconds too)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything knflow is configured with, resolved and validated."""
 
@@ -177,6 +198,7 @@ class Settings:
     functions: FunctionsSettings = field(default_factory=FunctionsSettings)
     serving: ServingSettings = field(default_factory=ServingSettings)
     platform: PlatformSettings = field(default_factory=PlatformSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
 
     def replace(self, **changes: Any) -> Settings:
@@ -189,8 +211,11 @@ SECTIONS: dict[str, type] = {
     "functions": FunctionsSettings,
     "serving": ServingSettings,
     "platform": PlatformSettings,
+    "training": TrainingSettings,
     "security": SecuritySettings,
 }
+#: Where a training with several workers runs (``training.target``).
+TRAINING_TARGETS = ("local", "kubernetes")
 _PORTS = ("broker_port", "functions_port", "gateway_port", "dashboard_port", "grpc_port")
 _SCALARS = ("host", *_PORTS, "log_level", "log_format")
 
@@ -310,6 +335,10 @@ def _check(settings: Settings) -> None:
     if settings.eventing.s3_arrivals not in S3_ARRIVALS:
         raise ConfigError(
             f"KNFLOW_EVENTING_S3_ARRIVALS={settings.eventing.s3_arrivals!r}: expected {', '.join(S3_ARRIVALS)}"
+        )
+    if settings.training.target not in TRAINING_TARGETS:
+        raise ConfigError(
+            f"KNFLOW_TRAINING_TARGET={settings.training.target!r}: expected {' or '.join(TRAINING_TARGETS)}"
         )
     for name in ("open_ingress", "open_inference"):
         if getattr(settings.security, name) not in ("auto", "true", "false"):

@@ -227,3 +227,25 @@ def open_store(location: StoreLocation | str) -> ArtifactStore:
     from infra.store_s3 import S3Store
 
     return S3Store(location)
+
+
+class ReadOnlyStore:
+    """A store that reads through to another and refuses every write: what a process that must not write holds
+    (the workers of a distributed training other than rank 0)."""
+
+    _WRITES = frozenset({"put", "put_if_absent", "put_if_match", "delete", "add_listener"})
+
+    def __init__(self, store: ArtifactStore, who: str) -> None:
+        self._store, self._who = store, who
+        self.url = store.url
+
+    def __getattr__(self, name: str) -> object:
+        if name in self._WRITES:
+            raise PermissionError(f"{self._who} reads the artifact store only; it cannot {name}")
+        return getattr(self._store, name)
+
+
+def location_of(store: ArtifactStore) -> StoreLocation:
+    """Where a store keeps its objects (an S3 store's credentials included): what another process opens it by."""
+    location = getattr(store, "location", None)
+    return location if isinstance(location, StoreLocation) else parse_store_url(store.url)

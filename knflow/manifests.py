@@ -45,7 +45,7 @@ from functions.runtime.pipeline import (
     load_pipeline,
     pipeline_triggers,
 )
-from infra import knative
+from infra import knative, trainjob
 from infra.errors import ConfigError, KnflowError
 from infra.settings import parse_broker_url
 from knflow import cluster_arrivals, cluster_models
@@ -57,6 +57,8 @@ FUNCTION_LABELS = PART_OF | {"knflow.dev/component": "function"}
 DEAD_LETTER_FUNCTION = "deadletter"
 _SECRET_REF = re.compile(r"^\{\{\s*secret:([^:\s]+):([^\s}]+)\s*\}\}$")
 _TEMPLATE = re.compile(r"\{\{.*\}\}")
+#: The ServiceAccount train runs as: it may create, get and watch Kubeflow Trainer TrainJobs, nothing more.
+TRAIN_ACCOUNT = "knflow-train"
 #: Events in flight per replica: training and tuning use the CPU/GPU of their pod alone.
 CONCURRENCY = {"train": 1, "tune": 4}
 DEFAULT_CONCURRENCY = 10
@@ -219,6 +221,9 @@ def function_services(
         if inst.function in cluster_models.MODEL_FUNCTIONS and model_template is not None:
             own += cluster_models.model_env(model_template)
             account = cluster_models.DEPLOY_ACCOUNT
+        if inst.function == "train":
+            own += training_env(ns, inst.image or image, env)
+            account = TRAIN_ACCOUNT
         gpu = _gpu(options) if inst.function == "train" else {}
         labels = FUNCTION_LABELS | {"knflow.dev/function": inst.function}
         out.append(_service(
@@ -227,6 +232,17 @@ def function_services(
             target=concurrency, container_concurrency=concurrency, timeout_seconds=timeouts.get(inst.name, 120), **gpu,
         ))  # fmt: skip
     return out
+
+
+def training_env(ns: str, image: str, env: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What makes train run a training in several workers (or with GPUs) as a Kubeflow Trainer TrainJob in ``ns``:
+    knflow's image, and func.yaml's environment (the store and its credentials) for the workers."""
+    return [
+        {"name": "KNFLOW_TRAINING_TARGET", "value": "kubernetes"},
+        {"name": "KNFLOW_TRAINING_NAMESPACE", "value": ns},
+        {"name": "KNFLOW_TRAINING_IMAGE", "value": image},
+        {"name": "KNFLOW_TRAINING_ENV", "value": json.dumps(env, sort_keys=True)},
+    ]
 
 
 def user_service(func: dict, ns: str, env: list[dict], timeouts: dict[str, int], inst: Instance) -> dict[str, Any]:
@@ -345,6 +361,7 @@ def render(
     platform += (cluster_arrivals.MINIO_FUNCTION,) if options.minio_topic else ()
     template = cluster_models.model_template(ns, image, container_env(func), _gpu(options), PART_OF)
     resources += cluster_models.rights(ns, PART_OF)
+    resources += trainjob.rbac(ns, TRAIN_ACCOUNT, PART_OF)
     resources += function_services(func, options, ns, image, timeouts, pipelines, images, platform, template)
     broker = knative.ref(knative.EVENTING, "Broker", options.broker)
     resources.append(knative.sink_binding("knflow-functions-sink", ns, FUNCTION_LABELS, broker))

@@ -3,8 +3,10 @@ that keeps Knative Services in memory and answers Kubernetes JSON, recording eve
 
 It does what the calls under test rely on and no more: GET / POST / JSON merge patch (RFC 7386, with the
 ``resourceVersion`` precondition answered 409 as the API server does) and list by label selector for Knative
-Services, a list of pods and each pod's ``/metrics`` through the pod proxy, and planted refusals (``refuse``) answered
-with a ``Status`` object. ``kubeconfig`` is a file that points the ``kubernetes`` client at it.
+Services, a list of pods and each pod's ``/metrics`` through the pod proxy, Kubeflow Trainer TrainJobs (create, 409
+when the name exists, and a watch that streams the job running then ending as ``trainjob_end`` says), and planted
+refusals (``refuse``) answered with a ``Status`` object. ``kubeconfig`` is a file that points the ``kubernetes``
+client at it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import orjson
 from aiohttp import web
 
 SERVICES = "/apis/serving.knative.dev/v1/namespaces/{ns}/services"
+TRAINJOBS = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/{ns}/trainjobs"
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class FakeKube:
     services: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     refuse: dict[tuple[str, str], tuple[int, str, str]] = field(default_factory=dict)  # (method, path) -> answer
+    trainjobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    trainjob_end: tuple[str, str, str] = ("Complete", "JobsCompleted", "")  # condition type, reason, message
     calls: list[Call] = field(default_factory=list)
     url: str = ""
     kubeconfig: Path | None = None
@@ -97,6 +102,8 @@ class FakeKube:
             return self._service(request, parts[4], parts[6] if len(parts) > 6 else None, body)
         if request.path.startswith("/api/v1/namespaces/") and parts[4:5] == ["pods"]:
             return self._pod(request, parts[3], parts[5:])
+        if request.path == TRAINJOBS.format(ns=parts[4] if len(parts) > 4 else ""):
+            return self._trainjobs(request, parts[4], body)
         return status(404, "NotFound", f"the server could not find the requested resource {request.path}")
 
     def _service(self, request: web.Request, ns: str, name: str | None, body: Any) -> web.Response:
@@ -133,6 +140,33 @@ class FakeKube:
             return status(404, "NotFound", f'pods "{rest[0]}" not found')
         return web.Response(text=pod["metrics"], content_type="text/plain")
 
+    def _trainjobs(self, request: web.Request, ns: str, body: Any) -> web.Response:
+        if request.method == "POST":
+            key = (ns, body["metadata"]["name"])
+            if key in self.trainjobs:
+                return status(409, "AlreadyExists", f'trainjobs.trainer.kubeflow.org "{key[1]}" already exists')
+            self.trainjobs[key] = self._stamp(copy.deepcopy(body))
+            return web.json_response(self.trainjobs[key], status=201)
+        name = request.query.get("fieldSelector", "").removeprefix("metadata.name=")
+        job = self.trainjobs.get((ns, name))
+        if request.query.get("watch") != "true" or job is None:
+            return status(404, "NotFound", f'trainjobs.trainer.kubeflow.org "{name}" not found')
+        kind, reason, message = self.trainjob_end
+        ended = {"type": kind, "status": "True", "reason": reason, "message": message}
+        events = [{"type": "ADDED", "object": job | {"status": {"conditions": []}}},
+                  {"type": "MODIFIED", "object": job | {"status": {"conditions": [ended]}}}]  # fmt: skip
+        return web.Response(body=b"".join(orjson.dumps(e) + b"\n" for e in events), content_type="application/json")
+
+
+def kubeconfig(path: Path, url: str) -> Path:
+    """Write a kubeconfig whose one cluster is ``url`` (bearer token ``t``); → its path."""
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: k, cluster: {{server: '{url}'}}}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\nusers: [{name: u, user: {token: t}}]\n"
+    )
+    return path
+
 
 def start_fake_kube(tmp_path: Path) -> tuple[FakeKube, Any]:
     """Start a ``FakeKube`` on a free loopback port in a thread of its own; (fake, stop)."""
@@ -153,12 +187,7 @@ def start_fake_kube(tmp_path: Path) -> tuple[FakeKube, Any]:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     ready.wait(10)
-    fake.kubeconfig = tmp_path / "kubeconfig"
-    fake.kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-        f"clusters: [{{name: k, cluster: {{server: '{fake.url}'}}}}]\n"
-        "contexts: [{name: c, context: {cluster: k, user: u}}]\nusers: [{name: u, user: {token: t}}]\n"
-    )
+    fake.kubeconfig = kubeconfig(tmp_path / "kubeconfig", fake.url)
 
     def stop() -> None:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)

@@ -16,7 +16,7 @@ from functions.contract import lifecycle_spec_path
 from functions.runtime.pipeline import load_pipeline, pipeline_triggers
 from infra import knative
 from infra.errors import ConfigError
-from knflow.manifests import ManifestOptions, function_service_name, render
+from knflow.manifests import ManifestOptions, function_service_name, read_func_yaml, render
 from serving.knserving import model_service
 
 ROOT = Path(__file__).parents[1]
@@ -137,9 +137,10 @@ def test_deploy_and_the_canary_judge_run_as_an_account_with_only_the_model_right
     accounts = {
         s["metadata"]["name"]: s["spec"]["template"]["spec"].get("serviceAccountName") for s in kinds["Service"]
     }
-    assert {name for name, account in accounts.items() if account} == {"knflow-deploy", "knflow-canary"}
+    assert {name for name, account in accounts.items() if account} == {"knflow-deploy", "knflow-canary", "knflow-train"}
     assert {accounts["knflow-deploy"], accounts["knflow-canary"]} == {"knflow-deploy"}
-    [role], [binding] = kinds["Role"], kinds["RoleBinding"]
+    [role] = [r for r in kinds["Role"] if r["metadata"]["name"] == "knflow-deploy"]
+    [binding] = [b for b in kinds["RoleBinding"] if b["metadata"]["name"] == "knflow-deploy"]
     assert role["rules"] == [
         {"apiGroups": ["serving.knative.dev"], "resources": ["services"], "verbs": ["get", "list", "create", "patch"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
@@ -149,6 +150,26 @@ def test_deploy_and_the_canary_judge_run_as_an_account_with_only_the_model_right
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "knflow-deploy", "namespace": "knflow"}]
     [ping] = kinds["PingSource"]
     assert ping["spec"]["schedule"] == "* * * * *" and ping["spec"]["sink"]["ref"]["name"] == "knflow-canary"
+
+
+def test_train_runs_as_an_account_that_may_only_create_get_and_watch_trainjobs() -> None:
+    func = read_func_yaml(FUNC_YAML)
+    kinds = _by_kind(render(FUNC_YAML))
+    train = next(s for s in kinds["Service"] if s["metadata"]["name"] == "knflow-train")
+    assert train["spec"]["template"]["spec"]["serviceAccountName"] == "knflow-train"
+    env = {e["name"]: e.get("value") for e in _container(train)["env"]}
+    assert (env["KNFLOW_TRAINING_TARGET"], env["KNFLOW_TRAINING_NAMESPACE"]) == ("kubernetes", "knflow")
+    assert env["KNFLOW_TRAINING_IMAGE"] == func["image"]
+    workers_env = {e["name"] for e in json.loads(env["KNFLOW_TRAINING_ENV"])}
+    assert "KNFLOW_ARTIFACTS" in workers_env  # the workers open the same store
+    [role] = [r for r in kinds["Role"] if r["metadata"]["name"] == "knflow-train-trainjobs"]
+    assert role["rules"] == [
+        {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"], "verbs": ["create", "get", "watch"]}
+    ]
+    [binding] = [b for b in kinds["RoleBinding"] if b["metadata"]["name"] == "knflow-train-trainjobs"]
+    assert binding["roleRef"]["name"] == "knflow-train-trainjobs"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "knflow-train", "namespace": "knflow"}]
+    assert "knflow-train" in {a["metadata"]["name"] for a in kinds["ServiceAccount"]}
 
 
 def test_minio_topic_renders_a_kafka_source_into_the_minio_function() -> None:
@@ -208,8 +229,8 @@ def test_manifests_command_prints_parsable_yaml() -> None:
     documents = [d for d in yaml.safe_load_all(result.stdout) if d]
     counts = collections.Counter(d["kind"] for d in documents)
     assert counts == {
-        "Namespace": 1, "ConfigMap": 1, "Broker": 1, "SinkBinding": 1, "ServiceAccount": 1, "Role": 1,
-        "RoleBinding": 1, "PingSource": 1, "Service": len(FUNCTIONS) + 2, "Trigger": len(TRIGGERS),
+        "Namespace": 1, "ConfigMap": 1, "Broker": 1, "SinkBinding": 1, "ServiceAccount": 2, "Role": 2,
+        "RoleBinding": 2, "PingSource": 1, "Service": len(FUNCTIONS) + 2, "Trigger": len(TRIGGERS),
     }  # fmt: skip
     assert "secretKeyRef" in result.stdout and "kind: Secret\n" not in result.stdout
     assert "&id" not in result.stdout and "*id" not in result.stdout  # no YAML anchors
@@ -228,11 +249,12 @@ def test_manifests_command_writes_a_directory(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     files = sorted((tmp_path / "out").glob("*.yaml"))
-    # namespace, config, broker, binding, account, role, binding, ping, 3 platform services, the MinIO source
-    assert len(files) == 12 + len(FUNCTIONS) + len(TRIGGERS)
+    # namespace, config, broker, binding, 2 accounts, 2 roles, 2 bindings, ping, 3 platform services, the MinIO source
+    assert len(files) == 15 + len(FUNCTIONS) + len(TRIGGERS)
     source = yaml.safe_load(next(f for f in files if "kafkasource" in f.name.lower()).read_text())
     assert source["spec"]["bootstrapServers"] == ["a:9092", "b:9092"]
-    assert "nvidia.com/gpu" in (tmp_path / "out" / next(f.name for f in files if "knflow-train" in f.name)).read_text()
+    train = next(f for f in files if f.name.endswith("service-knflow-train.yaml"))
+    assert "nvidia.com/gpu" in train.read_text()
 
 
 @pytest.mark.parametrize("content", [None, ""])

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from functions.ml.datasets import label_summary
 from functions.ml.drift import reference
@@ -98,6 +97,8 @@ def split(data: Dataset, *, seed: int, val_fraction: float, test_fraction: float
                 f"class {data.classes[rare]!r} has {int(counts[rare])} rows; stratified splitting needs at least 3 "
                 f"per class{hint}"
             )
+    from sklearn.model_selection import train_test_split  # here: the readers of features (training workers) skip it
+
     idx = np.arange(len(data.y))
     try:
         rest, test = train_test_split(idx, test_size=test_fraction, stratify=stratify, random_state=seed)

@@ -24,6 +24,8 @@ class TrainParams:
     dropout: float = 0.3
     channels: int = 20
     seed: int = 0
+    workers: int = 1  # processes of one data-parallel training (DistributedDataParallel when more than one)
+    gpus_per_worker: int = 0  # GPUs each worker gets; 0: CPU (gloo), else CUDA (NCCL)
 
 
 def parse_params(raw: dict[str, Any]) -> TrainParams:
@@ -42,4 +44,13 @@ def parse_params(raw: dict[str, Any]) -> TrainParams:
     params = TrainParams(**values)
     if params.epochs < 1 or params.batch_size < 1 or not params.lr > 0 or params.optimizer not in ("adam", "sgd"):
         raise InvalidRequest(f"bad training parameters {params}")
+    check_workers(params.workers, params.gpus_per_worker)
     return params
+
+
+def check_workers(workers: int, gpus_per_worker: int) -> None:
+    """InvalidRequest unless ``workers`` >= 1 and 0 <= ``gpus_per_worker`` <= 8 (a node's usual count)."""
+    if not 1 <= workers <= 64:
+        raise InvalidRequest(f"train.workers must be a whole number from 1 to 64, got {workers}")
+    if not 0 <= gpus_per_worker <= 8:
+        raise InvalidRequest(f"train.gpus_per_worker must be a whole number from 0 to 8, got {gpus_per_worker}")

@@ -1,4 +1,6 @@
-"""The training loop: seeded, per-epoch metrics, a checkpoint each epoch and resume from the last one."""
+"""The training loop: seeded, per-epoch metrics, a checkpoint each epoch and resume from the last one; in one process
+or as one rank of a data-parallel training (``World``: DistributedDataParallel, the split sharded by
+DistributedSampler, rank 0 alone writing checkpoints and asking the epoch hook)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+from torch.utils.data import DistributedSampler
 
 from functions.ml.features import Splits, Transform
 from functions.ml.metrics import CLASSIFICATION, REGRESSION, regression_scores
 from functions.ml.models import Network, build_model
 from functions.ml.params import TrainParams
+from functions.ml.world import World
 
 
 @dataclass(frozen=True)
@@ -75,43 +79,33 @@ def train(
     task: str = CLASSIFICATION,
     checkpointer: Checkpointer | None = None,
     on_epoch: EpochHook | None = None,
+    world: World | None = None,
 ) -> TrainResult:
     """Train a classifier (``num_classes`` outputs) or a regressor (one output, ``task`` regression); resumes from
-    the checkpointer's state when it holds one for these params."""
-    dev = device()
+    the checkpointer's state when it holds one for these params. In a ``world`` of several ranks every rank calls
+    this; rank 0 alone saves checkpoints and calls ``on_epoch``, whose answer every rank follows."""
+    world = world or World()
     torch.manual_seed(params.seed)
     torch.backends.cudnn.deterministic = True
-    model = build_model(
-        params.model,
-        transform,
-        1 if task == REGRESSION else num_classes,
-        hidden=params.hidden,
-        layers=params.layers,
-        dropout=params.dropout,
-        channels=params.channels,
-    ).to(dev)
+    model = _build(transform, num_classes, params, task).to(world.device)
     opt = _optimizer(model, params)
-    result = TrainResult(model=model)
     state = checkpointer.load() if checkpointer else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        result.history = [EpochMetrics(**m) for m in state["history"]]
-        result.resumed_from = len(result.history)
-        result.early_stopped = bool(state.get("early_stopped"))
-    x_tr, y_tr = tensors(splits, transform, "train", dev)
-    x_val, y_val = tensors(splits, transform, "val", dev)
+    result = _restored(model, opt, state)
+    stepped = world.wrap(model)
+    x_tr, y_tr = tensors(splits, transform, "train", world.device)
+    x_val, y_val = tensors(splits, transform, "val", world.device)
     target = (transform.target_mean, transform.target_std)
     if task == REGRESSION:
         y_tr = (y_tr - target[0]) / target[1]  # the network learns the standardized target
     for epoch in range(len(result.history) + 1, params.epochs + 1):
         if result.early_stopped:
             break
-        train_loss = _epoch(model, opt, x_tr, y_tr, params, epoch, task)
-        scores = evaluate(model, x_val, y_val, task, target)
+        train_loss = _epoch(stepped, opt, x_tr, y_tr, params, epoch, task, world)
+        scores = evaluate(model, x_val, y_val, task, target)  # every rank: the same weights give the same scores
         result.history.append(EpochMetrics(epoch, train_loss, **{f"val_{k}": v for k, v in scores.items()}))
-        result.early_stopped = bool(on_epoch(result.history)) if on_epoch else False
-        if checkpointer:
+        stop = bool(on_epoch(result.history)) if on_epoch and world.leader else False
+        result.early_stopped = world.agree(stop)
+        if checkpointer and world.leader:
             checkpointer.save(
                 {
                     "model": model.state_dict(),
@@ -121,6 +115,50 @@ def train(
                 }
             )
     model.eval()
+    return result
+
+
+def restore(
+    transform: Transform, num_classes: int, params: TrainParams, task: str, state: dict[str, Any]
+) -> TrainResult:
+    """The trained network a finished training's last checkpoint holds (a distributed training's outcome)."""
+    model = _build(transform, num_classes, params, task).to(device())
+    result = _restored(model, _optimizer(model, params), state)
+    model.eval()
+    return result
+
+
+def finished(state: dict[str, Any] | None, params: TrainParams) -> bool:
+    """Whether a checkpoint is of a training that ran all its epochs or stopped early."""
+    if state is None:
+        return False
+    return bool(state.get("early_stopped") or state.get("diverged")) or len(state["history"]) >= params.epochs
+
+
+def _build(transform: Transform, num_classes: int, params: TrainParams, task: str) -> Network:
+    return build_model(
+        params.model,
+        transform,
+        1 if task == REGRESSION else num_classes,
+        hidden=params.hidden,
+        layers=params.layers,
+        dropout=params.dropout,
+        channels=params.channels,
+    )
+
+
+def _restored(model: Network, opt: torch.optim.Optimizer, state: dict[str, Any] | None) -> TrainResult:
+    """The model and optimizer with a checkpoint's state loaded, and its history (a fresh result without one)."""
+    result = TrainResult(model=model)
+    if state is None:
+        return result
+    if state.get("diverged"):  # a distributed training that diverged says so in its last checkpoint
+        raise TrainingDiverged(state["diverged"])
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    result.history = [EpochMetrics(**m) for m in state["history"]]
+    result.resumed_from = len(result.history)
+    result.early_stopped = bool(state.get("early_stopped"))
     return result
 
 
@@ -143,32 +181,40 @@ def _loss(outputs: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
 
 
 def _epoch(
-    model: Network,
+    model: nn.Module,
     opt: torch.optim.Optimizer,
     x: torch.Tensor,
     y: torch.Tensor,
     params: TrainParams,
     epoch: int,
     task: str,
+    world: World,
 ) -> float:
-    """One pass over the training split; shuffling and dropout are seeded per epoch, so a resumed run matches."""
+    """One pass over the training split, each rank over its shard in batches of ``batch_size / workers`` (so the
+    optimizer takes the steps one worker would); shuffling and dropout are seeded per epoch, so a resumed run
+    matches. Returns the mean loss over all ranks."""
     model.train()
     for group in opt.param_groups:  # cosine decay, a function of the epoch alone, so resuming needs no scheduler state
         group["lr"] = params.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / params.epochs))
-    torch.manual_seed(params.seed * 100_003 + epoch)
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(params.seed * 7919 + epoch)).to(x.device)
-    total, seen = 0.0, 0
-    for start in range(0, len(order), params.batch_size):
-        batch = order[start : start + params.batch_size]
+    torch.manual_seed(params.seed * 100_003 + epoch + world.rank * 1_000_003)
+    # one worker's order is torch.randperm seeded with seed * 7919 + epoch; several workers take strided shards of it
+    sampler = DistributedSampler(range(len(y)), world.size, world.rank, shuffle=True, seed=params.seed * 7919)
+    sampler.set_epoch(epoch)
+    order = torch.tensor(list(sampler), device=x.device)
+    batch_size = -(-params.batch_size // world.size)
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
         opt.zero_grad(set_to_none=True)
         loss = _loss(model(x[batch]), y[batch], task)
-        if not math.isfinite(loss.item()):
-            raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch}")
         loss.backward()
         opt.step()
-        total += loss.item() * len(batch)
-        seen += len(batch)
-    return total / seen
+        total += loss.detach() * len(batch)  # no host sync per step
+    loss_sum, seen = world.total([total.item(), float(len(order))])
+    mean = loss_sum / seen
+    if not math.isfinite(mean):  # every rank sees the same sum, so all of them stop here together
+        raise TrainingDiverged(f"loss became {mean} in epoch {epoch}")
+    return mean
 
 
 @torch.no_grad()

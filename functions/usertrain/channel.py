@@ -1,19 +1,26 @@
-"""The pipe pair between the train step and the child running a user's entrypoint: one JSON object per line.
+"""The channel between the train step and the child running a user's entrypoint (rank 0 of several): a Unix socket
+in the job directory, one JSON object per line; and the lifeline that ends a child with its parent.
 
 The child sends ``report`` (answered ``{"stop": bool}``), ``checkpoint`` (answered once stored), then ``result`` or
-``error`` and exits. Standard library only: the child may run in an environment of the user's.
+``error`` and exits. A socket path, unlike inherited pipes, reaches a worker started by PyTorch's elastic agent.
+Standard library only: the child may run in an environment of the user's.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
+import socket
+import sys
 from typing import Any
 
-#: the child's environment variable holding "<fd to read answers>,<fd to write messages>"
+#: the child's environment variable holding the path of the train step's Unix socket
 CHANNEL_ENV = "KNFLOW_TRAIN_CHANNEL"
-#: the child's environment variable holding the train step's pid (the child exits when its parent is gone)
+#: the child's environment variable holding its parent's pid (the child exits when its parent is gone)
 PARENT_ENV = "KNFLOW_TRAIN_PARENT"
+_PR_SET_PDEATHSIG = 1
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -42,17 +49,17 @@ class LineBuffer:
 class ChildChannel:
     """The child's end: send a message, wait for the answer."""
 
-    def __init__(self, read_fd: int, write_fd: int) -> None:
-        self.read_fd, self.write_fd = read_fd, write_fd
+    def __init__(self, sock: socket.socket) -> None:
+        self._socket = sock  # kept: the descriptors below live as long as it does
+        self.read_fd = self.write_fd = sock.fileno()
         self._buffer = LineBuffer()
         self._answers: list[dict[str, Any]] = []
 
     @classmethod
     def from_env(cls) -> ChildChannel:
-        read_fd, write_fd = (int(fd) for fd in os.environ[CHANNEL_ENV].split(","))
-        for fd in (read_fd, write_fd):
-            os.set_inheritable(fd, False)  # processes the user's code starts do not hold the pipe open
-        return cls(read_fd, write_fd)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # not inherited by what the user's code starts
+        sock.connect(os.environ[CHANNEL_ENV])
+        return cls(sock)
 
     def send(self, message: dict[str, Any]) -> None:
         write_all(self.write_fd, encode(message))
@@ -66,3 +73,12 @@ class ChildChannel:
                 raise EOFError("the train step closed the channel")
             self._answers += self._buffer.feed(chunk)
         return self._answers.pop(0)
+
+
+def follow_parent() -> None:
+    """Die with the parent named by PARENT_ENV (Linux): a killed train step leaves no training running behind it."""
+    parent = int(os.environ.get(PARENT_ENV, "0"))
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if parent and os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)

@@ -30,7 +30,7 @@ def export(returned: Any, ctx: TrainContext, out: Path) -> dict[str, Any]:
         (out / MODEL).write_bytes(_onnx_bytes(returned))
         return {"kind": "onnx", "reference": None}
     if _is_torch_module(returned):
-        onnx_bytes, reference = _pytorch(returned, ctx)
+        onnx_bytes, reference = _pytorch(_unwrapped(returned), ctx)
         kind, output, facts = "pytorch", "probabilities", {}
     else:
         onnx_bytes, (output, reference), facts = _library(returned, ctx)
@@ -46,6 +46,12 @@ def _is_onnx_proto(obj: Any) -> bool:
 
 def _is_torch_module(obj: Any) -> bool:
     return "torch" in sys.modules and isinstance(obj, sys.modules["torch"].nn.Module)
+
+
+def _unwrapped(module: Any) -> Any:
+    """The module inside DistributedDataParallel (what a training with several workers may return)."""
+    parallel = sys.modules["torch"].nn.parallel.DistributedDataParallel
+    return module.module if isinstance(module, parallel) else module
 
 
 def _onnx_bytes(returned: Any) -> bytes:

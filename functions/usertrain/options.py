@@ -11,11 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from functions.ml.params import check_workers
 from infra.errors import InvalidRequest
 
 ENTRYPOINT, CODE, TIMEOUT, SEED = "entrypoint", "code", "timeout_s", "seed"
+WORKERS, GPUS = "workers", "gpus_per_worker"
 #: keys of ``train`` that are knflow's, not the entrypoint's parameters
-RESERVED = (ENTRYPOINT, CODE, TIMEOUT, SEED)
+RESERVED = (ENTRYPOINT, CODE, TIMEOUT, SEED, WORKERS, GPUS)
 _ENTRYPOINT = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
@@ -28,6 +30,8 @@ class EntrypointOptions:
     timeout_s: float | None
     seed: int
     params: dict[str, Any]
+    workers: int = 1
+    gpus_per_worker: int = 0
 
     @property
     def module(self) -> str:
@@ -41,13 +45,21 @@ class EntrypointOptions:
         """The same for a redelivery of the same training, different when anything it depends on changes."""
         raw = json.dumps(
             {"features": features_prefix, "entrypoint": self.entrypoint, "code": self.code, "seed": self.seed,
-             "params": self.params}, sort_keys=True, default=str,
+             "params": self.params, **self.scale()}, sort_keys=True, default=str,
         )  # fmt: skip
         return hashlib.sha256(raw.encode()).hexdigest()
 
     def recorded(self) -> dict[str, Any]:
         """The ``params`` of model.trained: the parameters with knflow's keys (so the card says what ran)."""
-        return {**self.params, ENTRYPOINT: self.entrypoint, CODE: self.code, SEED: self.seed}
+        return {**self.params, ENTRYPOINT: self.entrypoint, CODE: self.code, SEED: self.seed, **self.scale()}
+
+    def scale(self) -> dict[str, int]:
+        """``workers`` and ``gpus_per_worker`` when they are not one process on the CPU (else nothing)."""
+        return (
+            {WORKERS: self.workers, GPUS: self.gpus_per_worker}
+            if (self.workers, self.gpus_per_worker) != (1, 0)
+            else {}
+        )
 
 
 def uses_entrypoint(train: Mapping[str, Any]) -> bool:
@@ -71,5 +83,15 @@ def parse_entrypoint(train: Mapping[str, Any], default_seed: int = 0) -> Entrypo
     seed = train.get(SEED, default_seed)
     if isinstance(seed, bool) or not isinstance(seed, int | float) or not float(seed).is_integer():
         raise InvalidRequest(f"train.seed must be a whole number, got {seed!r}")
+    workers, gpus = (_whole(train, name, default) for name, default in ((WORKERS, 1), (GPUS, 0)))
+    check_workers(workers, gpus)
     params = {k: v for k, v in train.items() if k not in RESERVED}
-    return EntrypointOptions(entrypoint, code, None if timeout is None else float(timeout), int(seed), params)
+    timeout_s = None if timeout is None else float(timeout)
+    return EntrypointOptions(entrypoint, code, timeout_s, int(seed), params, workers, gpus)
+
+
+def _whole(train: Mapping[str, Any], name: str, default: int) -> int:
+    value = train.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
+        raise InvalidRequest(f"train.{name} must be a whole number, got {value!r}")
+    return int(value)

@@ -1,4 +1,5 @@
-"""Run the child that runs a user's entrypoint, serve its channel, and tell how it ended.
+"""Run the child that runs a user's entrypoint (or its workers, under PyTorch's elastic agent), serve its channel,
+and tell how it ended.
 
 The child has a session of its own (a signal to its process group cannot reach the worker), an environment without
 knflow's credentials, its output in a log file, and it dies with the worker. Whatever it leaves running is killed
@@ -11,6 +12,7 @@ import contextlib
 import os
 import select
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from functions.distributed.launch import launch_command
 from functions.usertrain.channel import CHANNEL_ENV, PARENT_ENV, LineBuffer, encode, write_all
 from functions.usertrain.code import UserCode
 
@@ -46,54 +49,73 @@ def run_child(
     *,
     log_path: Path,
     timeout_s: float | None,
+    workers: int = 1,
 ) -> ChildOutcome:
-    """Start ``python -m functions.usertrain.child JOBDIR``, answer its messages with ``on_message`` until it exits."""
-    to_child_r, to_child_w = os.pipe()
-    from_child_r, from_child_w = os.pipe()
-    env = child_environment(code, jobdir, f"{to_child_r},{from_child_w}")
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [code.python, "-m", "functions.usertrain.child", str(jobdir)],
-            cwd=jobdir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            pass_fds=(to_child_r, from_child_w),
-            start_new_session=True,
-        )
-    os.close(to_child_r)
-    os.close(from_child_w)
-    try:
-        outcome = _serve(proc, from_child_r, to_child_w, on_message, timeout_s)
-    finally:
-        _kill_group(proc)
-        os.close(from_child_r)
-        os.close(to_child_w)
+    """Start ``python -m functions.usertrain.child JOBDIR`` (``workers`` > 1: that many of it under PyTorch's elastic
+    agent), answer the messages of the one child (rank 0) that connects with ``on_message`` until it exits."""
+    target = ["-m", "functions.usertrain.child", str(jobdir)]
+    argv = [code.python, *target] if workers == 1 else launch_command(code.python, workers, target)
+    with contextlib.closing(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)) as listener:
+        path = jobdir / "channel"
+        listener.bind(str(path))
+        listener.listen(1)
+        env = child_environment(code, jobdir, str(path)) | thread_environment(workers)
+        proc = spawn(argv, env, jobdir, log_path)
+        try:
+            outcome = _serve(proc, listener, on_message, timeout_s)
+        finally:
+            kill_group(proc)
     outcome.returncode = proc.returncode
     return outcome
 
 
+def spawn(argv: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> subprocess.Popen:
+    """A child in a session of its own (a signal to its group cannot reach the train step), output to the log."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+
+def wait(proc: subprocess.Popen, timeout_s: float | None) -> bool:
+    """Wait for the child to exit (without reaping it); False when ``timeout_s`` ran out first."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while not _exited(proc):
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
+
+
 def _serve(
-    proc: subprocess.Popen, read_fd: int, write_fd: int, on_message: Callable, timeout_s: float | None
+    proc: subprocess.Popen, listener: socket.socket, on_message: Callable, timeout_s: float | None
 ) -> ChildOutcome:
     outcome, buffer = ChildOutcome(), LineBuffer()
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    conn: socket.socket | None = None
     open_channel = True
-    while True:
-        if deadline is not None and time.monotonic() > deadline:
-            outcome.timed_out = True
-            break
-        readable = select.select([read_fd], [], [], POLL_S)[0] if open_channel else []
-        if readable:
-            chunk = os.read(read_fd, 65536)
-            open_channel = bool(chunk)
-            for message in _messages(buffer, chunk, outcome):
-                _dispatch(message, on_message, write_fd, outcome)
-        elif _exited(proc):
-            break  # exited, and nothing more to read (or the channel is closed)
-        elif not open_channel:
-            time.sleep(POLL_S)  # the channel closed before the process ended: wait for its exit
+    try:
+        while True:
+            if deadline is not None and time.monotonic() > deadline:
+                outcome.timed_out = True
+                break
+            waiting_on = [conn or listener] if open_channel else []
+            readable = select.select(waiting_on, [], [], POLL_S)[0] if waiting_on else []
+            if readable and conn is None:
+                conn = listener.accept()[0]
+            elif readable and conn is not None:
+                chunk = conn.recv(65536)
+                open_channel = bool(chunk)
+                for message in _messages(buffer, chunk, outcome):
+                    _dispatch(message, on_message, conn.fileno(), outcome)
+            elif _exited(proc):
+                break  # exited, and nothing more to read (or the channel is closed)
+            elif not open_channel:
+                time.sleep(POLL_S)  # the channel closed before the process ended: wait for its exit
+    finally:
+        if conn is not None:
+            conn.close()
     return outcome
 
 
@@ -123,11 +145,16 @@ def _dispatch(message: dict[str, Any], on_message: Callable, write_fd: int, outc
                 write_all(write_fd, encode(answer))
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def kill_group(proc: subprocess.Popen) -> None:
     """Kill whatever is left of the child's session (it, or processes the user's code started), then reap it."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def thread_environment(workers: int) -> dict[str, str]:
+    """Each of ``workers`` processes computes on its share of the machine's cores."""
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))} if workers > 1 else {}
 
 
 def child_environment(code: UserCode, jobdir: Path, channel: str) -> dict[str, str]:

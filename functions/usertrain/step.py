@@ -113,7 +113,10 @@ def _train(
         session.prepare(jobdir)
         _write_job(jobdir, options, code, features)
         try:
-            outcome = run_child(code, jobdir, session.handle, log_path=jobdir / LOG, timeout_s=options.timeout_s)
+            outcome = run_child(
+                code, jobdir, session.handle, log_path=jobdir / LOG, timeout_s=options.timeout_s,
+                workers=options.workers,
+            )  # fmt: skip
         finally:
             _keep_log(store, job, jobdir / LOG)
         produced = _produced(outcome, options, code, jobdir / LOG)
@@ -135,8 +138,7 @@ def _write_job(jobdir: Path, options: EntrypointOptions, code: UserCode, feature
         "params": options.params,
         "seed": options.seed,
         "device": str(device()),
-        "rank": 0,
-        "world_size": 1,
+        "gpus_per_worker": options.gpus_per_worker,
         "feature_names": list(features.names),
         "num_classes": features.num_classes,
         "task": "classification",

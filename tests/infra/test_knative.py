@@ -12,6 +12,7 @@ import pytest
 from infra import knative
 from infra.errors import ConfigError, KnflowError
 from infra.kubeapply import apply, client_from_kubeconfig, resource_path
+from tests.kubefake import kubeconfig
 
 NS = "ml"
 
@@ -239,13 +240,7 @@ def api_server(tmp_path):
     _FakeApiServer.seen = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-        f"clusters: [{{name: k, cluster: {{server: 'http://127.0.0.1:{server.server_port}'}}}}]\n"
-        "contexts: [{name: c, context: {cluster: k, user: u}}]\nusers: [{name: u, user: {token: t}}]\n"
-    )
-    yield kubeconfig
+    yield kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{server.server_port}")
     server.shutdown()
 
 

@@ -61,6 +61,8 @@ def test_s3_url_with_credentials_from_environment() -> None:
         ({"KNFLOW_SERVING_MAX_REPLICAS": "-1"}, "KNFLOW_SERVING_MAX_REPLICAS=-1: must not be negative"),
         ({"KNFLOW_FUNCTIONS_IDLE_GRACE_S": "soon"}, "KNFLOW_FUNCTIONS_IDLE_GRACE_S='soon': expected a number"),
         ({"KNFLOW_LOG_FORMAT": "xml"}, "expected json or text"),
+        ({"KNFLOW_TRAINING_TARGET": "slurm"}, "KNFLOW_TRAINING_TARGET='slurm': expected local or kubernetes"),
+        ({"KNFLOW_TRAINING_TIMEOUT_S": "-5"}, "KNFLOW_TRAINING_TIMEOUT_S=-5.0: must not be negative"),
     ],
 )
 def test_wrong_values_fail_naming_the_setting_and_the_accepted_forms(

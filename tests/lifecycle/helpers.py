@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,9 @@ import pyarrow.parquet as pq
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import new_event
-from functions.contract import DATA_ARRIVED
+from functions.contract import DATA_ARRIVED, FEATURES_READY
 from functions.ml.readers import write_idx
+from functions.runoptions import RunOptions, save_options
 from infra.localservices import free_platform_ports
 from infra.settings import Settings, load_settings
 from infra.store import ArtifactStore
@@ -190,3 +192,23 @@ class MemoryRegistry:
 
     def aliases(self, name):
         return dict(self.alias_map.get(name, {}))
+
+
+#: a store holding one features version of the digits, its features.ready data, and the data directory
+Prepared = tuple[ArtifactStore, dict[str, Any], Path]
+_prepared_runs = itertools.count()
+
+
+def context_of(prepared: Prepared) -> StepContext:
+    """A fresh step context over a prepared store (its data directory for deployed code and job directories)."""
+    store, _, data_dir = prepared
+    return StepContext(store=store, settings=load_settings(env={"KNFLOW_DATA_DIR": str(data_dir)}))
+
+
+def ready_of(prepared: Prepared, train_options: dict[str, Any], tuning: dict | None = None) -> CloudEvent:
+    """A features.ready event of a new run over the prepared features, whose options are ``train_options`` (and a
+    tuning spec)."""
+    store, features, _ = prepared
+    runid = f"run-prepared-{next(_prepared_runs)}"
+    save_options(store, runid, RunOptions(train=train_options, tuning=tuning))
+    return new_event(FEATURES_READY, "/t", features, runid=runid, extensions={"mode": "tune" if tuning else "train"})

@@ -116,7 +116,7 @@ def test_a_step_crash_resumes_from_the_stored_checkpoint(ctx, digits, monkeypatc
     ctx.store.put("raw/digits/d.csv", digits_csv(digits))
     ready = _features(ctx, arrived("raw/digits/d.csv", ctx.store, options={"train": {"epochs": 4}}))
     runid = ready.get_extension("runid")
-    real_hook = train._epoch_hook
+    real_hook = train.epoch_hook
 
     def crashing_hook(store, job, log):
         hook = real_hook(store, job, log)
@@ -129,11 +129,11 @@ def test_a_step_crash_resumes_from_the_stored_checkpoint(ctx, digits, monkeypatc
 
         return on_epoch
 
-    monkeypatch.setattr(train, "_epoch_hook", crashing_hook)
+    monkeypatch.setattr(train, "epoch_hook", crashing_hook)
     with pytest.raises(Crash):
         train.handle(ready, ctx)
     assert ctx.store.exists(f"runs/{runid}/checkpoint.pt") and not ctx.store.exists(f"runs/{runid}/result.json")
-    monkeypatch.setattr(train, "_epoch_hook", real_hook)
+    monkeypatch.setattr(train, "epoch_hook", real_hook)
     data = train.handle(ready, ctx).get_data()
     lines = [json.loads(x) for x in ctx.store.get(data["metrics_key"]).decode().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2, 3, 4] and data["metrics"]["epochs"] == 4

@@ -20,51 +20,23 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from eventing.events import new_event
-from functions import featurize, ingest, train, tune
-from functions.contract import FEATURES_READY, MODEL_TRAINED, TRIAL_REQUESTED
+from functions import train, tune
+from functions.contract import MODEL_TRAINED, TRIAL_REQUESTED
 from functions.ml.features import read_features
-from functions.runoptions import RunOptions, parse_options, save_options
+from functions.runoptions import parse_options
 from functions.tuning.experiment import SUCCEEDED, Experiment, Trial, load_experiment, save_experiment
 from functions.usertrain.code import deployed_manifest
 from functions.usertrain.measure import UserCodeFailed
 from infra.errors import InvalidRequest
-from infra.settings import load_settings
-from infra.store import ArtifactStore, open_store
-from tests.lifecycle.helpers import Digits, StepContext, arrived, digits_csv
+from infra.store import ArtifactStore
+from tests.lifecycle.helpers import context_of, ready_of
 from tests.lifecycle.usercode import BROKEN, SKLEARN, TORCH, write_code
-
-_runs = iter(range(1_000_000))
 
 
 @pytest.fixture(scope="module")
 def code(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The users' code, in a directory of its own outside the package."""
     return write_code(tmp_path_factory.mktemp("usercode"), torchfit=TORCH, sk=SKLEARN, broken=BROKEN)
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory, digits: Digits) -> tuple[ArtifactStore, dict[str, Any], Path]:
-    """A store holding one features version of the digits (ingested and featurized once), and a data directory."""
-    data_dir = tmp_path_factory.mktemp("data")
-    store = open_store(f"file://{data_dir / 'artifacts'}")
-    ctx = StepContext(store=store, settings=load_settings(env={"KNFLOW_DATA_DIR": str(data_dir)}))
-    store.put("raw/digits/d.csv", digits_csv(digits))
-    ready = featurize.handle(ingest.handle(arrived("raw/digits/d.csv", store), ctx), ctx)
-    return store, ready.get_data(), data_dir
-
-
-def _context(prepared) -> StepContext:
-    store, _, data_dir = prepared
-    return StepContext(store=store, settings=load_settings(env={"KNFLOW_DATA_DIR": str(data_dir)}))
-
-
-def _ready(prepared, train_options: dict[str, Any], tuning: dict | None = None) -> CloudEvent:
-    """A features.ready event of a new run whose options are ``train_options`` (and a tuning spec)."""
-    store, features, _ = prepared
-    runid = f"run-byo-{next(_runs)}"
-    save_options(store, runid, RunOptions(train=train_options, tuning=tuning))
-    mode = "tune" if tuning else "train"
-    return new_event(FEATURES_READY, "/t", features, runid=runid, extensions={"mode": mode})
 
 
 def _trial(ready: CloudEvent, trial: str, params: dict, experiment: Experiment | None = None) -> CloudEvent:
@@ -84,7 +56,7 @@ def _log(store: ArtifactStore, data: dict[str, Any]) -> str:
 def test_pytorch_entrypoint_is_exported_with_the_normalization_and_checked(prepared, code: Path) -> None:
     store = prepared[0]
     options = {"entrypoint": "torchfit:fit", "code": str(code), "epochs": 3, "hidden": 48, "lr": 0.01}
-    out = train.handle(_ready(prepared, options), _context(prepared))
+    out = train.handle(ready_of(prepared, options), context_of(prepared))
     assert out.get_type() == MODEL_TRAINED and out.get_extension("mode") == "train"
     data = out.get_data()
     assert data["status"] == "Succeeded" and data["metrics"]["epochs"] == 3 and len(data["curve"]) == 3
@@ -106,7 +78,7 @@ def test_pytorch_entrypoint_is_exported_with_the_normalization_and_checked(prepa
 
 def test_scikit_learn_pipeline_serves_scikit_learns_answers_on_the_test_split(prepared, code: Path) -> None:
     store = prepared[0]
-    out = train.handle(_ready(prepared, {"entrypoint": "sk:boosted", "code": str(code)}), _context(prepared))
+    out = train.handle(ready_of(prepared, {"entrypoint": "sk:boosted", "code": str(code)}), context_of(prepared))
     data = out.get_data()
     conversion = data["lineage"]["code"]["conversion"]
     assert data["lineage"]["code"]["returned"] == "sklearn" and conversion["precision"] == "float64"
@@ -138,31 +110,31 @@ def test_failing_code_fails_the_run_with_its_reason_and_is_not_retried(
     prepared, code: Path, entrypoint: str, reason: str
 ) -> None:
     with pytest.raises(UserCodeFailed, match=reason) as failure:
-        train.handle(_ready(prepared, {"entrypoint": entrypoint, "code": str(code)}), _context(prepared))
+        train.handle(ready_of(prepared, {"entrypoint": entrypoint, "code": str(code)}), context_of(prepared))
     assert failure.value.status == 422 and failure.value.retryable is False  # the broker dead-letters it at once
 
 
 @pytest.mark.parametrize("entrypoint", ["broken:raises", "broken:not_a_model", "broken:kills_itself"])
 def test_failing_code_fails_the_trial_with_its_reason(prepared, code: Path, entrypoint: str) -> None:
-    ready = _ready(prepared, {"entrypoint": entrypoint, "code": str(code)})
-    data = train.handle(_trial(ready, "trial-0000", {"lr": 0.1}), _context(prepared)).get_data()
+    ready = ready_of(prepared, {"entrypoint": entrypoint, "code": str(code)})
+    data = train.handle(_trial(ready, "trial-0000", {"lr": 0.1}), context_of(prepared)).get_data()
     assert data["status"] == "Failed" and data["reason"].startswith(entrypoint)
     assert data["params"] == {"lr": 0.1, "entrypoint": entrypoint, "code": str(code), "seed": 0}
     # a redelivery of the request answers the same failure without running the code again
-    assert train.handle(_trial(ready, "trial-0000", {"lr": 0.1}), _context(prepared)).get_data() == data
+    assert train.handle(_trial(ready, "trial-0000", {"lr": 0.1}), context_of(prepared)).get_data() == data
 
 
 def test_code_that_runs_past_its_timeout_is_stopped(prepared, code: Path) -> None:
     started = time.monotonic()
     options = {"entrypoint": "broken:sleeps", "code": str(code), "timeout_s": 3}
     with pytest.raises(UserCodeFailed, match=r"ran past train.timeout_s \(3 s\) and was stopped"):
-        train.handle(_ready(prepared, options), _context(prepared))
+        train.handle(ready_of(prepared, options), context_of(prepared))
     assert time.monotonic() - started < 60
 
 
 def test_the_median_rule_stops_a_trial_through_the_reporter(prepared, code: Path) -> None:
     store = prepared[0]
-    ready = _ready(prepared, {"entrypoint": "torchfit:poor", "code": str(code)})
+    ready = ready_of(prepared, {"entrypoint": "torchfit:poor", "code": str(code)})
     runid = ready.get_extension("runid")
     done = {f"t{i}": Trial(f"t{i}", i, {}, SUCCEEDED, 0.95, (0.9, 0.95, 0.95)) for i in range(3)}
     spec = {
@@ -171,7 +143,7 @@ def test_the_median_rule_stops_a_trial_through_the_reporter(prepared, code: Path
     }
     experiment = Experiment(runid, spec, ready.get_data(), done)
     save_experiment(store, experiment)
-    data = train.handle(_trial(ready, "trial-0003", {"lr": 0.5}, experiment), _context(prepared)).get_data()
+    data = train.handle(_trial(ready, "trial-0003", {"lr": 0.5}, experiment), context_of(prepared)).get_data()
     assert data["status"] == "EarlyStopped" and data["curve"] == [0.1, 0.1] and data["metrics"]["epochs"] == 2
     assert "STOPPED AT 2" in _log(store, data)
     lines = store.get(data["metrics_key"]).decode().splitlines()
@@ -180,13 +152,13 @@ def test_the_median_rule_stops_a_trial_through_the_reporter(prepared, code: Path
 
 def test_a_redelivered_event_resumes_from_the_entrypoints_last_checkpoint(prepared, code: Path) -> None:
     store = prepared[0]
-    ready = _ready(prepared, {"entrypoint": "torchfit:resumable", "code": str(code)})
+    ready = ready_of(prepared, {"entrypoint": "torchfit:resumable", "code": str(code)})
     prefix = f"runs/{ready.get_extension('runid')}/"
     with pytest.raises(UserCodeFailed, match="the worker went away"):
-        train.handle(ready, _context(prepared))
+        train.handle(ready, context_of(prepared))
     assert not store.exists(prefix + "result.json")
     assert [json.loads(x)["epoch"] for x in store.get(prefix + "metrics.jsonl").decode().splitlines()] == [1, 2]
-    data = train.handle(ready, _context(prepared)).get_data()
+    data = train.handle(ready, context_of(prepared)).get_data()
     assert "START 3" in _log(store, data)
     assert [json.loads(x) for x in store.get(data["metrics_key"]).decode().splitlines()] == [
         {"epoch": e, "val_accuracy": e / 10} for e in (1, 2, 3, 4)
@@ -218,7 +190,7 @@ async def test_every_search_algorithm_hands_its_parameters_to_the_entrypoint(
         "maxTrialCount": 2,
         "parallelTrialCount": 2,
     }
-    ready = _ready(prepared, {"entrypoint": "sk:logistic", "code": str(code), "max_iter": 40}, tuning=spec)
+    ready = ready_of(prepared, {"entrypoint": "sk:logistic", "code": str(code), "max_iter": 40}, tuning=spec)
     results = await _drive(prepared, ready)
     assert len(results) == 2 and all(r["status"] == "Succeeded" for r in results)
     experiment = load_experiment(store, ready.get_extension("runid"))
@@ -235,7 +207,7 @@ async def _drive(prepared, ready: CloudEvent) -> list[dict[str, Any]]:
     queue, results = [ready], []
     while queue:
         event = queue.pop(0)
-        ctx = _context(prepared)
+        ctx = context_of(prepared)
         queue += [r for r in [await tune.handle(event, ctx), train.handle(event, ctx)] if r is not None]
         queue += ctx.emitted
         if event.get_type() == MODEL_TRAINED:
@@ -252,9 +224,9 @@ def test_code_with_an_environment_of_its_own_runs_with_its_interpreter_without_c
     python.parent.mkdir(parents=True)
     python.write_text(f'#!/bin/sh\nMY_FUNCTION_ENV=its-own exec "{sys.executable}" "$@"\n')
     python.chmod(0o755)
-    ready = _ready(prepared, {"entrypoint": "broken:environment", "code": str(function)})
+    ready = ready_of(prepared, {"entrypoint": "broken:environment", "code": str(function)})
     with pytest.raises(UserCodeFailed, match="done looking"):
-        train.handle(ready, _context(prepared))
+        train.handle(ready, context_of(prepared))
     log = prepared[0].get(f"runs/{ready.get_extension('runid')}/train.log").decode()
     assert "ENV its-own" in log and "SEEN \n" in log
 
@@ -263,11 +235,11 @@ def test_a_deployed_function_is_found_by_name(prepared, code: Path) -> None:
     manifest = deployed_manifest(prepared[2], "trainers")
     manifest.parent.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps({"directory": str(code)}))
-    out = train.handle(_ready(prepared, {"entrypoint": "sk:boosted", "code": "trainers", "n_estimators": 3}),
-                       _context(prepared))  # fmt: skip
+    out = train.handle(ready_of(prepared, {"entrypoint": "sk:boosted", "code": "trainers", "n_estimators": 3}),
+                       context_of(prepared))  # fmt: skip
     assert out.get_data()["lineage"]["code"]["origin"] == "function trainers"
     with pytest.raises(InvalidRequest, match="no function of that name is deployed"):
-        train.handle(_ready(prepared, {"entrypoint": "sk:boosted", "code": "nobody"}), _context(prepared))
+        train.handle(ready_of(prepared, {"entrypoint": "sk:boosted", "code": "nobody"}), context_of(prepared))
 
 
 def test_without_code_the_entrypoint_comes_from_the_installed_packages(
@@ -275,8 +247,8 @@ def test_without_code_the_entrypoint_comes_from_the_installed_packages(
 ) -> None:
     site = write_code(tmp_path / "site-packages", my_trainers=SKLEARN)  # importable by the interpreter, as installed
     monkeypatch.setenv("PYTHONPATH", str(site))
-    ready = _ready(prepared, {"entrypoint": "my_trainers:boosted", "n_estimators": 3})
-    data = train.handle(ready, _context(prepared)).get_data()
+    ready = ready_of(prepared, {"entrypoint": "my_trainers:boosted", "n_estimators": 3})
+    data = train.handle(ready, context_of(prepared)).get_data()
     assert data["status"] == "Succeeded" and data["lineage"]["code"]["origin"] == "installed packages"
 
 
@@ -297,7 +269,7 @@ def test_bad_entrypoint_options_are_refused_when_the_run_starts(train_options: d
 
 def test_a_relative_code_directory_is_refused_naming_the_fix(prepared) -> None:
     with pytest.raises(InvalidRequest, match="give a directory as an absolute path"):
-        train.handle(_ready(prepared, {"entrypoint": "m:f", "code": "./mine"}), _context(prepared))
+        train.handle(ready_of(prepared, {"entrypoint": "m:f", "code": "./mine"}), context_of(prepared))
 
 
 def test_the_context_can_be_used_by_hand_with_a_local_reporter() -> None:

@@ -136,3 +136,38 @@ def write_code(directory: Path, **modules: str) -> Path:
     for name, source in modules.items():
         (directory / f"{name}.py").write_text(textwrap.dedent(source))
     return directory
+
+
+#: a user's data-parallel training: DistributedDataParallel over the process group knflow's harness joined, each rank
+#: on its shard; prints its rank (the tests read train.log)
+DDP = """
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def fit(ctx):
+    print(f"RANK {ctx.rank} OF {ctx.world_size} GROUP {dist.is_initialized()} ON {ctx.device}", flush=True)
+    torch.manual_seed(ctx.seed)
+    width = 1
+    for size in ctx.input_shape:
+        width *= size
+    net = nn.Sequential(nn.Flatten(), nn.Linear(width, 48), nn.ReLU(), nn.Linear(48, ctx.num_classes))
+    model = nn.parallel.DistributedDataParallel(net) if ctx.world_size > 1 else net
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    x, y = torch.tensor(ctx.normalize(ctx.train.x)), torch.tensor(ctx.train.y)
+    x_val, y_val = torch.tensor(ctx.normalize(ctx.val.x)), torch.tensor(ctx.val.y)
+    for epoch in range(1, int(ctx.params.get("epochs", 3)) + 1):
+        model.train()
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(epoch))[ctx.rank :: ctx.world_size]
+        for batch in order.split(32):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            accuracy = (net(x_val).argmax(1) == y_val).float().mean().item()
+        if ctx.reporter.report(epoch, val_accuracy=accuracy):
+            break
+    return model
+"""

@@ -1,0 +1,5 @@
+"""``python -m bench.training``."""
+
+from bench.training.run import main
+
+main()
