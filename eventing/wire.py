@@ -126,7 +126,8 @@ def _structured(attributes: Any) -> CloudEvent | None:
         return None
     if any(not attributes.get(n) for n in REQUIRED) or attributes["specversion"] not in SUPPORTED_SPECVERSIONS:
         return None
-    if (attributes.get("datacontenttype") or "").split(";", 1)[0].strip().lower() not in _JSON_TYPES:
+    content_type = attributes.get("datacontenttype") or ""
+    if not isinstance(content_type, str) or content_type.split(";", 1)[0].strip().lower() not in _JSON_TYPES:
         return None
     data = attributes.pop("data", None)
     return _build(attributes, data, lambda: None)
