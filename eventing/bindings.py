@@ -232,7 +232,7 @@ def from_kafka(headers: KafkaHeaders, key: bytes | None, value: bytes) -> CloudE
         message = ce_kafka.KafkaMessage(decoded, None if redundant else key, value)
         try:
             return ce_kafka.from_binary(message, FORMAT, _build_factory)
-        except BaseCloudEventException as exc:
+        except (BaseCloudEventException, ValueError) as exc:  # ValueError: e.g. a key that is not UTF-8
             raise InvalidEvent(f"not a valid CloudEvent: {exc}") from None
     content_type = decoded.get("content-type", b"").decode()
     if content_type.startswith(STRUCTURED_CONTENT_TYPE) or not content_type:
