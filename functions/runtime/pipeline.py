@@ -31,6 +31,8 @@ KIND = "Pipeline"
 SETTINGS_ENV = "KNFLOW_STEP_SETTINGS"  # a step's settings, as JSON, in the environment of the function hosting it
 _LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 Label = Annotated[str, pydantic.Field(pattern=_LABEL, max_length=40)]
+# libyaml's safe loader when PyYAML has it: the pure-Python scanner takes seconds on a few thousand nested brackets
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _duration(value: Any) -> Any:
@@ -157,9 +159,11 @@ def parse_pipeline(raw: Any, where: str = "pipeline") -> PipelineSpec:
     """A checked spec from its YAML/JSON text or already-parsed mapping; ``InvalidRequest`` names the field."""
     if isinstance(raw, bytes | str):
         try:
-            raw = yaml.safe_load(raw)
+            raw = yaml.load(raw, Loader=_YAML_LOADER)  # a safe loader
         except yaml.YAMLError as exc:
             raise InvalidRequest(f"{where}: not valid YAML: {exc}"[:500]) from None
+        except RecursionError:  # PyYAML's parser recurses once per level of nesting
+            raise InvalidRequest(f"{where}: not a pipeline spec: nested too deeply") from None
     return parse(PipelineSpec, raw, where)
 
 
