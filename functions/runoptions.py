@@ -59,6 +59,18 @@ def parse_options(raw: dict[str, Any] | None, where: str) -> RunOptions:
         options = RunOptions(**raw)
     except TypeError as exc:
         raise InvalidRequest(f"{where}: bad run options ({exc})") from None
+    _check_types(options, where)
+    try:
+        check_task(options.task)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"{where}: {exc}") from None
+    options = dataclasses.replace(options, tuning=with_objective(options.tuning, options.task))
+    _check_sections(options, where)
+    return options
+
+
+def _check_types(options: RunOptions, where: str) -> None:
+    """Refuse options of the wrong JSON type before the sections are parsed."""
     for name in ("val_fraction", "test_fraction"):
         value = getattr(options, name)
         if not isinstance(value, int | float) or not 0 < value < 0.5:
@@ -67,13 +79,10 @@ def parse_options(raw: dict[str, Any] | None, where: str) -> RunOptions:
         raise InvalidRequest(f"{where}: label must be a column name")
     if not isinstance(options.categorical, list) or not all(isinstance(c, str) and c for c in options.categorical):
         raise InvalidRequest(f"{where}: categorical must be a list of column names, got {options.categorical!r}")
-    try:
-        check_task(options.task)
-    except InvalidRequest as exc:
-        raise InvalidRequest(f"{where}: {exc}") from None
-    options = dataclasses.replace(options, tuning=with_objective(options.tuning, options.task))
-    _check_sections(options, where)
-    return options
+    for name in ("train", "tuning", "deploy", "drift"):
+        value = getattr(options, name)
+        if not isinstance(value, dict) and not (name == "tuning" and value is None):
+            raise InvalidRequest(f"{where}: {name} must be a JSON object, got {type(value).__name__}")
 
 
 def with_objective(tuning: dict[str, Any] | None, task: str) -> dict[str, Any] | None:
@@ -95,6 +104,7 @@ def _check_sections(options: RunOptions, where: str) -> None:
     from functions.tuning.spec import parse_spec
     from functions.usertrain.options import parse_entrypoint, uses_entrypoint
 
+    section = "train"
     try:
         if uses_entrypoint(options.train):
             if options.task != "classification":
@@ -102,12 +112,17 @@ def _check_sections(options: RunOptions, where: str) -> None:
             parse_entrypoint(options.train, options.seed)  # the other keys are the user's code's parameters
         else:
             parse_params(options.train)
+        section = "tuning"
         if options.tuning:
             check_metric(parse_spec(options.tuning).objective.metric, options.task, "the tuning objective")
+        section = "deploy"
         parse_policy(options.deploy, options.task)
+        section = "drift"
         parse_drift(options.drift)
     except InvalidRequest as exc:
         raise InvalidRequest(f"{where}: {exc}") from None
+    except (AttributeError, TypeError, ValueError) as exc:  # a value of the wrong JSON type inside the section
+        raise InvalidRequest(f"{where}: bad {section} options ({type(exc).__name__}: {exc})") from None
 
 
 def run_key(runid: str) -> str:
