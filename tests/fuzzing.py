@@ -6,11 +6,16 @@ whether an example may still run; the count of inputs each fuzz target tried is 
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+from infra.errors import KnflowError
 
 TRIED: Counter[str] = Counter()
 
@@ -49,3 +54,81 @@ def fuzz(name: str, *, examples: int = 200, seconds: float = 20.0) -> tuple[sett
         ),
         Budget(name, seconds),
     )
+
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6)
+)
+#: JSON documents: scalars, lists and objects a few levels deep.
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@st.composite
+def mutated_bytes(draw: st.DrawFn, seed: bytes, most: int = 4) -> bytes:
+    """``seed`` with up to ``most`` byte-wise changes: a byte flipped, bytes inserted or removed, a cut, a repeat."""
+    data = bytearray(seed)
+    for _ in range(draw(st.integers(0, most))):
+        at = draw(st.integers(0, len(data)))
+        op = draw(st.sampled_from(["flip", "insert", "delete", "truncate", "repeat"]))
+        if op == "flip" and at < len(data):
+            data[at] = draw(st.integers(0, 255))
+        elif op == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=8))
+        elif op == "delete":
+            del data[at : at + draw(st.integers(1, 16))]
+        elif op == "truncate":
+            del data[at:]
+        elif op == "repeat":
+            data[at:at] = data[at : at + draw(st.integers(1, 32))]
+    return bytes(data)
+
+
+def refused_or_done(call: Callable[[], object], refusals: tuple[type[KnflowError], ...], seconds: float = 2.0) -> bool:
+    """Run ``call``: it returns, or raises one of knflow's ``refusals`` as a 4xx that is not retryable, within
+    ``seconds``; any other exception propagates and fails the test. Whether it returned."""
+    started = time.monotonic()
+    try:
+        call()
+        done = True
+    except refusals as exc:
+        assert 400 <= exc.status < 500 and not exc.retryable, f"bad input refused as {exc.status}: {exc}"
+        done = False
+    took = time.monotonic() - started
+    assert took < seconds, f"one input took {took:.1f} s"
+    return done
+
+
+@st.composite
+def mutated_tree(draw: st.DrawFn, tree: object, most: int = 3, junk: st.SearchStrategy | None = None) -> object:
+    """A deep copy of a JSON-like ``tree`` with up to ``most`` nodes replaced by ``junk`` (JSON values by default),
+    removed, or given an extra member."""
+    junk = json_values if junk is None else junk
+    out = copy.deepcopy(tree)
+    for _ in range(draw(st.integers(0, most))):
+        parent, key = None, None
+        node = out
+        while isinstance(node, dict | list) and node and draw(st.integers(0, 3)):
+            key = draw(st.sampled_from(sorted(node) if isinstance(node, dict) else range(len(node))))
+            parent, node = node, node[key]
+        op = draw(st.sampled_from(["replace", "remove", "add"]))
+        if parent is None:
+            if op == "replace":
+                out = draw(junk)
+            continue
+        if op == "replace":
+            parent[key] = draw(junk)
+        elif op == "remove":
+            del parent[key]
+        elif isinstance(node, dict):
+            node[draw(st.text(max_size=8))] = draw(junk)
+        elif isinstance(node, list):
+            node.append(draw(junk))
+    return out

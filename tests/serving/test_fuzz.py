@@ -28,25 +28,13 @@ from serving.protocol import V2_TO_NUMPY
 from serving.registry import ModelRegistry
 from serving.replica import ReplicaSpec, serve
 from tests.eventually import eventually_sync
-from tests.fuzzing import Budget, fuzz
+from tests.fuzzing import Budget, fuzz, json_values, scalars
 from tests.serving.helpers import children_of, identity_onnx, live_gateway, mlp_onnx
 from tests.serving.wires import HEADER, raw_bytes
 
 ROOT = Path(__file__).parents[2]
 DATATYPES = list(V2_TO_NUMPY)
 
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=6)
-)
-json_values = st.recursive(
-    scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
-    max_leaves=12,
-)
 shapes = st.lists(st.integers(0, 70) | st.sampled_from([-1, 2**62, 2**63]), max_size=4)
 
 
