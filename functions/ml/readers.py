@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +19,10 @@ from infra.errors import InvalidRequest
 
 IDX_IMAGES = "images-idx3-ubyte"
 IDX_LABELS = "labels-idx1-ubyte"
+# what NumPy and zipfile raise on damaged archives: NumPy parses each member's header as a Python literal
+# (SyntaxError, TokenError); zipfile refuses unknown compression (NotImplementedError) and encryption (RuntimeError)
+_NPZ_ERRORS = (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError, zlib.error, NotImplementedError)
+_NPZ_ERRORS += (RuntimeError, zipfile.BadZipFile)
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4")}
 
 
@@ -114,15 +120,18 @@ def _tabular(typed: dict[str, tuple[str, np.ndarray]], y: np.ndarray, label: str
 def read_npz(raw: bytes, name: str) -> RawData:
     """An ``.npz`` archive holding arrays ``x`` (features, rows first) and ``y`` (labels)."""
     try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
+        loaded = np.load(io.BytesIO(raw), allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
+            raise InvalidRequest(f"{name}: an NPZ archive is needed, this is a single NumPy array (.npy)")
+        with loaded as archive:
             keys = set(archive.files)
             if not {"x", "y"} <= keys:
                 raise InvalidRequest(f"{name}: an NPZ needs arrays 'x' and 'y', it holds {sorted(keys)}")
             x, y = archive["x"], archive["y"]
             if y.dtype.kind in "US":  # class names
                 y = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in y.tolist()], dtype=object)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise InvalidRequest(f"{name}: not a readable NPZ archive ({exc})") from None
+    except _NPZ_ERRORS as exc:
+        raise InvalidRequest(f"{name}: not a readable NPZ archive ({type(exc).__name__}: {exc})") from None
     kind = "image" if x.ndim == 3 else "tabular"
     names = tuple(f"f{i}" for i in range(x.shape[1])) if x.ndim == 2 else ()
     return RawData(x=x, y=y, kind=kind, feature_names=names)
@@ -156,7 +165,7 @@ def _parquet_column(column: Any, title: str, categorical: bool, name: str) -> tu
     if pa.types.is_dictionary(kind):
         column, kind = column.cast(kind.value_type), kind.value_type
     if pa.types.is_temporal(kind):
-        raise date_column(title, str(column[0]), name)
+        raise date_column(title, str(column[0]) if len(column) else "", name)
     if _numeric_type(kind) and not categorical:
         return NUMERIC, column.cast(pa.float64()).to_numpy(zero_copy_only=False)
     if _numeric_type(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind):
@@ -190,7 +199,7 @@ def read_idx(raw: bytes, name: str) -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise InvalidRequest(f"{name}: corrupt gzip stream ({exc})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise InvalidRequest(f"{name}: not an IDX file (bad magic number)")
