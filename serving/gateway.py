@@ -344,7 +344,8 @@ async def _serve() -> None:
     gateway = Gateway(settings, open_store(settings.artifacts))
     await gateway.start()
     stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # SIGINT too: a child started in the background inherits it ignored
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:
