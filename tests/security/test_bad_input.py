@@ -29,8 +29,8 @@ from tests.unguarded import UNGUARDED
 SECRET = "s3cret"
 
 
-def broker_settings(data: Path):  # type: ignore[no-untyped-def]
-    env = {"KNFLOW_DATA_DIR": str(data), "KNFLOW_EVENTING_WEBHOOK_SECRET": SECRET, **UNGUARDED}
+def broker_settings(data: Path, **more: str):  # type: ignore[no-untyped-def]
+    env = {"KNFLOW_DATA_DIR": str(data), "KNFLOW_EVENTING_WEBHOOK_SECRET": SECRET, **UNGUARDED, **more}
     return with_lifecycle(load_settings(env, config_file=None))
 
 
@@ -122,6 +122,23 @@ async def test_malformed_or_oversized_minio_notifications_are_400(broker, mutate
         url = f"http://127.0.0.1:{broker.port}/sources/minio"
         async with http.post(url, data=_notification(mutate)) as r:
             assert r.status == 400, await r.text()
+
+
+async def test_notifications_start_at_most_the_runs_a_minute_each_data_set_is_allowed(tmp_path: Path) -> None:
+    settings = broker_settings(tmp_path, KNFLOW_SECURITY_RUNS_PER_MINUTE="3")
+    async with BrokerServer(settings, [], port=0) as server, ClientSession() as http:
+        url = f"http://127.0.0.1:{server.port}/sources/minio"
+
+        async def notify(key: str) -> tuple[int, str, str | None]:
+            body = orjson.dumps(minio_notification("knflow", key, etag=key))
+            async with http.post(url, data=body) as r:
+                return r.status, await r.text(), r.headers.get("Retry-After")
+
+        for i in range(3):
+            assert (await notify(f"raw/digits/d{i}.csv"))[0] == 202
+        status, text, retry = await notify("raw/digits/d3.csv")
+        assert (status, retry) == (429, "60") and "runs_per_minute" in text
+        assert (await notify("raw/iris/i0.csv"))[0] == 202  # another data set has its own minute
 
 
 @pytest.mark.parametrize(
