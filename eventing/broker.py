@@ -32,12 +32,14 @@ import aiohttp
 import orjson
 from aiohttp import web
 from cloudevents.core.v1.event import CloudEvent
+from prometheus_client.core import Metric
 
 from eventing.bindings import BATCH_CONTENT_TYPE, to_json
 from eventing.delivery import Deliverer
 from eventing.dispatcher import Dispatcher
 from eventing.eventlog import EventLog, open_event_log
 from eventing.ingress import IngressServer
+from eventing.metrics import BrokerMetrics
 from eventing.registry import TriggerFile, state_dir
 from eventing.triggers import Trigger
 from eventing.wire import from_batch, from_http
@@ -45,6 +47,7 @@ from infra.aio import run
 from infra.auth import own_credentials
 from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
 from infra.guard import access, guard_for, server_middlewares
+from infra.metrics import metrics_handler, registry_of
 from infra.outbound import Outbound
 from infra.settings import Settings
 
@@ -75,6 +78,8 @@ class BrokerServer:
         self._runner: web.AppRunner | None = None
         self._ingress_server: IngressServer | None = None
         self._session: aiohttp.ClientSession | None = None
+        self.metrics = BrokerMetrics()
+        self.metrics_registry = registry_of(self._metric_families)
         self.url = ""
 
     @property
@@ -97,7 +102,11 @@ class BrokerServer:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=512)
         self._session = aiohttp.ClientSession(connector=connector)
         self.deliverer = Deliverer(
-            self._session, self.publish, self.settings.eventing.delivery_timeout_s, own_credentials(self.settings)
+            self._session,
+            self.publish,
+            self.settings.eventing.delivery_timeout_s,
+            own_credentials(self.settings),
+            self.metrics,
         )
         persisted = self.trigger_file.load()
         for trigger in self._initial:
@@ -159,7 +168,16 @@ class BrokerServer:
     # -- the broker's operations ----------------------------------------------
     async def publish(self, event: CloudEvent) -> None:
         """Put an event into the broker (durable when this returns)."""
-        await self.log.append([event])
+        await self.append([event])
+
+    async def append(self, events: list[CloudEvent]) -> None:
+        """Store events in the log (durable when this returns) and count them."""
+        await self.log.append(events)
+        self.metrics.accept(events)
+
+    def _metric_families(self) -> list[Metric]:
+        lags = {name: d.consumer.lag() for name, d in self._dispatchers.items()}
+        return self.metrics.families(lags, self._dispatchers)
 
     async def set_trigger(self, trigger: Trigger, ready_timeout: float = 0.0) -> bool:
         """Add or replace a trigger at runtime (persisted); putting the same trigger again changes nothing.
@@ -205,12 +223,13 @@ class BrokerServer:
             web.put("/triggers/{name}", self._put_trigger),
             web.delete("/triggers/{name}", self._delete_trigger),
             web.get("/events", self._events),
+            web.get("/metrics", metrics_handler(self.metrics_registry, "viewer")),
         ]
 
     async def _accept(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
         """The fast ingress path (``eventing.ingress``): status and JSON body for one POSTed event."""
         try:
-            await self.log.append(events_of(headers, body))
+            await self.append(events_of(headers, body))
         except KnflowError as exc:
             return exc.status, orjson.dumps({"error": str(exc)})
         return 202, b""
@@ -219,7 +238,7 @@ class BrokerServer:
     async def _ingress(self, request: web.Request) -> web.Response:
         try:
             body = await read_body(request, self.settings.eventing.max_event_bytes)
-            await self.log.append(events_of(request.headers, body))
+            await self.append(events_of(request.headers, body))
         except KnflowError as exc:
             return error_response(exc)
         return web.Response(status=202)

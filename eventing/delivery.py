@@ -26,6 +26,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import STEP_FAILED, InvalidEvent, describe, new_event
 from eventing.http1 import Http1Pool
+from eventing.metrics import BrokerMetrics
 from eventing.triggers import DeliverySpec, Trigger
 from eventing.wire import from_http, to_http_binary
 
@@ -80,8 +81,10 @@ class Deliverer:
         publish: Publish,
         default_timeout: float = 30.0,
         credentials: Callable[[str], dict[str, str]] | None = None,
+        metrics: BrokerMetrics | None = None,
     ):
         self.session, self.publish, self.default_timeout = session, publish, default_timeout
+        self.metrics = metrics or BrokerMetrics()
         self.credentials = credentials or (lambda url: {})  # the platform's token, for its own subscribers only
         self.pool = Http1Pool()  # plain http:// deliveries; aiohttp (``session``) for the rest
 
@@ -90,7 +93,9 @@ class Deliverer:
         spec = trigger.delivery or NO_RETRIES
         headers, body = to_http_binary(event)
         headers |= self.credentials(trigger.subscriber)
+        began = time.monotonic()
         result, attempts = await self._send(trigger.subscriber, headers, body, spec)
+        self.metrics.delivery(trigger.name, result.ok, attempts, time.monotonic() - began)
         if result.ok:
             if result.reply is not None:
                 await self.publish(result.reply)

@@ -49,6 +49,10 @@ class Consumer(Protocol):
         """Mark a record delivered (or dead-lettered); its offset is committed once all before it are."""
         ...
 
+    def lag(self) -> int:
+        """Events in the log this group has not acked yet (as of its last read on Kafka); 0 before it is pinned."""
+        ...
+
     async def close(self) -> None:
         """Commit what is done and stop reading."""
         ...

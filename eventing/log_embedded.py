@@ -147,12 +147,14 @@ class EmbeddedEventLog:
         self._rconn: sqlite3.Connection | None = None
         self._retention_task: asyncio.Task | None = None
         self._tail: list[tuple[int, str | None, CloudEvent]] = []  # recent appends, so readers skip SQL + parsing
+        self.end = 0  # the offset of the last event appended
 
     async def start(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         conn = _connect(self.path / "events.db")
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new database: lets retention shrink it
         conn.executescript(SCHEMA)
+        self.end = conn.execute("SELECT COALESCE(MAX(offset), 0) FROM events").fetchone()[0]
         self._rconn = _connect(self.path / "events.db")
         loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
@@ -163,8 +165,9 @@ class EmbeddedEventLog:
     def _committed(self, batch: list, results: list) -> None:
         """On the loop, in commit order: extend the tail cache, resolve the writers' futures, wake readers."""
         for result in results:
-            if isinstance(result, _Appended):
+            if isinstance(result, _Appended) and result:
                 self._tail.extend(result)
+                self.end = max(self.end, result[-1][0])
         if len(self._tail) > 2 * TAIL_CACHE:
             del self._tail[:TAIL_CACHE]
         for (_, fut), result in zip(batch, results, strict=True):
@@ -347,6 +350,11 @@ class EmbeddedConsumer:
     def ack(self, record: Record) -> None:
         self._done.add(record.position[1])
         self._advance()
+
+    def lag(self) -> int:
+        if self._position is None:
+            return 0
+        return max(0, self.log.end - self._watermark - len(self._done) - len(self._preacked))
 
     def _advance(self) -> None:
         while self._inflight and self._inflight[0] in self._done:

@@ -186,6 +186,7 @@ class KafkaGroupConsumer(ConsumerRebalanceListener):
         self._inflight: dict[int, deque[int]] = {}
         self._done: dict[int, set[int]] = {}
         self._committable: dict[int, int] = {}
+        self._next: dict[int, int] = {}  # per partition: the offset after the last record fetched
         self._flush: asyncio.TimerHandle | None = None
         self._committing: asyncio.Task | None = None
 
@@ -246,6 +247,7 @@ class KafkaGroupConsumer(ConsumerRebalanceListener):
             await self._commit_now()
         for tp in revoked:
             self._inflight.pop(tp.partition, None)
+            self._next.pop(tp.partition, None)
             self._done.pop(tp.partition, None)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
@@ -259,6 +261,8 @@ class KafkaGroupConsumer(ConsumerRebalanceListener):
         out = []
         for tp, messages in batches.items():
             inflight = self._inflight.setdefault(tp.partition, deque())
+            if messages:
+                self._next[tp.partition] = messages[-1].offset + 1
             for message in messages:
                 inflight.append(message.offset)
                 record = self._record(message)
@@ -290,6 +294,18 @@ class KafkaGroupConsumer(ConsumerRebalanceListener):
             self._committable[partition] = inflight.popleft() + 1
         if self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(COMMIT_DELAY_S, self._schedule_commit)
+
+    def lag(self) -> int:
+        consumer = self._consumer
+        if consumer is None:
+            return 0
+        behind = 0
+        for tp in consumer.assignment():
+            end, fetched = consumer.highwater(tp), self._next.get(tp.partition)
+            if end is not None and fetched is not None:  # the end as of the last fetch response
+                behind += max(0, end - fetched)
+            behind += len(self._inflight.get(tp.partition, ())) - len(self._done.get(tp.partition, ()))
+        return behind
 
     def _schedule_commit(self) -> None:
         self._flush = None

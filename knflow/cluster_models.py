@@ -48,7 +48,7 @@ def model_template(ns: str, image: str, env: list[dict[str, Any]], gpu: dict[str
         name=f"{SERVICE_PREFIX}template", namespace=ns, image=image, env=(*SERVER_ENV, *env),
         command=("python", "-m", "serving.gateway"), labels=labels | COMPONENT_LABELS, min_scale=0, max_scale=10,
         target=8, container_concurrency=0, timeout_seconds=300, readiness_path="/v2/health/ready",
-        liveness_path="/v2/health/live", port=PORT, **gpu,
+        liveness_path="/v2/health/live", port=PORT, metrics_path="/metrics", **gpu,
     )  # fmt: skip
     template = knative.knative_service(spec)
     knative.validate([model_service(template, "example", 1)])  # what the deploy step will send, checked now

@@ -229,7 +229,8 @@ def function_services(
         out.append(_service(
             func, ns, inst.image or image, name=function_service_name(inst.name), env=tuple(own + env),
             command=("python", "-m", "functions.runtime.host"), labels=labels, service_account=account,
-            target=concurrency, container_concurrency=concurrency, timeout_seconds=timeouts.get(inst.name, 120), **gpu,
+            target=concurrency, container_concurrency=concurrency, timeout_seconds=timeouts.get(inst.name, 120),
+            metrics_path="/metrics", **gpu,
         ))  # fmt: skip
     return out
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from infra.errors import KnflowError, Unavailable
 from serving import dataplane
 from serving.autoscaler import Kpa, ScalePolicy
+from serving.metrics import Metrics
 from serving.registry import ModelCard
 from serving.replica import ReplicaSpec
 from serving.replicas import NotStarted, ReplicaClient, Zygote
@@ -38,6 +39,7 @@ class RevisionPool:
         policy: ScalePolicy,
         queue_limit: int,
         activation_timeout_s: float,
+        metrics: Metrics | None = None,
     ):
         self.revision = revision
         self.zygote = zygote
@@ -46,6 +48,7 @@ class RevisionPool:
         self.kpa = Kpa(policy)
         self.queue_limit = queue_limit
         self.activation_timeout_s = activation_timeout_s
+        self.metrics = metrics or Metrics()
         self.replicas: list[ReplicaClient] = []
         self.starting = 0
         self.waiting = 0
@@ -94,6 +97,7 @@ class RevisionPool:
             if self.starting == 0:
                 self.scale_to(1)
             self.waiting += 1
+            began = time.monotonic()
             try:
                 await asyncio.wait_for(self.ready.wait(), self.activation_timeout_s)
             except TimeoutError:
@@ -102,6 +106,7 @@ class RevisionPool:
                 ) from None
             finally:
                 self.waiting -= 1
+                self.metrics.queued(self.revision.id, time.monotonic() - began)
             if not self.replicas and self.failure is not None:
                 raise Unavailable(f"revision {self.revision.id} cannot start: {self.failure.message}")
 
@@ -157,6 +162,7 @@ class RevisionPool:
         self.failure = None
         self.replicas.append(client)
         self.cold_starts.append(time.monotonic() - began)
+        self.metrics.cold_start(self.revision.id)
         log.info(
             "revision %s: replica pid %d ready in %.1f ms", self.revision.id, client.pid, self.cold_starts[-1] * 1e3
         )

@@ -18,15 +18,17 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client.core import Metric
 
 from infra.aio import run
 from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
 from infra.guard import access, server_middlewares
 from infra.http import json_response
+from infra.metrics import metrics_handler, registry_of
 from infra.settings import Settings
 from infra.store import ArtifactStore
 from serving import binary, dataplane
@@ -65,6 +67,7 @@ class Gateway:
         self.cards: dict[str, tuple[ModelCard, Path]] = {}
         self.router = Router()
         self.metrics = Metrics()
+        self.metrics_registry = registry_of(self._metric_families)
         self.zygote = Zygote()
         self.cache_dir = settings.data_dir / "serving-cache"
         self.socket_dir = Path(tempfile.mkdtemp(prefix="knflow-sock-"))
@@ -101,7 +104,8 @@ class Gateway:
             r.add_get(base, self.model_metadata)
             r.add_get(base + "/ready", self.model_ready)
             r.add_post(base + "/infer", self.infer)
-        r.add_get("/metrics", self.metrics_text)
+        # "inference": open where inference is (loopback, a model's pod read through the API server), else a token
+        r.add_get("/metrics", metrics_handler(self.metrics_registry, "inference"))
         if self.pinned is None:
             control.add_routes(app, self)
         return app
@@ -159,6 +163,7 @@ class Gateway:
                 policy=self.policy,
                 queue_limit=self.settings.serving.queue_limit,
                 activation_timeout_s=self.settings.serving.activation_timeout_s,
+                metrics=self.metrics,
             )
             self.pools[revision.id] = pool
         return pool
@@ -306,8 +311,8 @@ class Gateway:
         await self.fetch(revision)  # a model that cannot be fetched and verified is not ready
         return json_response({"name": revision.model, "version": str(revision.version), "ready": True})
 
-    @access("inference")
-    async def metrics_text(self, request: web.Request) -> web.Response:
+    def _metric_families(self) -> Iterable[Metric]:
+        """What ``/metrics`` shows: the gateway's counters, its pools' gauges and the inference logger's."""
         gauges: dict[str, dict[str, float]] = {"replicas": {}, "inflight": {}, "queued": {}, "cold_start_seconds": {}}
         for rid, pool in self.pools.items():
             if pool.cold_starts:
@@ -315,8 +320,8 @@ class Gateway:
             gauges["replicas"][rid] = len(pool.replicas)
             gauges["inflight"][rid] = pool.inflight
             gauges["queued"][rid] = pool.waiting
-        text = self.metrics.render(gauges) + self.inference_log.metrics_text()
-        return web.Response(text=text, content_type="text/plain")
+        yield from self.metrics.families(gauges)
+        yield from self.inference_log.families()
 
 
 def pinned_revision(settings: Settings) -> Revision | None:

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from prometheus_client.core import Metric
 
 from eventing.bindings import BATCH_CONTENT_TYPE
 from eventing.http1 import Http1Pool
+from infra.metrics import Tally, gauge, registry_of, render
 from serving.logevents import (
     ENVELOPE_BYTES,
     Message,
@@ -237,19 +239,20 @@ class InferenceLogger:
             self.dropped[(revision, why)] += n
 
     # -- metrics ------------------------------------------------------------------------
+    def families(self) -> list[Metric]:
+        """The logger's counters and queue depth, as the gateway's ``/metrics`` shows them."""
+        published = Tally("knflow_inference_log_published_total", "inference events the broker took", ("revision",))
+        dropped = Tally("knflow_inference_log_dropped_total", "inference events dropped", ("revision", "reason"))
+        encode = Tally("knflow_inference_log_encode_seconds_total", "CPU seconds encoding inference events", ())
+        for revision, n in self.published.items():
+            published.inc(revision, amount=n)
+        for (revision, why), n in self.dropped.items():
+            dropped.inc(revision, why, amount=n)
+        encode.inc(amount=self.encode_s)
+        waiting = {(): len(self._queue)}
+        queued = gauge("knflow_inference_log_queued", "inference events waiting to be published", (), waiting)
+        return [published.family(), dropped.family(), encode.family(), queued]
+
     def metrics_text(self) -> str:
-        """The logger's counters and queue depth in Prometheus text format."""
-        out = ["# TYPE knflow_inference_log_published_total counter"]
-        out += [
-            f'knflow_inference_log_published_total{{revision="{r}"}} {n}' for r, n in sorted(self.published.items())
-        ]
-        out.append("# TYPE knflow_inference_log_dropped_total counter")
-        out += [
-            f'knflow_inference_log_dropped_total{{revision="{r}",reason="{why}"}} {n}'
-            for (r, why), n in sorted(self.dropped.items())
-        ]
-        out.append("# TYPE knflow_inference_log_encode_seconds_total counter")
-        out.append(f"knflow_inference_log_encode_seconds_total {self.encode_s:.6f}")
-        out.append("# TYPE knflow_inference_log_queued gauge")
-        out.append(f"knflow_inference_log_queued {len(self._queue)}")
-        return "\n".join(out) + "\n"
+        """The logger's metrics in Prometheus text format."""
+        return render(registry_of(self.families)).decode()

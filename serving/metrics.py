@@ -1,68 +1,73 @@
-"""Gateway metrics in Prometheus text format: requests, errors, latency, replicas, scale/rollout decisions."""
+"""Gateway metrics: requests, errors, latency, queue time, cold starts, replicas, scale and rollout decisions.
+
+The hot path adds to plain dicts (``infra.metrics``); prometheus_client renders them when ``/metrics`` is read.
+The names and labels are what model servers' readers (``serving.knserving``) and the dashboard's charts expect.
+"""
 
 from __future__ import annotations
 
-import bisect
-from collections import defaultdict
+from collections.abc import Iterable, Mapping
 
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
+
+from infra.metrics import BUCKETS, Tally, Timing, gauge, registry_of, render
+
+__all__ = ["BUCKETS", "Metrics"]
+
+#: The gauges the gateway reads from its pools at scrape time, with their help text.
+GAUGES = {
+    "replicas": "replicas running",
+    "inflight": "requests in flight",
+    "queued": "requests waiting for a replica",
+    "cold_start_seconds": "seconds the last replica took from scale-up to ready",
+}
 
 
 class Metrics:
-    """Counters, gauges and one latency histogram, labelled by revision."""
+    """Counters, gauges and histograms labelled by revision (rollout decisions by model)."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, int], int] = defaultdict(int)
-        self.latency: dict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
-        self.latency_sum: dict[str, float] = defaultdict(float)
-        self.decisions: dict[tuple[str, str], int] = defaultdict(int)
-        self.rollouts: dict[tuple[str, str], int] = defaultdict(int)
+        self.requests = Tally("knflow_requests_total", "inference requests answered", ("revision", "code"))
+        self.latency = Timing("knflow_request_duration_seconds", "time to answer an inference", ("revision",))
+        self.queue = Timing("knflow_queue_seconds", "time a request waited for a replica to start", ("revision",))
+        self.cold_starts = Tally("knflow_cold_starts_total", "replicas started (scale from zero or up)", ("revision",))
+        self.decisions = Tally("knflow_scale_decisions_total", "autoscaler decisions", ("revision", "direction"))
+        self.rollouts = Tally("knflow_rollout_decisions_total", "canary verdicts", ("model", "decision"))
 
     def observe(self, revision: str, status: int, seconds: float) -> None:
-        self.requests[(revision, status)] += 1
-        self.latency[revision][bisect.bisect_left(BUCKETS, seconds)] += 1
-        self.latency_sum[revision] += seconds
+        self.requests.values[(revision, status)] += 1  # the hot path: no call through Tally.inc
+        self.latency.observe(seconds, revision)
+
+    def queued(self, revision: str, seconds: float) -> None:
+        """A request waited ``seconds`` for a replica (it found none ready)."""
+        self.queue.observe(seconds, revision)
+
+    def cold_start(self, revision: str) -> None:
+        self.cold_starts.inc(revision)
 
     def decision(self, revision: str, direction: str) -> None:
-        self.decisions[(revision, direction)] += 1
+        self.decisions.inc(revision, direction)
 
     def rollout(self, model: str, verdict: str) -> None:
-        self.rollouts[(model, verdict)] += 1
+        self.rollouts.inc(model, verdict)
 
     def counts(self, revision: str) -> tuple[int, int]:
         """(requests, errors) of one revision; errors are 5xx answers."""
-        total = sum(n for (r, _), n in self.requests.items() if r == revision)
-        errors = sum(n for (r, s), n in self.requests.items() if r == revision and s >= 500)
-        return total, errors
+        mine = [(code, n) for (r, code), n in self.requests.values.items() if r == revision]
+        return int(sum(n for _, n in mine)), int(sum(n for code, n in mine if code >= 500))
 
-    def render(self, gauges: dict[str, dict[str, float]]) -> str:
-        """The exposition text; ``gauges`` maps a gauge name to its value per revision."""
-        out = ["# TYPE knflow_requests_total counter"]
-        out += [
-            f'knflow_requests_total{{revision="{r}",code="{s}"}} {n}' for (r, s), n in sorted(self.requests.items())
-        ]
-        out.append("# TYPE knflow_errors_total counter")
-        for rev in sorted({r for r, _ in self.requests}):
-            out.append(f'knflow_errors_total{{revision="{rev}"}} {self.counts(rev)[1]}')
-        out.append("# TYPE knflow_request_duration_seconds histogram")
-        for rev, counts in sorted(self.latency.items()):
-            running = 0
-            for bound, n in zip((*BUCKETS, "+Inf"), counts, strict=True):
-                running += n
-                out.append(f'knflow_request_duration_seconds_bucket{{revision="{rev}",le="{bound}"}} {running}')
-            out.append(f'knflow_request_duration_seconds_sum{{revision="{rev}"}} {self.latency_sum[rev]:.6f}')
-            out.append(f'knflow_request_duration_seconds_count{{revision="{rev}"}} {running}')
-        out.append("# TYPE knflow_scale_decisions_total counter")
-        out += [
-            f'knflow_scale_decisions_total{{revision="{r}",direction="{d}"}} {n}'
-            for (r, d), n in sorted(self.decisions.items())
-        ]
-        out.append("# TYPE knflow_rollout_decisions_total counter")
-        out += [
-            f'knflow_rollout_decisions_total{{model="{m}",decision="{d}"}} {n}'
-            for (m, d), n in sorted(self.rollouts.items())
-        ]
+    def families(self, gauges: Mapping[str, Mapping[str, float]]) -> Iterable[Metric]:
+        """Every family; ``gauges`` maps a gauge name (``GAUGES``) to its value per revision."""
+        errors = Tally("knflow_errors_total", "inference requests answered with a 5xx", ("revision",))
+        for revision in sorted({r for r, _ in self.requests.values}):
+            errors.inc(revision, amount=self.counts(revision)[1])
+        yield from (self.requests.family(), errors.family(), self.latency.family(), self.queue.family())
+        yield from (self.cold_starts.family(), self.decisions.family(), self.rollouts.family())
         for name, values in gauges.items():
-            out.append(f"# TYPE knflow_{name} gauge")
-            out += [f'knflow_{name}{{revision="{r}"}} {v}' for r, v in sorted(values.items())]
-        return "\n".join(out) + "\n"
+            yield gauge(f"knflow_{name}", GAUGES.get(name, name), ("revision",), {(r,): v for r, v in values.items()})
+
+    def render(self, gauges: Mapping[str, Mapping[str, float]]) -> str:
+        """The exposition text of these metrics alone (the gateway's ``/metrics`` adds the inference logger's)."""
+        registry: CollectorRegistry = registry_of(lambda: self.families(gauges))
+        return render(registry).decode()

@@ -343,3 +343,18 @@ def test_manifests_command_renders_a_pipeline_file_with_a_function_directory(tmp
         if d and d["kind"] == "Service"
     }
     assert images["knflow-validate"] == "registry.example/validate:1"
+
+
+SCRAPE = {"prometheus.io/scrape": "true", "prometheus.io/port": "8080", "prometheus.io/path": "/metrics"}
+
+
+def test_function_and_model_pods_are_annotated_for_prometheus_scraping() -> None:
+    resources = render(FUNC_YAML)
+    services = {s["metadata"]["name"]: s for s in _by_kind(resources)["Service"]}
+    for function in [*FUNCTIONS, "deadletter", "canary"]:
+        annotations = services[function_service_name(function)]["spec"]["template"]["metadata"]["annotations"]
+        assert {k: annotations.get(k) for k in SCRAPE} == SCRAPE
+    digits = model_service(_model_template(resources), "digits", 3)
+    annotations = digits["spec"]["template"]["metadata"]["annotations"]
+    assert {k: annotations.get(k) for k in SCRAPE} == SCRAPE  # the one-model server's /metrics on its port
+    assert _container(digits)["ports"] == [{"containerPort": 8080}]

@@ -1,8 +1,8 @@
 """The function host: one aiohttp server that feeds CloudEvents to one function, as a Knative pod does.
 
-Request in: a CloudEvent over HTTP (binary or structured) on any path except ``/health/liveness``
-and ``/health/readiness``. Answer: the reply event in binary mode (200), 204 when the function
-returns none, 400 for a request that is not a CloudEvent, 413 above
+Request in: a CloudEvent over HTTP (binary or structured) on any path except ``/health/liveness``,
+``/health/readiness`` and ``GET /metrics`` (Prometheus: invocations, durations, cold starts). Answer: the reply
+event in binary mode (200), 204 when the function returns none, 400 for a request that is not a CloudEvent, 413 above
 ``settings.functions.max_request_bytes``, 429 beyond ``settings.functions.concurrency`` events in
 flight, 503 while draining, and when the handler raises: a ``KnflowError``'s own status (a 4xx
 tells delivery not to retry), else 500; the body is then a ``dev.knflow.function.error`` event.
@@ -22,12 +22,14 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 from cloudevents.core.v1.event import CloudEvent
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from eventing.bindings import to_http_binary
 from eventing.events import RUNID, new_event
@@ -36,10 +38,12 @@ from eventing.wire import to_http_binary as encode
 from functions.runtime.asgi import AsgiFunction, as_reply, make_scope
 from functions.runtime.context import SCOPE_KEY, Context, Runtime
 from functions.runtime.loader import load_function
+from functions.runtime.metrics import FunctionMetrics
 from functions.runtime.pipeline import SETTINGS_ENV
 from infra.aio import run
 from infra.errors import ConfigError, KnflowError, PayloadTooLarge
 from infra.logs import bound_runid, configure_logging
+from infra.metrics import registry_of, render
 from infra.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,7 @@ log = logging.getLogger(__name__)
 FUNCTION_ERROR = "dev.knflow.function.error"
 _JSON = {"content-type": "application/json"}
 _HEALTH = ("/health/liveness", "/health/readiness")
+METRICS = "/metrics"
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -69,6 +74,8 @@ class FunctionHost:
         self.source = f"/knflow/functions/{function.name}"
         self._runner: web.ServerRunner | None = None
         self._stopped = asyncio.Event()
+        self.metrics = FunctionMetrics()
+        self.metrics_registry = registry_of(lambda: self.metrics.families({function.name: 1}))
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -76,6 +83,7 @@ class FunctionHost:
         """Run the function's ``start`` hook, then listen; returns the bound addresses."""
         self.runtime.loop = asyncio.get_running_loop()
         await self.function.start(self.runtime, self.environ)
+        self.metrics.cold_start(self.function.name)  # this process is one
         server = web.Server(self._dispatch, access_log=None)
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=drain_timeout)
         await self._runner.setup()
@@ -113,15 +121,22 @@ class FunctionHost:
         path = request.path
         if path in _HEALTH and request.method in ("GET", "HEAD"):
             return self._health(path)
+        if path == METRICS and request.method == "GET":  # open like the host's event path: Knative's pod port
+            return web.Response(body=render(self.metrics_registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
         if self.draining:
             return _error(503, "function is shutting down", {"Connection": "close", "Retry-After": "1"})
         if self.inflight >= self.limit:
             return _error(429, f"more than {self.limit} events in flight", {"Retry-After": "1"})
         self.inflight += 1
+        began = time.monotonic()
+        status = 500
         try:
-            return await self._handle_event(request)
+            response = await self._handle_event(request)
+            status = response.status
+            return response
         finally:
             self.inflight -= 1
+            self.metrics.invoked(self.function.name, status, time.monotonic() - began)
 
     def _health(self, path: str) -> web.Response:
         if path == "/health/readiness":

@@ -26,6 +26,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -35,12 +36,14 @@ from aiohttp import web
 from functions.runtime.instances import Instance, check_name, instances_path, load_instances, save_instances
 from functions.runtime.interpreter import Interpreter
 from functions.runtime.loader import KNOWN_FUNCTIONS
+from functions.runtime.metrics import FunctionMetrics
 from functions.runtime.worker import Worker, WorkerGone, request_headers
 from functions.runtime.zygote import Template
 from infra.aio import run
 from infra.errors import Conflict, InvalidRequest, KnflowError, NotFound, Unavailable
 from infra.guard import access, server_middlewares
 from infra.logs import configure_logging
+from infra.metrics import metrics_handler, registry_of
 from infra.settings import Settings, load_settings
 from infra.validation import parse
 
@@ -73,12 +76,16 @@ class Runner:
         self._socket_dir = Path(tempfile.mkdtemp(prefix="knflow-fn-"))
         self.template = Template(settings, self._on_notice)
         self._serial = itertools.count(1)
+        self.metrics = FunctionMetrics()
         self._by_key: dict[str, Worker] = {}  # every worker not yet dropped, by the key its notices carry
         self.workers = {n: self._worker(n, Instance(target=m)) for n, m in self.functions.items()}
         self.instances_path = instances_path(settings.data_dir)
         self.instances = load_instances(self.instances_path)
         self.workers |= {n: self._worker(n, inst) for n, inst in self.instances.items()}
         self._admin_lock = asyncio.Lock()
+        self.metrics_registry = registry_of(
+            lambda: self.metrics.families({n: int(w.state == "running") for n, w in self.workers.items()})
+        )
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -91,6 +98,7 @@ class Runner:
         app.router.add_delete("/admin/functions/{name}", self._unhost)
         app.router.add_get("/health/liveness", self._health)
         app.router.add_get("/health/readiness", self._health)
+        app.router.add_get("/metrics", metrics_handler(self.metrics_registry, "viewer"))  # before /{name} takes it
         app.router.add_route("*", "/functions/{name}", self._deliver)
         app.router.add_route("*", "/{name}", self._deliver)
         return app
@@ -125,6 +133,7 @@ class Runner:
         )
         key = f"{name}-{next(self._serial)}"
         worker = Worker(name, instance, self.settings, launcher, self._socket_dir, self.sink, key=key)
+        worker.on_start = self.metrics.cold_start
         self._by_key[key] = worker
         return worker
 
@@ -215,6 +224,14 @@ class Runner:
 
     @access("ingress")
     async def _deliver(self, request: web.Request) -> web.Response:
+        began = time.monotonic()
+        response = await self._invoke(request)
+        name = request.match_info["name"]
+        if name in self.workers:  # unknown names are not counted: they would let callers make up label values
+            self.metrics.invoked(name, response.status, time.monotonic() - began)
+        return response
+
+    async def _invoke(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         worker = self.workers.get(name)
         try:

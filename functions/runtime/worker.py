@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -83,6 +83,7 @@ class Worker:
         self.started: float | None = None
         self.last_event: float | None = None
         self.restarts = 0
+        self.on_start: Callable[[str], None] = lambda name: None  # told the name at each process start (metrics)
         self.error: str | None = None
         self.inflight = 0
         self._last_active = time.monotonic()
@@ -137,6 +138,7 @@ class Worker:
             self.state, self.error, self.pid = "failed", error, None
             raise WorkerFailed(f"function {self.name} failed to start: {error}")
         self.state, self.error = "running", None
+        self.on_start(self.name)
         self.started = time.time()
         self._last_active = time.monotonic()
         connector = aiohttp.UnixConnector(self.socket_path, limit=0)

@@ -36,6 +36,7 @@ from infra.auth import auth_headers
 from infra.errors import KnflowError, NotFound, Unavailable
 from infra.guard import access, guard_for, server_middlewares
 from infra.http import json_response
+from infra.metrics import RequestMetrics, metrics_handler, registry_of
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
 from knflow import __version__
@@ -83,6 +84,8 @@ class Dashboard:
         self.control = PipelineControl(settings, store)
         self.guard = guard_for(settings)
         self._views: dict[str, tuple[float, runs.PipelineView]] = {}
+        self.requests = RequestMetrics("knflow_api")
+        self.metrics_registry = registry_of(self.requests.families)
 
     async def start(self) -> Dashboard:
         timeout = aiohttp.ClientTimeout(total=BACKEND_TIMEOUT_S)
@@ -112,7 +115,7 @@ class Dashboard:
         await self.stop()
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=server_middlewares(self.settings, "/api/"))
+        app = web.Application(middlewares=[self.requests.middleware(), *server_middlewares(self.settings, "/api/")])
         login.add_routes(app, self.guard.tokens)
         app.add_routes(
             [
@@ -127,6 +130,7 @@ class Dashboard:
                 web.get("/api/failures", self.failures),
                 web.post("/api/failures/{event_id}/replay", self.replay),
                 web.static("/static", STATIC),
+                web.get("/metrics", metrics_handler(self.metrics_registry, "viewer")),
             ]
         )
         pipelines.add_routes(app, self.control)

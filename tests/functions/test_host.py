@@ -19,6 +19,7 @@ from eventing.events import RUNID, new_event
 from functions.runtime.host import FUNCTION_ERROR, listen_addresses
 from infra.localservices import free_port, wait_for_port
 from tests.functions.conftest import FIXTURES, make_settings, post_event
+from tests.scrape import scrape, value
 
 BEHAVIOURS = str(FIXTURES / "behaviours.py")
 
@@ -331,3 +332,17 @@ async def test_a_knative_shaped_function_refuses_an_event_with_a_knflow_error(tm
         await host.stop()
     assert status == 400  # a 4xx: delivery does not retry it
     assert from_http(headers, body).get_data()["error"] == "data set tiny has 3 rows"
+
+
+async def test_host_metrics_count_its_function_invocations_by_outcome(start_host, http):
+    url = await start_host(BEHAVIOURS)
+    for kind in ("test.hello", "test.invalid", "test.boom"):
+        await post_event(http, url, kind)
+    s = await scrape(http, url.rstrip("/"))
+    name = start_host.host.function.name
+    assert value(s, "knflow_function_invocations_total", function=name, outcome="ok") == 1
+    assert value(s, "knflow_function_invocations_total", function=name, outcome="refused") == 1
+    assert value(s, "knflow_function_invocations_total", function=name, outcome="failed") == 1
+    assert value(s, "knflow_function_duration_seconds_count", function=name) == 3
+    assert value(s, "knflow_function_cold_starts_total", function=name) == 1  # this process started once
+    assert value(s, "knflow_function_workers", function=name) == 1

@@ -21,6 +21,7 @@ from infra.errors import InvalidRequest
 from infra.localservices import free_port, wait_for_port
 from tests.eventually import eventually
 from tests.functions.conftest import FIXTURES, make_settings, post_event
+from tests.scrape import scrape, value
 
 ROOT = Path(__file__).parents[2]
 FUNCTIONS = {
@@ -225,3 +226,27 @@ async def test_an_instance_follows_its_function_when_that_is_hosted_again(start_
     assert runner.status()["fn-step"]["python"] == sys.executable
     status, _, body = await post_event(http, runner.url("fn-step"), "test.x", {"k": 2})
     assert (status, orjson.loads(body)) == (200, {"k": 2})
+
+
+async def test_metrics_count_invocations_by_outcome_cold_starts_and_workers(start_runner, http):
+    runner = await start_runner(functions_idle_grace_s="0.5")
+    base = f"http://127.0.0.1:{runner.port}"
+    before = await scrape(http, base)
+    assert value(before, "knflow_function_workers", function="behaviours") == 0
+    for kind in ("test.hello", "test.hello", "test.invalid", "test.boom"):
+        await post_event(http, runner.url("behaviours"), kind)
+    await post_event(http, f"{base}/functions/nope", "test.hello")  # no such function: not a label value
+    s = await scrape(http, base)
+    assert value(s, "knflow_function_invocations_total", function="behaviours", outcome="ok") == 2
+    assert value(s, "knflow_function_invocations_total", function="behaviours", outcome="refused") == 1
+    assert value(s, "knflow_function_invocations_total", function="behaviours", outcome="failed") == 1
+    assert not any(dict(labels).get("function") == "nope" for _, labels in s)
+    assert value(s, "knflow_function_duration_seconds_count", function="behaviours") == 4
+    assert value(s, "knflow_function_cold_starts_total", function="behaviours") == 1
+    assert value(s, "knflow_function_workers", function="behaviours") == 1
+    await wait_until(lambda: runner.status()["behaviours"]["state"] == "stopped")  # scaled to zero
+    assert value(await scrape(http, base), "knflow_function_workers", function="behaviours") == 0
+    assert (await post_event(http, runner.url("behaviours"), "test.hello"))[0] == 200
+    s = await scrape(http, base)
+    assert value(s, "knflow_function_cold_starts_total", function="behaviours") == 2
+    assert value(s, "knflow_function_invocations_total", function="behaviours", outcome="ok") == 3
