@@ -177,6 +177,7 @@ class ServiceSpec:
     liveness_path: str = "/health/liveness"
     port: int = 8080
     service_account: str = ""  # the pods' ServiceAccount; empty: the namespace's default
+    metrics_path: str = ""  # where the container serves Prometheus metrics: its pods are annotated for scraping
 
 
 def knative_service(spec: ServiceSpec) -> dict[str, Any]:
@@ -201,12 +202,19 @@ def knative_service(spec: ServiceSpec) -> dict[str, Any]:
     if spec.service_account:
         pod["serviceAccountName"] = spec.service_account
     scale = {"min-scale": spec.min_scale, "max-scale": spec.max_scale, "target": spec.target}
-    template = {
-        "metadata": {"labels": dict(spec.labels), "annotations": {AUTOSCALING + k: str(v) for k, v in scale.items()}}
-    }
+    annotations = {AUTOSCALING + k: str(v) for k, v in scale.items()} | scrape_annotations(spec)
+    template: dict[str, Any] = {"metadata": {"labels": dict(spec.labels), "annotations": annotations}}
     template["spec"] = pod
     body = {"apiVersion": SERVING, "kind": "Service", "metadata": meta(spec.name, spec.namespace, spec.labels)}
     return body | {"spec": {"template": template}}
+
+
+def scrape_annotations(spec: ServiceSpec) -> dict[str, str]:
+    """The ``prometheus.io/*`` pod annotations Prometheus' Kubernetes discovery reads (none without a metrics path)."""
+    if not spec.metrics_path:
+        return {}
+    port, path = str(spec.port), spec.metrics_path
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": port, "prometheus.io/path": path}
 
 
 # -- validation ---------------------------------------------------------------------------------------
