@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import shutil
 import statistics
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -40,10 +40,13 @@ def counters(base: str) -> tuple[int, int, float]:
     """(published, dropped) inference-log events of the gateway so far, and its publisher's encoding CPU seconds."""
     with urllib.request.urlopen(f"{base}/metrics") as r:
         text = r.read().decode()
-    published = sum(int(n) for n in re.findall(r"knflow_inference_log_published_total\{[^}]*\} (\d+)", text))
-    dropped = sum(int(n) for n in re.findall(r"knflow_inference_log_dropped_total\{[^}]*\} (\d+)", text))
-    encode = re.search(r"knflow_inference_log_encode_seconds_total ([\d.]+)", text)
-    return published, dropped, float(encode.group(1)) if encode else 0.0
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):  # large counts are written as 1e+06: parse, do not grep
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    published = int(totals.get("knflow_inference_log_published_total", 0))
+    dropped = int(totals.get("knflow_inference_log_dropped_total", 0))
+    return published, dropped, totals.get("knflow_inference_log_encode_seconds_total", 0.0)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -4,7 +4,6 @@ serving the same ONNX model over V2 REST and gRPC on free loopback ports."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from infra.localservices import free_port
 from infra.peers import peer_python
@@ -82,8 +82,10 @@ class Knflow(Server):
     def replicas(self, revision: str) -> int:
         with urllib.request.urlopen(f"{self.base}/metrics") as r:
             text = r.read().decode()
-        m = re.search(rf'knflow_replicas{{revision="{revision}"}} (\d+)', text)
-        return int(m.group(1)) if m else 0
+        samples = (s for f in text_string_to_metric_families(text) for s in f.samples)
+        return next(
+            (int(s.value) for s in samples if s.name == "knflow_replicas" and s.labels == {"revision": revision}), 0
+        )
 
 
 def peer_venv(name: str) -> Path:

@@ -141,6 +141,13 @@ async def test_a_viewer_cannot_change_anything_and_an_editor_cannot_manage(serve
             assert await call(r, servers.tokens["admin"]) not in (401, 403), (r.server, r.method, r.path)
 
 
+async def test_a_viewer_token_reads_every_servers_metrics_as_prometheus_would(servers: Servers) -> None:
+    scraped = [r for r in servers.routes if r.path == "/metrics"]
+    assert {r.server for r in scraped} == {"broker", "functions", "gateway", "knflow"}
+    for r in scraped:
+        assert await call(r, servers.tokens["viewer"]) == 200, r.server
+
+
 async def test_a_foreign_host_is_refused_by_every_route(servers: Servers) -> None:
     for r in servers.routes:
         assert await call(r, servers.tokens["admin"], Host="evil.example") == 421, (r.server, r.method, r.path)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from serving.logger import QUEUE_FULL, TOO_LARGE, InferenceLogger, LogSpec
 from serving.registry import ModelRegistry
 from serving.revisions import Revision
 from tests.eventually import eventually
+from tests.scrape import parse, value
 from tests.serving.helpers import infer_body, mlp_onnx
 
 RUN = {"runid": "run-0123456789abcdef", "pipeline": "lifecycle"}
@@ -73,9 +73,9 @@ def test_a_full_queue_drops_and_counts_and_says_so_at_a_bounded_rate(caplog: pyt
     assert len(log._queue) == 5
     assert log.dropped[("digits-00001", QUEUE_FULL)] == 995 * 2  # a request and its response each
     assert len([r for r in caplog.records if "dropped" in r.message]) == 1
-    text = log.metrics_text()
-    assert 'knflow_inference_log_dropped_total{revision="digits-00001",reason="queue_full"} 1990' in text
-    assert "knflow_inference_log_queued 5" in text
+    samples = parse(log.metrics_text())
+    assert value(samples, "knflow_inference_log_dropped_total", revision="digits-00001", reason="queue_full") == 1990
+    assert value(samples, "knflow_inference_log_queued") == 5
 
 
 def test_the_queue_is_bounded_in_bytes_too_and_an_event_above_the_broker_limit_is_dropped() -> None:
@@ -190,8 +190,9 @@ async def test_a_deployed_revision_with_a_logger_publishes_its_requests(  # type
     assert np.allclose(np.asarray(requests[0].get_data()["inputs"][0]["data"]).reshape(2, 64), x)
     async with http.get(f"{base}/metrics") as r:
         text = await r.text()
-    assert 'knflow_inference_log_published_total{revision="digits-00001"} 10' in text
-    assert float(re.search(r"knflow_inference_log_encode_seconds_total ([\d.]+)", text).group(1)) > 0
+    samples = parse(text)
+    assert value(samples, "knflow_inference_log_published_total", revision="digits-00001") == 10
+    assert value(samples, "knflow_inference_log_encode_seconds_total") > 0
     async with http.get(f"{base}/v1/models/digits") as r:
         assert (await r.json())["revisions"][0]["logger"] == {"mode": "all", "sample_rate": 1.0, "extensions": RUN}
 
@@ -222,9 +223,9 @@ async def test_a_broker_that_never_answers_does_not_slow_inference(  # type: ign
     assert sorted(took)[len(took) // 2] < 0.1  # the median request does not wait on the publisher's 10 s timeout
     async with http.get(f"{base}/metrics") as r:
         text = await r.text()
-    pattern = r'knflow_inference_log_dropped_total\{revision="digits-00001",reason="queue_full"\} (\d+)'
-    dropped = re.search(pattern, text)
-    queued = re.search(r"knflow_inference_log_queued (\d+)", text)
-    assert queued and 0 < int(queued.group(1)) <= 20  # bounded: what came beyond the limit was dropped, and counted
-    assert dropped and int(dropped.group(1)) >= 2 * (60 - 20 - 30)
+    samples = parse(text)
+    dropped = value(samples, "knflow_inference_log_dropped_total", revision="digits-00001", reason="queue_full")
+    queued = value(samples, "knflow_inference_log_queued")
+    assert 0 < queued <= 20  # bounded: what came beyond the limit was dropped, and counted
+    assert dropped >= 2 * (60 - 20 - 30)
     silent.close()

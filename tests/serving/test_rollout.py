@@ -21,6 +21,7 @@ from serving.client import ServingClient
 from serving.gateway import Gateway
 from serving.registry import ModelRegistry
 from serving.rollout import PROMOTE, ROLLBACK, WAIT, RolloutPolicy, judge_canary
+from tests.scrape import parse, value
 from tests.serving.helpers import failing_onnx, infer_body, mlp_onnx
 
 BODY = infer_body(np.ones((1, 64), np.float32))
@@ -117,7 +118,7 @@ async def test_canary_is_promoted_after_good_requests_even_across_a_restart(  # 
     await until(settled)
     async with ClientSession() as http, http.get(f"http://127.0.0.1:{restarted.port}/metrics") as r:
         metrics = await r.text()
-    assert 'knflow_rollout_decisions_total{model="digits",decision="promote"} 1' in metrics
+    assert value(parse(metrics), "knflow_rollout_decisions_total", model="digits", decision="promote") == 1
 
 
 async def test_failing_canary_is_rolled_back_and_the_notice_waits_for_the_broker(  # type: ignore[no-untyped-def]
