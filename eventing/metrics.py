@@ -43,10 +43,11 @@ class BrokerMetrics:
 
     def delivery(self, trigger: str, ok: bool, attempts: int, seconds: float) -> None:
         """One event's delivery to ``trigger``: delivered or dead-lettered after ``attempts`` attempts."""
-        (self.delivered if ok else self.dead).values[(trigger,)] += 1
+        key = (trigger,)
+        (self.delivered if ok else self.dead).values[key] += 1
         if attempts > 1:
-            self.retried.values[(trigger,)] += attempts - 1
-        self.duration.observe(seconds, trigger)
+            self.retried.values[key] += attempts - 1
+        self.duration.add(key, seconds)
 
     def families(self, lags: Mapping[str, int], triggers: Iterable[str]) -> list[Metric]:
         """Every family; ``lags``: events not delivered yet per trigger, ``triggers``: every trigger's name."""

@@ -54,7 +54,11 @@ class Timing:
         self.counts: dict[Key, list[int]] = {}
         self.sums: defaultdict[Key, float] = defaultdict(float)
 
-    def observe(self, seconds: float, *key: str) -> None:
+    def observe(self, seconds: float, *key: object) -> None:
+        self.add(key, seconds)
+
+    def add(self, key: Key, seconds: float) -> None:
+        """``observe`` for a hot path that already holds the label tuple."""
         counts = self.counts.get(key)
         if counts is None:
             counts = self.counts[key] = [0] * (len(self.buckets) + 1)

@@ -37,7 +37,7 @@ class Metrics:
 
     def observe(self, revision: str, status: int, seconds: float) -> None:
         self.requests.values[(revision, status)] += 1  # the hot path: no call through Tally.inc
-        self.latency.observe(seconds, revision)
+        self.latency.add((revision,), seconds)
 
     def queued(self, revision: str, seconds: float) -> None:
         """A request waited ``seconds`` for a replica (it found none ready)."""
