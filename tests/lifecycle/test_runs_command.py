@@ -127,6 +127,8 @@ def test_runs_logs_prints_the_runs_function_lines_by_step(seeded: Seeded) -> Non
     lines = [json.loads(line) for line in cli(seeded, "logs", seeded.sweep, "-o", "json").splitlines()]
     steps = {line["step"] for line in lines}
     assert {"ingest", "train", "register"} <= steps, lines
+    # the worker names its function on every record, a library's too (the registry's, under register)
+    assert any(line["logger"] == "serving.registry" and line["step"] == "register" for line in lines), lines
     assert any("raw/iris/" in line["message"] for line in lines if line["step"] == "ingest")
     assert not any("raw/flowers/" in line["message"] for line in lines)  # the other run's lines are not here
     train = [
