@@ -42,6 +42,7 @@ from functions.runtime.zygote import Template
 from infra.aio import run
 from infra.errors import Conflict, InvalidRequest, KnflowError, NotFound, Unavailable
 from infra.guard import access, server_middlewares
+from infra.http import answer_expect
 from infra.logs import configure_logging
 from infra.metrics import metrics_handler, registry_of
 from infra.settings import Settings, load_settings
@@ -106,7 +107,7 @@ class Runner:
     async def start(self, port: int | None = None) -> int:
         """Warm the worker template, listen on ``port`` (default settings.functions_port; 0 = any)."""
         await self.template.ensure_running()
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(answer_expect(self.app()), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.functions_port if port is None else port)
         await site.start()
