@@ -150,11 +150,9 @@ class RequestMetrics:
 
 
 def _route_of(request: web.Request) -> str:
-    """The route template a request matched (bounded label values), ``unmatched`` for a 404."""
+    """The route template a request matched (bounded label values), ``unmatched`` for a 404 or 405."""
     info = request.match_info
-    if info.http_exception is not None:
-        return "unmatched"
     resource = info.route.resource
-    if isinstance(resource, web.StaticResource):
-        return resource.canonical
-    return resource.canonical if resource is not None else "unmatched"
+    if info.http_exception is not None or resource is None:
+        return "unmatched"
+    return resource.canonical
