@@ -229,7 +229,7 @@ async def test_an_instance_follows_its_function_when_that_is_hosted_again(start_
 
 
 async def test_metrics_count_invocations_by_outcome_cold_starts_and_workers(start_runner, http):
-    runner = await start_runner(functions_idle_grace_s="0.5")
+    runner = await start_runner(functions_idle_grace_s="2")  # long enough not to scale down between the events
     base = f"http://127.0.0.1:{runner.port}"
     before = await scrape(http, base)
     assert value(before, "knflow_function_workers", function="behaviours") == 0
