@@ -40,7 +40,7 @@ from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
 from knflow import __version__
 from knflow.control import PipelineControl
-from knflow.dashboard import catalog, login, pipelines, runs, schedules, submissions
+from knflow.dashboard import catalog, curves, login, pipelines, runs, schedules, series, submissions
 from knflow.dashboard.history import EventHistory
 from knflow.dashboard.replay import replay_event
 from knflow.dashboard.traffic import GatewayView
@@ -89,6 +89,8 @@ class Dashboard:
         self._session = aiohttp.ClientSession(timeout=timeout, headers=auth_headers(self.settings))
         self.history = EventHistory(self.broker_url, self._session)
         self.gateway = GatewayView(self.gateway_url, self._session)
+        self.series = series.ServingSeries(self.gateway_url, self._session)
+        self.series.start()
         self.registry: ModelRegistry | None = None  # opened on first use: a store that is down must not stop the page
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
@@ -100,6 +102,8 @@ class Dashboard:
         return self
 
     async def stop(self) -> None:
+        if getattr(self, "series", None) is not None:
+            await self.series.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:
@@ -131,6 +135,8 @@ class Dashboard:
         )
         pipelines.add_routes(app, self.control)
         submissions.add_routes(app, self)
+        curves.add_routes(app, self)
+        series.add_routes(app, self)
         schedules.add_routes(app, ScheduleControl(self.settings, self._store, self.control))
         return app
 

@@ -93,7 +93,7 @@ function runsTable(data) {
   for (const r of data.runs) counts[r.status] = (counts[r.status] || 0) + 1;
   const summary = h("p", { class: "muted", id: "run-counts" },
     ["running", "succeeded", "failed"].map((s) => `${counts[s] || 0} ${s}`).join(" · "));
-  return h("div", {}, summary, table([
+  const columns = [
     ["Run", (r) => h("code", {}, r.runid), "runid"],
     ["Dataset", (r) => h("div", {}, r.dataset, r.key ? h("div", { class: "muted" }, r.key) : null)],
     ["Step", (r) => r.step, "step"],
@@ -102,7 +102,9 @@ function runsTable(data) {
     ["Started", (r) => fmtTime(r.started)],
     ["Duration", (r) => fmtDuration(r.duration_s)],
     ["Events", (r) => r.events],
-  ], data.runs, (r) => ({ class: "link", "data-runid": r.runid, onclick: () => { location.hash = `#/runs/${r.runid}`; } })));
+  ];
+  const rowAttrs = (r) => ({ class: "link", "data-runid": r.runid, onclick: () => { location.hash = `#/runs/${r.runid}`; } });
+  return h("div", {}, summary, table(columns, data.runs, rowAttrs));
 }
 
 function replayButton(f) {
@@ -154,6 +156,9 @@ function runDetail(d) {
       ["Params", (t) => fields(t.params)], ["Reason", (t) => t.reason || ""],
     ], d.trials, (t) => ({ "data-trial": t.trial })));
   }
+  const charts = h("div", { id: "run-charts" }); // filled by charts.js (knflowPlots.runCharts)
+  charts.trials = d.trials;
+  parts.push(charts);
   if (d.failures.length) parts.push(h("h2", {}, "Failed deliveries"), failuresTable(d.failures, false));
   parts.push(h("h2", {}, "Timeline"), table([
     ["Time", (e) => h("span", { class: "mono", title: e.time }, fmtClock(e.time))],
@@ -220,9 +225,9 @@ function serving(data) {
 
 const ROUTES = {
   runs: () => panel("Runs", "/api/runs", runsTable),
-  run: (id) => panel(null, `/api/runs/${encodeURIComponent(id)}`, runDetail),
+  run: async (id) => knflowPlots.runCharts(await panel(null, `/api/runs/${encodeURIComponent(id)}`, runDetail), id),
   models: () => panel("Models", "/api/models", models),
-  serving: () => panel("Serving", "/api/serving", serving),
+  serving: async () => knflowPlots.servingCharts(await panel("Serving", "/api/serving", serving)),
   failures: () => panel("Failed events", "/api/failures", (d) => failuresTable(d.failures, true)),
 };
 
