@@ -43,10 +43,11 @@ def run_curves(store: ArtifactStore, runid: str) -> dict[str, Any]:
             series.append(_series(store, f"{prefix}trials/{rest.split('/')[1]}/", rest.split("/")[1]))
     series.sort(key=lambda s: s["trial"] or "")
     experiment = load_experiment(store, runid)
-    objective = None
+    objective, best = None, None
     if experiment is not None:
         objective = {"metric": experiment.spec.objective.metric, "type": experiment.spec.objective.type}
-    return {"runid": runid, "objective": objective, "series": series}
+        best = experiment.best
+    return {"runid": runid, "objective": objective, "best": best, "series": series}
 
 
 def _series(store: ArtifactStore, prefix: str, trial: str | None) -> dict[str, Any]:

@@ -39,13 +39,14 @@ async def test_curves_answer_each_trials_epochs_status_and_the_objective(
     platform: Seeded, file_store: ArtifactStore, http: ClientSession
 ) -> None:
     runid = platform.ok_runid
-    await asyncio.to_thread(save_experiment, file_store, Experiment(runid, SPEC, {}))
+    await asyncio.to_thread(save_experiment, file_store, Experiment(runid, SPEC, {}, best="trial-0000"))
     trials = (("trial-0000", 3, "Succeeded"), ("trial-0001", 2, "EarlyStopped"), ("trial-0002", 1, None))
     for trial, epochs, status in trials:
         await asyncio.to_thread(write_trial, file_store, runid, trial, epochs, status)
     status, body = await get(http, f"{platform.dashboard.url}/api/runs/{runid}/curves")
     assert status == 200, body
     assert body["objective"] == {"metric": "val_accuracy", "type": "maximize"}
+    assert body["best"] == "trial-0000"
     assert [s["trial"] for s in body["series"]] == ["trial-0000", "trial-0001", "trial-0002"]
     assert [s["status"] for s in body["series"]] == ["Succeeded", "EarlyStopped", "Running"]
     assert [s["early_stopped"] for s in body["series"]] == [False, True, False]

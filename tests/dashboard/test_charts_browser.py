@@ -146,8 +146,49 @@ async def test_serving_charts_move_under_load(browser, live: Live) -> None:  # t
     await page.close()
 
 
+async def test_comparison_highlights_the_parameters_two_runs_differ_in(browser, live: Live) -> None:  # type: ignore[no-untyped-def]
+    page = await open_page(browser, live, "runs")
+    for runid in (live.tuned, live.plain):
+        await page.locator(f'tr[data-runid="{runid}"] input[data-compare]').check()
+    assert await page.locator('[data-experiment="digits"] tr[data-runid]').count() == 2  # grouped by experiment
+    await page.screenshot(path=str(SHOTS / "runs-experiments.png"), full_page=True)
+    await page.locator("#compare-selected").click()
+    await page.locator("#compare-table").wait_for()
+    assert page.url.endswith(f"#/compare/{live.tuned},{live.plain}")
+    answer = live.client.api.call("GET", f"/api/compare?runs={live.tuned},{live.plain}")
+    lrs = [item["params"]["lr"] for item in answer["items"]]
+    assert lrs[1] == PLAIN["train"]["lr"] and lrs[0] != lrs[1]
+    lr = page.locator('#compare-table tr[data-field="params.lr"]')
+    assert await lr.get_attribute("class") == "differs"
+    cells = await lr.locator("td").all_inner_texts()
+    assert [float(c) for c in cells] == pytest.approx(lrs, rel=1e-4)
+    assert await page.locator('#compare-table tr[data-field="params.epochs"]').get_attribute("class") == "differs"
+    same = page.locator('#compare-table tr[data-field="params.model"]')  # both trained an MLP
+    assert await same.get_attribute("class") is None
+    assert await same.locator("td").all_inner_texts() == ["mlp", "mlp"]
+    highlighted = await page.locator("#compare-table tr.differs").evaluate_all(
+        "(rows) => rows.map((r) => r.dataset.field)"
+    )
+    assert sorted(highlighted) == sorted(answer["differs"])
+    # Their curves side by side: the tuned run's best trial and the plain training, with their own epochs.
+    data = await chart_data(page, "compare-val_accuracy")
+    curves = live.client.api.call("GET", f"/api/runs/{live.tuned}/curves")
+    best = next(s for s in curves["series"] if s["trial"] == curves["best"])
+    assert [counted(column) for column in data[1:]] == [len(best["metrics"]["epoch"]), PLAIN["train"]["epochs"]]
+    await page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+
+    # Two trials of the tuned run, picked on its page: their lr and dropout differ.
+    await page.goto(f"{live.platform.url('dashboard')}/#/runs/{live.tuned}")
+    for trial in ("trial-0000", "trial-0001"):
+        await page.locator(f'input[data-compare="{live.tuned}/{trial}"]').check()
+    await page.locator("#compare-selected").click()
+    await page.locator('#compare-table tr[data-field="params.dropout"].differs').wait_for()
+    assert await page.locator('#compare-table tr[data-field="params.lr"]').get_attribute("class") == "differs"
+    await page.close()
+
+
 def test_screenshots_are_written_where_the_readme_links_them() -> None:
     readme = (SHOTS.parent / "README.md").read_text()
-    for shot in ("run-charts.png", "serving-charts.png"):
+    for shot in ("run-charts.png", "serving-charts.png", "compare.png", "runs-experiments.png"):
         assert f"screenshots/{shot}" in readme
         assert (SHOTS / shot).stat().st_size > 10_000

@@ -94,6 +94,7 @@ function runsTable(data) {
   const summary = h("p", { class: "muted", id: "run-counts" },
     ["running", "succeeded", "failed"].map((s) => `${counts[s] || 0} ${s}`).join(" · "));
   const columns = [
+    ["", (r) => knflowCompare.checkbox(r.runid), "pick"],
     ["Run", (r) => h("code", {}, r.runid), "runid"],
     ["Dataset", (r) => h("div", {}, r.dataset, r.key ? h("div", { class: "muted" }, r.key) : null)],
     ["Step", (r) => r.step, "step"],
@@ -104,7 +105,10 @@ function runsTable(data) {
     ["Events", (r) => r.events],
   ];
   const rowAttrs = (r) => ({ class: "link", "data-runid": r.runid, onclick: () => { location.hash = `#/runs/${r.runid}`; } });
-  return h("div", {}, summary, table(columns, data.runs, rowAttrs));
+  if (!data.runs.some((r) => r.experiment)) return h("div", {}, summary, knflowCompare.button(), table(columns, data.runs, rowAttrs));
+  const experiments = [...new Set(data.runs.map((r) => r.experiment || r.dataset || ""))];
+  return h("div", {}, summary, knflowCompare.button(), experiments.map((name) => h("div", { "data-experiment": name },
+    h("h2", {}, "Experiment ", name), table(columns, data.runs.filter((r) => (r.experiment || r.dataset || "") === name), rowAttrs))));
 }
 
 function replayButton(f) {
@@ -151,7 +155,8 @@ function runDetail(d) {
     ["Duration", (s) => fmtDuration(s.duration_s)],
   ], d.steps, (s) => ({ "data-step": s.step })));
   if (d.trials.length) {
-    parts.push(h("h2", {}, "Tuning trials"), table([
+    parts.push(h("h2", {}, "Tuning trials"), knflowCompare.button(), table([
+      ["", (t) => knflowCompare.checkbox(`${r.runid}/${t.trial}`), "pick"],
       ["Trial", (t) => t.trial], ["Status", (t) => badge(t.status)], ["Objective", (t) => fmtNum(t.value)],
       ["Params", (t) => fields(t.params)], ["Reason", (t) => t.reason || ""],
     ], d.trials, (t) => ({ "data-trial": t.trial })));
@@ -228,6 +233,7 @@ const ROUTES = {
   run: async (id) => knflowPlots.runCharts(await panel(null, `/api/runs/${encodeURIComponent(id)}`, runDetail), id),
   models: () => panel("Models", "/api/models", models),
   serving: async () => knflowPlots.servingCharts(await panel("Serving", "/api/serving", serving)),
+  compare: (ids) => knflowCompare.view(ids.split(",").filter(Boolean)),
   failures: () => panel("Failed events", "/api/failures", (d) => failuresTable(d.failures, true)),
 };
 
