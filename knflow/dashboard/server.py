@@ -13,7 +13,9 @@ API: ``GET /api/runs``, ``GET /api/runs/{runid}``, ``GET /api/models``, ``GET /a
 ``GET /api/health`` (with the components ``knflow up`` supervises), the pipelines API (``knflow.dashboard.pipelines``),
 submitting and following runs
 (``knflow.dashboard.submissions``: ``POST /api/runs``, ``GET /api/runs/{runid}/events``, ``.../outcome``) and
-schedules (``knflow.dashboard.schedules``). Errors are ``{"error": reason}`` with the error's status.
+schedules (``knflow.dashboard.schedules``), a run's training curves (``knflow.dashboard.curves``) and a served
+model's series sampled from the gateway's ``/metrics`` (``knflow.dashboard.series``). Errors are
+``{"error": reason}`` with the error's status.
 """
 
 from __future__ import annotations

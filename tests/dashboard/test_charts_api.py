@@ -68,36 +68,41 @@ async def test_curves_of_an_unknown_run_answer_404_and_a_bad_run_id_400(platform
     assert status in (400, 404), body
 
 
-async def test_serving_series_follow_the_gateways_requests_latency_and_replicas(
+async def test_serving_series_follow_each_revisions_requests_latency_and_replicas_with_the_split(
     platform: Seeded, http: ClientSession
 ) -> None:
     url = f"{platform.dashboard.url}/api/serving/digits/series"
+    gateway = platform.dashboard.gateway_url
+    async with http.post(f"{gateway}/v1/models/digits/revisions", json={"percent": 30, "tag": "canary"}) as answer:
+        assert answer.status == 201, await answer.text()
+        canary = (await answer.json())["revision"]
 
     async def points() -> dict | None:
         status, body = await get(http, url)
         assert status == 200, body
-        return body if body["revisions"][0]["points"]["t"] else None
+        return body if all(r["points"]["t"] for r in body["revisions"]) else None
 
     body = await eventually(points, timeout=15, what="a first pair of samples")
-    assert body["model"] == "digits" and body["traffic"][0]["percent"] == 100
-    revision = body["revisions"][0]
-    assert revision["id"] == platform.revision and revision["percent"] == 100
-    assert set(revision["points"]) == {"t", "rps", "errors", "p50_ms", "p99_ms", "replicas"}
-    assert len({len(v) for v in revision["points"].values()}) == 1  # every column has a value per point
+    assert body["model"] == "digits"
+    split = {r["id"]: r["percent"] for r in body["revisions"]}
+    assert split == {platform.revision: 70, canary: 30}
+    assert sorted(t["percent"] for t in body["traffic"]) == [30, 70]
+    for revision in body["revisions"]:
+        assert set(revision["points"]) == {"t", "rps", "errors", "p50_ms", "p99_ms", "replicas"}
+        assert len({len(v) for v in revision["points"].values()}) == 1  # every column has a value per point
 
-    gateway = platform.dashboard.gateway_url
     request = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [0.5] * 64}]}
-    for _ in range(20):
+    for _ in range(40):
         async with http.post(f"{gateway}/v2/models/digits/infer", json=request) as response:
             assert response.status == 200
 
     async def moved() -> dict | None:
         _, body = await get(http, url)
-        p = body["revisions"][0]["points"]
-        return p if any(r > 0 for r in p["rps"][-3:]) and any(v for v in p["p50_ms"][-3:]) else None
+        busy = {r["id"]: r["points"] for r in body["revisions"] if any(v > 0 for v in r["points"]["rps"][-3:])}
+        return busy if len(busy) == 2 and all(any(p["p50_ms"][-3:]) for p in busy.values()) else None
 
-    p = await eventually(moved, timeout=15, what="the inferences in the series")
-    assert max(p["replicas"]) >= 1 and max(p["errors"]) == 0
+    busy = await eventually(moved, timeout=15, what="both revisions' requests in the series")
+    assert all(max(p["replicas"]) >= 1 and max(p["errors"]) == 0 for p in busy.values())
     status, body = await get(http, f"{platform.dashboard.url}/api/serving/nope/series")
     assert status == 404 and "nope" in body["error"]
 
