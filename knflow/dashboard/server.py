@@ -37,7 +37,7 @@ from functions.contract import LIFECYCLE
 from infra.auth import auth_headers
 from infra.errors import InvalidRequest, KnflowError, NotFound, Unavailable
 from infra.guard import access, guard_for, server_middlewares
-from infra.http import json_response
+from infra.http import answer_expect, json_response
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
 from knflow import __version__
@@ -114,7 +114,7 @@ class Dashboard:
         self.series = series.ServingSeries(self.gateway_url, self._session)
         self.series.start()
         self.registry: ModelRegistry | None = None  # opened on first use: a store that is down must not stop the page
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        self._runner = web.AppRunner(answer_expect(self.app()), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.port, reuse_address=True)
         await site.start()
