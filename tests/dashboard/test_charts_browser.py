@@ -1,6 +1,7 @@
 """The dashboard's charts in a real browser (Debian's chromium via Playwright) on a real platform (``knflow up``'s
 processes) after a real tuning run and a plain training: curves and trial plots hold one series per trial with
-each trial's epochs, the serving charts move under load, the comparison view highlights differing parameters.
+each trial's epochs and grow while a run trains, the serving charts move under load, the comparison view highlights
+differing parameters.
 
 Each view's screenshot is written to ``knflow/dashboard/screenshots/`` (linked from the dashboard README)."""
 
@@ -184,6 +185,30 @@ async def test_comparison_highlights_the_parameters_two_runs_differ_in(browser, 
     await page.locator("#compare-selected").click()
     await page.locator('#compare-table tr[data-field="params.dropout"].differs').wait_for()
     assert await page.locator('#compare-table tr[data-field="params.lr"]').get_attribute("class") == "differs"
+    await page.close()
+
+
+async def test_curves_grow_on_the_page_while_the_run_trains(browser, live: Live) -> None:  # type: ignore[no-untyped-def]
+    epochs = 20  # about one a second here: the page sees the first ones long before the last
+    digits = load_digits()
+    options = {"model_name": "digits-live", "train": {"model": "mlp", "epochs": epochs, "hidden": 64}}
+    run = await asyncio.to_thread(
+        live.client.submit, (digits.data.astype(np.float32), digits.target), dataset="digits", options=options
+    )
+    page = await open_page(browser, live, f"runs/{run.runid}")
+
+    async def drawn(more_than: int) -> int | None:
+        if not await page.locator('figure[data-chart="curves-loss"]').count():
+            return None
+        n = counted((await chart_data(page, "curves-loss"))[1])
+        return n if n > more_than else None
+
+    first = await eventually(lambda: drawn(0), timeout=120, what="the first epochs on the page")
+    assert first < epochs, "the training ended before the page showed it in progress"
+    later = await eventually(lambda: drawn(first), timeout=60, what="more epochs on the page")
+    assert first < later <= epochs
+    await asyncio.to_thread(run.wait, 600)
+    assert await eventually(lambda: drawn(epochs - 1), timeout=10, what="every epoch once trained") == epochs
     await page.close()
 
 
