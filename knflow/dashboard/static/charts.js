@@ -4,6 +4,7 @@
 "use strict";
 
 window.knflowCharts = {};
+const retired = {}; // the instance each chart replaced (the page redraws every chart each time it polls)
 
 const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777",
   "#4b5563", "#65a30d"];
@@ -35,6 +36,8 @@ function chart(name, title, data, series, extra) {
     width: CHART_W, height: CHART_H, series: [{ label: extra?.xLabel || "x" }, ...series],
     scales: { x: { time: !!extra?.time } }, axes: extra?.axes || [{}, {}], legend: { live: true },
   };
+  retired[name]?.destroy(); // two renders old, off the page by now: let uPlot drop its listeners on the window
+  retired[name] = window.knflowCharts[name]; // still shown until the page swaps in this render's view
   window.knflowCharts[name] = new uPlot(opts, data, box);
   return box;
 }
