@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from infra.errors import Unavailable
 from infra.guard import access
 from infra.http import json_response
 
@@ -168,6 +169,8 @@ def add_routes(app: web.Application, dashboard: Dashboard) -> None:
     @access("viewer")
     async def series(request: web.Request) -> web.Response:
         model = await dashboard.gateway.model(request.match_info["name"])  # 404 for a model the gateway lacks
+        if dashboard.series is None:
+            raise Unavailable("the knflow server is not started")
         return json_response(dashboard.series.model_series(model))
 
     app.router.add_get("/api/serving/{name}/series", series)

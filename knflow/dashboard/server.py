@@ -105,6 +105,7 @@ class Dashboard:
         self.control = PipelineControl(settings, store)
         self.guard = guard_for(settings)
         self._views: dict[str, tuple[float, runs.PipelineView]] = {}
+        self.series: series.ServingSeries | None = None  # sampling the gateway while the server runs
 
     async def start(self) -> Dashboard:
         timeout = aiohttp.ClientTimeout(total=BACKEND_TIMEOUT_S)
@@ -124,7 +125,7 @@ class Dashboard:
         return self
 
     async def stop(self) -> None:
-        if getattr(self, "series", None) is not None:
+        if self.series is not None:
             await self.series.stop()
         if self._runner is not None:
             await self._runner.cleanup()
