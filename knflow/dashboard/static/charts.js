@@ -62,12 +62,22 @@ function curveSeries(series) {
     s.early_stopped ? { dash: [6, 4], points: { show: true, size: 7 } } : {}));
 }
 
+// The loss drawn: train's `train_loss`, else the first loss a user's own training reports.
+function lossOf(series) {
+  const names = [...new Set(series.flatMap((s) => Object.keys(s.metrics)))].filter((n) => n !== "epoch");
+  return names.includes("train_loss") ? "train_loss" : names.find((n) => n.includes("loss"));
+}
+
 function curveCharts(curves) {
   if (!curves.series.length) return elem("p", { class: "empty" }, "no training curves yet");
-  const metric = curves.objective?.metric
-    || ["val_accuracy", "val_rmse"].find((m) => curves.series.some((s) => s.metrics[m]));
-  const charts = [chart("curves-loss", "Training loss per epoch", curveData(curves.series, "train_loss"),
-    curveSeries(curves.series), { xLabel: "epoch", axes: [WHOLE, {}] })];
+  const has = (m) => curves.series.some((s) => s.metrics[m]);
+  const metric = [curves.objective?.metric, "val_accuracy", "val_rmse"].find((m) => m && has(m));
+  const loss = lossOf(curves.series);
+  const charts = [];
+  if (loss) {
+    charts.push(chart("curves-loss", `${loss === "train_loss" ? "Training loss" : loss} per epoch`,
+      curveData(curves.series, loss), curveSeries(curves.series), { xLabel: "epoch", axes: [WHOLE, {}] }));
+  }
   if (metric) {
     charts.push(chart("curves-objective", `${metric} per epoch`, curveData(curves.series, metric),
       curveSeries(curves.series), { xLabel: "epoch", axes: [WHOLE, {}] }));
