@@ -8,6 +8,7 @@
         print(event.type)
     outcome = run.wait()                         # status, model, version, endpoint
     run.infer(x[:5])                             # {"label": array([...]), "probabilities": array([[...]])}
+    client.runs(experiment="iris")               # the runs table's rows; client.compare(a, b), run.logs(step=...)
 
 Errors are knflow's (``infra.errors``, mapped from the server's answers by ``infra.httpclient``): a refused
 submission raises ``InvalidRequest`` with the server's reason, an unknown pipeline ``NotFound``, a platform

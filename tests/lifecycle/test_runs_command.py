@@ -7,11 +7,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,21 +47,38 @@ def iris_csv() -> bytes:
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
-    with running_platform(tmp_path_factory.mktemp("runs"), log_format="json") as (platform, env):
-        client = Client.from_settings(platform.settings)
+    data = tmp_path_factory.mktemp("runs")
+    with running_platform(data, log_format="json") as (platform, env):
         no_deploy = {"deploy": {"enabled": False}}
-        sweep = client.submit(
-            iris_csv(), dataset="iris", filename="iris.csv", experiment="sweep",
-            options={"train": {"model": "mlp", "epochs": 2, "lr": 0.01}, **no_deploy},
-        )  # fmt: skip
-        flowers = client.submit(
+        sweep, sweep_id = submit_with_knflow_run(
+            env, data, "sweep", {"train": {"model": "mlp", "epochs": 2, "lr": 0.01}, **no_deploy}
+        )
+        flowers = Client.from_settings(platform.settings).submit(
             iris_csv(), dataset="flowers", filename="flowers.csv",
             options={"train": {"model": "mlp", "epochs": 3, "lr": 0.003}, **no_deploy},
         )  # fmt: skip
-        for run in (sweep, flowers):
-            outcome = run.wait(timeout=300)
-            assert outcome.registered is not None, outcome.summary()
-        yield Seeded(platform, env, sweep.runid, flowers.runid)
+        outcome = flowers.wait(timeout=300)
+        assert outcome.registered is not None, outcome.summary()
+        out, err = sweep.communicate(timeout=300)
+        assert sweep.returncode == 0, out + err
+        yield Seeded(platform, env, sweep_id, flowers.runid)
+
+
+def submit_with_knflow_run(
+    env: dict[str, str], data: Path, experiment: str, options: dict
+) -> tuple[subprocess.Popen, str]:
+    """``knflow run iris.csv --experiment E`` in its own process, and its run id once it has submitted the run."""
+    (data / "iris.csv").write_bytes(iris_csv())
+    (data / "options.json").write_text(json.dumps(options))
+    args = ["run", str(data / "iris.csv"), "--dataset", "iris", "--experiment", experiment, "--options"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "knflow", *args, str(data / "options.json")],
+        env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    for line in process.stdout:  # type: ignore[union-attr]
+        if found := re.search(r"submitted \S+ as run (\S+);", line):
+            return process, found.group(1)
+    raise AssertionError(f"knflow run did not submit: {process.communicate()}")
 
 
 def cli(seeded: Seeded, *args: str) -> str:
@@ -127,6 +146,8 @@ def test_runs_logs_prints_the_runs_function_lines_by_step(seeded: Seeded) -> Non
     lines = [json.loads(line) for line in cli(seeded, "logs", seeded.sweep, "-o", "json").splitlines()]
     steps = {line["step"] for line in lines}
     assert {"ingest", "train", "register"} <= steps, lines
+    # the worker names its function on every record, a library's too (the registry's, under register)
+    assert any(line["logger"] == "serving.registry" and line["step"] == "register" for line in lines), lines
     assert any("raw/iris/" in line["message"] for line in lines if line["step"] == "ingest")
     assert not any("raw/flowers/" in line["message"] for line in lines)  # the other run's lines are not here
     train = [
