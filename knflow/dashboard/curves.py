@@ -29,36 +29,52 @@ log = logging.getLogger(__name__)
 RUNNING = "Running"
 METRICS_FILE = "metrics.jsonl"
 READ_TIMEOUT_S = 5.0
+FINISHED_KEPT = 10_000  # finished trainings' series kept in memory
 
 
-def run_curves(store: ArtifactStore, runid: str) -> dict[str, Any]:
-    """Every training of the run (the run's own, or its trials') with its per-epoch metrics, in trial order."""
-    prefix = f"runs/{runid}/"
-    series = []
-    for info in store.list(prefix):
-        rest = info.key[len(prefix) :]
-        if rest == METRICS_FILE:
-            series.append(_series(store, prefix, None))
-        elif rest.startswith("trials/") and rest.endswith("/" + METRICS_FILE) and rest.count("/") == 2:
-            series.append(_series(store, f"{prefix}trials/{rest.split('/')[1]}/", rest.split("/")[1]))
-    series.sort(key=lambda s: s["trial"] or "")
-    experiment = load_experiment(store, runid)
-    objective, best = None, None
-    if experiment is not None:
-        objective = {"metric": experiment.spec.objective.metric, "type": experiment.spec.objective.type}
-        best = experiment.best
-    return {"runid": runid, "objective": objective, "best": best, "series": series}
+class CurveReader:
+    """Reads runs' curves from one store; a finished training's series (its result.json written, after which its
+    metrics.jsonl does not change) is read once and kept, so polling a run reads only what still trains."""
 
+    def __init__(self, store: ArtifactStore, keep: int = FINISHED_KEPT):
+        self.store = store
+        self.keep = keep
+        self.finished: dict[str, dict[str, Any]] = {}  # training prefix -> its series
 
-def _series(store: ArtifactStore, prefix: str, trial: str | None) -> dict[str, Any]:
-    """One training's epochs as columns (``epoch``, ``train_loss``, ``val_loss``, ``val_accuracy`` …)."""
-    epochs = _epochs(store.get(prefix + METRICS_FILE))
-    names = sorted({k for e in epochs for k in e if k != "epoch"})
-    columns = {"epoch": [e.get("epoch") for e in epochs], **{n: [e.get(n) for e in epochs] for n in names}}
-    status = RUNNING  # until the result is written, last
-    with contextlib.suppress(NotFound):
-        status = json.loads(store.get(prefix + "result.json")).get("status", RUNNING)
-    return {"trial": trial, "status": status, "early_stopped": status == EARLY_STOPPED, "metrics": columns}
+    def run_curves(self, runid: str) -> dict[str, Any]:
+        """Every training of the run (the run's own, or its trials') with its per-epoch metrics, in trial order."""
+        prefix = f"runs/{runid}/"
+        keys = {info.key for info in self.store.list(prefix)}
+        trainings = [(prefix, None)] if prefix + METRICS_FILE in keys else []
+        for key in sorted(keys):
+            rest = key[len(prefix) :].split("/")
+            if len(rest) == 3 and rest[0] == "trials" and rest[2] == METRICS_FILE:
+                trainings.append((f"{prefix}trials/{rest[1]}/", rest[1]))
+        series = [self._series(where, trial, where + "result.json" in keys) for where, trial in trainings]
+        experiment = load_experiment(self.store, runid)
+        objective, best = None, None
+        if experiment is not None:
+            objective = {"metric": experiment.spec.objective.metric, "type": experiment.spec.objective.type}
+            best = experiment.best
+        return {"runid": runid, "objective": objective, "best": best, "series": series}
+
+    def _series(self, prefix: str, trial: str | None, done: bool) -> dict[str, Any]:
+        """One training's epochs as columns (``epoch``, ``train_loss``, ``val_loss``, ``val_accuracy`` …)."""
+        if prefix in self.finished:
+            return self.finished[prefix]
+        epochs = _epochs(self.store.get(prefix + METRICS_FILE))
+        names = sorted({k for e in epochs for k in e if k != "epoch"})
+        columns = {"epoch": [e.get("epoch") for e in epochs], **{n: [e.get(n) for e in epochs] for n in names}}
+        status = RUNNING  # until the result is written, last
+        if done:
+            with contextlib.suppress(NotFound):
+                status = json.loads(self.store.get(prefix + "result.json")).get("status", RUNNING)
+        found = {"trial": trial, "status": status, "early_stopped": status == EARLY_STOPPED, "metrics": columns}
+        if status != RUNNING:
+            if len(self.finished) >= self.keep:
+                self.finished.clear()  # many runs looked at: start the memory afresh
+            self.finished[prefix] = found
+        return found
 
 
 def _epochs(raw: bytes) -> list[dict[str, Any]]:
@@ -76,20 +92,29 @@ def _epochs(raw: bytes) -> list[dict[str, Any]]:
 
 def add_routes(app: web.Application, dashboard: Dashboard) -> None:
     """Register ``GET /api/runs/{runid}/curves`` on the knflow server's app."""
+    app.router.add_get("/api/runs/{runid}/curves", CurvesApi(dashboard).curves)
+
+
+class CurvesApi:
+    """The curves handler over the knflow server's history and artifact store (opened on first use)."""
+
+    def __init__(self, dashboard: Dashboard):
+        self.dashboard = dashboard
+        self.reader: CurveReader | None = None
 
     @access("viewer")
-    async def curves(request: web.Request) -> web.Response:
+    async def curves(self, request: web.Request) -> web.Response:
         runid = request.match_info["runid"]
-        await dashboard.history.refresh()
-        store = dashboard.artifact_store()
+        await self.dashboard.history.refresh()
+        store = self.dashboard.artifact_store()
+        if self.reader is None:
+            self.reader = CurveReader(store)
         try:
-            body = await asyncio.wait_for(asyncio.to_thread(run_curves, store, runid), READ_TIMEOUT_S)
+            body = await asyncio.wait_for(asyncio.to_thread(self.reader.run_curves, runid), READ_TIMEOUT_S)
         except TimeoutError:
             raise Unavailable(f"artifact store {store.url} did not answer within {READ_TIMEOUT_S:.0f} s") from None
         except OSError as exc:
             raise Unavailable(f"artifact store {store.url} cannot be read: {exc}") from None
-        if runid not in dashboard.history.runs and not body["series"]:
+        if runid not in self.dashboard.history.runs and not body["series"]:
             raise NotFound(f"no run {runid!r} in the broker history")
         return json_response(body)
-
-    app.router.add_get("/api/runs/{runid}/curves", curves)

@@ -10,6 +10,7 @@ from aiohttp import ClientSession
 
 from functions.tuning.experiment import Experiment, save_experiment
 from infra.store import ArtifactStore
+from knflow.dashboard.curves import CurveReader
 from knflow.dashboard.series import Sample, quantile, revision_points
 from tests.dashboard.conftest import Seeded, eventually
 
@@ -105,6 +106,44 @@ async def test_serving_series_follow_each_revisions_requests_latency_and_replica
     assert all(max(p["replicas"]) >= 1 and max(p["errors"]) == 0 for p in busy.values())
     status, body = await get(http, f"{platform.dashboard.url}/api/serving/nope/series")
     assert status == 404 and "nope" in body["error"]
+
+
+class CountingStore:
+    """The store, counting the objects read (a test of what polling costs, not of the store)."""
+
+    def __init__(self, store: ArtifactStore):
+        self.inner, self.reads = store, []
+
+    def get(self, key: str) -> bytes:
+        self.reads.append(key)
+        return self.inner.get(key)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
+
+
+def test_reader_reads_a_finished_training_once_and_a_running_one_every_poll(store: ArtifactStore) -> None:
+    write_trial(store, "run-a", "trial-0000", 3, "Succeeded")
+    write_trial(store, "run-a", "trial-0001", 1, None)
+    store.put("runs/run-a/trials/trial-0001/checkpoint.pt", b"not a curve")
+    counting = CountingStore(store)
+    reader = CurveReader(counting)  # type: ignore[arg-type]
+    first = reader.run_curves("run-a")
+    assert [(s["trial"], s["status"], s["metrics"]["epoch"]) for s in first["series"]] == [
+        ("trial-0000", "Succeeded", [1, 2, 3]),
+        ("trial-0001", "Running", [1]),
+    ]
+    assert first["objective"] is None and first["best"] is None  # no experiment.json: not a tuning run
+    write_trial(store, "run-a", "trial-0001", 2, "EarlyStopped")
+    counting.reads.clear()
+    second = reader.run_curves("run-a")
+    assert [(s["status"], s["early_stopped"], len(s["metrics"]["epoch"])) for s in second["series"]] == [
+        ("Succeeded", False, 3),
+        ("EarlyStopped", True, 2),
+    ]
+    trial_reads = [key for key in counting.reads if "/trials/" in key]
+    assert all("trial-0001" in key for key in trial_reads)  # trial-0000 finished: not read again
+    assert reader.run_curves("run-b")["series"] == []
 
 
 def test_quantiles_interpolate_within_buckets_like_prometheus() -> None:
