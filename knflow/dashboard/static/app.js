@@ -106,10 +106,12 @@ function runsTable(data) {
     ["Events", (r) => r.events],
   ];
   const rowAttrs = (r) => ({ class: "link", "data-runid": r.runid, onclick: () => { location.hash = `#/runs/${r.runid}`; } });
-  if (!data.runs.some((r) => r.experiment)) return h("div", {}, summary, knflowCompare.button(), table(columns, data.runs, rowAttrs));
-  const experiments = [...new Set(data.runs.map((r) => r.experiment || r.dataset || ""))];
-  return h("div", {}, summary, knflowCompare.button(), experiments.map((name) => h("div", { "data-experiment": name },
-    h("h2", {}, "Experiment ", name), table(columns, data.runs.filter((r) => (r.experiment || r.dataset || "") === name), rowAttrs))));
+  const pick = knflowCompare.button();
+  if (!data.runs.some((r) => r.experiment)) return h("div", {}, summary, pick, table(columns, data.runs, rowAttrs));
+  const experimentOf = (r) => r.experiment || r.dataset || "";
+  const experiments = [...new Set(data.runs.map(experimentOf))]; // grouped by experiment, newest run's group first
+  return h("div", {}, summary, pick, experiments.map((name) => h("div", { "data-experiment": name },
+    h("h2", {}, "Experiment ", name), table(columns, data.runs.filter((r) => experimentOf(r) === name), rowAttrs))));
 }
 
 function replayButton(f) {
