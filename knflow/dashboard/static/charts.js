@@ -59,7 +59,7 @@ function curveData(series, metric) {
 
 function curveSeries(series) {
   return series.map((s, i) => line(`${s.trial || "training"}${s.early_stopped ? " (early stopped)" : ""}`, i,
-    s.early_stopped ? { dash: [6, 4], points: { show: true, size: 7 } } : {}));
+    s.early_stopped ? { dash: [6, 4] } : {}));
 }
 
 // The loss drawn: train's `train_loss`, else the first loss a user's own training reports.
