@@ -133,7 +133,7 @@ async def test_serving_charts_move_under_load(browser, live: Live) -> None:  # t
             rps = await chart_data(page, "serving-digits-rps")
             latency = await chart_data(page, "serving-digits-latency")
             replicas = await chart_data(page, "serving-digits-replicas")
-            busy = any(v and v > 0 for column in rps[1:] for v in column[-3:])
+            busy = any(sum(1 for v in column[-4:] if v and v > 0) >= 2 for column in rps[1:])  # over 2 samples
             timed = any(v for column in latency[1:] for v in column[-3:])
             up = any(v and v >= 1 for column in replicas[1:] for v in column[-3:])
             return rps if busy and timed and up else None
