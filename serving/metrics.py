@@ -34,10 +34,11 @@ class Metrics:
         self.cold_starts = Tally("knflow_cold_starts_total", "replicas started (scale from zero or up)", ("revision",))
         self.decisions = Tally("knflow_scale_decisions_total", "autoscaler decisions", ("revision", "direction"))
         self.rollouts = Tally("knflow_rollout_decisions_total", "canary verdicts", ("model", "decision"))
+        self._count, self._time = self.requests.values, self.latency.add  # bound once: observe is per request
 
     def observe(self, revision: str, status: int, seconds: float) -> None:
-        self.requests.values[(revision, status)] += 1  # the hot path: no call through Tally.inc
-        self.latency.add((revision,), seconds)
+        self._count[(revision, status)] += 1
+        self._time((revision,), seconds)
 
     def queued(self, revision: str, seconds: float) -> None:
         """A request waited ``seconds`` for a replica (it found none ready)."""
