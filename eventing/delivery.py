@@ -24,10 +24,11 @@ from typing import Any
 import aiohttp
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.events import STEP_FAILED, InvalidEvent, describe, new_event
+from eventing.events import RUNID, STEP_FAILED, TRACEPARENT, InvalidEvent, describe, new_event
 from eventing.http1 import Http1Pool
 from eventing.triggers import DeliverySpec, Trigger
 from eventing.wire import from_http, to_http_binary
+from infra import tracing
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,32 @@ class Deliverer:
         self.pool = Http1Pool()  # plain http:// deliveries; aiohttp (``session``) for the rest
 
     async def deliver(self, trigger: Trigger, event: CloudEvent) -> Attempt:
-        """Deliver with retries; publish the reply, or dead-letter and report the failure."""
+        """Deliver with retries; publish the reply, or dead-letter and report the failure (traced when tracing is
+        on: one span per delivery, a child of the event's ``traceparent``, each attempt an event on it)."""
+        if not tracing.enabled():
+            return await self._deliver(trigger, event)
+        attributes = {
+            "messaging.operation": "deliver",
+            "knflow.trigger": trigger.name,
+            "knflow.subscriber": trigger.subscriber,
+            "cloudevents.event_id": event.get_id(),
+            "cloudevents.event_type": event.get_type(),
+            "knflow.runid": event.get_extension(RUNID) or "",
+        }
+        parent = event.get_extension(TRACEPARENT)
+        with tracing.span(f"deliver {trigger.name}", parent, kind="consumer", attributes=attributes) as span:
+            result = await self._deliver(trigger, event)
+            span.set_attribute("http.response.status_code", result.status)
+            if not result.ok:
+                tracing.mark_error(span, f"status {result.status} {result.error}".strip())
+            return result
+
+    async def _deliver(self, trigger: Trigger, event: CloudEvent) -> Attempt:
         spec = trigger.delivery or NO_RETRIES
         headers, body = to_http_binary(event)
         headers |= self.credentials(trigger.subscriber)
+        if (traceparent := tracing.current_traceparent()) is not None:
+            headers[tracing.TRACEPARENT_HEADER] = traceparent  # the subscriber's span: a child of this delivery
         result, attempts = await self._send(trigger.subscriber, headers, body, spec)
         if result.ok:
             if result.reply is not None:
@@ -111,6 +134,7 @@ class Deliverer:
         retry = 0
         while True:
             result = await self.attempt(url, headers, body, spec)
+            tracing.add_event("attempt", {"attempt": retry + 1, "status": result.status, "error": result.error})
             if result.ok or not result.retryable or retry >= spec.retry:
                 return result, retry + 1
             await asyncio.sleep(self._delay(spec, retry, result))

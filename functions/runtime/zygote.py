@@ -46,6 +46,7 @@ def worker_main(spec: dict[str, Any], settings: Settings, ctl: int) -> None:
     from functions.runtime.loader import load_function
     from infra.aio import run
     from infra.logs import configure_logging
+    from infra.tracing import traced
 
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: go when the template goes
@@ -65,7 +66,8 @@ def worker_main(spec: dict[str, Any], settings: Settings, ctl: int) -> None:
         _notify(ctl, kind="ready", name=name, pid=pid)
         os.close(ctl)
 
-    run(serve(host, [f"unix:{spec['socket']}"], on_ready=on_ready))
+    with traced(f"function-{name}"):  # after the fork: each worker exports its own spans, flushed as it exits
+        run(serve(host, [f"unix:{spec['socket']}"], on_ready=on_ready))
 
 
 def _fork_worker(spec: dict[str, Any], settings: Settings, ctl: int, wake: tuple[int, int]) -> int:

@@ -1,0 +1,167 @@
+"""OpenTelemetry tracing for knflow's processes, exported over OTLP/HTTP only when an endpoint is configured.
+
+``configure_tracing(service, environ)`` is called once by each entry point (broker, runner, function workers,
+gateway, knflow server). With ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) set it
+installs an SDK tracer provider with a batch span processor and the OTLP/HTTP exporter, honouring the standard
+``OTEL_*`` variables (``OTEL_TRACES_SAMPLER``/``_ARG``, ``OTEL_SERVICE_NAME``, ``OTEL_BSP_*``); without it nothing
+is installed and every helper here is a cheap branch on one flag. Spans are parented through W3C ``traceparent``
+strings (the CloudEvents distributed-tracing extension), so work on an event continues the event's trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+TRACEPARENT_HEADER = "traceparent"
+
+_tracer: Any = None  # an SDK tracer while tracing is configured in this process, else None
+_provider: Any = None
+_pid = 0  # the process that configured it: a forked child configures its own
+
+
+def tracing_wanted(environ: Mapping[str, str]) -> bool:
+    """Whether ``environ`` names an OTLP endpoint (and does not turn the SDK off)."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    return any(environ.get(name, "").strip() for name in ENDPOINT_VARIABLES)
+
+
+def configure_tracing(service: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Install the SDK provider and OTLP exporter for this process when an endpoint is configured; whether it did."""
+    global _tracer, _provider, _pid
+    environ = os.environ if environ is None else environ
+    if _tracer is not None and _pid == os.getpid():
+        return True
+    _tracer = _provider = None  # a forked child does not export through its parent's processor
+    if not tracing_wanted(environ):
+        return False
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME") or f"knflow-{service}"})
+    _provider = TracerProvider(resource=resource)  # the sampler from OTEL_TRACES_SAMPLER / _ARG
+    _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    _tracer = _provider.get_tracer("knflow")
+    _pid = os.getpid()
+    log.info("tracing: exporting %s spans over OTLP/HTTP", service)
+    return True
+
+
+def shutdown_tracing() -> None:
+    """Flush the spans still queued and stop the exporter (a no-op when tracing is off)."""
+    global _tracer, _provider
+    provider, _tracer, _provider = _provider, None, None
+    if provider is not None and _pid == os.getpid():
+        provider.shutdown()
+
+
+@contextlib.contextmanager
+def traced(service: str, environ: Mapping[str, str] | None = None) -> Iterator[bool]:
+    """``configure_tracing`` for the block (a process's whole run), then flush: the entry points' one line."""
+    configured = configure_tracing(service, environ)
+    try:
+        yield configured
+    finally:
+        shutdown_tracing()
+
+
+def enabled() -> bool:
+    """Whether this process exports spans."""
+    return _tracer is not None
+
+
+def _context(traceparent: str | None) -> Any:
+    """The OpenTelemetry context of the current span, else of ``traceparent`` (a remote parent), else a root."""
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    if trace.get_current_span().get_span_context().is_valid:
+        return None  # the active span is the parent
+    if not traceparent:
+        return trace.set_span_in_context(trace.INVALID_SPAN)  # explicitly a root
+    return TraceContextTextMapPropagator().extract({TRACEPARENT_HEADER: traceparent})
+
+
+def _kind(name: str) -> Any:
+    from opentelemetry.trace import SpanKind
+
+    return SpanKind[name.upper()]
+
+
+def traceparent_of(span: Any) -> str:
+    """The W3C traceparent that names ``span`` as the parent of the work it causes."""
+    ctx = span.get_span_context()
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+@contextlib.contextmanager
+def span(
+    name: str, traceparent: str | None = None, *, kind: str = "internal", attributes: Mapping[str, Any] | None = None
+) -> Iterator[Any]:
+    """A span around the block, a child of the current span or else of ``traceparent``; ``None`` when tracing is
+    off. An exception leaving the block is recorded on it."""
+    if _tracer is None:
+        yield None
+        return
+    with _tracer.start_as_current_span(name, _context(traceparent), _kind(kind), attributes) as current:
+        yield current
+
+
+def producer_traceparent(name: str, traceparent: str | None, attributes: Mapping[str, Any] | None = None) -> str:
+    """Record a producer span for an event about to be sent (a child of the current span, else of the cause's
+    ``traceparent``, else a root) and return its traceparent for the event; tracing must be on."""
+    produced = _tracer.start_span(name, _context(traceparent), _kind("producer"), attributes)
+    produced.end()
+    return traceparent_of(produced)
+
+
+def current_traceparent() -> str | None:
+    """The traceparent of the active span, to send with an outgoing request; ``None`` when there is none."""
+    if _tracer is None:
+        return None
+    from opentelemetry import trace
+
+    current = trace.get_current_span()
+    return traceparent_of(current) if current.get_span_context().is_valid else None
+
+
+def add_event(name: str, attributes: Mapping[str, Any]) -> None:
+    """An event (a point in time with attributes) on the active span; nothing when tracing is off."""
+    if _tracer is None:
+        return
+    from opentelemetry import trace
+
+    trace.get_current_span().add_event(name, attributes)
+
+
+def mark_error(current: Any, message: str) -> None:
+    """Set ``current``'s status to error with ``message`` (``current`` may be ``None``: tracing off)."""
+    if current is None:
+        return
+    from opentelemetry.trace import Status, StatusCode
+
+    current.set_status(Status(StatusCode.ERROR, message))
+
+
+__all__ = [
+    "add_event",
+    "configure_tracing",
+    "current_traceparent",
+    "enabled",
+    "mark_error",
+    "producer_traceparent",
+    "shutdown_tracing",
+    "span",
+    "traced",
+    "traceparent_of",
+    "tracing_wanted",
+]
