@@ -40,7 +40,7 @@ from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
 from knflow import __version__
 from knflow.control import PipelineControl
-from knflow.dashboard import catalog, login, pipelines, runs, schedules, submissions
+from knflow.dashboard import catalog, login, pipelines, runs, schedules, submissions, traces
 from knflow.dashboard.history import EventHistory
 from knflow.dashboard.replay import replay_event
 from knflow.dashboard.traffic import GatewayView
@@ -132,6 +132,7 @@ class Dashboard:
         pipelines.add_routes(app, self.control)
         submissions.add_routes(app, self)
         schedules.add_routes(app, ScheduleControl(self.settings, self._store, self.control))
+        traces.add_routes(app, self)
         return app
 
     @property
