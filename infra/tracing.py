@@ -82,13 +82,27 @@ def enabled() -> bool:
 def _context(traceparent: str | None) -> Any:
     """The OpenTelemetry context of the current span, else of ``traceparent`` (a remote parent), else a root."""
     from opentelemetry import trace
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     if trace.get_current_span().get_span_context().is_valid:
         return None  # the active span is the parent
-    if not traceparent:
-        return trace.set_span_in_context(trace.INVALID_SPAN)  # explicitly a root
-    return TraceContextTextMapPropagator().extract({TRACEPARENT_HEADER: traceparent})
+    remote = _remote(traceparent)
+    return trace.set_span_in_context(trace.NonRecordingSpan(remote) if remote else trace.INVALID_SPAN)
+
+
+def _remote(traceparent: str | None) -> Any:
+    """The span context a W3C traceparent (version 00) names, ``None`` when it is not one. Parsed by hand: this is
+    on every delivery's path, and the propagator's regular expression and carrier costs are measurable there."""
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    if not traceparent or len(traceparent) != 55 or not traceparent.startswith("00-"):
+        return None
+    try:
+        trace_id, span_id, flags = int(traceparent[3:35], 16), int(traceparent[36:52], 16), int(traceparent[53:], 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
 
 
 def _kind(name: str) -> Any:
@@ -116,31 +130,43 @@ def span(
         yield current
 
 
+def start_span(
+    name: str, traceparent: str | None, *, kind: str = "internal", attributes: Mapping[str, Any] | None = None
+) -> Any:
+    """A started span (not made current: cheaper where nothing runs inside it), a child of the current span or else
+    of ``traceparent``; ``None`` when tracing is off. The caller ends it with ``end_span``."""
+    if _tracer is None:
+        return None
+    return _tracer.start_span(name, _context(traceparent), _kind(kind), attributes)
+
+
+def end_span(current: Any, error: str | None = None) -> None:
+    """End a span from ``start_span`` (``None``: tracing off), with status error and ``error`` when given."""
+    if current is None:
+        return
+    if error is not None:
+        mark_error(current, error)
+    current.end()
+
+
+@contextlib.contextmanager
+def activated(current: Any) -> Iterator[None]:
+    """Make a started span the current one for the block (so events sent there are its children)."""
+    if current is None:
+        yield
+        return
+    from opentelemetry import trace
+
+    with trace.use_span(current, end_on_exit=False):
+        yield
+
+
 def producer_traceparent(name: str, traceparent: str | None, attributes: Mapping[str, Any] | None = None) -> str:
     """Record a producer span for an event about to be sent (a child of the current span, else of the cause's
     ``traceparent``, else a root) and return its traceparent for the event; tracing must be on."""
     produced = _tracer.start_span(name, _context(traceparent), _kind("producer"), attributes)
     produced.end()
     return traceparent_of(produced)
-
-
-def current_traceparent() -> str | None:
-    """The traceparent of the active span, to send with an outgoing request; ``None`` when there is none."""
-    if _tracer is None:
-        return None
-    from opentelemetry import trace
-
-    current = trace.get_current_span()
-    return traceparent_of(current) if current.get_span_context().is_valid else None
-
-
-def add_event(name: str, attributes: Mapping[str, Any]) -> None:
-    """An event (a point in time with attributes) on the active span; nothing when tracing is off."""
-    if _tracer is None:
-        return
-    from opentelemetry import trace
-
-    trace.get_current_span().add_event(name, attributes)
 
 
 def mark_error(current: Any, message: str) -> None:
@@ -153,14 +179,15 @@ def mark_error(current: Any, message: str) -> None:
 
 
 __all__ = [
-    "add_event",
+    "activated",
     "configure_tracing",
-    "current_traceparent",
     "enabled",
+    "end_span",
     "mark_error",
     "producer_traceparent",
     "shutdown_tracing",
     "span",
+    "start_span",
     "traced",
     "traceparent_of",
     "tracing_wanted",
