@@ -33,6 +33,14 @@ def tracing_wanted(environ: Mapping[str, str]) -> bool:
     return any(environ.get(name, "").strip() for name in ENDPOINT_VARIABLES)
 
 
+def traces_endpoint(environ: Mapping[str, str]) -> str:
+    """Where spans go: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` as it is, else ``OTEL_EXPORTER_OTLP_ENDPOINT`` +
+    ``/v1/traces`` (the OTLP/HTTP rule for the two variables)."""
+    if endpoint := environ.get(ENDPOINT_VARIABLES[0], "").strip():
+        return endpoint
+    return environ[ENDPOINT_VARIABLES[1]].strip().rstrip("/") + "/v1/traces"
+
+
 def configure_tracing(service: str, environ: Mapping[str, str] | None = None) -> bool:
     """Install the SDK provider and OTLP exporter for this process when an endpoint is configured; whether it did."""
     global _tracer, _provider, _pid
@@ -49,7 +57,7 @@ def configure_tracing(service: str, environ: Mapping[str, str] | None = None) ->
 
     resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME") or f"knflow-{service}"})
     _provider = TracerProvider(resource=resource)  # the sampler from OTEL_TRACES_SAMPLER / _ARG
-    _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=traces_endpoint(environ))))
     _tracer = _provider.get_tracer("knflow")
     _pid = os.getpid()
     log.info("tracing: exporting %s spans over OTLP/HTTP", service)
