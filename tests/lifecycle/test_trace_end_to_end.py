@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -231,3 +232,5 @@ async def test_the_waterfall_shows_one_bar_per_span_opened_from_the_run(
     root = next(s for s in spans if s["parent_id"] is None)
     first = page.locator("svg.waterfall g.span-row").first
     assert await first.get_attribute("data-span-id") == root["span_id"]
+    if shots := os.environ.get("KNFLOW_DASHBOARD_SCREENSHOTS"):  # a directory, as tests/dashboard/test_browser.py
+        await page.screenshot(path=os.path.join(shots, "trace.png"), full_page=True)
