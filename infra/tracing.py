@@ -27,8 +27,10 @@ _pid = 0  # the process that configured it: a forked child configures its own
 
 
 def tracing_wanted(environ: Mapping[str, str]) -> bool:
-    """Whether ``environ`` names an OTLP endpoint (and does not turn the SDK off)."""
+    """Whether ``environ`` names an OTLP endpoint (and neither turns the SDK off nor asks for no trace exporter)."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
         return False
     return any(environ.get(name, "").strip() for name in ENDPOINT_VARIABLES)
 

@@ -28,4 +28,5 @@ def test_spans_go_to_the_traces_endpoint_or_the_base_endpoint_plus_v1_traces() -
     both = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://b:9/t"}
     assert traces_endpoint(both) == "http://b:9/t"
     assert not tracing_wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_SDK_DISABLED": "true"})
+    assert not tracing_wanted({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_TRACES_EXPORTER": "none"})
     assert not tracing_wanted({})
