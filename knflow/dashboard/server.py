@@ -54,6 +54,7 @@ from knflow.dashboard import (
     schedules,
     series,
     submissions,
+    traces,
 )
 from knflow.dashboard.history import EventHistory
 from knflow.dashboard.replay import replay_event
@@ -167,6 +168,7 @@ class Dashboard:
         compare.add_routes(app, self)
         runlogs.add_routes(app, self)
         schedules.add_routes(app, ScheduleControl(self.settings, self._store, self.control))
+        traces.add_routes(app, self)
         return app
 
     @property

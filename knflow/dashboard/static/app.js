@@ -148,7 +148,8 @@ function failuresTable(rows, withRun) {
 function runDetail(d) {
   const r = d.run;
   const parts = [
-    h("h1", {}, "Run ", h("code", {}, r.runid), " ", badge(r.status)),
+    h("h1", {}, "Run ", h("code", {}, r.runid), " ", badge(r.status), " ",
+      h("a", { href: `#/trace/${encodeURIComponent(r.runid)}`, id: "trace-link" }, "Trace")),
     h("p", { class: "muted" }, `experiment ${r.experiment || "?"} · dataset ${r.dataset || "?"} · step ${r.step} · started ${fmtTime(r.started)} · `
       + `${fmtDuration(r.duration_s)} · ${r.events} events${r.model ? " · model " + r.model : ""}`),
   ];
@@ -238,6 +239,7 @@ const ROUTES = {
   serving: async () => knflowPlots.servingCharts(await panel("Serving", "/api/serving", serving)),
   compare: (ids) => knflowCompare.view(ids.split(",").filter(Boolean)),
   failures: () => panel("Failed events", "/api/failures", (d) => failuresTable(d.failures, true)),
+  trace: (id) => panel(null, `/api/runs/${encodeURIComponent(id)}/trace`, traceView), // trace.js
 };
 
 // The header's platform indicator: whether every component `knflow up` supervises runs (from /api/health).
