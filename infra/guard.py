@@ -25,6 +25,7 @@ from aiohttp import web
 
 from infra.auth import Principal, Role, TokenFile, tokens_path
 from infra.http import error_middleware, json_response
+from infra.namespaces import ANONYMOUS, EVERY, SCOPE, Scope
 from infra.settings import Settings
 
 Access = Literal["open", "viewer", "editor", "admin", "ingress", "inference"]
@@ -164,9 +165,10 @@ def guard_middleware(guard: Guard) -> Any:
             if problem:
                 return problem
         role = guard.needed(level, request.method)
+        principal = guard.principal(request)
+        request[SCOPE] = scope_for(guard, principal)
         if role is None:
             return await handler(request)
-        principal = guard.principal(request)
         if principal is None:
             return refuse(401, "a bearer token is needed (knflow token create)", **{"WWW-Authenticate": "Bearer"})
         if not principal.can(role):
@@ -199,6 +201,14 @@ def change_problem(guard: Guard, header: Callable[[str], str | None], has_body: 
     if has_body and ctype not in CHANGE_TYPES:
         return 415, f"content type {ctype or 'none'!r} is not accepted for a change; send JSON"
     return None
+
+
+def scope_for(guard: Guard, principal: Principal | None) -> Scope:
+    """The namespaces a caller acts for: its token's; every one where no token is asked at all; only ``default``
+    for a caller without a token on a route open to it (open inference reaches ``default``'s models only)."""
+    if principal is not None:
+        return Scope(principal.namespaces)
+    return EVERY if guard.tokens is None else ANONYMOUS
 
 
 def principal_of(request: web.Request) -> Principal | None:

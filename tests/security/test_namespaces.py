@@ -1,0 +1,148 @@
+"""Two teams on one platform at once: team A's runs, artifacts and models are invisible (404) and untouchable with
+team B's token in the API, the client and the CLI, while A's token and the local admin see them.
+
+One real platform (broker, function runner, gateway, knflow server) for the module; each team has an editor token
+scoped to its namespace. The namespace decision itself (names, prefixes, which namespace a request addresses) is
+tested without servers first.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import urllib3
+from sklearn.datasets import load_iris
+
+from eventing.events import NAMESPACE, new_event
+from infra.auth import TokenFile, tokens_path
+from infra.errors import InvalidRequest, NotFound
+from infra.namespaces import ANONYMOUS, EVERY, Scope, check, prefix, scoped
+from infra.store import open_store
+from knflow import Client
+from knflow.platform import Platform
+from tests.live_platform import admin_headers, knflow, running_platform
+
+NO_DEPLOY = {"model_name": "flowers", "train": {"model": "mlp", "epochs": 2}, "deploy": {"enabled": False}}
+
+
+# -- the decision, without servers -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["Team", "team_a", "-a", "a-", "", "a" * 64, "a/b", "../x"])
+def test_a_namespace_must_be_a_dns_label(name: str) -> None:
+    with pytest.raises(InvalidRequest, match="DNS label"):
+        check(name)
+
+
+def test_default_keeps_the_layout_and_other_namespaces_get_their_own_prefix(tmp_path: Path) -> None:
+    store = open_store(f"file://{tmp_path}")
+    assert prefix("default") == "" and scoped(store, "default") is store
+    team = scoped(store, "team-a")
+    info = team.put("models/m/1/model.onnx", b"onnx")
+
+    assert info.key == "models/m/1/model.onnx"  # the namespace sees its own layout
+    assert store.exists("namespaces/team-a/models/m/1/model.onnx") and not store.exists("models/m/1/model.onnx")
+    assert [i.key for i in team.list("models/")] == ["models/m/1/model.onnx"]
+    assert list(scoped(store, "team-b").list("")) == []
+    assert team.get("models/m/1/model.onnx") == b"onnx"
+
+
+def test_a_request_addresses_the_callers_home_namespace_unless_it_names_one() -> None:
+    assert Scope(("team-b", "team-c")).home == "team-b"
+    assert Scope(("team-b", "default")).home == "default"
+    assert EVERY.home == "default" and EVERY.sees("team-a")
+    assert ANONYMOUS.sees("default") and not ANONYMOUS.sees("team-a")
+
+
+def test_events_caused_by_a_run_carry_its_namespace() -> None:
+    start = new_event("dev.example.start", "/test", {}, extensions={NAMESPACE: "team-a"})
+    assert new_event("dev.example.next", "/test", {}, cause=start).get_extension(NAMESPACE) == "team-a"
+
+
+# -- two teams on one platform ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Teams:
+    platform: Platform
+    env: dict[str, str]
+    url: str
+    tokens: dict[str, str]
+
+    def client(self, team: str, namespace: str | None = None) -> Client:
+        return Client(self.url, token=self.tokens[team], namespace=namespace or "", timeout=120)
+
+    def status(self, team: str, path: str, **headers: str) -> int:
+        auth = {"Authorization": f"Bearer {self.tokens[team]}"} if team in self.tokens else admin_headers(self.env)
+        return urllib3.request("GET", self.url + path, headers={**auth, **headers}).status
+
+
+@pytest.fixture(scope="module")
+def teams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Teams]:
+    with running_platform(tmp_path_factory.mktemp("teams")) as (platform, env):
+        tokens = TokenFile(tokens_path(platform.settings))
+        made = {team: tokens.create(team, "editor", (team,)) for team in ("team-a", "team-b")}
+        yield Teams(platform, env, platform.url("dashboard"), made)
+
+
+@pytest.fixture(scope="module")
+def run_of_a(teams: Teams) -> str:
+    """Team A's run on iris, followed to its end (registered, deployment declined by its options)."""
+    x, y = load_iris(return_X_y=True)
+    buffer = io.StringIO()
+    np.savetxt(buffer, np.column_stack([x, y]), delimiter=",", fmt="%g", comments="", header="a,b,c,d,label")
+    data = buffer.getvalue().encode()
+    run = teams.client("team-a").submit(data, dataset="flowers", filename="f.csv", options=NO_DEPLOY)
+    outcome = run.wait(timeout=300)
+    assert outcome.registered and not outcome.failure, outcome.summary()
+    return run.runid
+
+
+def test_team_a_sees_its_run_and_team_b_gets_404_everywhere(teams: Teams, run_of_a: str) -> None:
+    for path in (f"/api/runs/{run_of_a}", f"/api/runs/{run_of_a}/outcome", f"/api/runs/{run_of_a}/events"):
+        assert teams.status("team-a", path) == 200, path
+        assert teams.status("team-b", path) == 404, path
+        assert teams.status("team-b", path, **{"X-Knflow-Namespace": "team-a"}) == 404, path
+        assert teams.status("team-b", path + "?namespace=team-a") == 404, path
+        assert teams.status("admin", path + "?namespace=team-a") == 200, path  # the local admin sees every namespace
+        assert teams.status("admin", path) == 404, path  # ... one at a time: it is not in `default`
+
+    assert run_of_a in [r["runid"] for r in teams.client("team-a").runs()]
+    assert run_of_a not in [r["runid"] for r in teams.client("team-b").runs()]
+    with pytest.raises(NotFound):
+        teams.client("team-b").run(run_of_a).outcome()
+
+
+def test_a_runs_events_carry_its_namespace_from_the_first_to_the_last(teams: Teams, run_of_a: str) -> None:
+    events = teams.client("team-a").run(run_of_a).events()
+    assert events and {e.extensions.get(NAMESPACE) for e in events} == {"team-a"}
+
+
+def test_team_a_artifacts_and_models_live_under_its_prefix_and_b_cannot_see_them(teams: Teams, run_of_a: str) -> None:
+    store = open_store(teams.platform.settings.artifacts)
+    assert any(store.list("namespaces/team-a/raw/flowers/"))
+    assert any(store.list("namespaces/team-a/models/flowers/"))
+    assert not any(store.list("models/flowers/")) and not any(store.list("raw/flowers/"))
+
+    assert "flowers" in [m["name"] for m in teams.client("team-a").models()]
+    assert "flowers" not in [m["name"] for m in teams.client("team-b").models()]
+    assert teams.status("team-a", "/api/models/flowers") == 200
+    assert teams.status("team-b", "/api/models/flowers") == 404
+    assert teams.status("team-b", "/api/models/flowers?namespace=team-a") == 404
+
+
+def test_a_token_cannot_submit_into_another_namespace(teams: Teams) -> None:
+    with pytest.raises(NotFound, match="no namespace 'team-a'"):
+        teams.client("team-b", "team-a").submit(b"a,label\n1,0\n", dataset="x", filename="x.csv")
+
+
+def test_the_cli_addresses_a_namespace_and_refuses_another_teams(teams: Teams, tmp_path: Path) -> None:
+    data = tmp_path / "tiny.csv"
+    data.write_bytes(b"a,label\n1,0\n2,1\n")
+    env = {**teams.env, "KNFLOW_SECURITY_TOKEN": teams.tokens["team-b"]}
+
+    refused = knflow(env, "run", str(data), "--namespace", "team-a", "--timeout", "5", timeout=120)
+    assert refused.returncode == 2 and "no namespace 'team-a'" in refused.stderr, refused.stdout + refused.stderr
+    by_env = knflow({**env, "KNFLOW_NAMESPACE": "team-a"}, "run", str(data), "--timeout", "5", timeout=120)
+    assert by_env.returncode == 2 and "no namespace 'team-a'" in by_env.stderr, by_env.stdout + by_env.stderr
