@@ -146,3 +146,17 @@ class NamespacedStore:
 def scoped(store: ArtifactStore, namespace: str) -> ArtifactStore:
     """``store`` as ``namespace`` sees it (the store itself for ``default``)."""
     return store if prefix(namespace) == "" else NamespacedStore(store, namespace)  # type: ignore[return-value]
+
+
+def qualified(namespace: str, name: str) -> str:
+    """A model's name across namespaces, as the gateway keys it: ``name`` in ``default``, ``<ns>/<name>`` elsewhere.
+    A name with ``/`` is no model's (registry names never hold one): ``NotFound``, so it cannot reach another's."""
+    if "/" in name:
+        raise NotFound(f"model {name!r} is not deployed")
+    return name if namespace == DEFAULT else f"{namespace}/{name}"
+
+
+def split(key: str) -> tuple[str, str]:
+    """The namespace and name of a ``qualified`` model name."""
+    namespace, _, name = key.rpartition("/")
+    return namespace or DEFAULT, name

@@ -282,11 +282,11 @@ class Dashboard:
 
     @access("viewer")
     async def serving(self, request: web.Request) -> web.Response:
-        return json_response(await self.gateway.models())
+        return json_response(await self.gateway.models(addressed(request)))
 
     @access("viewer")
     async def serving_model(self, request: web.Request) -> web.Response:
-        return json_response(await self.gateway.model(request.match_info["name"]))
+        return json_response(await self.gateway.model(request.match_info["name"], addressed(request)))
 
 
 async def serve_until_signal(dashboard: Dashboard) -> None:

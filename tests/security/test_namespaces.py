@@ -21,13 +21,13 @@ from sklearn.datasets import load_iris
 from eventing.events import NAMESPACE, new_event
 from infra.auth import TokenFile, tokens_path
 from infra.errors import InvalidRequest, NotFound
-from infra.namespaces import ANONYMOUS, EVERY, Scope, check, prefix, scoped
+from infra.namespaces import ANONYMOUS, EVERY, Scope, check, prefix, qualified, scoped, split
 from infra.store import open_store
 from knflow import Client
 from knflow.platform import Platform
 from tests.live_platform import admin_headers, knflow, running_platform
 
-NO_DEPLOY = {"model_name": "flowers", "train": {"model": "mlp", "epochs": 2}, "deploy": {"enabled": False}}
+OPTIONS = {"model_name": "flowers", "train": {"model": "mlp", "epochs": 2}}
 
 
 # -- the decision, without servers -----------------------------------------------------------------------------------
@@ -55,6 +55,13 @@ def test_a_request_addresses_the_callers_home_namespace_unless_it_names_one() ->
     assert Scope(("team-b", "default")).home == "default"
     assert EVERY.home == "default" and EVERY.sees("team-a")
     assert ANONYMOUS.sees("default") and not ANONYMOUS.sees("team-a")
+
+
+def test_the_gateway_keys_a_namespaces_models_apart_and_a_slash_reaches_none() -> None:
+    assert qualified("default", "flowers") == "flowers" and qualified("team-a", "flowers") == "team-a/flowers"
+    assert split("team-a/flowers") == ("team-a", "flowers") and split("flowers") == ("default", "flowers")
+    with pytest.raises(NotFound):
+        qualified("default", "team-a/flowers")  # gRPC or an encoded path naming another namespace's model
 
 
 def test_events_caused_by_a_run_carry_its_namespace() -> None:
@@ -88,14 +95,14 @@ def teams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Teams]:
 
 @pytest.fixture(scope="module")
 def run_of_a(teams: Teams) -> str:
-    """Team A's run on iris, followed to its end (registered, deployment declined by its options)."""
+    """Team A's run on iris, followed to its end: model ``flowers`` registered and served in namespace team-a."""
     x, y = load_iris(return_X_y=True)
     buffer = io.StringIO()
     np.savetxt(buffer, np.column_stack([x, y]), delimiter=",", fmt="%g", comments="", header="a,b,c,d,label")
     data = buffer.getvalue().encode()
-    run = teams.client("team-a").submit(data, dataset="flowers", filename="f.csv", options=NO_DEPLOY)
+    run = teams.client("team-a").submit(data, dataset="flowers", filename="f.csv", options=OPTIONS)
     outcome = run.wait(timeout=300)
-    assert outcome.registered and not outcome.failure, outcome.summary()
+    assert outcome.status == "deployed", outcome.summary()
     return run.runid
 
 
@@ -146,3 +153,40 @@ def test_the_cli_addresses_a_namespace_and_refuses_another_teams(teams: Teams, t
     assert refused.returncode == 2 and "no namespace 'team-a'" in refused.stderr, refused.stdout + refused.stderr
     by_env = knflow({**env, "KNFLOW_NAMESPACE": "team-a"}, "run", str(data), "--timeout", "5", timeout=120)
     assert by_env.returncode == 2 and "no namespace 'team-a'" in by_env.stderr, by_env.stdout + by_env.stderr
+
+
+def test_team_a_infers_on_its_model_and_team_b_and_anonymous_callers_get_404(teams: Teams, run_of_a: str) -> None:
+    x, _ = load_iris(return_X_y=True)
+    answer = teams.client("team-a").run(run_of_a).infer(x[:3])
+    assert answer["probabilities"].shape == (3, 3)
+
+    gateway = teams.platform.url("gateway")
+    body = b'{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}'
+    b_token = {"Authorization": f"Bearer {teams.tokens['team-b']}", "Content-Type": "application/json"}
+    for headers in (b_token, {**b_token, "X-Knflow-Namespace": "team-a"}, {}, {"X-Knflow-Namespace": "team-a"}):
+        for method, path in (("POST", "/v2/models/flowers/infer"), ("GET", "/v2/models/flowers")):
+            status = urllib3.request(method, gateway + path, body=body if method == "POST" else None, headers=headers)
+            assert status.status == 404, (method, path, headers, status.data)
+    assert urllib3.request("GET", gateway + "/v2/models/team-a%2Fflowers", headers=b_token).status == 404
+
+
+def test_team_b_cannot_see_or_touch_team_a_serving_on_the_gateway(teams: Teams, run_of_a: str) -> None:
+    gateway = teams.platform.url("gateway")
+    b = {"Authorization": f"Bearer {teams.tokens['team-b']}", "Content-Type": "application/json"}
+    a = {**b, "Authorization": f"Bearer {teams.tokens['team-a']}"}
+    assert urllib3.request("GET", gateway + "/v1/models/flowers", headers=a).status == 200
+    assert urllib3.request("GET", gateway + "/v1/models", headers=a).json()["models"] == ["flowers"]
+    assert urllib3.request("GET", gateway + "/v1/models", headers=b).json()["models"] == []
+    for method, path, body in (
+        ("GET", "/v1/models/flowers", None),
+        ("POST", "/v1/models/flowers/rollback", b"{}"),
+        ("PUT", "/v1/models/flowers/traffic", b'{"traffic": [{"revision": "team-a/flowers-00001", "percent": 100}]}'),
+        ("POST", "/v1/models/flowers/revisions", b'{"version": 1}'),
+    ):
+        for headers in (b, {**b, "X-Knflow-Namespace": "team-a"}):
+            assert urllib3.request(method, gateway + path, body=body, headers=headers).status == 404, (method, path)
+    assert teams.status("team-a", "/api/serving/flowers") == 200
+    assert teams.status("team-b", "/api/serving/flowers") == 404
+    assert "flowers" not in [
+        m["model"] for m in urllib3.request("GET", teams.url + "/api/serving", headers=b).json()["models"]
+    ]
