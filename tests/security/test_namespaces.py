@@ -190,3 +190,34 @@ def test_team_b_cannot_see_or_touch_team_a_serving_on_the_gateway(teams: Teams, 
     assert "flowers" not in [
         m["model"] for m in urllib3.request("GET", teams.url + "/api/serving", headers=b).json()["models"]
     ]
+
+
+async def test_the_dashboard_shows_each_team_its_own_namespace_only(teams: Teams, run_of_a: str, browser) -> None:  # type: ignore[no-untyped-def]
+    async def signed_in(token: str):  # type: ignore[no-untyped-def]
+        page = await (await browser.new_context()).new_page()
+        page.set_default_timeout(15_000)
+        await page.goto(f"{teams.url}/?token={token}")  # the sign-in link: the token becomes the page's cookie
+        await page.locator("#run-counts").wait_for()
+        return page
+
+    row = f'tr[data-runid="{run_of_a}"]'
+    a = await signed_in(teams.tokens["team-a"])
+    await a.locator(row).wait_for()
+    await a.goto(f"{teams.url}/#/models")
+    await a.locator('[data-model="flowers"]').wait_for()
+    assert await a.locator("#namespace").is_hidden()  # one namespace: nothing to choose
+
+    b = await signed_in(teams.tokens["team-b"])
+    assert await b.locator(row).count() == 0
+    await b.goto(f"{teams.url}/#/runs/{run_of_a}")
+    await b.locator(".error").get_by_text("no run", exact=False).wait_for()
+    await b.goto(f"{teams.url}/#/models")
+    await b.locator('[data-panel="/api/models"]').wait_for()
+    assert await b.locator('[data-model="flowers"]').count() == 0
+
+    admin = await signed_in(admin_headers(teams.env)["Authorization"].split()[1])
+    assert await admin.locator(row).count() == 0  # the admin starts in default
+    options = await admin.locator("#namespace option").all_inner_texts()
+    assert options[0] == "default" and {"team-a", "team-b"} <= set(options)
+    await admin.select_option("#namespace", "team-a")
+    await admin.locator(row).wait_for()
