@@ -16,8 +16,8 @@ from aiohttp import web
 from infra.auth import TokenFile
 from infra.errors import InvalidRequest
 from infra.guard import COOKIE, access, principal_of
-from infra.namespaces import ALL, DEFAULT, scope_of
 from infra.http import json_response, read_json
+from infra.namespaces import ALL, DEFAULT, scope_of
 
 MAX_AGE_S = 12 * 3600
 
