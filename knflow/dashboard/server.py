@@ -173,9 +173,9 @@ class Dashboard:
     # -- runs and failures (broker history) ---------------------------------------------
     @access("viewer")
     async def list_runs(self, request: web.Request) -> web.Response:
+        namespace = addressed(request)  # a namespace the caller does not act for is 404 before anything is read
         await self.history.refresh()
         await self._load_views({pipeline_of(events) for events in self.history.runs.values()})
-        namespace = addressed(request)
         rows = [r for r in self._summaries(datetime.now(UTC)) if self._namespace_of_run(r.runid) == namespace]
         rows.sort(key=lambda r: r.started, reverse=True)
         return json_response({"runs": rows, "broker": self.broker_url})  # orjson writes dataclasses
@@ -210,6 +210,7 @@ class Dashboard:
 
     @access("viewer")
     async def run_detail(self, request: web.Request) -> web.Response:
+        addressed(request)
         await self.history.refresh()
         runid = request.match_info["runid"]
         events = self.run_events(request, runid)
@@ -234,8 +235,9 @@ class Dashboard:
 
     @access("viewer")
     async def failures(self, request: web.Request) -> web.Response:
+        namespace = addressed(request)
         await self.history.refresh()
-        replays, namespace = self.history.replays, addressed(request)
+        replays = self.history.replays
         rows = [
             runs.failure_row(f, replays.get((f.get_data() or {}).get("event_id", ""), []))
             for f in self.history.failures
@@ -245,6 +247,7 @@ class Dashboard:
 
     @access("editor")
     async def replay(self, request: web.Request) -> web.Response:
+        addressed(request)
         await self.history.refresh()
         original = self.history.failed_original(request.match_info["event_id"])
         require(request, namespace_of(original), f"no dead-lettered event with id {original.get_id()!r}")

@@ -211,6 +211,7 @@ class RunsApi:
 
     @access("viewer")
     async def outcome(self, request: web.Request) -> web.Response:
+        addressed(request)
         await self.dashboard.history.refresh()
         runid = request.match_info["runid"]
         events = [SeenEvent.from_cloudevent(e) for e in self.dashboard.run_events(request, runid)]

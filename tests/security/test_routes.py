@@ -175,3 +175,26 @@ async def test_a_trigger_cannot_point_the_broker_at_metadata_link_local_or_unlis
     async with ClientSession() as http, http.put(f"{broker}/triggers/evil", json=spec, headers=headers) as r:
         assert r.status == 400, await r.text()
         assert "never calls" in await r.text() or "not an allowed target" in await r.text()
+
+
+#: Routes that belong to a namespace: another namespace's token gets 404 there, before anything is read.
+NAMESPACED = re.compile(r"^/(api/(runs|models|serving|failures)|v1/models|v2/models/)")
+#: Routes that do not belong to a namespace (yet): the platform's own (health, sign-in, triggers, function
+#: instances, the broker's history for the admin's tools) and the shared pipelines and schedules.
+NOT_NAMESPACED = re.compile(
+    r"^/($|health|v2$|v2/health|metrics|api/(login|logout|whoami|health|pipelines|schedules)|triggers|events|sources"
+    r"|functions|admin|\{name\}|\{namespace\})"
+)
+
+
+async def test_every_route_decides_its_namespace_and_another_namespaces_token_gets_404(servers: Servers) -> None:
+    other = TokenFile(tokens_path(servers.settings)).create("team-b", "editor", ("team-b",))
+    for r in servers.routes:
+        assert bool(NAMESPACED.match(r.path)) != bool(NOT_NAMESPACED.match(r.path)), (r.server, r.path)
+        if not NAMESPACED.match(r.path):
+            continue
+        for asked in ({"X-Knflow-Namespace": "team-a"}, {"X-Knflow-Namespace": "default"}):
+            status, text = await answer(r, other, **asked)
+            assert status == 404, (r.server, r.method, r.path, asked, status)
+            if r.method != "HEAD":
+                assert "no namespace" in text, (r.server, r.method, r.path, text)
