@@ -37,6 +37,7 @@ from eventing.bindings import BATCH_CONTENT_TYPE, to_json
 from eventing.delivery import Deliverer
 from eventing.dispatcher import Dispatcher
 from eventing.eventlog import EventLog, open_event_log
+from eventing.events import namespace_of
 from eventing.ingress import IngressServer
 from eventing.registry import TriggerFile, state_dir
 from eventing.triggers import Trigger
@@ -45,6 +46,7 @@ from infra.aio import run
 from infra.auth import own_credentials
 from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
 from infra.guard import access, guard_for, server_middlewares
+from infra.namespaces import ALL, scope_of
 from infra.outbound import Outbound
 from infra.settings import Settings
 
@@ -285,6 +287,9 @@ class BrokerServer:
                 events, cursor = await self.log.history(**args)
         except KnflowError as exc:
             return error_response(exc)
+        scope = scope_of(request)  # a team's token reads its own namespaces' events only
+        if ALL not in scope.namespaces:
+            events = [(c, e) for c, e in events if scope.sees(namespace_of(e))]
         out = [b'{"cursor":' + orjson.dumps(c) + b"," + to_json(e)[1:] for c, e in events]
         body = b'{"events":[' + b",".join(out) + b'],"next":' + orjson.dumps(cursor) + b"}"
         return web.Response(body=body, content_type="application/json")

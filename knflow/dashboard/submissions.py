@@ -37,7 +37,7 @@ from functions.runtime.pipeline import PipelineSpec, pipeline_triggers
 from infra.errors import InvalidRequest, NotFound, PayloadTooLarge, Unavailable
 from infra.guard import access
 from infra.http import json_response, read_json
-from infra.namespaces import addressed, of_extension, scoped
+from infra.namespaces import DEFAULT, addressed, of_extension, scoped
 from infra.store import ArtifactStore, ObjectInfo, validate_key
 from infra.validation import parse
 from knflow.drive import declined
@@ -110,9 +110,9 @@ class RunsApi:
         runid, namespace = new_runid(), addressed(request)
         store = scoped(self.dashboard.artifact_store(), namespace)
         if request.content_type == "multipart/form-data":
-            sub = await self._upload(request, runid, store)
+            sub = await self._upload(request, runid, store, namespace)
         elif request.content_type == "application/json":
-            sub = await self._reference(request, store)
+            sub = await self._reference(request, store, namespace)
         else:
             raise InvalidRequest(
                 f"POST /api/runs takes multipart/form-data (data files) or application/json (a key), "
@@ -128,26 +128,26 @@ class RunsApi:
         body = {"runid": runid, "id": event.get_id(), "key": info.key, "keys": [i.key for i in sub.objects]}
         return json_response({**body, "dataset": sub.dataset, "pipeline": sub.pipeline, "namespace": namespace}, 202)
 
-    async def _upload(self, request: web.Request, runid: str, store: ArtifactStore) -> Submission:
+    async def _upload(self, request: web.Request, runid: str, store: ArtifactStore, namespace: str) -> Submission:
         """Check a multipart submission, then store its files under ``raw/<dataset>/`` marked as announced."""
         with tempfile.TemporaryDirectory(prefix="knflow-upload-") as folder:
             upload = await read_upload(request, Path(folder))
             fields = upload.fields
             sub = Submission(fields.get("dataset") or "", fields.get("pipeline") or LIFECYCLE, _options(fields))
-            await self._check(sub)
+            await self._check(sub, namespace)
             sub.objects = await asyncio.to_thread(self._put, store, sub.dataset, upload.files, runid)
         return sub
 
-    async def _reference(self, request: web.Request, store: ArtifactStore) -> Submission:
+    async def _reference(self, request: web.Request, store: ArtifactStore, namespace: str) -> Submission:
         """Check a submission of an object already in the store (which must be data under ``raw/<dataset>/``)."""
         ref = parse(Reference, await read_json(request, MAX_FIELD_BYTES, "a run submission"), "run submission")
         sub = Submission(ref.dataset or _dataset_of(ref.key), ref.pipeline, ref.options)
         _dataset_of(ref.key)
-        await self._check(sub)
+        await self._check(sub, namespace)
         sub.objects = [await asyncio.to_thread(store.stat, ref.key)]
         return sub
 
-    async def _check(self, sub: Submission) -> None:
+    async def _check(self, sub: Submission, namespace: str) -> None:
         """Refuse a submission that could not start: bad dataset name, bad options, unknown or unapplied pipeline."""
         raw_prefix(sub.dataset)
         if sub.options is not None:
@@ -155,6 +155,8 @@ class RunsApi:
                 raise InvalidRequest("options must be a JSON object")
             parse_options(sub.options, "options")
         spec = takes_arrivals(await asyncio.to_thread(self.dashboard.control.get, sub.pipeline))
+        if spec.namespace not in (DEFAULT, namespace):  # another namespace's pipeline takes none of this one's runs
+            raise NotFound(f"no pipeline {sub.pipeline!r}")
         await self._check_applied(spec)
 
     async def _check_applied(self, spec: PipelineSpec) -> None:

@@ -16,9 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import urllib3
+from cloudevents.core.v1.event import CloudEvent
 from sklearn.datasets import load_iris
 
 from eventing.events import NAMESPACE, new_event
+from eventing.filters import matches
+from functions.contract import DATA_ARRIVED, lifecycle_spec_path
+from functions.runtime.pipeline import load_pipeline, pipeline_triggers
 from infra.auth import TokenFile, tokens_path
 from infra.errors import InvalidRequest, NotFound
 from infra.namespaces import ANONYMOUS, EVERY, Scope, check, prefix, qualified, scoped, split
@@ -62,6 +66,22 @@ def test_the_gateway_keys_a_namespaces_models_apart_and_a_slash_reaches_none() -
     assert split("team-a/flowers") == ("team-a", "flowers") and split("flowers") == ("default", "flowers")
     with pytest.raises(NotFound):
         qualified("default", "team-a/flowers")  # gRPC or an encoded path naming another namespace's model
+
+
+def test_a_namespaces_pipeline_takes_only_that_namespaces_runs() -> None:
+    lifecycle = load_pipeline(lifecycle_spec_path())
+    owned = lifecycle.model_copy(update={"metadata": lifecycle.metadata.model_copy(update={"namespace": "team-b"})})
+    [ingest, *_] = pipeline_triggers(owned, lambda step: "http://127.0.0.1:1/")
+    arrived = {"type": DATA_ARRIVED, "pipeline": lifecycle.name}
+
+    def event(**extensions: str) -> CloudEvent:
+        return new_event(DATA_ARRIVED, "/test", {}, extensions={**arrived, **extensions})
+
+    assert matches(event(namespace="team-b"), ingest.filter, ingest.filters)
+    assert not matches(event(namespace="team-a"), ingest.filter, ingest.filters)
+    assert not matches(event(), ingest.filter, ingest.filters)  # default's runs neither
+    [shared, *_] = pipeline_triggers(lifecycle, lambda step: "http://127.0.0.1:1/")
+    assert matches(event(namespace="team-a"), shared.filter, shared.filters)  # default's pipelines are shared
 
 
 def test_events_caused_by_a_run_carry_its_namespace() -> None:
@@ -221,3 +241,47 @@ async def test_the_dashboard_shows_each_team_its_own_namespace_only(teams: Teams
     assert options[0] == "default" and {"team-a", "team-b"} <= set(options)
     await admin.select_option("#namespace", "team-a")
     await admin.locator(row).wait_for()
+
+
+def test_a_namespaces_pipeline_is_invisible_and_untakeable_from_another_and_its_triggers_filter_it(
+    teams: Teams,
+) -> None:
+    tokens = TokenFile(tokens_path(teams.platform.settings))
+    admins = {team: tokens.create(f"{team}-admin", "admin", (team,)) for team in ("team-a", "team-b")}
+    lifecycle = load_pipeline(lifecycle_spec_path()).to_dict()
+    spec = {**lifecycle, "metadata": {**lifecycle["metadata"], "name": "b-flow"}}
+
+    def call(team: str, method: str, path: str, body: object = None) -> urllib3.BaseHTTPResponse:
+        headers = {"Authorization": f"Bearer {admins[team]}", "Content-Type": "application/json"}
+        return urllib3.request(method, teams.url + path, json=body, headers=headers)
+
+    applied = call("team-b", "PUT", "/api/pipelines/b-flow", spec)
+    assert applied.status == 200, applied.data
+    assert call("team-b", "GET", "/api/pipelines/b-flow").json()["metadata"]["namespace"] == "team-b"
+    assert call("team-a", "GET", "/api/pipelines/b-flow").status == 404
+    assert "b-flow" not in [p["name"] for p in call("team-a", "GET", "/api/pipelines").json()["pipelines"]]
+    assert call("team-a", "PUT", "/api/pipelines/b-flow", spec).status == 409  # names are shared: never replaced
+    assert call("team-a", "DELETE", "/api/pipelines/b-flow").status == 404
+    with pytest.raises(NotFound, match="no pipeline 'b-flow'"):
+        teams.client("team-a").submit(b"a,label\n1,0\n", dataset="x", filename="x.csv", pipeline="b-flow")
+
+    triggers = urllib3.request("GET", teams.platform.url("broker") + "/triggers", headers=admin_headers(teams.env))
+    b_flow = [t for t in triggers.json()["items"] if t["name"].startswith("b-flow-")]
+    assert b_flow and all(t["spec"]["filter"]["attributes"]["namespace"] == "team-b" for t in b_flow), b_flow
+    assert call("team-b", "DELETE", "/api/pipelines/b-flow").status == 200
+
+
+def test_schedules_belong_to_default_and_another_namespace_gets_404(teams: Teams) -> None:
+    assert teams.status("admin", "/api/schedules") == 200
+    assert teams.status("team-b", "/api/schedules") == 404
+
+
+def test_the_brokers_history_gives_a_team_its_own_namespaces_events_only(teams: Teams, run_of_a: str) -> None:
+    url = f"{teams.platform.url('broker')}/events?runid={run_of_a}&limit=1000"
+
+    def events(headers: dict[str, str]) -> list[dict]:
+        return urllib3.request("GET", url, headers=headers).json()["events"]
+
+    assert events({"Authorization": f"Bearer {teams.tokens['team-a']}"})
+    assert events(admin_headers(teams.env))
+    assert events({"Authorization": f"Bearer {teams.tokens['team-b']}"}) == []
