@@ -2,7 +2,8 @@
 
 import argparse
 
-from infra.namespaces import check
+from infra.auth import auth_headers
+from infra.namespaces import HEADER, check
 from infra.settings import Settings
 
 
@@ -17,3 +18,14 @@ def with_namespace(settings: Settings, args: argparse.Namespace) -> Settings:
     """The settings with the namespace ``--namespace`` names, when given."""
     namespace = getattr(args, "namespace", None)
     return settings.replace(namespace=check(namespace)) if namespace else settings
+
+
+def add_namespace_options(sub: argparse._SubParsersAction) -> None:
+    """``--namespace`` on every action of a command."""
+    for parser in sub.choices.values():
+        add_namespace_option(parser)
+
+
+def platform_headers(settings: Settings) -> dict[str, str]:
+    """What the CLI calls the platform's servers with: its token, and the namespace it addresses when one is set."""
+    return {**auth_headers(settings), **({HEADER: settings.namespace} if settings.namespace else {})}

@@ -285,3 +285,17 @@ def test_the_brokers_history_gives_a_team_its_own_namespaces_events_only(teams: 
     assert events({"Authorization": f"Bearer {teams.tokens['team-a']}"})
     assert events(admin_headers(teams.env))
     assert events({"Authorization": f"Bearer {teams.tokens['team-b']}"}) == []
+
+
+def test_the_models_cli_reaches_team_a_model_with_its_token_only(teams: Teams, run_of_a: str) -> None:
+    as_a = {**teams.env, "KNFLOW_SECURITY_TOKEN": teams.tokens["team-a"]}
+    as_b = {**teams.env, "KNFLOW_SECURITY_TOKEN": teams.tokens["team-b"]}
+
+    status = knflow(as_a, "models", "status", "flowers", timeout=120)
+    assert status.returncode == 0 and '"model": "flowers"' in status.stdout, status.stdout + status.stderr
+    for args in (("status", "flowers"), ("rollback", "flowers"), ("status", "flowers", "--namespace", "team-a")):
+        refused = knflow(as_b, "models", *args, timeout=120)
+        said = refused.stderr
+        assert refused.returncode == 2 and ("is not deployed" in said or "no namespace 'team-a'" in said), said
+    assert "flowers" in knflow(teams.env, "models", "ls", "--namespace", "team-a").stdout.split()
+    assert "flowers" not in knflow(teams.env, "models", "ls").stdout.split()  # the store's default namespace
