@@ -242,7 +242,7 @@ class BrokerServer:
         ]
         return web.json_response({"items": items})
 
-    @access("admin")
+    @access("platform")
     async def _put_trigger(self, request: web.Request) -> web.Response:
         try:
             try:
@@ -261,7 +261,7 @@ class BrokerServer:
         body = {"name": trigger.name, **trigger.to_resource(), "ready": ready}
         return web.json_response(body, status=200 if ready else 202)
 
-    @access("admin")
+    @access("platform")
     async def _delete_trigger(self, request: web.Request) -> web.Response:
         try:
             await self.remove_trigger(request.match_info["name"])
