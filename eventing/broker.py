@@ -46,6 +46,7 @@ from infra.aio import run
 from infra.auth import own_credentials
 from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
 from infra.guard import access, guard_for, server_middlewares
+from infra.http import answer_expect
 from infra.namespaces import ALL, scope_of
 from infra.outbound import Outbound
 from infra.settings import Settings
@@ -117,7 +118,7 @@ class BrokerServer:
             self._sources = default_sources(self.settings)
         for source in self._sources:
             app.add_routes(source.routes())
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(answer_expect(app), access_log=None)
         await self._runner.setup()
         assert self._runner.server is not None
         limit = self.settings.eventing.max_event_bytes

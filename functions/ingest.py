@@ -13,7 +13,7 @@ from functions.ml import readers
 from functions.ml.datasets import write_dataset
 from functions.ml.readers import RawData
 from functions.ml.validation import validate
-from functions.runoptions import DATASET_OPTIONS, resolve_options, save_options
+from functions.runoptions import DATASET_OPTIONS, experiment_of, resolve_options, save_options
 from infra.errors import InvalidRequest, NotFound, Unavailable
 from infra.store import ArtifactStore
 
@@ -46,6 +46,7 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
     ctx.log.info("ingest: %s → %s (%d rows, new=%s)", key, version.prefix, version.rows, version.created)
     out = {
         "dataset": dataset,
+        "experiment": experiment_of(options, dataset),
         "version": version.sha256,
         "prefix": version.prefix,
         "data_key": version.data_key,

@@ -1,5 +1,5 @@
-"""A run's options (label column, task, categorical columns, model name, training parameters, tuning spec, deploy
-policy, drift policy) and where they live.
+"""A run's options (label column, task, categorical columns, model name, experiment, training parameters, tuning
+spec, deploy policy, drift policy) and where they live.
 
 Options come from, in order: ``options`` in the ``data.arrived`` event data; else the object
 ``raw/<dataset>/knflow.json`` beside the data (for runs started by a bucket notification, which
@@ -19,6 +19,7 @@ from infra.errors import InvalidRequest, NotFound
 from infra.store import ArtifactStore
 
 DATASET_OPTIONS = "knflow.json"
+MAX_NAME = 200
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class RunOptions:
     task: str = CLASSIFICATION
     categorical: list[str] = field(default_factory=list)
     model_name: str | None = None
+    experiment: str | None = None  # the named group of runs it belongs to (None: its data set's name)
     seed: int = 0
     val_fraction: float = 0.15
     test_fraction: float = 0.15
@@ -77,12 +79,25 @@ def _check_types(options: RunOptions, where: str) -> None:
             raise InvalidRequest(f"{where}: {name} must be a number in (0, 0.5), got {value!r}")
     if not isinstance(options.label, str) or not options.label:
         raise InvalidRequest(f"{where}: label must be a column name")
+    if options.experiment is not None and not _is_name(options.experiment):
+        raise InvalidRequest(
+            f"{where}: experiment must be a name of 1 to {MAX_NAME} characters, got {options.experiment!r}"
+        )
     if not isinstance(options.categorical, list) or not all(isinstance(c, str) and c for c in options.categorical):
         raise InvalidRequest(f"{where}: categorical must be a list of column names, got {options.categorical!r}")
     for name in ("train", "tuning", "deploy", "drift"):
         value = getattr(options, name)
         if not isinstance(value, dict) and not (name == "tuning" and value is None):
             raise InvalidRequest(f"{where}: {name} must be a JSON object, got {type(value).__name__}")
+
+
+def _is_name(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_NAME and value.isprintable() and value.strip() == value
+
+
+def experiment_of(options: RunOptions, dataset: str) -> str:
+    """The experiment a run belongs to: the one its options name, else its data set."""
+    return options.experiment or dataset
 
 
 def with_objective(tuning: dict[str, Any] | None, task: str) -> dict[str, Any] | None:

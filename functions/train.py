@@ -151,7 +151,7 @@ def run(store: ArtifactStore, job: Job, model_name: str | None, log: Any, settin
         return _store_result(store, job, _failed(job, params, str(exc)))
     classes = tuple(manifest.get("classes", range(manifest["num_classes"])))
     metrics, info = _export(store, job, trained, splits, transform, task, classes)
-    how = f"resumed after epoch {trained.resumed_from}"
+    how = f"resumed after epoch {trained.resumed_from}" if trained.resumed_from else "from the first epoch"
     if uses_workers(params, settings):
         how = f"in {params.workers} workers"
     log.info("train: %s %s %.4f after %d epochs (%s)", job.prefix, HEADLINE[task], metrics[HEADLINE[task]],

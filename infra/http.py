@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion11, web, web_urldispatcher
 
 from infra.errors import InvalidRequest, KnflowError, PayloadTooLarge
 
@@ -34,6 +34,28 @@ def error_middleware(json_prefix: str = "/") -> Any:
             return json_response({"error": exc.reason}, exc.status)
 
     return errors
+
+
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """Answer ``Expect``: ``100-continue`` lets the body come; any other value is a 417 naming it (escaped, so a
+    non-UTF-8 value cannot break the answer as it breaks aiohttp's own handler, which runs outside every middleware)."""
+    expect = request.headers.get("Expect", "")
+    if request.version != HttpVersion11:
+        return None
+    if expect.lower() != "100-continue":
+        return json_response({"error": f"unknown Expect: {expect!a}"}, 417)
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the interim answer is not part of the response's size
+    return None
+
+
+def answer_expect(app: web.Application) -> web.Application:
+    """Use ``expect_continue`` on every route of ``app`` (call it when all routes are added) and on the routes aiohttp
+    makes per request for an unknown path or method (404, 405), which take the library's default."""
+    web_urldispatcher._default_expect_handler = expect_continue  # type: ignore[attr-defined]  # no public hook
+    for route in app.router.routes():
+        route._expect_handler = expect_continue  # type: ignore[attr-defined]  # aiohttp sets it only per add_route
+    return app
 
 
 async def read_json(request: web.Request, limit: int, what: str) -> Any:

@@ -17,9 +17,15 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"me
 
 
 class _RunIdFilter(logging.Filter):
+    def __init__(self, function: str | None = None):
+        super().__init__()
+        self.function = function
+
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "runid"):
             record.runid = current_runid.get()
+        if self.function is not None and not hasattr(record, "function"):
+            record.function = self.function  # which function's work it was (``knflow runs logs --step``)
         return True
 
 
@@ -41,10 +47,11 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json", stream=None) -> None:
-    """Set up the root logger once (JSON lines or plain text) with the runid filter."""
+def configure_logging(level: str = "INFO", fmt: str = "json", stream=None, *, function: str | None = None) -> None:
+    """Set up the root logger once (JSON lines or plain text) with the runid filter; ``function``: a function
+    worker's name, which its JSON records carry."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.addFilter(_RunIdFilter())
+    handler.addFilter(_RunIdFilter(function))
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -12,6 +12,7 @@ from infra.errors import KnflowError
 COMMANDS = [
     "demo",
     "run",
+    "runs",
     "up",
     "config",
     "artifacts",

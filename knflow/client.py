@@ -8,6 +8,7 @@
         print(event.type)
     outcome = run.wait()                         # status, model, version, endpoint
     run.infer(x[:5])                             # {"label": array([...]), "probabilities": array([[...]])}
+    client.runs(experiment="iris")               # the runs table's rows; client.compare(a, b), run.logs(step=...)
 
 Errors are knflow's (``infra.errors``, mapped from the server's answers by ``infra.httpclient``): a refused
 submission raises ``InvalidRequest`` with the server's reason, an unknown pipeline ``NotFound``, a platform
@@ -82,9 +83,13 @@ class Client:
         options: Mapping[str, Any] | None = None,
         pipeline: str = LIFECYCLE,
         filename: str | None = None,
+        experiment: str | None = None,
     ) -> Run:
         """Start a run on ``data``: a path, bytes (with ``filename``), arrays ``(x, y)`` or a DataFrame holding the
-        label column (``options["label"]``, default ``label``). The data lands under ``raw/<dataset>/``."""
+        label column (``options["label"]``, default ``label``). The data lands under ``raw/<dataset>/``;
+        ``experiment`` (the run option; default: the dataset) groups runs."""
+        if experiment is not None:
+            options = {**(options or {}), "experiment": experiment}
         label = str((options or {}).get("label", "label"))
         files = as_files(data, dataset=dataset, filename=filename, label=label)
         fields = [("dataset", dataset), ("pipeline", pipeline)]
@@ -116,9 +121,17 @@ class Client:
         """A handle on a run that already exists."""
         return Run(self, runid)
 
-    def runs(self) -> list[dict[str, Any]]:
-        """Every run in the broker history, newest first (the dashboard's rows)."""
-        return self.api.call("GET", "/api/runs")["runs"]
+    def runs(
+        self, *, dataset: str | None = None, experiment: str | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The runs in the broker history, newest first (the dashboard's rows); only those of ``dataset``,
+        ``experiment`` and ``status`` (running, succeeded, failed) when given."""
+        query = {k: v for k, v in (("dataset", dataset), ("experiment", experiment), ("status", status)) if v}
+        return self.api.call("GET", "/api/runs" + (f"?{urlencode(query)}" if query else ""))["runs"]
+
+    def compare(self, *items: str) -> dict[str, Any]:
+        """Runs (ids) or trials (``RUNID/TRIAL``) side by side: ``{"items": [...], "differs": ["params.lr", ...]}``."""
+        return self.api.call("GET", f"/api/compare?{urlencode({'runs': ','.join(items)})}")
 
     def models(self) -> list[dict[str, Any]]:
         """Every registered model with its versions and aliases."""
@@ -195,6 +208,24 @@ class Run:
                 on_event(event)
         assert self.last is not None
         return self.last
+
+    def detail(self) -> dict[str, Any]:
+        """What the dashboard shows of the run: ``run`` (its row), ``steps``, ``trials``, ``model``, ``failures``."""
+        return self.client.api.call("GET", f"/api/runs/{quote(self.runid, safe='')}")
+
+    def logs(
+        self, *, step: str | None = None, after: str | None = None, wait: float = 0.0, limit: int = 1000
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The functions' log lines for the run (of ``step`` when given) after cursor ``after``, waiting up to ``wait``
+        seconds for one; and the cursor to ask after next."""
+        query = {
+            "limit": limit,
+            "wait": wait,
+            **({"after": after} if after else {}),
+            **({"step": step} if step else {}),
+        }
+        body = self.client.api.call("GET", f"/api/runs/{quote(self.runid, safe='')}/logs?{urlencode(query)}")
+        return body["lines"], body["next"]
 
     def outcome(self) -> dict[str, Any]:
         """The server's view of the run now: ``status``, ``model``, ``version``, ``endpoint``, ``reason``."""

@@ -26,7 +26,7 @@ from aiohttp import web
 from infra.aio import run
 from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
 from infra.guard import access, server_middlewares
-from infra.http import json_response
+from infra.http import answer_expect, json_response
 from infra.namespaces import addressed, qualified, split
 from infra.settings import Settings
 from infra.store import ArtifactStore
@@ -116,7 +116,7 @@ class Gateway:
         else:
             only = self.pinned
             self.states = {only.model: ServingState(only.model, (only,), (TrafficTarget(only.id, 100),))}
-        self.runner = web.AppRunner(self.app(), access_log=None)
+        self.runner = web.AppRunner(answer_expect(self.app()), access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.settings.host, self.port if port is None else port)
         await site.start()

@@ -40,6 +40,7 @@ from functions.runtime.zygote import Template
 from infra.aio import run
 from infra.errors import Conflict, InvalidRequest, KnflowError, NotFound, Unavailable
 from infra.guard import access, server_middlewares
+from infra.http import answer_expect
 from infra.logs import configure_logging
 from infra.settings import Settings, load_settings
 from infra.validation import parse
@@ -98,7 +99,7 @@ class Runner:
     async def start(self, port: int | None = None) -> int:
         """Warm the worker template, listen on ``port`` (default settings.functions_port; 0 = any)."""
         await self.template.ensure_running()
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(answer_expect(self.app()), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.functions_port if port is None else port)
         await site.start()

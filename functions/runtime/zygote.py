@@ -49,8 +49,8 @@ def worker_main(spec: dict[str, Any], settings: Settings, ctl: int) -> None:
 
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: go when the template goes
-    configure_logging(settings.log_level, settings.log_format)
     name, pid = spec["spawn"], os.getpid()
+    configure_logging(settings.log_level, settings.log_format, function=spec.get("as") or name)
     os.environ.update(spec.get("env") or {})  # the instance's own environment (a pipeline step's settings)
     try:
         function = load_function(spec["target"], hosted_as=spec.get("as"))

@@ -33,6 +33,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="dataset name (default: the file's stem)")
     parser.add_argument("--options", type=Path, help="run options JSON (label, train, tuning, deploy; see docs)")
+    parser.add_argument("--experiment", help="the experiment the run belongs to (default: the dataset name)")
     parser.add_argument("--pipeline", default="lifecycle", help="the pipeline the run takes (default lifecycle)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the run (default 900)")
     parser.add_argument("--keep", action="store_true", help="leave a platform this command started running afterwards")
@@ -50,6 +51,8 @@ def execute(
 ) -> int:
     """Submit ``data`` to the platform the settings name (starting one when none answers), follow, probe, summarize."""
     configure_logging("WARNING", "text")
+    if args.experiment:
+        options = {**(options or {}), "experiment": args.experiment}
     started = time.monotonic()
     settings = with_namespace(settings, args)
     client = Client.from_settings(settings, timeout=300.0)

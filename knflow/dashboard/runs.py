@@ -39,7 +39,7 @@ DONE = "done"
 #: Fields worth a glance on the timeline, per event type (others fall back to the scalar fields).
 KEY_FIELDS = {
     DATA_ARRIVED: ("dataset", "key", "size"),
-    DATASET_INGESTED: ("dataset", "rows", "task", "num_classes", "kind"),
+    DATASET_INGESTED: ("dataset", "experiment", "rows", "task", "num_classes", "kind"),
     FEATURES_READY: ("dataset", "rows", "input_shape", "task", "num_classes"),
     TRIAL_REQUESTED: ("trial", "params"),
     MODEL_TRAINED: ("trial", "status", "reason", "model_name", "metrics"),
@@ -57,6 +57,7 @@ class RunSummary:
 
     runid: str
     dataset: str
+    experiment: str
     key: str
     step: str
     status: str
@@ -140,12 +141,14 @@ def summarize(
     started, updated = _time(events[0]), _time(events[-1])
     end = updated if status != RUNNING else (now or datetime.now(UTC))
     dataset = next((str(_data(e)["dataset"]) for e in events if _data(e).get("dataset")), "")
+    experiment = experiment_of(events) or dataset
     key = next((str(_data(e).get("key", "")) for e in events if e.get_type() == DATA_ARRIVED), "")
     registered = [_data(e) for e in events if e.get_type() in (MODEL_REGISTERED, MODEL_DEPLOYED)]
     model = f"{registered[-1].get('name')} v{registered[-1].get('version')}" if registered else ""
     return RunSummary(
         runid=runid,
         dataset=dataset,
+        experiment=experiment,
         key=key,
         step=current_step(events, status, view),
         status=status,
@@ -155,6 +158,24 @@ def summarize(
         events=len(events),
         model=model,
     )
+
+
+def experiment_of(events: Sequence[CloudEvent]) -> str | None:
+    """The experiment a run's events name (ingest's answer, else the submitted options); None: the data set's."""
+    for e in events:
+        if e.get_type() == DATASET_INGESTED and _data(e).get("experiment"):
+            return str(_data(e)["experiment"])
+    for e in events:
+        options = _data(e).get("options") if e.get_type() == DATA_ARRIVED else None
+        if isinstance(options, dict) and isinstance(options.get("experiment"), str) and options["experiment"]:
+            return options["experiment"]
+    return None
+
+
+def select(rows: Sequence[RunSummary], **wanted: str | None) -> list[RunSummary]:
+    """The rows whose fields equal every given value (``dataset=``, ``experiment=``, ``status=``; None: any)."""
+    given = {name: value for name, value in wanted.items() if value}
+    return [row for row in rows if all(getattr(row, name) == value for name, value in given.items())]
 
 
 def key_fields(event: CloudEvent) -> dict[str, Any]:
@@ -197,7 +218,7 @@ def _first(events: Sequence[CloudEvent], test: Any, after: datetime | None = Non
     return next((e for e in events if test(e) and (after is None or _time(e) >= after)), None)
 
 
-def _model(e: CloudEvent) -> bool:
+def is_model(e: CloudEvent) -> bool:
     """A training answer that is the run's model (not a tuning trial's, not a failed training)."""
     return _trained(e) and _data(e).get("status") != "Failed"
 
@@ -241,7 +262,7 @@ class PipelineView:
         """Whether ``e`` is the step's result: the last type it emits, not a trial's, not a failed training."""
         if not step.emits or _trial(e) or e.get_type() != step.emits[-1]:
             return False
-        return _model(e) if e.get_type() == MODEL_TRAINED else True
+        return is_model(e) if e.get_type() == MODEL_TRAINED else True
 
 
 def failed_step(events: Sequence[CloudEvent], failure: CloudEvent, view: PipelineView | None = None) -> str:
@@ -319,6 +340,13 @@ def trials(events: Sequence[CloudEvent]) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+def registered_model(events: Sequence[CloudEvent]) -> dict[str, Any] | None:
+    """The model the run registered: name, version, sha256, metrics, params and lineage; None before."""
+    found = [_data(e) for e in events if e.get_type() == MODEL_REGISTERED]
+    fields = ("name", "version", "sha256", "metrics", "params", "lineage")
+    return {name: found[-1].get(name) for name in fields} if found else None
+
+
 def failure_row(event: CloudEvent, replays: Sequence[CloudEvent] = ()) -> dict[str, Any]:
     """A dead-lettered delivery as the failures panel shows it (``replays``: events re-published from it)."""
     data = _data(event)
@@ -365,6 +393,7 @@ def run_detail(
         "reason": failure_reason(events) if summary.status == FAILED else None,
         "steps": [asdict(s) for s in steps(events, view=view)],
         "trials": trials(events),
+        "model": registered_model(events),
         "failures": failures,
         "timeline": timeline(events),
     }

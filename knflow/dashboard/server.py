@@ -34,15 +34,15 @@ from eventing.client import publish_async
 from eventing.events import namespace_of
 from functions.contract import LIFECYCLE
 from infra.auth import auth_headers
-from infra.errors import KnflowError, NotFound, Unavailable
+from infra.errors import InvalidRequest, KnflowError, NotFound, Unavailable
 from infra.guard import access, guard_for, server_middlewares
-from infra.http import json_response
+from infra.http import answer_expect, json_response
 from infra.namespaces import DEFAULT, addressed, require, scoped
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
 from knflow import __version__
 from knflow.control import PipelineControl
-from knflow.dashboard import catalog, login, pipelines, runs, schedules, submissions
+from knflow.dashboard import catalog, compare, login, pipelines, runlogs, runs, schedules, submissions
 from knflow.dashboard.history import EventHistory
 from knflow.dashboard.replay import replay_event
 from knflow.dashboard.traffic import GatewayView
@@ -59,6 +59,15 @@ VIEW_TTL_S = 10.0  # how long a run's pipeline spec is trusted before it is read
 def pipeline_of(events: list) -> str:
     """The pipeline a run's events belong to (the lifecycle for events that name none)."""
     return next((str(p) for e in events if (p := e.get_extension("pipeline"))), LIFECYCLE)
+
+
+def runs_filter(query: Any) -> dict[str, str | None]:
+    """``GET /api/runs``'s filters (``dataset``, ``experiment``, ``status``); ``InvalidRequest`` for a status that is
+    none of running, succeeded, failed."""
+    status = query.get("status") or None
+    if status not in (None, runs.RUNNING, runs.SUCCEEDED, runs.FAILED):
+        raise InvalidRequest(f"status {status!r} is none of {runs.RUNNING}, {runs.SUCCEEDED}, {runs.FAILED}")
+    return {"dataset": query.get("dataset") or None, "experiment": query.get("experiment") or None, "status": status}
 
 
 class Dashboard:
@@ -93,7 +102,7 @@ class Dashboard:
         self.gateway = GatewayView(self.gateway_url, self._session)
         self.registries: dict[str, ModelRegistry] = {}  # per namespace, on first use: a store that is down must not
         # stop the page
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        self._runner = web.AppRunner(answer_expect(self.app()), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.port, reuse_address=True)
         await site.start()
@@ -134,6 +143,8 @@ class Dashboard:
         )
         pipelines.add_routes(app, self.control)
         submissions.add_routes(app, self)
+        compare.add_routes(app, self)
+        runlogs.add_routes(app, self)
         schedules.add_routes(app, ScheduleControl(self.settings, self._store, self.control))
         return app
 
@@ -176,7 +187,9 @@ class Dashboard:
         namespace = addressed(request)  # a namespace the caller does not act for is 404 before anything is read
         await self.history.refresh()
         await self._load_views({pipeline_of(events) for events in self.history.runs.values()})
-        rows = [r for r in self._summaries(datetime.now(UTC)) if self._namespace_of_run(r.runid) == namespace]
+        wanted = runs_filter(request.query)
+        mine = [r for r in self._summaries(datetime.now(UTC)) if self._namespace_of_run(r.runid) == namespace]
+        rows = runs.select(mine, **wanted)
         rows.sort(key=lambda r: r.started, reverse=True)
         return json_response({"runs": rows, "broker": self.broker_url})  # orjson writes dataclasses
 

@@ -37,6 +37,7 @@ async def test_page_shows_runs_steps_failure_models_serving_and_replays(
     await bad_row.locator("td.status").get_by_text("failed").wait_for()
     assert await page.locator("tr[data-runid]").count() == 2
     assert await bad_row.locator("td.step").inner_text() == "train"
+    assert await ok_row.locator("td.experiment").inner_text() == "digits"  # by default, the run's data set
     assert "digits v1" in await ok_row.inner_text()
     assert "raw/iris/d.csv" in await bad_row.inner_text()
     assert await page.locator("#run-counts").inner_text() == "0 running · 1 succeeded · 1 failed"
@@ -117,7 +118,7 @@ async def test_page_refreshes_by_itself_and_a_backend_down_only_blanks_its_own_p
     for event in start_of_run("fashion", "train"):
         await publish_async(broker.url, event, http)
     row = page.locator("tr[data-runid]")
-    await row.get_by_text("fashion").wait_for()
+    await row.locator("td.experiment").get_by_text("fashion").wait_for()
     assert await row.locator("td.status").inner_text() == "running"
 
     # The gateway is down: the serving panel says so; models and runs still render.
@@ -126,5 +127,5 @@ async def test_page_refreshes_by_itself_and_a_backend_down_only_blanks_its_own_p
     await page.click('nav a[data-view="models"]')
     await page.locator('[data-model="digits"] tr[data-version="1"]').wait_for()
     await page.click('nav a[data-view="runs"]')
-    await page.locator("tr[data-runid]").get_by_text("fashion").wait_for()
+    await page.locator("tr[data-runid] td.experiment").get_by_text("fashion").wait_for()
     await page.close()

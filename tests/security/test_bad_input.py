@@ -64,6 +64,26 @@ async def test_a_non_utf8_byte_in_a_cloudevent_header_is_400_on_both_ingress_pat
     assert answer.startswith(b"HTTP/1.1 400") and b"not valid UTF-8" in answer
 
 
+@pytest.mark.parametrize("path", [b"/sources/minio", b"/triggers"])
+async def test_an_unknown_expect_value_is_417_naming_it_even_when_not_utf8(broker, path: bytes) -> None:  # type: ignore[no-untyped-def]
+    answer = await raw(
+        broker, b"POST " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: caf\xe9\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    assert answer.startswith(b"HTTP/1.1 417") and b"unknown Expect" in answer, answer
+
+
+async def test_expect_100_continue_still_lets_the_body_come(broker) -> None:  # type: ignore[no-untyped-def]
+    reader, writer = await asyncio.open_connection("127.0.0.1", broker.port)
+    try:
+        writer.write(b"GET /triggers HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        final = await asyncio.wait_for(reader.readuntil(b"\r\n"), 10)
+    finally:
+        writer.close()
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n" and final.startswith(b"HTTP/1.1 200"), (interim, final)
+
+
 async def test_a_head_with_bare_lf_line_ends_is_answered_400(broker) -> None:  # type: ignore[no-untyped-def]
     answer = await raw(broker, b"POST / HTTP/1.1\nHost: 127.0.0.1\nContent-Length: 2\n\n{}")
     assert b" 400 " in answer.split(b"\r\n")[0]

@@ -29,7 +29,6 @@ from tests.security.test_fuzz_parsers import notifications, signatures
 
 DEADLINE_S = 10.0  # a good request is answered within this
 QUIET_S = 0.3
-KNOWN_500 = re.compile(rb"(?i)\r\nexpect:[^\r]*[\x80-\xff]")
 STATUS = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 EVENT = {"specversion": "1.0", "id": "1", "source": "/fuzz", "type": "dev.fuzz"}
 
@@ -112,8 +111,6 @@ def test_raw_requests_are_answered_2xx_or_4xx_or_closed(broker: BrokerServer) ->
         raw, kept = request
         answer = exchange(broker.port, raw, cuts, DEADLINE_S if kept else QUIET_S)
         codes = [int(code) for code in STATUS.findall(answer)]
-        if KNOWN_500.search(raw):
-            return  # aiohttp's default Expect handler echoes a non-UTF-8 value into its 417 and fails (not fixed yet)
         assert all(100 <= code < 500 for code in codes), (codes, raw[:300], answer[:300])
         assert not kept or codes[:1] == [202], (codes, raw[:300], answer[:300])
         statuses.update(codes or [0])

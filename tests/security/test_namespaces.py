@@ -299,3 +299,17 @@ def test_the_models_cli_reaches_team_a_model_with_its_token_only(teams: Teams, r
         assert refused.returncode == 2 and ("is not deployed" in said or "no namespace 'team-a'" in said), said
     assert "flowers" in knflow(teams.env, "models", "ls", "--namespace", "team-a").stdout.split()
     assert "flowers" not in knflow(teams.env, "models", "ls").stdout.split()  # the store's default namespace
+
+
+def test_comparing_and_reading_logs_of_team_a_run_is_404_for_team_b(teams: Teams, run_of_a: str) -> None:
+    assert teams.status("team-a", f"/api/compare?runs={run_of_a}") == 200
+    assert teams.status("team-b", f"/api/compare?runs={run_of_a}") == 404
+    assert teams.status("team-b", f"/api/runs/{run_of_a}/logs") == 404
+
+    as_a = {**teams.env, "KNFLOW_SECURITY_TOKEN": teams.tokens["team-a"]}
+    as_b = {**teams.env, "KNFLOW_SECURITY_TOKEN": teams.tokens["team-b"]}
+    shown = knflow(as_a, "runs", "show", run_of_a, "-o", "json", timeout=120)
+    assert shown.returncode == 0 and run_of_a in shown.stdout, shown.stdout + shown.stderr
+    refused = knflow(as_b, "runs", "show", run_of_a, timeout=120)
+    assert refused.returncode == 2 and f"no run {run_of_a!r}" in refused.stderr, refused.stdout + refused.stderr
+    assert run_of_a not in knflow(as_b, "runs", "ls", "-o", "json", timeout=120).stdout

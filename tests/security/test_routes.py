@@ -180,7 +180,7 @@ async def test_a_trigger_cannot_point_the_broker_at_metadata_link_local_or_unlis
 
 
 #: Routes that belong to a namespace: another namespace's token gets 404 there, before anything is read.
-NAMESPACED = re.compile(r"^/(api/(runs|models|serving|failures|pipelines|schedules)|v1/models|v2/models/)")
+NAMESPACED = re.compile(r"^/(api/(runs|compare|models|serving|failures|pipelines|schedules)|v1/models|v2/models/)")
 #: Routes that do not belong to a namespace: the platform's own (health, sign-in, triggers, function instances, the
 #: broker's history for the admin's tools).
 NOT_NAMESPACED = re.compile(

@@ -99,6 +99,7 @@ function runsTable(data) {
     ["running", "succeeded", "failed"].map((s) => `${counts[s] || 0} ${s}`).join(" · "));
   return h("div", {}, summary, table([
     ["Run", (r) => h("code", {}, r.runid), "runid"],
+    ["Experiment", (r) => r.experiment, "experiment"],
     ["Dataset", (r) => h("div", {}, r.dataset, r.key ? h("div", { class: "muted" }, r.key) : null)],
     ["Step", (r) => r.step, "step"],
     ["Status", (r) => badge(r.status), "status"],
@@ -144,7 +145,7 @@ function runDetail(d) {
   const r = d.run;
   const parts = [
     h("h1", {}, "Run ", h("code", {}, r.runid), " ", badge(r.status)),
-    h("p", { class: "muted" }, `dataset ${r.dataset || "?"} · step ${r.step} · started ${fmtTime(r.started)} · `
+    h("p", { class: "muted" }, `experiment ${r.experiment || "?"} · dataset ${r.dataset || "?"} · step ${r.step} · started ${fmtTime(r.started)} · `
       + `${fmtDuration(r.duration_s)} · ${r.events} events${r.model ? " · model " + r.model : ""}`),
   ];
   if (d.reason) parts.push(h("div", { class: "error reason", id: "failure-reason" }, d.reason));
