@@ -41,8 +41,8 @@ class CompareApi:
 
     @access("viewer")
     async def compare(self, request: web.Request) -> web.Response:
-        wanted = parse_items(request.query.get("runs"))
         addressed(request)  # a namespace the caller does not act for is 404 before anything is read
+        wanted = parse_items(request.query.get("runs"))
         await self.dashboard.history.refresh()
         items = []
         for runid, trial in wanted:
