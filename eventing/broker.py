@@ -346,10 +346,12 @@ def main() -> None:
     """``python -m eventing.broker``."""
     from infra.logs import configure_logging
     from infra.settings import load_settings
+    from infra.tracing import traced
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    run(serve_until_signal(settings))
+    with traced("broker"):
+        run(serve_until_signal(settings))
 
 
 if __name__ == "__main__":

@@ -24,10 +24,11 @@ from typing import Any
 import aiohttp
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.events import STEP_FAILED, InvalidEvent, describe, new_event
+from eventing.events import RUNID, STEP_FAILED, TRACEPARENT, InvalidEvent, describe, new_event
 from eventing.http1 import Http1Pool
 from eventing.triggers import DeliverySpec, Trigger
 from eventing.wire import from_http, to_http_binary
+from infra import tracing
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,34 @@ class Deliverer:
         self.pool = Http1Pool()  # plain http:// deliveries; aiohttp (``session``) for the rest
 
     async def deliver(self, trigger: Trigger, event: CloudEvent) -> Attempt:
-        """Deliver with retries; publish the reply, or dead-letter and report the failure."""
+        """Deliver with retries; publish the reply, or dead-letter and report the failure (traced when tracing is
+        on: one span per delivery, a child of the event's ``traceparent``; retries and failures are events on it)."""
+        span = None
+        if tracing.enabled():
+            attributes = {
+                "knflow.trigger": trigger.name,
+                "cloudevents.event_type": event.get_type(),
+                "cloudevents.event_id": event.get_id(),
+                "knflow.runid": event.get_extension(RUNID) or "",
+            }
+            name = f"deliver {trigger.name}"
+            span = tracing.start_span(name, event.get_extension(TRACEPARENT), kind="consumer", attributes=attributes)
+        result = Attempt(0, error="delivery bookkeeping failed")
+        try:
+            result = await self._deliver(trigger, event, span)
+            return result
+        finally:
+            if span is not None:
+                span.set_attribute("http.response.status_code", result.status)
+                tracing.end_span(span, None if result.ok else f"status {result.status} {result.error}".strip())
+
+    async def _deliver(self, trigger: Trigger, event: CloudEvent, span: Any) -> Attempt:
         spec = trigger.delivery or NO_RETRIES
         headers, body = to_http_binary(event)
         headers |= self.credentials(trigger.subscriber)
-        result, attempts = await self._send(trigger.subscriber, headers, body, spec)
+        if span is not None:
+            headers[tracing.TRACEPARENT_HEADER] = tracing.traceparent_of(span)  # the subscriber's span: its child
+        result, attempts = await self._send(trigger.subscriber, headers, body, spec, span)
         if result.ok:
             if result.reply is not None:
                 await self.publish(result.reply)
@@ -103,14 +127,20 @@ class Deliverer:
             result.status,
             result.error,
         )
-        await self._fail(trigger, event, spec, result, attempts)
+        with tracing.activated(span):  # the failure report is a child of this delivery
+            await self._fail(trigger, event, spec, result, attempts)
         return result
 
-    async def _send(self, url: str, headers: dict[str, str], body: bytes, spec: DeliverySpec) -> tuple[Attempt, int]:
-        """POST with the spec's retries and backoff; the last attempt's outcome and how many attempts were made."""
+    async def _send(
+        self, url: str, headers: dict[str, str], body: bytes, spec: DeliverySpec, span: Any = None
+    ) -> tuple[Attempt, int]:
+        """POST with the spec's retries and backoff; the last attempt's outcome and how many attempts were made
+        (with ``span``, each attempt of a delivery that was retried or failed is an event on it)."""
         retry = 0
         while True:
             result = await self.attempt(url, headers, body, spec)
+            if span is not None and (retry or not result.ok):
+                span.add_event("attempt", {"attempt": retry + 1, "status": result.status, "error": result.error})
             if result.ok or not result.retryable or retry >= spec.retry:
                 return result, retry + 1
             await asyncio.sleep(self._delay(spec, retry, result))

@@ -13,6 +13,7 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
+from infra import tracing
 from infra.errors import InvalidRequest
 from infra.namespaces import of_extension
 
@@ -26,6 +27,8 @@ PIPELINE = "pipeline"  # the pipeline whose triggers take this run's events
 NAMESPACE = "namespace"  # the team the run belongs to (absent: ``default``); its artifacts live under its prefix
 TRACEPARENT = "traceparent"
 PARTITIONKEY = "partitionkey"  # the CloudEvents partitioning extension: delivery is ordered per key
+#: The span id of the cause's ``traceparent``: what lets a run's trace be drawn from its events alone.
+PARENTSPAN = "knflowparentspan"
 #: Extensions an event caused by another inherits from it: they tie a run's events together.
 RUN_EXTENSIONS = (RUNID, PIPELINE, NAMESPACE)
 _TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -52,6 +55,20 @@ def child_traceparent(parent: str | None) -> str:
     return new_traceparent(match.group(1) if match else None)
 
 
+def span_id_of(traceparent: str | None) -> str | None:
+    """The span id a W3C traceparent names, ``None`` when it is not one."""
+    match = _TRACEPARENT_RE.match(traceparent or "")
+    return match.group(2) if match else None
+
+
+def event_traceparent(type: str, parent: str | None, runid: str | None = None) -> str:
+    """The traceparent of a new event of ``type`` caused by ``parent`` (a traceparent or ``None``): with tracing on,
+    an exported producer span (a child of the active span, e.g. a function's invocation); else a fresh child."""
+    if not tracing.enabled():
+        return child_traceparent(parent)
+    return tracing.producer_traceparent(f"emit {type}", parent, {"cloudevents.event_type": type, RUNID: runid or ""})
+
+
 def new_event(
     type: str,
     source: str,
@@ -69,15 +86,17 @@ def new_event(
     otherwise it starts a new run (unless ``runid`` is given).
     """
     attributes: dict[str, Any] = {"type": type, "source": source, "specversion": SPECVERSION}
+    parent = None
     if cause is not None:
         runid = runid or cause.get_extension(RUNID)
         for name in (PIPELINE, NAMESPACE):
             if cause.get_extension(name) is not None:
                 attributes[name] = cause.get_extension(name)
-        attributes[TRACEPARENT] = child_traceparent(cause.get_extension(TRACEPARENT))
-    else:
-        attributes[TRACEPARENT] = new_traceparent()
-    attributes[RUNID] = runid or new_runid()
+        parent = cause.get_extension(TRACEPARENT)
+        if (parent_span := span_id_of(parent)) is not None:
+            attributes[PARENTSPAN] = parent_span
+    attributes[RUNID] = runid = runid or new_runid()
+    attributes[TRACEPARENT] = event_traceparent(type, parent, runid)
     if subject is not None:
         attributes["subject"] = subject
     if data is not None and datacontenttype is not None:
@@ -91,10 +110,16 @@ def new_event(
 
 
 def continue_run(reply: CloudEvent, cause: CloudEvent) -> CloudEvent:
-    """The reply with the cause's run extensions (runid, pipeline) where it set none itself, so a function that
-    builds its reply without them still answers within its run and pipeline."""
+    """The reply with the cause's run extensions (runid, pipeline) and a child ``traceparent`` where it set none
+    itself, so a function that builds its reply without them still answers within its run, pipeline and trace."""
     missing = {n: cause.get_extension(n) for n in RUN_EXTENSIONS if reply.get_extension(n) is None}
     missing = {n: v for n, v in missing.items() if v is not None}
+    if reply.get_extension(TRACEPARENT) is None:  # the reply continues the cause's trace too
+        parent = cause.get_extension(TRACEPARENT)
+        runid = reply.get_extension(RUNID) or cause.get_extension(RUNID)
+        missing[TRACEPARENT] = event_traceparent(reply.get_type(), parent, runid)
+        if (parent_span := span_id_of(parent)) is not None:
+            missing[PARENTSPAN] = parent_span
     if not missing:
         return reply
     return CloudEvent({**reply.get_attributes(), **missing}, reply.get_data())

@@ -13,12 +13,13 @@ from functions.contract import with_lifecycle
 from infra.aio import run
 from infra.logs import configure_logging
 from infra.settings import Settings, load_settings
+from infra.tracing import traced
 
 
 def serve(settings: Settings) -> None:
     """Run the broker with the lifecycle's sources until SIGTERM/SIGINT."""
     configure_logging(settings.log_level, settings.log_format)
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt), traced("broker"):
         run(serve_until_signal(with_lifecycle(settings)))
 
 

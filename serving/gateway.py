@@ -357,7 +357,9 @@ async def _serve() -> None:
 
 def main() -> None:
     """Entry point of ``python -m serving.gateway``."""
-    with contextlib.suppress(KeyboardInterrupt):
+    from infra.tracing import traced
+
+    with contextlib.suppress(KeyboardInterrupt), traced("gateway"):
         run(_serve())
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import from_json, to_json
-from eventing.events import RUNID, TRACEPARENT, child_traceparent, new_event
+from eventing.events import PARENTSPAN, RUNID, TRACEPARENT, event_traceparent, new_event, span_id_of
 from infra.auth import auth_headers
 from infra.errors import KnflowError
 from serving.revisions import ServingState, TrafficTarget, rollback, set_traffic
@@ -188,11 +188,13 @@ def outcome_notice(
     }
     assert canary.announce is not None
     extensions = dict(canary.announce.extensions)
-    if TRACEPARENT in extensions:  # continue the deploying run's trace
-        extensions[TRACEPARENT] = child_traceparent(extensions[TRACEPARENT])
+    runid = extensions.pop(RUNID, None)
+    if TRACEPARENT in extensions:  # continue the deploying run's trace: the settlement is a child of the deploy
+        parent = extensions[TRACEPARENT]
+        extensions[TRACEPARENT] = event_traceparent(canary.announce.type, parent, runid)
+        extensions[PARENTSPAN] = span_id_of(parent)
     if event_id:
         extensions["id"] = event_id
-    runid = extensions.pop(RUNID, None)
     subject = f"{model}/{canary.version}"
     return new_event(canary.announce.type, SOURCE, data, runid=runid, subject=subject, extensions=extensions)
 

@@ -2,7 +2,9 @@
 
 Run: ``python -m bench.eventing [--rate 1000] [--seconds 5] [--saturation-events 20000] [--backends embedded,kafka]``
 (``bench/eventing/RESULTS.md`` records figures); ``--before PATH`` also runs the broker of another
-checkout (an older commit) on each backend in the same run, for a before/after comparison. Before the Kafka
+checkout (an older commit) on each backend in the same run, for a before/after comparison; ``--tracing`` also
+runs each backend's broker exporting OpenTelemetry spans at 100 % sampling to an OTLP receiver in this process that
+discards them, and prints the traced/untraced throughput ratio (the cost of tracing). Before the Kafka
 broker runs, the Kafka clients alone (kafka-python and aiokafka) produce and consume against the same
 tansu: the ceiling the log sits under.
 
@@ -22,6 +24,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +73,36 @@ class Sink:
         self.arrived.setdefault(request.headers["ce-id"], time.perf_counter())
         await request.read()
         return web.Response(status=204)
+
+
+class DiscardingReceiver:
+    """An OTLP/HTTP endpoint that takes span exports and drops them (counting requests and bytes), on a thread and
+    loop of its own so that it answers while the load generator keeps this process's main loop busy."""
+
+    def __init__(self) -> None:
+        self.requests = self.bytes = 0
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._loop = asyncio.new_event_loop()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        self.bytes += len(await request.read())
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    def start(self) -> None:
+        listening = threading.Event()
+        threading.Thread(target=self._serve, args=(listening,), daemon=True).start()
+        listening.wait(10)
+
+    def _serve(self, listening: threading.Event) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/traces", self.handle)
+        runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(runner.setup())
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        listening.set()
+        self._loop.run_forever()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -202,7 +235,7 @@ async def run_backend(tag: str, env: dict[str, str], tmp: Path, args, code: Path
         return phases
     finally:
         proc.terminate()
-        proc.wait(15)
+        await asyncio.to_thread(proc.wait, 15)  # the loop goes on: the broker may still be exporting spans
         await runner.cleanup()
 
 
@@ -220,13 +253,23 @@ async def main_async(args) -> None:
         "os.sync() before each phase"
     )
     results: dict[str, list[Phase]] = {}
+    receiver = DiscardingReceiver()
+    if args.tracing:
+        receiver.start()
     with tempfile.TemporaryDirectory(prefix="knflow-bench-") as tmpdir:
         tmp = Path(tmpdir)
         base = {"KNFLOW_DATA_DIR": str(tmp / "data"), "KNFLOW_ARTIFACTS": f"file://{tmp / 'artifacts'}"}
         backends = args.backends.split(",")
         backends += [f"{b}-before" for b in backends] if args.before else []
+        backends = [t for b in backends for t in ((b, f"{b}-traced") if args.tracing else (b,))]
         for backend in backends:
             code = Path(args.before).resolve() if backend.endswith("-before") else None
+            traced = {  # 100 % sampling, the SDK's default batching
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+                "OTEL_TRACES_SAMPLER": "always_on",
+            }
+            base = {k: v for k, v in base.items() if not k.startswith("OTEL_")}
+            base |= traced if backend.endswith("-traced") else {}
             if backend.startswith("embedded"):
                 env = {**base, "KNFLOW_BROKER": f"embedded://{tmp / backend}"}
                 results[backend] = await run_backend(backend, env, tmp, args, code)
@@ -240,7 +283,11 @@ async def main_async(args) -> None:
                     results[backend] = await run_backend(backend, env, tmp, args, code)
             for phase in results[backend]:
                 print(phase.line(), flush=True)
-    for a, b in (("embedded", "kafka"), ("kafka", "kafka-before"), ("embedded", "embedded-before")):
+    if args.tracing:
+        print(f"# OTLP receiver: {receiver.requests} exports, {receiver.bytes / 1e6:.1f} MB of spans, discarded")
+    pairs = [("embedded", "kafka"), ("kafka", "kafka-before"), ("embedded", "embedded-before")]
+    pairs += [(f"{b}-traced", b) for b in args.backends.split(",")]
+    for a, b in pairs:
         if a not in results or b not in results:
             continue
         for i, label in enumerate(("fixed rate", "saturation")):
@@ -258,6 +305,7 @@ def main() -> None:
     parser.add_argument("--backends", default="embedded,kafka")
     parser.add_argument("--ceiling-events", type=int, default=20000, help="records per Kafka client ceiling run")
     parser.add_argument("--before", default="", help="another knflow checkout: also run its broker, each backend")
+    parser.add_argument("--tracing", action="store_true", help="also run each broker exporting spans (100 %% sampled)")
     from infra.aio import run
 
     run(main_async(parser.parse_args()))

@@ -30,13 +30,14 @@ from aiohttp import web
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import to_http_binary
-from eventing.events import RUNID, new_event
+from eventing.events import RUNID, TRACEPARENT, new_event
 from eventing.wire import from_http as decode
 from eventing.wire import to_http_binary as encode
 from functions.runtime.asgi import AsgiFunction, as_reply, make_scope
 from functions.runtime.context import SCOPE_KEY, Context, Runtime
 from functions.runtime.loader import load_function
 from functions.runtime.pipeline import SETTINGS_ENV
+from infra import tracing
 from infra.aio import run
 from infra.errors import ConfigError, KnflowError, PayloadTooLarge
 from infra.logs import bound_runid, configure_logging
@@ -119,9 +120,30 @@ class FunctionHost:
             return _error(429, f"more than {self.limit} events in flight", {"Retry-After": "1"})
         self.inflight += 1
         try:
+            if tracing.enabled():
+                return await self._traced(request)
             return await self._handle_event(request)
         finally:
             self.inflight -= 1
+
+    async def _traced(self, request: web.BaseRequest) -> web.StreamResponse:
+        """``_handle_event`` in an invocation span, a child of the delivery's ``traceparent`` header (else the
+        event's), so the events the function sends meanwhile are its children."""
+        headers = request.headers
+        parent = headers.get(tracing.TRACEPARENT_HEADER) or headers.get(f"ce-{TRACEPARENT}")
+        attributes = {
+            "faas.name": self.function.name,
+            "cloudevents.event_type": headers.get("ce-type", ""),
+            "cloudevents.event_id": headers.get("ce-id", ""),
+            "knflow.runid": headers.get(f"ce-{RUNID}", ""),
+        }
+        name = f"{self.function.name} {headers.get('ce-type', request.path)}"
+        with tracing.span(name, parent, kind="server", attributes=attributes) as span:
+            response = await self._handle_event(request)
+            span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 400:
+                tracing.mark_error(span, f"status {response.status}")
+            return response
 
     def _health(self, path: str) -> web.Response:
         if path == "/health/readiness":
@@ -266,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("name a function (or set KNFLOW_FUNCTION)")
     function = load_function(target, args.invoke)
     host = FunctionHost(function, settings, sink=environ.get("K_SINK"), environ=environ)
-    run(serve(host, listen_addresses(environ, settings)))
+    with tracing.traced(f"function-{function.name}", environ):
+        run(serve(host, listen_addresses(environ, settings)))
     return 0
 
 

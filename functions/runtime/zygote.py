@@ -29,11 +29,13 @@ import orjson
 
 from infra.errors import Unavailable
 from infra.settings import Settings
+from infra.tracing import tracing_wanted
 
 log = logging.getLogger(__name__)
 
 PRELOAD = ("functions.runtime.host", "functions.examples.echo", "infra.store_file")
 OPTIONAL_PRELOAD = ("uvloop",)
+TRACING_PRELOAD = ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http.trace_exporter")
 
 
 def _notify(fd: int, **message: Any) -> None:
@@ -46,6 +48,7 @@ def worker_main(spec: dict[str, Any], settings: Settings, ctl: int) -> None:
     from functions.runtime.loader import load_function
     from infra.aio import run
     from infra.logs import configure_logging
+    from infra.tracing import traced
 
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: go when the template goes
@@ -65,7 +68,8 @@ def worker_main(spec: dict[str, Any], settings: Settings, ctl: int) -> None:
         _notify(ctl, kind="ready", name=name, pid=pid)
         os.close(ctl)
 
-    run(serve(host, [f"unix:{spec['socket']}"], on_ready=on_ready))
+    with traced(f"function-{name}"):  # after the fork: each worker exports its own spans, flushed as it exits
+        run(serve(host, [f"unix:{spec['socket']}"], on_ready=on_ready))
 
 
 def _fork_worker(spec: dict[str, Any], settings: Settings, ctl: int, wake: tuple[int, int]) -> int:
@@ -110,6 +114,9 @@ def template_main() -> None:
         importlib.import_module(module)
     for module in OPTIONAL_PRELOAD:
         with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+    if tracing_wanted(os.environ):  # workers set tracing up after the fork: import its SDK once, here
+        for module in TRACING_PRELOAD:
             importlib.import_module(module)
     wake = os.pipe()
     os.set_blocking(wake[1], False)

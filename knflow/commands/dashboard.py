@@ -19,12 +19,13 @@ def run(args: argparse.Namespace) -> int:
 
     from infra.logs import configure_logging
     from infra.settings import load_settings
+    from infra.tracing import traced
     from knflow.dashboard.server import Dashboard, serve_until_signal
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     dashboard = Dashboard(settings, broker_url=args.broker, gateway_url=args.gateway, port=args.port)
     print(f"knflow dashboard on http://{settings.host}:{args.port or settings.dashboard_port}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt), traced("server"):
         asyncio.run(serve_until_signal(dashboard))
     return 0

@@ -6,13 +6,15 @@ import asyncio
 
 from infra.logs import configure_logging
 from infra.settings import load_settings
+from infra.tracing import traced
 from knflow.dashboard.server import Dashboard, serve_until_signal
 
 
 def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve_until_signal(Dashboard(settings)))
+    with traced("server"):
+        asyncio.run(serve_until_signal(Dashboard(settings)))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ API: ``GET /api/runs``, ``GET /api/runs/{runid}``, ``GET /api/models``, ``GET /a
 ``GET /api/health`` (with the components ``knflow up`` supervises), the pipelines API (``knflow.dashboard.pipelines``),
 submitting and following runs
 (``knflow.dashboard.submissions``: ``POST /api/runs``, ``GET /api/runs/{runid}/events``, ``.../outcome``) and
-schedules (``knflow.dashboard.schedules``). Errors are ``{"error": reason}`` with the error's status.
+schedules (``knflow.dashboard.schedules``), a run's training curves (``knflow.dashboard.curves``) and a served
+model's series sampled from the gateway's ``/metrics`` (``knflow.dashboard.series``). Errors are
+``{"error": reason}`` with the error's status.
 """
 
 from __future__ import annotations
@@ -42,7 +44,19 @@ from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
 from knflow import __version__
 from knflow.control import PipelineControl
-from knflow.dashboard import catalog, compare, login, pipelines, runlogs, runs, schedules, submissions
+from knflow.dashboard import (
+    catalog,
+    compare,
+    curves,
+    login,
+    pipelines,
+    runlogs,
+    runs,
+    schedules,
+    series,
+    submissions,
+    traces,
+)
 from knflow.dashboard.history import EventHistory
 from knflow.dashboard.replay import replay_event
 from knflow.dashboard.traffic import GatewayView
@@ -94,12 +108,15 @@ class Dashboard:
         self.control = PipelineControl(settings, store)
         self.guard = guard_for(settings)
         self._views: dict[str, tuple[float, runs.PipelineView]] = {}
+        self.series: series.ServingSeries | None = None  # sampling the gateway while the server runs
 
     async def start(self) -> Dashboard:
         timeout = aiohttp.ClientTimeout(total=BACKEND_TIMEOUT_S)
         self._session = aiohttp.ClientSession(timeout=timeout, headers=auth_headers(self.settings))
         self.history = EventHistory(self.broker_url, self._session)
         self.gateway = GatewayView(self.gateway_url, self._session)
+        self.series = series.ServingSeries(self.gateway_url, self._session)
+        self.series.start()
         self.registries: dict[str, ModelRegistry] = {}  # per namespace, on first use: a store that is down must not
         # stop the page
         self._runner = web.AppRunner(answer_expect(self.app()), access_log=None)
@@ -112,6 +129,8 @@ class Dashboard:
         return self
 
     async def stop(self) -> None:
+        if self.series is not None:
+            await self.series.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:
@@ -143,9 +162,12 @@ class Dashboard:
         )
         pipelines.add_routes(app, self.control)
         submissions.add_routes(app, self)
+        curves.add_routes(app, self)
+        series.add_routes(app, self)
         compare.add_routes(app, self)
         runlogs.add_routes(app, self)
         schedules.add_routes(app, ScheduleControl(self.settings, self._store, self.control))
+        traces.add_routes(app, self)
         return app
 
     @property

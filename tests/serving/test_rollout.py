@@ -13,7 +13,7 @@ import pytest
 from aiohttp import ClientSession
 
 from eventing.broker import BrokerServer
-from eventing.events import TRACEPARENT, new_runid, new_traceparent
+from eventing.events import PARENTSPAN, TRACEPARENT, new_runid, new_traceparent
 from functions.contract import MODEL_DEPLOYED
 from infra.errors import InvalidRequest
 from infra.settings import load_settings
@@ -106,6 +106,7 @@ async def test_canary_is_promoted_after_good_requests_even_across_a_restart(  # 
     assert "after 20 requests, 0 errors" in registry.audit("digits")[-1]["reason"]
     [event] = await until(lambda: deployed_events(broker, runid))
     assert event.get_extension(TRACEPARENT).split("-")[1] == trace.split("-")[1]  # the deploying run's trace
+    assert event.get_extension(PARENTSPAN) == trace.split("-")[2]  # under the deploy, in the run's waterfall
     data = event.get_data()
     assert data["revision"] == canary["revision"] and data["traffic_percent"] == 100 and not data["canary"]
     assert data["decision"].startswith("promoted after") and data["endpoint"].endswith("/v2/models/digits/infer")

@@ -97,7 +97,8 @@ function runsTable(data) {
   for (const r of data.runs) counts[r.status] = (counts[r.status] || 0) + 1;
   const summary = h("p", { class: "muted", id: "run-counts" },
     ["running", "succeeded", "failed"].map((s) => `${counts[s] || 0} ${s}`).join(" · "));
-  return h("div", {}, summary, table([
+  const columns = [
+    ["", (r) => knflowCompare.checkbox(r.runid), "pick"],
     ["Run", (r) => h("code", {}, r.runid), "runid"],
     ["Experiment", (r) => r.experiment, "experiment"],
     ["Dataset", (r) => h("div", {}, r.dataset, r.key ? h("div", { class: "muted" }, r.key) : null)],
@@ -107,7 +108,14 @@ function runsTable(data) {
     ["Started", (r) => fmtTime(r.started)],
     ["Duration", (r) => fmtDuration(r.duration_s)],
     ["Events", (r) => r.events],
-  ], data.runs, (r) => ({ class: "link", "data-runid": r.runid, onclick: () => { location.hash = `#/runs/${r.runid}`; } })));
+  ];
+  const rowAttrs = (r) => ({ class: "link", "data-runid": r.runid, onclick: () => { location.hash = `#/runs/${r.runid}`; } });
+  const pick = knflowCompare.button();
+  if (!data.runs.some((r) => r.experiment)) return h("div", {}, summary, pick, table(columns, data.runs, rowAttrs));
+  const experimentOf = (r) => r.experiment || r.dataset || "";
+  const experiments = [...new Set(data.runs.map(experimentOf))]; // grouped by experiment, newest run's group first
+  return h("div", {}, summary, pick, experiments.map((name) => h("div", { "data-experiment": name },
+    h("h2", {}, "Experiment ", name), table(columns, data.runs.filter((r) => experimentOf(r) === name), rowAttrs))));
 }
 
 function replayButton(f) {
@@ -144,7 +152,8 @@ function failuresTable(rows, withRun) {
 function runDetail(d) {
   const r = d.run;
   const parts = [
-    h("h1", {}, "Run ", h("code", {}, r.runid), " ", badge(r.status)),
+    h("h1", {}, "Run ", h("code", {}, r.runid), " ", badge(r.status), " ",
+      h("a", { href: `#/trace/${encodeURIComponent(r.runid)}`, id: "trace-link" }, "Trace")),
     h("p", { class: "muted" }, `experiment ${r.experiment || "?"} · dataset ${r.dataset || "?"} · step ${r.step} · started ${fmtTime(r.started)} · `
       + `${fmtDuration(r.duration_s)} · ${r.events} events${r.model ? " · model " + r.model : ""}`),
   ];
@@ -154,11 +163,15 @@ function runDetail(d) {
     ["Duration", (s) => fmtDuration(s.duration_s)],
   ], d.steps, (s) => ({ "data-step": s.step })));
   if (d.trials.length) {
-    parts.push(h("h2", {}, "Tuning trials"), table([
+    parts.push(h("h2", {}, "Tuning trials"), knflowCompare.button(), table([
+      ["", (t) => knflowCompare.checkbox(`${r.runid}/${t.trial}`), "pick"],
       ["Trial", (t) => t.trial], ["Status", (t) => badge(t.status)], ["Objective", (t) => fmtNum(t.value)],
       ["Params", (t) => fields(t.params)], ["Reason", (t) => t.reason || ""],
     ], d.trials, (t) => ({ "data-trial": t.trial })));
   }
+  const charts = h("div", { id: "run-charts" }); // filled by charts.js (knflowPlots.runCharts)
+  charts.trials = d.trials;
+  parts.push(charts);
   if (d.failures.length) parts.push(h("h2", {}, "Failed deliveries"), failuresTable(d.failures, false));
   parts.push(h("h2", {}, "Timeline"), table([
     ["Time", (e) => h("span", { class: "mono", title: e.time }, fmtClock(e.time))],
@@ -225,10 +238,12 @@ function serving(data) {
 
 const ROUTES = {
   runs: () => panel("Runs", "/api/runs", runsTable),
-  run: (id) => panel(null, `/api/runs/${encodeURIComponent(id)}`, runDetail),
+  run: async (id) => knflowPlots.runCharts(await panel(null, `/api/runs/${encodeURIComponent(id)}`, runDetail), id),
   models: () => panel("Models", "/api/models", models),
-  serving: () => panel("Serving", "/api/serving", serving),
+  serving: async () => knflowPlots.servingCharts(await panel("Serving", "/api/serving", serving)),
+  compare: (ids) => knflowCompare.view(ids.split(",").filter(Boolean)),
   failures: () => panel("Failed events", "/api/failures", (d) => failuresTable(d.failures, true)),
+  trace: (id) => panel(null, `/api/runs/${encodeURIComponent(id)}/trace`, traceView), // trace.js
 };
 
 // The header's platform indicator: whether every component `knflow up` supervises runs (from /api/health).
