@@ -130,7 +130,8 @@ def run_of_a(teams: Teams) -> str:
 
 
 def test_team_a_sees_its_run_and_team_b_gets_404_everywhere(teams: Teams, run_of_a: str) -> None:
-    for path in (f"/api/runs/{run_of_a}", f"/api/runs/{run_of_a}/outcome", f"/api/runs/{run_of_a}/events"):
+    run = f"/api/runs/{run_of_a}"
+    for path in (run, f"{run}/outcome", f"{run}/events", f"{run}/trace", f"{run}/curves"):
         assert teams.status("team-a", path) == 200, path
         assert teams.status("team-b", path) == 404, path
         assert teams.status("team-b", path, **{"X-Knflow-Namespace": "team-a"}) == 404, path
