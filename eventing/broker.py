@@ -38,6 +38,7 @@ from eventing.bindings import BATCH_CONTENT_TYPE, to_json
 from eventing.delivery import Deliverer
 from eventing.dispatcher import Dispatcher
 from eventing.eventlog import EventLog, open_event_log
+from eventing.events import namespace_of
 from eventing.ingress import IngressServer
 from eventing.metrics import BrokerMetrics
 from eventing.registry import TriggerFile, state_dir
@@ -49,6 +50,7 @@ from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
 from infra.guard import access, guard_for, server_middlewares
 from infra.http import answer_expect
 from infra.metrics import metrics_handler, registry_of
+from infra.namespaces import ALL, scope_of
 from infra.outbound import Outbound
 from infra.settings import Settings
 
@@ -260,7 +262,7 @@ class BrokerServer:
         ]
         return web.json_response({"items": items})
 
-    @access("admin")
+    @access("platform")
     async def _put_trigger(self, request: web.Request) -> web.Response:
         try:
             try:
@@ -279,7 +281,7 @@ class BrokerServer:
         body = {"name": trigger.name, **trigger.to_resource(), "ready": ready}
         return web.json_response(body, status=200 if ready else 202)
 
-    @access("admin")
+    @access("platform")
     async def _delete_trigger(self, request: web.Request) -> web.Response:
         try:
             await self.remove_trigger(request.match_info["name"])
@@ -305,6 +307,9 @@ class BrokerServer:
                 events, cursor = await self.log.history(**args)
         except KnflowError as exc:
             return error_response(exc)
+        scope = scope_of(request)  # a team's token reads its own namespaces' events only
+        if ALL not in scope.namespaces:
+            events = [(c, e) for c, e in events if scope.sees(namespace_of(e))]
         out = [b'{"cursor":' + orjson.dumps(c) + b"," + to_json(e)[1:] for c, e in events]
         body = b'{"events":[' + b",".join(out) + b'],"next":' + orjson.dumps(cursor) + b"}"
         return web.Response(body=body, content_type="application/json")

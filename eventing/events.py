@@ -1,5 +1,5 @@
-"""CloudEvents as knflow's platform makes them: the run extensions (``runid``, ``pipeline``, ``traceparent``),
-the delivery failure report ``step.failed``, and event construction.
+"""CloudEvents as knflow's platform makes them: the run extensions (``runid``, ``pipeline``, ``namespace``,
+``traceparent``), the delivery failure report ``step.failed``, and event construction.
 
 The lifecycle's own event types are the lifecycle's business: see ``functions.contract``.
 """
@@ -15,6 +15,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from infra import tracing
 from infra.errors import InvalidRequest
+from infra.namespaces import of_extension
 
 SPECVERSION = "1.0"
 
@@ -23,12 +24,13 @@ STEP_FAILED = "dev.knflow.step.failed"
 
 RUNID = "runid"
 PIPELINE = "pipeline"  # the pipeline whose triggers take this run's events
+NAMESPACE = "namespace"  # the team the run belongs to (absent: ``default``); its artifacts live under its prefix
 TRACEPARENT = "traceparent"
 PARTITIONKEY = "partitionkey"  # the CloudEvents partitioning extension: delivery is ordered per key
 #: The span id of the cause's ``traceparent``: what lets a run's trace be drawn from its events alone.
 PARENTSPAN = "knflowparentspan"
 #: Extensions an event caused by another inherits from it: they tie a run's events together.
-RUN_EXTENSIONS = (RUNID, PIPELINE)
+RUN_EXTENSIONS = (RUNID, PIPELINE, NAMESPACE)
 _TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 
@@ -80,15 +82,16 @@ def new_event(
 ) -> CloudEvent:
     """Build a CloudEvent carrying ``runid`` and ``traceparent``.
 
-    With ``cause``, the new event continues the cause's run (``runid``, ``pipeline``) and trace; otherwise it
-    starts a new run (unless ``runid`` is given).
+    With ``cause``, the new event continues the cause's run (``runid``, ``pipeline``, ``namespace``) and trace;
+    otherwise it starts a new run (unless ``runid`` is given).
     """
     attributes: dict[str, Any] = {"type": type, "source": source, "specversion": SPECVERSION}
     parent = None
     if cause is not None:
         runid = runid or cause.get_extension(RUNID)
-        if cause.get_extension(PIPELINE) is not None:
-            attributes[PIPELINE] = cause.get_extension(PIPELINE)
+        for name in (PIPELINE, NAMESPACE):
+            if cause.get_extension(name) is not None:
+                attributes[name] = cause.get_extension(name)
         parent = cause.get_extension(TRACEPARENT)
         if (parent_span := span_id_of(parent)) is not None:
             attributes[PARENTSPAN] = parent_span
@@ -120,6 +123,11 @@ def continue_run(reply: CloudEvent, cause: CloudEvent) -> CloudEvent:
     if not missing:
         return reply
     return CloudEvent({**reply.get_attributes(), **missing}, reply.get_data())
+
+
+def namespace_of(event: CloudEvent) -> str:
+    """The namespace an event's run belongs to (``default`` when it names none)."""
+    return of_extension(event.get_extension(NAMESPACE))
 
 
 def runid_of(event: CloudEvent) -> str | None:

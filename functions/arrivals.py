@@ -12,10 +12,11 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.events import PIPELINE, new_event
+from eventing.events import NAMESPACE, PIPELINE, new_event
 from functions.contract import DATA_ARRIVED, NOT_DATA, RAW_PREFIX
 from functions.runtime.pipeline import PipelineSpec, takes_type
 from infra.errors import InvalidRequest
+from infra.namespaces import DEFAULT
 from infra.settings import StoreLocation
 from infra.store import ArtifactStore, ObjectInfo, validate_key
 
@@ -68,6 +69,7 @@ def arrival(
     cause: CloudEvent | None = None,
     runid: str | None = None,
     extra: dict[str, Any] | None = None,
+    namespace: str | None = None,
 ) -> CloudEvent:
     """``data.arrived`` for ``info``: a new run (``runid``), or the run of ``cause``, taking ``pipeline``.
 
@@ -86,6 +88,8 @@ def arrival(
     if options is not None:
         data["options"] = options
     extensions: dict[str, Any] = {PIPELINE: pipeline}
+    if namespace is not None and namespace != DEFAULT:  # ``default``'s events stay exactly as they were
+        extensions[NAMESPACE] = namespace
     if cause is not None:
         extensions["id"] = f"{cause.get_id()}.arrived"
     return new_event(DATA_ARRIVED, source, data, cause=cause, runid=runid, subject=info.key, extensions=extensions)

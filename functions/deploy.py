@@ -17,13 +17,14 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.events import RUN_EXTENSIONS, TRACEPARENT, new_event, runid_of
+from eventing.events import RUN_EXTENSIONS, TRACEPARENT, namespace_of, new_event, runid_of
 from functions.contract import MODEL_DEPLOYED, MODEL_REGISTERED, data_of
 from functions.ml.metrics import CLASSIFICATION, DEFAULT_DEPLOY_METRIC, check_metric, maximized
 from functions.register import open_registry
 from functions.runoptions import load_options
 from infra.auth import auth_headers
 from infra.errors import InvalidRequest, NotFound
+from infra.namespaces import HEADER
 from infra.settings import KNATIVE
 from serving.logger import ALL, REQUEST, RESPONSE
 from serving.rollout import PROMOTE, ROLLBACK, WAIT, Announce, RolloutPolicy, judge_canary
@@ -178,7 +179,8 @@ def rollout(
 
     canary = decision.percent < 100
     thresholds = {"promote_after_requests": policy.promote_after_requests, "max_error_rate": policy.max_error_rate}
-    reply = ServingClient(serving_url(settings), headers=auth_headers(settings)).deploy(
+    headers = {**auth_headers(settings), HEADER: namespace_of(cause)}  # the run's namespace serves the model
+    reply = ServingClient(serving_url(settings), headers=headers).deploy(
         name,
         version,
         percent=decision.percent,

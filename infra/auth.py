@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import hmac
 import os
-import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,13 +24,14 @@ import orjson
 
 from infra.atomic import write_json
 from infra.errors import Conflict, InvalidRequest, NotFound
+from infra.namespaces import LABEL
 from infra.settings import Settings
 
 Role = Literal["viewer", "editor", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "editor", "admin")
 ALL = "*"
 PREFIX = "knf_"
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NAME = LABEL  # token names and namespaces are both DNS labels
 
 
 def check_namespace(namespace: str) -> str:

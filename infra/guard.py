@@ -1,8 +1,10 @@
 """The one middleware every knflow server runs: Host and Origin checks, content types, who is calling, may they.
 
 Every route declares its access with ``@access(...)``: ``open`` (health, the page itself), ``viewer`` (reads),
-``editor`` (changes runs, pipelines, models, traffic), ``admin`` (triggers, function instances), or ``ingress`` /
-``inference`` (event ingress and V2 inference: open on loopback by default, a token otherwise). A route without a
+``editor`` (changes runs, pipelines, models, traffic), ``admin`` (a namespace's pipelines), ``platform`` (triggers,
+function instances, ping sources: an admin token acting for every namespace, ``*``, since they see every namespace's
+events), or ``ingress`` / ``inference`` (event ingress and V2 inference: open on loopback by default, a token
+otherwise). A route without a
 decision is refused (500), and a test walks every app's routes. Fast paths that answer outside aiohttp call
 ``Guard.host_allowed`` and take only what the policy lets through without a token.
 
@@ -25,9 +27,10 @@ from aiohttp import web
 
 from infra.auth import Principal, Role, TokenFile, tokens_path
 from infra.http import error_middleware, json_response
+from infra.namespaces import ALL, ANONYMOUS, EVERY, SCOPE, Scope
 from infra.settings import Settings
 
-Access = Literal["open", "viewer", "editor", "admin", "ingress", "inference"]
+Access = Literal["open", "viewer", "editor", "admin", "platform", "ingress", "inference"]
 ATTRIBUTE = "knflow_access"
 COOKIE = "knflow_token"
 PRINCIPAL = "knflow.principal"
@@ -112,7 +115,9 @@ class Guard:
             return None if self.open_ingress else "editor"
         if level == "inference":
             return None if self.open_inference else "viewer"
-        return "viewer" if method in SAFE_METHODS else level  # type: ignore[return-value]
+        if method in SAFE_METHODS:
+            return "viewer"
+        return "admin" if level == "platform" else level  # type: ignore[return-value]
 
 
 def guard_for(settings: Settings) -> Guard:
@@ -164,13 +169,16 @@ def guard_middleware(guard: Guard) -> Any:
             if problem:
                 return problem
         role = guard.needed(level, request.method)
+        principal = guard.principal(request)
+        request[SCOPE] = scope_for(guard, principal)
         if role is None:
             return await handler(request)
-        principal = guard.principal(request)
         if principal is None:
             return refuse(401, "a bearer token is needed (knflow token create)", **{"WWW-Authenticate": "Bearer"})
         if not principal.can(role):
             return refuse(403, f"token {principal.name!r} is a {principal.role}; this needs {role}")
+        if level == "platform" and request.method not in SAFE_METHODS and ALL not in principal.namespaces:
+            return refuse(403, f"token {principal.name!r} acts for some namespaces; this needs an admin of all ('*')")
         request[PRINCIPAL] = principal
         return await handler(request)
 
@@ -199,6 +207,14 @@ def change_problem(guard: Guard, header: Callable[[str], str | None], has_body: 
     if has_body and ctype not in CHANGE_TYPES:
         return 415, f"content type {ctype or 'none'!r} is not accepted for a change; send JSON"
     return None
+
+
+def scope_for(guard: Guard, principal: Principal | None) -> Scope:
+    """The namespaces a caller acts for: its token's; every one where no token is asked at all; only ``default``
+    for a caller without a token on a route open to it (open inference reaches ``default``'s models only)."""
+    if principal is not None:
+        return Scope(principal.namespaces)
+    return EVERY if guard.tokens is None else ANONYMOUS
 
 
 def principal_of(request: web.Request) -> Principal | None:

@@ -126,9 +126,11 @@ def kafka_source(
     return {"apiVersion": KAFKA_SOURCES, "kind": "KafkaSource", "metadata": meta(name, ns, labels), "spec": spec}
 
 
-def service_account(name: str, ns: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    """A ServiceAccount (the identity a Service's pods call the Kubernetes API as)."""
-    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(name, ns, labels)}
+def service_account(name: str, ns: str, labels: dict[str, str] | None = None, *, token: bool = True) -> dict[str, Any]:
+    """A ServiceAccount (the identity a Service's pods call the Kubernetes API as); ``token=False``: its pods get no
+    API token mounted (an identity with no rights, for pods that never call the API)."""
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(name, ns, labels)}
+    return account if token else {**account, "automountServiceAccountToken": False}
 
 
 def role(name: str, ns: str, rules: list[dict[str, Any]], labels: dict[str, str] | None = None) -> dict[str, Any]:

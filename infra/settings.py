@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from infra.errors import ConfigError
+from infra.namespaces import LABEL
 
 BROKER_FORMS = "embedded://PATH or kafka://HOST:PORT[,HOST:PORT...][?topic=NAME]"
 ARTIFACTS_FORMS = "file://PATH or s3://BUCKET?endpoint=http://HOST:PORT[&region=R][&create=true]"
@@ -194,6 +195,7 @@ class Settings:
     grpc_port: int = 8184
     log_level: str = "INFO"
     log_format: str = "json"
+    namespace: str = ""  # the namespace this process's client calls address (empty: its token's first, or default)
     eventing: EventingSettings = field(default_factory=EventingSettings)
     functions: FunctionsSettings = field(default_factory=FunctionsSettings)
     serving: ServingSettings = field(default_factory=ServingSettings)
@@ -217,7 +219,7 @@ SECTIONS: dict[str, type] = {
 #: Where a training with several workers runs (``training.target``).
 TRAINING_TARGETS = ("local", "kubernetes")
 _PORTS = ("broker_port", "functions_port", "gateway_port", "dashboard_port", "grpc_port")
-_SCALARS = ("host", *_PORTS, "log_level", "log_format")
+_SCALARS = ("host", *_PORTS, "log_level", "log_format", "namespace")
 
 
 def load_settings(env: Mapping[str, str] | None = None, config_file: str | Path | None = None) -> Settings:
@@ -328,6 +330,8 @@ def _check(settings: Settings) -> None:
         port = getattr(settings, name)
         if not 0 <= port <= 65535:
             raise ConfigError(f"KNFLOW_{name.upper()}={port}: expected a port from 0 to 65535")
+    if settings.namespace and not LABEL.match(settings.namespace):
+        raise ConfigError(f"KNFLOW_NAMESPACE={settings.namespace!r}: expected a DNS label (lowercase, digits, '-')")
     if settings.log_format not in ("json", "text"):
         raise ConfigError(f"KNFLOW_LOG_FORMAT={settings.log_format!r}: expected json or text")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

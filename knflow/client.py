@@ -28,6 +28,7 @@ from functions.contract import LIFECYCLE
 from infra.auth import client_token
 from infra.errors import Conflict
 from infra.httpclient import JsonClient
+from infra.namespaces import HEADER, check
 from infra.settings import Settings, load_settings
 from knflow.follow import SeenEvent, parse_page
 from knflow.outcome import NOT_DEPLOYED, RunOutcome, follow
@@ -41,20 +42,29 @@ _DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": n
 class Client:
     """A running platform, reached through its knflow server (``http://host:dashboard_port``)."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = 60.0):
+    def __init__(
+        self, url: str = DEFAULT_URL, *, token: str | None = None, namespace: str | None = None, timeout: float = 60.0
+    ):
         """``token``: a bearer token (``knflow token create``); by default ``KNFLOW_SECURITY_TOKEN``, else the
-        admin token ``knflow up`` keeps for this machine's user in the data directory."""
-        if token is None:
-            token = client_token(load_settings())
+        admin token ``knflow up`` keeps for this machine's user in the data directory. ``namespace``: the one every
+        call addresses (runs, models, endpoints); by default ``KNFLOW_NAMESPACE``, else the token's first."""
+        if token is None or namespace is None:
+            settings = load_settings()
+            token = client_token(settings) if token is None else token
+            namespace = settings.namespace if namespace is None else namespace
         self.url = url.rstrip("/")
+        self.namespace = check(namespace) if namespace else None
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if self.namespace:
+            self.headers[HEADER] = self.namespace  # one place: every call of this client addresses its namespace
         self.api = JsonClient(self.url, timeout=timeout, headers=self.headers)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, timeout: float = 60.0) -> Client:
         """The client of the platform the settings name (``host``, ``dashboard_port``)."""
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-        return cls(f"http://{host}:{settings.dashboard_port}", token=client_token(settings) or "", timeout=timeout)
+        url, token = f"http://{host}:{settings.dashboard_port}", client_token(settings) or ""
+        return cls(url, token=token, namespace=settings.namespace, timeout=timeout)
 
     def health(self) -> dict[str, Any]:
         """The server's health: its broker, gateway and artifact store."""

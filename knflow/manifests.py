@@ -59,6 +59,8 @@ _SECRET_REF = re.compile(r"^\{\{\s*secret:([^:\s]+):([^\s}]+)\s*\}\}$")
 _TEMPLATE = re.compile(r"\{\{.*\}\}")
 #: The ServiceAccount train runs as: it may create, get and watch Kubeflow Trainer TrainJobs, nothing more.
 TRAIN_ACCOUNT = "knflow-train"
+#: The ServiceAccount every other function runs as: no rights, and no API token mounted in its pods.
+FUNCTION_ACCOUNT = "knflow-function"
 #: Events in flight per replica: training and tuning use the CPU/GPU of their pod alone.
 CONCURRENCY = {"train": 1, "tune": 4}
 DEFAULT_CONCURRENCY = 10
@@ -217,7 +219,7 @@ def function_services(
         own = [{"name": "KNFLOW_FUNCTION", "value": inst.function}, {"name": "LISTEN_ADDRESS", "value": "0.0.0.0:8080"}]
         if inst.settings:
             own.append({"name": SETTINGS_ENV, "value": inst.settings})
-        account = ""
+        account = FUNCTION_ACCOUNT
         if inst.function in cluster_models.MODEL_FUNCTIONS and model_template is not None:
             own += cluster_models.model_env(model_template)
             account = cluster_models.DEPLOY_ACCOUNT
@@ -254,7 +256,7 @@ def user_service(func: dict, ns: str, env: list[dict], timeouts: dict[str, int],
     labels = FUNCTION_LABELS | {"knflow.dev/function": inst.function}
     return _service(
         func, ns, inst.image or "", name=function_service_name(inst.name), env=tuple(own + env), labels=labels,
-        target=DEFAULT_CONCURRENCY, container_concurrency=DEFAULT_CONCURRENCY,
+        service_account=FUNCTION_ACCOUNT, target=DEFAULT_CONCURRENCY, container_concurrency=DEFAULT_CONCURRENCY,
         timeout_seconds=timeouts.get(inst.name, 120),
     )  # fmt: skip
 
@@ -363,6 +365,7 @@ def render(
     template = cluster_models.model_template(ns, image, container_env(func), _gpu(options), PART_OF)
     resources += cluster_models.rights(ns, PART_OF)
     resources += trainjob.rbac(ns, TRAIN_ACCOUNT, PART_OF)
+    resources.append(knative.service_account(FUNCTION_ACCOUNT, ns, PART_OF, token=False))
     resources += function_services(func, options, ns, image, timeouts, pipelines, images, platform, template)
     broker = knative.ref(knative.EVENTING, "Broker", options.broker)
     resources.append(knative.sink_binding("knflow-functions-sink", ns, FUNCTION_LABELS, broker))

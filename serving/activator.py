@@ -140,7 +140,7 @@ class RevisionPool:
             card, path = await self.fetch(self.revision)
             self._seq += 1
             spec = ReplicaSpec(
-                socket=str(self.socket_dir / f"{self.revision.id}-{self._seq}.sock"),
+                socket=str(self.socket_dir / f"{self.revision.id.replace('/', '.')}-{self._seq}.sock"),
                 model_path=str(path),
                 model=card.name,
                 version=str(card.version),

@@ -35,6 +35,7 @@ from aiohttp import web
 
 from infra.errors import InvalidRequest, NotFound
 from infra.guard import access
+from infra.namespaces import addressed, qualified, split
 from infra.validation import parse
 from serving.logevents import LOGGER_ATTRIBUTES
 from serving.logger import LogSpec
@@ -162,6 +163,11 @@ def deployed(state: ServingState) -> ServingState:
     return state
 
 
+def _model(request: web.Request) -> str:
+    """The gateway's key of the model a request names, in the namespace it addresses (``infra.namespaces``)."""
+    return qualified(addressed(request), request.match_info["name"])
+
+
 def add_routes(app: web.Application, gateway: Gateway) -> None:
     """Register the control routes on the gateway's app."""
     api = ControlApi(gateway)
@@ -180,7 +186,7 @@ class ControlApi:
 
     @access("editor")
     async def deploy(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
+        name = _model(request)
         body = await _body(request, DeployBody)
         card = await asyncio.to_thread(self.gw.registry.get, name, body.version)
         batching = Batching(body.batching.max_batch, body.batching.max_delay_ms)
@@ -206,12 +212,12 @@ class ControlApi:
         async with self.gw.state_lock:
             await self.gw.commit(name, deploy)
         rev = made["rev"]
-        endpoint = f"http://{request.host}/v2/models/{name}/infer"
+        endpoint = f"http://{request.host}/v2/models/{request.match_info['name']}/infer"
         return web.json_response({"revision": rev.id, "version": rev.version, "endpoint": endpoint}, status=201)
 
     @access("editor")
     async def traffic(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
+        name = _model(request)
         body = await _body(request, TrafficBody)
         targets = [TrafficTarget(t.revision, t.percent, t.tag) for t in body.traffic]
         async with self.gw.state_lock:
@@ -221,19 +227,20 @@ class ControlApi:
     @access("editor")
     async def rollback(self, request: web.Request) -> web.Response:
         async with self.gw.state_lock:
-            state = await self.gw.commit(request.match_info["name"], lambda state: rollback(deployed(state)))
+            state = await self.gw.commit(_model(request), lambda state: rollback(deployed(state)))
         return web.json_response(self._view(state))
 
     @access("viewer")
     async def describe(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
+        name = _model(request)
         if name not in self.gw.states:
-            raise NotFound(f"model {name!r} is not deployed")
+            raise NotFound(f"model {request.match_info['name']!r} is not deployed")
         return web.json_response(self._view(self.gw.states[name]))
 
     @access("viewer")
     async def list_models(self, request: web.Request) -> web.Response:
-        return web.json_response({"models": sorted(self.gw.states)})
+        namespace = addressed(request)
+        return web.json_response({"models": sorted(n for ns, n in map(split, self.gw.states) if ns == namespace)})
 
     def _view(self, state: ServingState) -> dict:
         revisions = []
@@ -249,4 +256,4 @@ class ControlApi:
                     "errors": errors,
                 }
             )
-        return {"model": state.model, "revisions": revisions, "traffic": [asdict(t) for t in state.traffic]}
+        return {"model": split(state.model)[1], "revisions": revisions, "traffic": [asdict(t) for t in state.traffic]}

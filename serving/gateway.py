@@ -29,6 +29,7 @@ from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
 from infra.guard import access, server_middlewares
 from infra.http import answer_expect, json_response
 from infra.metrics import metrics_handler, registry_of
+from infra.namespaces import addressed, qualified, split
 from infra.settings import Settings
 from infra.store import ArtifactStore
 from serving import binary, dataplane
@@ -37,7 +38,8 @@ from serving.autoscaler import ScalePolicy
 from serving.grpcservice import GrpcService
 from serving.logger import InferenceLogger
 from serving.metrics import Metrics
-from serving.registry import ModelCard, ModelRegistry
+from serving.namespaced import NamespacedRegistry
+from serving.registry import ModelCard
 from serving.replicas import Zygote
 from serving.revisions import Revision, Router, ServingState, TrafficTarget, load_states, update_state
 from serving.rollout import Rollouts
@@ -53,7 +55,7 @@ class Gateway:
         s = settings.serving
         self.settings = settings
         self.store = store
-        self.registry = ModelRegistry(store)
+        self.registry = NamespacedRegistry(store)  # models keyed by qualified name (infra.namespaces)
         self.policy = policy or ScalePolicy(
             target=s.target_concurrency,
             max_replicas=s.max_replicas,
@@ -225,7 +227,8 @@ class Gateway:
 
     def route(self, request: web.Request) -> Revision:
         info = request.match_info
-        return self.pick(info["name"], info.get("version"), request.headers.get(TAG_HEADER))
+        name = qualified(addressed(request), info["name"])  # another namespace's model: 404, as if not deployed
+        return self.pick(name, info.get("version"), request.headers.get(TAG_HEADER))
 
     async def forward(self, revision: Revision, body: bytes, codec: int) -> tuple[int, bytes]:
         """Send one request body in ``codec`` to the revision's replicas, counted in the metrics; status and answer."""
@@ -294,7 +297,7 @@ class Gateway:
         card, _ = await self.fetch(revision)
         state = self.state(revision.model)
         return {
-            "name": revision.model,
+            "name": split(revision.model)[1],
             "versions": sorted({str(r.version) for r in state.revisions}, key=int),
             "platform": "onnxruntime_onnx",
             "inputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in card.inputs],
@@ -309,7 +312,7 @@ class Gateway:
     async def model_ready(self, request: web.Request) -> web.Response:
         revision = self.route(request)
         await self.fetch(revision)  # a model that cannot be fetched and verified is not ready
-        return json_response({"name": revision.model, "version": str(revision.version), "ready": True})
+        return json_response({"name": split(revision.model)[1], "version": str(revision.version), "ready": True})
 
     def _metric_families(self) -> Iterable[Metric]:
         """What ``/metrics`` shows: the gateway's counters, its pools' gauges and the inference logger's."""

@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 
 from infra.errors import InvalidRequest, KnflowError, Unavailable
 from infra.guard import guard_for
+from infra.namespaces import DEFAULT, qualified
 from serving import dataplane
 from serving.v2grpc import grpc_predict_v2_pb2 as pb
 
@@ -50,6 +51,11 @@ def _tag(context: grpc.aio.ServicerContext) -> str | None:
 
 #: Health calls answer without a token, as the REST health routes do.
 OPEN_CALLS = frozenset({"server_live", "server_ready", "server_metadata"})
+
+
+def default_model(name: str) -> str:
+    """The gateway's key of a model gRPC names: gRPC carries no token, so it reaches ``default``'s models only."""
+    return qualified(DEFAULT, name)
 
 
 class GrpcService:
@@ -139,12 +145,13 @@ class GrpcService:
         return pb.ServerMetadataResponse(**dataplane.SERVER_METADATA)
 
     async def model_ready(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
-        revision = self.gateway.pick(request.name, request.version or None, _tag(context))
+        revision = self.gateway.pick(default_model(request.name), request.version or None, _tag(context))
         await self.gateway.fetch(revision)  # a model that cannot be fetched and verified is not ready
         return pb.ModelReadyResponse(ready=True)
 
     async def model_metadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
-        meta = await self.gateway.metadata(self.gateway.pick(request.name, request.version or None, _tag(context)))
+        revision = self.gateway.pick(default_model(request.name), request.version or None, _tag(context))
+        meta = await self.gateway.metadata(revision)
         tensors = {k: [pb.ModelMetadataResponse.TensorMetadata(**t) for t in meta[k]] for k in ("inputs", "outputs")}
         return pb.ModelMetadataResponse(
             name=meta["name"], versions=meta["versions"], platform=meta["platform"], **tensors
@@ -158,7 +165,7 @@ class GrpcService:
             route.ParseFromString(body)
         except DecodeError as exc:
             raise InvalidRequest(f"request is not a valid ModelInferRequest: {exc}") from None
-        revision = self.gateway.pick(route.name, route.version or None, _tag(context))
+        revision = self.gateway.pick(default_model(route.name), route.version or None, _tag(context))
         status, out = await self.gateway.forward(revision, body, dataplane.GRPC)
         if status != 200:
             await context.abort(status_code(status), out.decode(errors="replace"))

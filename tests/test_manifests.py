@@ -16,7 +16,7 @@ from functions.contract import lifecycle_spec_path
 from functions.runtime.pipeline import load_pipeline, pipeline_triggers
 from infra import knative
 from infra.errors import ConfigError
-from knflow.manifests import ManifestOptions, function_service_name, read_func_yaml, render
+from knflow.manifests import FUNCTION_ACCOUNT, ManifestOptions, function_service_name, read_func_yaml, render
 from serving.knserving import model_service
 
 ROOT = Path(__file__).parents[1]
@@ -137,7 +137,8 @@ def test_deploy_and_the_canary_judge_run_as_an_account_with_only_the_model_right
     accounts = {
         s["metadata"]["name"]: s["spec"]["template"]["spec"].get("serviceAccountName") for s in kinds["Service"]
     }
-    assert {name for name, account in accounts.items() if account} == {"knflow-deploy", "knflow-canary", "knflow-train"}
+    with_rights = {name for name, account in accounts.items() if account != FUNCTION_ACCOUNT}
+    assert with_rights == {"knflow-deploy", "knflow-canary", "knflow-train"}
     assert {accounts["knflow-deploy"], accounts["knflow-canary"]} == {"knflow-deploy"}
     [role] = [r for r in kinds["Role"] if r["metadata"]["name"] == "knflow-deploy"]
     [binding] = [b for b in kinds["RoleBinding"] if b["metadata"]["name"] == "knflow-deploy"]
@@ -229,7 +230,7 @@ def test_manifests_command_prints_parsable_yaml() -> None:
     documents = [d for d in yaml.safe_load_all(result.stdout) if d]
     counts = collections.Counter(d["kind"] for d in documents)
     assert counts == {
-        "Namespace": 1, "ConfigMap": 1, "Broker": 1, "SinkBinding": 1, "ServiceAccount": 2, "Role": 2,
+        "Namespace": 1, "ConfigMap": 1, "Broker": 1, "SinkBinding": 1, "ServiceAccount": 3, "Role": 2,
         "RoleBinding": 2, "PingSource": 1, "Service": len(FUNCTIONS) + 2, "Trigger": len(TRIGGERS),
     }  # fmt: skip
     assert "secretKeyRef" in result.stdout and "kind: Secret\n" not in result.stdout
@@ -249,8 +250,8 @@ def test_manifests_command_writes_a_directory(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     files = sorted((tmp_path / "out").glob("*.yaml"))
-    # namespace, config, broker, binding, 2 accounts, 2 roles, 2 bindings, ping, 3 platform services, the MinIO source
-    assert len(files) == 15 + len(FUNCTIONS) + len(TRIGGERS)
+    # namespace, config, broker, binding, 3 accounts, 2 roles, 2 bindings, ping, 3 platform services, the MinIO source
+    assert len(files) == 16 + len(FUNCTIONS) + len(TRIGGERS)
     source = yaml.safe_load(next(f for f in files if "kafkasource" in f.name.lower()).read_text())
     assert source["spec"]["bootstrapServers"] == ["a:9092", "b:9092"]
     train = next(f for f in files if f.name.endswith("service-knflow-train.yaml"))
@@ -358,3 +359,25 @@ def test_function_and_model_pods_are_annotated_for_prometheus_scraping() -> None
     annotations = digits["spec"]["template"]["metadata"]["annotations"]
     assert {k: annotations.get(k) for k in SCRAPE} == SCRAPE  # the one-model server's /metrics on its port
     assert _container(digits)["ports"] == [{"containerPort": 8080}]
+
+
+def test_a_namespace_gets_its_broker_and_each_function_only_the_rights_it_needs() -> None:
+    kinds = _by_kind(render(FUNC_YAML, ManifestOptions(namespace="team-a")))
+    assert {r["metadata"].get("namespace") for k, rs in kinds.items() if k != "Namespace" for r in rs} == {"team-a"}
+    assert [n["metadata"]["name"] for n in kinds["Namespace"]] == ["team-a"]
+    assert [b["metadata"]["name"] for b in kinds["Broker"]] == ["knflow"]
+
+    accounts = {a["metadata"]["name"]: a for a in kinds["ServiceAccount"]}
+    services = {s["metadata"]["name"]: s["spec"]["template"]["spec"]["serviceAccountName"] for s in kinds["Service"]}
+    assert set(services.values()) <= set(accounts)  # every function runs as an account of its own namespace
+    bound = {b["subjects"][0]["name"] for b in kinds["RoleBinding"]}
+    assert bound == {"knflow-deploy", "knflow-train"}  # deploy patches Knative Services, train makes TrainJobs
+    assert {b["subjects"][0]["namespace"] for b in kinds["RoleBinding"]} == {"team-a"}
+    rightless = {name for name, account in services.items() if account not in bound}
+    assert {"knflow-ingest", "knflow-featurize", "knflow-register", "knflow-deadletter"} <= rightless
+    assert all(services[name] == FUNCTION_ACCOUNT for name in rightless)
+    assert accounts[FUNCTION_ACCOUNT]["automountServiceAccountToken"] is False  # no API token in their pods
+    deploy_rules = next(r for r in kinds["Role"] if r["metadata"]["name"] == "knflow-deploy")["rules"]
+    assert {"serving.knative.dev"} == {
+        g for rule in deploy_rules if "patch" in rule["verbs"] for g in rule["apiGroups"]
+    }

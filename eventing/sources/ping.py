@@ -193,7 +193,7 @@ class PingSources:
             return json_response({"error": f"no ping source named {name!r}"}, 404)
         return json_response({"name": name, "spec": spec.model_dump()})
 
-    @access("admin")
+    @access("platform")
     async def _put(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         try:
@@ -204,7 +204,7 @@ class PingSources:
             return json_response({"error": str(exc)}, exc.status)
         return json_response({"name": name, "spec": spec.model_dump()})
 
-    @access("admin")
+    @access("platform")
     async def _delete(self, request: web.Request) -> web.Response:
         try:
             await self.delete(request.match_info["name"])

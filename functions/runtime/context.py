@@ -29,9 +29,10 @@ import aiohttp
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import to_http_binary
-from eventing.events import RUNID
+from eventing.events import RUNID, namespace_of
 from infra.auth import auth_headers
 from infra.errors import ConfigError, InvalidRequest, Unavailable
+from infra.namespaces import scoped
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
 
@@ -122,8 +123,11 @@ class Context:
 
     @property
     def store(self) -> ArtifactStore:
-        """The artifact store (``infra.store.ArtifactStore``: get, put, list, exists, stat, delete, ...)."""
-        return self._runtime.store
+        """The artifact store (``infra.store.ArtifactStore``: get, put, list, exists, stat, delete, ...) as the event's
+        namespace sees it: its keys are under the namespace's prefix (``infra.namespaces``), the same layout inside."""
+        if self.event is None:
+            return self._runtime.store
+        return scoped(self._runtime.store, namespace_of(self.event))
 
     @property
     def step_settings(self) -> dict[str, Any]:

@@ -20,10 +20,11 @@ from typing import Annotated, Any, Literal
 import pydantic
 import yaml
 
-from eventing.events import PIPELINE
+from eventing.events import NAMESPACE, PIPELINE
 from eventing.filters import validate_filters
 from eventing.triggers import EXPONENTIAL, DeliverySpec, Trigger, parse_duration
 from infra.errors import InvalidRequest
+from infra.namespaces import DEFAULT
 from infra.validation import parse
 
 API_VERSION = "knflow.dev/v1alpha1"
@@ -103,6 +104,8 @@ class Step(_Model):
 class Metadata(_Model):
     name: Label
     description: str = pydantic.Field("", max_length=2000)
+    #: The namespace that owns the pipeline (set by the server that applies it; none: ``default``, shared by all).
+    namespace: Label | None = None
 
 
 class Body(_Model):
@@ -133,6 +136,11 @@ class PipelineSpec(_Model):
     @property
     def name(self) -> str:
         return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        """The namespace that owns the pipeline: only its runs take it (``default``'s pipelines take every run's)."""
+        return self.metadata.namespace or DEFAULT
 
     @property
     def steps(self) -> list[Step]:
@@ -285,11 +293,13 @@ def delivery_spec(spec: PipelineSpec, step: Step) -> DeliverySpec:
 
 
 def pipeline_triggers(spec: PipelineSpec, subscriber: Callable[[Step], str]) -> list[Trigger]:
-    """The broker triggers of every step, each also requiring ``pipeline: <name>``."""
+    """The broker triggers of every step, each also requiring ``pipeline: <name>`` and, for a pipeline a namespace
+    other than ``default`` owns, ``namespace: <ns>``: another namespace's runs never reach it."""
     out = []
+    owner = {} if spec.namespace == DEFAULT else {NAMESPACE: spec.namespace}
     for step in spec.steps:
         for trigger in step.triggers:
-            scope = {PIPELINE: spec.name}
+            scope = {PIPELINE: spec.name, **owner}
             out.append(
                 Trigger(
                     name=trigger_name(spec, step, trigger),

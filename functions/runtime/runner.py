@@ -187,7 +187,7 @@ class Runner:
             save_instances(self.instances_path, self.instances)
         await self._drop(worker, "removed")
 
-    @access("admin")
+    @access("platform")
     async def _host(self, request: web.Request) -> web.Response:
         try:
             raw = orjson.loads(await request.read() or b"null")
@@ -199,7 +199,7 @@ class Runner:
             return _json(exc.status, {"error": exc.message})
         return _json(200, self.workers[request.match_info["name"]].status())
 
-    @access("admin")
+    @access("platform")
     async def _unhost(self, request: web.Request) -> web.Response:
         try:
             await self.unhost(request.match_info["name"])

@@ -6,10 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from infra.auth import auth_headers
 from infra.errors import InvalidRequest
+from infra.namespaces import DEFAULT, scoped
 from infra.settings import load_settings
 from infra.store import open_store
+from knflow.commands import add_namespace_options, platform_headers, with_namespace
 from serving.formats import GENERATED_ROWS, TOLERANCE
 from serving.registry import ModelCard, ModelRegistry
 
@@ -65,6 +66,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     traffic.add_argument("targets", nargs="+")
     sub.add_parser("rollback", help="restore the previous traffic split").add_argument("name")
     sub.add_parser("status", help="revisions, traffic, replicas and counts on the gateway").add_argument("name")
+    add_namespace_options(sub)
 
 
 def _gateway_action(args: argparse.Namespace, base_url: str, headers: dict[str, str]) -> object:
@@ -118,12 +120,12 @@ def labels_of(card: ModelCard) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = with_namespace(load_settings(), args)
     if args.action in ("deploy", "traffic", "rollback", "status"):
         gateway = f"http://{settings.host}:{settings.gateway_port}"
-        print(json.dumps(_gateway_action(args, gateway, auth_headers(settings)), indent=2))
+        print(json.dumps(_gateway_action(args, gateway, platform_headers(settings)), indent=2))
         return 0
-    registry = ModelRegistry(open_store(settings.artifacts))
+    registry = ModelRegistry(scoped(open_store(settings.artifacts), settings.namespace or DEFAULT))
     if args.action == "ls" and not args.name:
         for name in registry.models():
             print(name)

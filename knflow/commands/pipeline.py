@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from functions.runtime.pipeline import PipelineSpec, Step, is_directory, load_pipeline, schema, with_functions
-from infra.auth import auth_headers
 from infra.httpclient import JsonClient
 from infra.settings import load_settings
+from knflow.commands import add_namespace_options, platform_headers, with_namespace
 
 HELP = "apply, list, show or delete pipelines (spec files of steps and triggers) on the running platform"
 
@@ -27,13 +27,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     check = sub.add_parser("check", help="check a spec file without a platform")
     check.add_argument("file")
     sub.add_parser("schema", help="print the JSON schema of pipeline specs")
+    add_namespace_options(sub)
 
 
-def api() -> JsonClient:
-    """The running platform's knflow API (the dashboard port)."""
-    settings = load_settings()
+def api(args: argparse.Namespace) -> JsonClient:
+    """The running platform's knflow API (the dashboard port), addressing ``--namespace`` when given."""
+    settings = with_namespace(load_settings(), args)
     return JsonClient(
-        f"http://{settings.host}:{settings.dashboard_port}", timeout=300.0, headers=auth_headers(settings)
+        f"http://{settings.host}:{settings.dashboard_port}", timeout=300.0, headers=platform_headers(settings)
     )
 
 
@@ -56,22 +57,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.file}: pipeline {spec.name}, {len(spec.steps)} steps: ok")
     elif args.action == "apply":
         spec = absolute(load_pipeline(args.file), Path(args.file))
-        applied = api().call("PUT", f"/api/pipelines/{spec.name}", spec.to_dict())
+        applied = api(args).call("PUT", f"/api/pipelines/{spec.name}", spec.to_dict())
         for name in applied.get("deployed") or ():
             print(f"function {name} deployed")
         print(f"pipeline {spec.name} applied: triggers {', '.join(applied['triggers'])}")
         if applied["removed"]:
             print(f"removed: {', '.join(applied['removed'])}")
     elif args.action == "ls":
-        for item in api().call("GET", "/api/pipelines")["pipelines"]:
+        for item in api(args).call("GET", "/api/pipelines")["pipelines"]:
             steps = " -> ".join(s["name"] for s in item["steps"])
             print(f"{item['name']:<20} {steps}")
     elif args.action == "show":
-        raw = api().call("GET", f"/api/pipelines/{args.name}")
+        raw = api(args).call("GET", f"/api/pipelines/{args.name}")
         print(
             json.dumps(raw, indent=2) if args.output == "json" else PipelineSpec.model_validate(raw).to_yaml(), end=""
         )
     else:  # delete
-        removed = api().call("DELETE", f"/api/pipelines/{args.name}")
+        removed = api(args).call("DELETE", f"/api/pipelines/{args.name}")
         print(f"pipeline {args.name} deleted: {', '.join(removed['removed']) or 'nothing else to remove'}")
     return 0

@@ -16,6 +16,7 @@ from infra.logs import configure_logging
 from infra.settings import Settings, load_settings
 from infra.store import open_store
 from knflow.client import Client
+from knflow.commands import add_namespace_option, with_namespace
 from knflow.drive import Probe, held_out_categories, held_out_split, probe
 from knflow.follow import SeenEvent
 from knflow.outcome import RunOutcome
@@ -36,6 +37,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", default="lifecycle", help="the pipeline the run takes (default lifecycle)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the run (default 900)")
     parser.add_argument("--keep", action="store_true", help="leave a platform this command started running afterwards")
+    add_namespace_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +54,7 @@ def execute(
     if args.experiment:
         options = {**(options or {}), "experiment": args.experiment}
     started = time.monotonic()
+    settings = with_namespace(settings, args)
     client = Client.from_settings(settings, timeout=300.0)
     platform = None
     if client.alive():

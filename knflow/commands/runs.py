@@ -12,6 +12,7 @@ import yaml
 
 from infra.settings import load_settings
 from knflow.client import Client, Run
+from knflow.commands import add_namespace_options, with_namespace
 from knflow.output import FORMATS, cell, document, table
 
 HELP = "list, show and compare runs (experiments, trials), and read or follow their functions' log lines"
@@ -36,10 +37,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
     for command in (ls, show, compare, logs):
         command.add_argument("-o", "--output", choices=FORMATS, default="table", help="table (default), json or yaml")
+    add_namespace_options(sub)
 
 
 def run(args: argparse.Namespace) -> int:
-    client = Client.from_settings(load_settings())
+    client = Client.from_settings(with_namespace(load_settings(), args))
     if args.action == "ls":
         return list_runs(client, args)
     if args.action == "show":

@@ -9,6 +9,7 @@ import orjson
 
 from infra.settings import load_settings
 from knflow.client import Client
+from knflow.commands import add_namespace_options, with_namespace
 
 HELP = "add, list or delete schedules that re-run a pipeline on a data set's newest data on a cron"
 
@@ -28,10 +29,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("ls", help="list the schedules")
     delete = sub.add_parser("delete", help="delete a schedule; it stops at once")
     delete.add_argument("name")
+    add_namespace_options(sub)
 
 
 def run(args: argparse.Namespace) -> int:
-    client = Client.from_settings(load_settings(), timeout=120.0)
+    client = Client.from_settings(with_namespace(load_settings(), args), timeout=120.0)
     if args.action == "add":
         options = orjson.loads(args.options.read_bytes()) if args.options else None
         added = client.add_schedule(

@@ -18,6 +18,7 @@ from functions.contract import DATA_ARRIVED, DATASET_INGESTED, MODEL_REGISTERED,
 from infra.errors import InvalidRequest, NotFound
 from infra.guard import access
 from infra.http import json_response
+from infra.namespaces import addressed
 from knflow.dashboard import runs
 
 if TYPE_CHECKING:
@@ -40,14 +41,12 @@ class CompareApi:
 
     @access("viewer")
     async def compare(self, request: web.Request) -> web.Response:
+        addressed(request)  # a namespace the caller does not act for is 404 before anything is read
         wanted = parse_items(request.query.get("runs"))
-        history = self.dashboard.history
-        await history.refresh()
+        await self.dashboard.history.refresh()
         items = []
         for runid, trial in wanted:
-            events = history.runs.get(runid)
-            if not events:
-                raise NotFound(f"no run {runid!r} in the broker history")
+            events = self.dashboard.run_events(request, runid)  # another namespace's run: 404
             items.append(run_item(runid, events) if trial is None else trial_item(runid, trial, events))
         return json_response({"items": items, "differs": differs(items)})
 

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from eventing.events import namespace_of
 from functions.tuning.experiment import EARLY_STOPPED, load_experiment
 from infra.errors import NotFound, Unavailable
 from infra.guard import access
 from infra.http import json_response
+from infra.namespaces import addressed, scoped
 from infra.store import ArtifactStore
 
 if TYPE_CHECKING:
@@ -100,17 +102,21 @@ class CurvesApi:
 
     def __init__(self, dashboard: Dashboard):
         self.dashboard = dashboard
-        self.reader: CurveReader | None = None
+        self.readers: dict[str, CurveReader] = {}  # per namespace: each reads under its prefix
 
     @access("viewer")
     async def curves(self, request: web.Request) -> web.Response:
-        runid = request.match_info["runid"]
+        runid, namespace = request.match_info["runid"], addressed(request)
         await self.dashboard.history.refresh()
+        known = self.dashboard.history.runs.get(runid)
+        if known and namespace_of(known[0]) != namespace:
+            raise NotFound(f"no run {runid!r} in the broker history")
         store = self.dashboard.artifact_store()
-        if self.reader is None:
-            self.reader = CurveReader(store)
+        if namespace not in self.readers:
+            self.readers[namespace] = CurveReader(scoped(store, namespace))
+        reader = self.readers[namespace]
         try:
-            body = await asyncio.wait_for(asyncio.to_thread(self.reader.run_curves, runid), READ_TIMEOUT_S)
+            body = await asyncio.wait_for(asyncio.to_thread(reader.run_curves, runid), READ_TIMEOUT_S)
         except TimeoutError:
             raise Unavailable(f"artifact store {store.url} did not answer within {READ_TIMEOUT_S:.0f} s") from None
         except OSError as exc:

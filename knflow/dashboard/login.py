@@ -3,7 +3,8 @@
 GET  /?token=T        (the link `knflow up` prints) sets the cookie and sends the browser on to ``/``
 POST /api/login       {"token": T} -> 200 {"name", "role", "namespaces"} and the cookie; 401 for a bad token
 POST /api/logout      clears the cookie
-GET  /api/whoami      who the cookie (or bearer token) says the caller is
+GET  /api/whoami      who the cookie (or bearer token) says the caller is, with the namespaces the page offers
+                      (``choices``) and the one it shows first (``home``)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from infra.auth import TokenFile
 from infra.errors import InvalidRequest
 from infra.guard import COOKIE, access, principal_of
 from infra.http import json_response, read_json
+from infra.namespaces import ALL, DEFAULT, scope_of
 
 MAX_AGE_S = 12 * 3600
 
@@ -56,4 +58,12 @@ class LoginApi:
     @access("viewer")
     async def whoami(self, request: web.Request) -> web.Response:
         principal = principal_of(request)
-        return json_response(asdict(principal) if principal else {"name": None, "role": "admin", "namespaces": ["*"]})
+        me = asdict(principal) if principal else {"name": None, "role": "admin", "namespaces": ["*"]}
+        return json_response({**me, "choices": self.choices(me["namespaces"]), "home": scope_of(request).home})
+
+    def choices(self, namespaces: list[str]) -> list[str]:
+        """The namespaces the dashboard offers the caller: its token's, or for ``*`` every one a token names."""
+        if ALL not in namespaces:
+            return list(namespaces)
+        named = {n for t in (self.tokens.list() if self.tokens else []) for n in t["namespaces"]}
+        return [DEFAULT, *sorted(named - {ALL, DEFAULT})]

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from infra.errors import InvalidRequest, NotFound, Unavailable
+from infra.errors import InvalidRequest, Unavailable
 from infra.guard import access
 from infra.http import json_response
+from infra.namespaces import addressed
 from infra.settings import Settings
 
 if TYPE_CHECKING:
@@ -54,10 +55,9 @@ class RunLogsApi:
     async def logs(self, request: web.Request) -> web.Response:
         runid, query = request.match_info["runid"], request.query
         after, limit, wait = _numbers(query)
-        history = self.dashboard.history
-        await history.refresh()
-        if not history.runs.get(runid):
-            raise NotFound(f"no run {runid!r} in the broker history")
+        addressed(request)
+        await self.dashboard.history.refresh()
+        self.dashboard.run_events(request, runid)  # NotFound for a run of another namespace, or none
         if not self.path.exists():
             raise Unavailable(f"no function log at {self.path}: the functions do not run on this platform's data")
         deadline = time.monotonic() + wait

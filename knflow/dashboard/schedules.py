@@ -5,7 +5,8 @@
     PUT    /api/schedules/{name}   {"cron", "dataset", "pipeline"?, "options"?} -> the schedule (it ticks from now on)
     DELETE /api/schedules/{name}   204; it stops at once
 
-The work is ``knflow.schedules.ScheduleControl`` (broker and store calls), in a worker thread.
+The work is ``knflow.schedules.ScheduleControl`` (broker and store calls), in a worker thread. Schedules belong to
+the ``default`` namespace: a request addressing another gets 404.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import asyncio
 
 from aiohttp import web
 
-from infra.errors import InvalidRequest
+from infra.errors import InvalidRequest, NotFound
 from infra.guard import access
 from infra.http import json_response, read_json
+from infra.namespaces import DEFAULT, addressed
 from infra.validation import parse
 from knflow.schedules import Schedule, ScheduleControl
 
@@ -32,6 +34,12 @@ def add_routes(app: web.Application, control: ScheduleControl) -> None:
     app.router.add_delete("/api/schedules/{name}", api.delete)
 
 
+def in_default(request: web.Request) -> None:
+    """Schedules start runs of ``default`` only: addressed from another namespace they answer 404 (not there)."""
+    if addressed(request) != DEFAULT:
+        raise NotFound("schedules run in the default namespace only")
+
+
 class SchedulesApi:
     """Handlers over one ``ScheduleControl``."""
 
@@ -40,16 +48,19 @@ class SchedulesApi:
 
     @access("viewer")
     async def list(self, request: web.Request) -> web.Response:
+        in_default(request)
         found = await asyncio.to_thread(self.control.list)
         return json_response({"schedules": [s.model_dump() for s in found]})
 
     @access("viewer")
     async def show(self, request: web.Request) -> web.Response:
+        in_default(request)
         schedule = await asyncio.to_thread(self.control.get, request.match_info["name"])
         return json_response(schedule.model_dump())
 
     @access("editor")
     async def add(self, request: web.Request) -> web.Response:
+        in_default(request)
         raw = await read_json(request, MAX_SPEC_BYTES, "a schedule")
         if not isinstance(raw, dict):
             raise InvalidRequest("a schedule is a JSON object: {cron, dataset, pipeline?, options?}")
@@ -59,5 +70,6 @@ class SchedulesApi:
 
     @access("editor")
     async def delete(self, request: web.Request) -> web.Response:
+        in_default(request)
         await asyncio.to_thread(self.control.delete, request.match_info["name"])
         return web.Response(status=204)

@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from infra.errors import Unavailable
 from infra.guard import access
 from infra.http import json_response
+from infra.namespaces import addressed
 
 if TYPE_CHECKING:
     from knflow.dashboard.server import Dashboard
@@ -168,7 +169,8 @@ def add_routes(app: web.Application, dashboard: Dashboard) -> None:
 
     @access("viewer")
     async def series(request: web.Request) -> web.Response:
-        model = await dashboard.gateway.model(request.match_info["name"])  # 404 for a model the gateway lacks
+        # 404 for a model the gateway lacks in the namespace the request addresses
+        model = await dashboard.gateway.model(request.match_info["name"], addressed(request))
         if dashboard.series is None:
             raise Unavailable("the knflow server is not started")
         return json_response(dashboard.series.model_series(model))

@@ -33,12 +33,14 @@ from aiohttp import web
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.client import publish_async
+from eventing.events import namespace_of
 from functions.contract import LIFECYCLE
 from infra.auth import auth_headers
 from infra.errors import InvalidRequest, KnflowError, NotFound, Unavailable
 from infra.guard import access, guard_for, server_middlewares
 from infra.http import answer_expect, json_response
 from infra.metrics import RequestMetrics, metrics_handler, registry_of
+from infra.namespaces import DEFAULT, addressed, require, scoped
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
 from knflow import __version__
@@ -118,7 +120,8 @@ class Dashboard:
         self.gateway = GatewayView(self.gateway_url, self._session)
         self.series = series.ServingSeries(self.gateway_url, self._session)
         self.series.start()
-        self.registry: ModelRegistry | None = None  # opened on first use: a store that is down must not stop the page
+        self.registries: dict[str, ModelRegistry] = {}  # per namespace, on first use: a store that is down must not
+        # stop the page
         self._runner = web.AppRunner(answer_expect(self.app()), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.port, reuse_address=True)
@@ -207,12 +210,26 @@ class Dashboard:
     # -- runs and failures (broker history) ---------------------------------------------
     @access("viewer")
     async def list_runs(self, request: web.Request) -> web.Response:
+        namespace = addressed(request)  # a namespace the caller does not act for is 404 before anything is read
         await self.history.refresh()
         await self._load_views({pipeline_of(events) for events in self.history.runs.values()})
         wanted = runs_filter(request.query)
-        rows = runs.select(self._summaries(datetime.now(UTC)), **wanted)
+        mine = [r for r in self._summaries(datetime.now(UTC)) if self._namespace_of_run(r.runid) == namespace]
+        rows = runs.select(mine, **wanted)
         rows.sort(key=lambda r: r.started, reverse=True)
         return json_response({"runs": rows, "broker": self.broker_url})  # orjson writes dataclasses
+
+    def _namespace_of_run(self, runid: str) -> str:
+        """The namespace a run in the history belongs to (its first event's ``namespace`` extension)."""
+        events = self.history.runs.get(runid)
+        return namespace_of(events[0]) if events else DEFAULT
+
+    def run_events(self, request: web.Request, runid: str) -> list:
+        """A run's events from the refreshed history; ``NotFound`` when it has none or is another namespace's."""
+        events = self.history.runs.get(runid)
+        if not events or namespace_of(events[0]) != addressed(request):
+            raise NotFound(f"no run {runid!r} in the broker history")
+        return events
 
     def _summaries(self, now: datetime) -> list[runs.RunSummary]:
         """Every run's row; a run's row is recomputed only when it has new events (or, running, for its duration)."""
@@ -232,11 +249,10 @@ class Dashboard:
 
     @access("viewer")
     async def run_detail(self, request: web.Request) -> web.Response:
+        addressed(request)
         await self.history.refresh()
         runid = request.match_info["runid"]
-        events = self.history.runs.get(runid)
-        if not events:
-            raise NotFound(f"no run {runid!r} in the broker history")
+        events = self.run_events(request, runid)
         await self._load_views({pipeline_of(events)})
         return json_response(runs.run_detail(runid, events, self.history.replays, self._view(events)))
 
@@ -258,18 +274,22 @@ class Dashboard:
 
     @access("viewer")
     async def failures(self, request: web.Request) -> web.Response:
+        namespace = addressed(request)
         await self.history.refresh()
         replays = self.history.replays
         rows = [
             runs.failure_row(f, replays.get((f.get_data() or {}).get("event_id", ""), []))
             for f in self.history.failures
+            if namespace_of(f) == namespace
         ]
         return json_response({"failures": rows[::-1]})
 
     @access("editor")
     async def replay(self, request: web.Request) -> web.Response:
+        addressed(request)
         await self.history.refresh()
         original = self.history.failed_original(request.match_info["event_id"])
+        require(request, namespace_of(original), f"no dead-lettered event with id {original.get_id()!r}")
         event = replay_event(original)
         await self.publish(event)
         log.info("replayed %s %s as %s", original.get_type(), original.get_id(), event.get_id())
@@ -279,34 +299,36 @@ class Dashboard:
     # -- models (registry) and serving (gateway) ----------------------------------------
     @access("viewer")
     async def list_models(self, request: web.Request) -> web.Response:
-        return json_response(await self._registry(catalog.models_view))
+        return json_response(await self._registry(addressed(request), catalog.models_view))
 
     @access("viewer")
     async def model(self, request: web.Request) -> web.Response:
-        return json_response(await self._registry(catalog.model_view, request.match_info["name"]))
+        return json_response(await self._registry(addressed(request), catalog.model_view, request.match_info["name"]))
 
-    async def _registry(self, view: Any, *args: Any) -> Any:
-        """``view(registry, *args)`` in a thread, bounded in time; the store being down is a 503."""
+    async def _registry(self, namespace: str, view: Any, *args: Any) -> Any:
+        """``view(registry, *args)`` on the namespace's registry in a thread, bounded in time; the store being down is
+        a 503."""
         where = self._store.url if self._store is not None else self.settings.artifacts.url
         try:
-            return await asyncio.wait_for(asyncio.to_thread(self._read_registry, view, *args), BACKEND_TIMEOUT_S)
+            call = asyncio.to_thread(self._read_registry, namespace, view, *args)
+            return await asyncio.wait_for(call, BACKEND_TIMEOUT_S)
         except TimeoutError:
             raise Unavailable(f"artifact store {where} did not answer within {BACKEND_TIMEOUT_S:.0f} s") from None
         except OSError as exc:
             raise Unavailable(f"artifact store {where} cannot be read: {exc}") from None
 
-    def _read_registry(self, view: Any, *args: Any) -> Any:
-        if self.registry is None:
-            self.registry = ModelRegistry(self.artifact_store())
-        return view(self.registry, *args)
+    def _read_registry(self, namespace: str, view: Any, *args: Any) -> Any:
+        if namespace not in self.registries:
+            self.registries[namespace] = ModelRegistry(scoped(self.artifact_store(), namespace))
+        return view(self.registries[namespace], *args)
 
     @access("viewer")
     async def serving(self, request: web.Request) -> web.Response:
-        return json_response(await self.gateway.models())
+        return json_response(await self.gateway.models(addressed(request)))
 
     @access("viewer")
     async def serving_model(self, request: web.Request) -> web.Response:
-        return json_response(await self.gateway.model(request.match_info["name"]))
+        return json_response(await self.gateway.model(request.match_info["name"], addressed(request)))
 
 
 async def serve_until_signal(dashboard: Dashboard) -> None:

@@ -28,7 +28,7 @@ import orjson
 import pydantic
 from aiohttp import web
 
-from eventing.events import new_runid
+from eventing.events import NAMESPACE, namespace_of, new_runid
 from eventing.sources.arrival import ANNOUNCED
 from functions.arrivals import arrival, is_data, raw_prefix, takes_arrivals
 from functions.contract import LIFECYCLE, RAW_PREFIX
@@ -37,7 +37,8 @@ from functions.runtime.pipeline import PipelineSpec, pipeline_triggers
 from infra.errors import InvalidRequest, NotFound, PayloadTooLarge, Unavailable
 from infra.guard import access
 from infra.http import json_response, read_json
-from infra.store import ObjectInfo, validate_key
+from infra.namespaces import DEFAULT, addressed, of_extension, scoped
+from infra.store import ArtifactStore, ObjectInfo, validate_key
 from infra.validation import parse
 from knflow.drive import declined
 from knflow.follow import SeenEvent
@@ -106,46 +107,47 @@ class RunsApi:
     # -- submitting ---------------------------------------------------------------------------------------
     @access("editor")
     async def submit(self, request: web.Request) -> web.Response:
-        runid = new_runid()
+        runid, namespace = new_runid(), addressed(request)
+        store = scoped(self.dashboard.artifact_store(), namespace)
         if request.content_type == "multipart/form-data":
-            sub = await self._upload(request, runid)
+            sub = await self._upload(request, runid, store, namespace)
         elif request.content_type == "application/json":
-            sub = await self._reference(request)
+            sub = await self._reference(request, store, namespace)
         else:
             raise InvalidRequest(
                 f"POST /api/runs takes multipart/form-data (data files) or application/json (a key), "
                 f"not {request.content_type!r}",
                 status=415,
             )
-        settings, store, info = self.dashboard.settings, self.dashboard.artifact_store(), sub.objects[-1]
+        settings, info = self.dashboard.settings, sub.objects[-1]
         event = arrival(
             settings.artifacts, store, info, dataset=sub.dataset, pipeline=sub.pipeline, options=sub.options,
-            source=SOURCE, runid=runid,
+            source=SOURCE, runid=runid, namespace=namespace,
         )  # fmt: skip
         await self.dashboard.publish(event)
         body = {"runid": runid, "id": event.get_id(), "key": info.key, "keys": [i.key for i in sub.objects]}
-        return json_response({**body, "dataset": sub.dataset, "pipeline": sub.pipeline}, 202)
+        return json_response({**body, "dataset": sub.dataset, "pipeline": sub.pipeline, "namespace": namespace}, 202)
 
-    async def _upload(self, request: web.Request, runid: str) -> Submission:
+    async def _upload(self, request: web.Request, runid: str, store: ArtifactStore, namespace: str) -> Submission:
         """Check a multipart submission, then store its files under ``raw/<dataset>/`` marked as announced."""
         with tempfile.TemporaryDirectory(prefix="knflow-upload-") as folder:
             upload = await read_upload(request, Path(folder))
             fields = upload.fields
             sub = Submission(fields.get("dataset") or "", fields.get("pipeline") or LIFECYCLE, _options(fields))
-            await self._check(sub)
-            sub.objects = await asyncio.to_thread(self._put, sub.dataset, upload.files, runid)
+            await self._check(sub, namespace)
+            sub.objects = await asyncio.to_thread(self._put, store, sub.dataset, upload.files, runid)
         return sub
 
-    async def _reference(self, request: web.Request) -> Submission:
+    async def _reference(self, request: web.Request, store: ArtifactStore, namespace: str) -> Submission:
         """Check a submission of an object already in the store (which must be data under ``raw/<dataset>/``)."""
         ref = parse(Reference, await read_json(request, MAX_FIELD_BYTES, "a run submission"), "run submission")
         sub = Submission(ref.dataset or _dataset_of(ref.key), ref.pipeline, ref.options)
         _dataset_of(ref.key)
-        await self._check(sub)
-        sub.objects = [await asyncio.to_thread(self.dashboard.artifact_store().stat, ref.key)]
+        await self._check(sub, namespace)
+        sub.objects = [await asyncio.to_thread(store.stat, ref.key)]
         return sub
 
-    async def _check(self, sub: Submission) -> None:
+    async def _check(self, sub: Submission, namespace: str) -> None:
         """Refuse a submission that could not start: bad dataset name, bad options, unknown or unapplied pipeline."""
         raw_prefix(sub.dataset)
         if sub.options is not None:
@@ -153,6 +155,8 @@ class RunsApi:
                 raise InvalidRequest("options must be a JSON object")
             parse_options(sub.options, "options")
         spec = takes_arrivals(await asyncio.to_thread(self.dashboard.control.get, sub.pipeline))
+        if spec.namespace not in (DEFAULT, namespace):  # another namespace's pipeline takes none of this one's runs
+            raise NotFound(f"no pipeline {sub.pipeline!r}")
         await self._check_applied(spec)
 
     async def _check_applied(self, spec: PipelineSpec) -> None:
@@ -170,10 +174,9 @@ class RunsApi:
                 "is the platform still starting?"
             )
 
-    def _put(self, dataset: str, files: list[tuple[str, Path]], runid: str) -> list[ObjectInfo]:
+    def _put(self, store: ArtifactStore, dataset: str, files: list[tuple[str, Path]], runid: str) -> list[ObjectInfo]:
         stamp = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{runid[-6:]}"
         keys = [validate_key(raw_prefix(dataset) + stamped(name, stamp)) for name, _ in files]
-        store = self.dashboard.artifact_store()
         return [store.put(key, path, metadata={ANNOUNCED: runid}) for key, (_, path) in zip(keys, files, strict=True)]
 
     # -- following ----------------------------------------------------------------------------------------
@@ -185,7 +188,12 @@ class RunsApi:
             limit = int(query.get("limit", "500"))
         except ValueError:
             raise InvalidRequest("wait and limit must be numbers") from None
-        params = {"runid": request.match_info["runid"], "limit": str(limit), "wait": str(wait)}
+        runid, namespace = request.match_info["runid"], addressed(request)
+        await self.dashboard.history.refresh()
+        known = self.dashboard.history.runs.get(runid)
+        if known and namespace_of(known[0]) != namespace:
+            raise NotFound(f"no run {runid!r} in the broker history")
+        params = {"runid": runid, "limit": str(limit), "wait": str(wait)}
         if query.get("after"):
             params["after"] = query["after"]
         url = f"{self.dashboard.broker_url}/events"
@@ -199,20 +207,20 @@ class RunsApi:
             ) from None
         if answer.status != 200:
             raise Unavailable(f"broker history answered {answer.status}: {body[:200]!r}")
-        return web.Response(body=body, content_type="application/json")
+        page = orjson.loads(body)  # a run the history did not know yet: only its events of this namespace
+        page["events"] = [e for e in page.get("events", []) if of_extension(e.get(NAMESPACE)) == namespace]
+        return json_response(page)
 
     @access("viewer")
     async def outcome(self, request: web.Request) -> web.Response:
-        history = self.dashboard.history
-        await history.refresh()
+        addressed(request)
+        await self.dashboard.history.refresh()
         runid = request.match_info["runid"]
-        events = [SeenEvent.from_cloudevent(e) for e in history.runs.get(runid, [])]
-        if not events:
-            raise NotFound(f"no run {runid!r} in the broker history")
+        events = [SeenEvent.from_cloudevent(e) for e in self.dashboard.run_events(request, runid)]
         key = next((str((e.data or {}).get("key", "")) for e in events if e.type.endswith(".data.arrived")), "")
         outcome = RunOutcome(runid, key, events)
         if outcome.status == RUNNING and outcome.registered:
-            store = self.dashboard.artifact_store()
+            store = scoped(self.dashboard.artifact_store(), addressed(request))
             outcome.declined = await asyncio.to_thread(declined, store, outcome.registered)
         return json_response(outcome.summary())
 

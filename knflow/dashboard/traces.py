@@ -18,9 +18,9 @@ from aiohttp import web
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import PARENTSPAN, STEP_FAILED, TRACEPARENT, span_id_of
-from infra.errors import NotFound
 from infra.guard import access
 from infra.http import json_response
+from infra.namespaces import addressed
 
 #: Data fields copied onto a span's attributes, when the event has them.
 _FIELDS = ("trial", "dataset", "name", "version", "trigger", "status", "attempts", "error", "decision", "reason")
@@ -40,11 +40,9 @@ class TraceApi:
     @access("viewer")
     async def trace(self, request: web.Request) -> web.Response:
         runid = request.match_info["runid"]
+        addressed(request)  # a namespace the caller does not act for is 404 before anything is read
         await self.server.history.refresh()
-        events = self.server.history.runs.get(runid)
-        if not events:
-            raise NotFound(f"no run {runid!r} in the broker history")
-        return json_response(run_trace(events))
+        return json_response(run_trace(self.server.run_events(request, runid)))  # another namespace's run: 404
 
 
 def run_trace(events: Sequence[CloudEvent]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import aiohttp
 import orjson
 
 from infra.errors import KnflowError, NotFound, Unavailable
+from infra.namespaces import DEFAULT, HEADER
 
 
 class GatewayView:
@@ -18,10 +19,10 @@ class GatewayView:
         self.gateway_url = gateway_url.rstrip("/")
         self.session = session
 
-    async def _get(self, path: str) -> Any:
+    async def _get(self, path: str, namespace: str) -> Any:
         url = self.gateway_url + path
         try:
-            async with self.session.get(url) as response:
+            async with self.session.get(url, headers={HEADER: namespace}) as response:
                 body = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unavailable(f"gateway {self.gateway_url} is not reachable: {exc or type(exc).__name__}") from None
@@ -31,9 +32,9 @@ class GatewayView:
             raise Unavailable(f"gateway {self.gateway_url} answered {response.status}: {_reason(body)}")
         return orjson.loads(body)
 
-    async def model(self, name: str) -> dict[str, Any]:
+    async def model(self, name: str, namespace: str = DEFAULT) -> dict[str, Any]:
         """One model's revisions joined with its traffic split, and its endpoint."""
-        raw = await self._get(f"/v1/models/{name}")
+        raw = await self._get(f"/v1/models/{name}", namespace)
         split = {t["revision"]: t for t in raw.get("traffic", [])}
         revisions = []
         for rev in reversed(raw.get("revisions", [])):
@@ -59,10 +60,10 @@ class GatewayView:
             "traffic": raw.get("traffic", []),
         }
 
-    async def models(self) -> dict[str, Any]:
-        """Every model the gateway serves (a model removed between the two calls is left out)."""
-        names = (await self._get("/v1/models")).get("models", [])
-        found = await asyncio.gather(*(self.model(n) for n in names), return_exceptions=True)
+    async def models(self, namespace: str = DEFAULT) -> dict[str, Any]:
+        """Every model the gateway serves in a namespace (a model removed between the two calls is left out)."""
+        names = (await self._get("/v1/models", namespace)).get("models", [])
+        found = await asyncio.gather(*(self.model(n, namespace) for n in names), return_exceptions=True)
         for result in found:
             if isinstance(result, BaseException) and not isinstance(result, NotFound):
                 raise result if isinstance(result, KnflowError) else Unavailable(f"gateway: {result}")

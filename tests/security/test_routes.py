@@ -115,7 +115,7 @@ def test_every_route_has_an_access_decision_and_changes_need_an_editor(servers: 
     assert undecided == []
     for r in servers.routes:
         if r.method not in SAFE_METHODS and (r.server, r.method, r.path) not in NOT_EDITOR:
-            assert r.level in ("editor", "admin"), (r.server, r.method, r.path, r.level)
+            assert r.level in ("editor", "admin", "platform"), (r.server, r.method, r.path, r.level)
 
 
 async def test_without_a_token_every_route_but_the_open_ones_is_401(servers: Servers) -> None:
@@ -131,12 +131,12 @@ async def test_without_a_token_every_route_but_the_open_ones_is_401(servers: Ser
 
 async def test_a_viewer_cannot_change_anything_and_an_editor_cannot_manage(servers: Servers) -> None:
     for r in servers.routes:
-        if r.level in ("editor", "admin"):
+        if r.level in ("editor", "admin", "platform"):
             if r.method in SAFE_METHODS:
                 assert await call(r, servers.tokens["viewer"]) not in (401, 403), (r.server, r.path)
             else:
                 assert await call(r, servers.tokens["viewer"]) == 403, (r.server, r.method, r.path)
-        if r.level == "admin" and r.method not in SAFE_METHODS:
+        if r.level in ("admin", "platform") and r.method not in SAFE_METHODS:
             assert await call(r, servers.tokens["editor"]) == 403, (r.server, r.method, r.path)
             assert await call(r, servers.tokens["admin"]) not in (401, 403), (r.server, r.method, r.path)
 
@@ -155,7 +155,9 @@ async def test_a_foreign_host_is_refused_by_every_route(servers: Servers) -> Non
 
 @pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data"])
 async def test_a_page_elsewhere_cannot_post_a_form_or_text(servers: Servers, content_type: str) -> None:
-    changes = [r for r in servers.routes if r.method == "POST" and r.level in ("editor", "admin", "ingress")]
+    changes = [
+        r for r in servers.routes if r.method == "POST" and r.level in ("editor", "admin", "platform", "ingress")
+    ]
     for r in changes:
         cookie = f"{COOKIE}={servers.tokens['admin']}"  # the session a browser would carry, not a header it could add
         status = await call(r, None, Cookie=cookie, **{"Content-Type": content_type})
@@ -182,3 +184,44 @@ async def test_a_trigger_cannot_point_the_broker_at_metadata_link_local_or_unlis
     async with ClientSession() as http, http.put(f"{broker}/triggers/evil", json=spec, headers=headers) as r:
         assert r.status == 400, await r.text()
         assert "never calls" in await r.text() or "not an allowed target" in await r.text()
+
+
+#: Routes that belong to a namespace: another namespace's token gets 404 there, before anything is read.
+NAMESPACED = re.compile(r"^/(api/(runs|compare|models|serving|failures|pipelines|schedules)|v1/models|v2/models/)")
+#: Routes that do not belong to a namespace: the platform's own (health, sign-in, triggers, function instances, the
+#: broker's history for the admin's tools).
+NOT_NAMESPACED = re.compile(
+    r"^/($|health|v2$|v2/health|metrics|api/(login|logout|whoami|health)|triggers|events|sources"
+    r"|functions|admin|\{name\}|\{namespace\})"
+)
+
+
+async def test_every_route_decides_its_namespace_and_another_namespaces_token_gets_404(servers: Servers) -> None:
+    other = TokenFile(tokens_path(servers.settings)).create("team-b", "editor", ("team-b",))
+    for r in servers.routes:
+        assert bool(NAMESPACED.match(r.path)) != bool(NOT_NAMESPACED.match(r.path)), (r.server, r.path)
+        if not NAMESPACED.match(r.path):
+            continue
+        for asked in ({"X-Knflow-Namespace": "team-a"}, {"X-Knflow-Namespace": "default"}):
+            status, text = await answer(r, other, **asked)
+            if r.level in ("admin", "platform") and r.method not in SAFE_METHODS:  # a role too weak is still 403
+                assert status == 403, (r.server, r.method, r.path, asked, status)
+                continue
+            assert status == 404, (r.server, r.method, r.path, asked, status)
+            if r.method != "HEAD":
+                assert "no namespace" in text, (r.server, r.method, r.path, text)
+
+
+async def test_only_an_admin_of_every_namespace_manages_triggers_function_instances_and_sources(
+    servers: Servers,
+) -> None:
+    team_admin = TokenFile(tokens_path(servers.settings)).create("team-a-admin", "admin", ("team-a",))
+    platform = [r for r in servers.routes if r.level == "platform" and r.method not in SAFE_METHODS]
+    assert {(r.server, r.path) for r in platform} >= {
+        ("broker", "/triggers/{name}"),
+        ("functions", "/admin/functions/{name}"),
+    }
+    for r in platform:
+        status, text = await answer(r, team_admin)
+        assert status == 403 and "admin of all" in text, (r.server, r.method, r.path, status)
+        assert await call(r, servers.tokens["admin"]) not in (401, 403), (r.server, r.method, r.path)

@@ -21,8 +21,12 @@ function h(tag, attrs, ...children) {
 
 class SignInNeeded extends Error {}
 
+// The namespace the page shows (the header's selector); every API call addresses it.
+let namespace = sessionStorage.getItem("knflow-namespace") || "";
+
 async function api(path, options) {
-  const response = await fetch(path, { credentials: "same-origin", ...options });
+  const headers = { ...(options && options.headers), ...(namespace ? { "X-Knflow-Namespace": namespace } : {}) };
+  const response = await fetch(path, { credentials: "same-origin", ...options, headers });
   const body = await response.json().catch(() => ({ error: response.statusText }));
   if (response.status === 401) throw new SignInNeeded(body.error || "sign in");
   if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
@@ -264,6 +268,25 @@ async function platformIndicator() {
     .join("\n");
 }
 
+// The header's namespace selector: the caller's namespaces (from /api/whoami); choosing one re-renders the page.
+function namespaceSelector(me) {
+  const select = document.getElementById("namespace");
+  const choices = me.choices || [];
+  if (!choices.includes(namespace)) namespace = me.home || choices[0] || "";
+  if (select.dataset.choices !== choices.join(",")) {
+    select.replaceChildren(...choices.map((n) => h("option", { value: n }, n)));
+    select.dataset.choices = choices.join(",");
+    select.onchange = () => {
+      namespace = select.value;
+      sessionStorage.setItem("knflow-namespace", namespace);
+      location.hash = "#/runs";
+      render();
+    };
+  }
+  select.value = namespace;
+  select.hidden = choices.length < 2;
+}
+
 let rendering = false;
 let again = false; // a route change that arrives mid-render renders once more afterwards
 async function render() {
@@ -277,7 +300,7 @@ async function render() {
     }
     let content;
     try {
-      await api("/api/whoami");
+      namespaceSelector(await api("/api/whoami"));
       content = await ROUTES[route](decodeURIComponent(arg || ""));
     } catch (err) {
       if (!(err instanceof SignInNeeded)) throw err;
