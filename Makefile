@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.knflow-installed
 
-.PHONY: demo test lint bench install
+.PHONY: demo test lint bench install mutate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ test: $(STAMP)
 	bash scripts/system-deps.sh
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# Mutation testing of the rule modules ([tool.mutmut] in pyproject.toml; docs/testing.md): slow, outside `make test`.
+# Results are kept in mutants/ and only changed functions are tested again on the next run.
+MUTATE_JOBS ?= 2
+mutate: $(STAMP)
+	$(PY) -m pip install -q 'mutmut>=3.8,<4'
+	$(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) > mutants.log 2>&1 || (tail -c 3000 mutants.log; exit 1)
+	$(PY) scripts/mutation_scores.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -23,9 +23,8 @@ _NESTED = ("all", "any", "not")
 
 
 def attribute(event: CloudEvent, name: str) -> str | None:
-    """An attribute or extension of ``event`` as the string filters compare (None if absent)."""
-    if name == "data":
-        return None
+    """An attribute or extension of ``event`` as the string filters compare (None if absent; ``data`` is never an
+    attribute: the codecs refuse an extension of that reserved name)."""
     value = event.get_attributes().get(name)
     if value is None:
         return None

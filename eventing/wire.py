@@ -69,7 +69,7 @@ def _build(attributes: dict[str, Any], data: Any, fallback: Any) -> CloudEvent:
             return fallback()
         if attributes["time"].tzinfo is None:
             return fallback()
-    if _FAST and all(v and (k in _CORE or _EXTENSION.fullmatch(k)) for k, v in attributes.items()):
+    if _FAST and all(v and (k in _CORE or (k != "data" and _EXTENSION.fullmatch(k))) for k, v in attributes.items()):
         return _trusted(attributes, data)
     try:
         return CloudEvent(attributes, data)

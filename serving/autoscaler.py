@@ -77,8 +77,6 @@ class Kpa:
             desired, reason = want_stable, "stable"
         if desired == 0 and now - self.last_active < p.scale_to_zero_grace_s:
             desired, reason = max(min(ready, 1), 0), "grace"
-        if self.last_active == -math.inf and ready == 0:
-            desired = 0
         desired = max(0, min(desired, p.max_replicas))
         self.last_desired = desired
         return Decision(desired, stable, panic_c, panic, reason)

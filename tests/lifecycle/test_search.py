@@ -10,7 +10,7 @@ import pytest
 from functions.tuning.earlystop import should_stop
 from functions.tuning.experiment import EARLY_STOPPED, SUCCEEDED, Trial, trial_id
 from functions.tuning.search import grid_values, hyperband_plan, suggest
-from functions.tuning.spec import EarlyStopping, parse_spec
+from functions.tuning.spec import EarlyStopping, Objective, parse_spec
 from infra.errors import InvalidRequest
 
 SPACE = [
@@ -202,3 +202,17 @@ def test_the_median_rule_averages_exactly_the_first_s_steps_of_each_completed_tr
     assert should_stop([0.4, 0.4], completed, objective, rule)  # 0.4 is worse than 0.5: stop
     minimize = Objective("val_loss", "minimize")
     assert not should_stop([0.45, 0.45], [[0.5, 0.5, 0.0]], minimize, rule)  # average 0.5, not 0.333
+
+
+def test_median_rule_counts_a_completed_trial_of_one_step() -> None:
+    rule = EarlyStopping(min_trials_required=1, start_step=2)
+    obj = Objective("val_accuracy", "maximize")
+    assert should_stop([0.1, 0.2], [[0.9]], obj, rule)  # its one step is the reference
+    assert not should_stop([0.1, 0.2], [], obj, rule)
+
+
+def test_median_rule_takes_a_minimized_trials_lowest_value_as_its_best() -> None:
+    rule = EarlyStopping(min_trials_required=1, start_step=2)
+    loss = Objective("val_loss", "minimize")
+    assert not should_stop([5.0, 1.0], [[2.0, 2.0]], loss, rule)  # its best, 1.0, beats the median 2.0
+    assert should_stop([5.0, 3.0], [[2.0, 2.0]], loss, rule)  # its best, 3.0, is worse
