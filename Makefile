@@ -24,10 +24,11 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 # Mutation testing of the rule modules ([tool.mutmut] in pyproject.toml; docs/testing.md): slow, outside `make test`.
-# Results are kept in mutants/ and only changed functions are tested again on the next run.
+# Each run starts afresh (mutmut keeps a survivor's verdict even after a test that kills it is added).
 MUTATE_JOBS ?= 2
 mutate: $(STAMP)
 	$(PY) -m pip install -q 'mutmut>=3.8,<4'
+	rm -rf mutants
 	$(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) > mutants.log 2>&1 || (tail -c 3000 mutants.log; exit 1)
 	$(PY) scripts/mutation_scores.py
 
