@@ -216,3 +216,61 @@ def test_median_rule_takes_a_minimized_trials_lowest_value_as_its_best() -> None
     loss = Objective("val_loss", "minimize")
     assert not should_stop([5.0, 1.0], [[2.0, 2.0]], loss, rule)  # its best, 1.0, beats the median 2.0
     assert should_stop([5.0, 3.0], [[2.0, 2.0]], loss, rule)  # its best, 3.0, is worse
+
+
+@pytest.mark.parametrize(
+    ("settings", "plan"),
+    [
+        (  # the defaults: eta 3, r_max 9
+            {},
+            [(2, 0, 9, 1), (2, 1, 3, 3), (2, 2, 1, 9), (1, 0, 5, 3), (1, 1, 1, 9), (0, 0, 3, 9)],
+        ),
+        (
+            {"eta": 2, "r_max": 8},
+            [
+                *[(3, 0, 8, 1), (3, 1, 4, 2), (3, 2, 2, 4), (3, 3, 1, 8)],
+                *[(2, 0, 6, 2), (2, 1, 3, 4), (2, 2, 1, 8)],
+                *[(1, 0, 4, 4), (1, 1, 2, 8)],
+                (0, 0, 4, 8),
+            ],
+        ),
+        ({"eta": 3, "r_max": 3}, [(1, 0, 3, 1), (1, 1, 1, 3), (0, 0, 2, 3)]),
+    ],
+)
+def test_hyperband_plan_is_brackets_of_successive_halving_from_eta_and_r_max(
+    settings: dict[str, int], plan: list[tuple[int, int, int, int]]
+) -> None:
+    spec = parse_spec({"parameters": SPACE, "algorithm": {"name": "hyperband", "settings": settings}})
+    assert hyperband_plan(spec) == plan
+
+
+def test_grid_points_of_a_range_without_step_are_evenly_spaced_and_ints_rounded() -> None:
+    spec = parse_spec({"parameters": SPACE})
+    by_name = {p.name: p for p in spec.parameters}
+    assert grid_values(by_name["dropout"]) == pytest.approx([0.0, 0.3, 0.6, 0.9])
+    assert grid_values(by_name["hidden"]) == [8, 176, 344, 512]
+    assert all(isinstance(v, int) for v in grid_values(by_name["hidden"]))
+
+
+@pytest.mark.parametrize("algorithm", ["random", "grid", "tpe"])
+def test_an_algorithm_suggests_exactly_the_count_asked_after_earlier_trials(algorithm: str) -> None:
+    spec = parse_spec({"parameters": SPACE, "algorithm": {"name": algorithm}, "maxTrialCount": 50})
+    first = suggest(spec, [], 3)
+    trials = [Trial(trial_id(i), i, s.params, SUCCEEDED, 0.5, meta=s.meta) for i, s in enumerate(first)]
+    assert len(first) == 3 and len(suggest(spec, trials, 2)) == 2
+
+
+def test_tpe_keeps_int_parameters_ints_and_searches_log_ranges_on_a_log_scale() -> None:
+    spec = parse_spec({"parameters": SPACE, "algorithm": {"name": "tpe"}, "seed": 3})
+    trials: list[Trial] = []
+    for i in range(12):
+        (s,) = suggest(spec, trials, 1)
+        trials.append(Trial(trial_id(i), i, s.params, SUCCEEDED, 0.5, meta=s.meta))
+    assert all(isinstance(t.params["hidden"], int) for t in trials)
+    assert sorted(t.params["lr"] for t in trials)[6] < 0.05  # a uniform draw over [1e-5, 1] would be near 0.5
+
+
+def test_random_sampling_of_a_log_range_is_log_uniform() -> None:
+    spec = parse_spec({"parameters": SPACE, "algorithm": {"name": "random"}})
+    values = sorted(s.params["lr"] for s in suggest(spec, [], 200))
+    assert values[100] < 0.05 and values[0] >= 1e-5 and values[-1] <= 1.0
