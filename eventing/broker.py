@@ -47,7 +47,7 @@ from eventing.wire import from_batch, from_http
 from infra.aio import run
 from infra.auth import own_credentials
 from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
-from infra.guard import access, guard_for, server_middlewares
+from infra.guard import access, guard_for, principal_of, server_middlewares
 from infra.http import answer_expect
 from infra.metrics import metrics_handler, registry_of
 from infra.namespaces import ALL, scope_of
@@ -241,7 +241,12 @@ class BrokerServer:
     async def _ingress(self, request: web.Request) -> web.Response:
         try:
             body = await read_body(request, self.settings.eventing.max_event_bytes)
-            await self.append(events_of(request.headers, body))
+            events = events_of(request.headers, body)
+            if principal_of(request) is not None:  # ingress asked for a token: its events stay in its namespaces
+                claimed = {namespace_of(e) for e in events}
+                if outside := sorted(ns for ns in claimed if not scope_of(request).sees(ns)):
+                    raise NotFound(f"no namespace {outside[0]!r}")
+            await self.append(events)
         except KnflowError as exc:
             return error_response(exc)
         return web.Response(status=202)
