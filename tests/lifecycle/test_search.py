@@ -83,7 +83,8 @@ def test_grid_covers_the_product_once_then_stops():
     assert grid_values(parse_spec(spec).parameters[0]) == pytest.approx([1e-3, 10 ** (-7 / 3), 10 ** (-5 / 3), 1e-1])
 
 
-def test_hyperband_promotes_the_best_of_each_rung_with_more_resource():
+@pytest.mark.parametrize("batch", [1, 4])  # one at a time: a rung is filled over several asks
+def test_hyperband_promotes_the_best_of_each_rung_with_more_resource(batch: int):
     spec = {
         "algorithm": {"name": "hyperband", "settings": {"r_max": 9, "eta": 3, "resource": "epochs"}},
         "maxTrialCount": 100,
@@ -93,7 +94,7 @@ def test_hyperband_promotes_the_best_of_each_rung_with_more_resource():
     def curve(p):
         return objective({**p, "optimizer": "adam"}) * (1 - math.exp(-p["epochs"] / 3))
 
-    trials = run(spec, evaluate=curve, batch=4)
+    trials = run(spec, evaluate=curve, batch=batch)
     plan = hyperband_plan(parse_spec(spec))
     assert len(trials) == sum(n for _, _, n, _ in plan)
     for bracket, rung, size, budget in plan:
@@ -274,3 +275,14 @@ def test_random_sampling_of_a_log_range_is_log_uniform() -> None:
     spec = parse_spec({"parameters": SPACE, "algorithm": {"name": "random"}})
     values = sorted(s.params["lr"] for s in suggest(spec, [], 200))
     assert values[100] < 0.05 and values[0] >= 1e-5 and values[-1] <= 1.0
+
+
+def test_hyperband_gives_epochs_by_default_and_a_trials_values_depend_only_on_seed_and_index() -> None:
+    spec = parse_spec({"parameters": SPACE, "algorithm": {"name": "hyperband"}, "maxTrialCount": 50})
+    batch = suggest(spec, [], 3)
+    one_by_one: list[Trial] = []
+    for i in range(3):
+        (s,) = suggest(spec, one_by_one, 1)
+        one_by_one.append(Trial(trial_id(i), i, s.params, SUCCEEDED, 0.5, meta=s.meta))
+    assert [s.params for s in batch] == [t.params for t in one_by_one]
+    assert len({s.params["lr"] for s in batch}) == 3 and all(s.params["epochs"] == 1 for s in batch)
