@@ -11,6 +11,10 @@ from prometheus_client.core import Metric
 
 from infra.metrics import Tally, Timing, gauge
 
+#: Distinct (type, source kind) pairs counted apart; events are client input, so the rest count as ``other``.
+MAX_ACCEPTED_SERIES = 1000
+OTHER = ("other", "other")
+
 
 @functools.lru_cache(maxsize=4096)
 def source_kind(source: str) -> str:
@@ -39,7 +43,10 @@ class BrokerMetrics:
     def accept(self, events: Sequence[CloudEvent]) -> None:
         values = self.accepted.values
         for event in events:
-            values[(event.get_type(), source_kind(event.get_source()))] += 1
+            key = (event.get_type(), source_kind(event.get_source()))
+            if key not in values and len(values) >= MAX_ACCEPTED_SERIES:
+                key = OTHER  # a client inventing types must not grow the broker's memory and every scrape
+            values[key] += 1
 
     def delivery(self, trigger: str, ok: bool, attempts: int, seconds: float) -> None:
         """One event's delivery to ``trigger``: delivered or dead-lettered after ``attempts`` attempts."""

@@ -9,7 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from eventing.events import STEP_FAILED, new_event
-from eventing.metrics import source_kind
+from eventing.metrics import MAX_ACCEPTED_SERIES, OTHER, BrokerMetrics, source_kind
 from eventing.triggers import DeliverySpec, Trigger
 from tests.eventing.test_delivery import post
 from tests.eventually import eventually
@@ -95,3 +95,13 @@ def test_source_kind_drops_the_instance_part_of_a_source() -> None:
     assert source_kind("/functions/train") == "functions/train"
     assert source_kind("https://example.com/a/b/c") == "example.com/a"
     assert source_kind("x") == "x"
+
+
+def test_invented_event_types_past_the_series_cap_count_as_other() -> None:
+    metrics = BrokerMetrics()
+    events = [new_event(f"dev.invented.{n}", "/client") for n in range(MAX_ACCEPTED_SERIES + 5)]
+    metrics.accept(events)
+    metrics.accept([new_event("dev.invented.0", "/client"), new_event("dev.invented.new", "/client")])
+    values = metrics.accepted.values
+    assert len(values) == MAX_ACCEPTED_SERIES + 1 and sum(values.values()) == MAX_ACCEPTED_SERIES + 7
+    assert values[("dev.invented.0", "client")] == 2 and values[OTHER] == 6  # a known pair still counts apart

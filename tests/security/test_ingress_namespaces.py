@@ -38,9 +38,10 @@ async def post(server: BrokerServer, token: str, events: list[dict[str, str]]) -
 
 
 async def kept(server: BrokerServer, token: str) -> list[str]:
-    async with ClientSession() as http, http.get(
-        server.url + "/events?limit=100", headers={"Authorization": f"Bearer {token}"}
-    ) as r:
+    async with (
+        ClientSession() as http,
+        http.get(server.url + "/events?limit=100", headers={"Authorization": f"Bearer {token}"}) as r,
+    ):
         assert r.status == 200, await r.text()
         return [e["id"] for e in (await r.json())["events"]]
 
