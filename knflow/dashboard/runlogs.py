@@ -20,7 +20,6 @@ from aiohttp import web
 from infra.errors import InvalidRequest, Unavailable
 from infra.guard import access
 from infra.http import json_response
-from infra.namespaces import addressed
 from infra.settings import Settings
 
 if TYPE_CHECKING:
@@ -55,9 +54,7 @@ class RunLogsApi:
     async def logs(self, request: web.Request) -> web.Response:
         runid, query = request.match_info["runid"], request.query
         after, limit, wait = _numbers(query)
-        addressed(request)
-        await self.dashboard.history.refresh()
-        self.dashboard.run_events(request, runid)  # NotFound for a run of another namespace, or none
+        await self.dashboard.read_run(request, runid)  # NotFound for a run of another namespace, or none
         if not self.path.exists():
             raise Unavailable(f"no function log at {self.path}: the functions do not run on this platform's data")
         deadline = time.monotonic() + wait

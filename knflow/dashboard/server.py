@@ -224,6 +224,13 @@ class Dashboard:
         events = self.history.runs.get(runid)
         return namespace_of(events[0]) if events else DEFAULT
 
+    async def read_run(self, request: web.Request, runid: str) -> list:
+        """A run's events after refreshing the history; ``NotFound`` before anything is read when the caller does not
+        act for the namespace the request addresses, and as ``run_events`` says."""
+        addressed(request)
+        await self.history.refresh()
+        return self.run_events(request, runid)
+
     def run_events(self, request: web.Request, runid: str) -> list:
         """A run's events from the refreshed history; ``NotFound`` when it has none or is another namespace's."""
         events = self.history.runs.get(runid)
@@ -249,10 +256,8 @@ class Dashboard:
 
     @access("viewer")
     async def run_detail(self, request: web.Request) -> web.Response:
-        addressed(request)
-        await self.history.refresh()
         runid = request.match_info["runid"]
-        events = self.run_events(request, runid)
+        events = await self.read_run(request, runid)
         await self._load_views({pipeline_of(events)})
         return json_response(runs.run_detail(runid, events, self.history.replays, self._view(events)))
 

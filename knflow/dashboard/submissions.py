@@ -213,10 +213,8 @@ class RunsApi:
 
     @access("viewer")
     async def outcome(self, request: web.Request) -> web.Response:
-        addressed(request)
-        await self.dashboard.history.refresh()
         runid = request.match_info["runid"]
-        events = [SeenEvent.from_cloudevent(e) for e in self.dashboard.run_events(request, runid)]
+        events = [SeenEvent.from_cloudevent(e) for e in await self.dashboard.read_run(request, runid)]
         key = next((str((e.data or {}).get("key", "")) for e in events if e.type.endswith(".data.arrived")), "")
         outcome = RunOutcome(runid, key, events)
         if outcome.status == RUNNING and outcome.registered:

@@ -20,7 +20,6 @@ from cloudevents.core.v1.event import CloudEvent
 from eventing.events import PARENTSPAN, STEP_FAILED, TRACEPARENT, span_id_of
 from infra.guard import access
 from infra.http import json_response
-from infra.namespaces import addressed
 
 #: Data fields copied onto a span's attributes, when the event has them.
 _FIELDS = ("trial", "dataset", "name", "version", "trigger", "status", "attempts", "error", "decision", "reason")
@@ -40,9 +39,7 @@ class TraceApi:
     @access("viewer")
     async def trace(self, request: web.Request) -> web.Response:
         runid = request.match_info["runid"]
-        addressed(request)  # a namespace the caller does not act for is 404 before anything is read
-        await self.server.history.refresh()
-        return json_response(run_trace(self.server.run_events(request, runid)))  # another namespace's run: 404
+        return json_response(run_trace(await self.server.read_run(request, runid)))  # another namespace's run: 404
 
 
 def run_trace(events: Sequence[CloudEvent]) -> dict[str, Any]:
