@@ -120,8 +120,8 @@ class Dashboard:
         self.gateway = GatewayView(self.gateway_url, self._session)
         self.series = series.ServingSeries(self.gateway_url, self._session)
         self.series.start()
-        self.registries: dict[str, ModelRegistry] = {}  # per namespace, on first use: a store that is down must not
-        # stop the page
+        #: per namespace, opened on first use (a store that is down must not stop the page)
+        self.registries: dict[str, ModelRegistry] = {}
         self._runner = web.AppRunner(answer_expect(self.app()), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.port, reuse_address=True)
