@@ -84,7 +84,8 @@ def test_each_component_killed_is_started_again_and_a_run_completes_afterwards(t
 
 
 def test_a_component_that_keeps_dying_stops_knflow_up_with_an_error_naming_it(tmp_path: Path) -> None:
-    env = up_env(tmp_path, restart_limit="2", restart_backoff_s="0.2", restart_window_s="120")
+    # a backoff long enough that the test binds the dead gateway's port before the first restart can take it again
+    env = up_env(tmp_path, restart_limit="2", restart_backoff_s="2", restart_window_s="120")
     port = int(env["KNFLOW_GATEWAY_PORT"])
     with knflow_up(env, tmp_path) as up:
         gateway = eventually_sync(lambda: all_running(env), 30, "every component running")["gateway"]
