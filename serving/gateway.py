@@ -124,7 +124,7 @@ class Gateway:
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.settings.host, self.port if port is None else port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self.runner.addresses[0][1]  # the port the site bound (port 0 picks a free one)
         self.grpc = GrpcService(self)
         self.grpc_port = await self.grpc.start(self.settings.host, self.grpc_port if grpc_port is None else grpc_port)
         if self.pinned is None:
