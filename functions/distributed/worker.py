@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from typing import cast
 
 import torch
 
@@ -43,7 +44,9 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(max(1, min(4, (os.cpu_count() or 1) // min(world.size, os.cpu_count() or 1))))
     world.join()
     try:
-        run(store if world.leader else ReadOnlyStore(store, f"worker rank {world.rank}"), job, fingerprint, world)
+        # a ReadOnlyStore reads through to the store (by __getattr__) and refuses writes
+        reader = store if world.leader else cast(ArtifactStore, ReadOnlyStore(store, f"worker rank {world.rank}"))
+        run(reader, job, fingerprint, world)
     finally:
         world.leave()
     return 0

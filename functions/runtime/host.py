@@ -185,6 +185,7 @@ class FunctionHost:
                 with bound_runid(event.get_extension(RUNID) if event is not None else None):
                     reply = await self.function.call_asgi(scope, body, event)
                 return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+            assert event is not None, "a function of knflow's own shape parses its event"
             with bound_runid(event.get_extension(RUNID)):  # every log record of this event carries it
                 result = await self.function.call(event, Context(self.runtime, event))
             if result is None:
