@@ -254,6 +254,8 @@ class Runner:
         return web.Response(status=status, body=data, headers=out)
 
     async def _ensure_running(self, worker: Worker) -> None:
+        if worker.state == "running":
+            return  # the common case, on every event: no task for a wait that would not wait
         timeout = self.settings.functions.start_timeout_s
         try:
             await asyncio.wait_for(worker.ensure_running(), timeout)
