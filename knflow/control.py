@@ -37,6 +37,7 @@ from functions.runtime.pipeline import (
 from infra.auth import auth_headers
 from infra.errors import InvalidRequest, NotFound
 from infra.httpclient import JsonClient
+from infra.namespaces import DEFAULT, ROOT, prefix
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
 from knflow.deployment import Deployer
@@ -50,8 +51,9 @@ LEGACY_TRIGGERS = (
 )  # fmt: skip
 
 
-def spec_key(name: str) -> str:
-    return f"{PREFIX}{name}.yaml"
+def spec_key(name: str, namespace: str = DEFAULT) -> str:
+    """Where a namespace's pipeline ``name`` is kept: ``pipelines/<name>.yaml`` under the namespace's prefix."""
+    return f"{prefix(namespace)}{PREFIX}{name}.yaml"
 
 
 @dataclass(frozen=True)
@@ -86,23 +88,52 @@ class PipelineControl:
 
     # -- reading ----------------------------------------------------------------------------------------------
 
-    def names(self) -> list[str]:
-        """Every applied pipeline's name."""
-        names = {info.key[len(PREFIX) :].removesuffix(".yaml") for info in self.store.list(PREFIX)}
+    def names(self, namespace: str = DEFAULT) -> list[str]:
+        """The names of the pipelines applied in ``namespace`` (``default``'s are the shared ones)."""
+        where = spec_key("", namespace).removesuffix(".yaml")
+        names = {info.key[len(where) :].removesuffix(".yaml") for info in self.store.list(where)}
         return sorted(n for n in names if "/" not in n)
 
-    def get(self, name: str) -> PipelineSpec:
-        """An applied pipeline's spec; the shipped lifecycle when it was never applied."""
+    def namespaces(self) -> list[str]:
+        """The namespaces other than ``default`` that have pipelines of their own."""
+        found = set()
+        for info in self.store.list(ROOT):
+            namespace, _, rest = info.key[len(ROOT) :].partition("/")
+            if rest.startswith(PREFIX) and "/" not in rest[len(PREFIX) :]:
+                found.add(namespace)
+        return sorted(found)
+
+    def get(self, name: str, namespace: str = DEFAULT) -> PipelineSpec:
+        """A pipeline applied in ``namespace``; the shipped lifecycle when ``default``'s was never applied."""
+        key = spec_key(name, namespace)
         try:
-            return parse_pipeline(self.store.get(spec_key(name)), spec_key(name))
+            return parse_pipeline(self.store.get(key), key)
         except NotFound:
-            if name == LIFECYCLE:
+            if name == LIFECYCLE and namespace == DEFAULT:
                 return load_pipeline(lifecycle_spec_path())
-            raise NotFound(f"no pipeline named {name!r}; applied: {self.names()}") from None
+            raise NotFound(f"no pipeline named {name!r}; applied: {self.names(namespace)}") from None
+
+    def resolve(self, name: str, namespace: str) -> PipelineSpec:
+        """The pipeline a run of ``namespace`` naming ``name`` takes: the namespace's own, else the shared one of
+        ``default`` (``NotFound`` naming neither, so nothing of another namespace's pipelines shows)."""
+        if namespace != DEFAULT:
+            try:
+                return parse_pipeline(self.store.get(spec_key(name, namespace)), spec_key(name, namespace))
+            except NotFound:
+                pass
+        try:
+            return self.get(name)
+        except NotFound:
+            raise NotFound(f"no pipeline {name!r}") from None
 
     def using(self, function: str) -> list[str]:
-        """The applied pipelines with a step running ``function``."""
-        return [n for n in self.names() if any(function_name(s.function) == function for s in self.get(n).steps)]
+        """The applied pipelines (``<ns>/<name>`` outside ``default``) with a step running ``function``."""
+        out = []
+        for namespace in [DEFAULT, *self.namespaces()]:
+            for name in self.names(namespace):
+                if any(function_name(s.function) == function for s in self.get(name, namespace).steps):
+                    out.append(name if namespace == DEFAULT else f"{namespace}/{name}")
+        return out
 
     # -- changing ---------------------------------------------------------------------------------------------
 
@@ -117,7 +148,7 @@ class PipelineControl:
             spec = with_functions(spec, lambda step: deployed.get(step.function, step.function))
             hosted = self.runner.call("GET", "/functions")
         try:
-            previous: PipelineSpec | None = parse_pipeline(self.store.get(spec_key(spec.name)))
+            previous: PipelineSpec | None = parse_pipeline(self.store.get(spec_key(spec.name, spec.namespace)))
         except NotFound:
             previous = None
         instances = [self._host(spec, step, hosted) for step in spec.steps if step.settings]
@@ -125,17 +156,17 @@ class PipelineControl:
         with ThreadPoolExecutor(max(1, min(16, len(triggers)))) as pool:  # consumer groups join in parallel
             list(pool.map(lambda t: self.broker.call("PUT", f"/triggers/{t.name}", t.to_resource()), triggers))
         removed = self._drop_stale(previous, {t.name for t in triggers}, set(instances)) if previous else ()
-        self.store.put(spec_key(spec.name), spec.to_yaml().encode(), content_type="application/yaml")
+        self.store.put(spec_key(spec.name, spec.namespace), spec.to_yaml().encode(), content_type="application/yaml")
         log.info("pipeline %s applied: %d triggers, %d own instances", spec.name, len(triggers), len(instances))
         return Applied(spec.name, tuple(t.name for t in triggers), tuple(instances), removed, tuple(deployed.values()))
 
-    def delete(self, name: str) -> Applied:
-        """Remove a pipeline's triggers, its own function instances and its stored spec."""
-        spec = self.get(name)
-        if name not in self.names():
+    def delete(self, name: str, namespace: str = DEFAULT) -> Applied:
+        """Remove a namespace's pipeline: its triggers, its own function instances and its stored spec."""
+        spec = self.get(name, namespace)
+        if name not in self.names(namespace):
             raise NotFound(f"no pipeline named {name!r} is applied")
         removed = self._drop_stale(spec, set(), set())
-        self.store.delete(spec_key(name))
+        self.store.delete(spec_key(name, namespace))
         return Applied(name, (), (), removed)
 
     def ensure_defaults(self) -> list[Applied]:
@@ -147,6 +178,7 @@ class PipelineControl:
         specs = [self.get(n) for n in names]
         if LIFECYCLE not in names:
             specs.insert(0, load_pipeline(lifecycle_spec_path()))
+        specs += [self.get(n, ns) for ns in self.namespaces() for n in self.names(ns)]
         return [self.apply(spec) for spec in specs]
 
     # -- pieces -----------------------------------------------------------------------------------------------
