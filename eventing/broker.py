@@ -178,6 +178,13 @@ class BrokerServer:
         await self.log.append(events)
         self.metrics.accept(events)
 
+    def _owner_of_series(self, labels: Mapping[str, str]) -> str | None:
+        """The namespace of a trigger's series (a trigger gone since: the platform's, ``*``); None for the rest."""
+        if "trigger" not in labels:
+            return None
+        dispatcher = self._dispatchers.get(labels["trigger"])
+        return dispatcher.trigger.namespace if dispatcher else ALL
+
     def _metric_families(self) -> list[Metric]:
         lags = {name: d.consumer.lag() for name, d in self._dispatchers.items()}
         return self.metrics.families(lags, self._dispatchers)
@@ -226,7 +233,7 @@ class BrokerServer:
             web.put("/triggers/{name}", self._put_trigger),
             web.delete("/triggers/{name}", self._delete_trigger),
             web.get("/events", self._events),
-            web.get("/metrics", metrics_handler(self.metrics_registry, "viewer")),
+            web.get("/metrics", metrics_handler(self.metrics_registry, "viewer", self._owner_of_series)),
         ]
 
     async def _accept(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
@@ -262,8 +269,11 @@ class BrokerServer:
 
     @access("viewer")
     async def _list_triggers(self, request: web.Request) -> web.Response:
+        scope = scope_of(request)  # a team sees its own namespaces' triggers only
         items = [
-            {"name": name, **d.trigger.to_resource(), "ready": d.ready} for name, d in sorted(self._dispatchers.items())
+            {"name": name, **d.trigger.to_resource(), "ready": d.ready}
+            for name, d in sorted(self._dispatchers.items())
+            if scope.sees(d.trigger.namespace)
         ]
         return web.json_response({"items": items})
 

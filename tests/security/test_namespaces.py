@@ -222,6 +222,21 @@ def test_team_b_cannot_see_or_touch_team_a_serving_on_the_gateway(teams: Teams, 
     ]
 
 
+def test_the_gateways_metrics_show_a_team_its_own_revisions_and_the_platform_all(teams: Teams, run_of_a: str) -> None:
+    x, _ = load_iris(return_X_y=True)
+    teams.client("team-a").run(run_of_a).infer(x[:1])
+    gateway = teams.platform.url("gateway") + "/metrics"
+
+    def series(headers: dict[str, str]) -> str:
+        return urllib3.request("GET", gateway, headers=headers).data.decode()
+
+    assert 'revision="team-a/flowers-' in series({"Authorization": f"Bearer {teams.tokens['team-a']}"})
+    assert 'revision="team-a/flowers-' in series(admin_headers(teams.env))  # Prometheus scrapes with it
+    for headers in ({"Authorization": f"Bearer {teams.tokens['team-b']}"}, {}):  # {}: open inference, default's
+        seen = series(headers)
+        assert "knflow_requests_total" in seen and "team-a/" not in seen, seen
+
+
 async def test_the_dashboard_shows_each_team_its_own_namespace_only(teams: Teams, run_of_a: str, browser) -> None:  # type: ignore[no-untyped-def]
     async def signed_in(token: str):  # type: ignore[no-untyped-def]
         page = await (await browser.new_context()).new_page()
