@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -47,10 +47,10 @@ from eventing.wire import from_batch, from_http
 from infra.aio import run
 from infra.auth import own_credentials
 from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
-from infra.guard import access, guard_for, principal_of, server_middlewares
+from infra.guard import access, guard_for, scope_of_headers, server_middlewares
 from infra.http import answer_expect
 from infra.metrics import metrics_handler, registry_of
-from infra.namespaces import ALL, scope_of
+from infra.namespaces import ALL, DEFAULT, Scope, scope_of
 from infra.outbound import Outbound
 from infra.settings import Settings
 
@@ -82,6 +82,8 @@ class BrokerServer:
         self._ingress_server: IngressServer | None = None
         self._session: aiohttp.ClientSession | None = None
         self.metrics = BrokerMetrics()
+        self._guard = guard_for(settings)
+        self._open_ingress = self._guard.open_ingress or self._guard.open_all
         self.metrics_registry = registry_of(self._metric_families)
         self.url = ""
 
@@ -133,9 +135,7 @@ class BrokerServer:
         limit = self.settings.eventing.max_event_bytes
         taken = {r.canonical.split("/")[1] for r in app.router.resources() if r.canonical not in INGRESS_PATHS}
         is_ingress = functools.partial(is_ingress_path, taken=frozenset(taken))
-        self._ingress_server = IngressServer(
-            self._accept, is_ingress, self._runner.server, limit, guard_for(self.settings)
-        )
+        self._ingress_server = IngressServer(self._accept, is_ingress, self._runner.server, limit, self._guard)
         self.port = await self._ingress_server.start(self.settings.host, self.port)
         self.url = f"http://{self.settings.host}:{self.port}"
         for source in self._sources:
@@ -239,7 +239,9 @@ class BrokerServer:
     async def _accept(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
         """The fast ingress path (``eventing.ingress``): status and JSON body for one POSTed event."""
         try:
-            await self.append(events_of(headers, body))
+            events = events_of(headers, body)
+            claims_only(events, lambda: scope_of_headers(self._guard, headers.get), self._open_ingress)
+            await self.append(events)
         except KnflowError as exc:
             return exc.status, orjson.dumps({"error": str(exc)})
         return 202, b""
@@ -249,10 +251,7 @@ class BrokerServer:
         try:
             body = await read_body(request, self.settings.eventing.max_event_bytes)
             events = events_of(request.headers, body)
-            if principal_of(request) is not None:  # ingress asked for a token: its events stay in its namespaces
-                claimed = {namespace_of(e) for e in events}
-                if outside := sorted(ns for ns in claimed if not scope_of(request).sees(ns)):
-                    raise NotFound(f"no namespace {outside[0]!r}")
+            claims_only(events, lambda: scope_of(request), self._open_ingress)
             await self.append(events)
         except KnflowError as exc:
             return error_response(exc)
@@ -331,6 +330,15 @@ class BrokerServer:
 
 
 INGRESS_PATHS = ("/", "/{namespace}/{broker}")
+
+
+def claims_only(events: Sequence[CloudEvent], scope: Callable[[], Scope], open_ingress: bool) -> None:
+    """``NotFound`` unless every event belongs to a namespace the caller acts for. Open ingress takes ``default``'s
+    from anyone; another namespace's need a token that has it (``scope`` is read only then), so a local process
+    cannot start a run, or feed a step, of a team it does not belong to."""
+    claimed = {namespace_of(e) for e in events} - ({DEFAULT} if open_ingress else set())
+    if claimed and (outside := sorted(ns for ns in claimed if not scope().sees(ns))):
+        raise NotFound(f"no namespace {outside[0]!r}")
 
 
 def events_of(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:

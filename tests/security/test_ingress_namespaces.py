@@ -16,9 +16,9 @@ from infra.auth import TokenFile, tokens_path
 from infra.settings import load_settings
 
 
-@pytest.fixture
-async def broker(tmp_path: Path) -> AsyncIterator[tuple[BrokerServer, dict[str, str]]]:
-    env = {"KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_SECURITY_OPEN_INGRESS": "false"}
+@pytest.fixture(params=["false", "auto"], ids=["token-ingress", "open-ingress"])
+async def broker(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[tuple[BrokerServer, dict[str, str]]]:
+    env = {"KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_SECURITY_OPEN_INGRESS": request.param}
     settings = with_lifecycle(load_settings(env, config_file=None))
     tokens = TokenFile(tokens_path(settings))
     made = {"team-b": tokens.create("team-b", "editor", ("team-b",)), "all": tokens.create("all", "editor", ("*",))}
@@ -70,8 +70,9 @@ async def test_a_team_publishes_into_its_own_namespace_only(broker) -> None:  # 
     assert (await post(server, tokens["team-b"], [event("team-b")]))[0] == 202
     status, text = await post(server, tokens["team-b"], [event("team-a")])
     assert status == 404 and "no namespace 'team-a'" in text, (status, text)
-    status, text = await post(server, tokens["team-b"], [event(None)])
-    assert status == 404 and "no namespace 'default'" in text, (status, text)
+    if not server._open_ingress:  # open ingress takes default's events from anyone, token or not
+        status, text = await post(server, tokens["team-b"], [event(None)])
+        assert status == 404 and "no namespace 'default'" in text, (status, text)
     status, _ = await post(server, tokens["team-b"], [event("team-b", 2), event("team-a", 2)])
     assert status == 404
     assert await kept(server, tokens["all"]) == ["e-team-b-1"]  # nothing of the refused batch was kept
@@ -112,3 +113,21 @@ async def test_the_trigger_list_and_its_series_show_a_team_its_own_namespaces_tr
         assert 'trigger="shared-step"' not in series  # one taking every namespace's: default's
         names, series = await seen(tokens["all"])
         assert names == set(specs) and all(f'trigger="{n}"' in series for n in specs)
+
+
+@pytest.mark.parametrize("send", [post_binary, lambda server, token, ns: post(server, token, [event(ns)])])
+async def test_open_ingress_takes_defaults_events_from_anyone_and_a_namespaces_only_with_its_token(
+    tmp_path: Path, send
+) -> None:  # type: ignore[no-untyped-def]
+    settings = with_lifecycle(load_settings({"KNFLOW_DATA_DIR": str(tmp_path)}, config_file=None))
+    team_b = TokenFile(tokens_path(settings)).create("team-b", "editor", ("team-b",))
+    async with BrokerServer(settings, [], port=0) as server:
+        assert server._open_ingress  # loopback: open by default
+        assert (await send(server, None, None))[0] == 202
+        assert (await send(server, None, "default"))[0] == 202
+        for token, claim in ((None, "team-b"), (None, "team-a"), ("not-a-token", "team-b"), (team_b, "team-a")):
+            status, text = await send(server, token, claim)
+            assert status == 404 and f"no namespace '{claim}'" in text, (token, claim, status, text)
+        assert (await send(server, team_b, "team-b"))[0] == 202
+        all_token = TokenFile(tokens_path(settings)).create("all", "viewer", ("*",))
+        assert {namespace_of_row(e) for e in await kept_rows(server, all_token)} == {"default", "team-b"}
