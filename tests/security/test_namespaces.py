@@ -354,9 +354,39 @@ def test_defaults_pipelines_are_shared_so_only_an_admin_of_every_namespace_chang
     assert {"name": "lifecycle", "namespace": "default"}.items() <= seen[0].items()
 
 
-def test_schedules_belong_to_default_and_another_namespace_gets_404(teams: Teams) -> None:
-    assert teams.status("admin", "/api/schedules") == 200
-    assert teams.status("team-b", "/api/schedules") == 404
+def test_a_namespaces_schedule_starts_its_runs_and_another_namespace_neither_sees_nor_touches_it(
+    teams: Teams, team_admins: dict[str, str], run_of_a: str
+) -> None:
+    lifecycle = load_pipeline(lifecycle_spec_path()).to_dict()
+    ingest = next(s for s in lifecycle["spec"]["steps"] if s["name"] == "ingest")
+    tick = named("tick", {**lifecycle, "spec": {**lifecycle["spec"], "steps": [ingest]}})
+    assert pipeline_call(teams, team_admins["team-a"], "PUT", "/api/pipelines/tick", tick).status == 200
+    a, b = teams.tokens["team-a"], teams.tokens["team-b"]
+    every_2s = {"cron": "* * * * * */2", "dataset": "flowers", "pipeline": "tick"}
+    added = pipeline_call(teams, a, "PUT", "/api/schedules/tick", every_2s)
+    assert added.status == 200, added.data
+    store = open_store(teams.platform.settings.artifacts)
+    assert store.exists("namespaces/team-a/schedules/tick.json") and not store.exists("schedules/tick.json")
+
+    def ingested() -> list[dict]:
+        url = f"{teams.platform.url('broker')}/events?type=dev.knflow.dataset.ingested&limit=1000"
+        rows = urllib3.request("GET", url, headers={"Authorization": f"Bearer {a}"}).json()["events"]
+        return [e for e in rows if e.get("pipeline") == "tick"]
+
+    [first, *_] = eventually_sync(ingested, timeout=60)
+    assert first["namespace"] == "team-a" and first["data"]["dataset"] == "flowers"
+    assert [s["name"] for s in pipeline_call(teams, a, "GET", "/api/schedules").json()["schedules"]] == ["tick"]
+    assert pipeline_call(teams, b, "GET", "/api/schedules").json()["schedules"] == []
+    assert pipeline_call(teams, b, "GET", "/api/schedules/tick").status == 404
+    assert pipeline_call(teams, b, "DELETE", "/api/schedules/tick").status == 404
+    assert pipeline_call(teams, b, "GET", "/api/schedules?namespace=team-a").status == 404
+    assert teams.status("admin", "/api/schedules") == 200  # default's: none of team-a's
+    assert "tick" not in [s["name"] for s in teams.answer("admin", "/api/schedules").json()["schedules"]]
+    pings = teams.platform.url("broker") + "/sources/ping"
+    assert urllib3.request("GET", pings, headers={"Authorization": f"Bearer {b}"}).json()["items"] == []
+    assert urllib3.request("GET", pings + "/team-a.tick", headers={"Authorization": f"Bearer {b}"}).status == 404
+    assert pipeline_call(teams, a, "DELETE", "/api/schedules/tick").status == 204
+    assert pipeline_call(teams, team_admins["team-a"], "DELETE", "/api/pipelines/tick").status == 200
 
 
 def test_the_brokers_history_gives_a_team_its_own_namespaces_events_only(teams: Teams, run_of_a: str) -> None:
