@@ -4,7 +4,9 @@ its stored spec), list, show, delete, and put the shipped lifecycle in place at 
 A step whose ``function`` is a directory is deployed first, by the code of ``knflow deploy``
 (``knflow.deployment``), and the spec then names the deployed function: so the stored spec says what runs, and
 a platform that restarts hosts the deployed version, not whatever the directory holds by then. An applied
-pipeline's spec is kept in the artifact store at ``pipelines/<name>.yaml``: the dashboard, the CLI and
+pipeline's spec is kept in the artifact store at ``pipelines/<name>.yaml``, under ``namespaces/<ns>/`` for a pipeline
+of a namespace other than ``default`` (whose triggers and step instances are named ``<ns>.<name>``, so two
+namespaces' pipelines of one name never meet on the broker or runner): the dashboard, the CLI and
 ``knflow manifests`` read it from there, and re-applying a spec removes the triggers and instances its previous
 version had and this one has not.
 """
