@@ -262,8 +262,9 @@ class BrokerServer:
         pending = self.pending()
         body = {"status": "starting" if pending else "ok", "broker": self.settings.broker.url}
         body |= {"triggers": len(self._dispatchers), "ready": len(self._dispatchers) - len(pending)}
-        if pending:
-            body["pending"] = pending
+        if pending:  # the names of the caller's own namespaces' triggers only (the count is everyone's)
+            scope = scope_of(request)
+            body["pending"] = [n for n in pending if scope.sees(self._dispatchers[n].trigger.namespace)]
         return web.json_response(body, status=503 if pending else 200)
 
     @access("viewer")

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import orjson
 import pytest
 from aiohttp import ClientSession
+from aiohttp.test_utils import make_mocked_request
 
 from eventing.broker import BrokerServer
+from eventing.triggers import Trigger
 from functions.contract import with_lifecycle
 from infra.auth import TokenFile, tokens_path
+from infra.namespaces import ANONYMOUS, EVERY, SCOPE, Scope
 from infra.settings import load_settings
 
 
@@ -131,3 +135,25 @@ async def test_open_ingress_takes_defaults_events_from_anyone_and_a_namespaces_o
         assert (await send(server, team_b, "team-b"))[0] == 202
         all_token = TokenFile(tokens_path(settings)).create("all", "viewer", ("*",))
         assert {namespace_of_row(e) for e in await kept_rows(server, all_token)} == {"default", "team-b"}
+
+
+async def test_health_names_only_the_callers_own_namespaces_triggers_still_joining(tmp_path: Path) -> None:
+    settings = with_lifecycle(load_settings({"KNFLOW_DATA_DIR": str(tmp_path)}, config_file=None))
+    server = BrokerServer(settings, [], port=0)
+    joining = {
+        name: SimpleNamespace(ready=False, trigger=Trigger(name, "http://127.0.0.1:1/", filter=flt))
+        for name, flt in (("team-a.x", {"namespace": "team-a"}), ("team-b.x", {"namespace": "team-b"}), ("y", {}))
+    }
+    server._dispatchers = joining  # type: ignore[assignment]  # three triggers whose consumer groups have not joined
+
+    async def health(scope: Scope) -> dict:
+        request = make_mocked_request("GET", "/health")
+        request[SCOPE] = scope
+        answer = await server._health(request)
+        assert answer.status == 503
+        return orjson.loads(answer.body)
+
+    assert (await health(Scope(("team-b",))))["pending"] == ["team-b.x"]
+    assert (await health(ANONYMOUS))["pending"] == ["y"]
+    assert (await health(EVERY))["pending"] == ["team-a.x", "team-b.x", "y"]
+    assert (await health(ANONYMOUS))["triggers"] == 3
