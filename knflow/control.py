@@ -118,11 +118,12 @@ class PipelineControl:
     def resolve(self, name: str, namespace: str) -> PipelineSpec:
         """The pipeline a run of ``namespace`` naming ``name`` takes: the namespace's own, else the shared one of
         ``default`` (``NotFound`` naming neither, so nothing of another namespace's pipelines shows)."""
-        if namespace != DEFAULT:
-            try:
-                return parse_pipeline(self.store.get(spec_key(name, namespace)), spec_key(name, namespace))
-            except NotFound:
-                pass
+        if namespace == DEFAULT:
+            return self.get(name)
+        try:
+            return parse_pipeline(self.store.get(spec_key(name, namespace)), spec_key(name, namespace))
+        except NotFound:
+            pass
         try:
             return self.get(name)
         except NotFound:
