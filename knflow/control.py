@@ -179,10 +179,27 @@ class PipelineControl:
             self.broker.call("DELETE", f"/triggers/{legacy}")
         names = self.names()
         specs = [self.get(n) for n in names]
+        for moved in [spec for spec in specs if spec.namespace != DEFAULT]:
+            self._move_to_namespace(moved, existing)
+        specs = [spec for spec in specs if spec.namespace == DEFAULT]
         if LIFECYCLE not in names:
             specs.insert(0, load_pipeline(lifecycle_spec_path()))
         specs += [self.get(n, ns) for ns in self.namespaces() for n in self.names(ns)]
         return [self.apply(spec) for spec in specs]
+
+    def _move_to_namespace(self, spec: PipelineSpec, existing: set[str]) -> None:
+        """A namespace's pipeline kept among ``default``'s (where knflow kept them before each namespace had its
+        prefix) moves under the namespace's prefix; its triggers under their old names go."""
+        log.info("pipeline %s of namespace %s moves under its namespace's prefix", spec.name, spec.namespace)
+        if not self.store.exists(spec_key(spec.name, spec.namespace)):
+            self.store.put(
+                spec_key(spec.name, spec.namespace), spec.to_yaml().encode(), content_type="application/yaml"
+            )
+        unowned = spec.model_copy(update={"metadata": spec.metadata.model_copy(update={"namespace": None})})
+        for trigger in pipeline_triggers(unowned, lambda step: self.functions_url):
+            if trigger.name in existing:
+                self.broker.call("DELETE", f"/triggers/{trigger.name}")
+        self.store.delete(spec_key(spec.name))
 
     # -- pieces -----------------------------------------------------------------------------------------------
 

@@ -94,8 +94,8 @@ class PipelinesApi:
         """``default``'s pipelines are shared: every namespace's runs take them, so only an admin of every
         namespace may change them (as only a cluster admin uploads Kubeflow's shared pipelines)."""
         if namespace == DEFAULT and not scope_of(request).sees(ALL):
-            raise KnflowError("default's pipelines are shared by every namespace: changing one needs an admin "
-                              "of all namespaces ('*')", status=403)  # fmt: skip
+            why = "default's pipelines are shared by every namespace: changing one needs an admin of all ('*')"
+            raise KnflowError(why, status=403)
 
     @access("admin")
     async def apply(self, request: web.Request) -> web.Response:

@@ -17,18 +17,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import urllib3
+import yaml
 from cloudevents.core.v1.event import CloudEvent
 from sklearn.datasets import load_iris
 
 from eventing.events import NAMESPACE, new_event
 from eventing.filters import matches
 from functions.contract import DATA_ARRIVED, lifecycle_spec_path
-from functions.runtime.pipeline import load_pipeline, pipeline_triggers
+from functions.runtime.pipeline import load_pipeline, parse_pipeline, pipeline_triggers
 from infra.auth import TokenFile, tokens_path
 from infra.errors import InvalidRequest, NotFound
 from infra.namespaces import ANONYMOUS, EVERY, Scope, check, prefix, qualified, scoped, split
 from infra.store import open_store
 from knflow import Client
+from knflow.control import PipelineControl
 from knflow.platform import Platform
 from tests.eventually import eventually_sync
 from tests.live_platform import admin_headers, knflow, running_platform
@@ -337,6 +339,29 @@ def test_two_namespaces_apply_the_same_pipeline_name_and_each_takes_only_its_own
     assert any(open_store(teams.platform.settings.artifacts).list("namespaces/team-a/datasets/tiny/"))
     for team in ("team-a", "team-b"):
         assert pipeline_call(teams, team_admins[team], "DELETE", "/api/pipelines/flow").status == 200
+
+
+def test_a_namespaces_pipeline_kept_among_defaults_moves_under_its_prefix_at_start(
+    teams: Teams, team_admins: dict[str, str]
+) -> None:
+    lifecycle = load_pipeline(lifecycle_spec_path()).to_dict()
+    ingest = next(s for s in lifecycle["spec"]["steps"] if s["name"] == "ingest")
+    old = named("old-b", {**lifecycle, "spec": {**lifecycle["spec"], "steps": [ingest]}})
+    old["metadata"]["namespace"] = "team-b"
+    store = open_store(teams.platform.settings.artifacts)
+    store.put("pipelines/old-b.yaml", yaml.safe_dump(old).encode())  # where knflow kept it before
+    control = PipelineControl(teams.platform.settings)
+    [trigger] = pipeline_triggers(
+        parse_pipeline({**old, "metadata": {"name": "old-b"}}), lambda s: control.functions_url
+    )
+    control.broker.call("PUT", f"/triggers/{trigger.name}", trigger.to_resource())  # under its name of then
+
+    control.ensure_defaults()
+    assert store.exists("namespaces/team-b/pipelines/old-b.yaml") and not store.exists("pipelines/old-b.yaml")
+    names = {t["name"] for t in control.broker.call("GET", "/triggers")["items"]}
+    assert "team-b.old-b-ingest" in names and "old-b-ingest" not in names
+    assert pipeline_call(teams, team_admins["team-a"], "GET", "/api/pipelines/old-b").status == 404
+    assert pipeline_call(teams, team_admins["team-b"], "DELETE", "/api/pipelines/old-b").status == 200
 
 
 def test_defaults_pipelines_are_shared_so_only_an_admin_of_every_namespace_changes_them(
