@@ -310,6 +310,13 @@ def test_a_namespaces_pipeline_is_invisible_and_untakeable_from_another_and_its_
     assert not store.exists("namespaces/team-b/pipelines/b-flow.yaml")
 
 
+def ingest_only(name: str) -> dict:
+    """A pipeline ``name`` of the lifecycle's first step only: a run it takes ends with its data set ingested."""
+    lifecycle = load_pipeline(lifecycle_spec_path()).to_dict()
+    ingest = next(s for s in lifecycle["spec"]["steps"] if s["name"] == "ingest")
+    return named(name, {**lifecycle, "spec": {**lifecycle["spec"], "steps": [ingest]}})
+
+
 def deliveries(teams: Teams) -> dict[str, float]:
     """The broker's count of events delivered per trigger."""
     text = urllib3.request("GET", teams.platform.url("broker") + "/metrics", headers=admin_headers(teams.env)).data
@@ -320,9 +327,7 @@ def deliveries(teams: Teams) -> dict[str, float]:
 def test_two_namespaces_apply_the_same_pipeline_name_and_each_takes_only_its_own_runs(
     teams: Teams, team_admins: dict[str, str]
 ) -> None:
-    lifecycle = load_pipeline(lifecycle_spec_path()).to_dict()
-    ingest = next(s for s in lifecycle["spec"]["steps"] if s["name"] == "ingest")
-    flow = named("flow", {**lifecycle, "spec": {**lifecycle["spec"], "steps": [ingest]}})
+    flow = ingest_only("flow")
     for team in ("team-a", "team-b"):
         applied = pipeline_call(teams, team_admins[team], "PUT", "/api/pipelines/flow", flow)
         assert applied.status == 200, applied.data
@@ -344,9 +349,7 @@ def test_two_namespaces_apply_the_same_pipeline_name_and_each_takes_only_its_own
 def test_a_namespaces_pipeline_kept_among_defaults_moves_under_its_prefix_at_start(
     teams: Teams, team_admins: dict[str, str]
 ) -> None:
-    lifecycle = load_pipeline(lifecycle_spec_path()).to_dict()
-    ingest = next(s for s in lifecycle["spec"]["steps"] if s["name"] == "ingest")
-    old = named("old-b", {**lifecycle, "spec": {**lifecycle["spec"], "steps": [ingest]}})
+    old = ingest_only("old-b")
     old["metadata"]["namespace"] = "team-b"
     store = open_store(teams.platform.settings.artifacts)
     store.put("pipelines/old-b.yaml", yaml.safe_dump(old).encode())  # where knflow kept it before
@@ -382,9 +385,7 @@ def test_defaults_pipelines_are_shared_so_only_an_admin_of_every_namespace_chang
 def test_a_namespaces_schedule_starts_its_runs_and_another_namespace_neither_sees_nor_touches_it(
     teams: Teams, team_admins: dict[str, str], run_of_a: str
 ) -> None:
-    lifecycle = load_pipeline(lifecycle_spec_path()).to_dict()
-    ingest = next(s for s in lifecycle["spec"]["steps"] if s["name"] == "ingest")
-    tick = named("tick", {**lifecycle, "spec": {**lifecycle["spec"], "steps": [ingest]}})
+    tick = ingest_only("tick")
     assert pipeline_call(teams, team_admins["team-a"], "PUT", "/api/pipelines/tick", tick).status == 200
     a, b = teams.tokens["team-a"], teams.tokens["team-b"]
     every_2s = {"cron": "* * * * * */2", "dataset": "flowers", "pipeline": "tick"}
