@@ -39,7 +39,7 @@ from serving.activator import RevisionPool
 from serving.autoscaler import ScalePolicy
 from serving.grpcservice import GrpcService
 from serving.logger import InferenceLogger
-from serving.metrics import Metrics
+from serving.metrics import Metrics, revision_namespace
 from serving.namespaced import NamespacedRegistry
 from serving.registry import ModelCard
 from serving.replicas import Zygote
@@ -122,7 +122,7 @@ class Gateway:
             r.add_get(base + "/ready", self.model_ready)
             r.add_post(base + "/infer", self.infer)
         # "inference": open where inference is (loopback, a model's pod read through the API server), else a token
-        r.add_get("/metrics", metrics_handler(self.metrics_registry, "inference"))
+        r.add_get("/metrics", metrics_handler(self.metrics_registry, "inference", revision_namespace))
         if self.pinned is None:
             control.add_routes(app, self)
         return app
