@@ -76,7 +76,9 @@ class FunctionHost:
         self._runner: web.ServerRunner | None = None
         self._stopped = asyncio.Event()
         self.metrics = FunctionMetrics()
-        self.metrics_registry = registry_of(lambda: self.metrics.families({function.name: 1}))
+        self.metrics_registry = registry_of(
+            lambda: self.metrics.families({function.name: 1}) + tracing.metric_families()
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
