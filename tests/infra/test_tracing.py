@@ -193,3 +193,43 @@ def test_sampling_decides_as_the_sdk_samplers_of_the_same_variables(name: str, a
         assert ours(trace_id, ours_parent) == expected
 
     check()
+
+
+def _records() -> list[tuple[object, ...]]:
+    """Span records of every shape knflow makes: roots, remote and local parents, events, errors, attribute types."""
+    now = time.time_ns()
+    attributes = {"knflow.trigger": "t", "n": 3, "ok": True, "ratio": 0.5, "tags": ["a", "b"], "http.status": 204}
+    return [
+        (1 << 100, 7, 0, False, "emit x", 3, now, now + 10, {"cloudevents.event_type": "x"}, None, (0, "")),
+        (1 << 100, 8, 7, True, "deliver t", 4, now, now + 99, attributes, None, (0, "")),
+        (5, 9, 8, False, "f x", 1, now, now + 5, {}, [("attempt", now + 1, {"attempt": 1, "error": ""})], (2, "boom")),
+    ]
+
+
+def test_the_fast_encoder_writes_the_request_the_sdks_exporter_writes() -> None:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from infra.spanexport import Builder, Encoder
+
+    builder = Builder("broker")
+    records = _records()
+    reference = encode_spans(builder.spans(records))
+    fast = ExportTraceServiceRequest.FromString(Encoder(builder.resource).request(records))
+    assert fast == reference
+    assert len(fast.resource_spans[0].scope_spans[0].spans) == 3
+
+
+def test_values_the_fast_encoder_does_not_know_go_through_the_sdks_encoder() -> None:
+    from infra.spanexport import Builder, Encoder, export
+
+    builder = Builder("broker")
+    record = (1, 2, 0, False, "s", 0, 1, 2, {"odd": {"a": 1}}, None, (0, ""))
+    sent: list[bytes] = []
+    through_sdk = mock.Mock()
+    export([record], through_sdk, builder, Encoder(builder.resource), sent.append)
+    assert not sent
+    (spans,) = through_sdk.export.call_args.args
+    assert [s.name for s in spans] == ["s"] and dict(spans[0].attributes) == {"odd": {"a": 1}}
+    export(_records(), through_sdk, builder, Encoder(builder.resource), sent.append)
+    assert len(sent) == 1 and through_sdk.export.call_count == 1  # the known types: the fast encoder's request
