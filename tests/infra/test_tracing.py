@@ -210,26 +210,82 @@ def test_the_fast_encoder_writes_the_request_the_sdks_exporter_writes() -> None:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from infra.spanexport import Builder, Encoder
+    from infra.spanexport import Builder
 
     builder = Builder("broker")
     records = _records()
     reference = encode_spans(builder.spans(records))
-    fast = ExportTraceServiceRequest.FromString(Encoder(builder.resource).request(records))
+    fast = ExportTraceServiceRequest.FromString(builder.encoder().request(records))
     assert fast == reference
     assert len(fast.resource_spans[0].scope_spans[0].spans) == 3
 
 
 def test_values_the_fast_encoder_does_not_know_go_through_the_sdks_encoder() -> None:
-    from infra.spanexport import Builder, Encoder, export
+    from infra.spanexport import Builder, export
 
     builder = Builder("broker")
     record = (1, 2, 0, False, "s", 0, 1, 2, {"odd": {"a": 1}}, None, (0, ""))
     sent: list[bytes] = []
     through_sdk = mock.Mock()
-    export([record], through_sdk, builder, Encoder(builder.resource), sent.append)
+    export(
+        [record],
+        through_sdk,
+        builder,
+        builder.encoder(),
+        sent.append,
+    )
     assert not sent
     (spans,) = through_sdk.export.call_args.args
     assert [s.name for s in spans] == ["s"] and dict(spans[0].attributes) == {"odd": {"a": 1}}
-    export(_records(), through_sdk, builder, Encoder(builder.resource), sent.append)
+    export(
+        _records(),
+        through_sdk,
+        builder,
+        builder.encoder(),
+        sent.append,
+    )
     assert len(sent) == 1 and through_sdk.export.call_count == 1  # the known types: the fast encoder's request
+
+
+_values = (
+    st.text(max_size=20)
+    | st.integers(-(1 << 63), (1 << 63) - 1)
+    | st.booleans()
+    | st.floats(allow_nan=False)
+    | st.lists(st.text(max_size=5) | st.integers(-5, 5), max_size=3)
+)
+_attributes = st.dictionaries(st.text(min_size=1, max_size=12), _values, max_size=5)
+_record = st.tuples(
+    st.integers(1, (1 << 128) - 1),
+    st.integers(1, (1 << 64) - 1),
+    st.integers(0, (1 << 64) - 1),
+    st.booleans(),
+    st.text(max_size=30),
+    st.integers(0, 4),
+    st.integers(1, 1 << 62),
+    st.integers(1, 1 << 62),
+    _attributes,
+    st.none() | st.lists(st.tuples(st.text(max_size=10), st.integers(1, 1 << 62), _attributes), max_size=2),
+    st.sampled_from([(0, ""), (2, "status 500"), (2, ""), (1, "")]),
+)
+
+
+def test_the_fast_encoder_equals_the_sdks_on_generated_spans() -> None:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from infra.spanexport import Builder
+
+    builder = Builder("broker")
+    encoder = builder.encoder()
+    hypothesis_settings, budget = fuzz("otlp span encoder", examples=300)
+
+    @hypothesis_settings
+    @given(records=st.lists(_record, min_size=1, max_size=4))
+    def check(records: list[tuple[object, ...]]) -> None:
+        if not budget.take():
+            return
+        fast = ExportTraceServiceRequest.FromString(encoder.request(records))
+        assert fast == encode_spans(builder.spans(records))
+
+    check()
