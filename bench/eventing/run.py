@@ -4,7 +4,9 @@ Run: ``python -m bench.eventing [--rate 1000] [--seconds 5] [--saturation-events
 (``bench/eventing/RESULTS.md`` records figures); ``--before PATH`` also runs the broker of another
 checkout (an older commit) on each backend in the same run, for a before/after comparison; ``--tracing`` also
 runs each backend's broker exporting OpenTelemetry spans at 100 % sampling to an OTLP receiver in this process that
-discards them, and prints the traced/untraced throughput ratio (the cost of tracing). Before the Kafka
+discards them, and prints the traced/untraced throughput ratio (the cost of tracing); ``--repeat N`` runs every
+variant N times, interleaved, and prints the median ratios; ``--paired N`` instead saturates an untraced and a
+traced broker at once, N rounds (``bench/eventing/paired.py``: the host's noise cancelled). Before the Kafka
 broker runs, the Kafka clients alone (kafka-python and aiokafka) produce and consume against the same
 tansu: the ceiling the log sits under.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import statistics
@@ -27,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,7 +217,11 @@ def start_broker(env: dict[str, str], port: int, log: Path, code: Path | None = 
     return proc
 
 
-async def run_backend(tag: str, env: dict[str, str], tmp: Path, args, code: Path | None = None) -> list[Phase]:
+@contextlib.asynccontextmanager
+async def broker_with_sink(
+    tag: str, env: dict[str, str], tmp: Path, code: Path | None = None
+) -> AsyncIterator[tuple[subprocess.Popen, str, Sink]]:
+    """A broker process with one trigger to a no-op subscriber in this process: (process, ingress URL, sink)."""
     sink = Sink()
     app = web.Application()
     app.router.add_post("/", sink.handle)
@@ -229,6 +237,15 @@ async def run_backend(tag: str, env: dict[str, str], tmp: Path, args, code: Path
         headers = {**local_admin_headers(load_settings(env, config_file=None)), "Content-Type": "application/json"}
         async with aiohttp.ClientSession(headers=headers) as admin, admin.put(url + "triggers/bench", data=spec) as r:
             assert r.status == 200, await r.text()
+        yield proc, url, sink
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 15)  # the loop goes on: the broker may still be exporting spans
+        await runner.cleanup()
+
+
+async def run_backend(tag: str, env: dict[str, str], tmp: Path, args, code: Path | None = None) -> list[Phase]:
+    async with broker_with_sink(tag, env, tmp, code) as (proc, url, sink):
         session = Http1Pool()  # the broker's own lean HTTP/1.1 client: leaves more of the shared CPU to the broker
         try:
             await fixed_rate(session, url, sink, 200, 1, f"{tag} warm-up")
@@ -254,10 +271,6 @@ async def run_backend(tag: str, env: dict[str, str], tmp: Path, args, code: Path
         finally:
             await session.close()
         return phases
-    finally:
-        proc.terminate()
-        await asyncio.to_thread(proc.wait, 15)  # the loop goes on: the broker may still be exporting spans
-        await runner.cleanup()
 
 
 async def main_async(args) -> None:
@@ -275,10 +288,14 @@ async def main_async(args) -> None:
     )
     rounds: list[dict[str, list[Phase]]] = []
     receiver = DiscardingReceiver()
-    if args.tracing:
+    if args.tracing or args.paired:
         receiver.start()
     with tempfile.TemporaryDirectory(prefix="knflow-bench-") as tmpdir:
         tmp = Path(tmpdir)
+        if args.paired:
+            from bench.eventing.paired import paired  # it builds on this module
+
+            return await paired(args, receiver, tmp)
         for n in range(args.repeat):
             if args.repeat > 1:
                 print(f"# round {n + 1} of {args.repeat}: {os.getloadavg()[0]:.1f} load average", flush=True)
@@ -297,6 +314,11 @@ async def main_async(args) -> None:
                 print(f"# {label}: {a}/{b} median ratio of {len(ratios)} rounds {statistics.median(ratios):.2f}")
 
 
+def traced_env(receiver: DiscardingReceiver) -> dict[str, str]:
+    """A traced broker's variables: 100 % sampling, the default batching, spans to ``receiver``."""
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_TRACES_SAMPLER": "always_on"}
+
+
 async def run_round(args, receiver: DiscardingReceiver, tmp: Path, flip: bool) -> dict[str, list[Phase]]:
     """Every backend once (with ``--before`` and ``--tracing``, each variant in turn: untraced first, traced first
     when ``flip``, so that a load that grows or falls during the run favours neither)."""
@@ -309,12 +331,8 @@ async def run_round(args, receiver: DiscardingReceiver, tmp: Path, flip: bool) -
     backends = [t for b in backends for t in (variants(b) if args.tracing else (b,))]
     for backend in backends:
         code = Path(args.before).resolve() if backend.endswith(("-before", "-before-traced")) else None
-        traced = {  # 100 % sampling, the SDK's default batching
-            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
-            "OTEL_TRACES_SAMPLER": "always_on",
-        }
         base = {k: v for k, v in base.items() if not k.startswith("OTEL_")}
-        base |= traced if backend.endswith("-traced") else {}
+        base |= traced_env(receiver) if backend.endswith("-traced") else {}
         if backend.startswith("embedded"):
             env = {**base, "KNFLOW_BROKER": f"embedded://{tmp / backend}"}
             results[backend] = await run_backend(backend, env, tmp, args, code)
@@ -342,6 +360,9 @@ def main() -> None:
     parser.add_argument("--before", default="", help="another knflow checkout: also run its broker, each backend")
     parser.add_argument("--tracing", action="store_true", help="also run each broker exporting spans (100 %% sampled)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of every variant, interleaved (noisy hosts)")
+    parser.add_argument(
+        "--paired", type=int, default=0, help="N rounds of an untraced and a traced broker saturated at once"
+    )
     from infra.aio import run
 
     run(main_async(parser.parse_args()))
