@@ -39,7 +39,7 @@ from eventing.delivery import Deliverer
 from eventing.dispatcher import Dispatcher
 from eventing.eventlog import EventLog, open_event_log
 from eventing.events import namespace_of
-from eventing.ingress import IngressServer
+from eventing.ingress import Answer, IngressServer
 from eventing.metrics import BrokerMetrics
 from eventing.registry import TriggerFile, state_dir
 from eventing.triggers import Trigger
@@ -230,13 +230,13 @@ class BrokerServer:
             web.get("/metrics", metrics_handler(self.metrics_registry, "viewer")),
         ]
 
-    async def _accept(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    async def _accept(self, path: str, headers: dict[str, str], body: bytes) -> Answer:
         """The fast ingress path (``eventing.ingress``): status and JSON body for one POSTed event."""
         try:
             await self.append(events_of(headers, body))
         except KnflowError as exc:
-            return exc.status, orjson.dumps({"error": str(exc)})
-        return 202, b""
+            return Answer(exc.status, orjson.dumps({"error": str(exc)}))
+        return Answer(202)
 
     @access("ingress")
     async def _ingress(self, request: web.Request) -> web.Response:
