@@ -254,7 +254,7 @@ _values = (
     | st.floats(allow_nan=False)
     | st.lists(st.text(max_size=5) | st.integers(-5, 5), max_size=3)
 )
-_attributes = st.dictionaries(st.text(min_size=1, max_size=12), _values, max_size=5)
+_attribute_maps = st.dictionaries(st.text(min_size=1, max_size=12), _values, max_size=5)
 _record = st.tuples(
     st.integers(1, (1 << 128) - 1),
     st.integers(1, (1 << 64) - 1),
@@ -264,8 +264,8 @@ _record = st.tuples(
     st.integers(0, 4),
     st.integers(1, 1 << 62),
     st.integers(1, 1 << 62),
-    _attributes,
-    st.none() | st.lists(st.tuples(st.text(max_size=10), st.integers(1, 1 << 62), _attributes), max_size=2),
+    _attribute_maps,
+    st.none() | st.lists(st.tuples(st.text(max_size=10), st.integers(1, 1 << 62), _attribute_maps), max_size=2),
     st.sampled_from([(0, ""), (2, "status 500"), (2, ""), (1, "")]),
 )
 
