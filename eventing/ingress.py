@@ -1,5 +1,5 @@
-"""A lean HTTP/1.1 path for POSTed events, aiohttp for every other request: the broker's ingress and the
-function runner's deliveries.
+"""A lean HTTP/1.1 path for POSTed events, aiohttp for every other request: the broker's ingress, the
+function runner's deliveries and the function host's events.
 
 aiohttp's per-request machinery cost the broker more CPU than storing and delivering an event.
 Each connection starts on ``IngressProtocol``, which answers the common request itself: a POST
@@ -271,7 +271,7 @@ class IngressServer:
         self.guard = guard
         self.connections: set[IngressProtocol] = set()
         self.date = _Date()
-        self._server: asyncio.AbstractServer | None = None
+        self._servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task | None = None
 
     def takes(self, headers: dict[str, str]) -> bool:
@@ -285,11 +285,27 @@ class IngressServer:
         return change_problem(guard, headers.get, has_body=True) is None
 
     async def start(self, host: str, port: int) -> int:
-        """Listen; returns the bound port (``port`` 0 picks a free one)."""
+        """Listen on TCP; returns the bound port (``port`` 0 picks a free one). May be called again, as may
+        ``start_unix``: one server, several listeners."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: IngressProtocol(self), host, port, reuse_address=True)
-        self._sweeper = asyncio.create_task(self._sweep())
-        return self._server.sockets[0].getsockname()[1]
+        server = await loop.create_server(lambda: IngressProtocol(self), host, port, reuse_address=True, backlog=1024)
+        self._listening(server)
+        return server.sockets[0].getsockname()[1]
+
+    async def start_unix(self, path: str) -> None:
+        """Listen on the Unix socket ``path``."""
+        server = await asyncio.get_running_loop().create_unix_server(lambda: IngressProtocol(self), path)
+        self._listening(server)
+
+    def _listening(self, server: asyncio.AbstractServer) -> None:
+        self._servers.append(server)
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep())
+
+    @property
+    def addresses(self) -> list[object]:
+        """Every listener's address: ``(host, port, ...)`` for TCP, the path for a Unix socket."""
+        return [sock.getsockname() for server in self._servers for sock in server.sockets]
 
     async def _sweep(self) -> None:
         while True:
@@ -308,8 +324,8 @@ class IngressServer:
         """
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         deadline = time.monotonic() + grace
         while any(c.busy for c in self.connections) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -323,5 +339,5 @@ class IngressServer:
 
     async def wait_closed(self) -> None:
         """Wait until the listener is closed (on Python 3.12+ also every connection it accepted)."""
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in self._servers:
+            await server.wait_closed()
