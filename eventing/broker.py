@@ -44,6 +44,7 @@ from eventing.metrics import BrokerMetrics
 from eventing.registry import TriggerFile, state_dir
 from eventing.triggers import Trigger
 from eventing.wire import from_batch, from_http
+from infra import tracing
 from infra.aio import run
 from infra.auth import own_credentials
 from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
@@ -187,7 +188,7 @@ class BrokerServer:
 
     def _metric_families(self) -> list[Metric]:
         lags = {name: d.consumer.lag() for name, d in self._dispatchers.items()}
-        return self.metrics.families(lags, self._dispatchers)
+        return self.metrics.families(lags, self._dispatchers) + tracing.metric_families()
 
     async def set_trigger(self, trigger: Trigger, ready_timeout: float = 0.0) -> bool:
         """Add or replace a trigger at runtime (persisted); putting the same trigger again changes nothing.

@@ -82,7 +82,9 @@ class FunctionHost:
         self._drain_timeout = 30.0
         self._stopped = asyncio.Event()
         self.metrics = FunctionMetrics()
-        self.metrics_registry = registry_of(lambda: self.metrics.families({function.name: 1}))
+        self.metrics_registry = registry_of(
+            lambda: self.metrics.families({function.name: 1}) + tracing.metric_families()
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
