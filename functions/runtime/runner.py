@@ -34,7 +34,7 @@ import orjson
 from aiohttp import web
 
 from eventing.ingress import Answer, IngressServer
-from functions.runtime.instances import Instance, check_name, instances_path, load_instances, save_instances
+from functions.runtime.instances import Instance, check_instance_name, instances_path, load_instances, save_instances
 from functions.runtime.interpreter import Interpreter
 from functions.runtime.loader import KNOWN_FUNCTIONS
 from functions.runtime.metrics import FunctionMetrics
@@ -162,7 +162,7 @@ class Runner:
     async def host(self, name: str, instance: Instance) -> None:
         """Host (or replace) an instance: it must start and load first; then it is kept across restarts. The
         instances that follow this one (``function == name``) move to its new target and interpreter."""
-        check_name(name)
+        check_instance_name(name)
         if name in self.functions:
             raise Conflict(f"{name!r} is a built-in function; give the instance another name")
         worker = self._worker(name, instance)
