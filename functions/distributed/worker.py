@@ -26,6 +26,7 @@ from functions.ml.world import World
 from functions.train import Job, StoreCheckpointer, epoch_hook
 from functions.usertrain.channel import follow_parent
 from infra.logs import configure_logging
+from infra.namespaces import DEFAULT, scoped
 from infra.settings import load_settings
 from infra.store import ArtifactStore, ReadOnlyStore, open_store
 
@@ -36,7 +37,8 @@ def main(argv: list[str]) -> int:
     follow_parent()
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    store = open_store(settings.artifacts)
+    namespace = argv[2] if len(argv) > 2 else DEFAULT  # the job's key is in this namespace's view of the store
+    store = scoped(open_store(settings.artifacts), namespace)
     fields, fingerprint = read_job(store, argv[1])
     job = Job(**fields)
     params = parse_params(job.params)
