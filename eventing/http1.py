@@ -194,7 +194,9 @@ class Http1Pool:
         """One request (``timeout`` None: wait as long as it takes); raises like ``post``."""
         host, port, start = self._target(url)
         head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        data = method.encode() + b" " + start + f"Content-Length: {len(body)}\r\n{head}\r\n".encode() + body
+        # header values a lean server decoded with surrogateescape go out as the bytes that came in
+        lines = f"Content-Length: {len(body)}\r\n{head}\r\n".encode("utf-8", "surrogateescape")
+        data = method.encode() + b" " + start + lines + body
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         is_head = method == "HEAD"
         conn, reused = await self._acquire(host, port, deadline)

@@ -84,6 +84,10 @@ async def test_over_a_unix_socket_any_method_with_headers_as_sent_and_no_body_fo
         assert (head.status, head.body) == (200, b"")
         again = await pool.request("GET", "http://fn-a/x", {}, b"", 5.0)  # the HEAD left the connection usable
         assert again.body == b"GET"
+        # a value a lean server decoded with surrogateescape (bytes that are not UTF-8) goes out as those bytes
+        odd = b"i\xbb8".decode("utf-8", "surrogateescape")
+        echoed = await pool.request("POST", "http://fn-a/x", {"ce-id": odd}, b"", 5.0)
+        assert echoed.status == 200
     finally:
         await pool.close()
         await runner.cleanup()
