@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import time
+from types import SimpleNamespace
 
 import aiohttp
 import pytest
@@ -18,6 +20,12 @@ from eventing.triggers import DeliverySpec, Trigger
 from infra import tracing
 from infra.localservices import free_port
 from tests.eventing.conftest import reply_with
+from tests.spans import in_memory_spans
+
+
+@pytest.fixture
+def spans(monkeypatch):
+    yield from in_memory_spans(monkeypatch)
 
 
 class Metrics:
@@ -89,6 +97,8 @@ def test_a_failed_answer_keeps_its_status_body_reason_and_retry_after():
     assert failed == Attempt(429, b"slow down", "Too Many Requests", 2.0)
     assert _attempt(503, "", {"retry-after": "4"}, b"").retry_after == 4.0
     assert _attempt(500, "", {}, b"").retry_after is None
+    assert _attempt(300, "Multiple Choices", {}, b"") == Attempt(300, b"", "Multiple Choices")  # not a 2xx
+    assert _attempt(299, "", {}, b"kept").body == b"kept"
 
 
 def test_a_2xx_answer_carrying_an_event_is_the_reply_binary_or_structured():
@@ -101,8 +111,12 @@ def test_a_2xx_answer_carrying_an_event_is_the_reply_binary_or_structured():
     assert _attempt(204, "OK", {}, b"") == Attempt(204)
 
 
-def test_an_invalid_reply_event_is_dropped_not_raised():
-    assert _reply({"ce-specversion": "1.0"}, b"{}") is None  # binary headers without id, type or source
+def test_an_invalid_reply_event_is_dropped_not_raised(caplog):
+    with caplog.at_level("WARNING", logger="eventing.delivery"):
+        assert _reply({"ce-specversion": "1.0"}, b"{}") is None  # binary headers without id, type or source
+    [record] = caplog.records
+    assert record.getMessage().startswith("subscriber replied with an invalid event, dropped: ")
+    assert len(record.getMessage()) > len("subscriber replied with an invalid event, dropped: ")
     assert _reply({"Content-Type": "application/cloudevents+json"}, b'{"specversion": "1.0"}') is None
 
 
@@ -122,6 +136,8 @@ def test_step_failed_names_the_event_trigger_status_error_and_attempts():
         "attempts": 3,
         "dead_letter_sink": "http://127.0.0.1:1/dls",
     }
+    undecodable = step_failed_event(trigger, event, Attempt(500, b"bad \xff"), 1, None)
+    assert undecodable.get_data()["error"] == "bad \ufffd"
     bodiless = step_failed_event(trigger, event, Attempt(0, error="timed out after 1s"), 1, None)
     assert bodiless.get_data()["error"] == "timed out after 1s" and bodiless.get_data()["dead_letter_sink"] is None
 
@@ -188,10 +204,14 @@ async def test_dead_letters_carry_knatives_error_extensions_and_the_failure_is_r
     assert [e.get_data()["dead_letter_sink"] for e in deliverer.published] == [dls]
 
 
-async def test_a_dead_letter_without_an_answer_body_has_no_error_data(deliverer, subscriber):
+async def test_a_dead_letter_without_an_answer_body_has_no_error_data(deliverer, subscriber, caplog):
     url = f"http://127.0.0.1:{free_port()}/nobody"
     dls = subscriber.on("/dls", lambda e, n: web.Response(status=500))  # a sink refusing it is only logged
-    await deliverer.deliver(Trigger("gone", url, delivery=DeliverySpec(dead_letter_sink=dls)), new_event("w", "s"))
+    event = new_event("w", "s")
+    with caplog.at_level("ERROR", logger="eventing.delivery"):
+        await deliverer.deliver(Trigger("gone", url, delivery=DeliverySpec(dead_letter_sink=dls)), event)
+    [refused] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert refused == f"dead-letter sink {dls} refused {describe(event)}: status 500"
     dead = subscriber.at("/dls")[0].event
     assert dead.get_extension("knativeerrorcode") == "0" and dead.get_extension("knativeerrordata") is None
     assert len(subscriber.at("/dls")) == 1 and len(deliverer.published) == 1
@@ -233,21 +253,6 @@ async def test_a_failed_delivery_is_logged_with_its_trigger_attempts_and_status(
     assert record.getMessage() == (
         f"delivery of {describe(event)} to trigger down failed after 2 attempt(s): status 500 Broken"
     )
-
-
-@pytest.fixture
-def spans(monkeypatch):
-    """Tracing on in this process, its spans kept in memory."""
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("test"))
-    yield exporter
-    provider.shutdown()
 
 
 async def test_a_traced_delivery_is_a_consumer_span_under_the_event_with_each_failed_attempt(
@@ -302,3 +307,91 @@ async def test_a_traced_delivery_retried_to_success_records_each_attempt(deliver
         {"attempt": 2, "status": 200, "error": ""},
     ]
     assert span.status.status_code.name == "UNSET"
+
+
+async def test_a_plain_deliverer_waits_30_s_sends_no_credentials_and_counts_in_its_own_metrics(subscriber):
+    async def publish(event):
+        raise AssertionError("nothing to publish")
+
+    url = subscriber.on("/plain", lambda e, n: web.Response(status=503 if n == 1 else 200))
+    async with aiohttp.ClientSession() as session:
+        plain = Deliverer(session, publish)
+        assert plain.default_timeout == 30.0
+        await plain.deliver(Trigger("plain", url, delivery=DeliverySpec(retry=1, backoff_delay=0)), new_event("t", "s"))
+    assert plain.metrics.delivered.values == {("plain",): 1} and plain.metrics.retried.values == {("plain",): 1}
+    assert subscriber.at("/plain")[0].event.get_extension("credentialsfor") is None
+
+
+class Session:
+    """Stands in for aiohttp's session at its one seam (https:// subscribers): records each POST."""
+
+    def __init__(self, status: int = 200, reason: str | None = "OK", headers=None, body=b"", error=None) -> None:
+        self.answer = SimpleNamespace(status=status, reason=reason, headers=headers or {}, read=self.read, body=body)
+        self.error, self.posts = error, []
+
+    async def read(self) -> bytes:
+        return self.answer.body
+
+    @contextlib.asynccontextmanager
+    async def post(self, url, data, headers, timeout):
+        self.posts.append((url, data, headers, timeout.total))
+        if self.error:
+            raise self.error
+        yield self.answer
+
+
+async def test_https_subscribers_go_through_the_session_with_the_same_rules():
+    spec = DeliverySpec(timeout=2)
+    headers, body = to_http_binary(new_event("t", "s"))
+    session = Session(status=429, reason=None, headers={"Retry-After": "3"}, body=b"later")
+    d = Deliverer(session, None)  # type: ignore[arg-type]
+    assert await d.attempt("https://h/x", headers, body, spec) == Attempt(429, b"later", "", 3.0)
+    assert session.posts == [("https://h/x", body, headers, 2.0)]
+    event = new_event("next", "s")
+    reply_headers, reply_body = to_http_binary(event)
+    answered = await Deliverer(Session(headers=reply_headers, body=reply_body), None).attempt(
+        "https://h", {}, b"", spec
+    )  # type: ignore[arg-type]
+    assert answered.ok and answered.reply is not None and answered.reply.get_id() == event.get_id()
+    late = await Deliverer(Session(error=TimeoutError()), None).attempt("https://h", {}, b"", spec)  # type: ignore[arg-type]
+    assert late == Attempt(0, error="timed out after 2s")
+    down = await Deliverer(Session(error=aiohttp.ClientConnectionError("gone")), None).attempt(
+        "https://h", {}, b"", spec
+    )  # type: ignore[arg-type]
+    assert down == Attempt(0, error="ClientConnectionError: gone")
+
+
+async def test_a_retry_after_longer_than_the_backoff_is_waited_on_the_wire(deliverer, subscriber):
+    url = subscriber.on(
+        "/busy", lambda e, n: web.Response(status=429, headers={"Retry-After": "5"}) if n == 1 else web.Response()
+    )
+    spec = DeliverySpec(retry=1, backoff_delay=0, retry_after_max="PT0.3S")
+    assert (await deliverer.deliver(Trigger("busy", url, delivery=spec), new_event("t", "s"))).ok
+    first, second = (r.at for r in subscriber.at("/busy"))
+    assert second - first >= 0.28  # Retry-After 5 s capped at retryAfterMax 0.3 s, over a backoff of 0
+
+
+async def test_a_traced_delivery_of_an_event_without_a_run_and_its_failure_report(deliverer, subscriber, spans):
+    from cloudevents.core.v1.event import CloudEvent
+
+    url = subscriber.on("/down", lambda e, n: web.Response(status=500, reason="Broken"))
+    event = CloudEvent({"type": "work", "source": "s", "id": "e-1", "specversion": "1.0"})
+    await deliverer.deliver(Trigger("down", url), event)
+    finished = spans.get_finished_spans()
+    [span] = [s for s in finished if s.name == "deliver down"]
+    assert span.attributes["knflow.runid"] == ""
+    [reported] = [s for s in finished if s.name == f"emit {STEP_FAILED}"]
+    assert reported.parent.span_id == span.context.span_id  # the failure report is a child of the delivery
+
+
+async def test_a_delivery_whose_bookkeeping_fails_ends_its_span_as_failed(deliverer, subscriber, spans):
+    async def publish(event):
+        raise RuntimeError("broker gone")
+
+    deliverer.publish = publish
+    url = subscriber.on("/step", lambda e, n: reply_with(new_event("next", "step", cause=e)))
+    with pytest.raises(RuntimeError, match="broker gone"):
+        await deliverer.deliver(Trigger("step", url), new_event("t", "s"))
+    [span] = [s for s in spans.get_finished_spans() if s.name == "deliver step"]
+    assert span.attributes["http.response.status_code"] == 0
+    assert span.status.description == "status 0 delivery bookkeeping failed"

@@ -151,3 +151,35 @@ def test_the_step_ignores_other_events_and_deploys_by_the_runs_policy(ctx, monke
         "traffic_percent": 10,
         "canary": True,
     }
+
+
+def test_on_knative_the_model_service_gets_the_decided_share_and_the_canarys_thresholds(monkeypatch, caplog):
+    import contextlib
+
+    import serving.knserving
+    from infra.settings import load_settings
+    from serving.rollout import Announce, RolloutPolicy
+
+    calls = []
+
+    class Models:
+        def deploy(self, name, version, percent, thresholds, announce):
+            calls.append((name, version, percent, thresholds, announce))
+            return {"revision": "m-00002", "traffic_percent": percent, "canary": percent < 100, "endpoint": "e"}
+
+    env = {"KNFLOW_SERVING_TARGET": "knative", "KNFLOW_SERVING_MODEL_TEMPLATE": "{}"}
+    settings = load_settings(env=env, config_file=None)
+    monkeypatch.setattr(serving.knserving, "open_models", lambda s: contextlib.nullcontext(Models()))
+    cause = new_event(MODEL_REGISTERED, "/t", {}, runid="run-1", extensions={"pipeline": "p"})
+    policy = DeployPolicy(promote_after_requests=7, max_error_rate=0.25, log_sample_rate=0.5)
+    with caplog.at_level("WARNING", logger="functions.deploy"):
+        out = deploy.rollout(settings, "m", "2", Decision(True, "better", 10), policy, cause)
+    assert out["revision"] == "m-00002"
+    extensions = {"runid": "run-1", "pipeline": "p", "traceparent": cause.get_extension("traceparent")}
+    assert calls == [("m", 2, 10, RolloutPolicy(7, 0.25), Announce(MODEL_DEPLOYED, extensions))]
+    assert [r.getMessage() for r in caplog.records] == [
+        "deploy: inference logging is not wired on Knative; m/2 logs no requests"
+    ]
+    caplog.clear()
+    deploy.knative_rollout(settings, "m", 2, Decision(True, "first", 100), DeployPolicy(), cause)
+    assert calls[-1][2] == 100 and caplog.records == []
