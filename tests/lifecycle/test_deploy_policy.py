@@ -136,7 +136,7 @@ def test_a_straight_to_production_rollout_asks_serving_for_all_traffic_and_no_ca
 
 def test_the_step_ignores_other_events_and_deploys_by_the_runs_policy(ctx, monkeypatch):
     assert deploy.handle(new_event("other", "/t", {"name": "m", "version": 1}), ctx) is None
-    with pytest.raises(InvalidRequest, match=r"model.registered needs data.name and data.version"):
+    with pytest.raises(InvalidRequest, match=r"^model\.registered needs data\.name and data\.version$"):
         deploy.handle(new_event(MODEL_REGISTERED, "/t", {"name": "m"}), ctx)
     monkeypatch.setattr(deploy, "production_metrics", lambda store, name: {"test_accuracy": 0.9})
     monkeypatch.setattr(deploy, "rollout", lambda *a: {"revision": "m-2", "traffic_percent": 10, "canary": True})
@@ -183,3 +183,62 @@ def test_on_knative_the_model_service_gets_the_decided_share_and_the_canarys_thr
     caplog.clear()
     deploy.knative_rollout(settings, "m", 2, Decision(True, "first", 100), DeployPolicy(), cause)
     assert calls[-1][2] == 100 and caplog.records == []
+
+
+def registered(ctx, name: str, metrics: dict, key: str) -> int:  # type: ignore[no-untyped-def]
+    """A version of ``name`` in the run's registry (the real one, over the step's store); its number."""
+    from functions.register import open_registry
+
+    card = open_registry(ctx.store).register(
+        name, b"onnx", inputs=[], outputs=[], metrics=metrics, params={}, lineage={}, idempotency_key=key
+    )
+    return card.version
+
+
+def test_the_step_deploys_by_the_runs_own_policy_against_productions_metrics(ctx, monkeypatch, caplog):
+    from functions.register import open_registry
+    from functions.runoptions import parse_options, save_options
+
+    registry = open_registry(ctx.store)
+    registered(ctx, "m", {"test_rmse": 0.5}, "a")
+    registry.set_alias("m", "production", 1, actor="test")
+    candidate = registered(ctx, "m", {"test_rmse": 0.4}, "b")
+    event = new_event(MODEL_REGISTERED, "/t", {"name": "m", "version": candidate, "metrics": {"test_rmse": 0.4}})
+    options = parse_options({"task": "regression", "deploy": {"canary_percent": 25}}, "w")
+    save_options(ctx.store, event.get_extension("runid"), options)
+    calls = []
+    monkeypatch.setattr(
+        deploy, "rollout", lambda *args: calls.append(args) or {"revision": "m-2", "traffic_percent": 25}
+    )
+    with caplog.at_level("INFO", logger="tests.lifecycle"):
+        out = deploy.handle(event, ctx)
+    [(settings, name, version, decision, policy, cause)] = calls
+    assert (name, version, cause) == ("m", candidate, event) and settings is ctx.settings
+    assert policy == parse_policy({"canary_percent": 25}, "regression") and decision.percent == 25
+    assert [r.getMessage() for r in caplog.records] == [f"deploy: m/{candidate}: test_rmse improves by 0.1"]
+    assert registry.aliases("m") == {"production": 1}  # a canary: production moves only when serving promotes it
+    replayed = deploy.handle(event, ctx)  # the same event again: the answer recorded the first time
+    assert replayed.get_data() == out.get_data() and len(calls) == 1
+    assert replayed.get_subject() == f"m/{candidate}" and replayed.get_extension("runid") == event.get_extension(
+        "runid"
+    )
+
+
+def test_the_step_records_a_decline_and_a_first_deploy_in_the_registrys_audit(ctx, monkeypatch):
+    from functions.register import open_registry
+
+    registry = open_registry(ctx.store)
+    monkeypatch.setattr(deploy, "rollout", lambda *args: {"revision": "m-1", "traffic_percent": 100})
+    first = registered(ctx, "m", {"test_accuracy": 0.9}, "a")
+    deploy.handle(
+        new_event(MODEL_REGISTERED, "/t", {"name": "m", "version": first, "metrics": {"test_accuracy": 0.9}}), ctx
+    )
+    assert registry.aliases("m") == {"production": first}
+    promoted = registry.audit("m")[-1]
+    assert (promoted["actor"], promoted["reason"]) == ("deploy", "no production version yet")
+    worse = registered(ctx, "m", {"test_accuracy": 0.8}, "b")
+    event = new_event(MODEL_REGISTERED, "/t", {"name": "m", "version": str(worse), "metrics": {"test_accuracy": 0.8}})
+    assert deploy.handle(event, ctx) is None
+    declined = registry.audit("m")[-1]
+    assert (declined["action"], declined["version"], declined["actor"]) == (deploy.DECLINED, worse, "deploy")
+    assert declined["reason"] == "test_accuracy 0.8 does not beat production's 0.9"

@@ -152,3 +152,34 @@ def test_a_runs_options_are_saved_once_and_read_by_its_runid(fstore):
     assert load_options(fstore, "run-1") == options
     assert load_options(fstore, "run-2") == RunOptions()
     assert load_options(fstore, None) == RunOptions() and load_options(fstore, "") == RunOptions()
+
+
+def test_a_training_parameter_too_large_for_a_number_is_refused_not_a_crash():
+    refused({"train": {"epochs": 1e400}}, r"training parameter epochs=inf is not a int")  # JSON's 1e400 reads as inf
+    refused({"train": {"batch_size": -1e400}}, r"training parameter batch_size=-inf is not a int")
+
+
+def test_a_raw_error_inside_a_section_names_that_section():
+    refused({"deploy": {"canary_percent": "5"}}, r"^knflow.json: bad deploy options \(TypeError: ")
+    refused({"train": {"entrypoint": "t:f", "workers": "2"}}, r"^knflow.json: train\.workers must be")
+    refused({"drift": {"window": "10"}}, r"^knflow.json: bad drift options")
+
+
+def test_the_deploy_policy_is_checked_against_the_runs_task():
+    assert parse_options({"task": "regression", "deploy": {"metric": "test_rmse"}}, "w").deploy == {"metric": "test_rmse"}
+
+
+def test_user_training_code_takes_the_runs_seed_which_must_be_whole():
+    assert parse_options({"train": {"entrypoint": "train:fit"}, "seed": 3}, "w").seed == 3
+    refused({"train": {"entrypoint": "train:fit"}, "seed": 1.5}, r"train\.seed must be a whole number, got 1\.5")
+
+
+def test_saved_options_are_sorted_json_and_a_bad_saved_object_names_itself(fstore):
+    save_options(fstore, "run-1", parse_options({"seed": 5}, "w"))
+    raw = fstore.get("runs/run-1/run.json")
+    assert raw == json.dumps(json.loads(raw), sort_keys=True).encode()
+    [info] = fstore.list("runs/run-1/")
+    assert info.content_type == "application/json"
+    fstore.put("runs/run-2/run.json", json.dumps({"sede": 1}).encode())
+    with pytest.raises(InvalidRequest, match=r"^runs/run-2/run\.json: unknown run options \['sede'\]"):
+        load_options(fstore, "run-2")
