@@ -169,7 +169,10 @@ def test_on_knative_the_model_service_gets_the_decided_share_and_the_canarys_thr
 
     env = {"KNFLOW_SERVING_TARGET": "knative", "KNFLOW_SERVING_MODEL_TEMPLATE": "{}"}
     settings = load_settings(env=env, config_file=None)
-    monkeypatch.setattr(serving.knserving, "open_models", lambda s: contextlib.nullcontext(Models()))
+    opened = []
+    monkeypatch.setattr(
+        serving.knserving, "open_models", lambda s: opened.append(s) or contextlib.nullcontext(Models())
+    )
     cause = new_event(MODEL_REGISTERED, "/t", {}, runid="run-1", extensions={"pipeline": "p"})
     policy = DeployPolicy(promote_after_requests=7, max_error_rate=0.25, log_sample_rate=0.5)
     with caplog.at_level("WARNING", logger="functions.deploy"):
@@ -182,7 +185,7 @@ def test_on_knative_the_model_service_gets_the_decided_share_and_the_canarys_thr
     ]
     caplog.clear()
     deploy.knative_rollout(settings, "m", 2, Decision(True, "first", 100), DeployPolicy(), cause)
-    assert calls[-1][2] == 100 and caplog.records == []
+    assert calls[-1][2] == 100 and caplog.records == [] and opened == [settings, settings]
 
 
 def registered(ctx, name: str, metrics: dict, key: str) -> int:  # type: ignore[no-untyped-def]
@@ -242,3 +245,25 @@ def test_the_step_records_a_decline_and_a_first_deploy_in_the_registrys_audit(ct
     declined = registry.audit("m")[-1]
     assert (declined["action"], declined["version"], declined["actor"]) == (deploy.DECLINED, worse, "deploy")
     assert declined["reason"] == "test_accuracy 0.8 does not beat production's 0.9"
+
+
+def test_a_local_rollout_passes_the_logging_share_and_takes_servings_endpoint(ctx, monkeypatch):
+    import serving.client
+
+    calls = []
+
+    class Client:
+        def __init__(self, base_url, headers=None):
+            pass
+
+        def deploy(self, name, version, **options):
+            calls.append(options)
+            return {"revision": "m-00003", "endpoint": "http://models.example/v2/models/m/infer"}
+
+    monkeypatch.setattr(serving.client, "ServingClient", Client)
+    cause = new_event(MODEL_REGISTERED, "/t", {}, runid="run-9", extensions={"pipeline": "p"})
+    policy = DeployPolicy(log_sample_rate=0.5, log_mode="response")
+    out = deploy.rollout(ctx.settings, "m", 3, Decision(True, "better", 10), policy, cause)
+    assert out["endpoint"] == "http://models.example/v2/models/m/infer" and out["canary"] is True
+    logger = {"mode": "response", "sample_rate": 0.5, "extensions": {"runid": "run-9", "pipeline": "p"}}
+    assert calls[0]["logger"] == logger

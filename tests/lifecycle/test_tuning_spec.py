@@ -90,7 +90,7 @@ def test_the_algorithm_is_one_knflow_has():
 def test_the_budget_needs_at_least_one_trial_and_one_at_a_time():
     assert (spec(maxTrialCount=1).max_trials, spec(parallelTrialCount=1).parallel_trials) == (1, 1)
     for bad in ({"maxTrialCount": 0}, {"parallelTrialCount": 0}):
-        refused({"parameters": [LR], **bad}, "maxTrialCount and parallelTrialCount must be at least 1")
+        refused({"parameters": [LR], **bad}, "^maxTrialCount and parallelTrialCount must be at least 1$")
 
 
 def test_early_stopping_takes_katibs_defaults():
@@ -100,8 +100,8 @@ def test_early_stopping_takes_katibs_defaults():
 
 
 def test_a_spec_must_be_an_object_with_parameters():
-    refused([LR], "the tuning spec must be a JSON object")
-    refused({}, "the tuning spec has no parameters to search")
+    refused([LR], "^the tuning spec must be a JSON object$")
+    refused({}, "^the tuning spec has no parameters to search$")
     refused({"parameters": []}, "the tuning spec has no parameters to search")
 
 

@@ -224,3 +224,43 @@ def test_the_response_body_names_the_model_its_version_the_id_and_the_outputs():
     bare = orjson.loads(encode_response("m", "1", None, {}))
     assert bare == {"model_name": "m", "model_version": "1", "outputs": []}
     assert orjson.loads(error_body("bad")) == {"error": "bad"}
+
+
+def test_refusals_name_the_input_by_its_place_in_the_request():
+    refused(body(tensor(), 5), r"^inputs\[1\] must be a JSON object, got int$")
+    refused(body({"name": "x"}), r"^inputs\[0\] is missing field 'datatype'$")
+    refused(b"{}", r"^request must be a JSON object with a non-empty 'inputs' list$")
+    refused(
+        body(tensor(), outputs=[{"name": "b", "parameters": 1}]),
+        r"^outputs\[0\]: 'parameters' must be an object, got int$",
+    )
+
+
+def test_long_values_are_cut_so_a_refusal_stays_at_most_300_characters():
+    long = "x" * 400
+    for raw in (
+        tensor(name=[long]),
+        tensor(datatype=long),
+        tensor(shape=[long]),
+        tensor(shape=[1] * 400),
+        tensor("v", "FP32", (1,), (long,)),
+    ):
+        with pytest.raises(InvalidRequest) as caught:
+            parse_request(body(raw))
+        assert len(str(caught.value)) == 300, str(caught.value)[:80]
+    with pytest.raises(InvalidRequest) as caught:
+        parse_request(body(tensor(), outputs=[{"name": "b", "parameters": {"binary_data": long}}]))
+    assert len(str(caught.value)) == 300
+
+
+def test_an_output_may_ask_for_binary_data_by_either_name():
+    outputs = [{"name": "a", "parameters": {"binary_data_output": True}}, {"name": "b"}]
+    got = parse_request(body(tensor(), outputs=outputs))
+    assert got.binary("a") and not got.binary("b") and got.binary_outputs == {"a": True}
+
+
+def test_numpy_safe_outputs_go_to_orjson_as_arrays_and_others_as_lists():
+    assert isinstance(output_tensor("p", np.array([0.5], np.float32))["data"], np.ndarray)
+    assert isinstance(output_tensor("h", np.array([1.5], np.float16))["data"], list)
+    with pytest.raises(InvalidRequest, match=r"^output 'c' has dtype complex64 that V2 cannot carry$"):
+        output_tensor("c", np.array([1j], np.complex64))
