@@ -220,6 +220,9 @@ def test_the_step_deploys_by_the_runs_own_policy_against_productions_metrics(ctx
     assert policy == parse_policy({"canary_percent": 25}, "regression") and decision.percent == 25
     assert [r.getMessage() for r in caplog.records] == [f"deploy: m/{candidate}: test_rmse improves by 0.1"]
     assert registry.aliases("m") == {"production": 1}  # a canary: production moves only when serving promotes it
+    assert out.get_extension("runid") == event.get_extension("runid")  # the deployed event continues the run
+    [marker] = ctx.store.list(f"runs/{event.get_extension('runid')}/deployed-")
+    assert marker.content_type == "application/json"
     replayed = deploy.handle(event, ctx)  # the same event again: the answer recorded the first time
     assert replayed.get_data() == out.get_data() and len(calls) == 1
     assert replayed.get_subject() == f"m/{candidate}" and replayed.get_extension("runid") == event.get_extension(

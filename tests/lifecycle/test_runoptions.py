@@ -166,7 +166,8 @@ def test_a_raw_error_inside_a_section_names_that_section():
 
 
 def test_the_deploy_policy_is_checked_against_the_runs_task():
-    assert parse_options({"task": "regression", "deploy": {"metric": "test_rmse"}}, "w").deploy == {"metric": "test_rmse"}
+    options = parse_options({"task": "regression", "deploy": {"metric": "test_rmse"}}, "w")
+    assert options.deploy == {"metric": "test_rmse"}
 
 
 def test_user_training_code_takes_the_runs_seed_which_must_be_whole():

@@ -217,7 +217,10 @@ async def test_notices_wait_for_the_broker_then_go_in_order_and_are_dropped(tmp_
     sent = [e.get_id() for _, e in taken]
     assert gateway.states["m"].notices == notices[1:] and sent == [first.get_id(), second.get_id()]
     assert logged(caplog)[0] == "rollout: published t for run run-1"
-    assert logged(caplog)[1].startswith(f"rollout: broker http://127.0.0.1:{port}/ did not take m (")
+    assert logged(caplog)[1] == (
+        f"rollout: broker http://127.0.0.1:{port}/ did not take m (broker http://127.0.0.1:{port}/ answered 500: ); "
+        "retrying next tick"
+    )
     async with broker_stub(port) as taken:
         await rollouts.tick()
     assert [e.get_id() for _, e in taken] == [second.get_id()] and gateway.states["m"].notices == ()
@@ -289,3 +292,8 @@ def test_a_traced_notice_records_its_emit_span_with_the_runs_id(spans) -> None:
     assert emitted.name == "emit dev.knflow.model.deployed"
     assert dict(emitted.attributes) == {"cloudevents.event_type": "dev.knflow.model.deployed", "runid": "run-1"}
     assert f"{emitted.parent.span_id:016x}" == trace.split("-")[2]
+
+
+def test_a_notice_for_an_announce_without_a_run_starts_one() -> None:
+    notice = outcome_notice("m", Canary("m-2", 2, RolloutPolicy(), Announce("t", {"pipeline": "p"})), PROMOTE, "d", "e")
+    assert notice.get_extension("runid").startswith("run-") and notice.get_extension("pipeline") == "p"
