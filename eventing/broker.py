@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -39,18 +39,19 @@ from eventing.delivery import Deliverer
 from eventing.dispatcher import Dispatcher
 from eventing.eventlog import EventLog, open_event_log
 from eventing.events import namespace_of
-from eventing.ingress import IngressServer
+from eventing.ingress import Answer, IngressServer
 from eventing.metrics import BrokerMetrics
 from eventing.registry import TriggerFile, state_dir
 from eventing.triggers import Trigger
 from eventing.wire import from_batch, from_http
+from infra import tracing
 from infra.aio import run
 from infra.auth import own_credentials
 from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
-from infra.guard import access, guard_for, principal_of, server_middlewares
+from infra.guard import access, guard_for, scope_of_headers, server_middlewares
 from infra.http import answer_expect
 from infra.metrics import metrics_handler, registry_of
-from infra.namespaces import ALL, scope_of
+from infra.namespaces import ALL, DEFAULT, Scope, scope_of
 from infra.outbound import Outbound
 from infra.settings import Settings
 
@@ -82,6 +83,8 @@ class BrokerServer:
         self._ingress_server: IngressServer | None = None
         self._session: aiohttp.ClientSession | None = None
         self.metrics = BrokerMetrics()
+        self._guard = guard_for(settings)
+        self._open_ingress = self._guard.open_ingress or self._guard.open_all
         self.metrics_registry = registry_of(self._metric_families)
         self.url = ""
 
@@ -133,9 +136,7 @@ class BrokerServer:
         limit = self.settings.eventing.max_event_bytes
         taken = {r.canonical.split("/")[1] for r in app.router.resources() if r.canonical not in INGRESS_PATHS}
         is_ingress = functools.partial(is_ingress_path, taken=frozenset(taken))
-        self._ingress_server = IngressServer(
-            self._accept, is_ingress, self._runner.server, limit, guard_for(self.settings)
-        )
+        self._ingress_server = IngressServer(self._accept, is_ingress, self._runner.server, limit, self._guard)
         self.port = await self._ingress_server.start(self.settings.host, self.port)
         self.url = f"http://{self.settings.host}:{self.port}"
         for source in self._sources:
@@ -178,9 +179,16 @@ class BrokerServer:
         await self.log.append(events)
         self.metrics.accept(events)
 
+    def _owner_of_series(self, labels: Mapping[str, str]) -> str | None:
+        """The namespace of a trigger's series (a trigger gone since: the platform's, ``*``); None for the rest."""
+        if "trigger" not in labels:
+            return None
+        dispatcher = self._dispatchers.get(labels["trigger"])
+        return dispatcher.trigger.namespace if dispatcher else ALL
+
     def _metric_families(self) -> list[Metric]:
         lags = {name: d.consumer.lag() for name, d in self._dispatchers.items()}
-        return self.metrics.families(lags, self._dispatchers)
+        return self.metrics.families(lags, self._dispatchers) + tracing.metric_families()
 
     async def set_trigger(self, trigger: Trigger, ready_timeout: float = 0.0) -> bool:
         """Add or replace a trigger at runtime (persisted); putting the same trigger again changes nothing.
@@ -226,26 +234,25 @@ class BrokerServer:
             web.put("/triggers/{name}", self._put_trigger),
             web.delete("/triggers/{name}", self._delete_trigger),
             web.get("/events", self._events),
-            web.get("/metrics", metrics_handler(self.metrics_registry, "viewer")),
+            web.get("/metrics", metrics_handler(self.metrics_registry, "viewer", self._owner_of_series)),
         ]
 
-    async def _accept(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    async def _accept(self, path: str, headers: dict[str, str], body: bytes) -> Answer:
         """The fast ingress path (``eventing.ingress``): status and JSON body for one POSTed event."""
         try:
-            await self.append(events_of(headers, body))
+            events = events_of(headers, body)
+            claims_only(events, lambda: scope_of_headers(self._guard, headers.get), self._open_ingress)
+            await self.append(events)
         except KnflowError as exc:
-            return exc.status, orjson.dumps({"error": str(exc)})
-        return 202, b""
+            return Answer(exc.status, orjson.dumps({"error": str(exc)}))
+        return Answer(202)
 
     @access("ingress")
     async def _ingress(self, request: web.Request) -> web.Response:
         try:
             body = await read_body(request, self.settings.eventing.max_event_bytes)
             events = events_of(request.headers, body)
-            if principal_of(request) is not None:  # ingress asked for a token: its events stay in its namespaces
-                claimed = {namespace_of(e) for e in events}
-                if outside := sorted(ns for ns in claimed if not scope_of(request).sees(ns)):
-                    raise NotFound(f"no namespace {outside[0]!r}")
+            claims_only(events, lambda: scope_of(request), self._open_ingress)
             await self.append(events)
         except KnflowError as exc:
             return error_response(exc)
@@ -256,14 +263,18 @@ class BrokerServer:
         pending = self.pending()
         body = {"status": "starting" if pending else "ok", "broker": self.settings.broker.url}
         body |= {"triggers": len(self._dispatchers), "ready": len(self._dispatchers) - len(pending)}
-        if pending:
-            body["pending"] = pending
+        if pending:  # the names of the caller's own namespaces' triggers only (the count is everyone's)
+            scope = scope_of(request)
+            body["pending"] = [n for n in pending if scope.sees(self._dispatchers[n].trigger.namespace)]
         return web.json_response(body, status=503 if pending else 200)
 
     @access("viewer")
     async def _list_triggers(self, request: web.Request) -> web.Response:
+        scope = scope_of(request)  # a team sees its own namespaces' triggers only
         items = [
-            {"name": name, **d.trigger.to_resource(), "ready": d.ready} for name, d in sorted(self._dispatchers.items())
+            {"name": name, **d.trigger.to_resource(), "ready": d.ready}
+            for name, d in sorted(self._dispatchers.items())
+            if scope.sees(d.trigger.namespace)
         ]
         return web.json_response({"items": items})
 
@@ -321,6 +332,15 @@ class BrokerServer:
 
 
 INGRESS_PATHS = ("/", "/{namespace}/{broker}")
+
+
+def claims_only(events: Sequence[CloudEvent], scope: Callable[[], Scope], open_ingress: bool) -> None:
+    """``NotFound`` unless every event belongs to a namespace the caller acts for. Open ingress takes ``default``'s
+    from anyone; another namespace's need a token that has it (``scope`` is read only then), so a local process
+    cannot start a run, or feed a step, of a team it does not belong to."""
+    claimed = {namespace_of(e) for e in events} - ({DEFAULT} if open_ingress else set())
+    if claimed and (outside := sorted(ns for ns in claimed if not scope().sees(ns))):
+        raise NotFound(f"no namespace {outside[0]!r}")
 
 
 def events_of(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:

@@ -24,12 +24,13 @@ from typing import Any
 import aiohttp
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.events import RUNID, STEP_FAILED, TRACEPARENT, InvalidEvent, describe, new_event
+from eventing.events import NAMESPACE, RUNID, STEP_FAILED, TRACEPARENT, InvalidEvent, describe, namespace_of, new_event
 from eventing.http1 import Http1Pool
 from eventing.metrics import BrokerMetrics
 from eventing.triggers import DeliverySpec, Trigger
 from eventing.wire import from_http, to_http_binary
 from infra import tracing
+from infra.namespaces import DEFAULT, of_extension
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ class Deliverer:
         began = time.monotonic()
         result, attempts = await self._send(trigger.subscriber, headers, body, spec, span)
         self.metrics.delivery(trigger.name, result.ok, attempts, time.monotonic() - began)
+        if result.ok and result.reply is not None:
+            result = _keeps_namespace(result, event)
         if result.ok:
             if result.reply is not None:
                 await self.publish(result.reply)
@@ -190,6 +193,21 @@ class Deliverer:
         if outcome.ok:
             return
         log.error("dead-letter sink %s refused %s: status %s", spec.dead_letter_sink, describe(event), outcome.status)
+
+
+def _keeps_namespace(result: Attempt, event: CloudEvent) -> Attempt:
+    """A reply stays in the namespace of the event it answers: one naming none gets it; one naming another makes the
+    delivery fail (reported as step.failed), so a subscriber cannot publish into a namespace it was not given."""
+    namespace, claimed = namespace_of(event), result.reply.get_extension(NAMESPACE)  # type: ignore[union-attr]
+    if claimed is None:
+        if namespace == DEFAULT:
+            return result
+        reply = CloudEvent({**result.reply.get_attributes(), NAMESPACE: namespace}, result.reply.get_data())  # type: ignore[union-attr]
+        return Attempt(result.status, result.body, reply=reply)
+    if of_extension(claimed) == namespace:
+        return result
+    why = f"the reply claims namespace {claimed!r}; the event it answers is of {namespace!r}"
+    return Attempt(502, why.encode(), why)
 
 
 def _attempt(status: int, reason: str, headers: Any, body: bytes) -> Attempt:

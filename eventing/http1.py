@@ -1,7 +1,8 @@
-"""A small HTTP/1.1 keep-alive client for the broker's deliveries: one POST, one response, pooled connections.
+"""A small HTTP/1.1 keep-alive client: one request, one response read whole, pooled connections.
 
 aiohttp's client costs more CPU per request than the rest of the broker's work for an event;
-delivery needs only a fraction of it (plain ``http://``, POST, a small response read whole).
+delivery needs only a fraction of it (plain ``http://``, POST, a small response read whole). The function
+runner uses it too, over a worker's Unix socket.
 Responses with Content-Length, chunked bodies, or bodies delimited by connection close are read;
 1xx interim responses are skipped. A request that fails on a reused idle connection before any
 response byte arrived is sent once more on a fresh connection (the server had closed it).
@@ -17,12 +18,13 @@ from urllib.parse import urlsplit
 
 @dataclass(frozen=True)
 class Response:
-    """Status, lower-cased headers and the whole body."""
+    """Status, lower-cased headers, the whole body, and the headers as sent (names in their case, in order)."""
 
     status: int
     reason: str
     headers: dict[str, str]
     body: bytes
+    raw_headers: tuple[tuple[str, str], ...] = ()
 
 
 class _Connection(asyncio.Protocol):
@@ -32,18 +34,21 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self._buf = bytearray()
         self._waiter: asyncio.Future | None = None
+        self._head_request = False
         self._reset()
 
     def _reset(self) -> None:
         self._status: int | None = None
         self._reason = ""
         self._headers: dict[str, str] = {}
+        self._raw: list[tuple[str, str]] = []
         self._length: int | None = None
         self._chunked = False
         self._until_close = False
         self._body = bytearray()
         self.got_bytes = False
         self.reusable = False
+        self.timer = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -56,12 +61,15 @@ class _Connection(asyncio.Protocol):
             else:
                 self._waiter.set_exception(ConnectionResetError("connection closed before the response was complete"))
 
-    def request(self, data: bytes, deadline: float) -> asyncio.Future:
-        """Send one request; the future fails with ``TimeoutError`` at loop time ``deadline``."""
+    def request(self, data: bytes, deadline: float | None, head: bool = False) -> asyncio.Future:
+        """Send one request; the future fails with ``TimeoutError`` at loop time ``deadline`` (None: never). The
+        answer to a ``head`` request has no body, whatever its headers say."""
         self._reset()
+        self._head_request = head
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        self.timer = loop.call_at(deadline, _expire, waiter)  # cheaper than an asyncio.timeout per request
+        if deadline is not None:
+            self.timer = loop.call_at(deadline, _expire, waiter)  # cheaper than an asyncio.timeout per request
         self.transport.write(data)  # type: ignore[union-attr]
         return waiter
 
@@ -92,8 +100,10 @@ class _Connection(asyncio.Protocol):
             self._status, self._reason = int(status), reason[0] if reason else ""
             for line in lines[1:]:
                 name, _, value = line.partition(":")
-                self._headers[name.strip().lower()] = value.strip()
-            if self._status in (204, 304):
+                name, value = name.strip(), value.strip()
+                self._headers[name.lower()] = value
+                self._raw.append((name, value))
+            if self._status in (204, 304) or self._head_request:
                 self._length = 0  # no body by definition, whatever the headers say
             elif "chunked" in self._headers.get("transfer-encoding", "").lower():
                 self._chunked = True
@@ -133,10 +143,15 @@ class _Connection(asyncio.Protocol):
     def _finish(self, keep: bool) -> None:
         if keep and self._headers.get("connection", "").lower() == "close":
             keep = False
-        response = Response(self._status or 0, self._reason, self._headers, bytes(self._body))
+        response = Response(self._status or 0, self._reason, self._headers, bytes(self._body), tuple(self._raw))
         self.reusable = keep and not self.closed
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(response)
+
+
+def _cancel(timer: asyncio.TimerHandle | None) -> None:
+    if timer is not None:
+        timer.cancel()
 
 
 def _expire(waiter: asyncio.Future) -> None:
@@ -145,9 +160,11 @@ def _expire(waiter: asyncio.Future) -> None:
 
 
 class Http1Pool:
-    """Keep-alive connections per (host, port), reused most-recent first."""
+    """Keep-alive connections per (host, port), reused most-recent first; with ``unix_socket``, every connection
+    goes to that socket (the URL's host is the ``Host`` header)."""
 
-    def __init__(self) -> None:
+    def __init__(self, unix_socket: str | None = None) -> None:
+        self.unix_socket = unix_socket
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._targets: dict[str, tuple[str, int, bytes]] = {}
 
@@ -167,32 +184,41 @@ class Http1Pool:
 
     async def post(self, url: str, headers: dict[str, str], body: bytes, timeout: float) -> Response:
         """POST ``body``; raises ``TimeoutError`` or ``OSError``/``ConnectionError`` on failure."""
+        return await self.request("POST", url, headers, body, timeout)
+
+    async def request(
+        self, method: str, url: str, headers: dict[str, str], body: bytes, timeout: float | None
+    ) -> Response:
+        """One request (``timeout`` None: wait as long as it takes); raises like ``post``."""
         host, port, start = self._target(url)
         head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        data = b"POST " + start + f"Content-Length: {len(body)}\r\n{head}\r\n".encode() + body
-        deadline = asyncio.get_running_loop().time() + timeout
+        data = method.encode() + b" " + start + f"Content-Length: {len(body)}\r\n{head}\r\n".encode() + body
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        is_head = method == "HEAD"
         conn, reused = await self._acquire(host, port, deadline)
         try:
             try:
-                response = await conn.request(data, deadline)
+                response = await conn.request(data, deadline, is_head)
             except ConnectionError:
                 if not reused or conn.got_bytes:
                     raise
-                conn.timer.cancel()
+                _cancel(conn.timer)
                 conn, _ = await self._acquire(host, port, deadline, fresh=True)  # the server had closed the idle one
-                response = await conn.request(data, deadline)
+                response = await conn.request(data, deadline, is_head)
         except BaseException:
             conn.transport.close()  # type: ignore[union-attr]
             raise
         finally:
-            conn.timer.cancel()
+            _cancel(conn.timer)
         if conn.reusable:
             self._idle.setdefault((host, port), []).append(conn)
         else:
             conn.transport.close()  # type: ignore[union-attr]
         return response
 
-    async def _acquire(self, host: str, port: int, deadline: float, fresh: bool = False) -> tuple[_Connection, bool]:
+    async def _acquire(
+        self, host: str, port: int, deadline: float | None, fresh: bool = False
+    ) -> tuple[_Connection, bool]:
         idle = self._idle.get((host, port))
         while idle and not fresh:
             conn = idle.pop()
@@ -200,7 +226,10 @@ class Http1Pool:
                 return conn, True
         loop = asyncio.get_running_loop()
         async with asyncio.timeout_at(deadline):
-            _, conn = await loop.create_connection(_Connection, host, port)
+            if self.unix_socket is not None:
+                _, conn = await loop.create_unix_connection(_Connection, self.unix_socket)
+            else:
+                _, conn = await loop.create_connection(_Connection, host, port)
         return conn, False
 
     async def close(self) -> None:

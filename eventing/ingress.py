@@ -1,4 +1,5 @@
-"""The broker's ingress server: a lean HTTP/1.1 path for POSTed events, aiohttp for every other request.
+"""A lean HTTP/1.1 path for POSTed events, aiohttp for every other request: the broker's ingress, the
+function runner's deliveries, the function host's events and the gateway's V2 inference.
 
 aiohttp's per-request machinery cost the broker more CPU than storing and delivering an event.
 Each connection starts on ``IngressProtocol``, which answers the common request itself: a POST
@@ -6,7 +7,8 @@ to an ingress path with a ``Content-Length`` body no larger than the limit, one 
 connection (pipelined requests wait in order). At the first request it does not take (another
 path or method, a chunked body, ``Expect``, a malformed or oversized head) it hands the
 connection, with the bytes already read, to aiohttp's ``RequestHandler``, which then serves the
-rest of that connection: the admin API, sources, and the strict answers to odd requests.
+rest of that connection: the admin API, sources, and the strict answers to odd requests. ``accept`` answers
+a status, a body and optionally headers (a JSON body by default).
 """
 
 from __future__ import annotations
@@ -16,15 +18,25 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from email.utils import formatdate
+from http import HTTPStatus
 from typing import NamedTuple
 
 from infra.guard import Guard, change_problem
 
 log = logging.getLogger(__name__)
 
-Accept = Callable[[dict[str, str], bytes], Awaitable[tuple[int, bytes]]]
+
+class Answer(NamedTuple):
+    """What ``accept`` answers: a status, a body, and headers (``None``: a JSON body, or none)."""
+
+    status: int
+    body: bytes = b""
+    headers: Mapping[str, str] | None = None
+
+
+Accept = Callable[[str, dict[str, str], bytes], Awaitable[Answer]]
 
 MAX_HEAD = 16 * 1024
 MAX_LINE = 8190  # aiohttp's limit on the request line and on each header line
@@ -35,8 +47,11 @@ _REQUEST_LINE = re.compile(rb"POST ([!-~]+) (HTTP/1\.[01])")
 # every header line is a token, a colon and a value without control characters (tab allowed), ending in CRLF
 _HEADER_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
 _DIGITS = re.compile(r"[0-9]{1,15}")
-_REASONS = {202: "Accepted", 400: "Bad Request", 413: "Payload Too Large", 500: "Internal Server Error"}
-_REASONS |= {503: "Service Unavailable"}
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_BODILESS = frozenset({204, 304})
+# set by this path itself, or meaningless on a re-framed answer
+_ANONYMOUS_DEFAULT = frozenset({"authorization", "cookie", "x-knflow-namespace"})  # their absence, for inference
+_OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"})
 
 
 class _Date:
@@ -119,7 +134,7 @@ class IngressProtocol(asyncio.Protocol):
                     self.head_since = time.monotonic()
                 return
             head = _parse_head(bytes(buf[:end]), self.server.is_ingress)
-            if head is None or head.length > self.server.max_body or not self.server.takes(head.headers):
+            if head is None or head.length > self.server.max_body or not self.server.takes(head):
                 self._hand_over()  # aiohttp and the guard give the precise answer (404, 405, 413, 400, 401, 421 ...)
                 return
             del buf[: end + 4]
@@ -131,28 +146,30 @@ class IngressProtocol(asyncio.Protocol):
         body = bytes(buf[: head.length])
         del buf[: head.length]
         self.busy = True
-        self.task = asyncio.ensure_future(self.server.accept(head.headers, body))
+        self.task = asyncio.ensure_future(self.server.accept(head.path, head.headers, body))
         self.task.add_done_callback(lambda t: self._respond(t, head))
 
     def _respond(self, task: asyncio.Future, request: _Head) -> None:
         self.busy, self.task = False, None
         self.idle_since = time.monotonic()
-        if task.cancelled():  # the broker is stopping
-            status, body = 503, b'{"error":"the broker is stopping"}'
+        if task.cancelled():  # the server is stopping
+            answer = Answer(503, b'{"error":"the server is stopping"}')
         elif (error := task.exception()) is not None:  # accept answers errors itself: this is a bug
-            log.error("ingress: accepting an event failed", exc_info=error)
-            status, body = 500, b'{"error":"' + type(error).__name__.encode() + b'"}'
+            log.error("ingress: accepting a request failed", exc_info=error)
+            answer = Answer(500, b'{"error":"' + type(error).__name__.encode() + b'"}')
         else:
-            status, body = task.result()
+            answer = task.result()
         if self._done:
             return
-        head = b"HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Length: %d\r\n" % (
-            status,
-            _REASONS.get(status, "Error").encode(),
-            self.server.date(),
-            len(body),
-        )
-        if body:
+        status, body = answer.status, answer.body
+        head = b"HTTP/1.1 %d %s\r\nDate: %s\r\n" % (status, _REASONS.get(status, b"Unknown"), self.server.date())
+        if status not in _BODILESS:
+            head += b"Content-Length: %d\r\n" % len(body)
+        else:
+            body = b""
+        if answer.headers is not None:
+            head += _header_lines(answer.headers)
+        elif body:
             head += b"Content-Type: application/json\r\n"
         if not request.keep_alive:
             head += b"Connection: close\r\n"
@@ -190,7 +207,15 @@ class IngressProtocol(asyncio.Protocol):
             self._buf.clear()
 
 
+def _header_lines(headers: Mapping[str, str]) -> bytes:
+    """``headers`` as head lines, without those this path sets itself (values are latin-1, as HTTP's are)."""
+    lines = [f"{name}: {value}\r\n" for name, value in headers.items() if name.lower() not in _OWN_HEADERS]
+    return "".join(lines).encode("latin-1", "replace")
+
+
 class _Head(NamedTuple):
+    path: str  # without the query
+    query: str
     headers: dict[str, str]  # lower-cased names
     length: int
     keep_alive: bool
@@ -201,7 +226,8 @@ def _parse_head(head: bytes, is_ingress: Callable[[str], bool]) -> _Head | None:
     """The head of an ingress POST this path takes, else None (aiohttp then answers the request)."""
     line_end = head.find(b"\r\n")
     request = _REQUEST_LINE.fullmatch(head, 0, line_end if line_end >= 0 else len(head))
-    if request is None or b"%" in request[1] or not is_ingress(request[1].split(b"?", 1)[0].decode()):
+    path, _, query = request[1].decode().partition("?") if request is not None else ("", "", "")
+    if request is None or b"%" in request[1] or not is_ingress(path):
         return None  # percent-encoded paths are left to aiohttp's router, which decodes them
     block = head[line_end + 2 :] + b"\r\n" if line_end >= 0 else b""
     if not _HEADER_LINES.fullmatch(block):
@@ -228,11 +254,12 @@ def _parse_head(head: bytes, is_ingress: Callable[[str], bool]) -> _Head | None:
         return None
     connection = headers.get("connection", "").lower()
     keep_alive = "keep-alive" in connection if http10 else "close" not in connection
-    return _Head(headers, int(length), keep_alive, http10)
+    return _Head(path, query, headers, int(length), keep_alive, http10)
 
 
 class IngressServer:
-    """Listens on ``host:port``; ``accept(headers, body)`` answers an ingress POST with ``(status, json_body)``."""
+    """Listens on ``host:port``; ``accept(path, headers, body)`` answers a POST that ``is_ingress(path)`` with an
+    ``Answer``."""
 
     def __init__(
         self,
@@ -241,30 +268,55 @@ class IngressServer:
         fallback: Callable[[], asyncio.Protocol],
         max_body: int,
         guard: Guard | None = None,
+        level: str = "ingress",
     ):
         self.accept, self.is_ingress, self.fallback, self.max_body = accept, is_ingress, fallback, max_body
         self.guard = guard
+        self.level = level  # the access the lean path's requests have ("ingress" or "inference", infra.guard)
         self.connections: set[IngressProtocol] = set()
         self.date = _Date()
-        self._server: asyncio.AbstractServer | None = None
+        self._servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task | None = None
 
-    def takes(self, headers: dict[str, str]) -> bool:
+    def takes(self, head: _Head) -> bool:
         """Whether this path may answer a request itself: one the guard lets through without a token, to one of
-        the server's names (anything else goes to aiohttp, whose middleware answers it)."""
-        guard = self.guard
+        the server's names (anything else goes to aiohttp, whose middleware answers it). Inference is taken only
+        when it addresses ``default`` as an anonymous caller (no query, namespace header, token or cookie): the
+        guard's scope decides the rest."""
+        guard, headers = self.guard, head.headers
         if guard is None:
             return True
-        if not guard.host_allowed(headers.get("host")) or not (guard.open_ingress or guard.open_all):
+        inference = self.level == "inference"
+        if not guard.host_allowed(headers.get("host")):
             return False
-        return change_problem(guard, headers.get, has_body=True) is None
+        if not (guard.open_all or (guard.open_inference if inference else guard.open_ingress)):
+            return False
+        if inference and (head.query or not _ANONYMOUS_DEFAULT.isdisjoint(headers)):
+            return False
+        return change_problem(guard, headers.get, has_body=not inference) is None
 
     async def start(self, host: str, port: int) -> int:
-        """Listen; returns the bound port (``port`` 0 picks a free one)."""
+        """Listen on TCP; returns the bound port (``port`` 0 picks a free one). May be called again, as may
+        ``start_unix``: one server, several listeners."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: IngressProtocol(self), host, port, reuse_address=True)
-        self._sweeper = asyncio.create_task(self._sweep())
-        return self._server.sockets[0].getsockname()[1]
+        server = await loop.create_server(lambda: IngressProtocol(self), host, port, reuse_address=True, backlog=1024)
+        self._listening(server)
+        return server.sockets[0].getsockname()[1]
+
+    async def start_unix(self, path: str) -> None:
+        """Listen on the Unix socket ``path``."""
+        server = await asyncio.get_running_loop().create_unix_server(lambda: IngressProtocol(self), path)
+        self._listening(server)
+
+    def _listening(self, server: asyncio.AbstractServer) -> None:
+        self._servers.append(server)
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep())
+
+    @property
+    def addresses(self) -> list[object]:
+        """Every listener's address: ``(host, port, ...)`` for TCP, the path for a Unix socket."""
+        return [sock.getsockname() for server in self._servers for sock in server.sockets]
 
     async def _sweep(self) -> None:
         while True:
@@ -283,8 +335,8 @@ class IngressServer:
         """
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         deadline = time.monotonic() + grace
         while any(c.busy for c in self.connections) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -298,5 +350,5 @@ class IngressServer:
 
     async def wait_closed(self) -> None:
         """Wait until the listener is closed (on Python 3.12+ also every connection it accepted)."""
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in self._servers:
+            await server.wait_closed()

@@ -2,7 +2,10 @@
 
 Durability: ``synchronous=FULL`` in WAL mode, so a commit is fsynced before ``append`` returns;
 one writer thread group-commits every append (and offset commit) queued while the previous
-transaction was syncing, which is where the throughput comes from. A consumer group's state is
+transaction was syncing, which is where the throughput comes from. A transaction holding only offset
+commits is not fsynced itself (``synchronous=NORMAL``): the next fsynced one syncs it with the WAL, a process
+crash loses none of it, and what a power loss takes is redelivered (at-least-once), so appends never wait
+behind an offset commit's fsync. A consumer group's state is
 a watermark (every offset at or below it is done) plus the done offsets above it, so deliveries
 that finish out of order (different partition keys run in parallel) are not repeated after a restart.
 Events older than ``retention_hours`` are deleted and the WAL checkpointed periodically.
@@ -59,6 +62,7 @@ class _Writer(threading.Thread):
         super().__init__(name="eventlog-writer", daemon=True)
         self.conn, self.loop, self.on_commit = conn, loop, on_commit
         self.jobs: queue.Queue = queue.Queue()
+        self._synchronous = "FULL"
 
     def submit(self, job: Any, future: asyncio.Future | None = None) -> None:
         self.jobs.put((job, future))
@@ -79,6 +83,7 @@ class _Writer(threading.Thread):
     def _commit(self, batch: list[tuple[Any, asyncio.Future | None]]) -> None:
         results: list[Any] = []
         try:
+            self._sync(all(isinstance(job, _OffsetCommit) for job, _ in batch))
             self.conn.execute("BEGIN IMMEDIATE")
             results = self._run(batch)
             self.conn.execute("COMMIT")
@@ -92,6 +97,13 @@ class _Writer(threading.Thread):
                     self.loop.call_soon_threadsafe(_set_exception, fut, error)
             return
         self.loop.call_soon_threadsafe(self.on_commit, batch, results)
+
+    def _sync(self, offsets_only: bool) -> None:
+        """fsync the next transaction unless it only commits offsets (see the module docstring)."""
+        synchronous = "NORMAL" if offsets_only else "FULL"
+        if synchronous != self._synchronous:
+            self.conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._synchronous = synchronous
 
     def _run(self, batch: list[tuple[Any, asyncio.Future | None]]) -> list[Any]:
         """Every append of the batch in one ``executemany`` (offsets are consecutive under the write lock),
@@ -124,6 +136,18 @@ class _AppendJob:
 
     def pairs(self) -> zip:
         return zip(self.rows, self.events, strict=True)
+
+
+class _OffsetCommit:
+    """A consumer group's offset commit: a transaction of these alone is not fsynced (see the module docstring)."""
+
+    __slots__ = ("run",)
+
+    def __init__(self, run: Any):
+        self.run = run
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        self.run(conn)
 
 
 class _Appended(list):
@@ -180,7 +204,8 @@ class EmbeddedEventLog:
     async def wait_for_append(self, timeout: float) -> None:
         assert self._changed is not None
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            async with asyncio.timeout(timeout):  # every trigger waits here per commit: no task per wait (wait_for)
+                await self._changed.wait()
 
     async def write(self, job: Any) -> Any:
         """Run ``job(conn)`` (or insert an ``_AppendJob``) in the writer's next transaction; wait for its commit."""
@@ -373,7 +398,7 @@ class EmbeddedConsumer:
             conn.execute("DELETE FROM acks WHERE name = ?", (group,))
             conn.executemany("INSERT INTO acks (name, offset) VALUES (?, ?)", [(group, o) for o in done])
 
-        self.log.write_nowait(commit)
+        self.log.write_nowait(_OffsetCommit(commit))
 
     async def close(self) -> None:
         if self._flush is not None:

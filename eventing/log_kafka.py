@@ -141,7 +141,8 @@ class KafkaEventLog:
     async def wait_for_append(self, timeout: float) -> None:
         # other processes may append too, so a watcher re-reads at least twice a second
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._appended.wait(), min(timeout, 0.5))
+            async with asyncio.timeout(min(timeout, 0.5)):
+                await self._appended.wait()
 
     async def history(
         self, *, after: str | None, limit: int, runid: str | None = None, type: str | None = None

@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventing.events import NAMESPACE
 from infra.errors import InvalidRequest
+from infra.namespaces import DEFAULT
 
 EXPONENTIAL = "exponential"
 LINEAR = "linear"
@@ -142,6 +144,15 @@ class Trigger:
 
         if self.filters:
             validate_filters(self.filters)
+
+    @property
+    def namespace(self) -> str:
+        """The namespace whose events the trigger is limited to (``filters`` win, as in matching); ``default`` for
+        one that takes every namespace's (the platform's own and ``default``'s shared pipelines)."""
+        if self.filters:
+            exact = [e["exact"].get(NAMESPACE) for e in self.filters if isinstance(e.get("exact"), dict)]
+            return next((str(ns) for ns in exact if ns), DEFAULT)
+        return (self.filter or {}).get(NAMESPACE) or DEFAULT
 
     @classmethod
     def from_spec(cls, name: str, body: dict[str, Any]) -> Trigger:

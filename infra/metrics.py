@@ -23,6 +23,7 @@ from prometheus_client.utils import floatToGoString
 
 from infra.guard import Access, access
 from infra.http import Handler
+from infra.namespaces import Scope, scope_of
 
 #: Latency buckets in seconds, the same for every knflow histogram (dashboards compare them).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -107,14 +108,27 @@ def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
 
 
-def metrics_handler(registry: CollectorRegistry, level: Access) -> Handler:
-    """The ``GET /metrics`` handler of a server, with its access decision."""
+def metrics_handler(
+    registry: CollectorRegistry, level: Access, owner: Callable[[Mapping[str, str]], str | None] | None = None
+) -> Handler:
+    """The ``GET /metrics`` handler of a server, with its access decision. With ``owner`` (a sample's labels -> the
+    namespace it belongs to, None: the server's own), a caller sees only the series of the namespaces it acts for."""
 
     @access(level)
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=render(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body = render(registry) if owner is None else render(_seen_by(registry, scope_of(request), owner))
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return metrics
+
+
+def _seen_by(registry: CollectorRegistry, scope: Scope, owner: Callable[[Mapping[str, str]], str | None]) -> Any:
+    """The registry's families with only the samples of namespaces ``scope`` acts for."""
+    families = []
+    for family in registry.collect():
+        family.samples = [s for s in family.samples if (ns := owner(s.labels)) is None or scope.sees(ns)]
+        families.append(family)
+    return registry_of(lambda: families)
 
 
 class RequestMetrics:

@@ -1,29 +1,101 @@
 """OpenTelemetry tracing for knflow's processes, exported over OTLP/HTTP only when an endpoint is configured.
 
 ``configure_tracing(service, environ)`` is called once by each entry point (broker, runner, function workers,
-gateway, knflow server). With ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) set it
-installs an SDK tracer provider with a batch span processor and the OTLP/HTTP exporter, honouring the standard
-``OTEL_*`` variables (``OTEL_TRACES_SAMPLER``/``_ARG``, ``OTEL_SERVICE_NAME``, ``OTEL_BSP_*``); without it nothing
-is installed and every helper here is a cheap branch on one flag. Spans are parented through W3C ``traceparent``
-strings (the CloudEvents distributed-tracing extension), so work on an event continues the event's trace.
+gateway, knflow server). With ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) set, spans
+are recorded as plain records on the hot path (ids, name, times, attributes: no SDK span objects, no context
+attach/detach) and handed in batches to an exporter process (``infra.spanexport``) that builds the OTLP/HTTP
+protobuf requests with the SDK's exporter, so encoding never holds this process's GIL. The standard ``OTEL_*``
+variables keep their meaning (``OTEL_TRACES_SAMPLER``/``_ARG``, ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
+``OTEL_BSP_*``, the exporter's headers, timeout, compression); without an endpoint nothing is set up, no
+OpenTelemetry module is imported, and every helper here is a cheap branch on one flag. Spans are parented through
+W3C ``traceparent`` strings (the CloudEvents distributed-tracing extension), so work on an event continues the
+event's trace.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
-from collections.abc import Iterator, Mapping
+import random
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+from infra.spanqueue import SpanQueue, queue_families
 
 log = logging.getLogger(__name__)
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 TRACEPARENT_HEADER = "traceparent"
+KINDS = {"internal": 0, "server": 1, "client": 2, "producer": 3, "consumer": 4}  # opentelemetry.trace.SpanKind
+UNSET, ERROR = 0, 2  # opentelemetry.trace.StatusCode
+_ID64 = (1 << 64) - 1
 
-_tracer: Any = None  # an SDK tracer while tracing is configured in this process, else None
-_provider: Any = None
+Parent = tuple[int, int, int, bool]  # trace id, span id, trace flags, remote
+Sampler = Callable[[int, "Parent | None"], bool]
+
+_queue: SpanQueue | None = None  # the batches' way to the exporter process while tracing is on here, else None
+_sampler: Sampler | None = None
 _pid = 0  # the process that configured it: a forked child configures its own
+_current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("knflow_span", default=None)
+
+
+class Span:
+    """One span being recorded: ids, name, kind, start time, attributes, events and status; ``end()`` hands its
+    record to the exporter when it was sampled. The methods the SDK's spans have that knflow uses."""
+
+    __slots__ = ("attributes", "events", "flags", "kind", "name", "parent", "span_id", "start", "status", "trace_id")
+
+    def __init__(self, name: str, kind: int, parent: Parent | None, attributes: Mapping[str, Any] | None) -> None:
+        if parent is None:
+            self.trace_id = random.getrandbits(128) or 1
+            sampled = _sampler(self.trace_id, None)  # type: ignore[misc]
+        else:
+            self.trace_id = parent[0]
+            sampled = _sampler(self.trace_id, parent)  # type: ignore[misc]
+        self.span_id = random.getrandbits(64) or 1
+        self.flags = 1 if sampled else 0
+        self.parent, self.name, self.kind = parent, name, kind
+        self.attributes = dict(attributes) if attributes else {}
+        self.events: list[tuple[str, int, dict[str, Any]]] | None = None
+        self.status: tuple[int, str] = (UNSET, "")
+        self.start = time.time_ns()
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = value
+
+    def add_event(self, name: str, attributes: Mapping[str, Any] | None = None) -> None:
+        if self.events is None:
+            self.events = []
+        self.events.append((name, time.time_ns(), dict(attributes or {})))
+
+    def set_error(self, message: str) -> None:
+        self.status = (ERROR, message)
+
+    def record_exception(self, exc: BaseException) -> None:
+        """An ``exception`` event with the attributes the SDK gives it, and status error (as the SDK's spans do when
+        an exception leaves them)."""
+        kind = type(exc)
+        module = kind.__module__
+        name = f"{module}.{kind.__qualname__}" if module and module != "builtins" else kind.__qualname__
+        stack = "".join(traceback.format_exception(exc))
+        attributes = {"exception.type": name, "exception.message": str(exc), "exception.stacktrace": stack}
+        self.add_event("exception", attributes | {"exception.escaped": "False"})
+        self.set_error(f"{kind.__name__}: {exc}")
+
+    def end(self) -> None:
+        queue = _queue
+        if self.flags and queue is not None:
+            parent = self.parent
+            pid, remote = (parent[1], parent[3]) if parent else (0, False)
+            queue.put((self.trace_id, self.span_id, pid, remote, self.name, self.kind, self.start, time.time_ns(),
+                       self.attributes, self.events, self.status))  # fmt: skip
+
+    def traceparent(self) -> str:
+        return f"00-{self.trace_id:032x}-{self.span_id:016x}-{self.flags:02x}"
 
 
 def tracing_wanted(environ: Mapping[str, str]) -> bool:
@@ -43,35 +115,61 @@ def traces_endpoint(environ: Mapping[str, str]) -> str:
     return environ[ENDPOINT_VARIABLES[1]].strip().rstrip("/") + "/v1/traces"
 
 
+def sampler_of(environ: Mapping[str, str]) -> Sampler:
+    """The sampling decision ``OTEL_TRACES_SAMPLER`` / ``_ARG`` name, as the SDK decides it (default
+    ``parentbased_always_on``; a parent-based sampler follows the parent's sampled flag and uses the rest for roots)."""
+    name = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
+    try:
+        rate = float(environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0"))
+    except ValueError:
+        rate = 1.0
+    rate = rate if 0.0 <= rate <= 1.0 else 1.0
+    bound = round(rate * (_ID64 + 1))
+    roots: dict[str, Callable[[int], bool]] = {
+        "always_on": lambda trace_id: True,
+        "always_off": lambda trace_id: False,
+        "traceidratio": lambda trace_id: (trace_id & _ID64) < bound,
+    }
+    root = roots.get(name.removeprefix("parentbased_"))
+    if root is None:
+        log.warning("tracing: unknown OTEL_TRACES_SAMPLER %r, using parentbased_always_on", name)
+        name, root = "parentbased_always_on", roots["always_on"]
+    if not name.startswith("parentbased_"):
+        return lambda trace_id, parent: root(trace_id)
+    return lambda trace_id, parent: bool(parent[2] & 1) if parent is not None else root(trace_id)
+
+
 def configure_tracing(service: str, environ: Mapping[str, str] | None = None) -> bool:
-    """Install the SDK provider and OTLP exporter for this process when an endpoint is configured; whether it did."""
-    global _tracer, _provider, _pid
+    """Set up span recording and the exporter process for this process when an endpoint is configured; whether it
+    did."""
+    global _queue, _sampler, _pid
     environ = os.environ if environ is None else environ
-    if _tracer is not None and _pid == os.getpid():
+    if _queue is not None and _pid == os.getpid():
         return True
-    _tracer = _provider = None  # a forked child does not export through its parent's processor
+    _queue = None  # a forked child does not export through its parent's queue
     if not tracing_wanted(environ):
         return False
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME") or f"knflow-{service}"})
-    _provider = TracerProvider(resource=resource)  # the sampler from OTEL_TRACES_SAMPLER / _ARG
-    _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=traces_endpoint(environ))))
-    _tracer = _provider.get_tracer("knflow")
+    _sampler = sampler_of(environ)
+    _queue = SpanQueue(service, {**os.environ, **environ})
     _pid = os.getpid()
-    log.info("tracing: exporting %s spans over OTLP/HTTP", service)
+    log.info("tracing: exporting %s spans over OTLP/HTTP to %s", service, traces_endpoint(environ))
     return True
 
 
 def shutdown_tracing() -> None:
-    """Flush the spans still queued and stop the exporter (a no-op when tracing is off)."""
-    global _tracer, _provider
-    provider, _tracer, _provider = _provider, None, None
-    if provider is not None and _pid == os.getpid():
-        provider.shutdown()
+    """Flush the spans still queued and stop the exporter process (a no-op when tracing is off)."""
+    global _queue
+    queue, _queue = _queue, None
+    if queue is not None and _pid == os.getpid():
+        queue.close()
+
+
+def _forget_in_child() -> None:
+    global _queue
+    _queue = None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 @contextlib.contextmanager
@@ -86,24 +184,21 @@ def traced(service: str, environ: Mapping[str, str] | None = None) -> Iterator[b
 
 def enabled() -> bool:
     """Whether this process exports spans."""
-    return _tracer is not None
+    return _queue is not None
 
 
-def _context(traceparent: str | None) -> Any:
-    """The OpenTelemetry context of the current span, else of ``traceparent`` (a remote parent), else a root."""
-    from opentelemetry import trace
-
-    if trace.get_current_span().get_span_context().is_valid:
-        return None  # the active span is the parent
-    remote = _remote(traceparent)
-    return trace.set_span_in_context(trace.NonRecordingSpan(remote) if remote else trace.INVALID_SPAN)
+def metric_families() -> list[Any]:
+    """The tracing counters for a server's ``/metrics`` (spans queued for export, spans dropped because the exporter
+    fell behind); none while tracing is off."""
+    return queue_families(_queue) if _queue is not None else []
 
 
-def _remote(traceparent: str | None) -> Any:
-    """The span context a W3C traceparent (version 00) names, ``None`` when it is not one. Parsed by hand: this is
-    on every delivery's path, and the propagator's regular expression and carrier costs are measurable there."""
-    from opentelemetry.trace import SpanContext, TraceFlags
-
+def _parent(traceparent: str | None) -> Parent | None:
+    """The current span, else the W3C traceparent (version 00) as a remote parent, else ``None`` (a root). Parsed
+    by hand: this is on every delivery's path."""
+    current = _current.get()
+    if current is not None:
+        return (current.trace_id, current.span_id, current.flags, False)
     if not traceparent or len(traceparent) != 55 or not traceparent.startswith("00-"):
         return None
     try:
@@ -112,89 +207,91 @@ def _remote(traceparent: str | None) -> Any:
         return None
     if not trace_id or not span_id:
         return None
-    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
+    return (trace_id, span_id, flags, True)
 
 
-def _kind(name: str) -> Any:
-    from opentelemetry.trace import SpanKind
-
-    return SpanKind[name.upper()]
-
-
-def traceparent_of(span: Any) -> str:
-    """The W3C traceparent that names ``span`` as the parent of the work it causes."""
-    ctx = span.get_span_context()
-    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+def traceparent_of(current: Span) -> str:
+    """The W3C traceparent that names ``current`` as the parent of the work it causes."""
+    return current.traceparent()
 
 
 @contextlib.contextmanager
 def span(
     name: str, traceparent: str | None = None, *, kind: str = "internal", attributes: Mapping[str, Any] | None = None
 ) -> Iterator[Any]:
-    """A span around the block, a child of the current span or else of ``traceparent``; ``None`` when tracing is
-    off. An exception leaving the block is recorded on it."""
-    if _tracer is None:
+    """A span around the block (the current one inside it), a child of the current span or else of
+    ``traceparent``; ``None`` when tracing is off. An exception leaving the block is recorded on it."""
+    if _queue is None:
         yield None
         return
-    with _tracer.start_as_current_span(name, _context(traceparent), _kind(kind), attributes) as current:
+    current = Span(name, KINDS[kind], _parent(traceparent), attributes)
+    token = _current.set(current)
+    try:
         yield current
+    except BaseException as exc:
+        current.record_exception(exc)
+        raise
+    finally:
+        _current.reset(token)
+        current.end()
 
 
 def start_span(
     name: str, traceparent: str | None, *, kind: str = "internal", attributes: Mapping[str, Any] | None = None
-) -> Any:
-    """A started span (not made current: cheaper where nothing runs inside it), a child of the current span or else
-    of ``traceparent``; ``None`` when tracing is off. The caller ends it with ``end_span``."""
-    if _tracer is None:
+) -> Span | None:
+    """A started span (not made current), a child of the current span or else of ``traceparent``; ``None`` when
+    tracing is off. The caller ends it with ``end_span``."""
+    if _queue is None:
         return None
-    return _tracer.start_span(name, _context(traceparent), _kind(kind), attributes)
+    return Span(name, KINDS[kind], _parent(traceparent), attributes)
 
 
-def end_span(current: Any, error: str | None = None) -> None:
+def end_span(current: Span | None, error: str | None = None) -> None:
     """End a span from ``start_span`` (``None``: tracing off), with status error and ``error`` when given."""
     if current is None:
         return
     if error is not None:
-        mark_error(current, error)
+        current.set_error(error)
     current.end()
 
 
 @contextlib.contextmanager
-def activated(current: Any) -> Iterator[None]:
+def activated(current: Span | None) -> Iterator[None]:
     """Make a started span the current one for the block (so events sent there are its children)."""
     if current is None:
         yield
         return
-    from opentelemetry import trace
-
-    with trace.use_span(current, end_on_exit=False):
+    token = _current.set(current)
+    try:
         yield
+    finally:
+        _current.reset(token)
 
 
 def producer_traceparent(name: str, traceparent: str | None, attributes: Mapping[str, Any] | None = None) -> str:
     """Record a producer span for an event about to be sent (a child of the current span, else of the cause's
     ``traceparent``, else a root) and return its traceparent for the event; tracing must be on."""
-    produced = _tracer.start_span(name, _context(traceparent), _kind("producer"), attributes)
+    produced = Span(name, KINDS["producer"], _parent(traceparent), attributes)
     produced.end()
-    return traceparent_of(produced)
+    return produced.traceparent()
 
 
-def mark_error(current: Any, message: str) -> None:
+def mark_error(current: Span | None, message: str) -> None:
     """Set ``current``'s status to error with ``message`` (``current`` may be ``None``: tracing off)."""
-    if current is None:
-        return
-    from opentelemetry.trace import Status, StatusCode
-
-    current.set_status(Status(StatusCode.ERROR, message))
+    if current is not None:
+        current.set_error(message)
 
 
 __all__ = [
+    "Span",
     "activated",
     "configure_tracing",
     "enabled",
     "end_span",
     "mark_error",
+    "metric_families",
     "producer_traceparent",
+    "sampler_of",
     "shutdown_tracing",
     "span",
     "start_span",

@@ -4,7 +4,9 @@ its stored spec), list, show, delete, and put the shipped lifecycle in place at 
 A step whose ``function`` is a directory is deployed first, by the code of ``knflow deploy``
 (``knflow.deployment``), and the spec then names the deployed function: so the stored spec says what runs, and
 a platform that restarts hosts the deployed version, not whatever the directory holds by then. An applied
-pipeline's spec is kept in the artifact store at ``pipelines/<name>.yaml``: the dashboard, the CLI and
+pipeline's spec is kept in the artifact store at ``pipelines/<name>.yaml``, under ``namespaces/<ns>/`` for a pipeline
+of a namespace other than ``default`` (whose triggers and step instances are named ``<ns>.<name>``, so two
+namespaces' pipelines of one name never meet on the broker or runner): the dashboard, the CLI and
 ``knflow manifests`` read it from there, and re-applying a spec removes the triggers and instances its previous
 version had and this one has not.
 """
@@ -37,6 +39,7 @@ from functions.runtime.pipeline import (
 from infra.auth import auth_headers
 from infra.errors import InvalidRequest, NotFound
 from infra.httpclient import JsonClient
+from infra.namespaces import DEFAULT, ROOT, prefix
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
 from knflow.deployment import Deployer
@@ -50,8 +53,9 @@ LEGACY_TRIGGERS = (
 )  # fmt: skip
 
 
-def spec_key(name: str) -> str:
-    return f"{PREFIX}{name}.yaml"
+def spec_key(name: str, namespace: str = DEFAULT) -> str:
+    """Where a namespace's pipeline ``name`` is kept: ``pipelines/<name>.yaml`` under the namespace's prefix."""
+    return f"{prefix(namespace)}{PREFIX}{name}.yaml"
 
 
 @dataclass(frozen=True)
@@ -86,23 +90,53 @@ class PipelineControl:
 
     # -- reading ----------------------------------------------------------------------------------------------
 
-    def names(self) -> list[str]:
-        """Every applied pipeline's name."""
-        names = {info.key[len(PREFIX) :].removesuffix(".yaml") for info in self.store.list(PREFIX)}
+    def names(self, namespace: str = DEFAULT) -> list[str]:
+        """The names of the pipelines applied in ``namespace`` (``default``'s are the shared ones)."""
+        where = spec_key("", namespace).removesuffix(".yaml")
+        names = {info.key[len(where) :].removesuffix(".yaml") for info in self.store.list(where)}
         return sorted(n for n in names if "/" not in n)
 
-    def get(self, name: str) -> PipelineSpec:
-        """An applied pipeline's spec; the shipped lifecycle when it was never applied."""
+    def namespaces(self) -> list[str]:
+        """The namespaces other than ``default`` that have pipelines of their own."""
+        found = set()
+        for info in self.store.list(ROOT):
+            namespace, _, rest = info.key[len(ROOT) :].partition("/")
+            if rest.startswith(PREFIX) and "/" not in rest[len(PREFIX) :]:
+                found.add(namespace)
+        return sorted(found)
+
+    def get(self, name: str, namespace: str = DEFAULT) -> PipelineSpec:
+        """A pipeline applied in ``namespace``; the shipped lifecycle when ``default``'s was never applied."""
+        key = spec_key(name, namespace)
         try:
-            return parse_pipeline(self.store.get(spec_key(name)), spec_key(name))
+            return parse_pipeline(self.store.get(key), key)
         except NotFound:
-            if name == LIFECYCLE:
+            if name == LIFECYCLE and namespace == DEFAULT:
                 return load_pipeline(lifecycle_spec_path())
-            raise NotFound(f"no pipeline named {name!r}; applied: {self.names()}") from None
+            raise NotFound(f"no pipeline named {name!r}; applied: {self.names(namespace)}") from None
+
+    def resolve(self, name: str, namespace: str) -> PipelineSpec:
+        """The pipeline a run of ``namespace`` naming ``name`` takes: the namespace's own, else the shared one of
+        ``default`` (``NotFound`` naming neither, so nothing of another namespace's pipelines shows)."""
+        if namespace == DEFAULT:
+            return self.get(name)
+        try:
+            return parse_pipeline(self.store.get(spec_key(name, namespace)), spec_key(name, namespace))
+        except NotFound:
+            pass
+        try:
+            return self.get(name)
+        except NotFound:
+            raise NotFound(f"no pipeline {name!r}") from None
 
     def using(self, function: str) -> list[str]:
-        """The applied pipelines with a step running ``function``."""
-        return [n for n in self.names() if any(function_name(s.function) == function for s in self.get(n).steps)]
+        """The applied pipelines (``<ns>/<name>`` outside ``default``) with a step running ``function``."""
+        out = []
+        for namespace in [DEFAULT, *self.namespaces()]:
+            for name in self.names(namespace):
+                if any(function_name(s.function) == function for s in self.get(name, namespace).steps):
+                    out.append(name if namespace == DEFAULT else f"{namespace}/{name}")
+        return out
 
     # -- changing ---------------------------------------------------------------------------------------------
 
@@ -117,7 +151,7 @@ class PipelineControl:
             spec = with_functions(spec, lambda step: deployed.get(step.function, step.function))
             hosted = self.runner.call("GET", "/functions")
         try:
-            previous: PipelineSpec | None = parse_pipeline(self.store.get(spec_key(spec.name)))
+            previous: PipelineSpec | None = parse_pipeline(self.store.get(spec_key(spec.name, spec.namespace)))
         except NotFound:
             previous = None
         instances = [self._host(spec, step, hosted) for step in spec.steps if step.settings]
@@ -125,17 +159,17 @@ class PipelineControl:
         with ThreadPoolExecutor(max(1, min(16, len(triggers)))) as pool:  # consumer groups join in parallel
             list(pool.map(lambda t: self.broker.call("PUT", f"/triggers/{t.name}", t.to_resource()), triggers))
         removed = self._drop_stale(previous, {t.name for t in triggers}, set(instances)) if previous else ()
-        self.store.put(spec_key(spec.name), spec.to_yaml().encode(), content_type="application/yaml")
+        self.store.put(spec_key(spec.name, spec.namespace), spec.to_yaml().encode(), content_type="application/yaml")
         log.info("pipeline %s applied: %d triggers, %d own instances", spec.name, len(triggers), len(instances))
         return Applied(spec.name, tuple(t.name for t in triggers), tuple(instances), removed, tuple(deployed.values()))
 
-    def delete(self, name: str) -> Applied:
-        """Remove a pipeline's triggers, its own function instances and its stored spec."""
-        spec = self.get(name)
-        if name not in self.names():
+    def delete(self, name: str, namespace: str = DEFAULT) -> Applied:
+        """Remove a namespace's pipeline: its triggers, its own function instances and its stored spec."""
+        spec = self.get(name, namespace)
+        if name not in self.names(namespace):
             raise NotFound(f"no pipeline named {name!r} is applied")
         removed = self._drop_stale(spec, set(), set())
-        self.store.delete(spec_key(name))
+        self.store.delete(spec_key(name, namespace))
         return Applied(name, (), (), removed)
 
     def ensure_defaults(self) -> list[Applied]:
@@ -145,9 +179,27 @@ class PipelineControl:
             self.broker.call("DELETE", f"/triggers/{legacy}")
         names = self.names()
         specs = [self.get(n) for n in names]
+        for moved in [spec for spec in specs if spec.namespace != DEFAULT]:
+            self._move_to_namespace(moved, existing)
+        specs = [spec for spec in specs if spec.namespace == DEFAULT]
         if LIFECYCLE not in names:
             specs.insert(0, load_pipeline(lifecycle_spec_path()))
+        specs += [self.get(n, ns) for ns in self.namespaces() for n in self.names(ns)]
         return [self.apply(spec) for spec in specs]
+
+    def _move_to_namespace(self, spec: PipelineSpec, existing: set[str]) -> None:
+        """A namespace's pipeline kept among ``default``'s (where knflow kept them before each namespace had its
+        prefix) moves under the namespace's prefix; its triggers under their old names go."""
+        log.info("pipeline %s of namespace %s moves under its namespace's prefix", spec.name, spec.namespace)
+        if not self.store.exists(spec_key(spec.name, spec.namespace)):
+            self.store.put(
+                spec_key(spec.name, spec.namespace), spec.to_yaml().encode(), content_type="application/yaml"
+            )
+        unowned = spec.model_copy(update={"metadata": spec.metadata.model_copy(update={"namespace": None})})
+        for trigger in pipeline_triggers(unowned, lambda step: self.functions_url):
+            if trigger.name in existing:
+                self.broker.call("DELETE", f"/triggers/{trigger.name}")
+        self.store.delete(spec_key(spec.name))
 
     # -- pieces -----------------------------------------------------------------------------------------------
 

@@ -18,18 +18,20 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+import orjson
 from aiohttp import web
 from prometheus_client.core import Metric
 
+from eventing.ingress import Answer, IngressServer
 from infra.aio import run
 from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
-from infra.guard import access, server_middlewares
+from infra.guard import access, guard_for, server_middlewares
 from infra.http import answer_expect, json_response
 from infra.metrics import metrics_handler, registry_of
-from infra.namespaces import addressed, qualified, split
+from infra.namespaces import DEFAULT, addressed, qualified, split
 from infra.settings import Settings
 from infra.store import ArtifactStore
 from serving import binary, dataplane
@@ -37,7 +39,7 @@ from serving.activator import RevisionPool
 from serving.autoscaler import ScalePolicy
 from serving.grpcservice import GrpcService
 from serving.logger import InferenceLogger
-from serving.metrics import Metrics
+from serving.metrics import Metrics, revision_namespace
 from serving.namespaced import NamespacedRegistry
 from serving.registry import ModelCard
 from serving.replicas import Zygote
@@ -46,6 +48,18 @@ from serving.rollout import Rollouts
 
 log = logging.getLogger(__name__)
 TAG_HEADER = "x-knflow-tag"
+_LENGTH_HEADER = binary.HEADER_LENGTH.lower()
+_JSON = {"Content-Type": "application/json"}
+
+
+def infer_target(path: str) -> tuple[str, str | None] | None:
+    """``(model, version)`` of a V2 infer path (``/v2/models/{name}[/versions/{version}]/infer``), else None."""
+    parts = path.split("/")
+    if len(parts) == 5 and parts[:3] == ["", "v2", "models"] and parts[4] == "infer" and parts[3]:
+        return parts[3], None
+    if len(parts) == 7 and parts[:3] == ["", "v2", "models"] and parts[4] == "versions" and parts[6] == "infer":
+        return (parts[3], parts[5]) if parts[3] and parts[5] else None
+    return None
 
 
 class Gateway:
@@ -75,6 +89,7 @@ class Gateway:
         self.socket_dir = Path(tempfile.mkdtemp(prefix="knflow-sock-"))
         self.state_lock = asyncio.Lock()
         self.runner: web.AppRunner | None = None
+        self._lean: IngressServer | None = None
         self._scaler: asyncio.Task | None = None
         self._judge: asyncio.Task | None = None
         self.rollouts = Rollouts(self)
@@ -107,7 +122,7 @@ class Gateway:
             r.add_get(base + "/ready", self.model_ready)
             r.add_post(base + "/infer", self.infer)
         # "inference": open where inference is (loopback, a model's pod read through the API server), else a token
-        r.add_get("/metrics", metrics_handler(self.metrics_registry, "inference"))
+        r.add_get("/metrics", metrics_handler(self.metrics_registry, "inference", revision_namespace))
         if self.pinned is None:
             control.add_routes(app, self)
         return app
@@ -122,9 +137,11 @@ class Gateway:
             self.states = {only.model: ServingState(only.model, (only,), (TrafficTarget(only.id, 100),))}
         self.runner = web.AppRunner(answer_expect(self.app()), access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.settings.host, self.port if port is None else port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        assert self.runner.server is not None
+        limit, guard = self.settings.serving.max_request_bytes, guard_for(self.settings)
+        is_infer = lambda path: infer_target(path) is not None  # noqa: E731
+        self._lean = IngressServer(self._accept, is_infer, self.runner.server, limit, guard, level="inference")
+        self.port = await self._lean.start(self.settings.host, self.port if port is None else port)
         self.grpc = GrpcService(self)
         self.grpc_port = await self.grpc.start(self.settings.host, self.grpc_port if grpc_port is None else grpc_port)
         if self.pinned is None:
@@ -145,8 +162,12 @@ class Gateway:
                 task.cancel()
         if self.grpc:  # stop listening and let in-flight requests finish while their replicas still run
             await self.grpc.stop()
+        if self._lean is not None:
+            await self._lean.stop()
         if self.runner:
             await self.runner.cleanup()
+        if self._lean is not None:
+            await self._lean.wait_closed()
         await self.inference_log.stop()
         for pool in self.pools.values():
             await pool.close()
@@ -246,8 +267,22 @@ class Gateway:
         if (request.content_length or 0) > self.settings.serving.max_request_bytes:
             raise PayloadTooLarge(f"request body is larger than {self.settings.serving.max_request_bytes} bytes")
         revision = self.route(request)
-        body = await request.read()
-        header = request.headers.get(binary.HEADER_LENGTH)
+        answer = await self.answer(revision, request.headers, await request.read())
+        return web.Response(body=answer.body, status=answer.status, headers=answer.headers)
+
+    async def _accept(self, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        """V2 inference on the lean HTTP/1.1 path (``eventing.ingress``): an anonymous caller's, to ``default``."""
+        target = infer_target(path)
+        assert target is not None  # the lean path took the request for its path
+        try:
+            revision = self.pick(qualified(DEFAULT, target[0]), target[1], headers.get(TAG_HEADER))
+            return await self.answer(revision, headers, body)
+        except KnflowError as exc:  # as the error middleware answers on aiohttp
+            return Answer(exc.status, orjson.dumps({"error": exc.message}))
+
+    async def answer(self, revision: Revision, headers: Mapping[str, str], body: bytes) -> Answer:
+        """One V2 REST inference (JSON, or with binary tensor data) on ``revision``, logged when it logs."""
+        header = headers.get(_LENGTH_HEADER)
         if header is None:
             status, out = await self.forward(revision, body, dataplane.JSON)
         else:
@@ -256,11 +291,10 @@ class Gateway:
             )
         length, answer = binary.answer(out)
         if length is None:
-            self.inference_log.log(revision, request.headers, body, status, answer)  # samples and queues; never waits
-            return web.Response(body=answer, status=status, content_type="application/json")
-        self.inference_log.log(revision, request.headers, body, status, answer, "application/octet-stream")
-        headers = {binary.HEADER_LENGTH: str(length)}
-        return web.Response(body=answer, status=status, content_type="application/octet-stream", headers=headers)
+            self.inference_log.log(revision, headers, body, status, answer)  # samples and queues; never waits
+            return Answer(status, answer, _JSON)
+        self.inference_log.log(revision, headers, body, status, answer, "application/octet-stream")
+        return Answer(status, answer, {"Content-Type": "application/octet-stream", binary.HEADER_LENGTH: str(length)})
 
     def _endpoint(self, revision: Revision) -> str:
         """KServe's ``endpoint`` of a revision's logged events: ``canary`` while it is the open canary."""

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 
 from eventing.events import SPECVERSION, TRACEPARENT, child_traceparent
+from infra.namespaces import split
 
 if TYPE_CHECKING:
     from serving.revisions import Revision
 
 INFERENCE_REQUEST = "org.kubeflow.serving.inference.request"
 INFERENCE_RESPONSE = "org.kubeflow.serving.inference.response"
-NAMESPACE = "default"  # knflow has no namespaces yet: KServe's default one
 COMPONENT = "predictor"
 #: The request header that marks a body in the binary tensor extension; kept in ``metadata`` (KServe's
 #: ``metadataHeaders``) so a reader can split such a body.
@@ -62,12 +62,13 @@ class Template:
 def template(revision: Revision, source_base: str) -> Template:
     """The attributes every logged event of ``revision`` carries."""
     assert revision.logger is not None
+    namespace, name = split(revision.model)  # a namespace's events are its own: its drift step reads its store
     attributes = {
         **revision.logger.extensions,
         "specversion": SPECVERSION,
-        "source": f"{source_base}/v2/models/{revision.model}",
-        "inferenceservicename": revision.model,
-        "namespace": NAMESPACE,
+        "source": f"{source_base}/v2/models/{name}",
+        "inferenceservicename": name,
+        "namespace": namespace,
         "component": COMPONENT,
         "modelversion": str(revision.version),
         "revision": revision.id,

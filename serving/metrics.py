@@ -12,8 +12,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
 from infra.metrics import BUCKETS, Tally, Timing, gauge, registry_of, render
+from infra.namespaces import split
 
-__all__ = ["BUCKETS", "Metrics"]
+__all__ = ["BUCKETS", "Metrics", "revision_namespace"]
 
 #: The gauges the gateway reads from its pools at scrape time, with their help text.
 GAUGES = {
@@ -22,6 +23,12 @@ GAUGES = {
     "queued": "requests waiting for a replica",
     "cold_start_seconds": "seconds the last replica took from scale-up to ready",
 }
+
+
+def revision_namespace(labels: Mapping[str, str]) -> str | None:
+    """The namespace a sample belongs to, from its revision's (or model's) name; None for the gateway's own."""
+    name = labels.get("revision") or labels.get("model")
+    return split(name)[0] if name else None
 
 
 class Metrics:

@@ -1,6 +1,7 @@
 """Revisions and traffic: immutable deploys of a registry version, percentage splits, tags, rollback, persistence.
 
-The serving state of a model lives in the artifact store at ``serving/<model>/state.json`` so a
+The serving state of a model lives in the artifact store at ``serving/<model>/state.json`` (under its namespace's
+prefix, ``namespaces/<ns>/``, outside ``default``) so a
 restarted gateway restores it; changes are compare-and-swap (``update_state``), so gateways sharing a
 store do not overwrite each other.
 """
@@ -8,6 +9,7 @@ store do not overwrite each other.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -17,6 +19,7 @@ import orjson
 
 from infra import cas
 from infra.errors import InvalidRequest, NotFound
+from infra.namespaces import ROOT, prefix, split
 from infra.store import ArtifactStore
 from serving.logger import LogSpec
 
@@ -177,15 +180,24 @@ class Router:
 
 
 def state_key(model: str) -> str:
-    return f"serving/{model}/state.json"
+    """Where a model's serving state is kept: ``serving/<name>/state.json`` under its namespace's prefix."""
+    namespace, name = split(model)
+    return f"{prefix(namespace)}serving/{name}/state.json"
 
 
 def load_states(store: ArtifactStore) -> dict[str, ServingState]:
-    """Every model's serving state from the store."""
+    """Every model's serving state from the store, every namespace's; a state found where it was kept before
+    namespaces had their own prefix (``serving/<ns>/<name>/``) is moved to its namespace's."""
     states = {}
-    for info in store.list("serving/"):
-        if info.key.endswith("/state.json"):
-            state = ServingState.from_json(store.get(info.key))
+    own = [i.key for i in store.list(ROOT) if re.fullmatch(r"namespaces/[^/]+/serving/[^/]+/state\.json", i.key)]
+    for key in [i.key for i in store.list("serving/")] + own:
+        if key.endswith("/state.json"):
+            raw = store.get(key)
+            state = ServingState.from_json(raw)
+            if key != state_key(state.model):  # the old place: the state moves, once
+                store.put_if_absent(state_key(state.model), raw, content_type="application/json")
+                store.delete(key)
+                state = ServingState.from_json(store.get(state_key(state.model)))
             states[state.model] = state
     return states
 

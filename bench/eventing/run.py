@@ -4,7 +4,9 @@ Run: ``python -m bench.eventing [--rate 1000] [--seconds 5] [--saturation-events
 (``bench/eventing/RESULTS.md`` records figures); ``--before PATH`` also runs the broker of another
 checkout (an older commit) on each backend in the same run, for a before/after comparison; ``--tracing`` also
 runs each backend's broker exporting OpenTelemetry spans at 100 % sampling to an OTLP receiver in this process that
-discards them, and prints the traced/untraced throughput ratio (the cost of tracing). Before the Kafka
+discards them, and prints the traced/untraced throughput ratio (the cost of tracing); ``--repeat N`` runs every
+variant N times, interleaved, and prints the median ratios; ``--paired N`` instead saturates an untraced and a
+traced broker at once, N rounds (``bench/eventing/paired.py``: the host's noise cancelled). Before the Kafka
 broker runs, the Kafka clients alone (kafka-python and aiokafka) produce and consume against the same
 tansu: the ceiling the log sits under.
 
@@ -19,13 +21,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,6 +186,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by the running children of a process (a traced broker's span exporter)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):  # per thread: the exporter is started by one
+        try:
+            children += task.read_text().split()
+        except OSError:
+            continue
+    total = 0.0
+    for child in children:
+        try:
+            total += cpu_seconds(int(child))
+        except OSError:
+            continue  # gone meanwhile
+    return total
+
+
 def start_broker(env: dict[str, str], port: int, log: Path, code: Path | None = None) -> subprocess.Popen:
     """``python -m eventing.broker``, from this checkout or from ``code`` (another knflow checkout)."""
     extra = {"PYTHONPATH": str(code)} if code else {}
@@ -195,7 +217,11 @@ def start_broker(env: dict[str, str], port: int, log: Path, code: Path | None = 
     return proc
 
 
-async def run_backend(tag: str, env: dict[str, str], tmp: Path, args, code: Path | None = None) -> list[Phase]:
+@contextlib.asynccontextmanager
+async def broker_with_sink(
+    tag: str, env: dict[str, str], tmp: Path, code: Path | None = None
+) -> AsyncIterator[tuple[subprocess.Popen, str, Sink]]:
+    """A broker process with one trigger to a no-op subscriber in this process: (process, ingress URL, sink)."""
     sink = Sink()
     app = web.Application()
     app.router.add_post("/", sink.handle)
@@ -211,6 +237,15 @@ async def run_backend(tag: str, env: dict[str, str], tmp: Path, args, code: Path
         headers = {**local_admin_headers(load_settings(env, config_file=None)), "Content-Type": "application/json"}
         async with aiohttp.ClientSession(headers=headers) as admin, admin.put(url + "triggers/bench", data=spec) as r:
             assert r.status == 200, await r.text()
+        yield proc, url, sink
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 15)  # the loop goes on: the broker may still be exporting spans
+        await runner.cleanup()
+
+
+async def run_backend(tag: str, env: dict[str, str], tmp: Path, args, code: Path | None = None) -> list[Phase]:
+    async with broker_with_sink(tag, env, tmp, code) as (proc, url, sink):
         session = Http1Pool()  # the broker's own lean HTTP/1.1 client: leaves more of the shared CPU to the broker
         try:
             await fixed_rate(session, url, sink, 200, 1, f"{tag} warm-up")
@@ -221,22 +256,21 @@ async def run_backend(tag: str, env: dict[str, str], tmp: Path, args, code: Path
             ):
                 os.sync()  # other processes' dirty pages would otherwise be flushed by the log's fsyncs (ext4)
                 broker_cpu, own_cpu = cpu_seconds(proc.pid), time.process_time()
+                child_cpu = children_cpu_seconds(proc.pid)
                 phases.append(await phase())
                 broker_cpu, own_cpu = cpu_seconds(proc.pid) - broker_cpu, time.process_time() - own_cpu
+                child_cpu = children_cpu_seconds(proc.pid) - child_cpu
                 n = max(phases[-1].delivered, 1)
+                exporter = f"; its span exporter process {child_cpu / n * 1e6:.0f} us" if child_cpu > 0 else ""
                 print(
                     f"  ({phases[-1].name}: broker process {broker_cpu / n * 1e6:.0f} us CPU/event "
-                    f"(= {n / broker_cpu if broker_cpu else 0:,.0f} ev/s per core); load generator + subscriber "
-                    f"{own_cpu / n * 1e6:.0f} us CPU/event)",
+                    f"(= {n / broker_cpu if broker_cpu else 0:,.0f} ev/s per core){exporter}; load generator + "
+                    f"subscriber {own_cpu / n * 1e6:.0f} us CPU/event)",
                     flush=True,
                 )
         finally:
             await session.close()
         return phases
-    finally:
-        proc.terminate()
-        await asyncio.to_thread(proc.wait, 15)  # the loop goes on: the broker may still be exporting spans
-        await runner.cleanup()
 
 
 async def main_async(args) -> None:
@@ -252,48 +286,67 @@ async def main_async(args) -> None:
         f"{args.clients} concurrent clients; 64 runids; latency = POST sent -> subscriber received; "
         "os.sync() before each phase"
     )
-    results: dict[str, list[Phase]] = {}
+    rounds: list[dict[str, list[Phase]]] = []
     receiver = DiscardingReceiver()
-    if args.tracing:
+    if args.tracing or args.paired:
         receiver.start()
     with tempfile.TemporaryDirectory(prefix="knflow-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        base = {"KNFLOW_DATA_DIR": str(tmp / "data"), "KNFLOW_ARTIFACTS": f"file://{tmp / 'artifacts'}"}
-        backends = args.backends.split(",")
-        backends += [f"{b}-before" for b in backends] if args.before else []
-        backends = [t for b in backends for t in ((b, f"{b}-traced") if args.tracing else (b,))]
-        for backend in backends:
-            code = Path(args.before).resolve() if backend.endswith("-before") else None
-            traced = {  # 100 % sampling, the SDK's default batching
-                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
-                "OTEL_TRACES_SAMPLER": "always_on",
-            }
-            base = {k: v for k, v in base.items() if not k.startswith("OTEL_")}
-            base |= traced if backend.endswith("-traced") else {}
-            if backend.startswith("embedded"):
-                env = {**base, "KNFLOW_BROKER": f"embedded://{tmp / backend}"}
-                results[backend] = await run_backend(backend, env, tmp, args, code)
-            elif backend.startswith("kafka"):
-                with start_tansu(tmp / backend) as kafka:
-                    if code is None:
-                        print(f"# Kafka clients alone, {args.ceiling_events} records each (same tansu, this process):")
-                        for ceiling in await measure(kafka.url, args.ceiling_events):
-                            print(ceiling.line(), flush=True)
-                    env = {**base, "KNFLOW_BROKER": f"kafka://{kafka.url}?topic=bench"}
-                    results[backend] = await run_backend(backend, env, tmp, args, code)
-            for phase in results[backend]:
-                print(phase.line(), flush=True)
+        if args.paired:
+            from bench.eventing.paired import paired  # it builds on this module
+
+            return await paired(args, receiver, tmp)
+        for n in range(args.repeat):
+            if args.repeat > 1:
+                print(f"# round {n + 1} of {args.repeat}: {os.getloadavg()[0]:.1f} load average", flush=True)
+            rounds.append(await run_round(args, receiver, tmp / f"round-{n}", flip=n % 2 == 1))
     if args.tracing:
         print(f"# OTLP receiver: {receiver.requests} exports, {receiver.bytes / 1e6:.1f} MB of spans, discarded")
     pairs = [("embedded", "kafka"), ("kafka", "kafka-before"), ("embedded", "embedded-before")]
-    pairs += [(f"{b}-traced", b) for b in args.backends.split(",")]
+    pairs += [(f"{b}{old}-traced", f"{b}{old}") for b in args.backends.split(",") for old in ("", "-before")]
     for a, b in pairs:
-        if a not in results or b not in results:
-            continue
         for i, label in enumerate(("fixed rate", "saturation")):
-            x, y = results[a][i], results[b][i]
-            ratio = (x.delivered / x.seconds) / max(y.delivered / y.seconds, 1e-9)
-            print(f"# {label}: {a}/{b} throughput ratio {ratio:.2f}, p99 {x.p99_ms:.1f} ms vs {y.p99_ms:.1f} ms")
+            found = [(r[a][i], r[b][i]) for r in rounds if a in r and b in r]
+            ratios = [(x.delivered / x.seconds) / max(y.delivered / y.seconds, 1e-9) for x, y in found]
+            for (x, y), ratio in zip(found, ratios, strict=True):
+                print(f"# {label}: {a}/{b} throughput ratio {ratio:.2f}, p99 {x.p99_ms:.1f} ms vs {y.p99_ms:.1f} ms")
+            if len(ratios) > 1:
+                print(f"# {label}: {a}/{b} median ratio of {len(ratios)} rounds {statistics.median(ratios):.2f}")
+
+
+def traced_env(receiver: DiscardingReceiver) -> dict[str, str]:
+    """A traced broker's variables: 100 % sampling, the default batching, spans to ``receiver``."""
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_TRACES_SAMPLER": "always_on"}
+
+
+async def run_round(args, receiver: DiscardingReceiver, tmp: Path, flip: bool) -> dict[str, list[Phase]]:
+    """Every backend once (with ``--before`` and ``--tracing``, each variant in turn: untraced first, traced first
+    when ``flip``, so that a load that grows or falls during the run favours neither)."""
+    tmp.mkdir(parents=True)
+    results: dict[str, list[Phase]] = {}
+    base = {"KNFLOW_DATA_DIR": str(tmp / "data"), "KNFLOW_ARTIFACTS": f"file://{tmp / 'artifacts'}"}
+    backends = args.backends.split(",")
+    backends += [f"{b}-before" for b in backends] if args.before else []
+    variants = (lambda b: (f"{b}-traced", b)) if flip else (lambda b: (b, f"{b}-traced"))
+    backends = [t for b in backends for t in (variants(b) if args.tracing else (b,))]
+    for backend in backends:
+        code = Path(args.before).resolve() if backend.endswith(("-before", "-before-traced")) else None
+        base = {k: v for k, v in base.items() if not k.startswith("OTEL_")}
+        base |= traced_env(receiver) if backend.endswith("-traced") else {}
+        if backend.startswith("embedded"):
+            env = {**base, "KNFLOW_BROKER": f"embedded://{tmp / backend}"}
+            results[backend] = await run_backend(backend, env, tmp, args, code)
+        elif backend.startswith("kafka"):
+            with start_tansu(tmp / backend) as kafka:
+                if code is None and "-traced" not in backend:
+                    print(f"# Kafka clients alone, {args.ceiling_events} records each (same tansu, this process):")
+                    for ceiling in await measure(kafka.url, args.ceiling_events):
+                        print(ceiling.line(), flush=True)
+                env = {**base, "KNFLOW_BROKER": f"kafka://{kafka.url}?topic=bench"}
+                results[backend] = await run_backend(backend, env, tmp, args, code)
+        for phase in results[backend]:
+            print(phase.line(), flush=True)
+    return results
 
 
 def main() -> None:
@@ -306,6 +359,10 @@ def main() -> None:
     parser.add_argument("--ceiling-events", type=int, default=20000, help="records per Kafka client ceiling run")
     parser.add_argument("--before", default="", help="another knflow checkout: also run its broker, each backend")
     parser.add_argument("--tracing", action="store_true", help="also run each broker exporting spans (100 %% sampled)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of every variant, interleaved (noisy hosts)")
+    parser.add_argument(
+        "--paired", type=int, default=0, help="N rounds of an untraced and a traced broker saturated at once"
+    )
     from infra.aio import run
 
     run(main_async(parser.parse_args()))

@@ -5,12 +5,14 @@ broker, kept across restarts in ``pingsources.json`` beside the broker's trigger
 
     GET    /sources/ping           {"items": [{"name", "spec"}]}
     GET    /sources/ping/{name}    {"name", "spec"}
-    PUT    /sources/ping/{name}    Knative PingSource spec's schedule and data: {"schedule": "*/5 * * * *", "data": ...}
+    PUT    /sources/ping/{name}    Knative PingSource spec's schedule, data and ceOverrides:
+                                   {"schedule": "*/5 * * * *", "data": ..., "ceOverrides": {"extensions": {...}}}
     DELETE /sources/ping/{name}    204; the schedule stops at once
 
 The sink is the broker itself. Locally ``schedule`` may have a 6th field, seconds, after the five standard ones
 (croniter's order: ``* * * * * */5`` is every 5 seconds; Knative's PingSource takes the five standard fields);
-``data`` is any JSON and becomes the event's data.
+``data`` is any JSON and becomes the event's data; ``ceOverrides.extensions`` are set on every event (a
+``namespace`` one makes the pings that namespace's: a viewer of another does not see the source).
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ import pydantic
 from aiohttp import web
 from croniter import croniter
 
-from eventing.events import new_event
+from eventing.events import NAMESPACE, new_event
 from infra.atomic import write_json
 from infra.errors import ConfigError, InvalidRequest, KnflowError, NotFound
 from infra.guard import access
 from infra.http import json_response, read_json
+from infra.namespaces import of_extension, scope_of
 from infra.validation import parse
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,8 @@ log = logging.getLogger(__name__)
 PING_TYPE = "dev.knative.sources.ping"
 #: A ping source's name, as a Kubernetes resource name (DNS-1035 label).
 NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+#: A ping source of the broker: such a name, or ``<ns>.<name>`` for one a namespace other than ``default`` owns.
+SOURCE_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)?[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 MAX_SPEC_BYTES = 256 * 1024
 
 
@@ -66,6 +71,14 @@ def _cron(value: str) -> str:
 Cron = Annotated[str, pydantic.Field(min_length=1, max_length=200), pydantic.AfterValidator(_cron)]
 
 
+class CeOverrides(pydantic.BaseModel):
+    """Knative's ``ceOverrides``: extensions set on every event the source sends."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    extensions: dict[Annotated[str, pydantic.Field(pattern=r"^[a-z0-9]{1,20}$")], str] = pydantic.Field(max_length=20)
+
+
 class PingSpec(pydantic.BaseModel):
     """What a ping source is: Knative's PingSource ``spec.schedule`` and its ``data`` (any JSON)."""
 
@@ -73,15 +86,37 @@ class PingSpec(pydantic.BaseModel):
 
     schedule: Cron
     data: Any = None
+    ceOverrides: CeOverrides | None = None
+
+    @property
+    def extensions(self) -> dict[str, str]:
+        return dict(self.ceOverrides.extensions) if self.ceOverrides else {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON (``ceOverrides`` only when set)."""
+        return self.model_dump(exclude={"ceOverrides"} if self.ceOverrides is None else None)
+
+    @property
+    def namespace(self) -> str:
+        """The namespace whose events the pings are (``default`` unless an extension names another)."""
+        return of_extension(self.extensions.get(NAMESPACE))
 
 
 class PingSource:
     """Publishes ``PING_TYPE`` (data: ``data`` as JSON, or text) at every tick of ``schedule``."""
 
-    def __init__(self, name: str, schedule: str, data: Any = None, event_type: str = PING_TYPE):
+    def __init__(
+        self,
+        name: str,
+        schedule: str,
+        data: Any = None,
+        event_type: str = PING_TYPE,
+        extensions: dict[str, str] | None = None,
+    ):
         if schedule_problem(schedule):
             raise ConfigError(f"ping schedule {schedule!r} is not a cron expression")
         self.name, self.schedule, self.data, self.event_type = name, schedule, data, event_type
+        self.extensions = extensions or {}
         self._task: asyncio.Task | None = None
 
     def routes(self) -> list[web.RouteDef]:
@@ -103,7 +138,12 @@ class PingSource:
             await asyncio.sleep(max(0.0, at - time.time()))
             kind = "text/plain" if isinstance(self.data, str) else "application/json"
             event = new_event(
-                self.event_type, f"knflow/ping/{self.name}", self.data, subject=self.name, datacontenttype=kind
+                self.event_type,
+                f"knflow/ping/{self.name}",
+                self.data,
+                subject=self.name,
+                datacontenttype=kind,
+                extensions=self.extensions,
             )
             try:
                 await publish(event)
@@ -144,8 +184,11 @@ class PingSources:
 
     async def put(self, name: str, spec: PingSpec) -> None:
         """Add or replace a ping source (persisted); the same spec again changes nothing."""
-        if not NAME.match(name):
-            raise InvalidRequest(f"ping source name {name!r} must be a DNS label (lowercase letters, digits, '-')")
+        if not SOURCE_NAME.match(name):
+            raise InvalidRequest(
+                f"ping source name {name!r} must be a DNS label (lowercase letters, digits, '-'), "
+                "or <namespace>.<label>"
+            )
         async with self._lock:
             if self.specs.get(name) == spec and name in self._running:
                 return
@@ -166,7 +209,7 @@ class PingSources:
         log.info("ping source %s deleted", name)
 
     async def _run(self, name: str, spec: PingSpec) -> None:
-        source = PingSource(name, spec.schedule, spec.data)
+        source = PingSource(name, spec.schedule, spec.data, extensions=spec.extensions)
         if self._publish is not None:
             await source.start(self._publish)
         self._running[name] = source
@@ -177,21 +220,27 @@ class PingSources:
             await source.stop()
 
     def _save(self) -> None:
-        write_json(self.path, {name: spec.model_dump() for name, spec in sorted(self.specs.items())}, indent=2)
+        specs = {name: spec.to_dict() for name, spec in sorted(self.specs.items())}
+        write_json(self.path, specs, indent=2)
 
     # -- HTTP -------------------------------------------------------------------------------------
     @access("viewer")
     async def _list(self, request: web.Request) -> web.Response:
-        items = [{"name": name, "spec": spec.model_dump()} for name, spec in sorted(self.specs.items())]
+        scope = scope_of(request)  # a team sees its own namespaces' ping sources only
+        items = [
+            {"name": name, "spec": spec.to_dict()}
+            for name, spec in sorted(self.specs.items())
+            if scope.sees(spec.namespace)
+        ]
         return json_response({"items": items})
 
     @access("viewer")
     async def _get(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         spec = self.specs.get(name)
-        if spec is None:
+        if spec is None or not scope_of(request).sees(spec.namespace):
             return json_response({"error": f"no ping source named {name!r}"}, 404)
-        return json_response({"name": name, "spec": spec.model_dump()})
+        return json_response({"name": name, "spec": spec.to_dict()})
 
     @access("platform")
     async def _put(self, request: web.Request) -> web.Response:
@@ -202,7 +251,7 @@ class PingSources:
             await self.put(name, spec)
         except KnflowError as exc:
             return json_response({"error": str(exc)}, exc.status)
-        return json_response({"name": name, "spec": spec.model_dump()})
+        return json_response({"name": name, "spec": spec.to_dict()})
 
     @access("platform")
     async def _delete(self, request: web.Request) -> web.Response:

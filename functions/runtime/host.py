@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -33,6 +33,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from eventing.bindings import to_http_binary
 from eventing.events import RUNID, TRACEPARENT, new_event
+from eventing.ingress import Answer, IngressServer
 from eventing.wire import from_http as decode
 from eventing.wire import to_http_binary as encode
 from functions.runtime.asgi import AsgiFunction, as_reply, make_scope
@@ -55,9 +56,12 @@ _HEALTH = ("/health/liveness", "/health/readiness")
 METRICS = "/metrics"
 
 
-def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    body = orjson.dumps({"error": message, "status": status})
-    return web.Response(status=status, body=body, headers={**_JSON, **(headers or {})})
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Answer:
+    return Answer(status, orjson.dumps({"error": message, "status": status}), {**_JSON, **(headers or {})})
+
+
+def _response(answer: Answer) -> web.Response:
+    return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
 
 
 class FunctionHost:
@@ -74,39 +78,46 @@ class FunctionHost:
         self.draining = False
         self.source = f"/knflow/functions/{function.name}"
         self._runner: web.ServerRunner | None = None
+        self._lean: IngressServer | None = None
+        self._drain_timeout = 30.0
         self._stopped = asyncio.Event()
         self.metrics = FunctionMetrics()
-        self.metrics_registry = registry_of(lambda: self.metrics.families({function.name: 1}))
+        self.metrics_registry = registry_of(
+            lambda: self.metrics.families({function.name: 1}) + tracing.metric_families()
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self, listen: list[str], drain_timeout: float = 30.0) -> list[str]:
-        """Run the function's ``start`` hook, then listen; returns the bound addresses."""
+        """Run the function's ``start`` hook, then listen; returns the bound addresses. A POSTed event with a
+        Content-Length to a function that takes events is answered on the lean HTTP/1.1 path
+        (``eventing.ingress``); health, metrics, ASGI functions and odd requests on aiohttp."""
         self.runtime.loop = asyncio.get_running_loop()
         await self.function.start(self.runtime, self.environ)
         self.metrics.cold_start(self.function.name)  # this process is one
         server = web.Server(self._dispatch, access_log=None)
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=drain_timeout)
         await self._runner.setup()
+        assert self._runner.server is not None
+        self._drain_timeout = drain_timeout
+        self._lean = IngressServer(self._accept, self._takes, self._runner.server, self.max_bytes)
         for address in listen:
-            await self._site(address).start()
-        bound = [_describe(s) for s in self._runner.addresses]
+            if address.startswith("unix:"):
+                await self._lean.start_unix(address.removeprefix("unix:"))
+            else:
+                host, _, port = address.rpartition(":")
+                await self._lean.start(host.strip("[]") or "0.0.0.0", int(port))
+        bound = [_describe(a) for a in self._lean.addresses]
         log.info("function %s listening on %s", self.function.name, ", ".join(bound))
         return bound
-
-    def _site(self, address: str) -> web.BaseSite:
-        assert self._runner is not None
-        if address.startswith("unix:"):
-            return web.UnixSite(self._runner, address.removeprefix("unix:"))
-        host, _, port = address.rpartition(":")
-        host = host.strip("[]") or "0.0.0.0"
-        return web.TCPSite(self._runner, host, int(port), reuse_address=True, backlog=1024)
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight events finish (bounded), then run the function's ``stop``."""
         if self._stopped.is_set():
             return
         self.draining = True
+        if self._lean is not None:
+            await self._lean.stop(self._drain_timeout)
         if self._runner is not None:
             await self._runner.cleanup()
         try:
@@ -124,6 +135,26 @@ class FunctionHost:
             return self._health(path)
         if path == METRICS and request.method == "GET":  # open like the host's event path: Knative's pod port
             return web.Response(body=render(self.metrics_registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        if isinstance(self.function, AsgiFunction):
+            answer = await self._admitted(request.headers, request.path, lambda: self._handle_asgi(request))
+            return _response(answer) if isinstance(answer, Answer) else answer
+        try:
+            body = await self._read_body(request)
+        except KnflowError as exc:
+            return _response(_error(exc.status, exc.message))
+        return _response(await self._accept(request.path, request.headers, body))
+
+    def _takes(self, path: str) -> bool:
+        """The lean path takes POSTs to any path but the health ones, for a function that takes events."""
+        return not isinstance(self.function, AsgiFunction) and path not in _HEALTH
+
+    async def _accept(self, path: str, headers: Mapping[str, str], body: bytes) -> Answer:
+        """One event to a function of knflow's own shape, on either path."""
+        return await self._admitted(headers, path, lambda: self._event(headers, body))
+
+    async def _admitted(self, headers: Mapping[str, str], path: str, handle: Callable[[], Awaitable[Any]]) -> Any:
+        """``handle()``'s answer, or an ``Answer`` refusing it while draining (503) or at the concurrency limit
+        (429); counted, and traced when tracing is on."""
         if self.draining:
             return _error(503, "function is shutting down", {"Connection": "close", "Retry-After": "1"})
         if self.inflight >= self.limit:
@@ -132,17 +163,16 @@ class FunctionHost:
         began = time.monotonic()
         status = 500
         try:
-            response = await (self._traced(request) if tracing.enabled() else self._handle_event(request))
+            response = await (self._traced(headers, path, handle) if tracing.enabled() else handle())
             status = response.status
             return response
         finally:
             self.inflight -= 1
             self.metrics.invoked(self.function.name, status, time.monotonic() - began)
 
-    async def _traced(self, request: web.BaseRequest) -> web.StreamResponse:
-        """``_handle_event`` in an invocation span, a child of the delivery's ``traceparent`` header (else the
+    async def _traced(self, headers: Mapping[str, str], path: str, handle: Callable[[], Awaitable[Any]]) -> Any:
+        """``handle()`` in an invocation span, a child of the delivery's ``traceparent`` header (else the
         event's), so the events the function sends meanwhile are its children."""
-        headers = request.headers
         parent = headers.get(tracing.TRACEPARENT_HEADER) or headers.get(f"ce-{TRACEPARENT}")
         attributes = {
             "faas.name": self.function.name,
@@ -150,9 +180,9 @@ class FunctionHost:
             "cloudevents.event_id": headers.get("ce-id", ""),
             "knflow.runid": headers.get(f"ce-{RUNID}", ""),
         }
-        name = f"{self.function.name} {headers.get('ce-type', request.path)}"
+        name = f"{self.function.name} {headers.get('ce-type', path)}"
         with tracing.span(name, parent, kind="server", attributes=attributes) as span:
-            response = await self._handle_event(request)
+            response = await handle()
             span.set_attribute("http.response.status_code", response.status)
             if response.status >= 400:
                 tracing.mark_error(span, f"status {response.status}")
@@ -165,36 +195,40 @@ class FunctionHost:
             ok, message = self.function.alive()
         return web.Response(status=200 if ok else 500, text=message)
 
-    async def _handle_event(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _event(self, headers: Mapping[str, str], body: bytes) -> Answer:
+        """One event to a function of knflow's own shape: its reply (200), none (204), or the failure."""
+        try:
+            event = decode(headers, body)
+        except KnflowError as exc:
+            return _error(exc.status, exc.message)
+        try:
+            with bound_runid(event.get_extension(RUNID)):  # every log record of this event carries it
+                result = await self.function.call(event, Context(self.runtime, event))
+            if result is None:
+                return Answer(204)
+            if not isinstance(result, CloudEvent):
+                raise TypeError(f"handle must return a CloudEvent or None, not {type(result).__name__}")
+            out_headers, out = encode(as_reply(result, event))
+        except Exception as exc:
+            return self._failure(event, exc)
+        return Answer(200, out, out_headers)
+
+    async def _handle_asgi(self, request: web.BaseRequest) -> web.StreamResponse:
+        """One request to a function of Knative's shape (ASGI), with the event when it takes one."""
         try:
             body = await self._read_body(request)
             event = decode(request.headers, body) if self.function.parses_event else None
         except KnflowError as exc:
-            return _error(exc.status, exc.message)
+            return _response(_error(exc.status, exc.message))
         try:
-            if isinstance(self.function, AsgiFunction):
-                scope = make_scope(
-                    request.method,
-                    request.path,
-                    request.query_string.encode(),
-                    request.raw_headers,
-                    _peer(request),
-                    None,
-                )
-                scope[SCOPE_KEY] = Context(self.runtime, event)  # what knflow's own shape gets as ctx
-                with bound_runid(event.get_extension(RUNID) if event is not None else None):
-                    reply = await self.function.call_asgi(scope, body, event)
-                return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
-            with bound_runid(event.get_extension(RUNID)):  # every log record of this event carries it
-                result = await self.function.call(event, Context(self.runtime, event))
-            if result is None:
-                return web.Response(status=204)
-            if not isinstance(result, CloudEvent):
-                raise TypeError(f"handle must return a CloudEvent or None, not {type(result).__name__}")
-            headers, out = encode(as_reply(result, event))
+            query = request.query_string.encode()
+            scope = make_scope(request.method, request.path, query, request.raw_headers, _peer(request), None)
+            scope[SCOPE_KEY] = Context(self.runtime, event)  # what knflow's own shape gets as ctx
+            with bound_runid(event.get_extension(RUNID) if event is not None else None):
+                reply = await self.function.call_asgi(scope, body, event)
         except Exception as exc:
-            return self._failure(event, exc)
-        return web.Response(status=200, body=out, headers=headers)
+            return _response(self._failure(event, exc))
+        return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         length = request.content_length
@@ -210,7 +244,7 @@ class FunctionHost:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _failure(self, event: CloudEvent | None, exc: Exception) -> web.Response:
+    def _failure(self, event: CloudEvent | None, exc: Exception) -> Answer:
         if isinstance(exc, KnflowError):
             status, retryable = exc.status, exc.retryable
             log.warning("function %s refused event: %s", self.function.name, exc)
@@ -227,7 +261,7 @@ class FunctionHost:
         }
         error = new_event(FUNCTION_ERROR, self.source, data, cause=event)
         headers, body = to_http_binary(error)
-        return web.Response(status=status, body=body, headers=headers)
+        return Answer(status, body, headers)
 
 
 def step_settings(environ: Mapping[str, str]) -> dict:

@@ -20,6 +20,8 @@ from infra.errors import InvalidRequest
 from infra.validation import parse
 
 NAME = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+#: An instance of a namespace's pipeline step: ``<ns>.<pipeline>-<step>`` (``functions.runtime.pipeline.owned``).
+OWNED_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
 EnvName = Annotated[str, pydantic.Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 
 
@@ -48,6 +50,13 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_instance_name(name: str) -> str:
+    """``name`` if it can name a hosted instance: a function's name, or a namespace's step instance's."""
+    if len(name) > 63 or not re.match(OWNED_NAME, name):
+        return check_name(name)
+    return name
+
+
 def instances_path(data_dir: Path) -> Path:
     return data_dir / "functions" / "instances.json"
 
@@ -62,7 +71,7 @@ def load_instances(path: Path) -> dict[str, Instance]:
         raise InvalidRequest(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise InvalidRequest(f"{path}: expected an object of function instances")
-    return {check_name(name): parse(Instance, body, f"{path}: {name}") for name, body in raw.items()}
+    return {check_instance_name(name): parse(Instance, body, f"{path}: {name}") for name, body in raw.items()}
 
 
 def save_instances(path: Path, instances: dict[str, Instance]) -> None:

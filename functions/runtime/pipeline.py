@@ -245,19 +245,25 @@ def check_functions(spec: PipelineSpec, emits_of: Callable[[Step], Iterable[str]
 # -- triggers -------------------------------------------------------------------------------------------------
 
 
+def owned(spec: PipelineSpec, name: str) -> str:
+    """``name`` of something a pipeline puts on the shared broker or runner, told apart per namespace: unchanged for
+    ``default``, ``<ns>.<name>`` for another (a label holds no dot, so two namespaces' names never meet)."""
+    return name if spec.namespace == DEFAULT else f"{spec.namespace}.{name}"
+
+
 def trigger_name(spec: PipelineSpec, step: Step, trigger: TriggerSpec) -> str:
-    """``<pipeline>-<step>[-<trigger>]``: unique per broker, a DNS label as Knative requires."""
-    name = "-".join(p for p in (spec.name, step.name, trigger.name) if p)
+    """``[<ns>.]<pipeline>-<step>[-<trigger>]``: unique per broker, a DNS name as Knative requires."""
+    name = owned(spec, "-".join(p for p in (spec.name, step.name, trigger.name) if p))
     if len(name) > 63:
         raise InvalidRequest(f"trigger name {name!r} is longer than 63 characters: shorten the pipeline or step name")
     return name
 
 
 def instance_name(spec: PipelineSpec, step: Step) -> str:
-    """The function instance hosting a step: the function itself, or ``<pipeline>-<step>`` when the step has
+    """The function instance hosting a step: the function itself, or ``[<ns>.]<pipeline>-<step>`` when the step has
     settings of its own (they reach the function through its environment)."""
     if step.settings:
-        return f"{spec.name}-{step.name}"
+        return owned(spec, f"{spec.name}-{step.name}")
     return function_name(step.function)
 
 

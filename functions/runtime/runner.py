@@ -33,7 +33,8 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from functions.runtime.instances import Instance, check_name, instances_path, load_instances, save_instances
+from eventing.ingress import Answer, IngressServer
+from functions.runtime.instances import Instance, check_instance_name, instances_path, load_instances, save_instances
 from functions.runtime.interpreter import Interpreter
 from functions.runtime.loader import KNOWN_FUNCTIONS
 from functions.runtime.metrics import FunctionMetrics
@@ -41,7 +42,7 @@ from functions.runtime.worker import Worker, WorkerGone, request_headers
 from functions.runtime.zygote import Template
 from infra.aio import run
 from infra.errors import Conflict, InvalidRequest, KnflowError, NotFound, Unavailable
-from infra.guard import access, server_middlewares
+from infra.guard import access, guard_for, server_middlewares
 from infra.http import answer_expect
 from infra.logs import configure_logging
 from infra.metrics import metrics_handler, registry_of
@@ -53,6 +54,14 @@ log = logging.getLogger(__name__)
 
 def _json(status: int, payload: object, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers)
+
+
+def function_named(path: str) -> str | None:
+    """The function a delivery path names (``/functions/{name}`` or ``/{name}``), else None."""
+    parts = path.split("/")
+    if len(parts) == 3 and parts[1] == "functions" and parts[2]:
+        return parts[2]
+    return parts[1] if len(parts) == 2 and parts[1] else None
 
 
 def parse_function_args(items: list[str]) -> dict[str, str]:
@@ -88,6 +97,7 @@ class Runner:
             lambda: self.metrics.families({n: int(w.state == "running") for n, w in self.workers.items()})
         )
         self._runner: web.AppRunner | None = None
+        self._lean: IngressServer | None = None
         self.port: int | None = None
 
     def app(self) -> web.Application:
@@ -105,13 +115,15 @@ class Runner:
         return app
 
     async def start(self, port: int | None = None) -> int:
-        """Warm the worker template, listen on ``port`` (default settings.functions_port; 0 = any)."""
+        """Warm the worker template, listen on ``port`` (default settings.functions_port; 0 = any): deliveries to a
+        hosted function on the lean HTTP/1.1 path (``eventing.ingress``), every other request on aiohttp."""
         await self.template.ensure_running()
         self._runner = web.AppRunner(answer_expect(self.app()), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.functions_port if port is None else port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        assert self._runner.server is not None
+        limit = self.settings.functions.max_request_bytes
+        self._lean = IngressServer(self._accept, self._takes, self._runner.server, limit, guard_for(self.settings))
+        self.port = await self._lean.start(self.settings.host, self.settings.functions_port if port is None else port)
         log.info("function runner on http://%s:%s (%d functions)", self.settings.host, self.port, len(self.workers))
         return self.port
 
@@ -120,9 +132,14 @@ class Runner:
 
     async def stop(self) -> None:
         """Stop the gateway (finishing requests in flight), then every worker."""
+        if self._lean is not None:
+            await self._lean.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._lean is not None:
+            await self._lean.wait_closed()
+            self._lean = None
         await asyncio.gather(*(w.stop("runner stopping") for w in self.workers.values()))
         await self.template.stop()
         shutil.rmtree(self._socket_dir, ignore_errors=True)
@@ -145,7 +162,7 @@ class Runner:
     async def host(self, name: str, instance: Instance) -> None:
         """Host (or replace) an instance: it must start and load first; then it is kept across restarts. The
         instances that follow this one (``function == name``) move to its new target and interpreter."""
-        check_name(name)
+        check_instance_name(name)
         if name in self.functions:
             raise Conflict(f"{name!r} is a built-in function; give the instance another name")
         worker = self._worker(name, instance)
@@ -225,35 +242,46 @@ class Runner:
 
     @access("ingress")
     async def _deliver(self, request: web.Request) -> web.Response:
-        began = time.monotonic()
-        response = await self._invoke(request)
         name = request.match_info["name"]
-        if name in self.workers:  # unknown names are not counted: they would let callers make up label values
-            self.metrics.invoked(name, response.status, time.monotonic() - began)
-        return response
+        body = await request.read() if name in self.workers else b""
+        answer = await self._invoke(name, request.method, request_headers(request.headers), body)
+        return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
 
-    async def _invoke(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
+    def _takes(self, path: str) -> bool:
+        """Whether the lean path delivers a POST to ``path``: one to a hosted function (aiohttp answers the rest)."""
+        return function_named(path) in self.workers
+
+    async def _accept(self, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        """A delivery on the lean path (``_takes`` checked the name)."""
+        return await self._invoke(function_named(path) or "", "POST", request_headers(headers), body)
+
+    async def _invoke(self, name: str, method: str, headers: dict[str, str], body: bytes) -> Answer:
+        """Forward one request to ``name``'s worker (started if needed); the worker's answer, or the error's."""
         worker = self.workers.get(name)
+        began = time.monotonic()
         try:
             if worker is None:
                 raise NotFound(f"no function named {name!r}; known: {sorted(self.workers)}")
-            body = await request.read()
-            headers = request_headers(request.headers)
             for attempt in (1, 2):
                 await self._ensure_running(worker)
                 try:
-                    status, out, data = await worker.forward(request.method, "/", headers, body)
+                    status, out, data = await worker.forward(method, "/", headers, body)
                     break
                 except WorkerGone:
                     if attempt == 2:
                         raise
+            answer = Answer(status, data, out)
         except KnflowError as exc:
-            extra = {"Retry-After": "1"} if exc.retryable else None
-            return _json(exc.status, {"error": exc.message, "status": exc.status, "function": name}, extra)
-        return web.Response(status=status, body=data, headers=out)
+            extra = {"Content-Type": "application/json"} | ({"Retry-After": "1"} if exc.retryable else {})
+            payload = {"error": exc.message, "status": exc.status, "function": name}
+            answer = Answer(exc.status, orjson.dumps(payload), extra)
+        if worker is not None:  # unknown names are not counted: they would let callers make up label values
+            self.metrics.invoked(name, answer.status, time.monotonic() - began)
+        return answer
 
     async def _ensure_running(self, worker: Worker) -> None:
+        if worker.state == "running":
+            return  # the common case, on every event: no task for a wait that would not wait
         timeout = self.settings.functions.start_timeout_s
         try:
             await asyncio.wait_for(worker.ensure_running(), timeout)

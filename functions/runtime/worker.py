@@ -19,8 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import aiohttp
-
+from eventing.http1 import Http1Pool
 from functions.runtime.instances import Instance
 from infra.errors import KnflowError, Unavailable
 from infra.settings import Settings
@@ -87,7 +86,7 @@ class Worker:
         self.error: str | None = None
         self.inflight = 0
         self._last_active = time.monotonic()
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Http1Pool | None = None
         self._ready: asyncio.Future | None = None
         self._exited: asyncio.Future | None = None
         self._lock = asyncio.Lock()
@@ -141,10 +140,7 @@ class Worker:
         self.on_start(self.name)
         self.started = time.time()
         self._last_active = time.monotonic()
-        connector = aiohttp.UnixConnector(self.socket_path, limit=0)
-        # No total timeout: a training step may run for long; delivery's own timeout bounds the wait.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.functions.start_timeout_s)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, timeout=timeout)
+        self._pool = Http1Pool(self.socket_path)
         self._watch = asyncio.create_task(self._idle_watch())
         log.info("function %s started (pid %s)", self.name, self.pid)
 
@@ -211,9 +207,9 @@ class Worker:
             self.state = "stopped"
 
     def _close_session(self) -> None:
-        if self._session is not None:
-            self._background(self._session.close())
-            self._session = None
+        if self._pool is not None:
+            self._background(self._pool.close())
+            self._pool = None
         if self._watch is not None and self._watch is not asyncio.current_task():
             self._watch.cancel()
         self._watch = None
@@ -231,20 +227,21 @@ class Worker:
     # -- forwarding -----------------------------------------------------------------
 
     async def forward(self, method: str, path: str, headers: Mapping[str, str], body: bytes):
-        """Send one request to the worker; returns ``(status, headers, body)``; 502 if the worker drops it."""
-        session = self._session
-        if session is None:
+        """Send one request to the worker; returns ``(status, headers, body)``; 502 if the worker drops it.
+
+        No time limit here: a training step may run for long; delivery's own timeout bounds the wait."""
+        pool = self._pool
+        if pool is None:
             raise WorkerGone(f"function {self.name} is not running")
         self.inflight += 1
         self.last_event = time.time()
         try:
-            async with session.request(method, f"http://{self.name}{path}", data=body, headers=headers) as response:
-                data = await response.read()
-                if response.status == 503 and self.state != "running":
-                    raise WorkerGone(f"function {self.name} was scaling down")
-                out = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
-                return response.status, out, data
-        except aiohttp.ClientError as exc:
+            response = await pool.request(method, f"http://{self.name}{path}", dict(headers), body, None)
+            if response.status == 503 and self.state != "running":
+                raise WorkerGone(f"function {self.name} was scaling down")
+            out = {k: v for k, v in response.raw_headers if k.lower() not in _HOP_BY_HOP}
+            return response.status, out, response.body
+        except OSError as exc:
             if self.state in ("stopping", "stopped"):
                 raise WorkerGone(f"function {self.name} was scaling down") from None
             raise KnflowError(f"function {self.name} dropped the event: {exc}", status=502, retryable=True) from None

@@ -29,13 +29,11 @@ import orjson
 
 from infra.errors import Unavailable
 from infra.settings import Settings
-from infra.tracing import tracing_wanted
 
 log = logging.getLogger(__name__)
 
 PRELOAD = ("functions.runtime.host", "functions.examples.echo", "infra.store_file")
 OPTIONAL_PRELOAD = ("uvloop",)
-TRACING_PRELOAD = ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http.trace_exporter")
 
 
 def _notify(fd: int, **message: Any) -> None:
@@ -114,9 +112,6 @@ def template_main() -> None:
         importlib.import_module(module)
     for module in OPTIONAL_PRELOAD:
         with contextlib.suppress(ImportError):
-            importlib.import_module(module)
-    if tracing_wanted(os.environ):  # workers set tracing up after the fork: import its SDK once, here
-        for module in TRACING_PRELOAD:
             importlib.import_module(module)
     wake = os.pipe()
     os.set_blocking(wake[1], False)

@@ -7,7 +7,9 @@
                                    function is an (absolute) directory path is deployed from it first
     DELETE /api/pipelines/{name}   -> what was removed
 
-Applying calls the broker and function runner (``knflow.control``) in a worker thread.
+Applying calls the broker and function runner (``knflow.control``) in a worker thread. A namespace sees its own
+pipelines and ``default``'s, which are shared (any namespace's runs may take them; only an admin of every namespace
+changes them); a namespace's own pipeline is stored under its prefix and takes only its runs.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import dataclasses
 
 from aiohttp import web
 
+from functions.contract import LIFECYCLE
 from functions.runtime.pipeline import PipelineSpec, parse_pipeline
-from infra.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from infra.errors import Conflict, InvalidRequest, KnflowError, NotFound, PayloadTooLarge
 from infra.guard import access
 from infra.http import json_response
-from infra.namespaces import DEFAULT, addressed
+from infra.namespaces import ALL, DEFAULT, addressed, scope_of
 from knflow.control import PipelineControl
 
 MAX_SPEC_BYTES = 1024 * 1024
@@ -64,29 +67,35 @@ class PipelinesApi:
         namespace = addressed(request)
 
         def read() -> list[dict]:
-            names = self.control.names()
-            specs = [self.control.get(n) for n in (names if "lifecycle" in names else ["lifecycle", *names])]
-            return [summary(s) for s in specs if s.namespace in (DEFAULT, namespace)]
+            shared = self.control.names()
+            specs = [self.control.get(n) for n in (shared if LIFECYCLE in shared else [LIFECYCLE, *shared])]
+            if namespace != DEFAULT:
+                specs += [self.control.get(n, namespace) for n in self.control.names(namespace)]
+            return [summary(s) for s in specs]
 
         return json_response({"pipelines": await asyncio.to_thread(read)})
 
     @access("viewer")
     async def show(self, request: web.Request) -> web.Response:
-        spec = await self._visible(request, request.match_info["name"])
+        spec = await asyncio.to_thread(self.control.resolve, request.match_info["name"], addressed(request))
         return json_response(spec.to_dict())
 
-    def _owner(self, name: str) -> str | None:
-        """The namespace owning the stored pipeline ``name`` (None: there is none)."""
-        return self.control.get(name).namespace if name in self.control.names() else None
+    def _taken(self, name: str, namespace: str) -> str | None:
+        """Why ``name`` cannot be applied in ``namespace``: a shared pipeline and a namespace's own never share a
+        name, since both would take that namespace's runs (None: it can be)."""
+        if namespace != DEFAULT:
+            shared = name == LIFECYCLE or name in self.control.names()
+            return f"pipeline name {name!r} is a shared pipeline's (of namespace default)" if shared else None
+        owners = [ns for ns in self.control.namespaces() if name in self.control.names(ns)]
+        return f"pipeline name {name!r} is taken by a namespace's own pipeline" if owners else None
 
-    async def _visible(self, request: web.Request, name: str, *, owned: bool = False) -> PipelineSpec:
-        """The pipeline ``name`` if the addressed namespace owns it (or, unless ``owned``, ``default`` shares it);
-        ``NotFound`` otherwise, as for a pipeline that does not exist."""
-        namespace = addressed(request)
-        spec = await asyncio.to_thread(self.control.get, name)
-        if spec.namespace != namespace and (owned or spec.namespace != DEFAULT):
-            raise NotFound(f"no pipeline {name!r}")
-        return spec
+    @staticmethod
+    def _may_change(request: web.Request, namespace: str) -> None:
+        """``default``'s pipelines are shared: every namespace's runs take them, so only an admin of every
+        namespace may change them (as only a cluster admin uploads Kubeflow's shared pipelines)."""
+        if namespace == DEFAULT and not scope_of(request).sees(ALL):
+            why = "default's pipelines are shared by every namespace: changing one needs an admin of all ('*')"
+            raise KnflowError(why, status=403)
 
     @access("admin")
     async def apply(self, request: web.Request) -> web.Response:
@@ -95,16 +104,23 @@ class PipelinesApi:
         body = await request.content.read(MAX_SPEC_BYTES + 1)
         if len(body) > MAX_SPEC_BYTES:
             raise PayloadTooLarge(f"a pipeline spec may be {MAX_SPEC_BYTES} bytes at most")
-        spec = owned_by(parse_pipeline(body, "pipeline spec"), addressed(request))
+        namespace = addressed(request)
+        spec = owned_by(parse_pipeline(body, "pipeline spec"), namespace)
         if spec.name != request.match_info["name"]:
             raise InvalidRequest(f"the spec's metadata.name {spec.name!r} is not {request.match_info['name']!r}")
-        if await asyncio.to_thread(self._owner, spec.name) not in (None, spec.namespace):  # never another's pipeline
-            raise Conflict(f"pipeline name {spec.name!r} is taken: pipeline names are shared by every namespace")
+        self._may_change(request, namespace)
+        taken = await asyncio.to_thread(self._taken, spec.name, namespace)
+        if taken:
+            raise Conflict(taken)
         applied = await asyncio.to_thread(self.control.apply, spec)
         return json_response(dataclasses.asdict(applied))
 
     @access("admin")
     async def delete(self, request: web.Request) -> web.Response:
-        await self._visible(request, request.match_info["name"], owned=True)
-        removed = await asyncio.to_thread(self.control.delete, request.match_info["name"])
+        namespace = addressed(request)
+        name = request.match_info["name"]
+        if namespace != DEFAULT and name not in await asyncio.to_thread(self.control.names, namespace):
+            raise NotFound(f"no pipeline {name!r}")
+        self._may_change(request, namespace)
+        removed = await asyncio.to_thread(self.control.delete, name, namespace)
         return json_response(dataclasses.asdict(removed))

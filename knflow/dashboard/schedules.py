@@ -5,8 +5,9 @@
     PUT    /api/schedules/{name}   {"cron", "dataset", "pipeline"?, "options"?} -> the schedule (it ticks from now on)
     DELETE /api/schedules/{name}   204; it stops at once
 
-The work is ``knflow.schedules.ScheduleControl`` (broker and store calls), in a worker thread. Schedules belong to
-the ``default`` namespace: a request addressing another gets 404.
+The work is ``knflow.schedules.ScheduleControl`` (broker and store calls), in a worker thread. A schedule belongs to
+the namespace the request addresses and starts that namespace's runs (with its own pipeline of that name, else
+``default``'s shared one).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import asyncio
 
 from aiohttp import web
 
-from infra.errors import InvalidRequest, NotFound
+from infra.errors import InvalidRequest
 from infra.guard import access
 from infra.http import json_response, read_json
-from infra.namespaces import DEFAULT, addressed
+from infra.namespaces import addressed
 from infra.validation import parse
 from knflow.schedules import Schedule, ScheduleControl
 
@@ -34,12 +35,6 @@ def add_routes(app: web.Application, control: ScheduleControl) -> None:
     app.router.add_delete("/api/schedules/{name}", api.delete)
 
 
-def in_default(request: web.Request) -> None:
-    """Schedules start runs of ``default`` only: addressed from another namespace they answer 404 (not there)."""
-    if addressed(request) != DEFAULT:
-        raise NotFound("schedules run in the default namespace only")
-
-
 class SchedulesApi:
     """Handlers over one ``ScheduleControl``."""
 
@@ -48,28 +43,25 @@ class SchedulesApi:
 
     @access("viewer")
     async def list(self, request: web.Request) -> web.Response:
-        in_default(request)
-        found = await asyncio.to_thread(self.control.list)
+        found = await asyncio.to_thread(self.control.list, addressed(request))
         return json_response({"schedules": [s.model_dump() for s in found]})
 
     @access("viewer")
     async def show(self, request: web.Request) -> web.Response:
-        in_default(request)
-        schedule = await asyncio.to_thread(self.control.get, request.match_info["name"])
+        schedule = await asyncio.to_thread(self.control.get, request.match_info["name"], addressed(request))
         return json_response(schedule.model_dump())
 
     @access("editor")
     async def add(self, request: web.Request) -> web.Response:
-        in_default(request)
+        namespace = addressed(request)
         raw = await read_json(request, MAX_SPEC_BYTES, "a schedule")
         if not isinstance(raw, dict):
             raise InvalidRequest("a schedule is a JSON object: {cron, dataset, pipeline?, options?}")
         schedule = parse(Schedule, {**raw, "name": request.match_info["name"]}, "schedule")
-        added = await asyncio.to_thread(self.control.add, schedule)
+        added = await asyncio.to_thread(self.control.add, schedule, namespace)
         return json_response(added.model_dump())
 
     @access("editor")
     async def delete(self, request: web.Request) -> web.Response:
-        in_default(request)
-        await asyncio.to_thread(self.control.delete, request.match_info["name"])
+        await asyncio.to_thread(self.control.delete, request.match_info["name"], addressed(request))
         return web.Response(status=204)

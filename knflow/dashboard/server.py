@@ -76,6 +76,11 @@ def pipeline_of(events: list) -> str:
     return next((str(p) for e in events if (p := e.get_extension("pipeline"))), LIFECYCLE)
 
 
+def view_key(events: list) -> tuple[str, str]:
+    """The namespace and pipeline of a run's events: the pipeline its views follow is that namespace's (or shared)."""
+    return (namespace_of(events[0]) if events else DEFAULT), pipeline_of(events)
+
+
 def runs_filter(query: Any) -> dict[str, str | None]:
     """``GET /api/runs``'s filters (``dataset``, ``experiment``, ``status``); ``InvalidRequest`` for a status that is
     none of running, succeeded, failed."""
@@ -108,7 +113,7 @@ class Dashboard:
         self._summary_cache: dict[str, tuple[int, runs.RunSummary]] = {}
         self.control = PipelineControl(settings, store)
         self.guard = guard_for(settings)
-        self._views: dict[str, tuple[float, runs.PipelineView]] = {}
+        self._views: dict[tuple[str, str], tuple[float, runs.PipelineView]] = {}
         self.series: series.ServingSeries | None = None  # sampling the gateway while the server runs
         self.requests = RequestMetrics("knflow_api")
         self.metrics_registry = registry_of(self.requests.families)
@@ -212,7 +217,7 @@ class Dashboard:
     async def list_runs(self, request: web.Request) -> web.Response:
         namespace = addressed(request)  # a namespace the caller does not act for is 404 before anything is read
         await self.history.refresh()
-        await self._load_views({pipeline_of(events) for events in self.history.runs.values()})
+        await self._load_views({view_key(events) for events in self.history.runs.values()})
         wanted = runs_filter(request.query)
         mine = [r for r in self._summaries(datetime.now(UTC)) if self._namespace_of_run(r.runid) == namespace]
         rows = runs.select(mine, **wanted)
@@ -258,24 +263,27 @@ class Dashboard:
     async def run_detail(self, request: web.Request) -> web.Response:
         runid = request.match_info["runid"]
         events = await self.read_run(request, runid)
-        await self._load_views({pipeline_of(events)})
+        await self._load_views({view_key(events)})
         return json_response(runs.run_detail(runid, events, self.history.replays, self._view(events)))
 
     def _view(self, events: list) -> runs.PipelineView:
         """The run's pipeline as loaded by ``_load_views`` (the shipped lifecycle until it is)."""
-        return self._views.get(pipeline_of(events), (0.0, runs.PipelineView.lifecycle()))[1]
+        return self._views.get(view_key(events), (0.0, runs.PipelineView.lifecycle()))[1]
 
-    async def _load_views(self, names: set[str]) -> None:
-        """Read the specs of these pipelines from the store (each at most every VIEW_TTL_S seconds)."""
+    async def _load_views(self, keys: set[tuple[str, str]]) -> None:
+        """Read the specs of these (namespace, pipeline)s from the store (each at most every VIEW_TTL_S seconds)."""
         now = time.monotonic()
-        stale = [n for n in names if now - self._views.get(n, (-VIEW_TTL_S, None))[0] >= VIEW_TTL_S]
-        for name in stale:
+        stale = [k for k in keys if now - self._views.get(k, (-VIEW_TTL_S, None))[0] >= VIEW_TTL_S]
+        for key in stale:
+            namespace, name = key
             try:
-                spec = await asyncio.wait_for(asyncio.to_thread(self.control.get, name), BACKEND_TIMEOUT_S)
+                spec = await asyncio.wait_for(
+                    asyncio.to_thread(self.control.resolve, name, namespace), BACKEND_TIMEOUT_S
+                )
             except (KnflowError, TimeoutError, OSError) as exc:  # an unknown or unreadable pipeline: lifecycle view
                 log.warning("pipeline %s of a run cannot be read (%s); showing its run by the lifecycle", name, exc)
                 spec = runs.PipelineView.lifecycle().spec
-            self._views[name] = (now, runs.PipelineView(spec))
+            self._views[key] = (now, runs.PipelineView(spec))
 
     @access("viewer")
     async def failures(self, request: web.Request) -> web.Response:

@@ -37,7 +37,7 @@ from functions.runtime.pipeline import PipelineSpec, pipeline_triggers
 from infra.errors import InvalidRequest, NotFound, PayloadTooLarge, Unavailable
 from infra.guard import access
 from infra.http import json_response, read_json
-from infra.namespaces import DEFAULT, addressed, of_extension, scoped
+from infra.namespaces import addressed, of_extension, scoped
 from infra.store import ArtifactStore, ObjectInfo, validate_key
 from infra.validation import parse
 from knflow.drive import declined
@@ -154,9 +154,7 @@ class RunsApi:
             if not isinstance(sub.options, dict):
                 raise InvalidRequest("options must be a JSON object")
             parse_options(sub.options, "options")
-        spec = takes_arrivals(await asyncio.to_thread(self.dashboard.control.get, sub.pipeline))
-        if spec.namespace not in (DEFAULT, namespace):  # another namespace's pipeline takes none of this one's runs
-            raise NotFound(f"no pipeline {sub.pipeline!r}")
+        spec = takes_arrivals(await asyncio.to_thread(self.dashboard.control.resolve, sub.pipeline, namespace))
         await self._check_applied(spec)
 
     async def _check_applied(self, spec: PipelineSpec) -> None:

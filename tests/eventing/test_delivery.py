@@ -276,3 +276,23 @@ async def test_timeout_and_network_errors_are_retried(make_broker, subscriber):
     report = subscriber.at("/failed")[0].event.get_data()
     assert report["trigger"] == "closed" and report["status"] == 0 and report["attempts"] == 3
     assert len(subscriber.at("/failed")) == 1  # the slow subscriber succeeded on its retry
+
+
+async def test_a_reply_stays_in_the_namespace_of_the_event_it_answers(make_broker, subscriber):
+    def step(event, n):
+        claims = {"namespace": "team-b"} if event.get_data()["claim"] else {}  # or none: it gets the event's
+        return reply_with(new_event("step.two", "step-one", {"n": n}, extensions=claims), False)
+
+    triggers = [
+        Trigger("one", subscriber.on("/one", step), filter={"type": "step.one"}),
+        Trigger("two", subscriber.on("/two", lambda e, n: web.Response()), filter={"type": "step.two"}),
+        Trigger("failures", subscriber.on("/failed", lambda e, n: web.Response()), filter={"type": STEP_FAILED}),
+    ]
+    async with make_broker(triggers) as broker:
+        await post(broker, new_event("step.one", "s", {"claim": False}, extensions={"namespace": "team-a"}))
+        await subscriber.wait_for(lambda: subscriber.at("/two"), 15)
+        await post(broker, new_event("step.one", "s", {"claim": True}, extensions={"namespace": "team-a"}))
+        await subscriber.wait_for(lambda: subscriber.at("/failed"), 15)
+    assert [r.event.get_extension("namespace") for r in subscriber.at("/two")] == ["team-a"]
+    report = subscriber.at("/failed")[0].event.get_data()
+    assert report["trigger"] == "one" and "claims namespace 'team-b'" in report["error"], report

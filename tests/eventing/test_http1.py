@@ -62,3 +62,28 @@ async def test_framing_keepalive_and_failures(server):
             await pool.post(f"http://127.0.0.1:{free_port()}/", {}, b"", 2)
     finally:
         await pool.close()
+
+
+async def test_over_a_unix_socket_any_method_with_headers_as_sent_and_no_body_for_head(tmp_path):
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.Response(body=request.method.encode() + body, headers={"X-Seen-Host": request.host, "ce-Id": "7"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    socket = str(tmp_path / "w.sock")
+    await web.UnixSite(runner, socket).start()
+    pool = Http1Pool(socket)
+    try:
+        got = await pool.request("PUT", "http://fn-a/x", {"Content-Type": "text/plain"}, b"!", None)
+        assert (got.status, got.body, got.headers["x-seen-host"]) == (200, b"PUT!", "fn-a")
+        assert ("ce-Id", "7") in got.raw_headers  # names as the server sent them
+        head = await pool.request("HEAD", "http://fn-a/x", {}, b"", 5.0)  # Content-Length: 4, and no body
+        assert (head.status, head.body) == (200, b"")
+        again = await pool.request("GET", "http://fn-a/x", {}, b"", 5.0)  # the HEAD left the connection usable
+        assert again.body == b"GET"
+    finally:
+        await pool.close()
+        await runner.cleanup()

@@ -14,9 +14,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from eventing.bindings import from_http, to_http_structured
+from eventing.bindings import from_http, to_http_binary, to_http_structured
 from eventing.events import RUNID, new_event
-from functions.runtime.host import FUNCTION_ERROR, listen_addresses
+from functions.runtime.host import FUNCTION_ERROR, FunctionHost, listen_addresses
+from functions.runtime.loader import load_function
 from infra.localservices import free_port, wait_for_port
 from tests.functions.conftest import FIXTURES, make_settings, post_event
 from tests.scrape import scrape, value
@@ -346,3 +347,40 @@ async def test_host_metrics_count_its_function_invocations_by_outcome(start_host
     assert value(s, "knflow_function_duration_seconds_count", function=name) == 3
     assert value(s, "knflow_function_cold_starts_total", function=name) == 1  # this process started once
     assert value(s, "knflow_function_workers", function=name) == 1
+
+
+@pytest.mark.parametrize("kind", ["test.echo", "test.noreply", "test.boom"])
+async def test_an_event_is_answered_alike_on_the_lean_path_and_on_aiohttp(start_host, http, kind):
+    """A POST with a Content-Length takes the host's lean HTTP/1.1 path; a chunked one goes to aiohttp."""
+    url = await start_host(BEHAVIOURS)
+    headers, body = to_http_binary(new_event(kind, "/tests", {"n": 1}, runid="run-l"))
+
+    async def chunked():
+        yield body
+
+    answers = []
+    for data in (body, chunked()):
+        async with http.post(url, data=data, headers=headers) as response:
+            varying = ("ce-id", "ce-time", "ce-traceparent", "ce-knflowparentspan")  # new per reply
+            ce = {k.lower(): v for k, v in response.headers.items() if k.lower().startswith("ce-")}
+            ce = {k: v for k, v in ce.items() if k not in varying}
+            answers.append((response.status, response.headers.get("Content-Type"), ce, await response.read()))
+        lean = start_host.host._lean.connections
+        assert bool(lean) == (data is body)  # the chunked POST's connection went over to aiohttp
+    assert answers[0][0] in (200, 204, 500)
+    assert answers[0][:3] == answers[1][:3]
+    if kind != "test.boom":  # an error event's body names its own id
+        assert answers[0][3] == answers[1][3]
+
+
+async def test_the_host_serves_events_on_a_unix_socket(tmp_path, http):
+    host = FunctionHost(load_function("echo"), make_settings(tmp_path))
+    socket = str(tmp_path / "fn.sock")
+    assert await host.start([f"unix:{socket}"]) == [f"unix:{socket}"]
+    try:
+        connector = aiohttp.UnixConnector(socket)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            status, headers, body = await post_event(session, "http://fn/", "test.echo", {"u": 1})
+        assert (status, headers["ce-type"], orjson.loads(body)) == (200, "dev.knflow.echo.reply", {"u": 1})
+    finally:
+        await host.stop()

@@ -15,6 +15,8 @@ import aiohttp
 import orjson
 import pytest
 
+from eventing.bindings import to_http_binary
+from eventing.events import new_event
 from functions.runtime.instances import Instance, instances_path, load_instances
 from functions.runtime.runner import Runner
 from infra.errors import InvalidRequest
@@ -250,3 +252,28 @@ async def test_metrics_count_invocations_by_outcome_cold_starts_and_workers(star
     s = await scrape(http, base)
     assert value(s, "knflow_function_cold_starts_total", function="behaviours") == 2
     assert value(s, "knflow_function_invocations_total", function="behaviours", outcome="ok") == 3
+
+
+async def test_a_delivery_is_answered_alike_on_the_lean_path_and_on_aiohttp(start_runner, http):
+    """A POST with a Content-Length takes the runner's lean HTTP/1.1 path; a chunked one goes to aiohttp."""
+    runner = await start_runner()
+    event = new_event("test.x", "/tests", {"k": 1})
+    headers, body = to_http_binary(event)
+
+    async def chunked():
+        yield body
+
+    answers = []
+    for data in (body, chunked()):
+        async with http.post(runner.url("echo"), data=data, headers=headers) as response:
+            kept = {k.lower(): v for k, v in response.headers.items() if k.lower().startswith("ce-")}
+            answers.append((response.status, response.headers.get("Content-Type"), kept, await response.read()))
+        lean = runner._lean.connections if runner._lean is not None else set()
+        assert bool(lean) == (data is body)  # the chunked POST's connection went over to aiohttp
+    assert answers[0][0] == 200 and orjson.loads(answers[0][3]) == {"k": 1}
+    assert [a[:2] for a in answers] == [answers[0][:2]] * 2
+    assert answers[0][2]["ce-type"] == answers[1][2]["ce-type"] == "dev.knflow.echo.reply"
+    for data in (body, chunked()):
+        async with http.post(f"http://127.0.0.1:{runner.port}/functions/nope", data=data, headers=headers) as r:
+            assert (r.status, r.content_type) == (404, "application/json")
+            assert "no function named 'nope'" in (await r.json())["error"]

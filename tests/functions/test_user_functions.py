@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import orjson
@@ -42,11 +42,13 @@ def data_dir(env: dict[str, str]) -> Path:
     return Path(env["KNFLOW_DATA_DIR"])
 
 
-def invoke(platform: Platform, name: str, type_: str = "test.hello", data: object = None) -> tuple[int, dict, bytes]:
-    """POST a binary-mode event to a hosted function through the runner; (status, headers, body)."""
+def invoke(
+    platform: Platform, name: str, type_: str = "test.hello", data: object = None
+) -> tuple[int, Mapping[str, str], bytes]:
+    """POST a binary-mode event to a hosted function through the runner; (status, headers (any case), body)."""
     headers, body = to_http_binary(new_event(type_, "/tests", {"rows": 3} if data is None else data))
     answer = HTTP.request("POST", f"{platform.url('functions')}/functions/{name}", body=body, headers=headers)
-    return answer.status, dict(answer.headers), answer.data
+    return answer.status, answer.headers, answer.data
 
 
 def hosted(env: dict[str, str]) -> dict[str, dict]:

@@ -104,6 +104,8 @@ def test_a_component_that_keeps_dying_stops_knflow_up_with_an_error_naming_it(tm
 def taken(port: int) -> Iterator[None]:
     """A listening socket on 127.0.0.1:port while the block runs (bound as soon as the port is free)."""
     with socket.socket() as sock:
+        # as servers do: the dead gateway's closed connections (TIME_WAIT for a minute) must not keep the port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         eventually_sync(lambda: _bound(sock, port), 10, f"port {port} to be free")
         sock.listen()
         yield

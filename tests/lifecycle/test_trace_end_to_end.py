@@ -4,30 +4,23 @@ knflow server draws the same run's trace (``/api/runs/{runid}/trace``) and its w
 from __future__ import annotations
 
 import asyncio
-import gzip
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from aiohttp import web
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 
 from eventing.events import TRACEPARENT, span_id_of
 from functions.contract import DATA_ARRIVED, MODEL_TRAINED, TRIAL_REQUESTED
 from infra.auth import admin_token_path
-from infra.localservices import free_port
 from infra.store import open_store
 from knflow.commands.demo import DEMO_OPTIONS, digits_npz
 from knflow.drive import RunOutcome, submit, watch
 from knflow.platform import Platform
 from tests.eventually import eventually_sync
 from tests.lifecycle.helpers import platform_settings
+from tests.otlp import OtlpReceiver
 
 pytestmark = pytest.mark.slow
 
@@ -38,59 +31,6 @@ OPTIONS = {  # the demo's tuning, short: three trials at once, two epochs each
     "tuning": {**DEMO_OPTIONS["tuning"], "maxTrialCount": 3, "parallelTrialCount": 3},
 }
 STEPS = ("ingest", "featurize", "tune", "train", "register", "deploy")
-
-
-class OtlpReceiver:
-    """An OTLP/HTTP trace receiver on a free loopback port (its own thread and loop): keeps every span it gets."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.spans: list = []  # opentelemetry.proto Span messages
-        self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def _export(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        if request.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        export = ExportTraceServiceRequest.FromString(body)
-        with self._lock:
-            for resource in export.resource_spans:
-                for scope in resource.scope_spans:
-                    self.spans.extend(scope.spans)
-        answer = ExportTraceServiceResponse().SerializeToString()
-        return web.Response(body=answer, content_type="application/x-protobuf")
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/v1/traces", self._export)
-        runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        self._started.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(runner.cleanup())
-
-    def __enter__(self) -> OtlpReceiver:
-        self._thread.start()
-        self._started.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    def of_trace(self, trace_id: str) -> dict[str, object]:
-        """The spans received for ``trace_id``, by span id (hex)."""
-        with self._lock:
-            return {s.span_id.hex(): s for s in self.spans if s.trace_id.hex() == trace_id}
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ tested without servers first.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,19 +17,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import urllib3
+import yaml
 from cloudevents.core.v1.event import CloudEvent
 from sklearn.datasets import load_iris
 
 from eventing.events import NAMESPACE, new_event
 from eventing.filters import matches
 from functions.contract import DATA_ARRIVED, lifecycle_spec_path
-from functions.runtime.pipeline import load_pipeline, pipeline_triggers
+from functions.runtime.pipeline import load_pipeline, parse_pipeline, pipeline_triggers
 from infra.auth import TokenFile, tokens_path
 from infra.errors import InvalidRequest, NotFound
 from infra.namespaces import ANONYMOUS, EVERY, Scope, check, prefix, qualified, scoped, split
 from infra.store import open_store
 from knflow import Client
+from knflow.control import PipelineControl
 from knflow.platform import Platform
+from tests.eventually import eventually_sync
 from tests.live_platform import admin_headers, knflow, running_platform
 
 OPTIONS = {"model_name": "flowers", "train": {"model": "mlp", "epochs": 2}}
@@ -81,6 +85,7 @@ def test_a_namespaces_pipeline_takes_only_that_namespaces_runs() -> None:
     assert not matches(event(namespace="team-a"), ingest.filter, ingest.filters)
     assert not matches(event(), ingest.filter, ingest.filters)  # default's runs neither
     [shared, *_] = pipeline_triggers(lifecycle, lambda step: "http://127.0.0.1:1/")
+    assert (ingest.name, shared.name) == ("team-b.lifecycle-ingest", "lifecycle-ingest")  # two namespaces never meet
     assert matches(event(namespace="team-a"), shared.filter, shared.filters)  # default's pipelines are shared
 
 
@@ -116,14 +121,17 @@ def teams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Teams]:
         yield Teams(platform, env, platform.url("dashboard"), made)
 
 
-@pytest.fixture(scope="module")
-def run_of_a(teams: Teams) -> str:
-    """Team A's run on iris, followed to its end: model ``flowers`` registered and served in namespace team-a."""
+def iris_csv() -> bytes:
     x, y = load_iris(return_X_y=True)
     buffer = io.StringIO()
     np.savetxt(buffer, np.column_stack([x, y]), delimiter=",", fmt="%g", comments="", header="a,b,c,d,label")
-    data = buffer.getvalue().encode()
-    run = teams.client("team-a").submit(data, dataset="flowers", filename="f.csv", options=OPTIONS)
+    return buffer.getvalue().encode()
+
+
+@pytest.fixture(scope="module")
+def run_of_a(teams: Teams) -> str:
+    """Team A's run on iris, followed to its end: model ``flowers`` registered and served in namespace team-a."""
+    run = teams.client("team-a").submit(iris_csv(), dataset="flowers", filename="f.csv", options=OPTIONS)
     outcome = run.wait(timeout=300)
     assert outcome.status == "deployed", outcome.summary()
     return run.runid
@@ -216,6 +224,21 @@ def test_team_b_cannot_see_or_touch_team_a_serving_on_the_gateway(teams: Teams, 
     ]
 
 
+def test_the_gateways_metrics_show_a_team_its_own_revisions_and_the_platform_all(teams: Teams, run_of_a: str) -> None:
+    x, _ = load_iris(return_X_y=True)
+    teams.client("team-a").run(run_of_a).infer(x[:1])
+    gateway = teams.platform.url("gateway") + "/metrics"
+
+    def series(headers: dict[str, str]) -> str:
+        return urllib3.request("GET", gateway, headers=headers).data.decode()
+
+    assert 'revision="team-a/flowers-' in series({"Authorization": f"Bearer {teams.tokens['team-a']}"})
+    assert 'revision="team-a/flowers-' in series(admin_headers(teams.env))  # Prometheus scrapes with it
+    for headers in ({"Authorization": f"Bearer {teams.tokens['team-b']}"}, {}):  # {}: open inference, default's
+        seen = series(headers)
+        assert "knflow_requests_total" in seen and "team-a/" not in seen, seen
+
+
 async def test_the_dashboard_shows_each_team_its_own_namespace_only(teams: Teams, run_of_a: str, browser) -> None:  # type: ignore[no-untyped-def]
     async def signed_in(token: str):  # type: ignore[no-untyped-def]
         page = await (await browser.new_context()).new_page()
@@ -247,37 +270,149 @@ async def test_the_dashboard_shows_each_team_its_own_namespace_only(teams: Teams
     await admin.locator(row).wait_for()
 
 
-def test_a_namespaces_pipeline_is_invisible_and_untakeable_from_another_and_its_triggers_filter_it(
-    teams: Teams,
-) -> None:
+@pytest.fixture(scope="module")
+def team_admins(teams: Teams) -> dict[str, str]:
     tokens = TokenFile(tokens_path(teams.platform.settings))
-    admins = {team: tokens.create(f"{team}-admin", "admin", (team,)) for team in ("team-a", "team-b")}
-    lifecycle = load_pipeline(lifecycle_spec_path()).to_dict()
-    spec = {**lifecycle, "metadata": {**lifecycle["metadata"], "name": "b-flow"}}
+    return {team: tokens.create(f"{team}-admin", "admin", (team,)) for team in ("team-a", "team-b")}
 
+
+def pipeline_call(teams: Teams, token: str, method: str, path: str, body: object = None) -> urllib3.BaseHTTPResponse:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    return urllib3.request(method, teams.url + path, json=body, headers=headers)
+
+
+def named(name: str, spec: dict | None = None) -> dict:
+    spec = spec or load_pipeline(lifecycle_spec_path()).to_dict()
+    return {**spec, "metadata": {**spec["metadata"], "name": name}}
+
+
+def test_a_namespaces_pipeline_is_invisible_and_untakeable_from_another_and_its_triggers_filter_it(
+    teams: Teams, team_admins: dict[str, str]
+) -> None:
     def call(team: str, method: str, path: str, body: object = None) -> urllib3.BaseHTTPResponse:
-        headers = {"Authorization": f"Bearer {admins[team]}", "Content-Type": "application/json"}
-        return urllib3.request(method, teams.url + path, json=body, headers=headers)
+        return pipeline_call(teams, team_admins[team], method, path, body)
 
-    applied = call("team-b", "PUT", "/api/pipelines/b-flow", spec)
+    applied = call("team-b", "PUT", "/api/pipelines/b-flow", named("b-flow"))
     assert applied.status == 200, applied.data
     assert call("team-b", "GET", "/api/pipelines/b-flow").json()["metadata"]["namespace"] == "team-b"
     assert call("team-a", "GET", "/api/pipelines/b-flow").status == 404
     assert "b-flow" not in [p["name"] for p in call("team-a", "GET", "/api/pipelines").json()["pipelines"]]
-    assert call("team-a", "PUT", "/api/pipelines/b-flow", spec).status == 409  # names are shared: never replaced
     assert call("team-a", "DELETE", "/api/pipelines/b-flow").status == 404
     with pytest.raises(NotFound, match="no pipeline 'b-flow'"):
         teams.client("team-a").submit(b"a,label\n1,0\n", dataset="x", filename="x.csv", pipeline="b-flow")
+    store = open_store(teams.platform.settings.artifacts)
+    assert store.exists("namespaces/team-b/pipelines/b-flow.yaml") and not store.exists("pipelines/b-flow.yaml")
 
     triggers = urllib3.request("GET", teams.platform.url("broker") + "/triggers", headers=admin_headers(teams.env))
-    b_flow = [t for t in triggers.json()["items"] if t["name"].startswith("b-flow-")]
+    b_flow = [t for t in triggers.json()["items"] if t["name"].startswith("team-b.b-flow-")]
     assert b_flow and all(t["spec"]["filter"]["attributes"]["namespace"] == "team-b" for t in b_flow), b_flow
     assert call("team-b", "DELETE", "/api/pipelines/b-flow").status == 200
+    assert not store.exists("namespaces/team-b/pipelines/b-flow.yaml")
 
 
-def test_schedules_belong_to_default_and_another_namespace_gets_404(teams: Teams) -> None:
-    assert teams.status("admin", "/api/schedules") == 200
-    assert teams.status("team-b", "/api/schedules") == 404
+def ingest_only(name: str) -> dict:
+    """A pipeline ``name`` of the lifecycle's first step only: a run it takes ends with its data set ingested."""
+    lifecycle = load_pipeline(lifecycle_spec_path()).to_dict()
+    ingest = next(s for s in lifecycle["spec"]["steps"] if s["name"] == "ingest")
+    return named(name, {**lifecycle, "spec": {**lifecycle["spec"], "steps": [ingest]}})
+
+
+def deliveries(teams: Teams) -> dict[str, float]:
+    """The broker's count of events delivered per trigger."""
+    text = urllib3.request("GET", teams.platform.url("broker") + "/metrics", headers=admin_headers(teams.env)).data
+    found = re.findall(r'^knflow_broker_deliveries_total\{trigger="([^"]+)"\} (\S+)$', text.decode(), re.M)
+    return {trigger: float(n) for trigger, n in found}
+
+
+def test_two_namespaces_apply_the_same_pipeline_name_and_each_takes_only_its_own_runs(
+    teams: Teams, team_admins: dict[str, str]
+) -> None:
+    flow = ingest_only("flow")
+    for team in ("team-a", "team-b"):
+        applied = pipeline_call(teams, team_admins[team], "PUT", "/api/pipelines/flow", flow)
+        assert applied.status == 200, applied.data
+        assert applied.json()["triggers"] == [f"{team}.flow-ingest"]
+    shared = pipeline_call(
+        teams, admin_headers(teams.env)["Authorization"].split()[1], "PUT", "/api/pipelines/flow", flow
+    )
+    assert shared.status == 409 and "namespace's own" in shared.json()["error"]  # a shared one would take both's runs
+
+    run = teams.client("team-a").submit(iris_csv(), dataset="tiny", filename="t.csv", pipeline="flow")
+    eventually_sync(lambda: deliveries(teams).get("team-a.flow-ingest", 0) >= 1, timeout=60)
+    assert deliveries(teams)["team-b.flow-ingest"] == 0
+    eventually_sync(lambda: any(e.type == "dev.knflow.dataset.ingested" for e in run.events()), timeout=60)
+    assert any(open_store(teams.platform.settings.artifacts).list("namespaces/team-a/datasets/tiny/"))
+    for team in ("team-a", "team-b"):
+        assert pipeline_call(teams, team_admins[team], "DELETE", "/api/pipelines/flow").status == 200
+
+
+def test_a_namespaces_pipeline_kept_among_defaults_moves_under_its_prefix_at_start(
+    teams: Teams, team_admins: dict[str, str]
+) -> None:
+    old = ingest_only("old-b")
+    old["metadata"]["namespace"] = "team-b"
+    store = open_store(teams.platform.settings.artifacts)
+    store.put("pipelines/old-b.yaml", yaml.safe_dump(old).encode())  # where knflow kept it before
+    control = PipelineControl(teams.platform.settings)
+    [trigger] = pipeline_triggers(
+        parse_pipeline({**old, "metadata": {"name": "old-b"}}), lambda s: control.functions_url
+    )
+    control.broker.call("PUT", f"/triggers/{trigger.name}", trigger.to_resource())  # under its name of then
+
+    control.ensure_defaults()
+    assert store.exists("namespaces/team-b/pipelines/old-b.yaml") and not store.exists("pipelines/old-b.yaml")
+    names = {t["name"] for t in control.broker.call("GET", "/triggers")["items"]}
+    assert "team-b.old-b-ingest" in names and "old-b-ingest" not in names
+    assert pipeline_call(teams, team_admins["team-a"], "GET", "/api/pipelines/old-b").status == 404
+    assert pipeline_call(teams, team_admins["team-b"], "DELETE", "/api/pipelines/old-b").status == 200
+
+
+def test_defaults_pipelines_are_shared_so_only_an_admin_of_every_namespace_changes_them(
+    teams: Teams, team_admins: dict[str, str]
+) -> None:
+    tokens = TokenFile(tokens_path(teams.platform.settings))
+    default_admin = tokens.create("default-admin", "admin", ("default",))
+    lifecycle = load_pipeline(lifecycle_spec_path()).to_dict()
+    refused = pipeline_call(teams, default_admin, "PUT", "/api/pipelines/lifecycle", lifecycle)
+    assert refused.status == 403 and "shared" in refused.json()["error"], refused.data
+    assert pipeline_call(teams, default_admin, "DELETE", "/api/pipelines/lifecycle").status == 403
+    taken = pipeline_call(teams, team_admins["team-a"], "PUT", "/api/pipelines/lifecycle", lifecycle)
+    assert taken.status == 409 and "shared pipeline" in taken.json()["error"], taken.data
+    seen = pipeline_call(teams, team_admins["team-a"], "GET", "/api/pipelines").json()["pipelines"]
+    assert {"name": "lifecycle", "namespace": "default"}.items() <= seen[0].items()
+
+
+def test_a_namespaces_schedule_starts_its_runs_and_another_namespace_neither_sees_nor_touches_it(
+    teams: Teams, team_admins: dict[str, str], run_of_a: str
+) -> None:
+    tick = ingest_only("tick")
+    assert pipeline_call(teams, team_admins["team-a"], "PUT", "/api/pipelines/tick", tick).status == 200
+    a, b = teams.tokens["team-a"], teams.tokens["team-b"]
+    every_2s = {"cron": "* * * * * */2", "dataset": "flowers", "pipeline": "tick"}
+    added = pipeline_call(teams, a, "PUT", "/api/schedules/tick", every_2s)
+    assert added.status == 200, added.data
+    store = open_store(teams.platform.settings.artifacts)
+    assert store.exists("namespaces/team-a/schedules/tick.json") and not store.exists("schedules/tick.json")
+
+    def ingested() -> list[dict]:
+        url = f"{teams.platform.url('broker')}/events?type=dev.knflow.dataset.ingested&limit=1000"
+        rows = urllib3.request("GET", url, headers={"Authorization": f"Bearer {a}"}).json()["events"]
+        return [e for e in rows if e.get("pipeline") == "tick"]
+
+    [first, *_] = eventually_sync(ingested, timeout=60)
+    assert first["namespace"] == "team-a" and first["data"]["dataset"] == "flowers"
+    assert [s["name"] for s in pipeline_call(teams, a, "GET", "/api/schedules").json()["schedules"]] == ["tick"]
+    assert pipeline_call(teams, b, "GET", "/api/schedules").json()["schedules"] == []
+    assert pipeline_call(teams, b, "GET", "/api/schedules/tick").status == 404
+    assert pipeline_call(teams, b, "DELETE", "/api/schedules/tick").status == 404
+    assert pipeline_call(teams, b, "GET", "/api/schedules?namespace=team-a").status == 404
+    assert teams.status("admin", "/api/schedules") == 200  # default's: none of team-a's
+    assert "tick" not in [s["name"] for s in teams.answer("admin", "/api/schedules").json()["schedules"]]
+    pings = teams.platform.url("broker") + "/sources/ping"
+    assert urllib3.request("GET", pings, headers={"Authorization": f"Bearer {b}"}).json()["items"] == []
+    assert urllib3.request("GET", pings + "/team-a.tick", headers={"Authorization": f"Bearer {b}"}).status == 404
+    assert pipeline_call(teams, a, "DELETE", "/api/schedules/tick").status == 204
+    assert pipeline_call(teams, team_admins["team-a"], "DELETE", "/api/pipelines/tick").status == 200
 
 
 def test_the_brokers_history_gives_a_team_its_own_namespaces_events_only(teams: Teams, run_of_a: str) -> None:

@@ -230,3 +230,21 @@ async def test_activation_timeout_is_503_and_counted(
     pool = gateway.pools["digits-00001"]
     await asyncio.wait_for(pool.ready.wait(), 10)  # the replica still comes up for later requests
     assert pool.replicas and pool.failure is None
+
+
+async def test_inference_naming_another_namespace_is_not_served_from_defaults_models(gateway: Gateway) -> None:
+    """A plain POST takes the gateway's lean path; one that names a namespace (query or header) or carries a token
+    goes to aiohttp, where the guard's scope decides: team-a has no ``digits``, so 404, never default's answer."""
+    body = infer_body(np.zeros((1, 64), np.float32))
+    target = f"{url(gateway)}/v2/models/digits/infer"
+    async with ClientSession() as http:
+        async with http.post(target, data=body) as response:
+            assert response.status == 200 and response.content_type == "application/json"
+        assert gateway._lean is not None and gateway._lean.connections  # served on the lean path
+        for extra in ({"params": {"namespace": "team-a"}}, {"headers": {"X-Knflow-Namespace": "team-a"}}):
+            async with http.post(target, data=body, **extra) as response:
+                assert response.status == 404, extra
+                assert "not deployed" in (await response.json())["error"]
+        assert not gateway._lean.connections  # the connection went over to aiohttp at the first of them
+        async with http.post(f"{url(gateway)}/v2/models/nope/infer", data=body) as response:
+            assert (response.status, response.content_type) == (404, "application/json")
