@@ -17,7 +17,6 @@ from eventing.bindings import to_http_binary, to_http_structured
 from eventing.delivery import BROKER_SOURCE, Attempt, Deliverer, _attempt, _reply, _retry_after, step_failed_event
 from eventing.events import STEP_FAILED, describe, new_event
 from eventing.triggers import DeliverySpec, Trigger
-from infra import tracing
 from infra.localservices import free_port
 from tests.eventing.conftest import reply_with
 from tests.spans import in_memory_spans
@@ -287,7 +286,7 @@ async def test_a_traced_delivery_is_a_consumer_span_under_the_event_with_each_fa
         ("attempt", {"attempt": 2, "status": 500, "error": "Broken"}),
     ]
     assert span.status.status_code.name == "ERROR" and span.status.description == "status 500 Broken"
-    own = tracing.traceparent_of(span)
+    own = f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-01"
     assert [h["traceparent"] for h in sent] == [own, own]  # the subscriber's work is the delivery's child
 
 
@@ -397,3 +396,22 @@ async def test_a_delivery_whose_bookkeeping_fails_ends_its_span_as_failed(delive
     [span] = [s for s in spans.get_finished_spans() if s.name == "deliver step"]
     assert span.attributes["http.response.status_code"] == 0
     assert span.status.description == "status 0 delivery bookkeeping failed"
+
+
+async def test_a_reply_stays_in_the_namespace_of_the_event_it_answers(deliverer, subscriber):
+    def reply(namespace):  # type: ignore[no-untyped-def]
+        extensions = {"namespace": namespace} if namespace else None
+        return lambda e, n: reply_with(new_event("next", "step", cause=None, extensions=extensions))
+
+    team = new_event("t", "s", extensions={"namespace": "team-a"})
+    await deliverer.deliver(Trigger("given", subscriber.on("/given", reply(None))), team)
+    await deliverer.deliver(Trigger("same", subscriber.on("/same", reply("team-a"))), team)
+    await deliverer.deliver(Trigger("plain", subscriber.on("/plain", reply(None))), new_event("t", "s"))
+    await deliverer.deliver(Trigger("named", subscriber.on("/named", reply("default"))), new_event("t", "s"))
+    assert [e.get_extension("namespace") for e in deliverer.published] == ["team-a", "team-a", None, "default"]
+    deliverer.published.clear()
+    result = await deliverer.deliver(Trigger("other", subscriber.on("/other", reply("team-b"))), team)
+    why = "the reply claims namespace 'team-b'; the event it answers is of 'team-a'"
+    assert result == Attempt(502, why.encode(), why)
+    [report] = deliverer.published  # no reply published: the delivery failed
+    assert report.get_type() == STEP_FAILED and report.get_data()["error"] == why and report.get_data()["status"] == 502
