@@ -401,14 +401,16 @@ async def test_a_delivery_whose_bookkeeping_fails_ends_its_span_as_failed(delive
 async def test_a_reply_stays_in_the_namespace_of_the_event_it_answers(deliverer, subscriber):
     def reply(namespace):  # type: ignore[no-untyped-def]
         extensions = {"namespace": namespace} if namespace else None
-        return lambda e, n: reply_with(new_event("next", "step", cause=None, extensions=extensions))
+        return lambda e, n: reply_with(new_event("next", "step", {"k": 1}, extensions=extensions))
 
     team = new_event("t", "s", extensions={"namespace": "team-a"})
-    await deliverer.deliver(Trigger("given", subscriber.on("/given", reply(None))), team)
+    given = await deliverer.deliver(Trigger("given", subscriber.on("/given", reply(None))), team)
+    assert given.body and given.reply.get_data() == {"k": 1}  # the answer as it came, but in the event's namespace
     await deliverer.deliver(Trigger("same", subscriber.on("/same", reply("team-a"))), team)
     await deliverer.deliver(Trigger("plain", subscriber.on("/plain", reply(None))), new_event("t", "s"))
     await deliverer.deliver(Trigger("named", subscriber.on("/named", reply("default"))), new_event("t", "s"))
     assert [e.get_extension("namespace") for e in deliverer.published] == ["team-a", "team-a", None, "default"]
+    assert [(e.get_type(), e.get_data()) for e in deliverer.published] == [("next", {"k": 1})] * 4
     deliverer.published.clear()
     result = await deliverer.deliver(Trigger("other", subscriber.on("/other", reply("team-b"))), team)
     why = "the reply claims namespace 'team-b'; the event it answers is of 'team-a'"
