@@ -21,6 +21,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/system-deps.sh
 	$(PY) -m ruff check .
+	$(PY) scripts/check_type_ignores.py
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 # Mutation testing of the rule modules ([tool.mutmut] in pyproject.toml; docs/testing.md): slow, outside `make test`.

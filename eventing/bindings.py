@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import orjson
+from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.exceptions import BaseCloudEventException
@@ -46,7 +47,7 @@ class OrjsonFormat(JSONFormat):
             raise InvalidEvent(f"structured event is not valid JSON: {exc}") from None
         return read_structured(attributes)
 
-    def write(self, event: CloudEvent) -> bytes:
+    def write(self, event: BaseCloudEvent) -> bytes:
         out: dict[str, Any] = dict(event.get_attributes())
         data = event.get_data()
         if isinstance(data, bytes | bytearray):
@@ -152,7 +153,8 @@ def from_http(headers: Mapping[str, str], body: bytes) -> CloudEvent:
     if any(k.startswith("ce-") for k in lowered):
         _check_required({k[3:]: v for k, v in lowered.items() if k.startswith("ce-")}, "header ce-")
         try:
-            event = ce_http.from_binary(ce_http.HTTPMessage(lowered, body), FORMAT, _build_factory)
+            # the SDK types its answer as any event; _build_factory makes each a v1 CloudEvent
+            event = cast(CloudEvent, ce_http.from_binary(ce_http.HTTPMessage(lowered, body), FORMAT, _build_factory))
         except (BaseCloudEventException, ValueError) as exc:  # ValueError: e.g. dateutil on a bad ce-time
             if isinstance(exc, InvalidEvent):
                 raise
@@ -207,8 +209,8 @@ def from_json(raw: bytes) -> CloudEvent:
 KafkaHeaders = Iterable[tuple[str, bytes]] | Mapping[str, bytes]
 
 
-def _partition_key(event: CloudEvent) -> bytes | None:
-    key = partition_key(event)
+def _partition_key(event: BaseCloudEvent) -> bytes | None:
+    key = partition_key(cast(CloudEvent, event))  # to_kafka hands the SDK a CloudEvent, and the SDK hands it back
     return key.encode() if key else None
 
 
@@ -231,7 +233,7 @@ def from_kafka(headers: KafkaHeaders, key: bytes | None, value: bytes) -> CloudE
         redundant = "ce_runid" in decoded or "ce_partitionkey" in decoded
         message = ce_kafka.KafkaMessage(decoded, None if redundant else key, value)
         try:
-            return ce_kafka.from_binary(message, FORMAT, _build_factory)
+            return cast(CloudEvent, ce_kafka.from_binary(message, FORMAT, _build_factory))  # see from_http
         except (BaseCloudEventException, ValueError) as exc:  # ValueError: e.g. a key that is not UTF-8
             raise InvalidEvent(f"not a valid CloudEvent: {exc}") from None
     content_type = decoded.get("content-type", b"").decode()

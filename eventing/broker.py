@@ -261,7 +261,7 @@ class BrokerServer:
     @access("open")
     async def _health(self, request: web.Request) -> web.Response:
         pending = self.pending()
-        body = {"status": "starting" if pending else "ok", "broker": self.settings.broker.url}
+        body: dict[str, Any] = {"status": "starting" if pending else "ok", "broker": self.settings.broker.url}
         body |= {"triggers": len(self._dispatchers), "ready": len(self._dispatchers) - len(pending)}
         if pending:  # the names of the caller's own namespaces' triggers only (the count is everyone's)
             scope = scope_of(request)
@@ -314,13 +314,15 @@ class BrokerServer:
             return error_response(InvalidRequest("limit and wait must be numbers"))
         if not 1 <= limit <= 1000 or not 0 <= wait <= 60:
             return error_response(InvalidRequest("limit must be 1..1000 and wait 0..60 seconds"))
-        args = {"after": query.get("after"), "limit": limit, "runid": query.get("runid"), "type": query.get("type")}
+        history = functools.partial(
+            self.log.history, after=query.get("after"), limit=limit, runid=query.get("runid"), type=query.get("type")
+        )
         try:
-            events, cursor = await self.log.history(**args)
+            events, cursor = await history()
             deadline = asyncio.get_running_loop().time() + wait
             while not events and (left := deadline - asyncio.get_running_loop().time()) > 0:
                 await self.log.wait_for_append(left)
-                events, cursor = await self.log.history(**args)
+                events, cursor = await history()
         except KnflowError as exc:
             return error_response(exc)
         scope = scope_of(request)  # a team's token reads its own namespaces' events only

@@ -17,7 +17,7 @@ import base64
 import email.utils
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,12 +157,12 @@ class Deliverer:
     def _delay(self, spec: DeliverySpec, retry: int, result: Attempt) -> float:
         delay = spec.backoff(retry)
         if spec.retry_after_max is not None and result.status in (429, 503) and result.retry_after is not None:
-            delay = max(delay, min(result.retry_after, float(spec.retry_after_max)))  # type: ignore[arg-type]
+            delay = max(delay, min(result.retry_after, float(spec.retry_after_max)))
         return delay
 
     async def attempt(self, url: str, headers: dict[str, str], body: bytes, spec: DeliverySpec) -> Attempt:
         """One POST; never raises for delivery failures."""
-        timeout = float(spec.timeout or self.default_timeout)  # type: ignore[arg-type]
+        timeout = float(spec.timeout or self.default_timeout)
         try:
             if self.pool.handles(url):
                 resp = await self.pool.post(url, headers, body, timeout)
@@ -189,7 +189,8 @@ class Deliverer:
         if result.body:
             attributes["knativeerrordata"] = base64.b64encode(result.body).decode()
         headers, body = to_http_binary(CloudEvent(attributes, event.get_data()))
-        outcome, _ = await self._send(spec.dead_letter_sink, headers, body, spec)  # type: ignore[arg-type]
+        assert spec.dead_letter_sink is not None, "dead letters go only to a spec's sink"
+        outcome, _ = await self._send(spec.dead_letter_sink, headers, body, spec)
         if outcome.ok:
             return
         log.error("dead-letter sink %s refused %s: status %s", spec.dead_letter_sink, describe(event), outcome.status)
@@ -198,12 +199,17 @@ class Deliverer:
 def _keeps_namespace(result: Attempt, event: CloudEvent) -> Attempt:
     """A reply stays in the namespace of the event it answers: one naming none gets it; one naming another makes the
     delivery fail (reported as step.failed), so a subscriber cannot publish into a namespace it was not given."""
-    namespace, claimed = namespace_of(event), result.reply.get_extension(NAMESPACE)  # type: ignore[union-attr]
+    reply = result.reply
+    assert reply is not None, "only a delivery that has a reply is checked"
+    namespace, claimed = namespace_of(event), reply.get_extension(NAMESPACE)
     if claimed is None:
         if namespace == DEFAULT:
             return result
-        reply = CloudEvent({**result.reply.get_attributes(), NAMESPACE: namespace}, result.reply.get_data())  # type: ignore[union-attr]
-        return Attempt(result.status, result.body, reply=reply)
+        return Attempt(
+            result.status,
+            result.body,
+            reply=CloudEvent({**reply.get_attributes(), NAMESPACE: namespace}, reply.get_data()),
+        )
     if of_extension(claimed) == namespace:
         return result
     why = f"the reply claims namespace {claimed!r}; the event it answers is of {namespace!r}"
@@ -216,8 +222,8 @@ def _attempt(status: int, reason: str, headers: Any, body: bytes) -> Attempt:
     return Attempt(status, body, reply=_reply(headers, body))
 
 
-def _reply(headers: object, body: bytes) -> CloudEvent | None:
-    lowered = {k.lower(): v for k, v in headers.items()}  # type: ignore[attr-defined]
+def _reply(headers: Mapping[str, str], body: bytes) -> CloudEvent | None:
+    lowered = {k.lower(): v for k, v in headers.items()}
     if "ce-specversion" not in lowered and not lowered.get("content-type", "").startswith("application/cloudevents"):
         return None
     try:

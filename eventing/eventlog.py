@@ -100,4 +100,5 @@ def open_event_log(settings: Settings) -> EventLog:
         return KafkaEventLog(settings.broker)
     from eventing.log_embedded import EmbeddedEventLog
 
-    return EmbeddedEventLog(settings.broker.path, retention_hours=settings.eventing.retention_hours)  # type: ignore[arg-type]
+    assert settings.broker.path is not None, "an embedded broker location has its directory"
+    return EmbeddedEventLog(settings.broker.path, retention_hours=settings.eventing.retention_hours)

@@ -7,7 +7,7 @@ match; each is ``{"exact": {...}}``, ``{"prefix": {...}}``, ``{"suffix": {...}}`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
@@ -57,7 +57,7 @@ def matches_expression(event: CloudEvent, expr: Mapping[str, Any]) -> bool:
     return not matches_expression(event, arg)
 
 
-def matches(event: CloudEvent, filter: Mapping[str, str] | None, filters: list[Mapping[str, Any]] | None) -> bool:
+def matches(event: CloudEvent, filter: Mapping[str, str] | None, filters: Sequence[Mapping[str, Any]] | None) -> bool:
     """Whether a trigger with ``filter`` and ``filters`` selects ``event`` (``filters`` wins if both)."""
     if filters:
         return all(matches_expression(event, e) for e in filters)

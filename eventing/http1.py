@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
 
@@ -28,9 +29,10 @@ class Response:
 
 
 class _Connection(asyncio.Protocol):
+    transport: asyncio.Transport  # set by connection_made, before create_connection returns the connection
+    timer: asyncio.TimerHandle | None  # each request with a deadline sets it
+
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.closed = False
         self._buf = bytearray()
         self._waiter: asyncio.Future | None = None
@@ -51,7 +53,7 @@ class _Connection(asyncio.Protocol):
         self.timer = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a stream connection's transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -70,12 +72,12 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter = loop.create_future()
         if deadline is not None:
             self.timer = loop.call_at(deadline, _expire, waiter)  # cheaper than an asyncio.timeout per request
-        self.transport.write(data)  # type: ignore[union-attr]
+        self.transport.write(data)
         return waiter
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None or self._waiter.done():
-            self.transport.close()  # type: ignore[union-attr]  # bytes nobody asked for: do not reuse
+            self.transport.close()  # bytes nobody asked for: do not reuse
             return
         self.got_bytes = True
         self._buf += data
@@ -84,7 +86,7 @@ class _Connection(asyncio.Protocol):
         except (ValueError, IndexError) as exc:
             if self._waiter is not None and not self._waiter.done():
                 self._waiter.set_exception(ConnectionError(f"malformed HTTP response: {exc}"))
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()
 
     def _parse(self) -> None:
         buf = self._buf
@@ -206,14 +208,14 @@ class Http1Pool:
                 conn, _ = await self._acquire(host, port, deadline, fresh=True)  # the server had closed the idle one
                 response = await conn.request(data, deadline, is_head)
         except BaseException:
-            conn.transport.close()  # type: ignore[union-attr]
+            conn.transport.close()
             raise
         finally:
             _cancel(conn.timer)
         if conn.reusable:
             self._idle.setdefault((host, port), []).append(conn)
         else:
-            conn.transport.close()  # type: ignore[union-attr]
+            conn.transport.close()
         return response
 
     async def _acquire(
@@ -235,5 +237,5 @@ class Http1Pool:
     async def close(self) -> None:
         for conns in self._idle.values():
             for conn in conns:
-                conn.transport.close()  # type: ignore[union-attr]
+                conn.transport.close()
         self._idle.clear()

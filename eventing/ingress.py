@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from infra.guard import Guard, change_problem
 
@@ -71,9 +71,10 @@ class _Date:
 class IngressProtocol(asyncio.Protocol):
     """One client connection: ingress POSTs answered here, the connection handed to aiohttp at anything else."""
 
+    transport: asyncio.Transport  # set by connection_made, before the server tracks the connection
+
     def __init__(self, server: IngressServer):
         self.server = server
-        self.transport: asyncio.Transport | None = None
         self.idle_since = time.monotonic()
         self.head_since: float | None = None  # when the first byte of a head not yet complete arrived
         self.busy = False
@@ -85,7 +86,7 @@ class IngressProtocol(asyncio.Protocol):
         self._done = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a stream connection's transport
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -109,7 +110,7 @@ class IngressProtocol(asyncio.Protocol):
             self._next()
         elif len(self._buf) > self.server.max_body + MAX_HEAD and not self._paused:
             self._paused = True  # a pipelining client is far ahead: let TCP push back
-            self.transport.pause_reading()  # type: ignore[union-attr]
+            self.transport.pause_reading()
 
     def _next(self) -> None:
         """Take the next whole request from the buffer, if there is one."""
@@ -118,11 +119,11 @@ class IngressProtocol(asyncio.Protocol):
         if self._write_paused:
             if not self._paused:
                 self._paused = True
-                self.transport.pause_reading()  # type: ignore[union-attr]
+                self.transport.pause_reading()
             return
         if self._paused:
             self._paused = False
-            self.transport.resume_reading()  # type: ignore[union-attr]
+            self.transport.resume_reading()
         buf = self._buf
         head = self._head
         if head is None:
@@ -175,10 +176,10 @@ class IngressProtocol(asyncio.Protocol):
             head += b"Connection: close\r\n"
         elif request.http10:
             head += b"Connection: keep-alive\r\n"
-        self.transport.write(head + b"\r\n" + body)  # type: ignore[union-attr]
+        self.transport.write(head + b"\r\n" + body)
         if not request.keep_alive:
             self._done = True
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()
             return
         if self._buf:
             self._next()
@@ -188,13 +189,12 @@ class IngressProtocol(asyncio.Protocol):
         self._done = True
         body = b'{"error":"the request head did not arrive within %d seconds"}' % HEAD_TIMEOUT_S
         head = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
-        self.transport.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)  # type: ignore[union-attr]
-        self.transport.close()  # type: ignore[union-attr]
+        self.transport.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.transport.close()
 
     def _hand_over(self) -> None:
         """Give the connection and the bytes read so far to aiohttp for the rest of its life."""
         transport = self.transport
-        assert transport is not None
         self._done = True
         self.server.connections.discard(self)
         if self._paused:
@@ -275,7 +275,7 @@ class IngressServer:
         self.level = level  # the access the lean path's requests have ("ingress" or "inference", infra.guard)
         self.connections: set[IngressProtocol] = set()
         self.date = _Date()
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: list[asyncio.Server] = []
         self._sweeper: asyncio.Task | None = None
 
     def takes(self, head: _Head) -> bool:
@@ -308,7 +308,7 @@ class IngressServer:
         server = await asyncio.get_running_loop().create_unix_server(lambda: IngressProtocol(self), path)
         self._listening(server)
 
-    def _listening(self, server: asyncio.AbstractServer) -> None:
+    def _listening(self, server: asyncio.Server) -> None:
         self._servers.append(server)
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep())
@@ -326,7 +326,7 @@ class IngressServer:
                 if conn.head_since is not None and conn._buf and now - conn.head_since > HEAD_TIMEOUT_S:
                     conn.timed_out()
                 elif conn.idle_since < now - IDLE_TIMEOUT_S:
-                    conn.transport.close()  # type: ignore[union-attr]
+                    conn.transport.close()
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop listening, let requests in flight finish (up to ``grace`` seconds), close this path's connections.
@@ -346,7 +346,7 @@ class IngressServer:
         await asyncio.gather(*late, return_exceptions=True)
         for conn in list(self.connections):
             with contextlib.suppress(Exception):
-                conn.transport.close()  # type: ignore[union-attr]
+                conn.transport.close()
 
     async def wait_closed(self) -> None:
         """Wait until the listener is closed (on Python 3.12+ also every connection it accepted)."""

@@ -254,7 +254,8 @@ class EmbeddedEventLog:
         if after and not (after.isascii() and after.isdigit()):
             raise InvalidRequest(f"cursor {after!r} is not an offset (a whole number)")
         start = int(after) if after else 0
-        sql, args = "SELECT offset, body FROM events WHERE offset > ?", [start]
+        sql = "SELECT offset, body FROM events WHERE offset > ?"
+        args: list[int | str] = [start]
         if runid:
             sql, args = sql + " AND runid = ?", [*args, runid]
         if type:
@@ -340,6 +341,7 @@ class EmbeddedConsumer:
         deadline = time.monotonic() + timeout
         while True:
             position = self._position
+            assert position is not None, "ready() sets the position"
             cached = self.log.cached(position, max_records)
             if cached:
                 return self._take(cached)

@@ -268,7 +268,7 @@ class KafkaGroupConsumer(ConsumerRebalanceListener):
                 inflight.append(message.offset)
                 record = self._record(message)
                 if record is None:
-                    self.ack(Record((message.partition, message.offset), None, None))  # type: ignore[arg-type]
+                    self._ack_position(message.partition, message.offset)  # a record it could not decode
                 else:
                     out.append(record)
         return out
@@ -284,7 +284,9 @@ class KafkaGroupConsumer(ConsumerRebalanceListener):
         return Record((message.partition, message.offset), key, event)
 
     def ack(self, record: Record) -> None:
-        partition, offset = record.position
+        self._ack_position(*record.position)
+
+    def _ack_position(self, partition: int, offset: int) -> None:
         inflight = self._inflight.get(partition)
         if inflight is None:
             return  # the partition was revoked meanwhile: its new owner delivers it again

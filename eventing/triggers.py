@@ -65,7 +65,7 @@ class DeliverySpec:
 
     def backoff(self, retry_number: int) -> float:
         """Seconds to wait before retry ``retry_number`` (0 = first retry, which waits backoffDelay)."""
-        delay = float(self.backoff_delay or 0.0)  # type: ignore[arg-type]
+        delay = float(self.backoff_delay or 0.0)
         if self.backoff_policy == LINEAR:
             return delay * (retry_number + 1)
         return delay * (2**retry_number)
@@ -91,14 +91,14 @@ class DeliverySpec:
         out: dict[str, Any] = {
             "retry": self.retry,
             "backoffPolicy": self.backoff_policy,
-            "backoffDelay": format_duration(self.backoff_delay),  # type: ignore[arg-type]
+            "backoffDelay": format_duration(self.backoff_delay),  # type: ignore[arg-type]  # a number once __post_init__ parsed it
         }
         if self.timeout is not None:
-            out["timeout"] = format_duration(self.timeout)  # type: ignore[arg-type]
+            out["timeout"] = format_duration(self.timeout)  # type: ignore[arg-type]  # a number once __post_init__ parsed it
         if self.dead_letter_sink:
             out["deadLetterSink"] = {"uri": self.dead_letter_sink}
         if self.retry_after_max is not None:
-            out["retryAfterMax"] = format_duration(self.retry_after_max)  # type: ignore[arg-type]
+            out["retryAfterMax"] = format_duration(self.retry_after_max)  # type: ignore[arg-type]  # a number once __post_init__ parsed it
         return out
 
 

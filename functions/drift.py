@@ -87,6 +87,7 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
     detected = None
     if full is not None:
         detected = _judge(ctx.store, window, full, policy, event)
+        assert window.closed is not None, "judging a full window closes it"
         ctx.log.info("drift: %s/%s window %d: %s", model, version, window.index - 1, window.closed["summary"])
     window.save(ctx.store)
     return detected

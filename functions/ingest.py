@@ -35,14 +35,15 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
     if name == DATASET_OPTIONS or readers.IDX_LABELS in name:
         ctx.log.info("ingest: %s is not a data file on its own; nothing to do", key)
         return None
-    if not runid_of(event):
+    runid = runid_of(event)
+    if not runid:
         raise InvalidRequest("data.arrived needs the runid extension")
     dataset = data.get("dataset") or dataset_of(key)
     options = resolve_options(ctx.store, data.get("options"), dataset)
     raw, sources = read_raw(ctx.store, key, options.label, options.categorical)
     validated = validate(raw, key, task=options.task)
     version = write_dataset(ctx.store, dataset, validated, {"bucket": data.get("bucket"), "objects": sources})
-    save_options(ctx.store, runid_of(event), options)
+    save_options(ctx.store, runid, options)
     ctx.log.info("ingest: %s → %s (%d rows, new=%s)", key, version.prefix, version.rows, version.created)
     out = {
         "dataset": dataset,

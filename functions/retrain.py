@@ -16,7 +16,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import from_json, to_json
 from eventing.events import new_event, new_runid, runid_of
-from functions.contract import DATA_ARRIVED, DRIFT_DETECTED, RETRAIN_STARTED
+from functions.contract import DATA_ARRIVED, DRIFT_DETECTED, RETRAIN_STARTED, data_of
 from functions.drift import parse_policy
 from functions.ml.readers import IDX_LABELS
 from functions.runoptions import DATASET_OPTIONS, load_options
@@ -31,7 +31,7 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
     (None while the model's cooldown lasts, or retraining is off)."""
     if event.get_type() != DRIFT_DETECTED:
         return None
-    data = event.get_data() or {}
+    data = data_of(event)
     model, dataset = data.get("model"), data.get("dataset")
     if not isinstance(model, str) or not model or not isinstance(dataset, str) or not dataset:
         raise InvalidRequest(f"{DRIFT_DETECTED} needs data.model and data.dataset")
@@ -63,13 +63,13 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
 def _started(detected: CloudEvent, arrival: CloudEvent, ctx: Any) -> CloudEvent:
     """Send the new run's arrival (its id is fixed, so a repeat is the same event) and say so in this run."""
     ctx.emit_sync(arrival)
-    data = {"model": (detected.get_data() or {}).get("model"), "runid": runid_of(arrival), "key": arrival.get_subject()}
+    data = {"model": data_of(detected).get("model"), "runid": runid_of(arrival), "key": arrival.get_subject()}
     return new_event(RETRAIN_STARTED, SOURCE, data, cause=detected, extensions={"id": f"{detected.get_id()}/started"})
 
 
 def new_run(detected: CloudEvent, newest: ObjectInfo, options: dict[str, Any]) -> CloudEvent:
     """The data.arrived that starts the retraining run: a new runid, the drifting run's pipeline and trace."""
-    data = detected.get_data() or {}
+    data = data_of(detected)
     trained_on = {(o.get("key"), o.get("sha256")) for o in (data.get("lineage") or {}).get("raw", [])}
     retrain = {
         "run": runid_of(detected),

@@ -77,6 +77,8 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
     """features.ready / trial.requested → model.trained (CPU-bound: the host runs it in a thread)."""
     data = data_of(event)
     runid = runid_of(event)
+    if not runid:  # without it the model and its checkpoints would land under runs/None/
+        raise InvalidRequest(f"{event.get_type()} needs the runid extension")
     options = load_options(ctx.store, runid)
     params = {**options.train, "seed": options.train.get("seed", options.seed)}
     if event.get_type() == FEATURES_READY:
@@ -194,7 +196,7 @@ def _distributed(
     if not finished(state, params):
         raise Unavailable(f"the workers of {job.prefix} ended before the training finished; it resumes on redelivery")
     transform, num_classes, task = model
-    return restore(transform, num_classes, params, task, state)  # type: ignore[arg-type]
+    return restore(transform, num_classes, params, task, state)  # type: ignore[arg-type]  # finished: a state
 
 
 def _features(store: ArtifactStore, job: Job) -> tuple[Splits, Transform, dict[str, Any]]:

@@ -170,7 +170,7 @@ def fill(experiment: Experiment) -> list[Trial]:
     """Request new trials up to parallelTrialCount running and maxTrialCount in all (stops once the goal is reached)."""
     spec = experiment.spec
     best = experiment.best_trial()
-    if best is not None and spec.objective.reached(best.value):  # type: ignore[arg-type]
+    if best is not None and spec.objective.reached(best.value):  # type: ignore[arg-type]  # best is scored
         return []
     slots = min(spec.parallel_trials - experiment.count(REQUESTED), spec.max_trials - len(experiment.trials))
     new = []
@@ -190,7 +190,7 @@ def finish_if_done(experiment: Experiment) -> None:
     if best is None:
         experiment.status, experiment.reason = "Failed", "no trial produced an objective value"
         return
-    goal = experiment.spec.objective.reached(best.value)  # type: ignore[arg-type]
+    goal = experiment.spec.objective.reached(best.value)  # type: ignore[arg-type]  # the best trial is a scored one
     experiment.status, experiment.best = DONE, best.id
     experiment.reason = (
         "goal reached"
@@ -217,7 +217,8 @@ def request_data(experiment: Experiment, trial: Trial) -> dict[str, Any]:
 
 def completed_data(experiment: Experiment) -> dict[str, Any]:
     """The data of tune.completed: the best trial, its model (its model.trained data) and every trial's outcome."""
-    best = experiment.trials[experiment.best]  # type: ignore[index]
+    assert experiment.best is not None, "a completed experiment names its best trial"
+    best = experiment.trials[experiment.best]
     return {
         "experiment": experiment.runid,
         "best_trial": best.id,

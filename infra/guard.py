@@ -117,7 +117,7 @@ class Guard:
             return None if self.open_inference else "viewer"
         if method in SAFE_METHODS:
             return "viewer"
-        return "admin" if level == "platform" else level  # type: ignore[return-value]
+        return "admin" if level == "platform" else level
 
 
 def guard_for(settings: Settings) -> Guard:

@@ -52,9 +52,10 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
 def answer_expect(app: web.Application) -> web.Application:
     """Use ``expect_continue`` on every route of ``app`` (call it when all routes are added) and on the routes aiohttp
     makes per request for an unknown path or method (404, 405), which take the library's default."""
-    web_urldispatcher._default_expect_handler = expect_continue  # type: ignore[attr-defined]  # no public hook
+    # no public hook for the default
+    web_urldispatcher._default_expect_handler = expect_continue  # type: ignore[assignment]  # typed None; answers 417 too
     for route in app.router.routes():
-        route._expect_handler = expect_continue  # type: ignore[attr-defined]  # aiohttp sets it only per add_route
+        route._expect_handler = expect_continue  # aiohttp sets it only per add_route
     return app
 
 

@@ -10,7 +10,7 @@ required, ``initialOffset`` earliest or latest, ``ordering`` ordered or unordere
 from __future__ import annotations
 
 import warnings
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field
 
@@ -22,7 +22,7 @@ with warnings.catch_warnings():  # the generated eventing models shadow Resource
     from cloudcoil.pydantic import BaseModel
     from cloudcoil.resources import Resource
 
-API_VERSION = "sources.knative.dev/v1beta1"
+API_VERSION: Final = "sources.knative.dev/v1beta1"
 
 
 class KafkaSourceSpec(BaseModel):

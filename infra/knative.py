@@ -315,11 +315,13 @@ def _targets(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None]]:
     ]
 
 
-def _rights(resource: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None]]:
+def _rights(resource: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The Role, ServiceAccounts a RoleBinding names, and the ServiceAccount a Service's pods run as."""
     if resource.get("kind") == "RoleBinding":
         role_ref = resource.get("roleRef") or {}
-        out = [("roleRef", {"apiVersion": RBAC, "kind": role_ref.get("kind"), "name": role_ref.get("name")})]
+        out: list[tuple[str, dict[str, Any]]] = [
+            ("roleRef", {"apiVersion": RBAC, "kind": role_ref.get("kind"), "name": role_ref.get("name")})
+        ]
         for i, subject in enumerate(resource.get("subjects") or []):
             account = {"apiVersion": "v1", "kind": subject.get("kind"), "name": subject.get("name")}
             out.append((f"subjects[{i}]", account | {"namespace": subject.get("namespace")}))
@@ -337,8 +339,8 @@ def _check_references(resources: list[dict[str, Any]]) -> None:
     }
     for resource in resources:
         spec, ns = resource.get("spec") or {}, resource["metadata"].get("namespace")
-        for path, target in _rights(resource):
-            key = (target["apiVersion"], target["kind"], target.get("namespace") or ns, target["name"])
+        for path, right in _rights(resource):
+            key = (right["apiVersion"], right["kind"], right.get("namespace") or ns, right["name"])
             if key not in rendered:
                 raise ConfigError(f"{_where(resource)}: {path} names {key[1]}/{key[3]}, which is not rendered")
         if resource.get("kind") == "Trigger" and (EVENTING, "Broker", ns, spec.get("broker")) not in rendered:

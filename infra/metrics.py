@@ -99,7 +99,7 @@ class Collector:
 def registry_of(collect: Callable[[], Iterable[Metric]]) -> CollectorRegistry:
     """A server's own registry, filled at each scrape by ``collect``."""
     registry = CollectorRegistry()
-    registry.register(Collector(collect))  # type: ignore[arg-type]  # duck-typed: prometheus_client's own protocol
+    registry.register(Collector(collect))  # duck-typed: prometheus_client's own protocol
     return registry
 
 

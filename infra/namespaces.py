@@ -145,7 +145,7 @@ class NamespacedStore:
 
 def scoped(store: ArtifactStore, namespace: str) -> ArtifactStore:
     """``store`` as ``namespace`` sees it (the store itself for ``default``)."""
-    return store if prefix(namespace) == "" else NamespacedStore(store, namespace)  # type: ignore[return-value]
+    return store if prefix(namespace) == "" else NamespacedStore(store, namespace)
 
 
 def qualified(namespace: str, name: str) -> str:

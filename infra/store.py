@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from infra.errors import IntegrityError, InvalidRequest
+from infra.errors import ConfigError, IntegrityError, InvalidRequest
 from infra.settings import StoreLocation, parse_store_url
 
 CHUNK = 1024 * 1024
@@ -142,10 +142,18 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
+class RawStream(Protocol):
+    """What ``HashingReader`` reads from: a file, or an S3 client's HTTP response."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 class HashingReader:
     """Wraps a binary stream, hashing what passes and checking the digest at end of stream."""
 
-    def __init__(self, raw: BinaryIO, key: str, expected_sha256: str | None):
+    def __init__(self, raw: RawStream, key: str, expected_sha256: str | None):
         self._raw = raw
         self._key = key
         self._expected = expected_sha256
@@ -223,7 +231,9 @@ def open_store(location: StoreLocation | str) -> ArtifactStore:
     if location.scheme == "file":
         from infra.store_file import FileStore
 
-        return FileStore(location.path)  # type: ignore[arg-type]
+        if location.path is None:
+            raise ConfigError("a file:// artifact store needs a directory path")
+        return FileStore(location.path)
     from infra.store_s3 import S3Store
 
     return S3Store(location)

@@ -231,7 +231,7 @@ class FileStore:
                 raise NotFound(f"no object {key!r} in {self.url}") from None
         reader = HashingReader(raw, key, info.sha256)
         try:
-            yield reader  # type: ignore[misc]
+            yield reader  # type: ignore[misc]  # HashingReader has the read/iterate/close part of BinaryIO callers use
         finally:
             reader.close()
 

@@ -133,7 +133,7 @@ class S3Store:
         validate_key(key)
         with contextlib.ExitStack() as stack:
             path, sha, size = self._spool(data, stack)
-            meta = {**(metadata or {}), SHA_META: sha}
+            meta: dict[str, str | list[str] | tuple[str]] = {**(metadata or {}), SHA_META: sha}
             self._retry(
                 f"put {key}",
                 lambda: self.client.fput_object(
@@ -249,7 +249,7 @@ class S3Store:
         response = self._retry(f"get {key}", lambda: self.client.get_object(self.bucket, key), key)
         try:
             expected = response.headers.get(f"x-amz-meta-{SHA_META}")
-            yield HashingReader(response, key, expected)  # type: ignore[misc]
+            yield HashingReader(response, key, expected)  # type: ignore[misc]  # read/iterate/close part of BinaryIO
         finally:
             response.close()
             response.release_conn()

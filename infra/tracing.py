@@ -52,10 +52,10 @@ class Span:
     def __init__(self, name: str, kind: int, parent: Parent | None, attributes: Mapping[str, Any] | None) -> None:
         if parent is None:
             self.trace_id = random.getrandbits(128) or 1
-            sampled = _sampler(self.trace_id, None)  # type: ignore[misc]
+            sampled = _sampler(self.trace_id, None)  # type: ignore[misc]  # spans are made once configure() set it
         else:
             self.trace_id = parent[0]
-            sampled = _sampler(self.trace_id, parent)  # type: ignore[misc]
+            sampled = _sampler(self.trace_id, parent)  # type: ignore[misc]  # see above
         self.span_id = random.getrandbits(64) or 1
         self.flags = 1 if sampled else 0
         self.parent, self.name, self.kind = parent, name, kind

@@ -238,7 +238,7 @@ class Run:
     def infer(self, inputs: Any, *, timeout: float = 60.0) -> dict[str, np.ndarray]:
         """KServe V2 inference on the run's deployed model: an array for its first input (cast to the input's
         datatype), or ``{input name: array}``; answers ``{output name: array}``."""
-        if self.last is not None and self.last.endpoint:
+        if self.last is not None and self.last.endpoint and self.last.model:
             model, endpoint = self.last.model, self.last.endpoint
         else:
             now = self.outcome()

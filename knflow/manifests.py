@@ -133,7 +133,7 @@ def _gpu(options: ManifestOptions) -> dict[str, Any]:
 def _service(func: dict, ns: str, image: str, **fields: Any) -> dict[str, Any]:
     deploy = (func.get("deploy") or {}).get("options") or {}
     scale, requests = deploy.get("scale") or {}, (deploy.get("resources") or {}).get("requests") or {}
-    base = {
+    base: dict[str, Any] = {
         "namespace": ns,
         "image": image,
         "min_scale": int(scale.get("min", 0)),
@@ -265,9 +265,14 @@ def trigger_resources(
     ns: str, broker: str, dead_letter: dict, pipelines: list[PipelineSpec]
 ) -> tuple[list[dict], dict[str, int]]:
     """The pipelines' local triggers as Knative Triggers, and each instance's request timeout in seconds."""
-    resources, timeouts = [], {}
+    resources: list[dict] = []
+    timeouts: dict[str, int] = {}
     for spec in pipelines:
-        local = pipeline_triggers(spec, lambda step, spec=spec: f"http://knflow.invalid/{instance_name(spec, step)}")
+
+        def url(step: Step, spec: PipelineSpec = spec) -> str:
+            return f"http://knflow.invalid/{instance_name(spec, step)}"
+
+        local = pipeline_triggers(spec, url)
         for trigger in local:
             name = trigger.subscriber.rsplit("/", 1)[-1]
             delivery = trigger.delivery.to_spec() if trigger.delivery else {}
@@ -359,7 +364,7 @@ def render(
     resources = eventing_resources(func, options, ns, dls, pipelines[0])
     triggers, timeouts = trigger_resources(ns, options.broker, dls, pipelines)
     triggers += schedule_resources(ns, options.broker, dls, schedules or [])
-    platform = (DEAD_LETTER_FUNCTION, cluster_models.CANARY_FUNCTION)
+    platform: tuple[str, ...] = (DEAD_LETTER_FUNCTION, cluster_models.CANARY_FUNCTION)
     platform += (SCHEDULE_FUNCTION,) if schedules else ()
     platform += (cluster_arrivals.MINIO_FUNCTION,) if options.minio_topic else ()
     template = cluster_models.model_template(ns, image, container_env(func), _gpu(options), PART_OF)

@@ -127,8 +127,9 @@ class Platform:
     ) -> Platform:
         """Start every component (or ``only`` those named: the others run elsewhere on their ports), wait for
         health, apply the pipelines and wait until the broker reports every trigger ready."""
-        platform = cls(settings, log_dir=settings.data_dir / "logs")
-        platform.log_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        log_dir = settings.data_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        platform = cls(settings, log_dir=log_dir)
         ensure_local_admin(settings)  # the children call each other with it; the CLI and the page sign in with it
         platform._env = {**os.environ, **settings_env(settings), **(extra_env or {})}
         components = [c for c in COMPONENTS if only is None or c.name in only]
@@ -146,7 +147,8 @@ class Platform:
 
     def spawn(self, component: Component) -> None:
         """Start one component's process (its output appended to its log)."""
-        log_path = self.log_dir / f"{component.name}.log"  # type: ignore[operator]
+        assert self.log_dir is not None, "a platform that spawns components has a log directory"
+        log_path = self.log_dir / f"{component.name}.log"
         self.processes[component.name] = spawn([sys.executable, "-m", component.module], log_path, self._env)
 
     def supervise(self, on_failure: Callable[[str], None] | None = None) -> Supervisor:

@@ -123,6 +123,7 @@ class Supervisor:
             self._kill_group(w)
             return self._exited(w, f"did not answer its health check within {self.policy.start_timeout_s:.0f}s", now)
         if w.state == STARTING and self._healthy(w):
+            assert w.process is not None, "a starting component has its process"
             self._set(w, RUNNING)
             log.info("%s is running again (pid %d, restart %d)", w.component.name, w.process.pid, w.total_restarts)
             return True

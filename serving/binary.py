@@ -87,7 +87,7 @@ def _strings(name: str, count: int, data: memoryview) -> np.ndarray:
 def to_bytes(datatype: str, array: np.ndarray) -> bytes:
     """An output's raw little-endian, row-major bytes."""
     if datatype == "BYTES":
-        parts = []
+        parts: list[bytes] = []
         for item in array.reshape(-1).tolist():
             raw = item if isinstance(item, bytes) else str(item).encode()
             parts += (_LENGTH.pack(len(raw)), raw)

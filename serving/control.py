@@ -66,8 +66,8 @@ class _Body(pydantic.BaseModel):
 
 
 class BatchingBody(_Body):
-    max_batch: int = pydantic.Field(1, ge=1, le=4096)
-    max_delay_ms: float = pydantic.Field(0.0, ge=0, le=1000)
+    max_batch: int = pydantic.Field(default=1, ge=1, le=4096)
+    max_delay_ms: float = pydantic.Field(default=0.0, ge=0, le=1000)
 
 
 class RolloutBody(_Body):

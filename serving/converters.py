@@ -207,11 +207,20 @@ class _BoostedTrees:
     classifier_objectives: tuple[str, ...]
     regressor_objectives: tuple[str, ...]
 
-    def _objective(self, booster: Any) -> str: ...
-    def _booster_features(self, booster: Any) -> int: ...
-    def _booster_classes(self, booster: Any) -> int: ...
-    def _booster_predict(self, booster: Any, x: np.ndarray) -> np.ndarray: ...
-    def _convert(self, model: Any, initial_types: list) -> Any: ...
+    def _objective(self, booster: Any) -> str:
+        raise NotImplementedError
+
+    def _booster_features(self, booster: Any) -> int:
+        raise NotImplementedError
+
+    def _booster_classes(self, booster: Any) -> int:
+        raise NotImplementedError
+
+    def _booster_predict(self, booster: Any, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _convert(self, model: Any, initial_types: list) -> Any:
+        raise NotImplementedError
 
     def _module(self) -> Any:
         return importlib.import_module(self.format)

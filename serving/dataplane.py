@@ -23,7 +23,7 @@ JSON = 0
 BINARY = 1
 GRPC = 2
 #: What V2 server metadata says over REST and gRPC.
-SERVER_METADATA = {"name": "knflow", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+SERVER_METADATA: dict[str, Any] = {"name": "knflow", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
 
 
 class Codec(Protocol):

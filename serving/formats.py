@@ -238,6 +238,7 @@ def _check(onnx_bytes: bytes, rows: _Rows, want: Predicted, classes: tuple, tole
         return _compare("prediction", got["prediction"], want.prediction, tolerance, scaled=True), 0
     name = "probabilities" if want.probabilities is not None else "scores"
     reference = want.probabilities if want.probabilities is not None else want.scores
+    assert reference is not None and want.label is not None, "a classifier's prediction has labels and scores"
     diff = _compare(name, got[name], reference, tolerance, scaled=name == "scores")
     return diff, _label_ties(got["label"], want.label, np.reshape(reference, got[name].shape), classes, tolerance)
 

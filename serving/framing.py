@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Callable
+from typing import cast
 
 REQUEST = struct.Struct("!IBI")
 RESPONSE = struct.Struct("!IHI")
@@ -44,7 +45,7 @@ class FrameProtocol(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a stream connection's transport
 
     def data_received(self, data: bytes) -> None:
         buf = self.buffer
@@ -52,11 +53,11 @@ class FrameProtocol(asyncio.Protocol):
         size = self.header.size
         start = 0
         while len(buf) - start >= size:
-            *head, length = self.header.unpack_from(buf, start)
+            rid, field, length = self.header.unpack_from(buf, start)
             end = start + size + length
             if len(buf) < end:
                 break
-            self.on_frame(*head, bytes(buf[start + size : end]))
+            self.on_frame(rid, field, bytes(buf[start + size : end]))
             start = end
         if start:
             del buf[:start]
@@ -73,7 +74,8 @@ class FrameProtocol(asyncio.Protocol):
     def is_closing(self) -> bool:
         return self.transport is None or self.transport.is_closing()
 
-    def on_frame(self, *fields: object) -> None:
+    def on_frame(self, rid: int, field: int, body: bytes) -> None:
+        """One frame: its request id, its header's second field (codec or status) and its body."""
         raise NotImplementedError
 
     def on_burst_end(self) -> None:
@@ -90,7 +92,7 @@ class RequestReader(FrameProtocol):
         self.on_request = on_request
         self.on_burst = on_burst
 
-    def on_frame(self, rid: int, codec: int, body: bytes) -> None:  # type: ignore[override]
+    def on_frame(self, rid: int, codec: int, body: bytes) -> None:
         self.on_request(self, rid, codec, body)
 
     def on_burst_end(self) -> None:
@@ -107,7 +109,7 @@ class ResponseReader(FrameProtocol):
         self.on_response = on_response
         self.on_lost = on_lost
 
-    def on_frame(self, rid: int, status: int, body: bytes) -> None:  # type: ignore[override]
+    def on_frame(self, rid: int, status: int, body: bytes) -> None:
         self.on_response(rid, status, body)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -134,7 +134,7 @@ class CanaryRecord:
         canary = canary_from_dict(raw["canary"])
         assert canary is not None
         pods = {name: (int(r), int(e)) for name, (r, e) in raw.get("pods", {}).items()}
-        return cls(canary, raw["main"], pods, tuple(raw.get("carried", (0, 0))))  # type: ignore[arg-type]
+        return cls(canary, raw["main"], pods, tuple(raw.get("carried", (0, 0))))
 
 
 def main_revision(service: dict[str, Any]) -> str | None:

@@ -176,13 +176,13 @@ class Replica:
         self._flush()
 
     def _run(self, batch: list[_Pending]) -> None:
-        requests = [p.request for p in batch]
-        assert all(r is not None for r in requests)
+        requests = [p.request for p in batch if p.request is not None]
+        assert len(requests) == len(batch), "only parsed requests are run"
         try:
             if len(batch) == 1:
-                results = [self.runtime.run(requests[0].inputs, requests[0].outputs)]  # type: ignore[union-attr]
+                results = [self.runtime.run(requests[0].inputs, requests[0].outputs)]
             else:
-                results = self._run_batch(batch)
+                results = self._run_batch(batch, requests)
         except Exception as exc:  # the runtime's own errors become a 500 for these requests only
             log.exception("inference failed")
             for item in batch:
@@ -190,8 +190,8 @@ class Replica:
             return
         # a batched answer says how many requests shared the run (V2 response parameters)
         parameters = {"batch_requests": len(batch)} if len(batch) > 1 else None
-        for item, outputs in zip(batch, results, strict=True):
-            answer = dataplane.Answer(self.spec.model, self.spec.version, item.request, outputs, parameters)  # type: ignore[arg-type]
+        for item, request, outputs in zip(batch, requests, results, strict=True):
+            answer = dataplane.Answer(self.spec.model, self.spec.version, request, outputs, parameters)
             try:
                 body = dataplane.codec(item.codec).encode(answer)
             except KnflowError as exc:
@@ -199,11 +199,11 @@ class Replica:
                 continue
             self._reply(item, 200, body)
 
-    def _run_batch(self, batch: list[_Pending]) -> list[dict[str, np.ndarray]]:
-        first = batch[0].request
-        names = list(first.inputs)  # type: ignore[union-attr]
-        stacked = {n: np.concatenate([p.request.inputs[n] for p in batch]) for n in names}  # type: ignore[union-attr]
-        out = self.runtime.run(stacked, first.outputs)  # type: ignore[union-attr]
+    def _run_batch(self, batch: list[_Pending], requests: list[InferRequest]) -> list[dict[str, np.ndarray]]:
+        first = requests[0]
+        names = list(first.inputs)
+        stacked = {n: np.concatenate([r.inputs[n] for r in requests]) for n in names}
+        out = self.runtime.run(stacked, first.outputs)
         bounds = np.cumsum([p.rows for p in batch])[:-1]
         split = {n: np.split(a, bounds) for n, a in out.items()}
         return [{n: parts[i] for n, parts in split.items()} for i in range(len(batch))]

@@ -213,4 +213,6 @@ def update_state(store: ArtifactStore, model: str, change: Callable[[ServingStat
     def apply(raw: bytes | None) -> bytes:
         return change(ServingState.from_json(raw) if raw else ServingState(model=model)).to_json()
 
-    return ServingState.from_json(cas.update(store, state_key(model), apply))  # type: ignore[arg-type]
+    stored = cas.update(store, state_key(model), apply)
+    assert stored is not None, "apply always writes a state"
+    return ServingState.from_json(stored)

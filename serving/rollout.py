@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -31,8 +32,11 @@ SOURCE = "/knflow/serving/rollout"
 
 
 class Thresholds(Protocol):
-    promote_after_requests: int
-    max_error_rate: float
+    @property
+    def promote_after_requests(self) -> int: ...
+
+    @property
+    def max_error_rate(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,7 @@ class Rollouts:
                 await self.gw.commit(state.model, lambda s: replace(s, canary=None) if s.canary == canary else s)
                 return
             why = f"{requests} requests, {errors} errors"
+            decide: Callable[[ServingState], ServingState]
             if verdict == PROMOTE:
                 decision = f"promoted after {why}"
                 reason = f"canary {canary.revision} promoted after {why}"
@@ -167,9 +172,11 @@ class Rollouts:
                 return
             log.info("rollout: published %s for run %s", event.get_type(), event.get_extension(RUNID))
             async with self.gw.state_lock:
-                await self.gw.commit(
-                    name, lambda s, sent=notice: replace(s, notices=tuple(n for n in s.notices if n != sent))
-                )
+
+                def sent_out(s: ServingState, sent: str = notice) -> ServingState:
+                    return replace(s, notices=tuple(n for n in s.notices if n != sent))
+
+                await self.gw.commit(name, sent_out)
 
 
 def outcome_notice(
@@ -187,7 +194,7 @@ def outcome_notice(
         "endpoint": endpoint,
     }
     assert canary.announce is not None
-    extensions = dict(canary.announce.extensions)
+    extensions: dict[str, str | None] = dict(canary.announce.extensions)
     runid = extensions.pop(RUNID, None)
     if TRACEPARENT in extensions:  # continue the deploying run's trace: the settlement is a child of the deploy
         parent = extensions[TRACEPARENT]

@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from bench.serving.run import Knflow, build_model, until_2xx, wrk  # noqa: E402  (after the path is set)
+from bench.serving.run import Knflow, Phase, build_model, until_2xx, wrk  # noqa: E402  (after the path is set)
 from infra.localservices import free_port, spawn, wait_for_port  # noqa: E402
 
 RUN = {"runid": "run-bench0000000000", "pipeline": "bench"}  # a pipeline no trigger takes: stored, not delivered
@@ -55,10 +55,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def set_traffic(base: str, revision: str) -> None:
+def set_traffic(gateway: Knflow, revision: str) -> None:
     from serving.client import ServingClient
 
-    ServingClient(base).promote("digits", revision)
+    ServingClient(gateway.base, headers=gateway.headers).promote("digits", revision)  # the control API asks a token
 
 
 def main() -> None:
@@ -110,14 +110,15 @@ def measure(gateway: Knflow, revisions: dict[str, str], body: bytes, args: argpa
     cpu_us: dict[str, list[float]] = {"off": [], "on": []}
     encode_us: list[float] = []
     published = dropped = 0
+    load = Phase("json", body, (args.connections,))
     for revision in revisions.values():  # warm both revisions' replicas first
-        set_traffic(gateway.base, revision)
-        wrk(gateway.url, body, args.connections, 2, workdir)
+        set_traffic(gateway, revision)
+        wrk(gateway.url, load, args.connections, 2, workdir)
     for round_ in range(args.rounds):
         for phase, revision in revisions.items():
-            set_traffic(gateway.base, revision)
+            set_traffic(gateway, revision)
             before, cpu = counters(gateway.base), cpu_seconds(gateway.proc.pid)
-            result = wrk(gateway.url, body, args.connections, args.duration, workdir)
+            result = wrk(gateway.url, load, args.connections, args.duration, workdir)
             time.sleep(1.0)  # let the publisher drain what the round queued (its CPU counts to the round)
             after, cpu = counters(gateway.base), cpu_seconds(gateway.proc.pid) - cpu
             rps[phase].append(result["rps"])

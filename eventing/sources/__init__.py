@@ -76,6 +76,7 @@ def _arrival_sources(settings: Settings) -> list[Any]:
     marker = None
     if store.scheme == "file" and ev.watch_raw:
         state = settings.data_dir / "sources" / "filestore-seen.json"
+        assert store.path is not None, "a file:// store location has its directory"
         sources.append(FileStoreWatcher(store.path, state, ev))
     if store.scheme == "s3" and ev.s3_arrivals in ("poll", "both"):
         marker = ArrivalMarker.load(s3_marker_path(settings), ev.s3_poll_max_keys)

@@ -104,6 +104,7 @@ async def publish_unclaimed(
     published = 0
     for event in events:
         data = event.get_data()
+        assert isinstance(data, dict), "a MinIO arrival carries its object's record"
         ours = marker if data["store"] == settings.artifacts.url else None  # the marker is the configured bucket's
         if ours is not None and not ours.claim(data["key"], data["etag"]):
             continue

@@ -80,7 +80,8 @@ class WebhookSource:
         body = await request.read()
         header = request.headers.get(SIGNATURE_HEADER, "")
         reason = verify(self.secret, header, body, self.window_s)
-        if reason is None and self._replayed(parse_signature(header)):  # type: ignore[arg-type]
+        pair = parse_signature(header)  # verify found it well formed when it gave no reason
+        if reason is None and pair is not None and self._replayed(pair):
             reason = "this signature was already used (replay)"
         if reason is not None:
             return web.json_response({"error": reason}, status=401)

@@ -14,7 +14,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from functions.distributed.jobs import WORKER_MODULE
+from functions.distributed.jobs import WORKER_MODULE, worker_args
 from infra.errors import ConfigError
 from infra.settings import Settings, TrainingSettings
 from infra.store import ArtifactStore
@@ -30,7 +30,7 @@ PART_OF = {"app.kubernetes.io/part-of": "knflow"}
 
 def run_trainjob(store: ArtifactStore, job: Job, key: str, params: TrainParams, settings: Settings) -> None:
     """Create (or find) the job's TrainJob and wait for it; TrainJobError with Trainer's reason when it fails."""
-    spec = trainjob_spec(job, key, params, settings.training)
+    spec = trainjob_spec(job, worker_args(store, key), params, settings.training)
     client = TrainJobClient(api_client(settings.training), spec.namespace)
     created = client.create(train_job(spec))
     log.info("train: %s %s TrainJob %s/%s (%d workers)", job.prefix, "created" if created else "watching",
@@ -46,12 +46,12 @@ def trainjob_name(job: Job) -> str:
     return "knflow-train-" + hashlib.sha256(job.prefix.encode()).hexdigest()[:20]
 
 
-def worker_command(key: str) -> tuple[str, ...]:
+def worker_command(args: list[str]) -> tuple[str, ...]:
     """What every pod runs: torchrun (its options from Trainer's PET_* environment) over the worker module."""
-    return ("python", "-m", "functions.distributed.launch", "-m", WORKER_MODULE, key)
+    return ("python", "-m", "functions.distributed.launch", "-m", WORKER_MODULE, *args)
 
 
-def trainjob_spec(job: Job, key: str, params: TrainParams, training: TrainingSettings) -> TrainJobSpec:
+def trainjob_spec(job: Job, args: list[str], params: TrainParams, training: TrainingSettings) -> TrainJobSpec:
     """The TrainJob of one training, from the train function's settings: image, namespace, runtime, env, resources."""
     if not training.image:
         raise ConfigError("training.image is not set: a TrainJob runs knflow's image (knflow manifests sets it)")
@@ -60,7 +60,7 @@ def trainjob_spec(job: Job, key: str, params: TrainParams, training: TrainingSet
         name=trainjob_name(job),
         namespace=training.namespace,
         image=training.image,
-        command=worker_command(key),
+        command=worker_command(args),
         num_nodes=params.workers,
         runtime=training.runtime,
         env=tuple(_json(training.env, "training.env", list)),

@@ -9,6 +9,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from infra.errors import KnflowError
+from infra.namespaces import DEFAULT
 from infra.settings import Settings
 from infra.store import ArtifactStore
 
@@ -17,8 +18,13 @@ if TYPE_CHECKING:
     from functions.train import Job
 
 JOB_FILE = "workers.json"
-#: what every rank runs, after the launcher's options (``torchrun ... -m MODULE KEY``)
+#: what every rank runs, after the launcher's options (``torchrun ... -m MODULE KEY NAMESPACE``)
 WORKER_MODULE = "functions.distributed.worker"
+
+
+def worker_args(store: ArtifactStore, key: str) -> list[str]:
+    """The worker module's arguments: the job's key and the namespace whose view of the store holds it."""
+    return [key, getattr(store, "namespace", DEFAULT)]
 
 
 class WorkersFailed(KnflowError):

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from functions.distributed.jobs import WORKER_MODULE, WorkersFailed
+from functions.distributed.jobs import WORKER_MODULE, WorkersFailed, worker_args
 from functions.distributed.launch import launch_command
 from functions.usertrain.channel import PARENT_ENV
 from functions.usertrain.process import kill_group, spawn, thread_environment, wait
@@ -30,7 +30,7 @@ LOG, LOG_KEPT_BYTES = "train.log", 1 << 20
 def run_local(store: ArtifactStore, job: Job, key: str, params: TrainParams, settings: Settings) -> None:
     """Run ``params.workers`` ranks of the worker on the job at ``key``; WorkersFailed unless all exit cleanly."""
     _check_gpus(params)
-    argv = launch_command(sys.executable, params.workers, ["-m", WORKER_MODULE, key])
+    argv = launch_command(sys.executable, params.workers, ["-m", WORKER_MODULE, *worker_args(store, key)])
     env = {
         **os.environ,
         **location_of(store).env(),

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from typing import cast
 
 import torch
 
@@ -25,6 +26,7 @@ from functions.ml.world import World
 from functions.train import Job, StoreCheckpointer, epoch_hook
 from functions.usertrain.channel import follow_parent
 from infra.logs import configure_logging
+from infra.namespaces import DEFAULT, scoped
 from infra.settings import load_settings
 from infra.store import ArtifactStore, ReadOnlyStore, open_store
 
@@ -35,7 +37,8 @@ def main(argv: list[str]) -> int:
     follow_parent()
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    store = open_store(settings.artifacts)
+    namespace = argv[2] if len(argv) > 2 else DEFAULT  # the job's key is in this namespace's view of the store
+    store = scoped(open_store(settings.artifacts), namespace)
     fields, fingerprint = read_job(store, argv[1])
     job = Job(**fields)
     params = parse_params(job.params)
@@ -43,7 +46,9 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(max(1, min(4, (os.cpu_count() or 1) // min(world.size, os.cpu_count() or 1))))
     world.join()
     try:
-        run(store if world.leader else ReadOnlyStore(store, f"worker rank {world.rank}"), job, fingerprint, world)
+        # a ReadOnlyStore reads through to the store (by __getattr__) and refuses writes
+        reader = store if world.leader else cast(ArtifactStore, ReadOnlyStore(store, f"worker rank {world.rank}"))
+        run(reader, job, fingerprint, world)
     finally:
         world.leave()
     return 0

@@ -56,7 +56,7 @@ def export_onnx(
         torch.onnx.export(
             module,
             (torch.zeros(2, *input_shape, dtype=torch.float32),),
-            buf,
+            buf,  # type: ignore[arg-type]  # torch's annotation leaves out the file-like objects it also writes to
             dynamo=False,
             opset_version=OPSET,
             input_names=[first],

@@ -131,7 +131,8 @@ def fit_transform(
         std = np.asarray(max(float(x_train.std()), 1e-6), np.float32)
         shape = tuple(x_train.shape[1:])
     else:
-        rows = encoder.encode(x_train, c_train) if encoder is not None else x_train
+        assert encoder is None or c_train is not None, "an encoder encodes the training split's categories too"
+        rows = encoder.encode(x_train, c_train) if encoder is not None and c_train is not None else x_train
         mean = rows.mean(axis=0).astype(np.float32)
         std = rows.std(axis=0).astype(np.float32)
         std = np.where(std < 1e-6, 1.0, std).astype(np.float32)  # constant features pass through centred

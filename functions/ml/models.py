@@ -14,6 +14,9 @@ from functions.ml.metrics import REGRESSION
 class Normalize(nn.Module):
     """The featurize step's standardization inside the graph, so a served model takes raw inputs."""
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(self, transform: Transform):
         super().__init__()
         self.register_buffer("mean", torch.as_tensor(np.asarray(transform.mean, np.float32)))
@@ -131,7 +134,7 @@ def build_model(
     if arch == "cnn":
         if len(transform.input_shape) != 2:
             raise ValueError(f"a CNN needs 2-dimensional images, the features have shape {transform.input_shape}")
-        net: nn.Module = CNN(transform.input_shape, num_outputs, channels=channels, hidden=hidden, dropout=dropout)  # type: ignore[arg-type]
+        net: nn.Module = CNN(transform.input_shape, num_outputs, channels=channels, hidden=hidden, dropout=dropout)
     elif arch == "mlp":
         net = MLP(int(np.prod(transform.input_shape)), num_outputs, hidden=hidden, layers=layers, dropout=dropout)
     else:

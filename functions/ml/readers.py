@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from functions.ml.columns import CATEGORICAL, NUMERIC, Column, date_column, is_missing, parse_numbers, type_column
 from infra.errors import InvalidRequest
@@ -21,9 +22,23 @@ IDX_IMAGES = "images-idx3-ubyte"
 IDX_LABELS = "labels-idx1-ubyte"
 # what NumPy and zipfile raise on damaged archives: NumPy parses each member's header as a Python literal
 # (SyntaxError, TokenError); zipfile refuses unknown compression (NotImplementedError) and encryption (RuntimeError)
-_NPZ_ERRORS = (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError, zlib.error, NotImplementedError)
+_NPZ_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    ValueError,
+    EOFError,
+    SyntaxError,
+    tokenize.TokenError,
+    zlib.error,
+    NotImplementedError,
+)
 _NPZ_ERRORS += (RuntimeError, zipfile.BadZipFile)
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4")}
+_IDX_DTYPES: dict[int, DTypeLike] = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+}
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def signature(
     if task == REGRESSION:
         return {"inputs": inputs, "outputs": [{"name": PREDICTION, "datatype": "FP32", "shape": [-1]}]}
     textual = named(classes)
-    outputs = [
+    outputs: list[dict] = [
         {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, num_classes]},
         {"name": LABEL, "datatype": "BYTES" if textual else "INT64", "shape": [-1]},
     ]
@@ -62,7 +62,8 @@ def v2_inputs(signature_inputs: Sequence[dict[str, Any]], x: np.ndarray, c: np.n
     out = []
     for spec in signature_inputs:
         if spec["datatype"] == "BYTES":
-            data: list = [str(v) for v in c[:, next(categorical)].tolist()]  # type: ignore[index]
+            assert c is not None, "BYTES inputs are the categorical columns"
+            data: list = [str(v) for v in c[:, next(categorical)].tolist()]
         else:
             data = [float(v) for v in x[:, next(numeric)].tolist()]
         out.append({"name": spec["name"], "datatype": spec["datatype"], "shape": [len(data), 1], "data": data})

@@ -198,7 +198,13 @@ def _epoch(
         group["lr"] = params.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / params.epochs))
     torch.manual_seed(params.seed * 100_003 + epoch + world.rank * 1_000_003)
     # one worker's order is torch.randperm seeded with seed * 7919 + epoch; several workers take strided shards of it
-    sampler = DistributedSampler(range(len(y)), world.size, world.rank, shuffle=True, seed=params.seed * 7919)
+    sampler: DistributedSampler[int] = DistributedSampler(
+        range(len(y)),  # type: ignore[arg-type]  # the sampler reads only the length of its dataset
+        world.size,
+        world.rank,
+        shuffle=True,
+        seed=params.seed * 7919,
+    )
     sampler.set_epoch(epoch)
     order = torch.tensor(list(sampler), device=x.device)
     batch_size = -(-params.batch_size // world.size)

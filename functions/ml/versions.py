@@ -28,7 +28,7 @@ def content_hash(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> str:
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """Arrays as NPZ bytes."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub: a key could be allow_pickle
     return buf.getvalue()
 
 

@@ -33,10 +33,10 @@ class Instance(pydantic.BaseModel):
     target: str = pydantic.Field(min_length=1, max_length=1000)  # a built-in name, dotted module, .py file or directory
     env: dict[EnvName, Annotated[str, pydantic.Field(max_length=65536)]] = pydantic.Field(default_factory=dict)
     #: The interpreter of the function's own environment (``.../bin/python``); None: forked from the runner's template.
-    python: str | None = pydantic.Field(None, min_length=1, max_length=1000)
+    python: str | None = pydantic.Field(default=None, min_length=1, max_length=1000)
     #: The hosted function this instance runs with an environment of its own (a pipeline step's settings): when that
     #: function is deployed again, the instance follows it to the new version.
-    function: str | None = pydantic.Field(None, pattern=NAME)
+    function: str | None = pydantic.Field(default=None, pattern=NAME)
 
     def digest(self) -> str:
         """A short digest of the environment (status shows it instead of values that may be secret)."""

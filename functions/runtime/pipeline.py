@@ -54,11 +54,11 @@ class _Model(pydantic.BaseModel):
 class Delivery(_Model):
     """Knative's delivery spec, field for field (durations in ISO-8601)."""
 
-    retry: int | None = pydantic.Field(None, ge=0, le=100)
+    retry: int | None = pydantic.Field(default=None, ge=0, le=100)
     backoffPolicy: Literal["exponential", "linear"] | None = None
     backoffDelay: Duration | None = None
     timeout: Duration | None = None
-    deadLetterSink: str | None = pydantic.Field(None, pattern=r"^https?://")
+    deadLetterSink: str | None = pydantic.Field(default=None, pattern=r"^https?://")
     retryAfterMax: Duration | None = None
 
     def over(self, base: Delivery | None) -> Delivery:

@@ -69,7 +69,7 @@ class Experiment:
         objective = self.spec.objective
         best: Trial | None = None
         for trial in self.ordered():
-            if trial.scored and (best is None or objective.better(trial.value, best.value)):  # type: ignore[arg-type]
+            if trial.scored and (best is None or objective.better(trial.value, best.value)):  # type: ignore[arg-type]  # both scored
                 best = trial
         return best
 

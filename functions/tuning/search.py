@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import optuna
@@ -38,9 +38,9 @@ def sample(param: Parameter, rng: np.random.Generator) -> Any:
     if param.type == "categorical":
         return param.values[int(rng.integers(len(param.values)))]
     low, high = param.min, param.max
-    value = math.exp(rng.uniform(math.log(low), math.log(high))) if param.log else rng.uniform(low, high)  # type: ignore[arg-type]
+    value = math.exp(rng.uniform(math.log(low), math.log(high))) if param.log else rng.uniform(low, high)  # type: ignore[arg-type]  # min, max set
     if param.type == "int":
-        return int(min(max(round(value), low), high))  # type: ignore[type-var]
+        return int(min(max(round(value), low), high))  # type: ignore[arg-type,type-var]  # numeric parameters have min and max (spec validation)
     return float(value)
 
 
@@ -57,7 +57,7 @@ def grid_values(param: Parameter) -> list[Any]:
     """The grid points of one parameter: its values, its step, or GRID_POINTS points (log-spaced on a log scale)."""
     if param.type == "categorical":
         return list(param.values)
-    low, high = float(param.min), float(param.max)  # type: ignore[arg-type]
+    low, high = float(param.min), float(param.max)  # type: ignore[arg-type]  # numeric parameters have min and max (spec validation)
     if param.step:
         points = list(np.arange(low, high + param.step / 2, param.step))
     elif param.log:
@@ -77,8 +77,8 @@ def _distribution(param: Parameter) -> optuna.distributions.BaseDistribution:
     if param.type == "categorical":
         return optuna.distributions.CategoricalDistribution(list(param.values))
     if param.type == "int":
-        return optuna.distributions.IntDistribution(int(param.min), int(param.max), log=param.log)  # type: ignore[arg-type]
-    return optuna.distributions.FloatDistribution(param.min, param.max, log=param.log)  # type: ignore[arg-type]
+        return optuna.distributions.IntDistribution(int(param.min), int(param.max), log=param.log)  # type: ignore[arg-type]  # see grid_values
+    return optuna.distributions.FloatDistribution(param.min, param.max, log=param.log)  # type: ignore[arg-type]  # numeric parameters have min and max (spec validation)
 
 
 def _tpe(spec: ExperimentSpec, trials: list[Trial], count: int) -> list[Suggestion]:
@@ -88,7 +88,7 @@ def _tpe(spec: ExperimentSpec, trials: list[Trial], count: int) -> list[Suggesti
     sampler = optuna.samplers.TPESampler(
         seed=spec.seed * 1000 + len(trials), n_startup_trials=startup, constant_liar=True
     )
-    direction = "maximize" if spec.objective.type == "maximize" else "minimize"
+    direction: Literal["minimize", "maximize"] = "maximize" if spec.objective.type == "maximize" else "minimize"
     study = optuna.create_study(direction=direction, sampler=sampler)
     for trial in trials:
         if trial.scored:
@@ -138,8 +138,10 @@ def _hyperband(spec: ExperimentSpec, trials: list[Trial], count: int) -> list[Su
             if any(not t.finished for t in below):
                 return out  # this rung waits for the one below
             scored = sorted(
-                (t for t in below if t.scored), key=lambda t: t.value, reverse=spec.objective.type == "maximize"
-            )  # type: ignore[arg-type,return-value]
+                (t for t in below if t.scored),
+                key=lambda t: t.value,  # type: ignore[arg-type,return-value]  # a scored trial has a value
+                reverse=spec.objective.type == "maximize",
+            )
             promoted = {t.meta.get("parent") for t in members}
             chosen = [t for t in scored[:size] if t.id not in promoted][: count - len(out)]
             sources, parents = [t.params for t in chosen], [t.id for t in chosen]

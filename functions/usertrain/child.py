@@ -138,7 +138,9 @@ def build_context(job: dict[str, Any], jobdir: Path, reporter: Any, world: Any =
     workdir = jobdir / ("work" if rank == 0 else f"work-{rank}")
     workdir.mkdir(exist_ok=True)
     return TrainContext(
-        **splits,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
         feature_names=tuple(job["feature_names"]),
         num_classes=int(job["num_classes"]),
         params=MappingProxyType(dict(job["params"])),

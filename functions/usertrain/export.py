@@ -29,6 +29,7 @@ def export(returned: Any, ctx: TrainContext, out: Path) -> dict[str, Any]:
     if isinstance(returned, bytes | bytearray | memoryview) or _is_onnx_proto(returned):
         (out / MODEL).write_bytes(_onnx_bytes(returned))
         return {"kind": "onnx", "reference": None}
+    facts: dict[str, Any]
     if _is_torch_module(returned):
         onnx_bytes, reference = _pytorch(_unwrapped(returned), ctx)
         kind, output, facts = "pytorch", "probabilities", {}

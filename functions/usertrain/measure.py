@@ -84,7 +84,7 @@ def _scored(split: str, runner: GraphRunner, outputs: dict[str, np.ndarray], y: 
     if label is None and scores is None:
         found = {k: list(v.shape) for k, v in outputs.items()}
         raise UserCodeFailed(f"the returned model answers {found}: knflow needs labels or [N, {runner.num_classes}]")
-    predicted = np.asarray(label).reshape(-1) if label is not None else scores.argmax(axis=1)  # type: ignore[union-attr]
+    predicted = np.asarray(label).reshape(-1) if label is not None else scores.argmax(axis=1)  # type: ignore[union-attr]  # one is set (above)
     out = {f"{split}_accuracy": float((predicted == y).mean())}
     if scores is not None and _are_probabilities(scores):
         picked = np.clip(scores[np.arange(len(y)), y].astype(np.float64), 1e-12, 1.0)

@@ -131,7 +131,7 @@ def _write_job(jobdir: Path, options: EntrypointOptions, code: UserCode, feature
     splits, transform = features.splits, features.transform
     arrays = {f"x_{s}": splits.x[s].astype(np.float64) for s in SPLITS}
     arrays |= {f"y_{s}": splits.y[s].astype(np.int64) for s in SPLITS}
-    np.savez(jobdir / DATA, **arrays)
+    np.savez(jobdir / DATA, **arrays)  # type: ignore[arg-type]  # numpy's stub: a key could be allow_pickle
     job = {
         "entrypoint": options.entrypoint,
         "code_dir": str(code.directory) if code.directory else None,

@@ -71,7 +71,7 @@ def options_from(args: argparse.Namespace) -> ManifestOptions:
         partitions=args.partitions,
         replication_factor=args.replication_factor,
         gpu=args.gpu,
-        gpu_node_selector=selector,  # type: ignore[arg-type]
+        gpu_node_selector=selector,
         gpu_toleration=not args.no_gpu_toleration,
         minio_topic=args.minio_topic,
         minio_kafka=tuple(s for s in (args.minio_kafka or "").split(",") if s),

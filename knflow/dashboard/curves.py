@@ -47,7 +47,7 @@ class CurveReader:
         """Every training of the run (the run's own, or its trials') with its per-epoch metrics, in trial order."""
         prefix = f"runs/{runid}/"
         keys = {info.key for info in self.store.list(prefix)}
-        trainings = [(prefix, None)] if prefix + METRICS_FILE in keys else []
+        trainings: list[tuple[str, str | None]] = [(prefix, None)] if prefix + METRICS_FILE in keys else []
         for key in sorted(keys):
             rest = key[len(prefix) :].split("/")
             if len(rest) == 3 and rest[0] == "trials" and rest[2] == METRICS_FILE:

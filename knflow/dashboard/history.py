@@ -16,6 +16,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import from_json
 from eventing.events import STEP_FAILED, runid_of
+from functions.contract import data_of
 from infra.errors import InvalidRequest, KnflowError, NotFound, Unavailable
 from knflow.dashboard.runs import REPLAY_OF
 
@@ -96,7 +97,7 @@ class EventHistory:
 
     def failed_original(self, event_id: str) -> CloudEvent:
         """The original event of a dead-lettered delivery, by its id; ``InvalidRequest``/``NotFound`` otherwise."""
-        if not any((f.get_data() or {}).get("event_id") == event_id for f in self.failures):
+        if not any(data_of(f).get("event_id") == event_id for f in self.failures):
             raise NotFound(f"no dead-lettered event with id {event_id!r} in the broker history")
         original = self.by_id.get(event_id)
         if original is None:

@@ -10,6 +10,7 @@ GET  /api/whoami      who the cookie (or bearer token) says the caller is, with 
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -29,7 +30,10 @@ def add_routes(app: web.Application, tokens: TokenFile | None) -> None:
     app.router.add_get("/api/whoami", api.whoami)
 
 
-def with_cookie(response: web.StreamResponse, token: str) -> web.StreamResponse:
+AnyResponse = TypeVar("AnyResponse", bound=web.StreamResponse)
+
+
+def with_cookie(response: AnyResponse, token: str) -> AnyResponse:
     response.set_cookie(COOKIE, token, max_age=MAX_AGE_S, path="/", httponly=True, samesite="Strict")
     return response
 
@@ -47,7 +51,7 @@ class LoginApi:
         principal = self.tokens.verify(token) if self.tokens else None
         if principal is None:
             return json_response({"error": "unknown or revoked token"}, 401)
-        return with_cookie(json_response(asdict(principal)), token)  # type: ignore[return-value]
+        return with_cookie(json_response(asdict(principal)), token)
 
     @access("open")
     async def logout(self, request: web.Request) -> web.Response:
@@ -58,7 +62,7 @@ class LoginApi:
     @access("viewer")
     async def whoami(self, request: web.Request) -> web.Response:
         principal = principal_of(request)
-        me = asdict(principal) if principal else {"name": None, "role": "admin", "namespaces": ["*"]}
+        me: dict[str, Any] = asdict(principal) if principal else {"name": None, "role": "admin", "namespaces": ["*"]}
         return json_response({**me, "choices": self.choices(me["namespaces"]), "home": scope_of(request).home})
 
     def choices(self, namespaces: list[str]) -> list[str]:

@@ -34,7 +34,7 @@ from cloudevents.core.v1.event import CloudEvent
 
 from eventing.client import publish_async
 from eventing.events import namespace_of
-from functions.contract import LIFECYCLE
+from functions.contract import LIFECYCLE, data_of
 from infra.auth import auth_headers
 from infra.errors import InvalidRequest, KnflowError, NotFound, Unavailable
 from infra.guard import access, guard_for, server_middlewares
@@ -291,7 +291,7 @@ class Dashboard:
         await self.history.refresh()
         replays = self.history.replays
         rows = [
-            runs.failure_row(f, replays.get((f.get_data() or {}).get("event_id", ""), []))
+            runs.failure_row(f, replays.get(data_of(f).get("event_id", ""), []))
             for f in self.history.failures
             if namespace_of(f) == namespace
         ]

@@ -49,7 +49,7 @@ def run_trace(events: Sequence[CloudEvent]) -> dict[str, Any]:
         return {"trace_id": None, "spans": []}
     by_span = {span_id_of(e.get_extension(TRACEPARENT)): e for e in traced}
     end_of_run = max(_seconds(e) for e in traced)
-    spans = []
+    spans: list[dict[str, Any]] = []
     for event in by_span.values():
         parent = event.get_extension(PARENTSPAN)
         cause = by_span.get(parent)
@@ -59,7 +59,8 @@ def run_trace(events: Sequence[CloudEvent]) -> dict[str, Any]:
 
 def _span(event: CloudEvent, cause: CloudEvent | None, end_of_run: float, root: bool) -> dict[str, Any]:
     when = _seconds(event)
-    data = event.get_data() if isinstance(event.get_data(), dict) else {}
+    raw = event.get_data()
+    data = raw if isinstance(raw, dict) else {}
     attributes: dict[str, Any] = {
         "cloudevents.event_type": event.get_type(),
         "cloudevents.event_id": event.get_id(),

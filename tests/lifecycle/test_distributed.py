@@ -21,6 +21,7 @@ from functions.contract import TUNE_COMPLETED
 from functions.distributed.jobs import WorkersFailed
 from functions.ml.features import read_features
 from functions.tuning.experiment import load_experiment
+from infra.namespaces import NamespacedStore
 from infra.store import ArtifactStore, ReadOnlyStore
 from tests.eventually import eventually_sync
 from tests.lifecycle.helpers import context_of, keys, ready_of
@@ -161,3 +162,16 @@ async def test_a_tuning_runs_trials_each_train_in_two_workers(prepared) -> None:
         assert result["status"] == "Succeeded" and result["params"]["workers"] == 2
         assert _epochs_logged(store, prefix) == [(1, 2), (2, 2), (3, 2)]
     assert completed[0].get_data()["best_trial"] in experiment.trials
+
+
+def test_a_namespaces_training_in_two_workers_reads_and_writes_under_its_prefix(prepared) -> None:
+    store, features, data_dir = prepared
+    team = NamespacedStore(store, "team-a")
+    for key in keys(store, features["prefix"]):  # the same features, as team-a's own
+        team.put(key, store.get(key))
+    in_team = (team, features, data_dir)
+    out = train.handle(ready_of(in_team, {"epochs": 2, "seed": 3, "workers": 2}), context_of(in_team)).get_data()
+    assert out["status"] == "Succeeded" and out["params"]["workers"] == 2
+    assert store.exists(f"namespaces/team-a/{out['onnx_key']}") and not store.exists(out["onnx_key"])
+    prefix = out["metrics_key"].rsplit("/", 1)[0] + "/"
+    assert _epochs_logged(team, prefix) == [(1, 2), (2, 2)]  # rank 0 wrote its log in team-a's view

@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from cloudevents.core.v1.event import CloudEvent
 
 from functions import featurize, ingest, train
 from functions.contract import MODEL_TRAINED
@@ -247,3 +248,12 @@ def test_fashion_mnist_sized_images_get_the_kubeflow_cnn_and_export():
     assert model.net.head[1].in_features == 4 * 4 * 50
     x = np.random.default_rng(0).integers(0, 256, size=(16, 28, 28)).astype(np.float32)
     assert check_export(export_onnx(model, (28, 28)), model, x) <= 1e-4
+
+
+def test_features_without_a_runid_are_refused_before_anything_is_trained(ctx, digits):
+    ctx.store.put("raw/digits/d.csv", digits_csv(digits))
+    ready = _features(ctx, arrived("raw/digits/d.csv", ctx.store, options={"train": {"epochs": 1}}))
+    attributes = {k: v for k, v in ready.get_attributes().items() if k != "runid"}
+    with pytest.raises(InvalidRequest, match="needs the runid extension"):
+        train.handle(CloudEvent(attributes, ready.get_data()), ctx)
+    assert not list(ctx.store.list("runs/None/"))

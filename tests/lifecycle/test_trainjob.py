@@ -99,9 +99,10 @@ def test_the_train_step_creates_the_trainjob_and_watches_it_to_completion(cluste
     create, watch = cluster.calls
     assert (create.method, create.path, create.content_type) == ("POST", PATH, "application/json")
     assert (watch.method, watch.path, watch.body) == ("GET", PATH, None)
-    expected = train_job(trainjob_spec(JOB, "runs/run-k8s/workers.json", _params(JOB), ctx.settings.training))
+    args = ["runs/run-k8s/workers.json", "default"]  # the job's key, in the run's namespace's view of the store
+    expected = train_job(trainjob_spec(JOB, args, _params(JOB), ctx.settings.training))
     assert create.body == expected
-    assert create.body["spec"]["trainer"]["command"][-1] == "runs/run-k8s/workers.json"
+    assert create.body["spec"]["trainer"]["command"][-2:] == args
     assert create.body["spec"]["trainer"]["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": "1"}
     assert watch.query["watch"] == "true" and watch.query["fieldSelector"] == f"metadata.name={trainjob_name(JOB)}"
     assert json.loads(ctx.store.get("runs/run-k8s/workers.json"))["job"]["runid"] == "run-k8s"
@@ -135,7 +136,7 @@ def test_a_failed_trainjob_fails_only_its_trial(cluster: FakeKube, tmp_path: Pat
 def test_without_an_image_the_kubernetes_target_is_refused_naming_the_setting(tmp_path: Path) -> None:
     settings = load_settings(env={"KNFLOW_TRAINING_TARGET": "kubernetes"})
     with pytest.raises(ConfigError, match=r"training\.image is not set"):
-        trainjob_spec(JOB, "k", _params(JOB), settings.training)
+        trainjob_spec(JOB, ["k", "default"], _params(JOB), settings.training)
 
 
 def _params(job: Job):
