@@ -55,9 +55,12 @@ def report(counts: dict[str, Counter[str]]) -> tuple[str, bool]:
     return "\n".join(lines), reached
 
 
-def main() -> int:
+def main(modules: list[str]) -> int:
+    """The table of every mutated module, or of ``modules`` only (paths such as ``eventing/delivery.py``)."""
     root = Path(__file__).resolve().parent.parent
     counts = module_counts(root / "mutants", equivalent_mutants(root / "docs" / "testing.md"))
+    if modules:
+        counts = {module: tally for module, tally in counts.items() if module in modules}
     if not counts:
         print("no mutation results under mutants/: run `make mutate` first", file=sys.stderr)
         return 2
@@ -68,4 +71,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -206,10 +206,6 @@ def outcome_notice(
     return new_event(canary.announce.type, SOURCE, data, runid=runid, subject=subject, extensions=extensions)
 
 
-def _without_notice(state: ServingState, notice: str) -> ServingState:
-    return replace(state, notices=tuple(n for n in state.notices if n != notice))
-
-
 async def publish(broker_url: str, event: CloudEvent, credentials: dict[str, str]) -> None:
     from eventing.client import publish_async
 

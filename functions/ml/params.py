@@ -39,7 +39,7 @@ def parse_params(raw: dict[str, Any]) -> TrainParams:
         kind = {"int": int, "float": float, "str": str}[str(known[name])]
         try:
             values[name] = kind(value) if kind is not int else round(float(value))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's 1e400 is inf, no int
             raise InvalidRequest(f"training parameter {name}={value!r} is not a {kind.__name__}") from None
     params = TrainParams(**values)
     if params.epochs < 1 or params.batch_size < 1 or not params.lr > 0 or params.optimizer not in ("adam", "sgd"):
