@@ -49,8 +49,8 @@ _HEADER_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\
 _DIGITS = re.compile(r"[0-9]{1,15}")
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _BODILESS = frozenset({204, 304})
-# set by this path itself, or meaningless on a re-framed answer
 _ANONYMOUS_DEFAULT = frozenset({"authorization", "cookie", "x-knflow-namespace"})  # their absence, for inference
+# set by this path itself, or meaningless on a re-framed answer
 _OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"})
 
 
