@@ -63,8 +63,14 @@ PLATFORM_PORTS = ("BROKER", "FUNCTIONS", "GATEWAY", "DASHBOARD", "GRPC")
 
 
 def free_platform_ports(*names: str) -> dict[str, str]:
-    """``KNFLOW_<NAME>_PORT`` set to a free loopback port for each platform port (or only ``names``)."""
-    return {f"KNFLOW_{name}_PORT": str(free_port()) for name in names or PLATFORM_PORTS}
+    """``KNFLOW_<NAME>_PORT`` set to a free loopback port for each platform port (or only ``names``), all different:
+    each is held until all are picked (one at a time, the kernel may hand the same free port out twice)."""
+    wanted = names or PLATFORM_PORTS
+    with contextlib.ExitStack() as held:
+        socks = [held.enter_context(socket.socket()) for _ in wanted]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return {f"KNFLOW_{name}_PORT": str(sock.getsockname()[1]) for name, sock in zip(wanted, socks, strict=True)}
 
 
 def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None, what: str = "service") -> None:
