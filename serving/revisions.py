@@ -202,10 +202,6 @@ def load_states(store: ArtifactStore) -> dict[str, ServingState]:
     return states
 
 
-def save_state(store: ArtifactStore, state: ServingState) -> None:
-    store.put(state_key(state.model), state.to_json(), content_type="application/json")
-
-
 def update_state(store: ArtifactStore, model: str, change: Callable[[ServingState], ServingState]) -> ServingState:
     """Apply ``change`` to the stored state of ``model`` (an empty one if none) by compare-and-swap: when another
     gateway sharing the store wrote in between, its state is read again and ``change`` re-applied."""
