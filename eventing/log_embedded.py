@@ -187,19 +187,23 @@ class EmbeddedEventLog:
         self._retention_task = asyncio.create_task(self._retention_loop())
 
     def _committed(self, batch: list, results: list) -> None:
-        """On the loop, in commit order: extend the tail cache, resolve the writers' futures, wake readers."""
+        """On the loop, in commit order: extend the tail cache, resolve the writers' futures, wake readers (only
+        after an append: offset commits and retention passes are no news to them)."""
+        appended = False
         for result in results:
             if isinstance(result, _Appended) and result:
                 self._tail.extend(result)
                 self.end = max(self.end, result[-1][0])
+                appended = True
         if len(self._tail) > 2 * TAIL_CACHE:
             del self._tail[:TAIL_CACHE]
         for (_, fut), result in zip(batch, results, strict=True):
             if fut is not None and not fut.done():
                 fut.set_result(result)
-        assert self._changed is not None
-        self._changed.set()
-        self._changed = asyncio.Event()
+        if appended:
+            assert self._changed is not None
+            self._changed.set()
+            self._changed = asyncio.Event()
 
     async def wait_for_append(self, timeout: float) -> None:
         assert self._changed is not None
