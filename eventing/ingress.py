@@ -208,9 +208,13 @@ class IngressProtocol(asyncio.Protocol):
 
 
 def _header_lines(headers: Mapping[str, str]) -> bytes:
-    """``headers`` as head lines, without those this path sets itself (values are latin-1, as HTTP's are)."""
-    lines = [f"{name}: {value}\r\n" for name, value in headers.items() if name.lower() not in _OWN_HEADERS]
-    return "".join(lines).encode("latin-1", "replace")
+    """``headers`` as head lines, without those this path sets itself (UTF-8; bytes read as surrogates go back as they
+    came, see ``eventing.http1``)."""
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items() if name.lower() not in _OWN_HEADERS)
+    try:
+        return lines.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return lines.encode("utf-8", "replace")
 
 
 class _Head(NamedTuple):

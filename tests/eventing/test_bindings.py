@@ -7,7 +7,7 @@ import base64
 import orjson
 import pytest
 
-from eventing import wire
+from eventing import bindings, wire
 from eventing.bindings import (
     from_http,
     from_json,
@@ -125,11 +125,28 @@ def test_missing_required_attribute_is_an_invalid_event(missing: str) -> None:
             b"{broken",
             "data is not valid JSON",
         ),
+        (
+            {"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/s", "ce-type": "t", "content-type": "caf\udce9"},
+            b"x",
+            "content-type is not valid UTF-8",
+        ),
+        (
+            {"content-type": "application/cloudevents+json"},
+            b'{"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "runid": {"a": 1}}',
+            "runid must be a string",
+        ),
+        (
+            {"content-type": "application/cloudevents+json"},
+            b'{"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "x": [1]}',
+            "x must be a scalar",
+        ),
+        ({"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/s", "ce-type": "t", "content-type": ""}, b"", "empty"),
     ],
 )
-def test_invalid_requests_raise_one_clear_error(headers, body, reason) -> None:
+@pytest.mark.parametrize("codec", [bindings, wire], ids=["reference", "fast"])
+def test_invalid_requests_raise_one_clear_error(codec, headers, body, reason) -> None:
     with pytest.raises(InvalidEvent, match=reason):
-        from_http(headers, body)
+        codec.from_http(headers, body)
 
 
 def test_kafka_record_without_ce_headers_or_json_is_invalid(kafka_codec) -> None:
