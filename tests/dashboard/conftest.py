@@ -4,8 +4,7 @@ the dashboard in-process, and Debian's chromium driven by Playwright."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from knflow.dashboard import Dashboard
 from serving.gateway import Gateway
 from serving.registry import ModelRegistry
 from tests.dashboard.lifecycle_events import start_of_run, tuned_run
+from tests.eventually import eventually
 from tests.unguarded import UNGUARDED
 
 TRAIN_ERROR = "train crashed: CUDA error: out of memory (tried to allocate 2.00 GiB)"
@@ -143,18 +143,6 @@ async def history(http: ClientSession, broker_url: str, **query: str) -> list[di
     async with http.get(f"{broker_url}/events", params={"limit": "1000", **query}) as response:
         assert response.status == 200, await response.text()
         return (await response.json())["events"]
-
-
-async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 10.0, what: str = "condition") -> object:
-    """Poll ``check`` until it returns something truthy, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +18,7 @@ from eventing.events import RUNID, new_event
 from functions.runtime.host import FUNCTION_ERROR, FunctionHost, listen_addresses
 from functions.runtime.loader import load_function
 from infra.localservices import free_port, wait_for_port
+from tests.eventually import eventually
 from tests.functions.conftest import FIXTURES, make_settings, post_event
 from tests.scrape import scrape, value
 
@@ -80,9 +80,7 @@ async def test_events_beyond_the_concurrency_limit_get_429(start_host, http):
     url = await start_host(BEHAVIOURS, functions_concurrency="2")
     gate = start_host.host.function.module.GATE
     held = [asyncio.create_task(post_event(http, url, "test.gate")) for _ in range(2)]
-    deadline = time.monotonic() + 5
-    while start_host.host.inflight < 2 and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: start_host.host.inflight >= 2, 5, "two events in flight")
     status, headers, _ = await post_event(http, url, "test.echo")
     assert status == 429
     assert headers["Retry-After"] == "1"
@@ -231,10 +229,7 @@ async def test_sigterm_lets_the_in_flight_event_finish(tmp_path: Path, http: aio
         marker = tmp_path / "started"
         url = f"http://127.0.0.1:{port}/"
         request = asyncio.create_task(post_event(http, url, "test.sleep", {"seconds": 1.0, "marker": str(marker)}))
-        deadline = time.monotonic() + 10
-        while not marker.exists() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        assert marker.exists()
+        await eventually(marker.exists, 10, "the function to start on the event")
         process.send_signal(signal.SIGTERM)
         status, _, body = await request
         assert status == 200
