@@ -259,7 +259,7 @@ def test_the_ingress_answer_is_read_by_llhttp_as_it_was_meant(
 ) -> None:
     if not ANSWER_BUDGET.take():
         return
-    raw = asyncio.run(_answer(Answer(status, body, headers), keep_alive, http10))
+    raw = _written(Answer(status, body, headers), keep_alive, http10)
     parser, seen = llhttp_response(raw)
     assert parser.get_status_code() == status
     assert seen.keep_alive == keep_alive
@@ -270,7 +270,7 @@ def test_the_ingress_answer_is_read_by_llhttp_as_it_was_meant(
             assert got[name.lower()] == value, raw
 
 
-async def _answer(answer: Answer, keep_alive: bool, http10: bool) -> bytes:
+def _written(answer: Answer, keep_alive: bool, http10: bool) -> bytes:
     """The bytes ``IngressProtocol`` writes for ``answer`` to one request."""
     conn = IngressProtocol(_Server())  # type: ignore[arg-type]  # the writer reads only date() and connections
     transport = _Transport()
@@ -281,9 +281,7 @@ async def _answer(answer: Answer, keep_alive: bool, http10: bool) -> bytes:
         request = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0" + (b"" if keep_alive else b"\r\nConnection: close")
     head = _parse_head(request, lambda path: True)
     assert head is not None
-    future = asyncio.get_running_loop().create_future()
-    future.set_result(answer)
-    conn._respond(future, head)
+    conn._answer(answer, head)
     return transport.written
 
 
