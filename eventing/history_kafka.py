@@ -58,7 +58,7 @@ class HistoryReader:
         async with self._lock:
             try:
                 consumer = await self._open()
-                ends = settled_ends(consumer, await consumer.end_offsets(self.partitions))
+                ends = await end_offsets(consumer, self.partitions)  # fetches only while it has no high watermark
                 for tp in self.partitions:
                     consumer.seek(tp, start.get(tp.partition, 0))
                 scanned = await _scan(consumer, ends)
@@ -68,7 +68,9 @@ class HistoryReader:
 
     async def _open(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False)
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10
+            )
             await consumer.start()
             consumer.assign(self.partitions)
             self._consumer = consumer

@@ -128,6 +128,17 @@ class EventLogContract:
         page, _ = await log.history(after=after, limit=100, runid="run-c")
         assert [e.get_id() for _, e in page] == [e.get_id() for e in later]
 
+    async def test_a_cursor_inside_one_append_reads_the_rest_of_it_after_a_reopen(self, open_log: Opener) -> None:
+        log = await open_log()
+        sent = events(4, runid="run-b")
+        await log.append(sent)  # one append: on Kafka, one record batch
+        page, after = await log.history(after=None, limit=1, runid="run-b")
+        assert [e.get_id() for _, e in page] == [sent[0].get_id()]
+        await log.close()
+        again = await open_log()
+        rest, _ = await again.history(after=after, limit=10, runid="run-b")
+        assert [e.get_id() for _, e in rest] == [e.get_id() for e in sent[1:]]
+
     async def test_an_empty_log_has_an_empty_history_with_a_usable_cursor(self, open_log: Opener) -> None:
         log = await open_log()
         page, after = await log.history(after=None, limit=10)
