@@ -29,7 +29,9 @@ _EXTENSION = re.compile(r"[a-z0-9]{1,20}")
 
 def _json(content_type: str) -> bool:
     """Whether data of this content type ("": none given) is JSON on the fast path; other types the reference reads."""
-    return not content_type or (content_type.startswith("application/json") and bindings.is_json(content_type))
+    if not content_type or content_type == "application/json":  # the common case, without the regex
+        return True
+    return content_type.startswith("application/json") and bindings.is_json(content_type)
 
 
 def _plain(value: str) -> bool:
