@@ -2,7 +2,8 @@
 
 ``judge_canary`` is the one rule (functions/deploy.py imports it). A canary deployed with a ``rollout`` policy
 is recorded in the model's serving state (so a restarted gateway keeps judging it); the notice of a decision
-(a ``dev.knflow.model.deployed`` CloudEvent) waits in that state until the broker has taken it.
+(a CloudEvent of the type the deploying step asked for in ``announce``) waits in that state until the broker has
+taken it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Data arrival for the ``file://`` artifact store, across processes: the broker watches ``raw/`` itself.
+"""Data arrival for the ``file://`` artifact store, across processes: the broker watches the arrival prefix itself.
 
 Any process (the CLI, a function, ``cp`` through ``FileStore.put``) writes an object under
-``raw/``; the broker process scans the store's ``raw/`` prefix every ``eventing.watch_interval_s``
-and publishes ``dev.knflow.data.arrived`` for each object version it has not seen (the same
+``eventing.arrival_prefix``; the broker process scans the store's prefix every ``eventing.watch_interval_s``
+and publishes an ``eventing.arrival_type`` event for each object version it has not seen (the same
 event a MinIO bucket notification gives), except objects ``arrival.announces`` skips (ignored names,
 objects whose writer announced them itself). What it has seen (key -> sha256) is journaled in the
 broker's data dir *after* publishing, so an arrival is never lost across a broker restart (at
