@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from eventing.sources.arrival import announces, arrival_event
+from infra.aio import cancel_and_wait
 from infra.atomic import write_json
 from infra.settings import EventingSettings
 from infra.store import ArtifactStore, ObjectInfo
@@ -61,10 +62,7 @@ class FileStoreWatcher:
         self._task = asyncio.create_task(self._run(publish), name="filestore-watcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self, publish: Any) -> None:
         while True:
