@@ -111,6 +111,19 @@ def test_benchmarks_import_no_test_code() -> None:
     assert not wrong, "what a benchmark shares with the tests lives in bench/ or a package:\n" + "\n".join(wrong)
 
 
+def test_benchmarks_name_no_directory_of_one_machine() -> None:
+    """Peer environments live under the repository (``.venv-peers/``, infra/peers.py); paths come from the checkout."""
+    machine = re.compile(r"(?<![\w.~])/(?:work|home|Users|root|mnt|srv)/")
+    wrong = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sorted((ROOT / "bench").rglob("*"))
+        if path.suffix in (".py", ".sh", ".lua")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if machine.search(line)
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
 def test_the_checks_see_what_they_look_for() -> None:
     tree = ast.parse(
         '"""Docs may say raw/."""\nimport functions.contract\nfrom knflow import cli\n'
