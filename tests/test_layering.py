@@ -113,7 +113,7 @@ def test_benchmarks_import_no_test_code() -> None:
 
 def test_benchmarks_name_no_directory_of_one_machine() -> None:
     """Peer environments live under the repository (``.venv-peers/``, infra/peers.py); paths come from the checkout."""
-    machine = re.compile(r"(?<![\w.~])/(?:work|home|Users|root|mnt|srv)/")
+    machine = re.compile(r"(?<![\w.~}])/(?:work|home|Users|root|mnt|srv)/")
     wrong = [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
         for path in sorted((ROOT / "bench").rglob("*"))
