@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -53,3 +54,14 @@ def test_the_named_triggers_and_event_types_are_the_lifecycle_spec() -> None:
     table = re.findall(r"^   \| (\w+) \| `", DOC, re.M)
     assert table and set(table) <= steps
     assert INFERENCE_REQUEST in DOC
+
+
+def test_every_module_starts_with_a_docstring_saying_what_it_is_for() -> None:
+    """A newcomer reads a package from its modules' docstrings (STYLE.md); generated gRPC code aside."""
+    bare = [
+        str(path.relative_to(ROOT))
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if "v2grpc" not in path.parts and not ast.get_docstring(ast.parse(path.read_text()))
+    ]
+    assert bare == []
