@@ -112,3 +112,31 @@ def test_an_s3_location_survives_the_trip_to_a_child_process_through_its_url() -
     assert parse_store_url(location.url, env) == location
     assert "create=true" in location.url and "region=eu-west-1" in location.url
     assert "AKIAEXAMPLE" not in location.url and "wJalrSECRET" not in location.url  # credentials stay in the env
+
+
+def test_a_section_variable_overrides_one_key_of_the_file_table_and_keeps_the_others(tmp_path: Path) -> None:
+    config = tmp_path / "knflow.toml"
+    config.write_text("[serving]\nmax_replicas = 7\nqueue_limit = 9\n[security]\nhosts = 5\n")
+    settings = load_settings({"KNFLOW_SERVING_MAX_REPLICAS": "2", "KNFLOW_SECURITY_OPEN": "yes"}, config_file=config)
+    assert (settings.serving.max_replicas, settings.serving.queue_limit) == (2, 9)
+    assert settings.security.open is True
+    assert settings.security.hosts == "5"  # a number in a text setting stays text
+
+
+def test_top_level_settings_named_like_a_section_stay_top_level(tmp_path: Path) -> None:
+    env = {"KNFLOW_FUNCTIONS_PORT": "9001", "KNFLOW_FUNCTIONS_CONCURRENCY": "3", "KNFLOW_SERVING": "{}"}
+    settings = load_settings(env, config_file=_empty(tmp_path))
+    assert settings.functions_port == 9001
+    assert settings.functions.concurrency == 3
+
+
+def test_wrong_values_in_the_file_name_the_key_they_came_from(tmp_path: Path) -> None:
+    config = tmp_path / "knflow.toml"
+    config.write_text("gateway_port = 'abc'\n")
+    with pytest.raises(ConfigError, match=r"gateway_port \(config file\)='abc': expected a whole number"):
+        load_settings({}, config_file=config)
+    config.write_text("[functions]\nidle_grace_s = 'soon'\n")
+    with pytest.raises(ConfigError, match=r"\[functions\] idle_grace_s='soon': expected a number"):
+        load_settings({}, config_file=config)
+    with pytest.raises(ConfigError, match="KNFLOW_FUNCTIONS_IDLE_GRACE_S='later'"):
+        load_settings({"KNFLOW_FUNCTIONS_IDLE_GRACE_S": "later"}, config_file=config)
