@@ -46,8 +46,8 @@ class DeployPolicy:
     maximize: bool = True
     min_improvement: float = 0.0
     canary_percent: int = 10
-    promote_after_requests: int = 100
-    max_error_rate: float = 0.05
+    promote_after_requests: int = RolloutPolicy.promote_after_requests  # the canary thresholds' defaults are serving's
+    max_error_rate: float = RolloutPolicy.max_error_rate
     log_sample_rate: float = 0.0  # share of the revision's requests logged as inference events (drift reads them)
     log_mode: str = "all"  # KServe's logger mode: all, request or response
 
