@@ -259,7 +259,7 @@ def _read_sources(env: Mapping[str, str], path: Path | None) -> dict[str, Any]:
     if path is not None:
         try:
             from_file = TomlConfigSettingsSource(layout, toml_file=path)
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # TOML is UTF-8
             raise ConfigError(f"KNFLOW_CONFIG={path}: not valid TOML ({exc})") from None
         _refuse_unknown(from_file.toml_data, path)
         sources += (from_file,)
