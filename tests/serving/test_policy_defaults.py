@@ -25,7 +25,8 @@ def test_a_scale_policy_is_the_serving_settings_kpa_knobs() -> None:
 
 
 def test_deploy_policy_and_the_rollout_api_default_to_the_canary_judges_thresholds() -> None:
-    judge = RolloutPolicy()
-    deploy, body = DeployPolicy(), RolloutBody()
-    assert (deploy.promote_after_requests, deploy.max_error_rate) == dataclasses.astuple(judge)
-    assert (body.promote_after_requests, body.max_error_rate) == dataclasses.astuple(judge)
+    assert DeployPolicy().thresholds == RolloutPolicy()
+    body = RolloutBody()
+    assert (body.promote_after_requests, body.max_error_rate) == dataclasses.astuple(RolloutPolicy())
+    tuned = DeployPolicy(promote_after_requests=7, max_error_rate=0.5).thresholds
+    assert (tuned.promote_after_requests, tuned.max_error_rate) == (7, 0.5)
