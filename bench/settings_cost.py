@@ -1,6 +1,8 @@
 """What reading settings adds to a fresh process's start: ``import infra.settings`` and ``load_settings()``, alone and
 after ``import functions.runtime.host`` (a function host's cold start), in CPU time (user + sys, from ``wait4``: less
-disturbed by a busy machine than wall time) and wall time.
+disturbed by a busy machine than wall time) and wall time; and the CPU time of the first ``load_settings()`` itself
+in a process that has imported the host (measured inside it: the host's cold-start share, without the noise of the
+host's own imports).
 
     python bench/settings_cost.py [--runs 15] [--before DIR]
 
@@ -29,6 +31,13 @@ CASES = {
     "import functions.runtime.host": "import functions.runtime.host",
     "... + load_settings ": f"import functions.runtime.host; {LOAD}",
 }
+IN_HOST = f"import time, functions.runtime.host; t = time.process_time(); {LOAD}; print(time.process_time() - t)"
+
+
+def in_host(tree: Path) -> float:
+    """CPU seconds of the first load_settings() in a fresh process that has imported the function host."""
+    out = subprocess.run([sys.executable, "-c", IN_HOST], cwd=tree, capture_output=True, text=True, check=True)
+    return float(out.stdout)
 
 
 def once(tree: Path, code: str) -> tuple[float, float]:
@@ -68,6 +77,12 @@ def main() -> None:
             delta = statistics.median(got["this"][0]) - statistics.median(got["before"][0])
             cells.append(f"cpu this - before {delta * 1e3:+6.1f}")
         print(f"{case:32s} " + "   ".join(cells), flush=True)
+    first: dict[str, list[float]] = {name: [] for name in trees}
+    for _ in range(args.runs):
+        for name, tree in trees.items():
+            first[name].append(in_host(tree))
+    cells = [f"{name}: cpu {statistics.median(v) * 1e3:7.1f}  min {min(v) * 1e3:7.1f}" for name, v in first.items()]
+    print(f"{'first load_settings in a host':32s} " + "   ".join(cells), flush=True)
 
 
 if __name__ == "__main__":
