@@ -13,7 +13,7 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from cloudevents.core.v1.event import CloudEvent
 
@@ -30,14 +30,6 @@ log = logging.getLogger(__name__)
 PROMOTE, ROLLBACK, WAIT = "promote", "rollback", "wait"
 PRODUCTION = "production"
 SOURCE = "/knflow/serving/rollout"
-
-
-class Thresholds(Protocol):
-    @property
-    def promote_after_requests(self) -> int: ...
-
-    @property
-    def max_error_rate(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -67,7 +59,7 @@ class Announce:
     extensions: dict[str, str]
 
 
-def judge_canary(policy: Thresholds, requests: int, errors: int) -> str:
+def judge_canary(policy: RolloutPolicy, requests: int, errors: int) -> str:
     """promote after enough good requests; roll back once the error rate is above the limit; else wait."""
     if requests > 0 and errors / requests > policy.max_error_rate and errors >= 2:
         return ROLLBACK
