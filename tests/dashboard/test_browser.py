@@ -7,12 +7,12 @@ import os
 
 from aiohttp import ClientSession
 
+from bench.dashboard.lifecycle_events import start_of_run
 from eventing.client import publish_async
 from functions.contract import FEATURES_READY
 from infra.localservices import free_port
 from serving.registry import ModelRegistry
 from tests.dashboard.conftest import TRAIN_ERROR, Seeded, history, tiny_onnx
-from tests.dashboard.lifecycle_events import start_of_run
 from tests.eventually import eventually
 
 TIMEOUT_MS = 10_000
