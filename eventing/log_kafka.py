@@ -22,7 +22,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import IllegalStateError, KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from cloudevents.core.v1.event import CloudEvent
@@ -170,6 +170,28 @@ class KafkaEventLog:
                 await self._producer.stop()
 
 
+def _polled(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int | None]:
+    """When each assigned partition's last fetch response came."""
+    return {tp: consumer.last_poll_timestamp(tp) for tp in consumer.assignment()}
+
+
+async def _caught_up(consumer: AIOKafkaConsumer, polled: dict[TopicPartition, int | None]) -> bool:
+    """Whether a fetch response came for every partition since ``polled`` and none knows of a record past the
+    consumer's position: a slow response still in flight (a loaded host) keeps the consumer fetching."""
+    for tp in consumer.assignment():
+        if tp not in consumer.assignment():
+            return False  # revoked while this looked at another (a rebalance)
+        at, end = consumer.last_poll_timestamp(tp), consumer.highwater(tp)
+        if at is None or at == polled.get(tp) or end is None:
+            return False
+        try:
+            if await consumer.position(tp) < end:
+                return False
+        except IllegalStateError:
+            return False
+    return True
+
+
 def delete_group(servers: str, group: str) -> None:
     """Delete a consumer group and its offsets (a trigger created again under its name starts afresh)."""
     from kafka.admin import KafkaAdminClient
@@ -268,10 +290,10 @@ class KafkaGroupConsumer(ConsumerRebalanceListener):
         await self.ready()
         consumer = self._consumer
         assert consumer is not None
-        appends = self.log.appends
+        appends, polled = self.log.appends, _polled(consumer)
         batches = await consumer.getmany(timeout_ms=FETCH["fetch_max_wait_ms"] * 2, max_records=max_records)
-        if not any(batches.values()) and self.log.appends == appends:
-            # caught up: no fetching (which costs both sides CPU while nothing comes) until an append or a poll
+        if not any(batches.values()) and self.log.appends == appends and await _caught_up(consumer, polled):
+            # no fetching (which costs both sides CPU while nothing comes) until this process appends or a poll
             partitions = consumer.assignment()
             consumer.pause(*partitions)
             try:
