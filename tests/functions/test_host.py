@@ -129,6 +129,52 @@ async def test_knative_http_flavour_gets_the_raw_request(tmp_path, http):
         await host.stop()
 
 
+async def test_an_asgi_function_sees_the_same_scope_on_the_lean_path_and_on_aiohttp(tmp_path):
+    """A POST with a Content-Length is served on the lean HTTP/1.1 path, a PUT on aiohttp: the function's scope
+    (path, query, headers byte for byte, client) and its answer are the same on both."""
+    from functions.runtime.host import FunctionHost
+    from functions.runtime.loader import load_function
+
+    module = tmp_path / "scope_fn.py"
+    module.write_text(
+        "import asyncio, json\n"
+        "async def handle(scope, receive, send):\n"
+        "    async with asyncio.timeout(5):  # a function may use what needs a task\n"
+        "        body = (await receive())['body']\n"
+        "    seen = {k: scope[k] for k in ('path', 'raw_path', 'query_string', 'http_version', 'scheme')}\n"
+        "    seen['headers'] = sorted([k.hex(), v.hex()] for k, v in scope['headers'] if k != b'content-length')\n"
+        "    seen['client'] = scope['client'][0]\n"
+        "    seen = {k: v.hex() if isinstance(v, bytes) else v for k, v in seen.items()}\n"
+        "    headers = [(b'content-type', b'application/json'), (b'x-method', scope['method'].encode())]\n"
+        "    await send({'type': 'http.response.start', 'status': 201, 'headers': headers})\n"
+        "    await send({'type': 'http.response.body', 'body': json.dumps([seen, body.hex()]).encode()})\n"
+    )
+    host = FunctionHost(load_function(str(module), invoke="http"), make_settings(tmp_path))
+    bound = await host.start(["127.0.0.1:0"])
+    head = "/a/b?x=1&y=z HTTP/1.1\r\nHost: fn\r\nX-Name: caf\xc3\xa9\r\nConnection: close\r\n"
+    answers = {}
+    try:
+        for method in ("POST", "PUT"):
+            host_, port = bound[0].rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host_, int(port))
+            writer.write(f"{method} {head}Content-Length: 3\r\n\r\nabc".encode("latin-1"))
+            raw = await asyncio.wait_for(reader.read(), 10)  # the server closes after its answer
+            writer.close()
+            status_line, _, rest = raw.partition(b"\r\n")
+            headers, _, body = rest.partition(b"\r\n\r\n")
+            assert status_line.split()[1] == b"201", raw
+            assert f"x-method: {method}".encode() in headers, headers
+            assert (b"server: " in headers.lower()) == (method == "PUT"), headers  # aiohttp names itself
+            answers[method] = orjson.loads(body)
+    finally:
+        await host.stop()
+    assert answers["POST"] == answers["PUT"]
+    seen, body = answers["POST"]
+    assert bytes.fromhex(body) == b"abc"
+    assert bytes.fromhex(seen["query_string"]) == b"x=1&y=z" and seen["path"] == "/a/b"
+    assert [b"x-name".hex(), "café".encode().hex()] in seen["headers"] and seen["client"] == "127.0.0.1"
+
+
 async def test_non_retryable_error_answers_its_4xx_so_delivery_does_not_retry(start_host, http):
     url = await start_host(BEHAVIOURS)
     status, headers, body = await post_event(http, url, "test.invalid")
