@@ -133,7 +133,7 @@ def confluent_ceiling(servers: str, topic: str, n: int) -> Ceiling:
     got = len(consumer.consume(num_messages=1, timeout=30))  # join first: the ceiling is reading, not the join
     started = _now()
     while got < n:
-        got += len(consumer.consume(num_messages=2000, timeout=1))
+        got += len(consumer.consume(num_messages=min(2000, n - got), timeout=1))  # it waits to fill a batch
     consumed = _timed(started, n)
     consumer.close()
     return Ceiling("confluent", *produced, *consumed)
