@@ -34,6 +34,7 @@ from eventing.events import partition_key, runid_of
 from eventing.triggers import EARLIEST, LATEST
 from eventing.wire import from_json
 from infra.errors import InvalidRequest, Unavailable
+from infra.settings import EventingSettings
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def _set_exception(fut: asyncio.Future, exc: BaseException) -> None:
 class EmbeddedEventLog:
     """``EventLog`` on SQLite under ``path`` (``events.db``)."""
 
-    def __init__(self, path: Path, *, retention_hours: float = 168.0):
+    def __init__(self, path: Path, *, retention_hours: float = EventingSettings.retention_hours):
         self.path = Path(path)
         self.retention_s = retention_hours * 3600
         self._changed: asyncio.Event | None = None

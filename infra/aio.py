@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
@@ -15,3 +16,13 @@ def run(main: Coroutine[Any, Any, Any]) -> None:
         asyncio.run(main)
         return
     uvloop.run(main)
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task (``None``: none is running) and wait until it has ended; its cancellation is the
+    expected end, any other error it ended with is raised."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -70,14 +70,7 @@ class Gateway:
         self.settings = settings
         self.store = store
         self.registry = NamespacedRegistry(store)  # models keyed by qualified name (infra.namespaces)
-        self.policy = policy or ScalePolicy(
-            target=s.target_concurrency,
-            max_replicas=s.max_replicas,
-            stable_window_s=s.stable_window_s,
-            panic_window_pct=s.panic_window_pct,
-            panic_threshold_pct=s.panic_threshold_pct,
-            scale_to_zero_grace_s=s.scale_to_zero_grace_s,
-        )
+        self.policy = policy or ScalePolicy.of(s)
         self.states: dict[str, ServingState] = {}
         self.pools: dict[str, RevisionPool] = {}
         self.cards: dict[str, tuple[ModelCard, Path]] = {}

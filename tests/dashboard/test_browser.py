@@ -7,12 +7,12 @@ import os
 
 from aiohttp import ClientSession
 
+from bench.dashboard.lifecycle_events import start_of_run
 from eventing.client import publish_async
 from functions.contract import FEATURES_READY
 from infra.localservices import free_port
 from serving.registry import ModelRegistry
 from tests.dashboard.conftest import TRAIN_ERROR, Seeded, eventually, history, tiny_onnx
-from tests.dashboard.lifecycle_events import start_of_run
 
 TIMEOUT_MS = 10_000
 SHOTS = os.environ.get("KNFLOW_DASHBOARD_SCREENSHOTS")  # a directory: screenshots of each view, to look at

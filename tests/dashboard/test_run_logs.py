@@ -11,13 +11,13 @@ import orjson
 import pytest
 from aiohttp import ClientSession
 
+from bench.dashboard.lifecycle_events import start_of_run
 from eventing.broker import BrokerServer
 from eventing.client import publish_async
 from eventing.events import new_runid
 from infra.localservices import free_port
 from infra.settings import Settings
 from knflow.dashboard.runlogs import log_path, read_lines
-from tests.dashboard.lifecycle_events import start_of_run
 
 OTHER = "run-other000000001"
 
