@@ -59,7 +59,13 @@ class JsonClient:
     """JSON calls to one knflow server (``http://host:port``), pooled, with knflow's errors. ``name`` says what the
     server is ("gateway", "broker") in the error when it cannot be reached."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0, headers: dict[str, str] | None = None, name: str = ""):
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float | urllib3.Timeout = 30.0,
+        headers: dict[str, str] | None = None,
+        name: str = "",
+    ):
         self.base_url = base_url.rstrip("/")
         self.headers = dict(headers or {})
         self.name = name
@@ -72,7 +78,7 @@ class JsonClient:
         path: str,
         data: bytes | Iterable[bytes] | None = None,
         *,
-        timeout: float | None = None,
+        timeout: float | urllib3.Timeout | None = None,
         headers: dict[str, str] | None = None,
     ) -> Answer:
         """The answer to ``data`` (an iterable is streamed) whatever its status; ``Unavailable`` when the server
@@ -94,7 +100,7 @@ class JsonClient:
         body: Any = None,
         *,
         raw: bytes | Iterable[bytes] | None = None,
-        timeout: float | None = None,
+        timeout: float | urllib3.Timeout | None = None,
         headers: dict[str, str] | None = None,
     ) -> Any:
         """The decoded JSON answer (None for an empty one) to ``body`` as JSON, or to ``raw`` as it is (with its own

@@ -15,6 +15,7 @@ from infra.errors import Conflict, InvalidRequest, KnflowError, NotFound, Unavai
 from infra.httpclient import JsonClient, error_from_answer
 from infra.localservices import free_port
 from knflow.client import Client
+from knflow.follow import History
 from serving.client import AsyncServingClient, ServingClient
 
 KINDS = {400: InvalidRequest, 404: NotFound, 409: Conflict, 503: Unavailable}
@@ -36,6 +37,7 @@ CALLERS: dict[str, Caller] = {
     "ServingClient": sync(lambda url: ServingClient(url).describe("m")),
     "AsyncServingClient": async_serving,
     "knflow.Client": sync(lambda url: Client(url, token="", namespace="").models()),
+    "History": sync(lambda url: History(url).page()),
     "publish": sync(lambda url: publish(url + "/", new_event("test.ping", "/tests", {}))),
     "publish_async": lambda url: publish_async(url + "/", new_event("test.ping", "/tests", {})),
 }
