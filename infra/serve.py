@@ -46,11 +46,16 @@ async def serve_until_signalled(
     try:
         log.info("%s stopping on %s", name, signal.Signals(await received).name)
     finally:  # also when the wait is cancelled: what was started is stopped
-        try:
-            await asyncio.wait_for(stop(), drain_timeout)
-        except TimeoutError:
-            log.error("%s did not stop within %gs; exiting anyway", name, drain_timeout)
-            return False
+        stopped = await _stop_within(stop, name, drain_timeout)
+    return stopped
+
+
+async def _stop_within(stop: Callable[[], Awaitable[None]], name: str, timeout: float | None) -> bool:
+    try:
+        await asyncio.wait_for(stop(), timeout)
+    except TimeoutError:
+        log.error("%s did not stop within %gs; exiting anyway", name, timeout)
+        return False
     return True
 
 

@@ -15,7 +15,8 @@ from tests.eventually import eventually_sync
 
 ROOT = Path(__file__).parents[2]
 
-#: a tiny server: ``start`` writes "started", ``stop`` sleeps ``STOP_S`` then writes "stopped"
+#: a tiny server: ``start`` writes "starting", sleeps ``START_S``, writes "started"; ``stop`` sleeps ``STOP_S`` then
+#: writes "stopped"
 TINY = textwrap.dedent(
     """
     import asyncio, os, sys
@@ -26,6 +27,8 @@ TINY = textwrap.dedent(
     marks = Path(sys.argv[1])
 
     async def start():
+        (marks / "starting").write_text("")
+        await asyncio.sleep(float(os.environ["START_S"]))
         (marks / "started").write_text("")
 
     async def stop():
@@ -40,11 +43,13 @@ TINY = textwrap.dedent(
 )
 
 
-def start_tiny(tmp_path: Path, *, stop_s: float = 0.0, drain_s: float = 5.0) -> subprocess.Popen[str]:
+def start_tiny(
+    tmp_path: Path, *, start_s: float = 0.0, stop_s: float = 0.0, drain_s: float = 5.0, until: str = "started"
+) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_LOG_FORMAT": "text",
-           "STOP_S": str(stop_s), "DRAIN_S": str(drain_s)}  # fmt: skip
+           "START_S": str(start_s), "STOP_S": str(stop_s), "DRAIN_S": str(drain_s)}  # fmt: skip
     process = subprocess.Popen([sys.executable, "-c", TINY, str(tmp_path)], env=env, stderr=subprocess.PIPE, text=True)
-    eventually_sync(lambda: (tmp_path / "started").exists(), timeout=30, what="the tiny server to start")
+    eventually_sync(lambda: (tmp_path / until).exists(), timeout=30, what=f"the tiny server's {until!r} mark")
     return process
 
 
@@ -71,3 +76,14 @@ def test_a_stop_slower_than_the_drain_bound_exits_1(tmp_path: Path) -> None:
     assert process.returncode == 1, stderr
     assert not (tmp_path / "stopped").exists()
     assert "tiny did not stop within 0.3s" in stderr
+
+
+def test_a_stop_signal_while_starting_stops_the_server_once_it_has_started(tmp_path: Path) -> None:
+    process = start_tiny(tmp_path, start_s=1.0, until="starting")
+    try:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert (tmp_path / "started").exists() and (tmp_path / "stopped").exists()
