@@ -53,14 +53,19 @@ def start_tiny(
     return process
 
 
+def stop_tiny(process: subprocess.Popen[str], sig: signal.Signals = signal.SIGTERM) -> str:
+    """Send ``sig`` and wait for the process to exit; its stderr."""
+    try:
+        process.send_signal(sig)
+        return process.communicate(timeout=15)[1]
+    finally:
+        process.kill()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_stop_signal_runs_the_servers_stop_and_exits_0(tmp_path: Path, sig: signal.Signals) -> None:
     process = start_tiny(tmp_path)
-    try:
-        process.send_signal(sig)
-        _, stderr = process.communicate(timeout=15)
-    finally:
-        process.kill()
+    stderr = stop_tiny(process, sig)
     assert process.returncode == 0, stderr
     assert (tmp_path / "stopped").exists()
     assert f"tiny stopping on {sig.name}" in stderr
@@ -68,11 +73,7 @@ def test_a_stop_signal_runs_the_servers_stop_and_exits_0(tmp_path: Path, sig: si
 
 def test_a_stop_slower_than_the_drain_bound_exits_1(tmp_path: Path) -> None:
     process = start_tiny(tmp_path, stop_s=30.0, drain_s=0.3)
-    try:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=15)
-    finally:
-        process.kill()
+    stderr = stop_tiny(process)
     assert process.returncode == 1, stderr
     assert not (tmp_path / "stopped").exists()
     assert "tiny did not stop within 0.3s" in stderr
@@ -80,10 +81,6 @@ def test_a_stop_slower_than_the_drain_bound_exits_1(tmp_path: Path) -> None:
 
 def test_a_stop_signal_while_starting_stops_the_server_once_it_has_started(tmp_path: Path) -> None:
     process = start_tiny(tmp_path, start_s=1.0, until="starting")
-    try:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=15)
-    finally:
-        process.kill()
+    stderr = stop_tiny(process)
     assert process.returncode == 0, stderr
     assert (tmp_path / "started").exists() and (tmp_path / "stopped").exists()
