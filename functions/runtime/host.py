@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -42,10 +41,10 @@ from functions.runtime.loader import load_function
 from functions.runtime.metrics import FunctionMetrics
 from functions.runtime.pipeline import SETTINGS_ENV
 from infra import tracing
-from infra.aio import run
 from infra.errors import ConfigError, KnflowError, PayloadTooLarge
-from infra.logs import bound_runid, configure_logging
+from infra.logs import bound_runid
 from infra.metrics import registry_of, render
+from infra.serve import DRAIN_TIMEOUT_S, run_server, serve_until_signalled
 from infra.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -319,19 +318,22 @@ async def serve(
     listen: list[str],
     *,
     on_ready: Callable[[list[str]], None] | None = None,
-    stop_signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT),
-) -> None:
-    """Start ``host``, call ``on_ready``, and run until one of ``stop_signals`` arrives; then drain."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in stop_signals:
-        loop.add_signal_handler(sig, stop.set)
-    bound = await host.start(listen)
-    if on_ready is not None:
-        on_ready(bound)
-    await stop.wait()
-    log.info("signal received: draining %d event(s) in flight", host.inflight)
-    await host.stop()
+    drain_timeout: float = DRAIN_TIMEOUT_S,
+) -> bool:
+    """Start ``host``, call ``on_ready``, and run until SIGTERM or SIGINT; then let the events in flight finish
+    (up to ``drain_timeout`` seconds) and run the function's ``stop``. Whether it stopped in time."""
+
+    async def start() -> None:
+        bound = await host.start(listen, drain_timeout)
+        if on_ready is not None:
+            on_ready(bound)
+
+    async def stop() -> None:
+        log.info("draining %d event(s) in flight", host.inflight)
+        await host.stop()
+
+    # the host bounds its own drain; the function's ``stop`` hook runs to its end, as it did
+    return await serve_until_signalled(start, stop, name=f"function {host.function.name}", drain_timeout=None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,15 +349,13 @@ def main(argv: list[str] | None = None) -> int:
         return serve_worker()
     environ = dict(os.environ)
     settings = load_settings(environ)
-    configure_logging(settings.log_level, settings.log_format)
     target = args.target or environ.get("KNFLOW_FUNCTION")
     if not target:
         parser.error("name a function (or set KNFLOW_FUNCTION)")
     function = load_function(target, args.invoke)
     host = FunctionHost(function, settings, sink=environ.get("K_SINK"), environ=environ)
-    with tracing.traced(f"function-{function.name}", environ):
-        run(serve(host, listen_addresses(environ, settings)))
-    return 0
+    listen = listen_addresses(environ, settings)
+    return run_server(lambda: serve(host, listen), settings, service=f"function-{function.name}", environ=environ)
 
 
 if __name__ == "__main__":
