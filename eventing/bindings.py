@@ -19,15 +19,17 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from dateutil.parser import isoparse
 
-from eventing.events import InvalidEvent, partition_key
+from eventing.events import PARTITIONKEY, RUNID, InvalidEvent, partition_key
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 REQUIRED = ("specversion", "id", "source", "type")
 SUPPORTED_SPECVERSIONS = ("1.0",)
+KEY_ATTRIBUTES = (RUNID, PARTITIONKEY)  # they pick the partition and the run: text, or nothing can key the event
 
 
-def _is_json(content_type: str | None) -> bool:
+def is_json(content_type: str | None) -> bool:
+    """Whether data of this content type is JSON (none given: it is), as the SDK's JSON format decides."""
     return content_type is None or bool(JSONFormat.JSON_CONTENT_TYPE_PATTERN.match(content_type))
 
 
@@ -53,7 +55,7 @@ class OrjsonFormat(JSONFormat):
         if isinstance(data, bytes | bytearray):
             out["data_base64"] = base64.b64encode(data).decode()
         elif data is not None:
-            out["data"] = data if _is_json(out.get("datacontenttype")) else str(data)
+            out["data"] = data if is_json(out.get("datacontenttype")) else str(data)
         return orjson.dumps(out, default=_json_default, option=orjson.OPT_UTC_Z)
 
     def write_data(self, data: Any, datacontenttype: str | None) -> bytes:
@@ -68,7 +70,7 @@ class OrjsonFormat(JSONFormat):
     def read_data(self, body: bytes, datacontenttype: str | None) -> Any:
         if not body:
             return None
-        if _is_json(datacontenttype):
+        if is_json(datacontenttype):
             try:
                 return orjson.loads(body)
             except orjson.JSONDecodeError as exc:
@@ -129,6 +131,10 @@ def _check_required(attributes: Mapping[str, Any], where: str) -> None:
 
 
 def _build(attributes: dict[str, Any], data: Any) -> CloudEvent:
+    for name, value in attributes.items():
+        # CloudEvents attributes are scalars; the key attributes are text (the SDK would take a JSON object)
+        if isinstance(value, dict | list) or (name in KEY_ATTRIBUTES and not isinstance(value, str)):
+            raise InvalidEvent(f"attribute {name} must be a {'string' if name in KEY_ATTRIBUTES else 'scalar'}")
     if isinstance(attributes.get("time"), str):
         try:
             attributes["time"] = isoparse(attributes["time"])
@@ -148,7 +154,7 @@ def from_http(headers: Mapping[str, str], body: bytes) -> CloudEvent:
     lowered = {k.lower(): v for k, v in headers.items()}
     content_type = lowered.get("content-type", "")
     for name, value in lowered.items():
-        if name.startswith("ce-") and not _is_text(value):
+        if (name.startswith("ce-") or name == "content-type") and not _is_text(value):
             raise InvalidEvent(f"header {name} is not valid UTF-8 text")
     if any(k.startswith("ce-") for k in lowered):
         _check_required({k[3:]: v for k, v in lowered.items() if k.startswith("ce-")}, "header ce-")

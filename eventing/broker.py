@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -45,7 +46,6 @@ from eventing.registry import TriggerFile, state_dir
 from eventing.triggers import Trigger
 from eventing.wire import from_batch, from_http
 from infra import tracing
-from infra.aio import run
 from infra.auth import own_credentials
 from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
 from infra.guard import access, guard_for, scope_of_headers, server_middlewares
@@ -53,6 +53,7 @@ from infra.http import answer_expect
 from infra.metrics import metrics_handler, registry_of
 from infra.namespaces import ALL, DEFAULT, Scope, scope_of
 from infra.outbound import Outbound
+from infra.serve import run_server, serve_until_signalled
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -376,29 +377,19 @@ def error_response(exc: KnflowError) -> web.Response:
     return web.json_response({"error": str(exc)}, status=exc.status)
 
 
-async def serve_until_signal(settings: Settings) -> None:
-    """Run the broker until SIGINT or SIGTERM, then stop it cleanly (commits flushed)."""
-    import signal
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with BrokerServer(settings):
-        await stop.wait()
+async def serve_until_signal(settings: Settings) -> bool:
+    """Run the broker until SIGINT or SIGTERM, then stop it cleanly (commits flushed); whether it stopped in time."""
+    broker = BrokerServer(settings)
+    return await serve_until_signalled(broker.start, broker.stop, name="broker")
 
 
-def main() -> None:
+def main() -> int:
     """``python -m eventing.broker``."""
-    from infra.logs import configure_logging
     from infra.settings import load_settings
-    from infra.tracing import traced
 
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    with traced("broker"):
-        run(serve_until_signal(settings))
+    return run_server(lambda: serve_until_signal(settings), settings, service="broker")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,46 +1,36 @@
 """Publishing events into a broker from other processes: ``publish`` (sync, for the CLI) and ``publish_async``.
 
 Both POST the event in HTTP binary mode to the broker's ingress and return once it answered 202
-(the event is durably stored). A 4xx answer raises ``InvalidRequest``/``PayloadTooLarge`` with the
-broker's reason; a connection failure or 5xx raises ``Unavailable`` (retryable).
+(the event is durably stored). An error answer raises the knflow error of its status (``error_from_answer``:
+``InvalidRequest``, ``NotFound``, ``PayloadTooLarge``...) with the broker's reason; a connection failure or a
+5xx is retryable.
 """
 
 from __future__ import annotations
-
-import json
-import urllib.error
-import urllib.request
 
 import aiohttp
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import to_http_binary
-from infra.errors import InvalidRequest, KnflowError, PayloadTooLarge, Unavailable
+from infra.errors import KnflowError, Unavailable
+from infra.httpclient import JsonClient, error_from_answer, split_url
 
 
 def _error(status: int, body: bytes, url: str) -> KnflowError:
-    try:
-        reason = json.loads(body)["error"]
-    except (ValueError, KeyError, TypeError):
-        reason = body.decode("utf-8", "replace")[:200]
-    if status == 413:
-        return PayloadTooLarge(f"broker {url} refused the event: {reason}")
-    if 400 <= status < 500:
-        return InvalidRequest(f"broker {url} refused the event ({status}): {reason}")
-    return Unavailable(f"broker {url} answered {status}: {reason}")
+    """The broker's refusal as knflow's error for its status (``error_from_answer``), worded for an event."""
+    if status >= 500:
+        return error_from_answer(f"broker {url} answered {status}", status, body)
+    refused = f"broker {url} refused the event" + ("" if status == 413 else f" ({status})")
+    return error_from_answer(refused, status, body)
 
 
 def publish(broker_url: str, event: CloudEvent, timeout: float = 10.0) -> None:
     """Send ``event`` to the broker at ``broker_url`` and wait for it to be stored."""
     headers, body = to_http_binary(event)
-    request = urllib.request.Request(broker_url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:
-            resp.read()
-    except urllib.error.HTTPError as exc:
-        raise _error(exc.code, exc.read(), broker_url) from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise Unavailable(f"broker {broker_url} is not reachable: {exc}") from None
+    server, path = split_url(broker_url)
+    answer = JsonClient(server, timeout=timeout, name="broker").send("POST", path, body, headers=headers)
+    if answer.status >= 300:
+        raise _error(answer.status, answer.data, broker_url)
 
 
 async def publish_async(

@@ -31,6 +31,7 @@ from eventing.triggers import DeliverySpec, Trigger
 from eventing.wire import from_http, to_http_binary
 from infra import tracing
 from infra.namespaces import DEFAULT, of_extension
+from infra.settings import EventingSettings
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class Deliverer:
         self,
         session: aiohttp.ClientSession,
         publish: Publish,
-        default_timeout: float = 30.0,
+        default_timeout: float = EventingSettings.delivery_timeout_s,
         credentials: Callable[[str], dict[str, str]] | None = None,
         metrics: BrokerMetrics | None = None,
     ):

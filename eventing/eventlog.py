@@ -59,7 +59,12 @@ class Consumer(Protocol):
 
 
 class EventLog(Protocol):
-    """A durable, ordered log of CloudEvents."""
+    """A durable, ordered log of CloudEvents.
+
+    Guarantees, proven on every backend by ``tests/eventing/test_eventlog_contract.py``: an event reads back as it was
+    appended; events of one partition key come in append order (no order is promised between keys); ``history``
+    pages by cursor giving each event once, and refuses a cursor it did not give with ``InvalidRequest``.
+    """
 
     async def start(self) -> None:
         """Open the log (create storage, connect)."""

@@ -23,9 +23,12 @@ def parse_cursor(cursor: str | None) -> dict[int, int]:
     if not cursor:
         return {}
     try:
-        return {int(p): int(o) for p, o in (part.split(":") for part in cursor.split(",") if part)}
+        pairs = [part.split(":") for part in cursor.split(",") if part]
+        if not all(len(pair) == 2 and all(n.isascii() and n.isdigit() for n in pair) for pair in pairs):
+            raise ValueError(cursor)
+        return {int(p): int(o) for p, o in pairs}
     except ValueError:
-        raise InvalidRequest(f"cursor {cursor!r} is not of the form P:O,P:O") from None
+        raise InvalidRequest(f"cursor {cursor!r} is not of the form P:O,P:O (whole numbers)") from None
 
 
 def format_cursor(positions: dict[int, int]) -> str:
@@ -55,7 +58,7 @@ class HistoryReader:
         async with self._lock:
             try:
                 consumer = await self._open()
-                ends = await consumer.end_offsets(self.partitions)
+                ends = await end_offsets(consumer, self.partitions)  # fetches only while it has no high watermark
                 for tp in self.partitions:
                     consumer.seek(tp, start.get(tp.partition, 0))
                 scanned = await _scan(consumer, ends)
@@ -65,7 +68,9 @@ class HistoryReader:
 
     async def _open(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False)
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10
+            )
             await consumer.start()
             consumer.assign(self.partitions)
             self._consumer = consumer
@@ -75,6 +80,29 @@ class HistoryReader:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+
+
+def settled_ends(consumer: AIOKafkaConsumer, listed: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+    """Each partition's end: the listed one, or the high watermark of the consumer's last fetch when that is past it.
+
+    tansu answers ListOffsets(latest) with its last record batch's base offset + 1, short of the end when that batch
+    holds several records (aiokafka batches concurrent appends); a fetch response's high watermark is right, and
+    never past the end however old it is.
+    """
+    return {tp: max(end, consumer.highwater(tp) or 0) for tp, end in listed.items()}
+
+
+async def end_offsets(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """Where each of ``partitions`` (assigned to ``consumer``, whose position it moves) ends: listed, then settled by
+    a fetch from there (see ``settled_ends``)."""
+    listed = await consumer.end_offsets(partitions)
+    for tp, end in listed.items():
+        consumer.seek(tp, end)
+    for _ in range(100):  # a fetch answers within the consumer's fetch_max_wait_ms
+        if all(consumer.highwater(tp) is not None for tp in partitions):
+            break
+        await consumer.getmany(*partitions, timeout_ms=50, max_records=1)
+    return settled_ends(consumer, listed)
 
 
 def type_name(exc: BaseException) -> str:
@@ -95,6 +123,7 @@ async def _scan(consumer: AIOKafkaConsumer, ends: dict) -> list:
         polls += 1
         batches = await consumer.getmany(*remaining, timeout_ms=200, max_records=2000)
         for tp, messages in batches.items():
+            ends[tp] = max(ends[tp], consumer.highwater(tp) or 0)  # see settled_ends
             scanned[tp.partition] += [m for m in messages if m.offset < ends[tp]]
             if await consumer.position(tp) >= ends[tp]:
                 remaining.discard(tp)

@@ -94,7 +94,8 @@ class _Connection(asyncio.Protocol):
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 return
-            lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+            # as aiohttp and the lean server decode heads: UTF-8, other bytes as surrogates (sent back as they came)
+            lines = bytes(buf[:end]).decode("utf-8", "surrogateescape").split("\r\n")
             del buf[: end + 4]
             _, status, *reason = lines[0].split(" ", 2)
             if 100 <= int(status) < 200:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import re
 import time
@@ -37,6 +38,8 @@ class Answer(NamedTuple):
 
 
 Accept = Callable[[str, dict[str, str], bytes], Awaitable[Answer]]
+#: The client's address while an ``asgi`` server's ``accept`` runs (an ASGI scope's ``client``).
+PEER: contextvars.ContextVar[object] = contextvars.ContextVar("ingress_peer", default=None)
 
 MAX_HEAD = 16 * 1024
 MAX_LINE = 8190  # aiohttp's limit on the request line and on each header line
@@ -147,21 +150,30 @@ class IngressProtocol(asyncio.Protocol):
         body = bytes(buf[: head.length])
         del buf[: head.length]
         self.busy = True
-        self.task = asyncio.ensure_future(self.server.accept(head.path, head.headers, body))
-        self.task.add_done_callback(lambda t: self._respond(t, head))
+        target = f"{head.path}?{head.query}" if head.query and self.server.asgi else head.path
+        self.task = asyncio.ensure_future(self._serve(target, head, body))
 
-    def _respond(self, task: asyncio.Future, request: _Head) -> None:
-        self.busy, self.task = False, None
-        self.idle_since = time.monotonic()
-        if task.cancelled():  # the server is stopping
-            answer = Answer(503, b'{"error":"the server is stopping"}')
-        elif (error := task.exception()) is not None:  # accept answers errors itself: this is a bug
+    async def _serve(self, target: str, head: _Head, body: bytes) -> None:
+        """Answer one request: ``accept``'s answer is written in the same task that reaches it (no callback)."""
+        if self.server.asgi:
+            PEER.set(self.transport.get_extra_info("peername"))  # in this task's own context
+        try:
+            answer = await self.server.accept(target, head.headers, body)
+        except asyncio.CancelledError:  # the server is stopping: not answered 2xx, so the client sends it again
+            self._answer(Answer(503, b'{"error":"the server is stopping"}'), head)
+            raise
+        except Exception as error:  # accept answers errors itself: this is a bug
             log.error("ingress: accepting a request failed", exc_info=error)
             answer = Answer(500, b'{"error":"' + type(error).__name__.encode() + b'"}')
-        else:
-            answer = task.result()
+        if self._answer(answer, head) and self._buf:
+            self._next()
+
+    def _answer(self, answer: Answer, request: _Head) -> bool:
+        """Write ``answer``; whether the connection goes on."""
+        self.busy, self.task = False, None
+        self.idle_since = time.monotonic()
         if self._done:
-            return
+            return False
         status, body = answer.status, answer.body
         head = b"HTTP/1.1 %d %s\r\nDate: %s\r\n" % (status, _REASONS.get(status, b"Unknown"), self.server.date())
         if status not in _BODILESS:
@@ -180,9 +192,8 @@ class IngressProtocol(asyncio.Protocol):
         if not request.keep_alive:
             self._done = True
             self.transport.close()
-            return
-        if self._buf:
-            self._next()
+            return False
+        return True
 
     def timed_out(self) -> None:
         """The head did not arrive in time: answer 408 and close."""
@@ -208,9 +219,13 @@ class IngressProtocol(asyncio.Protocol):
 
 
 def _header_lines(headers: Mapping[str, str]) -> bytes:
-    """``headers`` as head lines, without those this path sets itself (values are latin-1, as HTTP's are)."""
-    lines = [f"{name}: {value}\r\n" for name, value in headers.items() if name.lower() not in _OWN_HEADERS]
-    return "".join(lines).encode("latin-1", "replace")
+    """``headers`` as head lines, without those this path sets itself (UTF-8; bytes read as surrogates go back as they
+    came, see ``eventing.http1``)."""
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items() if name.lower() not in _OWN_HEADERS)
+    try:
+        return lines.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return lines.encode("utf-8", "replace")
 
 
 class _Head(NamedTuple):
@@ -269,8 +284,10 @@ class IngressServer:
         max_body: int,
         guard: Guard | None = None,
         level: str = "ingress",
+        asgi: bool = False,
     ):
         self.accept, self.is_ingress, self.fallback, self.max_body = accept, is_ingress, fallback, max_body
+        self.asgi = asgi  # accept serves an ASGI app: it gets the query after the path, and PEER is set
         self.guard = guard
         self.level = level  # the access the lean path's requests have ("ingress" or "inference", infra.guard)
         self.connections: set[IngressProtocol] = set()

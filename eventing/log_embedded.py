@@ -34,6 +34,7 @@ from eventing.events import partition_key, runid_of
 from eventing.triggers import EARLIEST, LATEST
 from eventing.wire import from_json
 from infra.errors import InvalidRequest, Unavailable
+from infra.settings import EventingSettings
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def _set_exception(fut: asyncio.Future, exc: BaseException) -> None:
 class EmbeddedEventLog:
     """``EventLog`` on SQLite under ``path`` (``events.db``)."""
 
-    def __init__(self, path: Path, *, retention_hours: float = 168.0):
+    def __init__(self, path: Path, *, retention_hours: float = EventingSettings.retention_hours):
         self.path = Path(path)
         self.retention_s = retention_hours * 3600
         self._changed: asyncio.Event | None = None
@@ -187,19 +188,23 @@ class EmbeddedEventLog:
         self._retention_task = asyncio.create_task(self._retention_loop())
 
     def _committed(self, batch: list, results: list) -> None:
-        """On the loop, in commit order: extend the tail cache, resolve the writers' futures, wake readers."""
+        """On the loop, in commit order: extend the tail cache, resolve the writers' futures, wake readers (only
+        after an append: offset commits and retention passes are no news to them)."""
+        appended = False
         for result in results:
             if isinstance(result, _Appended) and result:
                 self._tail.extend(result)
                 self.end = max(self.end, result[-1][0])
+                appended = True
         if len(self._tail) > 2 * TAIL_CACHE:
             del self._tail[:TAIL_CACHE]
         for (_, fut), result in zip(batch, results, strict=True):
             if fut is not None and not fut.done():
                 fut.set_result(result)
-        assert self._changed is not None
-        self._changed.set()
-        self._changed = asyncio.Event()
+        if appended:
+            assert self._changed is not None
+            self._changed.set()
+            self._changed = asyncio.Event()
 
     async def wait_for_append(self, timeout: float) -> None:
         assert self._changed is not None

@@ -13,35 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventing.events import NAMESPACE
+from infra.durations import format_duration, parse_duration
 from infra.errors import InvalidRequest
 from infra.namespaces import DEFAULT
 
 EXPONENTIAL = "exponential"
 LINEAR = "linear"
 
-_DURATION = re.compile(
-    r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
-)
 
-
-def parse_duration(value: str | float | int | None) -> float | None:
-    """Seconds of an ISO-8601 duration (``PT0.2S``, ``PT1M``) or a plain number of seconds."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if value < 0:
-            raise InvalidRequest(f"duration {value!r} must not be negative")
-        return float(value)
-    match = _DURATION.match(str(value).strip())
-    if not match or str(value).strip() in ("P", "PT"):
-        raise InvalidRequest(f"duration {value!r} is not an ISO-8601 duration like PT0.2S or PT1M")
-    parts = {k: float(v) for k, v in match.groupdict().items() if v}
-    return parts.get("d", 0) * 86400 + parts.get("h", 0) * 3600 + parts.get("m", 0) * 60 + parts.get("s", 0)
-
-
-def format_duration(seconds: float | None) -> str | None:
-    """The ISO-8601 form of a number of seconds."""
-    return None if seconds is None else f"PT{seconds:g}S"
+def _format(seconds: float | str | None) -> str | None:
+    """A duration field in Knative's form (a number once ``DeliverySpec.__post_init__`` parsed it)."""
+    return None if seconds is None else format_duration(float(seconds))
 
 
 @dataclass(frozen=True)
@@ -91,14 +73,14 @@ class DeliverySpec:
         out: dict[str, Any] = {
             "retry": self.retry,
             "backoffPolicy": self.backoff_policy,
-            "backoffDelay": format_duration(self.backoff_delay),  # type: ignore[arg-type]  # a number once __post_init__ parsed it
+            "backoffDelay": _format(self.backoff_delay),
         }
         if self.timeout is not None:
-            out["timeout"] = format_duration(self.timeout)  # type: ignore[arg-type]  # a number once __post_init__ parsed it
+            out["timeout"] = _format(self.timeout)
         if self.dead_letter_sink:
             out["deadLetterSink"] = {"uri": self.dead_letter_sink}
         if self.retry_after_max is not None:
-            out["retryAfterMax"] = format_duration(self.retry_after_max)  # type: ignore[arg-type]  # a number once __post_init__ parsed it
+            out["retryAfterMax"] = _format(self.retry_after_max)
         return out
 
 

@@ -46,10 +46,15 @@ class DeployPolicy:
     maximize: bool = True
     min_improvement: float = 0.0
     canary_percent: int = 10
-    promote_after_requests: int = 100
-    max_error_rate: float = 0.05
+    promote_after_requests: int = RolloutPolicy.promote_after_requests  # the canary thresholds' defaults are serving's
+    max_error_rate: float = RolloutPolicy.max_error_rate
     log_sample_rate: float = 0.0  # share of the revision's requests logged as inference events (drift reads them)
     log_mode: str = "all"  # KServe's logger mode: all, request or response
+
+    @property
+    def thresholds(self) -> RolloutPolicy:
+        """What the canary judge (serving's) promotes or rolls back on."""
+        return RolloutPolicy(self.promote_after_requests, self.max_error_rate)
 
 
 @dataclass(frozen=True)
@@ -178,7 +183,7 @@ def rollout(
     from serving.client import ServingClient
 
     canary = decision.percent < 100
-    thresholds = {"promote_after_requests": policy.promote_after_requests, "max_error_rate": policy.max_error_rate}
+    thresholds = dataclasses.asdict(policy.thresholds)
     headers = {**auth_headers(settings), HEADER: namespace_of(cause)}  # the run's namespace serves the model
     reply = ServingClient(serving_url(settings), headers=headers).deploy(
         name,
@@ -207,7 +212,6 @@ def knative_rollout(
 
     if policy.log_sample_rate:
         log.warning("deploy: inference logging is not wired on Knative; %s/%s logs no requests", name, version)
-    thresholds = RolloutPolicy(policy.promote_after_requests, policy.max_error_rate)
     announce = Announce(MODEL_DEPLOYED, run_extensions(cause))
     with open_models(settings) as models:
-        return models.deploy(name, version, decision.percent, thresholds, announce)
+        return models.deploy(name, version, decision.percent, policy.thresholds, announce)

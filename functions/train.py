@@ -47,7 +47,7 @@ from functions.usertrain import step as usertrain
 from functions.usertrain.options import uses_entrypoint
 from infra.errors import InvalidRequest, NotFound, Unavailable
 from infra.settings import Settings
-from infra.store import ArtifactStore
+from infra.store import ArtifactStore, ObjectInfo
 from infra.trainjob import TrainJobError
 
 SOURCE = "/knflow/functions/train"
@@ -158,25 +158,41 @@ def run(store: ArtifactStore, job: Job, model_name: str | None, log: Any, settin
         how = f"in {params.workers} workers"
     log.info("train: %s %s %.4f after %d epochs (%s)", job.prefix, HEADLINE[task], metrics[HEADLINE[task]],
              metrics["epochs"], how)  # fmt: skip
+    return store_trained(
+        store, job, info, model_name, stopped=trained.early_stopped,
+        task=task, classes=list(classes), metrics=metrics, curve=_curve(trained.history, job, task),
+        params=dataclasses.asdict(params),
+        signature=signature(
+            transform.input_shape, manifest["num_classes"], task=task, classes=classes, transform=transform
+        ),
+        metrics_key=job.prefix + "metrics.jsonl",
+    )  # fmt: skip
+
+
+def store_trained(
+    store: ArtifactStore,
+    job: Job,
+    info: ObjectInfo,
+    model_name: str | None,
+    *,
+    stopped: bool,
+    lineage: dict[str, Any] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Store (as result.json) and return the model.trained data of ``job``'s model at ``info``: what every training
+    answers — built-in or a user's entrypoint (``functions.usertrain``) — then its own ``fields`` and ``lineage``."""
+    model_lineage = {**job.features.get("lineage", {}), "run": job.runid, "trial": job.trial, "model": info.key}
     result = {
         "trial": job.trial,
         "experiment": job.runid if job.trial else None,
-        "status": EARLY_STOPPED if trained.early_stopped else SUCCEEDED,
+        "status": EARLY_STOPPED if stopped else SUCCEEDED,
         "model_name": model_name or job.features.get("dataset"),
         "onnx_key": info.key,
         "sha256": info.sha256,
         "size": info.size,
-        "task": task,
-        "classes": list(classes),
-        "metrics": metrics,
-        "curve": _curve(trained.history, job, task),
-        "params": dataclasses.asdict(params),
-        "signature": signature(
-            transform.input_shape, manifest["num_classes"], task=task, classes=classes, transform=transform
-        ),
         "features": job.features,
-        "lineage": {**job.features.get("lineage", {}), "run": job.runid, "trial": job.trial, "model": info.key},
-        "metrics_key": job.prefix + "metrics.jsonl",
+        "lineage": {**model_lineage, **(lineage or {})},
+        **fields,
     }
     return _store_result(store, job, result)
 

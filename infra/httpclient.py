@@ -8,7 +8,9 @@ an ``InvalidRequest`` with the server's reason wherever the call was made.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import urllib3
@@ -37,32 +39,83 @@ def error_from_answer(what: str, status: int, body: bytes) -> KnflowError:
     return error
 
 
-class JsonClient:
-    """JSON calls to one knflow server (``http://host:port``), pooled, with knflow's errors."""
+@dataclass(frozen=True)
+class Answer:
+    """One answer as it came, whatever its status."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0, headers: dict[str, str] | None = None):
+    status: int
+    headers: dict[str, str]
+    data: bytes
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """``http://host:port/a/b?q`` as the server part and the path (with its query) a ``JsonClient`` takes."""
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    return f"{parts.scheme}://{parts.netloc}", path + (f"?{parts.query}" if parts.query else "")
+
+
+class JsonClient:
+    """JSON calls to one knflow server (``http://host:port``), pooled, with knflow's errors. ``name`` says what the
+    server is ("gateway", "broker") in the error when it cannot be reached."""
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float | urllib3.Timeout = 30.0,
+        headers: dict[str, str] | None = None,
+        name: str = "",
+    ):
         self.base_url = base_url.rstrip("/")
         self.headers = dict(headers or {})
+        self.name = name
+        self.timeout = timeout
         self._http = urllib3.PoolManager(retries=False, timeout=timeout, maxsize=16)
 
-    def call(
-        self, method: str, path: str, body: Any = None, *, raw: bytes | Iterable[bytes] | None = None, **headers: str
-    ) -> Any:
-        """The decoded JSON answer (None for an empty one); ``Unavailable`` when the server cannot be reached.
-        ``raw`` is sent as the body instead of ``body`` as JSON (an iterable is streamed)."""
-        data = raw if raw is not None else (None if body is None else orjson.dumps(body))
-        sent = {"content-type": "application/json", **self.headers, **headers}
+    def send(
+        self,
+        method: str,
+        path: str,
+        data: bytes | Iterable[bytes] | None = None,
+        *,
+        timeout: float | urllib3.Timeout | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        """The answer to ``data`` (an iterable is streamed) whatever its status; ``Unavailable`` when the server
+        cannot be reached. ``timeout`` and ``headers`` for this call only."""
+        sent = {**self.headers, **(headers or {})}
         try:
-            answer = self._http.request(method, self.base_url + path, body=data, headers=sent)
+            answer = self._http.request(
+                method, self.base_url + path, body=data, headers=sent, timeout=timeout or self.timeout
+            )
         except urllib3.exceptions.HTTPError as exc:
-            raise Unavailable(f"{self.base_url} is not reachable: {exc}") from None
+            where = f"{self.name} {self.base_url}" if self.name else self.base_url
+            raise Unavailable(f"{where} is not reachable: {exc}") from None
+        return Answer(answer.status, dict(answer.headers), answer.data)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | Iterable[bytes] | None = None,
+        timeout: float | urllib3.Timeout | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """The decoded JSON answer (None for an empty one) to ``body`` as JSON, or to ``raw`` as it is (with its own
+        content type in ``headers``); an error answer raises its knflow error (``error_from_answer``)."""
+        if raw is None:
+            raw = None if body is None else orjson.dumps(body)
+            headers = {"content-type": "application/json", **(headers or {})}
+        answer = self.send(method, path, raw, timeout=timeout, headers=headers)
         if answer.status >= 400:
             raise error_from_answer(f"{method} {path}", answer.status, answer.data)
         return orjson.loads(answer.data) if answer.data else None
 
-    def alive(self, path: str) -> bool:
+    def alive(self, path: str, timeout: float = 1.0) -> bool:
         """Whether something answers ``GET path`` below 500."""
         try:
-            return self._http.request("GET", self.base_url + path, timeout=1.0).status < 500
+            return self._http.request("GET", self.base_url + path, timeout=timeout).status < 500
         except urllib3.exceptions.HTTPError:
             return False

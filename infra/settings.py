@@ -1,25 +1,28 @@
 """knflow's one settings object: defaults, then a TOML file, then ``KNFLOW_*`` environment variables.
 
 Read once at start (``load_settings``) and passed down; nothing else reads the environment
-while working. Every wrong value fails here with a message naming the setting and what it
-accepts.
+while working. pydantic-settings reads the file and the variables and pydantic types them; every
+wrong value fails here with a message naming the setting and what it accepts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from infra.errors import ConfigError
 from infra.namespaces import LABEL
+
+if TYPE_CHECKING:
+    from pydantic_settings import BaseSettings
 
 BROKER_FORMS = "embedded://PATH or kafka://HOST:PORT[,HOST:PORT...][?topic=NAME]"
 ARTIFACTS_FORMS = "file://PATH or s3://BUCKET?endpoint=http://HOST:PORT[&region=R][&create=true]"
@@ -220,109 +223,122 @@ SECTIONS: dict[str, type] = {
 TRAINING_TARGETS = ("local", "kubernetes")
 _PORTS = ("broker_port", "functions_port", "gateway_port", "dashboard_port", "grpc_port")
 _SCALARS = ("host", *_PORTS, "log_level", "log_format", "namespace")
+_LOCATIONS = ("data_dir", "broker", "artifacts")  # read as text; load_settings turns them into paths and locations
+_FORMS = {"int": "a whole number", "float": "a number", "bool": "true or false", "string": "text"}
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
 def load_settings(env: Mapping[str, str] | None = None, config_file: str | Path | None = None) -> Settings:
     """Resolve settings: defaults < TOML file (``KNFLOW_CONFIG`` or ./knflow.toml) < environment."""
     env = os.environ if env is None else env
-    file_values = _read_file(config_file or env.get("KNFLOW_CONFIG"))
-
-    def pick(name: str) -> tuple[str, Any] | None:
-        env_name = f"KNFLOW_{name.upper()}"
-        if env_name in env:
-            return env_name, env[env_name]
-        if name in file_values:
-            return f"{name} (config file)", file_values[name]
-        return None
-
-    data_dir = Path(os.path.expanduser(str((pick("data_dir") or ("", "~/.knflow"))[1])))
-    broker_src = pick("broker") or ("KNFLOW_BROKER", f"embedded://{data_dir / 'events'}")
-    artifacts_src = pick("artifacts") or ("KNFLOW_ARTIFACTS", f"file://{data_dir / 'artifacts'}")
-    values: dict[str, Any] = {
-        "data_dir": data_dir,
-        "broker": parse_broker_url(str(broker_src[1]), setting=broker_src[0]),
-        "artifacts": parse_store_url(str(artifacts_src[1]), env, setting=artifacts_src[0]),
-    }
-    hints = typing.get_type_hints(Settings)
-    for name in _SCALARS:
-        found = pick(name)
-        if found is not None:
-            values[name] = _coerce(found[0], found[1], hints[name])
-    for section, cls in SECTIONS.items():
-        values[section] = _load_section(section, cls, env, file_values.get(section, {}))
-    settings = Settings(**values)
+    path = _config_path(config_file or env.get("KNFLOW_CONFIG"))
+    given = _read_sources(env, path)
+    data_dir = Path(os.path.expanduser(given.pop("data_dir", "~/.knflow")))
+    broker = given.pop("broker", f"embedded://{data_dir / 'events'}")
+    artifacts = given.pop("artifacts", f"file://{data_dir / 'artifacts'}")
+    settings = Settings(
+        data_dir=data_dir,
+        broker=parse_broker_url(broker, setting=_setting_name(("broker",), env, path)),
+        artifacts=parse_store_url(artifacts, env, setting=_setting_name(("artifacts",), env, path)),
+        **given,
+    )
     _check(settings)
     return settings
 
 
-def _load_section(section: str, cls: type, env: Mapping[str, str], file_part: Any) -> Any:
-    if not isinstance(file_part, dict):
-        raise ConfigError(f"[{section}] in the config file must be a table")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(file_part) - known
-    if unknown:
-        raise ConfigError(f"[{section}] has unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
-    kwargs: dict[str, Any] = {}
-    for name in known:
-        env_name = f"KNFLOW_{section.upper()}_{name.upper()}"
-        if env_name in env:
-            kwargs[name] = _coerce(env_name, env[env_name], hints[name])
-        elif name in file_part:
-            kwargs[name] = _coerce(f"[{section}] {name}", file_part[name], hints[name])
-    return cls(**kwargs)
+def _read_sources(env: Mapping[str, str], path: Path | None) -> dict[str, Any]:
+    """The settings the environment and the file set (the environment wins, setting by setting), typed."""
+    # pydantic-settings is imported on loading, not on import: most importers of this module only want the types.
+    from pydantic import ValidationError
+    from pydantic_settings import EnvSettingsSource, PydanticBaseSettingsSource, TomlConfigSettingsSource
+
+    layout = _layout()
+    from_env = EnvSettingsSource(layout)
+    from_env.env_vars = _knflow_variables(env)  # the mapping given, not os.environ
+    sources: tuple[PydanticBaseSettingsSource, ...] = (from_env,)
+    if path is not None:
+        try:
+            from_file = TomlConfigSettingsSource(layout, toml_file=path)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # TOML is UTF-8
+            raise ConfigError(f"KNFLOW_CONFIG={path}: not valid TOML ({exc})") from None
+        _refuse_unknown(from_file.toml_data, path)
+        sources += (from_file,)
+    try:
+        read = layout(_build_sources=(sources, {}))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        setting = _setting_name(tuple(str(part) for part in error["loc"]), env, path)
+        form = _FORMS.get(error["type"].split("_")[0], error["msg"])
+        raise ConfigError(f"{setting}={error['input']!r}: expected {form}") from None
+    return {name: getattr(read, name) for name in read.model_fields_set}
 
 
-def _read_file(path: str | Path | None) -> dict[str, Any]:
+@functools.cache
+def _layout() -> type[BaseSettings]:
+    """Settings as pydantic-settings reads them: ``KNFLOW_<NAME>`` and, for a section, ``KNFLOW_<SECTION>_<NAME>``
+    (split at the first ``_`` after the section's name), or the TOML file's keys and ``[section]`` tables."""
+    from pydantic import create_model
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    class Layout(BaseSettings):
+        # The sections take the same config: numbers given to text settings stay text, as in the environment.
+        model_config = SettingsConfigDict(
+            env_prefix="KNFLOW_",
+            env_nested_delimiter="_",
+            env_nested_max_split=1,
+            coerce_numbers_to_str=True,
+            extra="ignore",  # KNFLOW_FUNCTIONS_PORT is functions_port, not [functions] port
+            validate_default=False,  # the None defaults below mean "not set": Settings' own defaults apply
+        )
+
+    hints = typing.get_type_hints(Settings)
+    fields: dict[str, Any] = {name: (str, None) for name in _LOCATIONS}
+    fields |= {name: (hints[name], None) for name in (*_SCALARS, *SECTIONS)}
+    return create_model("SettingsLayout", __base__=Layout, **fields)
+
+
+def _knflow_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """The ``KNFLOW_*`` variables (upper case, as documented) as pydantic-settings looks them up; a section's name
+    alone (``KNFLOW_SERVING``) is not a setting."""
+    sections = {f"KNFLOW_{section.upper()}" for section in SECTIONS}
+    return {
+        name.lower(): value
+        for name, value in env.items()
+        if name.startswith("KNFLOW_") and name.isupper() and name not in sections
+    }
+
+
+def _config_path(path: str | Path | None) -> Path | None:
+    """The TOML file to read: the one named, else ./knflow.toml when there is one."""
     if path is None:
         default = Path("knflow.toml")
-        if not default.is_file():
-            return {}
-        path = default
+        return default if default.is_file() else None
     path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"KNFLOW_CONFIG={path}: no such file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"KNFLOW_CONFIG={path}: not valid TOML ({exc})") from None
-    allowed = {"data_dir", "broker", "artifacts", *_SCALARS, *SECTIONS}
+    if not path.is_file():
+        raise ConfigError(f"KNFLOW_CONFIG={path}: no such file")
+    return path
+
+
+def _refuse_unknown(data: Mapping[str, Any], path: Path) -> None:
+    allowed = {*_LOCATIONS, *_SCALARS, *SECTIONS}
     unknown = set(data) - allowed
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {sorted(unknown)}; known: {sorted(allowed)}")
-    return data
+    for section, cls in SECTIONS.items():
+        part = data.get(section, {})
+        if not isinstance(part, dict):
+            raise ConfigError(f"[{section}] in the config file must be a table")
+        known = {f.name for f in dataclasses.fields(cls)}
+        if set(part) - known:
+            raise ConfigError(f"[{section}] has unknown setting(s) {sorted(set(part) - known)}; known: {sorted(known)}")
 
 
-def _coerce(setting: str, value: Any, kind: Any) -> Any:
-    """Turn a raw value into the annotated type, or fail naming the setting."""
-    if isinstance(kind, types.UnionType):
-        kind = next(k for k in typing.get_args(kind) if k is not type(None))
-    try:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if kind is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(str(value).replace("_", ""))
-        if kind is float:
-            return float(value)
-        if kind is Path:
-            return Path(os.path.expanduser(str(value)))
-        return str(value)
-    except ValueError:
-        name = getattr(kind, "__name__", str(kind))
-        raise ConfigError(f"{setting}={value!r}: expected {_FORMS.get(name, name)}") from None
-
-
-_FORMS = {"bool": "true or false", "int": "a whole number", "float": "a number"}
+def _setting_name(loc: tuple[str, ...], env: Mapping[str, str], path: Path | None) -> str:
+    """How the user set ``loc``: its environment variable, else its key in the config file."""
+    env_name = "KNFLOW_" + "_".join(loc).upper()
+    if path is None or env_name in env:
+        return env_name
+    return f"[{loc[0]}] {loc[1]}" if len(loc) > 1 else f"{loc[0]} (config file)"
 
 
 def _check(settings: Settings) -> None:
@@ -413,7 +429,9 @@ def parse_store_url(
     ep = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
     if ep.scheme not in ("http", "https") or not ep.netloc:
         raise ConfigError(f"{setting}: endpoint {endpoint!r} must be http(s)://HOST:PORT")
-    create = _coerce(f"{setting} create", query.get("create", "false"), bool)
+    create = _BOOLS.get(query.get("create", "false").strip().lower())
+    if create is None:
+        raise ConfigError(f"{setting} create={query['create']!r}: expected true or false")
     return StoreLocation(
         "s3",
         bucket=bucket,

@@ -6,22 +6,18 @@
 
 from __future__ import annotations
 
-import contextlib
+import sys
 
 from eventing.broker import serve_until_signal
 from functions.contract import with_lifecycle
-from infra.aio import run
-from infra.logs import configure_logging
+from infra.serve import run_server
 from infra.settings import Settings, load_settings
-from infra.tracing import traced
 
 
-def serve(settings: Settings) -> None:
-    """Run the broker with the lifecycle's sources until SIGTERM/SIGINT."""
-    configure_logging(settings.log_level, settings.log_format)
-    with contextlib.suppress(KeyboardInterrupt), traced("broker"):
-        run(serve_until_signal(with_lifecycle(settings)))
+def serve(settings: Settings) -> int:
+    """Run the broker with the lifecycle's sources until SIGTERM/SIGINT; the exit code."""
+    return run_server(lambda: serve_until_signal(with_lifecycle(settings)), settings, service="broker")
 
 
 if __name__ == "__main__":
-    serve(load_settings())
+    sys.exit(serve(load_settings()))

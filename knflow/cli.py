@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from infra.errors import KnflowError
+from infra.version import VERSION as __version__
 
 #: Each module has ``HELP`` (one line), ``register(parser)`` and ``run(args) -> int``.
 COMMANDS = [
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="knflow",
         description="Kubeflow's ML lifecycle as event-driven serverless functions.",
     )
-    parser.add_argument("--version", action="version", version="knflow 0.1.0")
+    parser.add_argument("--version", action="version", version=f"knflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         module = importlib.import_module(f"knflow.commands.{name.replace('-', '_')}")

@@ -96,7 +96,7 @@ class Client:
         if options is not None:
             fields.append(("options", orjson.dumps(dict(options)).decode()))
         headers, body = multipart(fields, files)
-        answer = self.api.call("POST", "/api/runs", raw=body, **headers)
+        answer = self.api.call("POST", "/api/runs", raw=body, headers=headers)
         return Run(self, answer["runid"], key=answer["key"], dataset=answer["dataset"], pipeline=answer["pipeline"])
 
     def submit_key(

@@ -22,7 +22,7 @@ import urllib3
 from functions.deploy import DECLINED
 from functions.ml.served import INPUT, v2_inputs
 from functions.runoptions import DATASET_OPTIONS
-from infra.errors import Unavailable
+from infra.httpclient import JsonClient
 from infra.store import ArtifactStore
 from knflow.follow import History, SeenEvent
 from knflow.outcome import RunOutcome, follow
@@ -101,23 +101,25 @@ def probe(
     requests: int = 200,
     c: np.ndarray | None = None,
     registered: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Probe:
     """Time the first call (from zero replicas when the model is idle), then ``requests`` single-row calls.
 
     Rows are sent as the model's signature asks (``registered``, the model.registered data: one tensor ``input``, or
-    one per column with categories ``c`` as BYTES) and scored by its ``label`` or ``prediction`` output.
+    one per column with categories ``c`` as BYTES) and scored by its ``label`` or ``prediction`` output. ``headers``:
+    the caller's credentials (the gateway's control API asks for them).
     """
-    http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=5.0, read=60.0))
-    status = orjson.loads(http.request("GET", f"{gateway_url}/v1/models/{model}").data)
+    gateway = JsonClient(gateway_url, urllib3.Timeout(connect=5.0, read=60.0), headers, name="gateway")
+    status = gateway.call("GET", f"/v1/models/{model}")
     replicas = sum(int(r.get("replicas", 0)) for r in status.get("revisions", []))
-    url = f"{gateway_url}/v2/models/{model}/infer"
+    path = f"/v2/models/{model}/infer"
     specs = ((registered or {}).get("signature") or {}).get("inputs") or [{"name": INPUT, "datatype": "FP32"}]
     classes = (registered or {}).get("classes") or []
     latencies, answers, correct, squared = [], [], 0, 0.0
     n = min(requests, len(y))
     for i in range(n):
         inputs = v2_inputs(specs, x[i : i + 1], None if c is None else c[i : i + 1])
-        seconds, outputs = _infer(http, url, {"id": f"probe-{i}", "inputs": inputs})
+        seconds, outputs = _infer(gateway, path, {"id": f"probe-{i}", "inputs": inputs})
         latencies.append(seconds)
         answers.append(_answer(outputs))
         if "prediction" in outputs:
@@ -137,14 +139,12 @@ def probe(
     )
 
 
-def _infer(http: urllib3.PoolManager, url: str, request: dict[str, Any]) -> tuple[float, dict[str, list]]:
+def _infer(gateway: JsonClient, path: str, request: dict[str, Any]) -> tuple[float, dict[str, list]]:
     """One V2 inference call → (seconds, output data by name)."""
     start = time.perf_counter()
-    answer = http.request("POST", url, body=orjson.dumps(request), headers={"content-type": "application/json"})
+    answer = gateway.call("POST", path, request)
     seconds = time.perf_counter() - start
-    if answer.status != 200:
-        raise Unavailable(f"inference answered {answer.status}: {answer.data[:200]!r}")
-    return seconds, {o["name"]: o["data"] for o in orjson.loads(answer.data)["outputs"]}
+    return seconds, {o["name"]: o["data"] for o in answer["outputs"]}
 
 
 def _answer(outputs: dict[str, list]) -> Any:

@@ -15,6 +15,7 @@ from cloudevents.core.v1.event import CloudEvent
 from eventing.bindings import to_json
 from functions.contract import DATA_ARRIVED
 from infra.errors import Unavailable
+from infra.httpclient import JsonClient
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,8 @@ class History:
     """Reads ``GET /events`` of a broker, long-polling for what comes next."""
 
     def __init__(self, broker_url: str, headers: dict[str, str] | None = None):
-        self.url = broker_url.rstrip("/")
-        self.http = urllib3.PoolManager(
-            retries=False, timeout=urllib3.Timeout(connect=2.0, read=30.0), headers=dict(headers or {})
-        )
+        self.broker = JsonClient(broker_url, urllib3.Timeout(connect=2.0, read=30.0), headers, name="broker")
+        self.url = self.broker.base_url
 
     def page(
         self,
@@ -74,13 +73,7 @@ class History:
             for k, v in {"runid": runid, "type": type, "after": after, "limit": limit, "wait": wait or None}.items()
             if v is not None
         }
-        try:
-            answer = self.http.request("GET", f"{self.url}/events?{urlencode(query)}")
-        except urllib3.exceptions.HTTPError as exc:
-            raise Unavailable(f"broker {self.url} not reachable: {exc}") from None
-        if answer.status != 200:
-            raise Unavailable(f"broker history answered {answer.status}: {answer.data[:200]!r}")
-        return parse_page(orjson.loads(answer.data), after)
+        return parse_page(self.broker.call("GET", f"/events?{urlencode(query)}"), after)
 
     def find_arrival(self, key: str, timeout: float) -> SeenEvent:
         """The ``data.arrived`` event announcing object ``key`` (which starts its run)."""

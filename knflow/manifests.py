@@ -30,7 +30,6 @@ from typing import Any
 
 import yaml
 
-from eventing.triggers import parse_duration
 from functions.contract import lifecycle_spec_path
 from functions.runtime.funcdir import read_function_dir
 from functions.runtime.loader import KNOWN_FUNCTIONS
@@ -46,6 +45,7 @@ from functions.runtime.pipeline import (
     pipeline_triggers,
 )
 from infra import knative, trainjob
+from infra.durations import parse_duration
 from infra.errors import ConfigError, KnflowError
 from infra.settings import parse_broker_url
 from knflow import cluster_arrivals, cluster_models

@@ -22,8 +22,6 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import urllib3
-
 from infra.auth import auth_headers, ensure_local_admin
 from infra.errors import Unavailable
 from infra.httpclient import JsonClient
@@ -169,8 +167,7 @@ class Platform:
         self._wait_healthy(component, timeout)
 
     def _wait_healthy(self, component: Component, timeout: float) -> None:
-        http = urllib3.PoolManager(retries=False, timeout=1.0)
-        url = self.url(component.name) + component.health
+        server, url = JsonClient(self.url(component.name)), self.url(component.name) + component.health
         deadline = time.monotonic() + timeout
         process = self.processes[component.name]
         while time.monotonic() < deadline:
@@ -179,9 +176,8 @@ class Platform:
                     f"{component.name} exited with code {process.returncode} at start; "
                     f"see {self.log_dir}/{component.name}.log"
                 )
-            with contextlib.suppress(urllib3.exceptions.HTTPError):
-                if http.request("GET", url).status < 500:
-                    return
+            if server.alive(component.health):
+                return
             time.sleep(0.05)
         raise Unavailable(
             f"{component.name} did not answer {url} within {timeout:.0f}s; see {self.log_dir}/{component.name}.log"
@@ -196,13 +192,13 @@ class Platform:
         returns only once they have joined, so the platform is not "up" with a trigger still joining.
         """
         PipelineControl(self.settings).ensure_defaults()
-        self._wait_ready(urllib3.PoolManager(retries=False), timeout)
+        self._wait_ready(JsonClient(self.url("broker"), name="broker"), timeout)
 
-    def _wait_ready(self, http: urllib3.PoolManager, timeout: float) -> None:
+    def _wait_ready(self, broker: JsonClient, timeout: float) -> None:
         deadline, answer = time.monotonic() + timeout, None
         while time.monotonic() < deadline:
-            with contextlib.suppress(urllib3.exceptions.HTTPError):
-                answer = http.request("GET", f"{self.url('broker')}/health", timeout=2.0)
+            with contextlib.suppress(Unavailable):
+                answer = broker.send("GET", "/health", timeout=2.0)
                 if answer.status == 200:
                     return
             time.sleep(0.1)

@@ -25,9 +25,8 @@ from pathlib import Path
 from subprocess import Popen
 from typing import TYPE_CHECKING, Any
 
-import urllib3
-
 from infra.atomic import write_json
+from infra.httpclient import JsonClient
 from infra.settings import Settings
 
 if TYPE_CHECKING:
@@ -78,7 +77,7 @@ class Supervisor:
         self._on_failure = on_failure
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._http = urllib3.PoolManager(retries=False, timeout=1.0)
+        self._servers: dict[str, JsonClient] = {}  # by component, pooled across checks
 
     def start(self) -> Supervisor:
         self._write()
@@ -168,11 +167,10 @@ class Supervisor:
         self._set(w, STARTING)
 
     def _healthy(self, w: Watched) -> bool:
-        url = self.platform.url(w.component.name) + w.component.health
-        try:
-            return self._http.request("GET", url).status < 500
-        except urllib3.exceptions.HTTPError:
-            return False
+        name = w.component.name
+        if name not in self._servers:
+            self._servers[name] = JsonClient(self.platform.url(name))
+        return self._servers[name].alive(w.component.health)
 
     @staticmethod
     def _kill_group(w: Watched) -> None:

@@ -10,17 +10,33 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+from infra.settings import ServingSettings
+
+_SERVING = ServingSettings()  # the defaults are the [serving] settings' defaults
+
 
 @dataclass(frozen=True)
 class ScalePolicy:
     """The KPA knobs of one revision."""
 
-    target: float = 8.0  # in-flight requests per replica
-    max_replicas: int = 4
-    stable_window_s: float = 60.0
-    panic_window_pct: float = 10.0
-    panic_threshold_pct: float = 200.0
-    scale_to_zero_grace_s: float = 30.0
+    target: float = _SERVING.target_concurrency  # in-flight requests per replica
+    max_replicas: int = _SERVING.max_replicas
+    stable_window_s: float = _SERVING.stable_window_s
+    panic_window_pct: float = _SERVING.panic_window_pct
+    panic_threshold_pct: float = _SERVING.panic_threshold_pct
+    scale_to_zero_grace_s: float = _SERVING.scale_to_zero_grace_s
+
+    @classmethod
+    def of(cls, serving: ServingSettings) -> ScalePolicy:
+        """The policy the ``[serving]`` settings describe."""
+        return cls(
+            target=serving.target_concurrency,
+            max_replicas=serving.max_replicas,
+            stable_window_s=serving.stable_window_s,
+            panic_window_pct=serving.panic_window_pct,
+            panic_threshold_pct=serving.panic_threshold_pct,
+            scale_to_zero_grace_s=serving.scale_to_zero_grace_s,
+        )
 
     @property
     def panic_window_s(self) -> float:

@@ -2,50 +2,24 @@
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from typing import Any
 
 import numpy as np
 import orjson
 
-from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge, Unavailable
-
-_BY_STATUS = {400: InvalidRequest, 404: NotFound, 413: PayloadTooLarge, 503: Unavailable}
-
-
-def _http_error(method: str, path: str, status: int, raw: bytes) -> KnflowError:
-    """The knflow error for a gateway's error answer: its ``error`` reason (or the raw body) and status."""
-    try:
-        message = orjson.loads(raw)["error"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        message = raw.decode(errors="replace")
-    return _BY_STATUS.get(status, KnflowError)(f"{method} {path}: {message}", status=status)
+from infra.errors import Unavailable
+from infra.httpclient import JsonClient, error_from_answer
 
 
 class ServingClient:
     """Deploy, split traffic, roll back, inspect and infer against one gateway (``http://host:port``)."""
 
     def __init__(self, base_url: str, timeout: float = 30.0, headers: dict[str, str] | None = None):
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self.headers = dict(headers or {})  # e.g. Authorization, on every call
+        self.http = JsonClient(base_url, timeout=timeout, headers=headers, name="gateway")  # headers: on every call
+        self.base_url = self.http.base_url
 
     def _call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
-        data = None if body is None else orjson.dumps(body)
-        request = urllib.request.Request(
-            self.base_url + path,
-            data=data,
-            method=method,
-            headers={"content-type": "application/json", **self.headers, **(headers or {})},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return orjson.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            raise _http_error(method, path, exc.code, exc.read()) from None
-        except urllib.error.URLError as exc:
-            raise Unavailable(f"gateway {self.base_url} unreachable: {exc.reason}") from None
+        return self.http.call(method, path, body, headers=headers)
 
     # -- control -----------------------------------------------------------------
     def deploy(
@@ -137,9 +111,9 @@ class AsyncServingClient:
             async with self.session.request(method, self.base_url + path, data=data) as response:
                 raw = await response.read()
         except aiohttp.ClientConnectionError as exc:
-            raise Unavailable(f"gateway {self.base_url} unreachable: {exc}") from None
+            raise Unavailable(f"gateway {self.base_url} is not reachable: {exc}") from None
         if response.status >= 400:
-            raise _http_error(method, path, response.status, raw)
+            raise error_from_answer(f"{method} {path}", response.status, raw)
         return orjson.loads(raw)
 
     async def deploy(self, model: str, version: int | str = "latest", **options: Any) -> dict:

@@ -71,8 +71,8 @@ class BatchingBody(_Body):
 
 
 class RolloutBody(_Body):
-    promote_after_requests: int = pydantic.Field(100, ge=1)
-    max_error_rate: float = pydantic.Field(0.05, ge=0, le=1)
+    promote_after_requests: int = pydantic.Field(RolloutPolicy.promote_after_requests, ge=1)
+    max_error_rate: float = pydantic.Field(RolloutPolicy.max_error_rate, ge=0, le=1)
 
 
 def _traceparent(value: dict[str, str]) -> dict[str, str]:

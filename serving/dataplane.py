@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from infra.errors import InvalidRequest
+from infra.version import VERSION
 from serving import binary, grpccodec, protocol
 from serving.protocol import InferRequest
 
@@ -23,7 +24,7 @@ JSON = 0
 BINARY = 1
 GRPC = 2
 #: What V2 server metadata says over REST and gRPC.
-SERVER_METADATA: dict[str, Any] = {"name": "knflow", "version": "0.1.0", "extensions": ["binary_tensor_data"]}
+SERVER_METADATA: dict[str, Any] = {"name": "knflow", "version": VERSION, "extensions": ["binary_tensor_data"]}
 
 
 class Codec(Protocol):

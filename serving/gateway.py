@@ -11,11 +11,9 @@ the model, and has no control API (the Service's traffic block is the split).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import faulthandler
 import logging
 import shutil
-import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -26,12 +24,12 @@ from aiohttp import web
 from prometheus_client.core import Metric
 
 from eventing.ingress import Answer, IngressServer
-from infra.aio import run
 from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
 from infra.guard import access, guard_for, server_middlewares
 from infra.http import answer_expect, json_response
 from infra.metrics import metrics_handler, registry_of
 from infra.namespaces import DEFAULT, addressed, qualified, split
+from infra.serve import run_server, serve_until_signalled
 from infra.settings import Settings
 from infra.store import ArtifactStore
 from serving import binary, dataplane
@@ -70,14 +68,7 @@ class Gateway:
         self.settings = settings
         self.store = store
         self.registry = NamespacedRegistry(store)  # models keyed by qualified name (infra.namespaces)
-        self.policy = policy or ScalePolicy(
-            target=s.target_concurrency,
-            max_replicas=s.max_replicas,
-            stable_window_s=s.stable_window_s,
-            panic_window_pct=s.panic_window_pct,
-            panic_threshold_pct=s.panic_threshold_pct,
-            scale_to_zero_grace_s=s.scale_to_zero_grace_s,
-        )
+        self.policy = policy or ScalePolicy.of(s)
         self.states: dict[str, ServingState] = {}
         self.pools: dict[str, RevisionPool] = {}
         self.cards: dict[str, tuple[ModelCard, Path]] = {}
@@ -375,32 +366,19 @@ def _header_length(text: str) -> int:
     return int(text)
 
 
-async def _serve() -> None:
-    from infra.logs import configure_logging
+def main() -> int:
+    """Entry point of ``python -m serving.gateway``; ``kill -USR1`` dumps every thread's stack to stderr."""
     from infra.settings import load_settings
     from infra.store import open_store
 
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    faulthandler.register(signal.SIGUSR1)  # `kill -USR1` dumps every thread's stack to stderr
-    gateway = Gateway(settings, open_store(settings.artifacts))
-    await gateway.start()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # SIGINT too: a child started in the background inherits it ignored
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await gateway.stop()
 
+    async def serve() -> bool:
+        gateway = Gateway(settings, open_store(settings.artifacts))
+        return await serve_until_signalled(gateway.start, gateway.stop, name="gateway")
 
-def main() -> None:
-    """Entry point of ``python -m serving.gateway``."""
-    from infra.tracing import traced
-
-    with contextlib.suppress(KeyboardInterrupt), traced("gateway"):
-        run(_serve())
+    return run_server(serve, settings, service="gateway", dump_stacks=True)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

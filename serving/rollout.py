@@ -2,7 +2,8 @@
 
 ``judge_canary`` is the one rule (functions/deploy.py imports it). A canary deployed with a ``rollout`` policy
 is recorded in the model's serving state (so a restarted gateway keeps judging it); the notice of a decision
-(a ``dev.knflow.model.deployed`` CloudEvent) waits in that state until the broker has taken it.
+(a CloudEvent of the type the deploying step asked for in ``announce``) waits in that state until the broker has
+taken it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from cloudevents.core.v1.event import CloudEvent
 
@@ -29,14 +30,6 @@ log = logging.getLogger(__name__)
 PROMOTE, ROLLBACK, WAIT = "promote", "rollback", "wait"
 PRODUCTION = "production"
 SOURCE = "/knflow/serving/rollout"
-
-
-class Thresholds(Protocol):
-    @property
-    def promote_after_requests(self) -> int: ...
-
-    @property
-    def max_error_rate(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -66,7 +59,7 @@ class Announce:
     extensions: dict[str, str]
 
 
-def judge_canary(policy: Thresholds, requests: int, errors: int) -> str:
+def judge_canary(policy: RolloutPolicy, requests: int, errors: int) -> str:
     """promote after enough good requests; roll back once the error rate is above the limit; else wait."""
     if requests > 0 and errors / requests > policy.max_error_rate and errors >= 2:
         return ROLLBACK

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eventing.triggers import parse_duration
 from functions.contract import lifecycle_spec_path
 from functions.runtime.pipeline import load_pipeline, pipeline_triggers
 from infra import knative
+from infra.durations import parse_duration
 from infra.errors import ConfigError
 from knflow.manifests import FUNCTION_ACCOUNT, ManifestOptions, function_service_name, read_func_yaml, render
 from serving.knserving import model_service

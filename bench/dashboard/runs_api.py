@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 from cloudevents.core.v1.event import CloudEvent
 
+from bench.dashboard.lifecycle_events import start_of_run, tiny_onnx, tuned_run
 from eventing.broker import BrokerServer
 from infra.auth import local_admin_headers
 from infra.localservices import free_port
@@ -26,8 +27,6 @@ from infra.settings import load_settings
 from infra.store import open_store
 from knflow.dashboard import Dashboard
 from serving.registry import ModelRegistry
-from tests.dashboard.conftest import tiny_onnx
-from tests.dashboard.lifecycle_events import start_of_run, tuned_run
 
 
 def history(settings, n_runs: int) -> list[CloudEvent]:  # type: ignore[no-untyped-def]

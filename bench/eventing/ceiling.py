@@ -1,13 +1,15 @@
 """The Kafka clients alone against the same tansu: how many CloudEvent records per second each produces and consumes.
 
 This is the ceiling the broker's Kafka log sits under (no HTTP, no delivery): kafka-python (what the
-log used before) and aiokafka (what it uses now), each producing ``n`` binary-mode records keyed by
-runid with acks=all and reading them back in a consumer group, timed and with its own CPU.
+log used before), aiokafka (what it uses now) and, when installed, confluent-kafka (librdkafka), each
+producing ``n`` binary-mode records keyed by runid with acks=all and reading them back in a consumer
+group, timed and with its own CPU.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
 from dataclasses import dataclass
 
@@ -105,13 +107,51 @@ async def aiokafka_ceiling(servers: str, topic: str, n: int) -> Ceiling:
     return Ceiling("aiokafka", *produced, *consumed)
 
 
+def confluent_ceiling(servers: str, topic: str, n: int) -> Ceiling:
+    """librdkafka through confluent-kafka (its own C threads do the I/O; their CPU is this process's too)."""
+    from confluent_kafka import Consumer, Producer
+
+    records = _records(n)
+    producer = Producer({"bootstrap.servers": servers, "acks": "all", "linger.ms": 1})
+    started = _now()
+    for i, (key, headers, value) in enumerate(records):
+        producer.produce(topic, value, key, headers=headers)
+        if i % 1000 == 999:
+            producer.poll(0)  # serve delivery reports, so the local queue does not fill
+    producer.flush()
+    produced = _timed(started, n)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": servers,
+            "group.id": f"ceiling-{topic}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    consumer.subscribe([topic])
+    got = len(consumer.consume(num_messages=1, timeout=30))  # join first: the ceiling is reading, not the join
+    started = _now()
+    while got < n:
+        got += len(consumer.consume(num_messages=min(2000, n - got), timeout=1))  # it waits to fill a batch
+    consumed = _timed(started, n)
+    consumer.close()
+    return Ceiling("confluent", *produced, *consumed)
+
+
 async def measure(servers: str, n: int) -> list[Ceiling]:
-    """Both clients, each on its own topic of the same cluster (4 partitions, as the broker's)."""
+    """Each client on its own topic of the same cluster (4 partitions, as the broker's); confluent-kafka (librdkafka)
+    too when it is installed (``pip install confluent-kafka``; not a dependency of knflow)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=servers)
     await admin.start()
-    await admin.create_topics([NewTopic("ceiling-kp", 4, 1), NewTopic("ceiling-aio", 4, 1)])
+    topics = ("ceiling-kp", "ceiling-aio", "ceiling-rd")
+    await admin.create_topics([NewTopic(topic, 4, 1) for topic in topics])
     await admin.close()
-    python = await asyncio.get_running_loop().run_in_executor(None, kafka_python_ceiling, servers, "ceiling-kp", n)
-    return [python, await aiokafka_ceiling(servers, "ceiling-aio", n)]
+    loop = asyncio.get_running_loop()
+    found = [await loop.run_in_executor(None, kafka_python_ceiling, servers, "ceiling-kp", n)]
+    found.append(await aiokafka_ceiling(servers, "ceiling-aio", n))
+    if importlib.util.find_spec("confluent_kafka") is not None:
+        found.append(await loop.run_in_executor(None, confluent_ceiling, servers, "ceiling-rd", n))
+    return found

@@ -42,6 +42,7 @@ from bench.eventing.ceiling import measure
 from eventing.bindings import to_http_binary
 from eventing.events import new_event
 from eventing.http1 import Http1Pool
+from eventing.ingress import Answer, IngressServer
 from infra.auth import local_admin_headers
 from infra.localservices import free_port, start_tansu, wait_for_port
 from infra.settings import load_settings
@@ -68,7 +69,9 @@ class Phase:
 
 
 class Sink:
-    """The no-op subscriber: records when each event id arrived."""
+    """The no-op subscriber: records when each event id arrived. It answers on knflow's lean HTTP path
+    (``eventing.ingress``, as the function runner that hosts knflow's subscribers does), so that the broker's
+    share of the two cores is not taken by the bench's own subscriber; ``--aiohttp-sink`` puts aiohttp there."""
 
     def __init__(self) -> None:
         self.arrived: dict[str, float] = {}
@@ -78,6 +81,10 @@ class Sink:
         self.arrived.setdefault(request.headers["ce-id"], time.perf_counter())
         await request.read()
         return web.Response(status=204)
+
+    async def accept(self, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        self.arrived.setdefault(headers["ce-id"], time.perf_counter())
+        return Answer(204)
 
 
 class DiscardingReceiver:
@@ -219,7 +226,7 @@ def start_broker(env: dict[str, str], port: int, log: Path, code: Path | None = 
 
 @contextlib.asynccontextmanager
 async def broker_with_sink(
-    tag: str, env: dict[str, str], tmp: Path, code: Path | None = None
+    tag: str, env: dict[str, str], tmp: Path, code: Path | None = None, aiohttp_sink: bool = False
 ) -> AsyncIterator[tuple[subprocess.Popen, str, Sink]]:
     """A broker process with one trigger to a no-op subscriber in this process: (process, ingress URL, sink)."""
     sink = Sink()
@@ -227,8 +234,14 @@ async def broker_with_sink(
     app.router.add_post("/", sink.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    sink_url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    lean = None
+    if aiohttp_sink:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        sink_url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    else:
+        assert runner.server is not None, "set up above"
+        lean = IngressServer(sink.accept, lambda path: True, runner.server, 1024 * 1024)
+        sink_url = f"http://127.0.0.1:{await lean.start('127.0.0.1', 0)}/"
     port = free_port()
     proc = start_broker(env, port, tmp / f"broker-{tag}.log", code)
     url = f"http://127.0.0.1:{port}/"
@@ -241,11 +254,16 @@ async def broker_with_sink(
     finally:
         proc.terminate()
         await asyncio.to_thread(proc.wait, 15)  # the loop goes on: the broker may still be exporting spans
+        if lean is not None:
+            await lean.stop()
         await runner.cleanup()
 
 
-async def run_backend(tag: str, env: dict[str, str], tmp: Path, args, code: Path | None = None) -> list[Phase]:
-    async with broker_with_sink(tag, env, tmp, code) as (proc, url, sink):
+async def run_backend(
+    tag: str, env: dict[str, str], tmp: Path, args, code: Path | None = None, kafka_pid: int | None = None
+) -> list[Phase]:
+    """Both phases on one broker; ``kafka_pid``: the Kafka server's process, whose CPU per event is printed too."""
+    async with broker_with_sink(tag, env, tmp, code, args.aiohttp_sink) as (proc, url, sink):
         session = Http1Pool()  # the broker's own lean HTTP/1.1 client: leaves more of the shared CPU to the broker
         try:
             await fixed_rate(session, url, sink, 200, 1, f"{tag} warm-up")
@@ -257,15 +275,21 @@ async def run_backend(tag: str, env: dict[str, str], tmp: Path, args, code: Path
                 os.sync()  # other processes' dirty pages would otherwise be flushed by the log's fsyncs (ext4)
                 broker_cpu, own_cpu = cpu_seconds(proc.pid), time.process_time()
                 child_cpu = children_cpu_seconds(proc.pid)
+                kafka_cpu = cpu_seconds(kafka_pid) if kafka_pid else 0.0
                 phases.append(await phase())
                 broker_cpu, own_cpu = cpu_seconds(proc.pid) - broker_cpu, time.process_time() - own_cpu
                 child_cpu = children_cpu_seconds(proc.pid) - child_cpu
+                kafka_cpu = cpu_seconds(kafka_pid) - kafka_cpu if kafka_pid else 0.0
                 n = max(phases[-1].delivered, 1)
                 exporter = f"; its span exporter process {child_cpu / n * 1e6:.0f} us" if child_cpu > 0 else ""
+                kafka = f"; tansu {kafka_cpu / n * 1e6:.0f} us" if kafka_pid else ""
+                every, cores = (broker_cpu + own_cpu + child_cpu + kafka_cpu) / n, os.cpu_count() or 1
                 print(
                     f"  ({phases[-1].name}: broker process {broker_cpu / n * 1e6:.0f} us CPU/event "
-                    f"(= {n / broker_cpu if broker_cpu else 0:,.0f} ev/s per core){exporter}; load generator + "
-                    f"subscriber {own_cpu / n * 1e6:.0f} us CPU/event)",
+                    f"(= {n / broker_cpu if broker_cpu else 0:,.0f} ev/s per core){exporter}{kafka}; load generator + "
+                    f"subscriber {own_cpu / n * 1e6:.0f} us CPU/event; all of them {every * 1e6:.0f} us = at most "
+                    f"{cores / every if every else 0:,.0f} ev/s on {cores} idle cores; "
+                    f"load average {os.getloadavg()[0]:.1f})",
                     flush=True,
                 )
         finally:
@@ -280,8 +304,8 @@ async def main_async(args) -> None:
         "CPU shared with other work on this host (figures are lower bounds)"
     )
     print(
-        "# broker: separate process; load generator (eventing.http1 client) + no-op subscriber (aiohttp server): "
-        "this process; "
+        "# broker: separate process; load generator (eventing.http1 client) + no-op subscriber "
+        f"({'aiohttp' if args.aiohttp_sink else 'eventing.ingress lean'} server): this process; "
         f"fixed rate {args.rate}/s for {args.seconds}s; saturation {args.saturation_events} events, "
         f"{args.clients} concurrent clients; 64 runids; latency = POST sent -> subscriber received; "
         "os.sync() before each phase"
@@ -343,7 +367,7 @@ async def run_round(args, receiver: DiscardingReceiver, tmp: Path, flip: bool) -
                     for ceiling in await measure(kafka.url, args.ceiling_events):
                         print(ceiling.line(), flush=True)
                 env = {**base, "KNFLOW_BROKER": f"kafka://{kafka.url}?topic=bench"}
-                results[backend] = await run_backend(backend, env, tmp, args, code)
+                results[backend] = await run_backend(backend, env, tmp, args, code, kafka.process.pid)
         for phase in results[backend]:
             print(phase.line(), flush=True)
     return results
@@ -359,6 +383,7 @@ def main() -> None:
     parser.add_argument("--ceiling-events", type=int, default=20000, help="records per Kafka client ceiling run")
     parser.add_argument("--before", default="", help="another knflow checkout: also run its broker, each backend")
     parser.add_argument("--tracing", action="store_true", help="also run each broker exporting spans (100 %% sampled)")
+    parser.add_argument("--aiohttp-sink", action="store_true", help="an aiohttp subscriber instead of the lean one")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of every variant, interleaved (noisy hosts)")
     parser.add_argument(
         "--paired", type=int, default=0, help="N rounds of an untraced and a traced broker saturated at once"

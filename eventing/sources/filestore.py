@@ -1,8 +1,8 @@
-"""Data arrival for the ``file://`` artifact store, across processes: the broker watches ``raw/`` itself.
+"""Data arrival for the ``file://`` artifact store, across processes: the broker watches the arrival prefix itself.
 
 Any process (the CLI, a function, ``cp`` through ``FileStore.put``) writes an object under
-``raw/``; the broker process scans the store's ``raw/`` prefix every ``eventing.watch_interval_s``
-and publishes ``dev.knflow.data.arrived`` for each object version it has not seen (the same
+``eventing.arrival_prefix``; the broker process scans the store's prefix every ``eventing.watch_interval_s``
+and publishes an ``eventing.arrival_type`` event for each object version it has not seen (the same
 event a MinIO bucket notification gives), except objects ``arrival.announces`` skips (ignored names,
 objects whose writer announced them itself). What it has seen (key -> sha256) is journaled in the
 broker's data dir *after* publishing, so an arrival is never lost across a broker restart (at
@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from eventing.sources.arrival import announces, arrival_event
+from infra.aio import cancel_and_wait
 from infra.atomic import write_json
 from infra.settings import EventingSettings
 from infra.store import ArtifactStore, ObjectInfo
@@ -61,10 +62,7 @@ class FileStoreWatcher:
         self._task = asyncio.create_task(self._run(publish), name="filestore-watcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self, publish: Any) -> None:
         while True:

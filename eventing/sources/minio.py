@@ -1,4 +1,4 @@
-"""MinIO bucket notifications (plain JSON, not CloudEvents) to ``dev.knflow.data.arrived``.
+"""MinIO bucket notifications (plain JSON, not CloudEvents) to arrival events (``eventing.arrival_type``).
 
 Two of MinIO's notification targets are read: the webhook target (``POST /sources/minio``, with
 ``Authorization: Bearer <eventing.minio_token>`` when a token is configured) and the Kafka target

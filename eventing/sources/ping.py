@@ -18,7 +18,6 @@ The sink is the broker itself. Locally ``schedule`` may have a 6th field, second
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -31,6 +30,7 @@ from aiohttp import web
 from croniter import croniter
 
 from eventing.events import NAMESPACE, new_event
+from infra.aio import cancel_and_wait
 from infra.atomic import write_json
 from infra.errors import ConfigError, InvalidRequest, KnflowError, NotFound
 from infra.guard import access
@@ -126,10 +126,7 @@ class PingSource:
         self._task = asyncio.create_task(self._run(publish), name=f"ping-{self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self, publish: Any) -> None:
         ticks = croniter(self.schedule, time.time())

@@ -13,7 +13,6 @@ and logged at most once a minute; the broker keeps running.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -22,6 +21,7 @@ from aiohttp import web
 
 from eventing.sources.arrival import announces, arrival_event
 from eventing.sources.marker import ArrivalMarker
+from infra.aio import cancel_and_wait
 from infra.errors import KnflowError, NotFound
 from infra.settings import EventingSettings, StoreLocation
 from infra.store import ObjectInfo
@@ -73,10 +73,7 @@ class S3PollingSource:
         self._task = asyncio.create_task(self._run(publish), name="s3-poll")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         self.marker.save()
 
     async def _run(self, publish: Any) -> None:

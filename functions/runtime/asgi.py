@@ -54,7 +54,8 @@ def as_reply(reply: CloudEvent, cause: CloudEvent) -> CloudEvent:
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode("latin-1") if isinstance(value, bytes | bytearray) else str(value)
+    """A header name or value as knflow's HTTP paths hold them: UTF-8, other bytes as surrogates (sent as they came)."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes | bytearray) else str(value)
 
 
 class CloudEventSender:

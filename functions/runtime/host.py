@@ -20,11 +20,10 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import orjson
 from aiohttp import web
@@ -33,7 +32,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from eventing.bindings import to_http_binary
 from eventing.events import RUNID, TRACEPARENT, new_event
-from eventing.ingress import Answer, IngressServer
+from eventing.ingress import PEER, Answer, IngressServer
 from eventing.wire import from_http as decode
 from eventing.wire import to_http_binary as encode
 from functions.runtime.asgi import AsgiFunction, as_reply, make_scope
@@ -42,10 +41,10 @@ from functions.runtime.loader import load_function
 from functions.runtime.metrics import FunctionMetrics
 from functions.runtime.pipeline import SETTINGS_ENV
 from infra import tracing
-from infra.aio import run
 from infra.errors import ConfigError, KnflowError, PayloadTooLarge
-from infra.logs import bound_runid, configure_logging
+from infra.logs import bound_runid
 from infra.metrics import registry_of, render
+from infra.serve import DRAIN_TIMEOUT_S, run_server, serve_until_signalled
 from infra.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -90,8 +89,8 @@ class FunctionHost:
 
     async def start(self, listen: list[str], drain_timeout: float = 30.0) -> list[str]:
         """Run the function's ``start`` hook, then listen; returns the bound addresses. A POSTed event with a
-        Content-Length to a function that takes events is answered on the lean HTTP/1.1 path
-        (``eventing.ingress``); health, metrics, ASGI functions and odd requests on aiohttp."""
+        Content-Length is answered on the lean HTTP/1.1 path (``eventing.ingress``); health, metrics, an ASGI
+        function's other methods and odd requests on aiohttp."""
         self.runtime.loop = asyncio.get_running_loop()
         await self.function.start(self.runtime, self.environ)
         self.metrics.cold_start(self.function.name)  # this process is one
@@ -100,7 +99,8 @@ class FunctionHost:
         await self._runner.setup()
         assert self._runner.server is not None
         self._drain_timeout = drain_timeout
-        self._lean = IngressServer(self._accept, self._takes, self._runner.server, self.max_bytes)
+        asgi = isinstance(self.function, AsgiFunction)
+        self._lean = IngressServer(self._accept, self._takes, self._runner.server, self.max_bytes, asgi=asgi)
         for address in listen:
             if address.startswith("unix:"):
                 await self._lean.start_unix(address.removeprefix("unix:"))
@@ -135,22 +135,28 @@ class FunctionHost:
             return self._health(path)
         if path == METRICS and request.method == "GET":  # open like the host's event path: Knative's pod port
             return web.Response(body=render(self.metrics_registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-        if isinstance(self.function, AsgiFunction):
-            answer = await self._admitted(request.headers, request.path, lambda: self._handle_asgi(request))
-            return _response(answer) if isinstance(answer, Answer) else answer
         try:
             body = await self._read_body(request)
         except KnflowError as exc:
             return _response(_error(exc.status, exc.message))
+        if isinstance(self.function, AsgiFunction):
+            http = _Http(request.method, request.path, request.query_string, request.raw_headers, _peer(request))
+            headers = request.headers
+            return _response(await self._admitted(headers, request.path, lambda: self._asgi(http, headers, body)))
         return _response(await self._accept(request.path, request.headers, body))
 
     def _takes(self, path: str) -> bool:
-        """The lean path takes POSTs to any path but the health ones, for a function that takes events."""
-        return not isinstance(self.function, AsgiFunction) and path not in _HEALTH
+        """The lean path takes POSTs to any path but the health ones."""
+        return path not in _HEALTH
 
-    async def _accept(self, path: str, headers: Mapping[str, str], body: bytes) -> Answer:
-        """One event to a function of knflow's own shape, on either path."""
-        return await self._admitted(headers, path, lambda: self._event(headers, body))
+    async def _accept(self, target: str, headers: Mapping[str, str], body: bytes) -> Answer:
+        """One event (a POST) to the function, on either path; for an ASGI function ``target`` keeps its query."""
+        if not isinstance(self.function, AsgiFunction):
+            return await self._admitted(headers, target, lambda: self._event(headers, body))
+        path, _, query = target.partition("?")
+        raw = [(name.encode("latin-1"), value.encode("utf-8", "surrogateescape")) for name, value in headers.items()]
+        http = _Http("POST", path, query, raw, _address(PEER.get()))
+        return await self._admitted(headers, path, lambda: self._asgi(http, headers, body))
 
     async def _admitted(self, headers: Mapping[str, str], path: str, handle: Callable[[], Awaitable[Any]]) -> Any:
         """``handle()``'s answer, or an ``Answer`` refusing it while draining (503) or at the concurrency limit
@@ -213,22 +219,20 @@ class FunctionHost:
             return self._failure(event, exc)
         return Answer(200, out, out_headers)
 
-    async def _handle_asgi(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _asgi(self, http: _Http, headers: Mapping[str, str], body: bytes) -> Answer:
         """One request to a function of Knative's shape (ASGI), with the event when it takes one."""
         try:
-            body = await self._read_body(request)
-            event = decode(request.headers, body) if self.function.parses_event else None
+            event = decode(headers, body) if self.function.parses_event else None
         except KnflowError as exc:
-            return _response(_error(exc.status, exc.message))
+            return _error(exc.status, exc.message)
         try:
-            query = request.query_string.encode()
-            scope = make_scope(request.method, request.path, query, request.raw_headers, _peer(request), None)
+            scope = make_scope(http.method, http.path, http.query.encode(), http.raw_headers, http.peer, None)
             scope[SCOPE_KEY] = Context(self.runtime, event)  # what knflow's own shape gets as ctx
             with bound_runid(event.get_extension(RUNID) if event is not None else None):
                 reply = await self.function.call_asgi(scope, body, event)
         except Exception as exc:
-            return _response(self._failure(event, exc))
-        return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+            return self._failure(event, exc)
+        return Answer(reply.status, reply.body, reply.headers)
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         length = request.content_length
@@ -278,8 +282,21 @@ def step_settings(environ: Mapping[str, str]) -> dict:
     return value
 
 
+class _Http(NamedTuple):
+    """What an ASGI scope says of one request, from either path."""
+
+    method: str
+    path: str
+    query: str
+    raw_headers: Sequence[tuple[bytes, bytes]]
+    peer: tuple[str, int] | None
+
+
 def _peer(request: web.BaseRequest) -> tuple[str, int] | None:
-    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return _address(request.transport.get_extra_info("peername") if request.transport else None)
+
+
+def _address(peer: object) -> tuple[str, int] | None:
     return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
 
 
@@ -301,19 +318,22 @@ async def serve(
     listen: list[str],
     *,
     on_ready: Callable[[list[str]], None] | None = None,
-    stop_signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT),
-) -> None:
-    """Start ``host``, call ``on_ready``, and run until one of ``stop_signals`` arrives; then drain."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in stop_signals:
-        loop.add_signal_handler(sig, stop.set)
-    bound = await host.start(listen)
-    if on_ready is not None:
-        on_ready(bound)
-    await stop.wait()
-    log.info("signal received: draining %d event(s) in flight", host.inflight)
-    await host.stop()
+    drain_timeout: float = DRAIN_TIMEOUT_S,
+) -> bool:
+    """Start ``host``, call ``on_ready``, and run until SIGTERM or SIGINT; then let the events in flight finish
+    (up to ``drain_timeout`` seconds) and run the function's ``stop``. Whether it stopped in time."""
+
+    async def start() -> None:
+        bound = await host.start(listen, drain_timeout)
+        if on_ready is not None:
+            on_ready(bound)
+
+    async def stop() -> None:
+        log.info("draining %d event(s) in flight", host.inflight)
+        await host.stop()
+
+    # the host bounds its own drain; the function's ``stop`` hook runs to its end, as it did
+    return await serve_until_signalled(start, stop, name=f"function {host.function.name}", drain_timeout=None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -329,15 +349,13 @@ def main(argv: list[str] | None = None) -> int:
         return serve_worker()
     environ = dict(os.environ)
     settings = load_settings(environ)
-    configure_logging(settings.log_level, settings.log_format)
     target = args.target or environ.get("KNFLOW_FUNCTION")
     if not target:
         parser.error("name a function (or set KNFLOW_FUNCTION)")
     function = load_function(target, args.invoke)
     host = FunctionHost(function, settings, sink=environ.get("K_SINK"), environ=environ)
-    with tracing.traced(f"function-{function.name}", environ):
-        run(serve(host, listen_addresses(environ, settings)))
-    return 0
+    listen = listen_addresses(environ, settings)
+    return run_server(lambda: serve(host, listen), settings, service=f"function-{function.name}", environ=environ)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ import yaml
 
 from eventing.events import NAMESPACE, PIPELINE
 from eventing.filters import validate_filters
-from eventing.triggers import EXPONENTIAL, DeliverySpec, Trigger, parse_duration
+from eventing.triggers import EXPONENTIAL, DeliverySpec, Trigger
+from infra.durations import parse_duration
 from infra.errors import InvalidRequest
 from infra.namespaces import DEFAULT
 from infra.validation import parse

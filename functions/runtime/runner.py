@@ -23,7 +23,6 @@ import itertools
 import logging
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -40,12 +39,11 @@ from functions.runtime.loader import KNOWN_FUNCTIONS
 from functions.runtime.metrics import FunctionMetrics
 from functions.runtime.worker import Worker, WorkerGone, request_headers
 from functions.runtime.zygote import Template
-from infra.aio import run
 from infra.errors import Conflict, InvalidRequest, KnflowError, NotFound, Unavailable
 from infra.guard import access, guard_for, server_middlewares
 from infra.http import answer_expect
-from infra.logs import configure_logging
 from infra.metrics import metrics_handler, registry_of
+from infra.serve import run_server, serve_until_signalled
 from infra.settings import Settings, load_settings
 from infra.validation import parse
 
@@ -289,27 +287,15 @@ class Runner:
             raise Unavailable(f"function {worker.name} did not start within {timeout}s") from None
 
 
-async def run_forever(runner: Runner) -> None:
-    """Start ``runner`` and serve until SIGTERM/SIGINT."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await runner.start()
-    await stop.wait()
-    await runner.stop()
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m functions.runtime.runner [NAME=MODULE | MODULE ...]``."""
     parser = argparse.ArgumentParser(prog="python -m functions.runtime.runner", description=__doc__.splitlines()[0])
     parser.add_argument("functions", nargs="*", help="extra functions: NAME=MODULE, a dotted module or a .py file")
     args = parser.parse_args(argv)
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
     runner = Runner(settings, parse_function_args(args.functions), sink=os.environ.get("K_SINK"))
-    run(run_forever(runner))
-    return 0
+    # tracing is per function: each worker traces as ``function-<name>`` (``zygote.worker_main``)
+    return run_server(lambda: serve_until_signalled(runner.start, runner.stop, name="runner"), settings, service=None)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from eventing.http1 import Http1Pool
 from functions.runtime.instances import Instance
+from functions.runtime.zygote import Spawn
 from infra.errors import KnflowError, Unavailable
 from infra.settings import Settings
 
@@ -40,15 +41,7 @@ class WorkerGone(Unavailable):
 class Launcher(Protocol):
     """Starts worker processes; their notices (keyed by the ``name`` given here) reach the runner separately."""
 
-    async def spawn(
-        self,
-        name: str,
-        target: str,
-        socket: str,
-        sink: str | None,
-        env: dict[str, str] | None = None,
-        hosted_as: str | None = None,
-    ) -> int: ...
+    async def spawn(self, spec: Spawn) -> int: ...
 
 
 class Worker:
@@ -125,7 +118,7 @@ class Worker:
         self._ready, self._exited = loop.create_future(), loop.create_future()
         try:
             self.pid = await self.launcher.spawn(
-                self.key, self.target, self.socket_path, self.sink, self.env, hosted_as=self.name
+                Spawn(self.key, self.target, self.socket_path, self.sink, self.env, hosted_as=self.name)
             )
             await asyncio.wait([self._ready, self._exited], return_when=asyncio.FIRST_COMPLETED)
         except BaseException:

@@ -2,9 +2,9 @@
 
 A cold start is then a ``fork`` plus the function's own imports, instead of a fresh interpreter
 importing aiohttp and the CloudEvents SDK (the saving is most of a cold start). Protocol, JSON lines:
-the parent writes the pickled ``Settings`` (base64) once, then ``{"spawn": name, "target", "socket",
-"sink", "env"}`` per worker on the template's stdin; the template and its workers write ``spawned``,
-``ready``, ``failed`` and ``exit`` notices (with pid, and exit code) on the template's stdout.
+the parent writes the pickled ``Settings`` (base64) once, then ``Spawn.line()`` (``{"spawn": name, "as",
+"target", "socket", "sink", "env"}``) per worker on the template's stdin; the template and its workers write
+``spawned``, ``ready``, ``failed`` and ``exit`` notices (with pid, and exit code) on the template's stdout.
 Workers die with the template (PR_SET_PDEATHSIG), and the template exits when its stdin closes.
 """
 
@@ -23,6 +23,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -34,6 +35,24 @@ log = logging.getLogger(__name__)
 
 PRELOAD = ("functions.runtime.host", "functions.examples.echo", "infra.store_file")
 OPTIONAL_PRELOAD = ("uvloop",)
+
+
+@dataclass(frozen=True)
+class Spawn:
+    """One worker to start: function ``name`` (``hosted_as`` the instance it serves) loading ``target``, listening on
+    the Unix ``socket``, sending extra events to ``sink``, with ``env`` added to its environment."""
+
+    name: str
+    target: str
+    socket: str
+    sink: str | None
+    env: dict[str, str] = field(default_factory=dict)
+    hosted_as: str | None = None
+
+    def line(self) -> bytes:
+        """The request as the template (and a worker under its own interpreter) reads it: one JSON line."""
+        spec = {"spawn": self.name, "as": self.hosted_as, "target": self.target, "socket": self.socket}
+        return orjson.dumps({**spec, "sink": self.sink, "env": self.env}) + b"\n"
 
 
 def _notify(fd: int, **message: Any) -> None:
@@ -171,24 +190,13 @@ class Template:
                 raise Unavailable("the worker template exited while starting")
             self._reader = asyncio.create_task(self._read(self.process))
 
-    async def spawn(
-        self,
-        name: str,
-        target: str,
-        socket: str,
-        sink: str | None,
-        env: dict[str, str] | None = None,
-        hosted_as: str | None = None,
-    ) -> int:
-        """Fork a worker (with ``env`` added to its environment); returns its pid once forked (readiness
-        comes later as a notice)."""
+    async def spawn(self, spec: Spawn) -> int:
+        """Fork a worker; returns its pid once forked (readiness comes later as a notice)."""
         await self.ensure_running()
         assert self.process is not None and self.process.stdin is not None
         waiter = asyncio.get_running_loop().create_future()
-        self._spawned[name] = waiter
-        spec = {"spawn": name, "as": hosted_as, "target": target, "socket": socket, "sink": sink, "env": env or {}}
-        self.process.stdin.write(orjson.dumps(spec))
-        self.process.stdin.write(b"\n")
+        self._spawned[spec.name] = waiter
+        self.process.stdin.write(spec.line())
         await self.process.stdin.drain()
         return await waiter
 

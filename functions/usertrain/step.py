@@ -24,7 +24,6 @@ from functions.ml.features import Splits, Transform, read_features
 from functions.ml.training import device
 from functions.ml.versions import get_json
 from functions.register import tensor_dicts
-from functions.tuning.experiment import EARLY_STOPPED, SUCCEEDED
 from functions.tuning.spec import EarlyStopping, Objective
 from functions.usertrain.child import DATA, JOB, SPLITS
 from functions.usertrain.code import UserCode, locate
@@ -74,29 +73,15 @@ def run(store: ArtifactStore, job: Job, model_name: str | None, data_dir: Path, 
     info = store.put(job.prefix + "model.onnx", onnx_bytes, content_type="application/onnx")
     log.info("train: %s %s → test accuracy %.4f after %d reported epochs", job.prefix, options.entrypoint,
              measured.metrics["test_accuracy"], len(session.history))  # fmt: skip
-    result = {
-        "trial": job.trial,
-        "experiment": job.runid if job.trial else None,
-        "status": EARLY_STOPPED if session.stopped else SUCCEEDED,
-        "model_name": model_name or job.features.get("dataset"),
-        "onnx_key": info.key,
-        "sha256": info.sha256,
-        "size": info.size,
-        "metrics": _metrics(session, measured),
-        "curve": session.curve((job.objective or {}).get("metric", "val_accuracy")),
-        "params": options.recorded(),
-        "signature": _signature(onnx_bytes),
-        "features": job.features,
-        "lineage": {
-            **job.features.get("lineage", {}), "run": job.runid, "trial": job.trial, "model": info.key,
-            "code": {"entrypoint": options.entrypoint, "code": options.code, "origin": code.origin,
-                     "returned": produced["kind"], "conversion": produced.get("conversion") or None},
-        },
-        "metrics_key": session.metrics_key,
-    }  # fmt: skip
-    from functions.train import _store_result
+    from functions.train import store_trained  # the one shape of a trained model (train imports this module)
 
-    return _store_result(store, job, result)
+    lineage = {"code": {"entrypoint": options.entrypoint, "code": options.code, "origin": code.origin,
+                        "returned": produced["kind"], "conversion": produced.get("conversion") or None}}  # fmt: skip
+    return store_trained(
+        store, job, info, model_name, stopped=session.stopped, lineage=lineage,
+        metrics=_metrics(session, measured), curve=session.curve((job.objective or {}).get("metric", "val_accuracy")),
+        params=options.recorded(), signature=_signature(onnx_bytes), metrics_key=session.metrics_key,
+    )  # fmt: skip
 
 
 def _train(

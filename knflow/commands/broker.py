@@ -19,5 +19,4 @@ def run(args: argparse.Namespace) -> int:
     if args.port is not None:
         settings = settings.replace(broker_port=args.port)
     print(f"broker on http://{settings.host}:{settings.broker_port} over {settings.broker.url}; Ctrl-C stops it")
-    serve(settings)
-    return 0
+    return serve(settings)

@@ -14,18 +14,15 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
-    import contextlib
-
-    from infra.logs import configure_logging
+    from infra.serve import run_server
     from infra.settings import load_settings
-    from infra.tracing import traced
     from knflow.dashboard.server import Dashboard, serve_until_signal
 
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    dashboard = Dashboard(settings, broker_url=args.broker, gateway_url=args.gateway, port=args.port)
     print(f"knflow dashboard on http://{settings.host}:{args.port or settings.dashboard_port}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt), traced("server"):
-        asyncio.run(serve_until_signal(dashboard))
-    return 0
+
+    async def serve() -> bool:
+        dashboard = Dashboard(settings, broker_url=args.broker, gateway_url=args.gateway, port=args.port)
+        return await serve_until_signal(dashboard)
+
+    return run_server(serve, settings, service="server")

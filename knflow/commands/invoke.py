@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,8 @@ import orjson
 from eventing.bindings import from_http, to_http_binary, to_http_structured, to_json
 from eventing.events import new_event
 from infra.auth import own_credentials
-from infra.errors import InvalidRequest, Unavailable
+from infra.errors import InvalidRequest
+from infra.httpclient import JsonClient, split_url
 from infra.settings import Settings, load_settings
 
 HELP = "send a CloudEvent to a function (or the broker, or any URL) and print the reply"
@@ -72,14 +71,9 @@ def run(args: argparse.Namespace) -> int:
     )
     headers, body = to_http_structured(event) if args.structured else to_http_binary(event)
     headers |= own_credentials(settings)(url)  # the token only to the platform's own servers
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=args.timeout) as response:
-            status, reply_headers, reply = response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        status, reply_headers, reply = exc.code, dict(exc.headers), exc.read()
-    except urllib.error.URLError as exc:
-        raise Unavailable(f"cannot reach {url}: {exc.reason}") from None
+    server, path = split_url(url)
+    answer = JsonClient(server, timeout=args.timeout).send("POST", path, body, headers=headers)
+    status, reply_headers, reply = answer.status, answer.headers, answer.data
     print(f"{status} from {url} (sent {event.get_type()} id={event.get_id()})", file=sys.stderr)
     _print_reply(reply_headers, reply)
     return 0 if 200 <= status < 300 else 1

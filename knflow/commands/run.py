@@ -99,7 +99,8 @@ def _probe(client: Client, settings: Settings, outcome: RunOutcome) -> Probe | N
     except KnflowError as exc:
         print(f"knflow: cannot read the held-out rows ({exc}): no probe")
         return None
-    return probe(health["gateway"], outcome.deployed["name"], x, y, c=c, registered=outcome.registered)
+    deployed = outcome.deployed["name"]
+    return probe(health["gateway"], deployed, x, y, c=c, registered=outcome.registered, headers=client.headers)
 
 
 def _wait_forever() -> None:

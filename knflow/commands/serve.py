@@ -12,30 +12,21 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
-    import contextlib
-
-    from infra.aio import run as run_loop
-    from infra.logs import configure_logging
+    from infra.serve import run_server, serve_until_signalled
     from infra.settings import load_settings
     from infra.store import open_store
     from serving.gateway import Gateway
 
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
 
-    async def serve() -> None:
+    async def serve() -> bool:
         gateway = Gateway(settings, open_store(settings.artifacts))
-        port = await gateway.start(args.port)
-        print(
-            f"knflow gateway on http://{settings.host}:{port}, V2 gRPC on {settings.host}:{gateway.grpc_port}",
-            flush=True,
-        )
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await gateway.stop()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        run_loop(serve())
-    return 0
+        async def start() -> None:
+            port = await gateway.start(args.port)
+            grpc = f"{settings.host}:{gateway.grpc_port}"
+            print(f"knflow gateway on http://{settings.host}:{port}, V2 gRPC on {grpc}", flush=True)
+
+        return await serve_until_signalled(start, gateway.stop, name="gateway")
+
+    return run_server(serve, settings, service="gateway", dump_stacks=True)

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
+import sys
 
-from infra.logs import configure_logging
+from infra.serve import run_server
 from infra.settings import load_settings
-from infra.tracing import traced
 from knflow.dashboard.server import Dashboard, serve_until_signal
 
 
-def main() -> None:
+def main() -> int:
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    with traced("server"):
-        asyncio.run(serve_until_signal(Dashboard(settings)))
+    return run_server(lambda: serve_until_signal(Dashboard(settings)), settings, service="server")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,7 +9,6 @@ Rates and quantiles come from counter and histogram deltas the way Prometheus' `
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -21,6 +20,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from infra.aio import cancel_and_wait
 from infra.errors import Unavailable
 from infra.guard import access
 from infra.http import json_response
@@ -121,10 +121,7 @@ class ServingSeries:
         self._task = asyncio.create_task(self._run(), name="serving-series")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

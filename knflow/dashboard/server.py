@@ -41,6 +41,7 @@ from infra.guard import access, guard_for, server_middlewares
 from infra.http import answer_expect, json_response
 from infra.metrics import RequestMetrics, metrics_handler, registry_of
 from infra.namespaces import DEFAULT, addressed, require, scoped
+from infra.serve import serve_until_signalled
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
 from knflow import __version__
@@ -344,13 +345,6 @@ class Dashboard:
         return json_response(await self.gateway.model(request.match_info["name"], addressed(request)))
 
 
-async def serve_until_signal(dashboard: Dashboard) -> None:
-    """Run the dashboard until SIGINT or SIGTERM."""
-    import signal
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with dashboard:
-        await stop.wait()
+async def serve_until_signal(dashboard: Dashboard) -> bool:
+    """Run the dashboard until SIGINT or SIGTERM; whether it stopped in time."""
+    return await serve_until_signalled(dashboard.start, dashboard.stop, name="dashboard")

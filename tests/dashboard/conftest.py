@@ -4,17 +4,14 @@ the dashboard in-process, and Debian's chromium driven by Playwright."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
 from aiohttp import ClientSession, web
-from onnx import TensorProto, helper, numpy_helper
 
+from bench.dashboard.lifecycle_events import start_of_run, tiny_onnx, tuned_run
 from eventing.broker import BrokerServer
 from eventing.client import publish_async
 from eventing.events import STEP_FAILED, new_runid
@@ -25,28 +22,10 @@ from infra.store import ArtifactStore, open_store
 from knflow.dashboard import Dashboard
 from serving.gateway import Gateway
 from serving.registry import ModelRegistry
-from tests.dashboard.lifecycle_events import start_of_run, tuned_run
+from tests.eventually import eventually
 from tests.unguarded import UNGUARDED
 
 TRAIN_ERROR = "train crashed: CUDA error: out of memory (tried to allocate 2.00 GiB)"
-
-
-def tiny_onnx(seed: int = 0) -> bytes:
-    """A real 64 -> 10 softmax classifier (dynamic batch), small enough to build in a millisecond."""
-    rng = np.random.default_rng(seed)
-    w = numpy_helper.from_array(rng.normal(0, 0.1, (64, 10)).astype(np.float32), "w")
-    nodes = [
-        helper.make_node("MatMul", ["input", "w"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-    ]
-    graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10])], [w],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
 
 
 @pytest.fixture
@@ -143,18 +122,6 @@ async def history(http: ClientSession, broker_url: str, **query: str) -> list[di
     async with http.get(f"{broker_url}/events", params={"limit": "1000", **query}) as response:
         assert response.status == 200, await response.text()
         return (await response.json())["events"]
-
-
-async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 10.0, what: str = "condition") -> object:
-    """Poll ``check`` until it returns something truthy, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 from aiohttp import ClientSession
@@ -17,7 +16,8 @@ from functions.contract import FEATURES_READY
 from infra.localservices import free_port
 from infra.store import ArtifactStore
 from serving.registry import ModelRegistry
-from tests.dashboard.conftest import TRAIN_ERROR, Seeded, eventually, history, tiny_onnx
+from tests.dashboard.conftest import TRAIN_ERROR, Seeded, history, tiny_onnx
+from tests.eventually import eventually
 from tests.unguarded import UNGUARDED
 
 
@@ -125,14 +125,15 @@ async def test_python_m_knflow_dashboard_serves_the_page(tmp_path, broker: Broke
            "KNFLOW_BROKER_PORT": str(broker.port), "KNFLOW_LOG_FORMAT": "text", **UNGUARDED}  # fmt: skip
     process = subprocess.Popen([sys.executable, "-m", "knflow.dashboard"], env=env, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        async def answered() -> tuple | None:
             try:
-                status, body = await get(http, f"http://127.0.0.1:{port}/api/runs")
-                break
+                return await get(http, f"http://127.0.0.1:{port}/api/runs")
             except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()
-                await asyncio.sleep(0.1)
+                assert process.poll() is None, process.stderr.read().decode()
+                return None
+
+        status, body = await eventually(answered, 30, "the dashboard process to answer")
         assert status == 200 and body == {"runs": [], "broker": broker.url}
         async with http.get(f"http://127.0.0.1:{port}/") as response:
             assert response.status == 200 and "knflow dashboard" in await response.text()

@@ -7,12 +7,13 @@ import os
 
 from aiohttp import ClientSession
 
+from bench.dashboard.lifecycle_events import start_of_run
 from eventing.client import publish_async
 from functions.contract import FEATURES_READY
 from infra.localservices import free_port
 from serving.registry import ModelRegistry
-from tests.dashboard.conftest import TRAIN_ERROR, Seeded, eventually, history, tiny_onnx
-from tests.dashboard.lifecycle_events import start_of_run
+from tests.dashboard.conftest import TRAIN_ERROR, Seeded, history, tiny_onnx
+from tests.eventually import eventually
 
 TIMEOUT_MS = 10_000
 SHOTS = os.environ.get("KNFLOW_DASHBOARD_SCREENSHOTS")  # a directory: screenshots of each view, to look at
@@ -94,7 +95,7 @@ async def test_page_shows_runs_steps_failure_models_serving_and_replays(
         found = await history(http, platform.broker_url, runid=platform.failing_runid, type=FEATURES_READY)
         return [e for e in found if e.get("knflowreplayof") == platform.failed_event_id]
 
-    (replay,) = await eventually(replayed, what="the replayed features.ready in the broker history")  # type: ignore[misc]
+    (replay,) = await eventually(replayed, what="the replayed features.ready in the broker history")
     assert replay["id"] != platform.failed_event_id
     assert replay["mode"] == "train" and replay["data"]["dataset"] == "iris"
     # The page links the replay to the failure it came from.

@@ -12,7 +12,8 @@ from functions.tuning.experiment import Experiment, save_experiment
 from infra.store import ArtifactStore
 from knflow.dashboard.curves import CurveReader
 from knflow.dashboard.series import Sample, quantile, revision_points
-from tests.dashboard.conftest import Seeded, eventually
+from tests.dashboard.conftest import Seeded
+from tests.eventually import eventually
 
 SPEC = {
     "objective": {"metric": "val_accuracy", "type": "maximize"},

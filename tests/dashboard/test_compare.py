@@ -9,6 +9,7 @@ import pytest
 from aiohttp import ClientSession
 from cloudevents.core.v1.event import CloudEvent
 
+from bench.dashboard.lifecycle_events import SHA, start_of_run, tuned_run
 from eventing.broker import BrokerServer
 from eventing.client import publish_async
 from eventing.events import new_event, new_runid
@@ -17,7 +18,6 @@ from functions.runoptions import parse_options
 from infra.errors import InvalidRequest
 from infra.localservices import free_port
 from serving.registry import ModelCard
-from tests.dashboard.lifecycle_events import SHA, start_of_run, tuned_run
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,13 @@ import orjson
 import pytest
 from aiohttp import ClientSession
 
+from bench.dashboard.lifecycle_events import start_of_run
 from eventing.broker import BrokerServer
 from eventing.client import publish_async
 from eventing.events import new_runid
 from infra.localservices import free_port
 from infra.settings import Settings
 from knflow.dashboard.runlogs import log_path, read_lines
-from tests.dashboard.lifecycle_events import start_of_run
 
 OTHER = "run-other000000001"
 
@@ -86,7 +86,7 @@ async def test_logs_api_long_polls_for_a_line_written_while_it_waits(
     assert status == 200 and [line["message"] for line in body["lines"]] == ["ingest: raw/iris/d.csv"]
 
     async def write_later() -> None:
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # the line is written while the request waits for it
         with log_path(settings).open("ab") as file:
             file.write(json_line(runid, "featurize", "featurize: 150 rows", "functions.featurize"))
 

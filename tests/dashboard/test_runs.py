@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from cloudevents.core.v1.event import CloudEvent
 
+from bench.dashboard.lifecycle_events import start_of_run, trained
 from eventing.delivery import Attempt, step_failed_event
 from eventing.events import new_event
 from eventing.triggers import Trigger
 from functions.contract import MODEL_REGISTERED, MODEL_TRAINED
 from knflow.dashboard import runs
 from knflow.dashboard.replay import replay_event
-from tests.dashboard.lifecycle_events import start_of_run, trained
 
 
 def failed(event: CloudEvent, trigger: str, error: bytes = b"boom", attempts: int = 3) -> CloudEvent:

@@ -7,10 +7,8 @@ import base64
 import orjson
 import pytest
 
-from eventing import wire
+from eventing import bindings, wire
 from eventing.bindings import (
-    from_http,
-    from_json,
     from_kafka,
     to_http_binary,
     to_http_structured,
@@ -42,42 +40,43 @@ def test_new_event_carries_runid_and_traceparent_and_caused_events_continue_them
     assert nxt.get_extension("traceparent") != trace  # new span
 
 
+@pytest.fixture(params=["reference", "fast"])
+def codec(request: pytest.FixtureRequest):
+    """The codec module: the strict reference (``eventing.bindings``) or the broker's fast path (``eventing.wire``);
+    every test of the reference runs on both."""
+    return bindings if request.param == "reference" else wire
+
+
 @pytest.mark.parametrize("data", [{"a": [1, 2.5, None]}, "plain text", b"\x00\x01binary", None])
-def test_http_binary_round_trip(data) -> None:
+def test_http_binary_round_trip(codec, data) -> None:
     ctype = (
         "application/octet-stream"
         if isinstance(data, bytes)
         else ("text/plain" if isinstance(data, str) else "application/json")
     )
     event = new_event(DATA_ARRIVED, "/src", data, datacontenttype=ctype)
-    headers, body = to_http_binary(event)
+    headers, body = codec.to_http_binary(event)
     assert headers["ce-specversion"] == "1.0" and headers["ce-runid"] == event.get_extension("runid")
-    _same(from_http(headers, body), event)
+    _same(codec.from_http(headers, body), event)
 
 
-def test_http_structured_round_trip_including_binary_data() -> None:
+def test_http_structured_round_trip_including_binary_data(codec) -> None:
     event = new_event(DATA_ARRIVED, "/src", b"\xff\xfe", datacontenttype="application/octet-stream")
     headers, body = to_http_structured(event)
     assert headers["content-type"] == "application/cloudevents+json"
     assert orjson.loads(body)["data_base64"] == base64.b64encode(b"\xff\xfe").decode()
-    _same(from_http(headers, body), event)
-    _same(from_json(to_json(event)), event)
+    _same(codec.from_http(headers, body), event)
+    _same(codec.from_json(to_json(event)), event)
 
 
-def test_binary_mode_headers_are_case_insensitive() -> None:
+def test_binary_mode_headers_are_case_insensitive(codec) -> None:
     event = new_event(DATA_ARRIVED, "/src", {"k": 1})
-    headers, body = to_http_binary(event)
-    _same(from_http({k.title(): v for k, v in headers.items()}, body), event)
+    headers, body = codec.to_http_binary(event)
+    _same(codec.from_http({k.title(): v for k, v in headers.items()}, body), event)
 
 
-@pytest.fixture(params=["reference", "fast"])
-def kafka_codec(request: pytest.FixtureRequest):
-    """``(to_kafka, from_kafka)``: the strict reference (``eventing.bindings``) and the broker's fast path."""
-    return (to_kafka, from_kafka) if request.param == "reference" else (wire.to_kafka, wire.from_kafka)
-
-
-def test_kafka_binary_round_trip_keyed_by_runid(kafka_codec) -> None:
-    to_kafka, from_kafka = kafka_codec
+def test_kafka_binary_round_trip_keyed_by_runid(codec) -> None:
+    to_kafka, from_kafka = codec.to_kafka, codec.from_kafka
     event = new_event(DATA_ARRIVED, "/src", {"k": "v"})
     key, headers, value = to_kafka(event)
     assert key == event.get_extension("runid").encode()
@@ -86,24 +85,24 @@ def test_kafka_binary_round_trip_keyed_by_runid(kafka_codec) -> None:
     _same(from_kafka(headers, key, value), event)
 
 
-def test_kafka_structured_mode_is_accepted(kafka_codec) -> None:
-    _, from_kafka = kafka_codec
+def test_kafka_structured_mode_is_accepted(codec) -> None:
+    from_kafka = codec.from_kafka
     event = new_event(DATA_ARRIVED, "/src", {"k": "v"})
     headers = [("content-type", b"application/cloudevents+json")]
     _same(from_kafka(headers, None, to_json(event)), event)
 
 
 @pytest.mark.parametrize("missing", ["specversion", "id", "source", "type"])
-def test_missing_required_attribute_is_an_invalid_event(missing: str) -> None:
+def test_missing_required_attribute_is_an_invalid_event(codec, missing: str) -> None:
     headers, body = to_http_binary(new_event(DATA_ARRIVED, "/src", {"k": 1}))
     del headers[f"ce-{missing}"]
     with pytest.raises(InvalidEvent, match=missing) as err:
-        from_http(headers, body)
+        codec.from_http(headers, body)
     assert err.value.status == 400
     structured = orjson.loads(to_json(new_event(DATA_ARRIVED, "/src", {"k": 1})))
     del structured[missing]
     with pytest.raises(InvalidEvent, match=missing):
-        from_http({"content-type": "application/cloudevents+json"}, orjson.dumps(structured))
+        codec.from_http({"content-type": "application/cloudevents+json"}, orjson.dumps(structured))
 
 
 @pytest.mark.parametrize(
@@ -125,15 +124,31 @@ def test_missing_required_attribute_is_an_invalid_event(missing: str) -> None:
             b"{broken",
             "data is not valid JSON",
         ),
+        (
+            {"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/s", "ce-type": "t", "content-type": "caf\udce9"},
+            b"x",
+            "content-type is not valid UTF-8",
+        ),
+        (
+            {"content-type": "application/cloudevents+json"},
+            b'{"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "runid": {"a": 1}}',
+            "runid must be a string",
+        ),
+        (
+            {"content-type": "application/cloudevents+json"},
+            b'{"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "x": [1]}',
+            "x must be a scalar",
+        ),
+        ({"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/s", "ce-type": "t", "content-type": ""}, b"", "empty"),
     ],
 )
-def test_invalid_requests_raise_one_clear_error(headers, body, reason) -> None:
+def test_invalid_requests_raise_one_clear_error(codec, headers, body, reason) -> None:
     with pytest.raises(InvalidEvent, match=reason):
-        from_http(headers, body)
+        codec.from_http(headers, body)
 
 
-def test_kafka_record_without_ce_headers_or_json_is_invalid(kafka_codec) -> None:
-    _, from_kafka = kafka_codec
+def test_kafka_record_without_ce_headers_or_json_is_invalid(codec) -> None:
+    from_kafka = codec.from_kafka
     with pytest.raises(InvalidEvent):
         from_kafka([], b"bucket/key", b"not an event")
     with pytest.raises(InvalidEvent, match="missing required"):

@@ -11,7 +11,7 @@ from eventing.client import publish, publish_async
 from eventing.events import new_event
 from eventing.filters import matches
 from eventing.log_embedded import EmbeddedEventLog
-from eventing.triggers import DeliverySpec, Trigger, parse_duration
+from eventing.triggers import DeliverySpec, Trigger
 from infra.errors import InvalidRequest
 
 
@@ -20,14 +20,7 @@ def backend() -> str:
     return "embedded"
 
 
-def test_iso8601_durations_and_backoff_schedules():
-    assert parse_duration("PT0.2S") == pytest.approx(0.2)
-    assert parse_duration("PT1M30S") == 90
-    assert parse_duration("P1DT1H") == 90000
-    assert parse_duration(1.5) == 1.5
-    for bad in ("0.2s", "PT", "P", "-PT1S", "PT1X"):
-        with pytest.raises(InvalidRequest):
-            parse_duration(bad)
+def test_backoff_schedules_follow_iso8601_delays():
     exp = DeliverySpec(retry=3, backoff_policy="exponential", backoff_delay="PT0.5S")
     assert [exp.backoff(n) for n in range(3)] == [0.5, 1.0, 2.0]
     lin = DeliverySpec(retry=3, backoff_policy="linear", backoff_delay="PT0.5S")

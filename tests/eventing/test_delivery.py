@@ -17,6 +17,7 @@ from eventing.events import STEP_FAILED, new_event
 from eventing.triggers import DeliverySpec, Trigger
 from infra.localservices import free_port
 from tests.eventing.conftest import reply_with
+from tests.eventually import eventually
 
 
 async def post(broker, event, structured: bool = False) -> int:
@@ -243,13 +244,14 @@ async def test_committed_offsets_survive_a_restart_and_events_sent_while_down_ar
         for event in first:
             assert await post(broker, event) == 202
         await subscriber.wait_for(lambda: len(subscriber.at("/durable")) == 20, 15)
-        await asyncio.sleep(0.2)  # let the batched offset commit flush before the clean stop
+        consumer = broker._dispatchers["durable"].consumer
+        await eventually(lambda: consumer.lag() == 0, 15, "every delivery acked before the clean stop")
     async with make_broker([]) as broker:  # the trigger comes back from the broker's own store
         later = [new_event("d", "s", {"i": i}) for i in range(20, 30)]
         for event in later:
             assert await post(broker, event) == 202
         await subscriber.wait_for(lambda: len(subscriber.at("/durable")) == 30, 15)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # time for a redelivery of the first 20 to show, if the restart made one
     ids = [r.event.get_id() for r in subscriber.at("/durable")]
     assert len(ids) == 30 and set(ids) == {e.get_id() for e in first + later}
 

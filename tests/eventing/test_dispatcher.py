@@ -10,6 +10,7 @@ import pytest
 from eventing.dispatcher import Dispatcher
 from eventing.eventlog import Record
 from eventing.triggers import Trigger
+from tests.eventually import eventually
 
 
 class SwallowingConsumer:
@@ -18,6 +19,7 @@ class SwallowingConsumer:
 
     def __init__(self) -> None:
         self.closed = False
+        self.fetching = False
         self.acked: list[Record] = []
 
     async def pin(self) -> None:
@@ -27,8 +29,9 @@ class SwallowingConsumer:
         return None
 
     async def fetch(self, max_records: int, timeout: float) -> list[Record]:
+        self.fetching = True
         with contextlib.suppress(asyncio.CancelledError):  # the cancellation is lost here
-            await asyncio.sleep(timeout)
+            await asyncio.sleep(timeout)  # a fetch that finds nothing lasts its timeout
         return []
 
     def ack(self, record: Record) -> None:
@@ -43,6 +46,6 @@ async def test_stop_ends_the_loop_even_if_a_cancellation_is_lost() -> None:
     consumer = SwallowingConsumer()
     dispatcher = Dispatcher(Trigger("t", "http://127.0.0.1:9/"), consumer, deliverer=None)  # type: ignore[arg-type]
     await dispatcher.start()
-    await asyncio.sleep(0.05)
+    await eventually(lambda: consumer.fetching, 5, "the loop to be fetching")
     await asyncio.wait_for(dispatcher.stop(), 5)
     assert consumer.closed

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from eventing.http1 import Http1Pool
 from infra.localservices import free_port
+from tests.eventually import eventually
 
 
 @pytest.fixture
@@ -54,7 +55,8 @@ async def test_framing_keepalive_and_failures(server):
         assert (closed.status, closed.body) == (500, b"bye")
         results = await asyncio.gather(*(pool.post(f"{server}/echo", {}, str(i).encode(), 5) for i in range(50)))
         assert [r.body for r in results] == [str(i).encode()[::-1] for i in range(50)]
-        await asyncio.sleep(0.6)  # the server closes idle keep-alive connections; the pool must not fail
+        idle = [c for conns in pool._idle.values() for c in conns]
+        await eventually(lambda: all(c.closed for c in idle), 5, "the server to close the idle connections")
         assert (await pool.post(f"{server}/echo", {}, b"ab", 5)).body == b"ba"
         with pytest.raises(TimeoutError):
             await pool.post(f"{server}/slow", {}, b"", 0.2)

@@ -11,6 +11,7 @@ import pytest
 from eventing.broker import is_ingress_path
 from eventing.ingress import _parse_head
 from eventing.triggers import Trigger
+from tests.eventually import eventually
 
 
 @pytest.fixture
@@ -107,7 +108,7 @@ async def test_a_request_split_across_segments_is_reassembled(make_broker, subsc
         for i in range(0, len(data), 7 if len(data) < 100 else 997):
             writer.write(data[i : i + 997])
             await writer.drain()
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0.001)  # each piece its own segment
         assert (await read_response(reader))[0] == 202
         writer.close()
         await subscriber.wait_for(lambda: len(subscriber.at("/sink")) == 1)
@@ -209,7 +210,8 @@ async def test_a_client_that_does_not_read_its_answers_is_pushed_back_and_loses_
         reader, writer = await connect(broker)
         total = 20_000  # invalid events: answered without a log append, so the answers (~6 MB) pile up fast
         writer.write(b"".join(post(f"bp-{i}", body=b"{not json") for i in range(total)))
-        await asyncio.sleep(2.0)  # the broker answers until the socket buffers fill, then stops reading
+        connections = broker._ingress_server.connections  # answered until the buffers fill, then no more is read
+        await eventually(lambda: any(c._write_paused for c in connections), 20, "the broker to stop answering")
         buffered = sum(c.transport.get_write_buffer_size() for c in broker._ingress_server.connections)
         assert buffered < 1024 * 1024
         statuses = [(await read_response(reader))[0] for _ in range(total)]

@@ -39,7 +39,7 @@ async def test_events_of_one_key_are_delivered_in_order_one_at_a_time(make_broke
     async def one_at_a_time(event, n):
         busy["now"] += 1
         busy["most"] = max(busy["most"], busy["now"])
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # held a while: a second delivery of the key would overlap it
         busy["now"] -= 1
         return web.Response(status=204)
 

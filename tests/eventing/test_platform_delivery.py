@@ -4,7 +4,6 @@ every lifecycle trigger it matches, across a crash and restart of the broker pro
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -89,15 +88,14 @@ def functions_port() -> Iterator[tuple[int, Functions]]:
 def send_until_accepted(http: urllib3.PoolManager, url: str, event) -> None:
     """POST until the broker answers 202; an unknown outcome (the broker died mid-request) is sent again."""
     headers, body = to_http_binary(event)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
+
+    def accepted() -> bool:
         try:
-            if http.request("POST", url, body=body, headers=headers, timeout=10.0).status == 202:
-                return
+            return http.request("POST", url, body=body, headers=headers, timeout=10.0).status == 202
         except urllib3.exceptions.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"the broker did not accept {event.get_id()} within 90 s")
+            return False  # the broker is down or died mid-request: send it again
+
+    eventually_sync(accepted, 90, f"the broker to accept {event.get_id()}")
 
 
 def test_every_event_accepted_after_ready_reaches_every_matching_trigger_across_a_broker_crash(

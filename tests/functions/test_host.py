@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +18,7 @@ from eventing.events import RUNID, new_event
 from functions.runtime.host import FUNCTION_ERROR, FunctionHost, listen_addresses
 from functions.runtime.loader import load_function
 from infra.localservices import free_port, wait_for_port
+from tests.eventually import eventually
 from tests.functions.conftest import FIXTURES, make_settings, post_event
 from tests.scrape import scrape, value
 
@@ -80,9 +80,7 @@ async def test_events_beyond_the_concurrency_limit_get_429(start_host, http):
     url = await start_host(BEHAVIOURS, functions_concurrency="2")
     gate = start_host.host.function.module.GATE
     held = [asyncio.create_task(post_event(http, url, "test.gate")) for _ in range(2)]
-    deadline = time.monotonic() + 5
-    while start_host.host.inflight < 2 and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: start_host.host.inflight >= 2, 5, "two events in flight")
     status, headers, _ = await post_event(http, url, "test.echo")
     assert status == 429
     assert headers["Retry-After"] == "1"
@@ -127,6 +125,52 @@ async def test_knative_http_flavour_gets_the_raw_request(tmp_path, http):
             assert (response.status, response.headers["x-path"], await response.read()) == (201, "/some/path", b"cba")
     finally:
         await host.stop()
+
+
+async def test_an_asgi_function_sees_the_same_scope_on_the_lean_path_and_on_aiohttp(tmp_path):
+    """A POST with a Content-Length is served on the lean HTTP/1.1 path, a PUT on aiohttp: the function's scope
+    (path, query, headers byte for byte, client) and its answer are the same on both."""
+    from functions.runtime.host import FunctionHost
+    from functions.runtime.loader import load_function
+
+    module = tmp_path / "scope_fn.py"
+    module.write_text(
+        "import asyncio, json\n"
+        "async def handle(scope, receive, send):\n"
+        "    async with asyncio.timeout(5):  # a function may use what needs a task\n"
+        "        body = (await receive())['body']\n"
+        "    seen = {k: scope[k] for k in ('path', 'raw_path', 'query_string', 'http_version', 'scheme')}\n"
+        "    seen['headers'] = sorted([k.hex(), v.hex()] for k, v in scope['headers'] if k != b'content-length')\n"
+        "    seen['client'] = scope['client'][0]\n"
+        "    seen = {k: v.hex() if isinstance(v, bytes) else v for k, v in seen.items()}\n"
+        "    headers = [(b'content-type', b'application/json'), (b'x-method', scope['method'].encode())]\n"
+        "    await send({'type': 'http.response.start', 'status': 201, 'headers': headers})\n"
+        "    await send({'type': 'http.response.body', 'body': json.dumps([seen, body.hex()]).encode()})\n"
+    )
+    host = FunctionHost(load_function(str(module), invoke="http"), make_settings(tmp_path))
+    bound = await host.start(["127.0.0.1:0"])
+    head = "/a/b?x=1&y=z HTTP/1.1\r\nHost: fn\r\nX-Name: caf\xc3\xa9\r\nConnection: close\r\n"
+    answers = {}
+    try:
+        for method in ("POST", "PUT"):
+            host_, port = bound[0].rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host_, int(port))
+            writer.write(f"{method} {head}Content-Length: 3\r\n\r\nabc".encode("latin-1"))
+            raw = await asyncio.wait_for(reader.read(), 10)  # the server closes after its answer
+            writer.close()
+            status_line, _, rest = raw.partition(b"\r\n")
+            headers, _, body = rest.partition(b"\r\n\r\n")
+            assert status_line.split()[1] == b"201", raw
+            assert f"x-method: {method}".encode() in headers, headers
+            assert (b"server: " in headers.lower()) == (method == "PUT"), headers  # aiohttp names itself
+            answers[method] = orjson.loads(body)
+    finally:
+        await host.stop()
+    assert answers["POST"] == answers["PUT"]
+    seen, body = answers["POST"]
+    assert bytes.fromhex(body) == b"abc"
+    assert bytes.fromhex(seen["query_string"]) == b"x=1&y=z" and seen["path"] == "/a/b"
+    assert [b"x-name".hex(), "café".encode().hex()] in seen["headers"] and seen["client"] == "127.0.0.1"
 
 
 async def test_non_retryable_error_answers_its_4xx_so_delivery_does_not_retry(start_host, http):
@@ -231,10 +275,7 @@ async def test_sigterm_lets_the_in_flight_event_finish(tmp_path: Path, http: aio
         marker = tmp_path / "started"
         url = f"http://127.0.0.1:{port}/"
         request = asyncio.create_task(post_event(http, url, "test.sleep", {"seconds": 1.0, "marker": str(marker)}))
-        deadline = time.monotonic() + 10
-        while not marker.exists() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        assert marker.exists()
+        await eventually(marker.exists, 10, "the function to start on the event")
         process.send_signal(signal.SIGTERM)
         status, _, body = await request
         assert status == 200

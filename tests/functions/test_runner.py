@@ -56,14 +56,6 @@ def pid_exists(pid: int) -> bool:
     return True
 
 
-async def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
 async def status_of(http: aiohttp.ClientSession, runner: Runner) -> dict:
     async with http.get(f"http://127.0.0.1:{runner.port}/functions") as response:
         return await response.json()
@@ -96,8 +88,8 @@ async def test_idle_worker_scales_to_zero_and_the_next_event_starts_one(start_ru
     status, _, body = await post_event(http, runner.url("behaviours"))
     assert status == 200
     first_pid = orjson.loads(body)["pid"]
-    await wait_until(lambda: runner.status()["behaviours"]["state"] == "stopped")
-    await wait_until(lambda: not pid_exists(first_pid), timeout=5)
+    await eventually(lambda: runner.status()["behaviours"]["state"] == "stopped")
+    await eventually(lambda: not pid_exists(first_pid), timeout=5)
     assert (await status_of(http, runner))["behaviours"]["pid"] is None
     status, _, body = await post_event(http, runner.url("behaviours"))
     assert status == 200
@@ -111,8 +103,8 @@ async def test_crashed_worker_is_restarted_and_handles_the_next_event(start_runn
     status, _, body = await post_event(http, runner.url("behaviours"), "test.crash")
     assert status == 502  # the broker redelivers it
     assert "dropped the event" in orjson.loads(body)["error"]
-    await wait_until(lambda: runner.status()["behaviours"]["restarts"] == 1)
-    await wait_until(lambda: runner.status()["behaviours"]["state"] == "running")
+    await eventually(lambda: runner.status()["behaviours"]["restarts"] == 1)
+    await eventually(lambda: runner.status()["behaviours"]["state"] == "running")
     assert not pid_exists(first_pid)
     status, _, body = await post_event(http, runner.url("behaviours"))
     assert status == 200
@@ -157,7 +149,7 @@ async def test_runner_process_serves_and_leaves_no_worker_behind_on_sigterm(tmp_
         worker_pid = orjson.loads(body)["pid"]
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0
-        await wait_until(lambda: not pid_exists(worker_pid), timeout=5)
+        await eventually(lambda: not pid_exists(worker_pid), timeout=5)
     finally:
         if process.returncode is None:
             process.kill()
@@ -246,7 +238,7 @@ async def test_metrics_count_invocations_by_outcome_cold_starts_and_workers(star
     assert value(s, "knflow_function_duration_seconds_count", function="behaviours") == 4
     assert value(s, "knflow_function_cold_starts_total", function="behaviours") == 1
     assert value(s, "knflow_function_workers", function="behaviours") == 1
-    await wait_until(lambda: runner.status()["behaviours"]["state"] == "stopped")  # scaled to zero
+    await eventually(lambda: runner.status()["behaviours"]["state"] == "stopped")  # scaled to zero
     assert value(await scrape(http, base), "knflow_function_workers", function="behaviours") == 0
     assert (await post_event(http, runner.url("behaviours"), "test.hello"))[0] == 200
     s = await scrape(http, base)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from infra.errors import ConfigError
-from infra.settings import load_settings, parse_broker_url, parse_store_url
+from infra.settings import SECTIONS, Settings, load_settings, parse_broker_url, parse_store_url
+from tests.fuzzing import fuzz, mutated_bytes
 
 
 def test_defaults_put_everything_under_the_data_dir(tmp_path: Path) -> None:
@@ -112,3 +117,70 @@ def test_an_s3_location_survives_the_trip_to_a_child_process_through_its_url() -
     assert parse_store_url(location.url, env) == location
     assert "create=true" in location.url and "region=eu-west-1" in location.url
     assert "AKIAEXAMPLE" not in location.url and "wJalrSECRET" not in location.url  # credentials stay in the env
+
+
+def test_a_section_variable_overrides_one_key_of_the_file_table_and_keeps_the_others(tmp_path: Path) -> None:
+    config = tmp_path / "knflow.toml"
+    config.write_text("[serving]\nmax_replicas = 7\nqueue_limit = 9\n[security]\nhosts = 5\n")
+    settings = load_settings({"KNFLOW_SERVING_MAX_REPLICAS": "2", "KNFLOW_SECURITY_OPEN": "yes"}, config_file=config)
+    assert (settings.serving.max_replicas, settings.serving.queue_limit) == (2, 9)
+    assert settings.security.open is True
+    assert settings.security.hosts == "5"  # a number in a text setting stays text
+
+
+def test_top_level_settings_named_like_a_section_stay_top_level(tmp_path: Path) -> None:
+    env = {"KNFLOW_FUNCTIONS_PORT": "9001", "KNFLOW_FUNCTIONS_CONCURRENCY": "3", "KNFLOW_SERVING": "{}"}
+    settings = load_settings(env, config_file=_empty(tmp_path))
+    assert settings.functions_port == 9001
+    assert settings.functions.concurrency == 3
+
+
+def test_wrong_values_in_the_file_name_the_key_they_came_from(tmp_path: Path) -> None:
+    config = tmp_path / "knflow.toml"
+    config.write_text("gateway_port = 'abc'\n")
+    with pytest.raises(ConfigError, match=r"gateway_port \(config file\)='abc': expected a whole number"):
+        load_settings({}, config_file=config)
+    config.write_text("[functions]\nidle_grace_s = 'soon'\n")
+    with pytest.raises(ConfigError, match=r"\[functions\] idle_grace_s='soon': expected a number"):
+        load_settings({}, config_file=config)
+    with pytest.raises(ConfigError, match="KNFLOW_FUNCTIONS_IDLE_GRACE_S='later'"):
+        load_settings({"KNFLOW_FUNCTIONS_IDLE_GRACE_S": "later"}, config_file=config)
+
+
+def _variable_names() -> list[str]:
+    top = [f"KNFLOW_{f.name.upper()}" for f in dataclasses.fields(Settings) if f.name not in SECTIONS]
+    nested = [f"KNFLOW_{s.upper()}_{f.name.upper()}" for s, kind in SECTIONS.items() for f in dataclasses.fields(kind)]
+    return top + nested + [f"KNFLOW_{s.upper()}" for s in SECTIONS] + ["KNFLOW_SERVING_", "KNFLOW_FUNCTIONS_PORT_X"]
+
+
+VALUES = ["", " ", "0", "-1", "1_0", "1.5", "1e3", "nan", "inf", "true", "Off", "{}", "[1]", "null", "kafka://a:1"]
+ENV_SETTINGS, ENV_BUDGET = fuzz("settings: KNFLOW_* variables", examples=150, seconds=6)
+
+
+@ENV_SETTINGS
+@given(st.dictionaries(st.sampled_from(_variable_names()), st.sampled_from(VALUES) | st.text(max_size=8), max_size=4))
+def test_any_variables_give_settings_or_an_error_naming_one_of_them(
+    tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]
+) -> None:
+    if not ENV_BUDGET.take():
+        return
+    env = {**env, "KNFLOW_DATA_DIR": env.get("KNFLOW_DATA_DIR") or str(tmp_path_factory.getbasetemp())}
+    try:
+        load_settings(env, config_file=_empty(tmp_path_factory.getbasetemp()))
+    except ConfigError as err:
+        assert any(name in str(err) for name in env), f"{err} names none of {sorted(env)}"
+
+
+SAMPLE_FILE = b'broker = "kafka://a:9092"\ngateway_port = 9000\n[serving]\nmax_replicas = 7\n[security]\nopen = true\n'
+FILE_SETTINGS, FILE_BUDGET = fuzz("settings: knflow.toml", examples=150, seconds=6)
+
+
+@FILE_SETTINGS
+@given(mutated_bytes(SAMPLE_FILE, most=3))
+def test_any_config_file_gives_settings_or_a_config_error(tmp_path_factory: pytest.TempPathFactory, raw: bytes) -> None:
+    if not FILE_BUDGET.take():
+        return
+    config = tmp_path_factory.getbasetemp() / "fuzzed.toml"
+    config.write_bytes(raw)
+    with contextlib.suppress(ConfigError):
+        load_settings({"KNFLOW_DATA_DIR": str(tmp_path_factory.getbasetemp())}, config_file=config)

@@ -28,6 +28,14 @@ def iris_csv(label: str = "species") -> bytes:
     return csv_bytes([*IRIS_COLUMNS, label], rows)
 
 
+def numeric_iris_csv(label: str = "label") -> bytes:
+    """Iris as numbers only: columns ``a`` to ``d`` and the class index in ``label``."""
+    x, y = load_iris(return_X_y=True)
+    buffer = io.StringIO()
+    np.savetxt(buffer, np.column_stack([x, y]), delimiter=",", fmt="%g", comments="", header=f"a,b,c,d,{label}")
+    return buffer.getvalue().encode()
+
+
 def diabetes_csv(label: str = "progression") -> bytes:
     """The diabetes data: ten numeric features and a real-valued target (disease progression after a year)."""
     data = load_diabetes()

@@ -34,9 +34,9 @@ def test_minimized_metric_and_required_improvement():
 
 
 def test_canary_is_promoted_after_good_requests_and_rolled_back_on_errors():
-    assert judge_canary(POLICY, 10, 0) == WAIT
-    assert judge_canary(POLICY, 50, 1) == PROMOTE
-    assert judge_canary(POLICY, 30, 5) == ROLLBACK
+    assert judge_canary(POLICY.thresholds, 10, 0) == WAIT
+    assert judge_canary(POLICY.thresholds, 50, 1) == PROMOTE
+    assert judge_canary(POLICY.thresholds, 30, 5) == ROLLBACK
 
 
 def test_bad_policy_is_refused():

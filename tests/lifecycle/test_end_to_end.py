@@ -61,7 +61,7 @@ def test_a_dropped_file_becomes_a_deployed_model_that_predicts(platform: Platfor
     assert store.exists(registered["onnx_key"])
 
     x, y = held_out_split(store, outcome.features or {})
-    result = probe(platform.url("gateway"), deployed["name"], x, y, requests=len(y))
+    result = probe(platform.url("gateway"), deployed["name"], x, y, requests=len(y), headers=platform.headers)
     assert result.replicas_before == 0  # the first call woke the model from zero replicas
     assert result.accuracy >= 0.95
     assert result.requests == len(y)

@@ -122,7 +122,7 @@ def test_kafka_and_s3_carry_a_run_from_bucket_notification_to_a_serving_model(
     assert store.stat(registered["onnx_key"]).sha256 == registered["sha256"]  # the model lives in S3
 
     x, y = held_out_split(store, outcome.features or {})
-    result = probe(platform.url("gateway"), "digits-s3", x, y, requests=100)
+    result = probe(platform.url("gateway"), "digits-s3", x, y, requests=100, headers=platform.headers)
     assert result.accuracy >= 0.9
 
 

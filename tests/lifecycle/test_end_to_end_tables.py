@@ -37,7 +37,8 @@ def _probe(platform: Platform, store: ArtifactStore, outcome: RunOutcome):
     x, y = held_out_split(store, features)
     c = held_out_categories(store, features)
     name = (outcome.registered or {})["name"]
-    return probe(platform.url("gateway"), name, x, y, requests=len(y), c=c, registered=outcome.registered), y
+    gateway, registered = platform.url("gateway"), outcome.registered
+    return probe(gateway, name, x, y, requests=len(y), c=c, registered=registered, headers=platform.headers), y
 
 
 def _infer(platform: Platform, model: str, inputs: list[dict]) -> dict[str, dict]:

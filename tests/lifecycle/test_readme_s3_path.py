@@ -15,10 +15,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from minio import Minio
-from sklearn.datasets import load_iris
 
 from functions.contract import DATA_ARRIVED
 from infra.localservices import free_platform_ports
@@ -26,6 +24,7 @@ from infra.settings import load_settings
 from knflow.drive import watch
 from knflow.follow import History
 from tests.eventually import eventually_sync
+from tests.lifecycle.tables import numeric_iris_csv as iris_csv
 from tests.live_platform import ROOT, admin_headers, knflow_up, stop
 
 pytestmark = pytest.mark.slow
@@ -71,13 +70,6 @@ def exports(text: str) -> dict[str, str]:
         if words[:1] == ["export"]:
             found.update(word.split("=", 1) for word in words[1:])
     return found
-
-
-def iris_csv() -> bytes:
-    x, y = load_iris(return_X_y=True)
-    buffer = io.StringIO()
-    np.savetxt(buffer, np.column_stack([x, y]), delimiter=",", fmt="%g", comments="", header="a,b,c,d,label")
-    return buffer.getvalue().encode()
 
 
 def test_readme_s3_path_services_demo_and_a_file_put_with_the_minio_client(

@@ -4,7 +4,6 @@ in tables, JSON and YAML."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
@@ -15,16 +14,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
-from sklearn.datasets import load_iris
 
 from infra.logs import JsonFormatter
 from knflow import Client
 from knflow.dashboard.runlogs import log_path
 from knflow.platform import Platform
 from tests.eventually import eventually_sync
+from tests.lifecycle.tables import numeric_iris_csv as iris_csv
 from tests.live_platform import knflow, running_platform
 
 pytestmark = pytest.mark.slow
@@ -36,13 +34,6 @@ class Seeded:
     env: dict[str, str]  # the CLI's environment: the platform's settings and its admin token
     sweep: str  # dataset iris, experiment "sweep", lr 0.01, 2 epochs
     flowers: str  # dataset flowers, experiment by default (flowers), lr 0.003, 3 epochs
-
-
-def iris_csv() -> bytes:
-    x, y = load_iris(return_X_y=True)
-    buffer = io.StringIO()
-    np.savetxt(buffer, np.column_stack([x, y]), delimiter=",", fmt="%g", comments="", header="a,b,c,d,label")
-    return buffer.getvalue().encode()
 
 
 @pytest.fixture(scope="module")

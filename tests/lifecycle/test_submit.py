@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import urllib3
 from sklearn.datasets import load_iris
@@ -33,6 +32,7 @@ from knflow import Client
 from knflow.drive import submit, watch
 from knflow.follow import History, SeenEvent
 from tests.eventually import eventually_sync
+from tests.lifecycle.tables import numeric_iris_csv as iris_csv
 from tests.live_platform import admin_headers, knflow_up
 
 pytestmark = pytest.mark.slow
@@ -72,13 +72,6 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
 
 def client_of(up: Up) -> Client:
     return Client.from_settings(up.settings)
-
-
-def iris_csv(label: str = "label") -> bytes:
-    x, y = load_iris(return_X_y=True)
-    buffer = io.StringIO()
-    np.savetxt(buffer, np.column_stack([x, y]), delimiter=",", fmt="%g", comments="", header=f"a,b,c,d,{label}")
-    return buffer.getvalue().encode()
 
 
 def knflow(up: Up, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -86,7 +86,7 @@ def test_the_readme_tutorial_tunes_my_pytorch_code_and_serves_the_best_trial(
     deployed = outcome.deployed or {}
     assert deployed["endpoint"].endswith("/v2/models/digits-mine/infer")
     x, y = held_out_split(store, outcome.features or {})
-    result = probe(platform.url("gateway"), "digits-mine", x, y, requests=60)
+    result = probe(platform.url("gateway"), "digits-mine", x, y, requests=60, headers=platform.headers)
     assert result.requests == 60 and result.accuracy >= 0.85
 
     ask = tutorial("ask.py").replace("http://127.0.0.1:8182", platform.url("gateway"))

@@ -8,13 +8,11 @@ tested without servers first.
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import urllib3
 import yaml
@@ -33,6 +31,7 @@ from knflow import Client
 from knflow.control import PipelineControl
 from knflow.platform import Platform
 from tests.eventually import eventually_sync
+from tests.lifecycle.tables import numeric_iris_csv as iris_csv
 from tests.live_platform import admin_headers, knflow, running_platform
 
 OPTIONS = {"model_name": "flowers", "train": {"model": "mlp", "epochs": 2}}
@@ -119,13 +118,6 @@ def teams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Teams]:
         tokens = TokenFile(tokens_path(platform.settings))
         made = {team: tokens.create(team, "editor", (team,)) for team in ("team-a", "team-b")}
         yield Teams(platform, env, platform.url("dashboard"), made)
-
-
-def iris_csv() -> bytes:
-    x, y = load_iris(return_X_y=True)
-    buffer = io.StringIO()
-    np.savetxt(buffer, np.column_stack([x, y]), delimiter=",", fmt="%g", comments="", header="a,b,c,d,label")
-    return buffer.getvalue().encode()
 
 
 @pytest.fixture(scope="module")

@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 
 import numpy as np
 from aiohttp import ClientSession
 
 from serving.autoscaler import Kpa, ScalePolicy
 from serving.registry import ModelRegistry
+from tests.eventually import eventually
 from tests.scrape import parse, value
 from tests.serving.helpers import infer_body, mlp_onnx
-
-
-async def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def _alive(pid: int) -> bool:
@@ -77,8 +69,8 @@ async def test_idle_revision_scales_to_zero_and_its_process_exits(start_gateway,
         pool = gateway.pools["digits-00001"]
         pid = pool.replicas[0].pid
         assert _alive(pid)
-        await wait_until(lambda: not pool.replicas, 10, "scale to zero")
-        await wait_until(lambda: not _alive(pid), 5, f"replica process {pid} to exit")
+        await eventually(lambda: not pool.replicas, 10, "scale to zero")
+        await eventually(lambda: not _alive(pid), 5, f"replica process {pid} to exit")
         metrics = await (await http.get(f"{base}/metrics")).text()
         samples = parse(metrics)
         assert value(samples, "knflow_replicas", revision="digits-00001") == 0
@@ -108,9 +100,9 @@ async def test_load_above_target_scales_up(start_gateway, registry: ModelRegistr
 
         clients = [asyncio.create_task(client()) for _ in range(8)]
         try:
-            await wait_until(lambda: "digits-00001" in gateway.pools, 5, "pool")
+            await eventually(lambda: "digits-00001" in gateway.pools, 5, "pool")
             pool = gateway.pools["digits-00001"]
-            await wait_until(lambda: len(pool.replicas) > 1, 15, "more than one replica")
+            await eventually(lambda: len(pool.replicas) > 1, 15, "more than one replica")
         finally:
             stop.set()
             await asyncio.gather(*clients)
@@ -134,7 +126,7 @@ async def test_a_crashed_replica_is_replaced_on_the_next_request(start_gateway, 
         pid = pool.replicas[0].pid
         os.kill(pid, signal.SIGKILL)
         # the autoscaler may already have started a successor: wait for the dead one to leave the pool
-        await wait_until(lambda: all(r.pid != pid for r in pool.replicas), 5, "the dead replica to be dropped")
+        await eventually(lambda: all(r.pid != pid for r in pool.replicas), 5, "the dead replica to be dropped")
         async with http.post(f"{base}/v2/models/digits/infer", data=body) as r:
             assert r.status == 200
         assert pool.replicas[0].pid != pid

@@ -6,17 +6,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from infra.errors import Unavailable
 from infra.localservices import free_port
 from infra.store import open_store
 from serving.client import ServingClient
 from serving.registry import ModelRegistry
+from tests.eventually import eventually, eventually_sync
 from tests.serving.helpers import children_of, mlp_onnx
 from tests.unguarded import UNGUARDED
 
@@ -30,15 +29,15 @@ def test_gateway_process_serves_and_takes_its_replicas_down(tmp_path: Path) -> N
     proc = subprocess.Popen([sys.executable, "-m", "serving.gateway"], env=env, cwd=Path(__file__).parents[2])
     try:
         client = ServingClient(f"http://127.0.0.1:{port}", timeout=10)
-        deadline = time.monotonic() + 30
-        while True:
+
+        def deployed() -> bool:
             try:
                 client.deploy("digits", 1)
-                break
             except Unavailable:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+                return False  # not listening yet
+            return True
+
+        eventually_sync(deployed, 30, "the gateway process to take a deployment")
         out = client.infer("digits", {"input": np.zeros((1, 64), np.float32)})
         assert out["logits"].shape == (1, 10)
         zygotes = children_of(proc.pid)
@@ -47,11 +46,11 @@ def test_gateway_process_serves_and_takes_its_replicas_down(tmp_path: Path) -> N
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(15)
-    deadline = time.monotonic() + 10
-    while any(Path(f"/proc/{p}").exists() for p in zygotes | replicas):
-        if time.monotonic() > deadline:
-            pytest.fail(f"processes left behind: {[p for p in zygotes | replicas if Path(f'/proc/{p}').exists()]}")
-        time.sleep(0.05)
+    eventually_sync(
+        lambda: not any(Path(f"/proc/{p}").exists() for p in zygotes | replicas),
+        10,
+        "the zygote and replica processes to exit",
+    )
 
 
 async def test_stopping_the_gateway_lets_in_flight_requests_finish(start_gateway, registry) -> None:  # type: ignore[no-untyped-def]
@@ -77,10 +76,7 @@ async def test_stopping_the_gateway_lets_in_flight_requests_finish(start_gateway
 
         requests = [asyncio.create_task(one()) for _ in range(24)]
         pool = gateway.pools["digits-00001"]
-        deadline = time.monotonic() + 10
-        while pool.inflight < 4:
-            assert time.monotonic() < deadline, "requests never got in flight"
-            await asyncio.sleep(0.001)
+        await eventually(lambda: pool.inflight >= 4, 10, "requests in flight")
         await gateway.stop()
         statuses = await asyncio.gather(*requests, return_exceptions=True)
     finished = [s for s in statuses if isinstance(s, int)]

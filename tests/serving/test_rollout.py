@@ -4,7 +4,6 @@ restart, and tells the broker (a real in-process BrokerServer) with a model.depl
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from serving.client import ServingClient
 from serving.gateway import Gateway
 from serving.registry import ModelRegistry
 from serving.rollout import PROMOTE, ROLLBACK, WAIT, RolloutPolicy, judge_canary
+from tests.eventually import eventually
 from tests.scrape import parse, value
 from tests.serving.helpers import failing_onnx, infer_body, mlp_onnx
 
@@ -44,14 +44,6 @@ async def send_to_canary(gateway: Gateway, n: int) -> list[int]:
             async with http.post(target, data=BODY, headers={"x-knflow-tag": "canary"}) as r:
                 statuses.append(r.status)
     return statuses
-
-
-async def until(check, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not (result := await check()):
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-    return result
 
 
 def announce(runid: str, trace: str | None = None) -> dict:
@@ -102,10 +94,10 @@ async def test_canary_is_promoted_after_good_requests_even_across_a_restart(  # 
         view = await asyncio.to_thread(client.describe, "digits")
         return view["traffic"] == [{"revision": canary["revision"], "percent": 100, "tag": None}]
 
-    await until(promoted)
+    await eventually(promoted)
     assert registry.aliases("digits")["production"] == 2
     assert "after 20 requests, 0 errors" in registry.audit("digits")[-1]["reason"]
-    [event] = await until(lambda: deployed_events(broker, runid))
+    [event] = await eventually(lambda: deployed_events(broker, runid))
     assert event.get_extension(TRACEPARENT).split("-")[1] == trace.split("-")[1]  # the deploying run's trace
     assert event.get_extension(PARENTSPAN) == trace.split("-")[2]  # under the deploy, in the run's waterfall
     data = event.get_data()
@@ -116,7 +108,7 @@ async def test_canary_is_promoted_after_good_requests_even_across_a_restart(  # 
         state = restarted.states["digits"]
         return state.canary is None and not state.notices
 
-    await until(settled)
+    await eventually(settled)
     async with ClientSession() as http, http.get(f"http://127.0.0.1:{restarted.port}/metrics") as r:
         metrics = await r.text()
     assert value(parse(metrics), "knflow_rollout_decisions_total", model="digits", decision="promote") == 1
@@ -146,16 +138,16 @@ async def test_failing_canary_is_rolled_back_and_the_notice_waits_for_the_broker
         view = await asyncio.to_thread(client.describe, "digits")
         return view["traffic"] == [{"revision": "digits-00001", "percent": 100, "tag": None}]
 
-    await until(rolled_back)
+    await eventually(rolled_back)
     record = registry.audit("digits")[-1]
     assert record["action"] == "rollback" and record["actor"] == "serving" and "error rate" in record["reason"]
     assert "production" not in registry.aliases("digits")
-    await asyncio.sleep(0.3)  # a few ticks fail to publish; the notice stays pending
+    await asyncio.sleep(0.3)  # a few ticks pass failing to publish: the notice must stay pending meanwhile
     assert len(gateway.states["digits"].notices) == 1
 
     broker = BrokerServer(settings, [], sources=[], port=port)
     async with broker:
-        [event] = await until(lambda: deployed_events(broker, runid))
+        [event] = await eventually(lambda: deployed_events(broker, runid))
         data = event.get_data()
         assert data["revision"] == canary["revision"] and data["traffic_percent"] == 0
         assert data["decision"].startswith("rolled back: error rate")
@@ -163,7 +155,7 @@ async def test_failing_canary_is_rolled_back_and_the_notice_waits_for_the_broker
         async def delivered() -> bool:  # dropped from the saved state just after the broker took it
             return not gateway.states["digits"].notices
 
-        await until(delivered)
+        await eventually(delivered)
 
 
 def test_a_single_error_never_rolls_a_canary_back_two_do_once_the_rate_is_above_the_limit() -> None:

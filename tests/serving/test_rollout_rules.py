@@ -31,6 +31,7 @@ from serving.rollout import (
     judge_canary,
     outcome_notice,
 )
+from tests.eventually import eventually
 from tests.spans import in_memory_spans
 
 RUN = {"runid": "run-1", "pipeline": "lifecycle"}
@@ -251,10 +252,7 @@ async def test_the_judge_runs_on_its_tick(tmp_path) -> None:
     gateway.answers("m-2", *[200] * 20)
     task = asyncio.create_task(Rollouts(gateway).run(0.01))  # type: ignore[arg-type]
     try:
-        for _ in range(200):
-            if gateway.states["m"].canary is None:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: gateway.states["m"].canary is None, 5, "the judge to promote the canary")
     finally:
         task.cancel()
     assert gateway.states["m"].canary is None

@@ -1,8 +1,12 @@
-"""Lifecycle events shaped as docs/lifecycle.md says, for the dashboard tests: a tuned run and a run that fails."""
+"""Lifecycle events shaped as docs/lifecycle.md says (a tuned run, a run that starts) and the tiny ONNX model such a
+run registers: the history the dashboard's benchmark (runs_api.py) and its tests build from."""
 
 from __future__ import annotations
 
+import numpy as np
+import onnx
 from cloudevents.core.v1.event import CloudEvent
+from onnx import TensorProto, helper, numpy_helper
 
 from eventing.events import new_event
 from functions.contract import (
@@ -18,6 +22,24 @@ from functions.contract import (
 from serving.registry import ModelCard
 
 SHA = "9f2c" * 16
+
+
+def tiny_onnx(seed: int = 0) -> bytes:
+    """A real 64 -> 10 softmax classifier (dynamic batch), small enough to build in a millisecond."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.normal(0, 0.1, (64, 10)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("MatMul", ["input", "w"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10])], [w],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
 
 
 def _features(dataset: str) -> dict:

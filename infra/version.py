@@ -1,0 +1,3 @@
+"""knflow's version, written here once: pyproject.toml reads it (``[tool.setuptools.dynamic]``), code imports it."""
+
+VERSION = "0.1.0"
