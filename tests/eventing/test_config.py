@@ -12,7 +12,7 @@ from eventing.events import new_event
 from eventing.filters import matches
 from eventing.log_embedded import EmbeddedEventLog
 from eventing.triggers import DeliverySpec, Trigger
-from infra.errors import InvalidRequest
+from infra.errors import InvalidRequest, NotFound
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ async def test_client_publishes_sync_and_async(make_broker):
     async with make_broker([]) as broker:
         await asyncio.get_running_loop().run_in_executor(None, publish, broker.url + "/", new_event("c.sync", "t"))
         await publish_async(broker.url + "/", new_event("c.async", "t"))
-        with pytest.raises(InvalidRequest):
+        with pytest.raises(NotFound, match=r"refused the event \(404\)"):  # no broker there: error_from_answer's 404
             await publish_async(broker.url + "/default/nothere/x", new_event("c.async", "t"))
         events, _ = await broker.log.history(after=None, limit=10)
         assert [e.get_type() for _, e in events] == ["c.sync", "c.async"]

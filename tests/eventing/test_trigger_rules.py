@@ -1,5 +1,5 @@
-"""Triggers' and delivery specs' rules, in process: ISO-8601 durations, backoff arithmetic, the delivery spec's
-defaults and bounds, trigger names, subscribers, filters, namespaces and the initial-offset annotation, with the
+"""Triggers' and delivery specs' rules, in process: backoff arithmetic, the delivery spec's defaults, bounds and
+durations, trigger names, subscribers, filters, namespaces and the initial-offset annotation, with the
 reason each refusal names (``make mutate`` measures ``eventing/triggers.py`` with these)."""
 
 from __future__ import annotations
@@ -12,59 +12,10 @@ from eventing.triggers import (
     LATEST,
     DeliverySpec,
     Trigger,
-    format_duration,
-    parse_duration,
 )
 from infra.errors import InvalidRequest
 
 URL = "http://127.0.0.1:8181/ingest"
-
-# -- durations --------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "seconds"),
-    [
-        ("PT0.2S", 0.2),
-        ("PT2S", 2.0),
-        ("PT1.5M", 90.0),
-        ("PT2H", 7200.0),
-        ("P2D", 172800.0),
-        ("P1DT2H3M4.5S", 86400 + 7200 + 180 + 4.5),
-        ("PT0S", 0.0),
-        ("  PT3S ", 3.0),
-        (0, 0.0),
-        (3, 3.0),
-        (0.25, 0.25),
-    ],
-)
-def test_durations_are_iso_8601_or_plain_seconds(value: str | float, seconds: float) -> None:
-    parsed = parse_duration(value)
-    assert parsed == pytest.approx(seconds) and isinstance(parsed, float)
-
-
-@pytest.mark.parametrize("value", [None, ""])
-def test_no_duration_is_none(value: str | None) -> None:
-    assert parse_duration(value) is None
-
-
-@pytest.mark.parametrize("value", [-1, -0.5])
-def test_a_negative_number_of_seconds_is_refused(value: float) -> None:
-    with pytest.raises(InvalidRequest, match=rf"^duration {value} must not be negative$"):
-        parse_duration(value)
-
-
-@pytest.mark.parametrize("value", ["P", "PT", " PT ", "PT1", "1S", "PT1X", "-PT1S", "PT1S junk", "P1H", "PT1D", True])
-def test_anything_else_is_refused_with_an_example_of_a_duration(value: str | bool) -> None:
-    reason = rf"^duration {value!r} is not an ISO-8601 duration like PT0\.2S or PT1M$"
-    with pytest.raises(InvalidRequest, match=reason):
-        parse_duration(value)
-
-
-@pytest.mark.parametrize(("seconds", "text"), [(0.2, "PT0.2S"), (90.0, "PT90S"), (0.0, "PT0S"), (None, None)])
-def test_durations_are_written_as_seconds(seconds: float | None, text: str | None) -> None:
-    assert format_duration(seconds) == text
-
 
 # -- the delivery spec ------------------------------------------------------------------------------------------------
 
