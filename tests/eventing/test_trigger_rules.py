@@ -60,6 +60,7 @@ def test_backoff_waits_the_delay_before_the_first_retry_then_grows_by_its_policy
 
 def test_no_backoff_delay_means_no_wait() -> None:
     assert DeliverySpec(backoff_delay="").backoff(3) == 0.0
+    assert DeliverySpec(backoff_delay="").to_spec()["backoffDelay"] is None
     assert DeliverySpec(backoff_delay=0, backoff_policy="linear").backoff(2) == 0.0
 
 
