@@ -23,6 +23,7 @@ from prometheus_client.core import Metric
 
 from eventing.bindings import BATCH_CONTENT_TYPE
 from eventing.http1 import Http1Pool
+from infra.aio import cancel_and_wait
 from infra.metrics import Tally, gauge, registry_of, render
 from serving.logevents import (
     ENVELOPE_BYTES,
@@ -145,9 +146,7 @@ class InferenceLogger:
         if self._task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained(), flush_s)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         await self._pool.close()
 
     async def _drained(self) -> None:
