@@ -39,6 +39,9 @@ class FileStore:
     place, so a reader sees the old object or the new one, never a part. Metadata and bytes are
     renamed under an exclusive ``flock`` of ``root/.knflow-meta/<key>.lock`` and read under a shared
     one, so a reader never pairs one version's bytes with another's sha256, across processes too.
+    A writer killed between the two renames leaves its metadata as ``<key>.json.next``; the next
+    access of the key settles it by the bytes in place (``_settle``), so a crash never leaves an
+    object that fails its integrity check.
     """
 
     def __init__(self, root: Path):
@@ -59,6 +62,10 @@ class FileStore:
 
     def _meta_path(self, key: str) -> Path:
         return self.root / META_DIR / f"{key}.json"
+
+    def _pending_meta_path(self, key: str) -> Path:
+        """The metadata a put is about to give the key; left behind only by a writer that died mid-put."""
+        return self.root / META_DIR / f"{key}.json.next"
 
     def _tempfile(self) -> tuple[int, Path]:
         fd, name = tempfile.mkstemp(dir=self.root / TMP_DIR)
@@ -99,9 +106,11 @@ class FileStore:
                 metadata=dict(metadata or {}),
             )
             with self._locked(key, fcntl.LOCK_EX) if lock else contextlib.nullcontext():
-                self._write_meta(info)
+                pending = self._pending_meta_path(key)
+                self._write_meta(info, pending)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, target)
+                os.replace(pending, self._meta_path(key))
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -171,8 +180,28 @@ class FileStore:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
-    def _write_meta(self, info: ObjectInfo) -> None:
-        meta = self._meta_path(info.key)
+    def _settle(self, key: str) -> None:
+        """Finish or drop the put of a writer that died between renaming the bytes and the metadata: its pending
+        metadata becomes the key's if the bytes in place are the ones it describes, else it is removed."""
+        pending = self._pending_meta_path(key)
+        if not pending.exists():
+            return
+        with self._locked(key, fcntl.LOCK_EX):  # a live writer holds it while its pending metadata exists
+            try:
+                recorded = json.loads(pending.read_text())["sha256"]
+            except FileNotFoundError:
+                return  # settled by another reader
+            except (ValueError, KeyError):
+                recorded = None
+            path = self._path(key)
+            if recorded is not None and path.is_file() and _sha256_of(path) == recorded:
+                os.replace(pending, self._meta_path(key))
+            else:
+                pending.unlink(missing_ok=True)
+
+    def _write_meta(self, info: ObjectInfo, meta: Path | None = None) -> None:
+        """Write ``info`` whole (a temp file renamed) to the key's metadata file, or to ``meta``."""
+        meta = meta or self._meta_path(info.key)
         meta.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = self._tempfile()
         with os.fdopen(fd, "w") as out:
@@ -190,6 +219,10 @@ class FileStore:
 
     # -- reading ---------------------------------------------------------------
     def stat(self, key: str) -> ObjectInfo:
+        self._settle(key)
+        return self._stat(key)
+
+    def _stat(self, key: str) -> ObjectInfo:
         path = self._path(key)
         if not path.is_file():
             raise NotFound(f"no object {key!r} in {self.url}")
@@ -210,25 +243,26 @@ class FileStore:
 
     def _adopt(self, key: str, path: Path) -> ObjectInfo:
         """A file placed under the root by hand: record its digest now, so later reads are checked."""
-        digest, size = hashlib.sha256(), 0
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(CHUNK), b""):
-                digest.update(chunk)
-                size += len(chunk)
-        modified = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-        info = ObjectInfo(key=key, size=size, sha256=digest.hexdigest(), modified=modified)
+        stat = path.stat()
+        modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+        info = ObjectInfo(key=key, size=stat.st_size, sha256=_sha256_of(path), modified=modified)
         self._write_meta(info)
         return info
 
     @contextlib.contextmanager
     def open(self, key: str) -> Iterator[BinaryIO]:
         # metadata and bytes are taken together under the key's shared lock: a put renames the two in turn
-        with self._locked(key, fcntl.LOCK_SH):
-            info = self.stat(key)
-            try:
-                raw = self._path(key).open("rb")
-            except FileNotFoundError:
-                raise NotFound(f"no object {key!r} in {self.url}") from None
+        while True:
+            self._settle(key)
+            with self._locked(key, fcntl.LOCK_SH):
+                if self._pending_meta_path(key).exists():
+                    continue  # a writer died since: settle first (under the exclusive lock, so not here)
+                info = self._stat(key)
+                try:
+                    raw = self._path(key).open("rb")
+                except FileNotFoundError:
+                    raise NotFound(f"no object {key!r} in {self.url}") from None
+                break
         reader = HashingReader(raw, key, info.sha256)
         try:
             yield reader  # type: ignore[misc]  # HashingReader has the read/iterate/close part of BinaryIO callers use
@@ -268,6 +302,7 @@ class FileStore:
         path = self._path(key)
         path.unlink(missing_ok=True)
         self._meta_path(key).unlink(missing_ok=True)
+        self._pending_meta_path(key).unlink(missing_ok=True)
         # prune empty parent directories up to the root
         for parent in path.parents:
             if parent == self.root:
@@ -276,6 +311,14 @@ class FileStore:
                 parent.rmdir()
             except OSError:
                 break
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -274,3 +274,43 @@ def test_file_store_reads_of_an_object_being_rewritten_never_fail_their_check(tm
         finally:
             stop = True
         writer.result()
+
+
+DIES_MID_PUT = r"""
+import os, sys
+from infra.store import open_store
+
+store, renames, real = open_store(sys.argv[1]), [0], os.replace
+
+def replace(src, dst):  # the put's renames: its pending metadata, its bytes, its metadata
+    real(src, dst)
+    renames[0] += 1
+    if renames[0] == int(sys.argv[2]):
+        os._exit(9)  # killed right here: no cleanup, the kernel drops its lock
+
+os.replace = replace
+store.put("runs/r/experiment.json", b'{"version": 2}', content_type="application/json")
+"""
+
+
+@pytest.mark.parametrize(("renames", "holds"), [(1, b'{"version": 1}'), (2, b'{"version": 2}')])
+def test_file_store_writer_killed_between_its_renames_leaves_an_object_that_reads(
+    tmp_path: Path, renames: int, holds: bytes
+) -> None:
+    """A put killed after writing its pending metadata (1) or after renaming its bytes too (2): the next read
+    gets the version whose bytes are in place, checked against the right sha256, not an IntegrityError."""
+    from infra.store import open_store
+
+    store = open_store(f"file://{tmp_path}")
+    store.put("runs/r/experiment.json", b'{"version": 1}', content_type="application/json")
+    died = subprocess.run([sys.executable, "-c", DIES_MID_PUT, store.url, str(renames)], cwd=Path.cwd(), check=False)
+    assert died.returncode == 9
+    assert (tmp_path / ".knflow-meta/runs/r/experiment.json.json.next").exists()  # left by the dead writer
+
+    assert store.get("runs/r/experiment.json") == holds
+    info = store.stat("runs/r/experiment.json")
+    assert info.sha256 == hashlib.sha256(holds).hexdigest() and info.size == len(holds)
+    assert not (tmp_path / ".knflow-meta/runs/r/experiment.json.json.next").exists()  # settled once
+    _, version = store.get_versioned("runs/r/experiment.json")
+    assert store.put_if_match("runs/r/experiment.json", b'{"version": 3}', version) is not None
+    assert store.get("runs/r/experiment.json") == b'{"version": 3}'
