@@ -53,9 +53,9 @@ async def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
                 raise InvalidRequest(f"run {runid} asks for tuning but its options hold no tuning spec")
             emits, reply = await asyncio.to_thread(start_experiment, ctx.store, runid, spec_raw, data)
         elif event.get_type() == MODEL_TRAINED and data.get("trial"):
-            emits, reply = await asyncio.to_thread(record, ctx.store, runid, data)
+            emits, reply = await asyncio.to_thread(record, ctx.store, runid, data, event.get_id())
         elif event.get_type() == STEP_FAILED and (failed := failed_trial(runid, data)):
-            emits, reply = await asyncio.to_thread(record, ctx.store, runid, failed)
+            emits, reply = await asyncio.to_thread(record, ctx.store, runid, failed, event.get_id())
         else:
             return None
     for data in emits:
@@ -121,36 +121,61 @@ def start_experiment(
     return [request_data(experiment, t) for t in pending], None
 
 
-def record(store: ArtifactStore, runid: str, result: dict) -> tuple[list[dict], dict | None]:
+def record(
+    store: ArtifactStore, runid: str, result: dict, event_id: str | None = None
+) -> tuple[list[dict], dict | None]:
     """Record one trial's result (once per trial id), then request more trials or finish the experiment.
 
     Trials of one run finish in parallel (each is its own partition key) and tune may run as several
     replicas, so the update is a compare-and-swap that is re-applied when another one wrote first.
+
+    The event ``event_id`` delivered again (tune went down after storing its result, before its answer got out)
+    answers again what its recording answered: the trials it requested, tune.completed, or the experiment's failure.
+    Another duplicate of a finished trial's result (train announcing a stored result again) changes nothing.
     """
     outcome: dict[str, Any] = {}
 
     def apply(experiment: Experiment | None) -> Experiment | None:
         outcome.clear()
         trial = experiment.trials.get(result["trial"]) if experiment else None
-        if experiment is None or trial is None or trial.finished or experiment.status != "Running":
-            return None  # unknown, duplicate or late: nothing changes
-        experiment.trials[trial.id] = finished_trial(experiment, trial, result)
+        if experiment is None or trial is None:
+            return None  # unknown: nothing changes
+        if trial.finished or experiment.status != "Running":
+            if event_id is not None and trial.recorded_from == event_id:
+                outcome["again"] = trial.id
+            return None  # a duplicate or a late result: nothing changes
+        experiment.trials[trial.id] = dataclasses.replace(
+            finished_trial(experiment, trial, result), recorded_from=event_id
+        )
         failed = experiment.count(FAILED)
         if failed > experiment.spec.max_failed_trials:
             reason = f"{failed} trials failed (maxFailedTrialCount {experiment.spec.max_failed_trials})"
             experiment.status, experiment.reason = "Failed", reason
-            outcome["failed"] = reason
+            outcome["failed"] = True
             return experiment
-        new = fill(experiment)
+        new = fill(experiment, requested_by=trial.id)
         finish_if_done(experiment)
         outcome["emits"] = [request_data(experiment, t) for t in new]
         outcome["reply"] = completed_data(experiment) if experiment.status == DONE else None
         return experiment
 
-    update_experiment(store, runid, apply)
-    if "failed" in outcome:
-        raise InvalidRequest(f"experiment {runid} failed: {outcome['failed']}")
+    experiment = update_experiment(store, runid, apply)
+    if "again" in outcome and experiment is not None:
+        return answered_again(experiment, outcome["again"])
+    if "failed" in outcome and experiment is not None:
+        raise InvalidRequest(f"experiment {runid} failed: {experiment.reason}")
     return outcome.get("emits", []), outcome.get("reply")
+
+
+def answered_again(experiment: Experiment, trial: str) -> tuple[list[dict], dict | None]:
+    """What recording ``trial``'s result answered, for that result delivered again: the trials it requested (those
+    still pending), tune.completed, or the experiment's failure."""
+    if experiment.status == "Failed":
+        raise InvalidRequest(f"experiment {experiment.runid} failed: {experiment.reason}")
+    if experiment.status == DONE:
+        return [], completed_data(experiment)
+    asked = [t for t in experiment.ordered() if t.status == REQUESTED and t.requested_by == trial]
+    return [request_data(experiment, t) for t in asked], None
 
 
 def finished_trial(experiment: Experiment, trial: Trial, result: dict) -> Trial:
@@ -166,8 +191,9 @@ def finished_trial(experiment: Experiment, trial: Trial, result: dict) -> Trial:
     )
 
 
-def fill(experiment: Experiment) -> list[Trial]:
-    """Request new trials up to parallelTrialCount running and maxTrialCount in all (stops once the goal is reached)."""
+def fill(experiment: Experiment, requested_by: str | None = None) -> list[Trial]:
+    """Request new trials up to parallelTrialCount running and maxTrialCount in all (stops once the goal is reached);
+    ``requested_by`` is the trial whose result makes room for them."""
     spec = experiment.spec
     best = experiment.best_trial()
     if best is not None and spec.objective.reached(best.value):  # type: ignore[arg-type]  # best is scored
@@ -176,7 +202,7 @@ def fill(experiment: Experiment) -> list[Trial]:
     new = []
     for suggestion in suggest(spec, experiment.ordered(), slots):
         index = len(experiment.trials)
-        trial = Trial(trial_id(index), index, suggestion.params, meta=suggestion.meta)
+        trial = Trial(trial_id(index), index, suggestion.params, meta=suggestion.meta, requested_by=requested_by)
         experiment.trials[trial.id] = trial
         new.append(trial)
     return new

@@ -31,6 +31,8 @@ class Trial:
     curve: tuple[float, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
     result: dict[str, Any] | None = None
+    requested_by: str | None = None  # the trial whose result asked for this one (None: asked for at the start)
+    recorded_from: str | None = None  # the id of the event whose result this trial holds
 
     @property
     def finished(self) -> bool:

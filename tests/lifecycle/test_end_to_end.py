@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,7 @@ def test_wrong_npz_keys_fail_the_run_naming_the_keys(platform: Platform, store: 
     assert list(store.list("datasets/wrongkeys/")) == []
 
 
+@pytest.mark.timeout(600)  # two platform starts and six trainings, each wait bounded below
 def test_tuning_survives_a_platform_crash_without_losing_or_repeating_trials(tmp_path: Path) -> None:
     settings = platform_settings(tmp_path)
     options = {**DEMO_OPTIONS, "tuning": {**DEMO_OPTIONS["tuning"], "maxTrialCount": 6, "earlyStopping": None}}
@@ -108,7 +110,7 @@ def test_tuning_survives_a_platform_crash_without_losing_or_repeating_trials(tmp
 
     with Platform.start(settings) as restarted:
         outcome = watch(restarted.history(), key, timeout=420)
-    assert outcome.failure is None, outcome.failure.data if outcome.failure else None
+    assert outcome.failure is None, json.dumps(outcome.failure.data) if outcome.failure else None
     completed = outcome.tuning or {}
     trials = [t["trial"] for t in completed["trials"]]
     assert sorted(trials) == [f"trial-{i:04d}" for i in range(6)]  # none lost, none twice

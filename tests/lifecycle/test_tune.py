@@ -74,15 +74,19 @@ async def test_trials_run_to_budget_with_restarts_and_duplicates(ctx):
     while pending:
         request = pending.pop(0)
         result = _result(request)
-        for attempt in range(2):  # every result is delivered twice, each time to a "restarted" tune
+        answers = []
+        for _ in range(2):  # every result is delivered twice, each time to a "restarted" tune
             c = _fresh(ctx)
             reply = await tune.handle(result, c)
-            if attempt == 1:
-                assert reply is None and c.emitted == []  # the duplicate changed nothing
-            else:
+            answers.append(([e.get_id() for e in c.emitted], reply and reply.get_data()))
+            if len(answers) == 1:
                 pending += c.emitted
                 if reply is not None:
                     completed.append(reply)
+        assert answers[1] == answers[0]  # delivered again, it answers again what it answered, recording nothing twice
+        announced = _result(request)  # train announcing the stored result again: a new event, which changes nothing
+        c = _fresh(ctx)
+        assert await tune.handle(announced, c) is None and c.emitted == []
         experiment = load_experiment(ctx.store, "run-tune")
         assert experiment.count("Requested") <= 3
     experiment = load_experiment(ctx.store, "run-tune")
@@ -103,6 +107,38 @@ async def test_redelivered_start_rerequests_only_pending_trials(ctx):
     again = _fresh(ctx)
     await tune.handle(start, again)
     assert [e.get_data()["trial"] for e in again.emitted] == [*first[1:], "trial-0003"]
+
+
+async def test_a_result_delivered_again_after_tune_went_down_requests_the_trials_it_made_room_for(ctx):
+    await tune.handle(_start(ctx), ctx)
+    first = ctx.emitted[0]
+    result = _result(first)
+    # tune stored the result and went down before its trial requests got out: only experiment.json says so
+    emits, reply = tune.record(ctx.store, "run-tune", result.get_data(), result.get_id())
+    assert [d["trial"] for d in emits] == ["trial-0003"] and reply is None
+    again = _fresh(ctx)
+    assert await tune.handle(result, again) is None
+    assert [e.get_id() for e in again.emitted] == ["run-tune.trial-0003"]
+    assert load_experiment(ctx.store, "run-tune").trials["trial-0003"].requested_by == first.get_data()["trial"]
+    # once trial-0003 has its result, the same redelivery asks for nothing more
+    await tune.handle(_result(again.emitted[0]), _fresh(ctx))
+    late = _fresh(ctx)
+    assert await tune.handle(result, late) is None and [e.get_data()["trial"] for e in late.emitted] == []
+
+
+async def test_a_completing_or_failing_result_delivered_again_answers_the_same(ctx):
+    await tune.handle(_start(ctx, {**SPEC, "maxTrialCount": 1, "parallelTrialCount": 1}), ctx)
+    result = _result(ctx.emitted[0])
+    done = await tune.handle(result, _fresh(ctx))
+    assert done is not None and done.get_type() == TUNE_COMPLETED
+    again = await tune.handle(result, _fresh(ctx))
+    assert again is not None and again.get_data() == done.get_data()
+
+    await tune.handle(_start(ctx, {**SPEC, "maxFailedTrialCount": 0}, runid="run-fails"), ctx)
+    failing = _result(ctx.emitted[-1], status="Failed")
+    for _ in range(2):  # the experiment's failure is the answer each time
+        with pytest.raises(InvalidRequest, match="1 trials failed"):
+            await tune.handle(failing, _fresh(ctx))
 
 
 async def test_goal_ends_the_experiment_early(ctx):
