@@ -25,6 +25,7 @@ from knflow.commands.demo import DEMO_OPTIONS
 from knflow.platform import Platform
 from tests.eventually import eventually
 from tests.lifecycle.helpers import platform_settings
+from tests.lifecycle.usercode import write_code
 
 pytestmark = pytest.mark.slow
 SHOTS = Path(knflow.dashboard.__file__).parent / "screenshots"
@@ -188,13 +189,16 @@ async def test_comparison_highlights_the_parameters_two_runs_differ_in(browser, 
     await page.close()
 
 
-async def test_curves_grow_on_the_page_while_the_run_trains(browser, live: Live) -> None:  # type: ignore[no-untyped-def]
-    epochs = 20  # about one a second here: the page sees the first ones long before the last
+async def test_curves_grow_on_the_page_while_the_run_trains(browser, live: Live, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    epochs, gate = 6, tmp_path / "gate"
+    let_through(gate, 1)  # the training reports epoch 1, then waits for the test to let it go on
+    code = write_code(tmp_path / "code", paced=PACED)
+    train = {"entrypoint": "paced:fit", "code": str(code), "epochs": epochs, "gate": str(gate)}
     digits = load_digits()
-    options = {"model_name": "digits-live", "train": {"model": "mlp", "epochs": epochs, "hidden": 64}}
     run = await asyncio.to_thread(
-        live.client.submit, (digits.data.astype(np.float32), digits.target), dataset="digits", options=options
-    )
+        live.client.submit, (digits.data.astype(np.float32), digits.target), dataset="digits",
+        options={"model_name": "digits-live", "train": train},
+    )  # fmt: skip
     page = await open_page(browser, live, f"runs/{run.runid}")
 
     async def drawn(more_than: int) -> int | None:
@@ -203,13 +207,38 @@ async def test_curves_grow_on_the_page_while_the_run_trains(browser, live: Live)
         n = counted((await chart_data(page, "curves-loss"))[1])
         return n if n > more_than else None
 
-    first = await eventually(lambda: drawn(0), timeout=120, what="the first epochs on the page")
-    assert first < epochs, "the training ended before the page showed it in progress"
-    later = await eventually(lambda: drawn(first), timeout=60, what="more epochs on the page")
-    assert first < later <= epochs
+    assert await eventually(lambda: drawn(0), timeout=120, what="the first epoch on the page") == 1
+    let_through(gate, 3)
+    assert await eventually(lambda: drawn(2), timeout=60, what="two more epochs on the page") == 3
+    let_through(gate, epochs)
     await asyncio.to_thread(run.wait, 600)
     assert await eventually(lambda: drawn(epochs - 1), timeout=10, what="every epoch once trained") == epochs
     await page.close()
+
+
+#: a user's training that reports one epoch at a time, as far as the test lets it (the number in ``gate``)
+PACED = """
+import time
+from pathlib import Path
+
+from sklearn.linear_model import LogisticRegression
+
+
+def fit(ctx):
+    gate = Path(ctx.params["gate"])
+    for epoch in range(1, int(ctx.params["epochs"]) + 1):
+        deadline = time.monotonic() + 120  # a test that went away does not hold the training forever
+        while int(gate.read_text()) < epoch and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ctx.reporter.report(epoch, loss=1.0 / epoch)
+    return LogisticRegression(max_iter=50).fit(ctx.train.x.reshape(len(ctx.train.x), -1), ctx.train.y)
+"""
+
+
+def let_through(gate: Path, epochs: int) -> None:
+    staged = gate.with_suffix(".tmp")
+    staged.write_text(str(epochs))
+    staged.replace(gate)  # whole, never half written
 
 
 def test_screenshots_are_written_where_the_readme_links_them() -> None:
