@@ -45,12 +45,14 @@ def main(argv: list[str]) -> int:
     world = World.from_env(params.gpus_per_worker)
     torch.set_num_threads(max(1, min(4, (os.cpu_count() or 1) // min(world.size, os.cpu_count() or 1))))
     world.join()
+    # a ReadOnlyStore reads through to the store (by __getattr__) and refuses writes
+    reader = store if world.leader else cast(ArtifactStore, ReadOnlyStore(store, f"worker rank {world.rank}"))
     try:
-        # a ReadOnlyStore reads through to the store (by __getattr__) and refuses writes
-        reader = store if world.leader else cast(ArtifactStore, ReadOnlyStore(store, f"worker rank {world.rank}"))
         run(reader, job, fingerprint, world)
-    finally:
-        world.leave()
+    except BaseException:
+        world.leave(clean=False)
+        raise
+    world.leave()
     return 0
 
 

@@ -62,8 +62,12 @@ class World:
             torch.cuda.set_device(self.device)
         dist.init_process_group(self.backend, init_method="env://", rank=self.rank, world_size=self.size)
 
-    def leave(self) -> None:
+    def leave(self, clean: bool = True) -> None:
+        """Leave the process group. ``clean`` (this rank finished its work): first wait until every rank is done, so
+        none tears its connections down while another still uses them (gloo aborts the process that sees that)."""
         if self.distributed and dist.is_initialized():
+            if clean:
+                dist.barrier()
             dist.destroy_process_group()
 
     def wrap(self, model: nn.Module) -> nn.Module:

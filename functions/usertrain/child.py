@@ -75,11 +75,13 @@ def main(argv: list[str]) -> int:
     job = json.loads((jobdir / JOB).read_text())
     world = _join(int(job.get("gpus_per_worker", 0)))
     channel = ChildChannel.from_env() if world is None or world.leader else None
+    status = 1
     try:
-        return _run(job, jobdir, channel, world)
+        status = _run(job, jobdir, channel, world)
     finally:
         if world is not None:
-            world.leave()
+            world.leave(clean=status == 0)
+    return status
 
 
 def _run(job: dict[str, Any], jobdir: Path, channel: ChildChannel | None, world: Any) -> int:
