@@ -126,7 +126,7 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
         )
     options = load_options(ctx.store, runid_of(event))
     policy = parse_policy(options.deploy, options.task)
-    decision = decide(policy, data.get("metrics") or {}, production_metrics(ctx.store, name))
+    decision = decided(ctx.store, f"runs/{runid_of(event)}/deploying-{name}-{version}.json", policy, data)
     ctx.log.info("deploy: %s/%s: %s", name, version, decision.reason)
     if not decision.deploy:  # no event by contract; the registry's audit trail keeps the decision
         open_registry(ctx.store).note(name, DECLINED, version=int(version), actor="deploy", reason=decision.reason)
@@ -141,6 +141,20 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
         open_registry(ctx.store).set_alias(name, PRODUCTION, version, actor="deploy", reason=decision.reason)
     ctx.store.put(marker, json.dumps(out).encode(), content_type="application/json")
     return new_event(MODEL_DEPLOYED, SOURCE, out, cause=event, subject=f"{name}/{version}")
+
+
+def decided(store: Any, key: str, policy: DeployPolicy, registered: dict[str, Any]) -> Decision:
+    """The decision on the registered version, kept at ``key`` before its rollout: delivered again after deploy went
+    down mid-rollout, the event is deployed as first decided (by then the version may be production, and would not
+    beat itself)."""
+    try:
+        return Decision(**json.loads(store.get(key)))
+    except NotFound:
+        pass
+    decision = decide(policy, registered.get("metrics") or {}, production_metrics(store, registered["name"]))
+    if decision.deploy and store.put_if_absent(key, json.dumps(dataclasses.asdict(decision)).encode()) is None:
+        return Decision(**json.loads(store.get(key)))  # another delivery of this event decided first
+    return decision
 
 
 def production_metrics(store: Any, name: str) -> dict[str, float] | None:

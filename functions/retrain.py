@@ -41,9 +41,10 @@ def handle(event: CloudEvent, ctx: Any) -> CloudEvent | None:
         ctx.log.info("retrain: %s drifted; the run's drift.retrain is off", model)
         return None
     claims = sorted((info.key for info in ctx.store.list(f"drift/{model}/retrains/")), key=_number)
-    last = json.loads(ctx.store.get(claims[-1])) if claims else None
-    if last is not None and last["cause"] == event.get_id():  # a redelivery: the run this detection started
-        return _started(event, from_json(last["event"].encode()), ctx)
+    records = [json.loads(ctx.store.get(claim)) for claim in claims]  # one per retraining run of the model: few
+    if mine := next((r for r in reversed(records) if r["cause"] == event.get_id()), None):
+        return _started(event, from_json(mine["event"].encode()), ctx)  # a redelivery: the run this one started
+    last = records[-1] if records else None
     if last is not None and (waited := time.time() - last["at"]) < policy.cooldown_s:
         ctx.log.info(
             "retrain: %s drifted; run %s started %.0fs ago, within the cooldown of %gs: no new run",

@@ -6,7 +6,9 @@ Layout under ``models/<name>/``:
     <version>/card.json           the ModelCard (sha256, signature, metrics, params, lineage)
     claims/<version:010d>         one object per version number, created with ``put_if_absent``:
                                   whoever creates it owns that number, so versions have no gaps
-    idempotency/<digest>.json     one object per idempotency key (an event id): the version it made
+    idempotency/<digest>.json     one object per idempotency key (an event id): the version it made, or
+                                  while it is made, since when (one that went down midway is finished
+                                  by the next registration with its key, in the number it claimed)
     audit/<ns>-<rand>.json        one object per audit record (S3 has no append); aliases are the
                                   replay of these records, so concurrent alias moves never lose one
 """
@@ -25,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from infra.errors import IntegrityError, InvalidRequest, NotFound, Unavailable
+from infra.errors import IntegrityError, InvalidRequest, NotFound
 from infra.store import ArtifactStore, validate_key
 
 log = logging.getLogger(__name__)
@@ -149,12 +151,16 @@ class ModelRegistry:
         if inputs is None or outputs is None:
             found_in, found_out = onnx_signature(data)
             inputs, outputs = inputs or found_in, outputs or found_out
-        idem_key = None
+        idem_key, version = None, None
         if idempotency_key is not None:
             idem_key = f"models/{name}/idempotency/{hashlib.sha256(idempotency_key.encode()).hexdigest()[:40]}.json"
-            if self.store.put_if_absent(idem_key, orjson.dumps({"key": idempotency_key})) is None:
-                return self._await_idempotent(name, idem_key)
-        version = self._claim_version(name, idempotency_key)
+            if self.store.put_if_absent(idem_key, orjson.dumps({"key": idempotency_key, "at": time.time()})) is None:
+                found = self._await_idempotent(name, idem_key, idempotency_key)
+                if isinstance(found, ModelCard):
+                    return found
+                version = found  # its owner went down mid-registration: this one finishes it (its claim, if any)
+        if version is None:
+            version = self._claim_version(name, idempotency_key)
         card = self._write_version(
             name,
             version,
@@ -253,15 +259,30 @@ class ModelRegistry:
     def _claimed(self, name: str) -> list[int]:
         return [int(o.key.rsplit("/", 1)[1]) for o in self.store.list(f"models/{name}/claims/")]
 
-    def _await_idempotent(self, name: str, idem_key: str) -> ModelCard:
-        """Another registration owns this key: wait for its card (it may still be uploading)."""
-        deadline = time.monotonic() + IDEMPOTENT_WAIT_S
-        while time.monotonic() < deadline:
-            record = orjson.loads(self.store.get(idem_key))
+    def _await_idempotent(self, name: str, idem_key: str, idempotency_key: str) -> ModelCard | int | None:
+        """Another registration owns this key: wait for its card (it may still be uploading). One that has not
+        finished ``IDEMPOTENT_WAIT_S`` after it began went down: this one takes the key over (compare-and-swap, so
+        only one does) → the version the other had claimed (None: none yet), to finish."""
+        while True:
+            raw, tag = self.store.get_versioned(idem_key)
+            record = orjson.loads(raw)
             if "version" in record:
                 return self.get(name, record["version"])
-            time.sleep(0.05)
-        raise Unavailable(f"model {name}: a registration with the same idempotency key has not finished")
+            if time.time() - record.get("at", 0.0) < IDEMPOTENT_WAIT_S:
+                time.sleep(0.05)
+                continue
+            taken = orjson.dumps({"key": idempotency_key, "at": time.time()})
+            if self.store.put_if_match(idem_key, taken, tag) is not None:
+                log.warning("model %s: finishing registration %s, which went down midway", name, idempotency_key)
+                return self._claimed_by(name, idempotency_key)
+
+    def _claimed_by(self, name: str, idempotency_key: str) -> int | None:
+        """The version number a registration with ``idempotency_key`` claimed (newest first), or None."""
+        for version in sorted(self._claimed(name), reverse=True):
+            body = orjson.loads(self.store.get(f"models/{name}/claims/{version:010d}"))
+            if body.get("idempotency_key") == idempotency_key:
+                return version
+        return None
 
     # -- reading -------------------------------------------------------------------
     def get(self, name: str, version: int | str = "latest") -> ModelCard:

@@ -9,7 +9,7 @@ from functions import deploy
 from functions.contract import MODEL_DEPLOYED, MODEL_REGISTERED
 from functions.deploy import PROMOTE, ROLLBACK, WAIT, DeployPolicy, decide, judge_canary, parse_policy
 from infra.errors import InvalidRequest
-from tests.lifecycle.helpers import MemoryRegistry
+from tests.lifecycle.helpers import MemoryRegistry, StepContext
 
 POLICY = DeployPolicy(metric="test_accuracy", canary_percent=20, promote_after_requests=50, max_error_rate=0.05)
 
@@ -56,10 +56,9 @@ def test_a_sample_rate_asks_serving_to_log_the_revision_for_the_run_and_its_pipe
     assert logging == {"mode": "request", "sample_rate": 0.5, "extensions": {"runid": "run-1", "pipeline": "lifecycle"}}
 
 
-def test_step_rolls_out_and_announces_the_endpoint_once(ctx, monkeypatch):
-    registry = MemoryRegistry()
-    registry.register("digits", b"x", inputs=[], outputs=[], metrics={}, params={}, lineage={}, idempotency_key="k")
-    calls = []
+def _stub_serving(monkeypatch, registry: MemoryRegistry) -> list:
+    """The registry in memory and the serving call recorded; the list of the decisions rolled out."""
+    calls: list = []
     monkeypatch.setattr(deploy, "open_registry", lambda store: registry)
     monkeypatch.setattr(
         deploy,
@@ -69,16 +68,40 @@ def test_step_rolls_out_and_announces_the_endpoint_once(ctx, monkeypatch):
             or {
                 "revision": f"{name}-{version}",
                 "traffic_percent": decision.percent,
-                "canary": False,
+                "canary": decision.percent < 100,
                 "endpoint": f"{deploy.serving_url(settings)}/v2/models/{name}/infer",
             }
         ),
     )
+    return calls
+
+
+def test_step_rolls_out_and_announces_the_endpoint_once(ctx, monkeypatch):
+    registry = MemoryRegistry()
+    registry.register("digits", b"x", inputs=[], outputs=[], metrics={}, params={}, lineage={}, idempotency_key="k")
+    calls = _stub_serving(monkeypatch, registry)
     event = new_event(MODEL_REGISTERED, "/t", {"name": "digits", "version": 1, "metrics": {"test_accuracy": 0.98}})
     out = deploy.handle(event, ctx)
     assert out.get_type() == MODEL_DEPLOYED and out.get_data()["endpoint"].endswith("/v2/models/digits/infer")
     assert deploy.handle(event, ctx).get_data() == out.get_data() and len(calls) == 1
     assert registry.aliases("digits") == {"production": 1}
+
+
+def test_a_registration_delivered_again_after_deploy_went_down_mid_rollout_is_deployed_again(ctx, monkeypatch):
+    registry = MemoryRegistry()
+    metrics = {"test_accuracy": 0.98}
+    registry.register(
+        "digits", b"x", inputs=[], outputs=[], metrics=metrics, params={}, lineage={}, idempotency_key="k"
+    )
+    calls = _stub_serving(monkeypatch, registry)
+    event = new_event(MODEL_REGISTERED, "/t", {"name": "digits", "version": 1, "metrics": metrics}, runid="run-d")
+    out = deploy.handle(event, ctx)
+    # deploy made version 1 production and went down before its answer was stored: only the alias says so
+    ctx.store.delete("runs/run-d/deployed-digits-1.json")
+    again = deploy.handle(event, StepContext(store=ctx.store, settings=ctx.settings))
+    assert again is not None and again.get_type() == MODEL_DEPLOYED  # not declined for failing to beat itself
+    assert again.get_data() == out.get_data() and [c.percent for c in calls] == [100, 100]
+    assert registry.aliases("digits") == {"production": 1} and registry.notes == []
 
 
 def test_step_skips_a_model_that_does_not_beat_production(ctx, monkeypatch):

@@ -18,7 +18,7 @@ from functions.ml.features import read_features
 from functions.runoptions import parse_options
 from infra.errors import InvalidRequest
 from serving.registry import ModelRegistry
-from tests.lifecycle.helpers import arrived, digits_csv
+from tests.lifecycle.helpers import StepContext, arrived, digits_csv
 from tests.serving.helpers import mlp_onnx
 
 WINDOW = 200  # unshifted windows of this size stay well below 0.2 on digits (64 features)
@@ -191,3 +191,19 @@ def test_after_the_cooldown_a_new_detection_retrains_again(ctx, monitored) -> No
     second = ctx.emitted[-1]
     assert runid_of(first) != runid_of(second)
     assert first.get_data()["retrain"]["new_data"] is False  # only the data the model was trained on is there
+
+
+def test_a_detection_delivered_again_after_another_started_a_run_re_announces_its_own(ctx, monitored) -> None:  # type: ignore[no-untyped-def]
+    from functions.runoptions import save_options
+
+    save_options(
+        ctx.store, monitored.runid, parse_options({**OPTIONS, "drift": {"window": WINDOW, "cooldown_s": 0}}, "")
+    )
+    first = detection(ctx, monitored)
+    said = retrain.handle(first, ctx)  # retrain went down before this answer and the arrival got out
+    started = ctx.emitted[-1]
+    assert retrain.handle(detection(ctx, monitored), ctx) is not None  # meanwhile another detection started a run
+    again = StepContext(store=ctx.store, settings=ctx.settings)
+    assert retrain.handle(first, again).get_id() == said.get_id()
+    assert [(e.get_id(), runid_of(e)) for e in again.emitted] == [(started.get_id(), runid_of(started))]
+    assert len(list(ctx.store.list("drift/digits/retrains/"))) == 2  # not a third run

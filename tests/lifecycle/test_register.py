@@ -8,7 +8,7 @@ from eventing.events import new_event
 from functions import register
 from functions.contract import MODEL_REGISTERED, MODEL_TRAINED, TUNE_COMPLETED
 from infra.errors import IntegrityError, InvalidRequest
-from tests.lifecycle.helpers import MemoryRegistry
+from tests.lifecycle.helpers import MemoryRegistry, StepContext
 
 
 @pytest.fixture
@@ -92,3 +92,33 @@ def test_model_bytes_that_do_not_match_the_announced_sha_are_refused(ctx, regist
 def test_an_event_without_a_model_is_refused(ctx, registry):
     with pytest.raises(InvalidRequest, match="onnx_key"):
         register.handle(new_event(TUNE_COMPLETED, "/t", {"best_trial": "x"}), ctx)
+
+
+class WentDown(BaseException):
+    """The register process dying midway (not an error the step handles)."""
+
+
+@pytest.mark.parametrize("down_after", ["claim", "card"])
+def test_a_model_delivered_again_after_register_went_down_midway_is_registered_once(ctx, monkeypatch, down_after):
+    from serving import registry as registry_module
+
+    event = new_event(MODEL_TRAINED, "/t", _model(ctx), extensions={"mode": "train"})
+    real_write = registry_module.ModelRegistry._write_version
+
+    def write_then_go_down(self, *args, **kwargs):
+        if down_after == "card":
+            real_write(self, *args, **kwargs)
+        raise WentDown
+
+    monkeypatch.setattr(registry_module.ModelRegistry, "_write_version", write_then_go_down)
+    with pytest.raises(WentDown):
+        register.handle(event, ctx)
+    monkeypatch.setattr(registry_module.ModelRegistry, "_write_version", real_write)
+    monkeypatch.setattr(registry_module, "IDEMPOTENT_WAIT_S", 0.2)  # the owner is long gone when the event comes back
+    restarted = StepContext(store=ctx.store, settings=ctx.settings)
+    out = register.handle(event, restarted)
+    assert out is not None and out.get_type() == MODEL_REGISTERED and out.get_data()["version"] == 1
+    assert register.handle(event, restarted).get_data() == out.get_data()  # and again: the same answer
+    models = registry_module.ModelRegistry(ctx.store)
+    assert [card.version for card in models.versions("digits")] == [1]
+    assert [r["action"] for r in models.audit("digits")] == ["register"]
