@@ -253,16 +253,15 @@ class FileStore:
     def open(self, key: str) -> Iterator[BinaryIO]:
         # metadata and bytes are taken together under the key's shared lock: a put renames the two in turn
         while True:
-            self._settle(key)
             with self._locked(key, fcntl.LOCK_SH):
-                if self._pending_meta_path(key).exists():
-                    continue  # a writer died since: settle first (under the exclusive lock, so not here)
-                info = self._stat(key)
-                try:
-                    raw = self._path(key).open("rb")
-                except FileNotFoundError:
-                    raise NotFound(f"no object {key!r} in {self.url}") from None
-                break
+                if not self._pending_meta_path(key).exists():
+                    info = self._stat(key)
+                    try:
+                        raw = self._path(key).open("rb")
+                    except FileNotFoundError:
+                        raise NotFound(f"no object {key!r} in {self.url}") from None
+                    break
+            self._settle(key)  # a writer died mid-put: settle it under the exclusive lock, then read again
         reader = HashingReader(raw, key, info.sha256)
         try:
             yield reader  # type: ignore[misc]  # HashingReader has the read/iterate/close part of BinaryIO callers use
