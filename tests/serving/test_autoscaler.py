@@ -132,7 +132,7 @@ async def test_a_crashed_replica_is_replaced_on_the_next_request(start_gateway, 
         assert pool.replicas[0].pid != pid
 
 
-async def test_a_dead_replica_fork_server_is_restarted_for_the_next_replica(start_gateway, registry: ModelRegistry) -> None:  # type: ignore[no-untyped-def]
+async def test_a_dead_fork_server_is_restarted_for_the_next_replica(start_gateway, registry: ModelRegistry) -> None:  # type: ignore[no-untyped-def]
     registry.register("digits", mlp_onnx())
     gateway = await start_gateway()
     base = f"http://127.0.0.1:{gateway.port}"
