@@ -21,6 +21,8 @@ from infra.http import error_answer
 from infra.settings import load_settings
 from infra.store import open_store
 from serving.gateway import Gateway
+from serving.registry import ModelRegistry
+from tests.serving.helpers import identity_onnx
 from tests.unguarded import UNGUARDED
 
 LIMIT = 1000
@@ -144,12 +146,21 @@ async def test_the_function_runner_answers_bad_deliveries_alike_on_both_paths(en
 
 async def test_the_gateway_answers_bad_inference_alike_on_both_paths(env, started):
     settings = load_settings({**env, "KNFLOW_SERVING_MAX_REQUEST_BYTES": str(LIMIT)})
-    gateway = Gateway(settings, open_store(settings.artifacts))
+    store = open_store(settings.artifacts)
+    ModelRegistry(store).register("ident", identity_onnx())
+    gateway = Gateway(settings, store)
     await started(gateway.start(port=0, grpc_port=0), gateway.stop)
+    deploy = await exchange(
+        gateway.port, "/v1/models/ident/revisions", {"Content-Type": "application/json"}, b"{}", False
+    )
+    assert deploy[0] == 201, deploy
     v2 = {"Content-Type": "application/json"}
     await assert_alike(
         gateway.port,
         [
+            ("/v2/models/ident/infer", (v2, b'{"inputs": "x"}'), 400, "inputs"),  # the replica's, relayed
+            ("/v2/models/ident/infer", ({"Content-Type": "text/plain"}, b"hello"), 400, "not valid JSON"),
+            ("/v2/models/ident/infer", ({**v2, "Inference-Header-Content-Length": "x"}, b"{}"), 400, "whole number"),
             ("/v2/models/nope/infer", (v2, b'{"inputs": []}'), 404, "model 'nope' is not deployed"),
             ("/v2/models/nope/infer", ({"Content-Type": "text/plain"}, b"hello"), 404, "is not deployed"),
             ("/v2/models/nope/infer", (v2, b"x" * 2 * LIMIT), 413, f"larger than the limit of {LIMIT} bytes"),
