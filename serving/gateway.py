@@ -39,7 +39,7 @@ from serving.logger import InferenceLogger
 from serving.metrics import Metrics, revision_namespace
 from serving.namespaced import NamespacedRegistry
 from serving.registry import ModelCard
-from serving.replicas import Zygote
+from serving.replicas import replica_server
 from serving.revisions import Revision, Router, ServingState, TrafficTarget, load_states, update_state
 from serving.rollout import Rollouts
 
@@ -74,7 +74,7 @@ class Gateway:
         self.router = Router()
         self.metrics = Metrics()
         self.metrics_registry = registry_of(self._metric_families)
-        self.zygote = Zygote()
+        self.forks = replica_server()
         self.cache_dir = settings.data_dir / "serving-cache"
         self.socket_dir = Path(tempfile.mkdtemp(prefix="knflow-sock-"))
         self.state_lock = asyncio.Lock()
@@ -118,8 +118,8 @@ class Gateway:
         return app
 
     async def start(self, port: int | None = None, grpc_port: int | None = None) -> int:
-        """Start the zygote, restore state, listen on HTTP and gRPC; the bound HTTP port (0 picks a free one)."""
-        await self.zygote.start()
+        """Start the replicas' fork server, restore state, listen on HTTP and gRPC; the bound HTTP port (0: any)."""
+        await self.forks.ensure_running()
         if self.pinned is None:
             self.states = await asyncio.to_thread(load_states, self.store)
         else:
@@ -161,7 +161,7 @@ class Gateway:
         await self.inference_log.stop()
         for pool in self.pools.values():
             await pool.close()
-        await self.zygote.stop()
+        await self.forks.stop()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     # -- pools -----------------------------------------------------------------------
@@ -170,7 +170,7 @@ class Gateway:
         if pool is None:
             pool = RevisionPool(
                 revision,
-                zygote=self.zygote,
+                forks=self.forks,
                 fetch=self.fetch,
                 socket_dir=self.socket_dir,
                 policy=self.policy,
@@ -298,9 +298,9 @@ class Gateway:
         return json_response({"live": True})
 
     def ready(self) -> bool:
-        """Whether the gateway can start replicas (its zygote runs); one model's server: whether a replica of its
+        """Whether the gateway can start replicas (its fork server runs); one model's server: whether a replica of its
         model runs (one that exited is started again here, since Knative sends no request to a pod not ready)."""
-        if self.zygote.proc is None or self.zygote.proc.returncode is not None:
+        if not self.forks.running:
             return False
         if self.pinned is None:
             return True

@@ -38,7 +38,7 @@ from functions.runtime.interpreter import Interpreter
 from functions.runtime.loader import KNOWN_FUNCTIONS
 from functions.runtime.metrics import FunctionMetrics
 from functions.runtime.worker import Worker, WorkerGone, request_headers
-from functions.runtime.zygote import Template
+from functions.runtime.zygote import template
 from infra.errors import Conflict, InvalidRequest, KnflowError, NotFound, Unavailable
 from infra.guard import access, guard_for, server_middlewares
 from infra.http import answer_expect, error_answer, read_body, read_json
@@ -82,7 +82,7 @@ class Runner:
         self.functions = dict(KNOWN_FUNCTIONS) | dict(functions or {})
         self.sink = sink
         self._socket_dir = Path(tempfile.mkdtemp(prefix="knflow-fn-"))
-        self.template = Template(settings, self._on_notice)
+        self.template = template(settings, self._on_notice)
         self._serial = itertools.count(1)
         self.metrics = FunctionMetrics()
         self._by_key: dict[str, Worker] = {}  # every worker not yet dropped, by the key its notices carry
