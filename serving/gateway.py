@@ -19,14 +19,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-import orjson
 from aiohttp import web
 from prometheus_client.core import Metric
 
 from eventing.ingress import Answer, IngressServer
-from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
+from infra.errors import InvalidRequest, KnflowError, NotFound
 from infra.guard import access, guard_for, server_middlewares
-from infra.http import answer_expect, json_response
+from infra.http import answer_expect, error_answer, json_response, read_body
 from infra.metrics import metrics_handler, registry_of
 from infra.namespaces import DEFAULT, addressed, qualified, split
 from infra.serve import run_server, serve_until_signalled
@@ -255,10 +254,8 @@ class Gateway:
 
     @access("inference")
     async def infer(self, request: web.Request) -> web.Response:
-        if (request.content_length or 0) > self.settings.serving.max_request_bytes:
-            raise PayloadTooLarge(f"request body is larger than {self.settings.serving.max_request_bytes} bytes")
-        revision = self.route(request)
-        answer = await self.answer(revision, request.headers, await request.read())
+        body = await read_body(request, self.settings.serving.max_request_bytes, "request body")
+        answer = await self.answer(self.route(request), request.headers, body)
         return web.Response(body=answer.body, status=answer.status, headers=answer.headers)
 
     async def _accept(self, path: str, headers: dict[str, str], body: bytes) -> Answer:
@@ -268,8 +265,8 @@ class Gateway:
         try:
             revision = self.pick(qualified(DEFAULT, target[0]), target[1], headers.get(TAG_HEADER))
             return await self.answer(revision, headers, body)
-        except KnflowError as exc:  # as the error middleware answers on aiohttp
-            return Answer(exc.status, orjson.dumps({"error": exc.message}))
+        except KnflowError as exc:  # through the error middleware's table
+            return Answer(*error_answer(exc))
 
     async def answer(self, revision: Revision, headers: Mapping[str, str], body: bytes) -> Answer:
         """One V2 REST inference (JSON, or with binary tensor data) on ``revision``, logged when it logs."""
