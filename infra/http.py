@@ -84,8 +84,11 @@ def error_middleware(json_prefix: str = "/") -> Any:
     return errors
 
 
-def answer_errors(handler: Handler) -> Handler:
-    """``handler`` under ``error_middleware``, for a low-level ``web.Server`` (which takes no middlewares)."""
+def answer_errors(
+    handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """``handler`` under ``error_middleware``, for a low-level ``web.Server`` (which takes no middlewares and hands
+    its handler a ``BaseRequest``)."""
     errors = error_middleware()
     return lambda request: errors(request, handler)
 
