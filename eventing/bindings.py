@@ -190,7 +190,7 @@ def _build(attributes: dict[str, Any], data: Any) -> CloudEvent:
             raise InvalidEvent(f"attribute time {attributes['time']!r} is not RFC 3339") from None
     sent = dict(attributes)
     try:
-        CloudEvent(attributes, data)  # the SDK's checks; the event it makes has a time even if none was sent
+        CloudEvent(attributes)  # the SDK's checks, of the attributes (it takes any data); its event would add a time
     except (BaseCloudEventException, ValueError, TypeError) as exc:
         raise InvalidEvent(f"not a valid CloudEvent: {exc}") from None
     return ReadEvent(sent, data)

@@ -379,3 +379,23 @@ def test_an_event_sent_without_a_time_is_read_without_one_by_either_codec() -> N
             event = read(codec)
             assert event.get_time() is None and "time" not in event.get_attributes(), (name, codec.__name__)
             assert isinstance(event, CloudEvent)
+
+
+@pytest.mark.parametrize("codec", [bindings, wire], ids=["reference", "fast"])
+def test_an_event_read_answers_every_attribute_it_was_sent_with_through_the_sdk_getters(codec) -> None:  # type: ignore[no-untyped-def]
+    sent = {
+        **BINARY, "ce-subject": "digits/2", "ce-dataschema": "https://schemas.example/reading",
+        "ce-time": STAMP, "ce-runid": "run-9", "content-type": "application/json",
+    }  # fmt: skip
+    event = codec.from_http(sent, b'{"k": 1}')
+    assert (event.get_id(), event.get_source(), event.get_type(), event.get_specversion()) == (
+        "e-1",
+        "/src",
+        "t.one",
+        "1.0",
+    )
+    assert (event.get_subject(), event.get_dataschema()) == ("digits/2", "https://schemas.example/reading")
+    assert (event.get_datacontenttype(), event.get_time(), event.get_data()) == ("application/json", MOMENT, {"k": 1})
+    assert (event.get_extension("runid"), event.get_extension("nothere")) == ("run-9", None)
+    bare = codec.from_http(BINARY, b"")
+    assert (bare.get_subject(), bare.get_dataschema(), bare.get_datacontenttype()) == (None, None, None)

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from typing import Any
+
 import pytest
 
 from eventing.events import new_event
 from functions import deploy
 from functions.contract import MODEL_DEPLOYED, MODEL_REGISTERED
-from functions.deploy import PROMOTE, ROLLBACK, WAIT, DeployPolicy, decide, judge_canary, parse_policy
+from functions.deploy import (
+    PROMOTE,
+    ROLLBACK,
+    WAIT,
+    Decision,
+    DeployPolicy,
+    decide,
+    decided,
+    judge_canary,
+    parse_policy,
+)
 from infra.errors import InvalidRequest
 from tests.lifecycle.helpers import MemoryRegistry, StepContext
 
@@ -171,3 +185,29 @@ def test_a_canary_goes_to_serving_with_the_policy_thresholds_and_the_run(ctx, mo
     assert options["tag"] == "canary"
     assert options["idempotency_key"] == f"deploy/{cause.get_id()}"  # the gateway makes one revision per event
     assert announce["extensions"]["traceparent"] == cause.get_extension("traceparent")
+
+
+class RacedStore:
+    """The step's store, with another delivery of the same event writing its decision just after this one found none."""
+
+    def __init__(self, store: Any, key: str, theirs: Decision):
+        self.store, self.key, self.theirs, self.raced = store, key, theirs, False
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.store.get(key)
+        finally:
+            if key == self.key and not self.raced:
+                self.raced = True
+                self.store.put(key, json.dumps(dataclasses.asdict(self.theirs)).encode())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_delivery_that_loses_the_race_to_decide_deploys_as_the_other_one_decided(ctx):
+    key = "runs/run-r/deploying-digits-1.json"
+    theirs = Decision(True, "decided by the other delivery", 100)
+    registered = {"name": "digits", "version": 1, "metrics": {"test_accuracy": 0.9}}
+    assert decided(RacedStore(ctx.store, key, theirs), key, POLICY, registered) == theirs
+    assert decided(ctx.store, key, POLICY, registered) == theirs  # and every later delivery too
