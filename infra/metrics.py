@@ -13,17 +13,20 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.utils import floatToGoString
 
-from infra.guard import Access, access
-from infra.http import Handler
 from infra.namespaces import Scope, scope_of
+
+if TYPE_CHECKING:  # aiohttp only where a server's handler or middleware is made: a function host renders without it
+    from aiohttp import web
+
+    from infra.guard import Access
+    from infra.http import Handler
 
 #: Latency buckets in seconds, the same for every knflow histogram (dashboards compare them).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -113,6 +116,9 @@ def metrics_handler(
 ) -> Handler:
     """The ``GET /metrics`` handler of a server, with its access decision. With ``owner`` (a sample's labels -> the
     namespace it belongs to, None: the server's own), a caller sees only the series of the namespaces it acts for."""
+    from aiohttp import web
+
+    from infra.guard import access
 
     @access(level)
     async def metrics(request: web.Request) -> web.Response:
@@ -143,6 +149,7 @@ class RequestMetrics:
 
     def middleware(self) -> Any:
         """The outermost middleware: it sees every answer, the guard's refusals included."""
+        from aiohttp import web
 
         @web.middleware
         async def count(request: web.Request, handler: Handler) -> web.StreamResponse:

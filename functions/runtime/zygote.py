@@ -129,6 +129,10 @@ def template_main() -> None:
     os.dup2(2, 1)  # anything printed goes to stderr, never into the notice channel
     for module in PRELOAD:
         importlib.import_module(module)
+    from functions.runtime.host import DEFERRED  # what a fresh host leaves for later: forks share it from here
+
+    for module in DEFERRED:
+        importlib.import_module(module)
     for module in OPTIONAL_PRELOAD:
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
