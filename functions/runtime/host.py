@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from cloudevents.core.v1.event import CloudEvent
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from eventing.bindings import to_http_binary
 from eventing.events import RUNID, TRACEPARENT, new_event
@@ -51,6 +50,7 @@ from infra.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from aiohttp import web
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ _HEALTH = ("/health/liveness", "/health/readiness")
 METRICS = "/metrics"
 _TEXT = {"Content-Type": "text/plain; charset=utf-8"}
 #: what a fresh host imports only when a request needs it; the worker template imports it once for all its workers
-DEFERRED = ("aiohttp", "aiohttp.web", "functions.runtime.funcdir")
+DEFERRED = ("aiohttp", "aiohttp.web", "functions.runtime.funcdir", "prometheus_client.exposition")
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Answer:
@@ -91,9 +91,15 @@ class FunctionHost:
         self._drain_timeout = 30.0
         self._stopped = asyncio.Event()
         self.metrics = FunctionMetrics()
-        self.metrics_registry = registry_of(
-            lambda: self.metrics.families({function.name: 1}) + tracing.metric_families()
-        )
+        self._registry: CollectorRegistry | None = None
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        """The host's Prometheus registry, made at the first scrape."""
+        if self._registry is None:
+            name = self.function.name
+            self._registry = registry_of(lambda: self.metrics.families({name: 1}) + tracing.metric_families())
+        return self._registry
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -153,6 +159,8 @@ class FunctionHost:
         if path in _HEALTH:
             return self._health(path)
         if path == METRICS and method == "GET":
+            from prometheus_client.exposition import CONTENT_TYPE_LATEST  # imported by the first scrape
+
             return Answer(200, render(self.metrics_registry), {"Content-Type": CONTENT_TYPE_LATEST})
         return None
 
