@@ -8,7 +8,9 @@ connection (pipelined requests wait in order). At the first request it does not 
 path or method, a chunked body, ``Expect``, a malformed or oversized head) it hands the
 connection, with the bytes already read, to aiohttp's ``RequestHandler``, which then serves the
 rest of that connection: the admin API, sources, and the strict answers to odd requests. ``accept`` answers
-a status, a body and optionally headers (a JSON body by default).
+a status, a body and optionally headers (a JSON body by default). A server given ``probe`` also answers bodiless
+GETs and HEADs of the paths ``probe`` knows (a function host's health probes), so a process can answer those and its
+events without importing aiohttp: ``fallback`` is called only when a connection is handed over.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import NamedTuple, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from infra.errors import KnflowError
-from infra.guard import Guard, change_problem
 from infra.http import error_answer
+
+if TYPE_CHECKING:
+    from infra.guard import Guard
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,8 @@ class Answer(NamedTuple):
 
 
 Accept = Callable[[str, dict[str, str], bytes], Awaitable[Answer]]
+#: ``probe(method, path)``: the answer to a bodiless GET or HEAD of ``path``, None to leave it to aiohttp
+Probe = Callable[[str, str], "Answer | None"]
 #: The client's address while an ``asgi`` server's ``accept`` runs (an ASGI scope's ``client``).
 PEER: contextvars.ContextVar[object] = contextvars.ContextVar("ingress_peer", default=None)
 
@@ -48,7 +54,7 @@ MAX_LINE = 8190  # aiohttp's limit on the request line and on each header line
 IDLE_TIMEOUT_S = 75.0  # aiohttp's keep-alive default: an idle connection is closed after this
 HEAD_TIMEOUT_S = 10.0  # a request head must be complete this long after its first byte (a slow client is cut)
 SWEEP_S = 2.0
-_REQUEST_LINE = re.compile(rb"POST ([!-~]+) (HTTP/1\.[01])")
+_REQUEST_LINE = re.compile(rb"(POST|GET|HEAD) ([!-~]+) (HTTP/1\.[01])")
 # every header line is a token, a colon and a value without control characters (tab allowed), ending in CRLF
 _HEADER_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
 _DIGITS = re.compile(r"[0-9]{1,15}")
@@ -139,7 +145,7 @@ class IngressProtocol(asyncio.Protocol):
                 elif self.head_since is None:
                     self.head_since = time.monotonic()
                 return
-            head = _parse_head(bytes(buf[:end]), self.server.is_ingress)
+            head = _parse_head(bytes(buf[:end]), self.server.is_ingress, self.server.probe is not None)
             if head is None or head.length > self.server.max_body or not self.server.takes(head):
                 self._hand_over()  # aiohttp and the guard give the precise answer (404, 405, 413, 400, 401, 421 ...)
                 return
@@ -149,11 +155,24 @@ class IngressProtocol(asyncio.Protocol):
             self._head = head  # parsed once, however slowly the body arrives
             return
         self._head = None
+        if head.method != "POST":
+            self._probed(head)
+            return
         body = bytes(buf[: head.length])
         del buf[: head.length]
         self.busy = True
         target = f"{head.path}?{head.query}" if head.query and self.server.asgi else head.path
         self.task = asyncio.ensure_future(self._serve(target, head, body))
+
+    def _probed(self, head: _Head) -> None:
+        """Answer a GET or HEAD here when ``probe`` knows its path, else hand the connection over."""
+        assert self.server.probe is not None  # _parse_head takes no other method without it
+        answer = self.server.probe(head.method, head.path)
+        if answer is None:
+            self._buf[:0] = head.raw  # aiohttp reads the request from its start
+            self._hand_over()
+        elif self._answer(answer, head) and self._buf:
+            self._next()
 
     async def _serve(self, target: str, head: _Head, body: bytes) -> None:
         """Answer one request: ``accept``'s answer is written in the same task that reaches it (no callback)."""
@@ -182,6 +201,8 @@ class IngressProtocol(asyncio.Protocol):
             head += b"Content-Length: %d\r\n" % len(body)
         else:
             body = b""
+        if request.method == "HEAD":
+            body = b""  # its length said, as for a GET
         if answer.headers is not None:
             head += _header_lines(answer.headers)
         elif body:
@@ -228,6 +249,8 @@ def _header_lines(headers: Mapping[str, str]) -> bytes:
 
 
 class _Head(NamedTuple):
+    method: str  # POST, or GET / HEAD on a server with a probe
+    raw: bytes  # the head as it came, with its blank line
     path: str  # without the query
     query: str
     headers: dict[str, str]  # lower-cased names
@@ -236,16 +259,20 @@ class _Head(NamedTuple):
     http10: bool
 
 
-_CLOSE = _Head("", "", {}, 0, keep_alive=False, http10=False)  # a request whose head never came: answer, then close
+_CLOSE = _Head("POST", b"", "", "", {}, 0, keep_alive=False, http10=False)  # a head that never came: answer, close
 
 
-def _parse_head(head: bytes, is_ingress: Callable[[str], bool]) -> _Head | None:
-    """The head of an ingress POST this path takes, else None (aiohttp then answers the request)."""
+def _parse_head(head: bytes, is_ingress: Callable[[str], bool], probes: bool = False) -> _Head | None:
+    """The head of an ingress POST this path takes (or, with ``probes``, of a bodiless GET or HEAD), else None
+    (aiohttp then answers the request)."""
     line_end = head.find(b"\r\n")
     request = _REQUEST_LINE.fullmatch(head, 0, line_end if line_end >= 0 else len(head))
-    path, _, query = request[1].decode().partition("?") if request is not None else ("", "", "")
-    if request is None or b"%" in request[1] or not is_ingress(path):
+    if request is None or b"%" in request[2]:
         return None  # percent-encoded paths are left to aiohttp's router, which decodes them
+    method = request[1].decode()
+    path, _, query = request[2].decode().partition("?")
+    if not (is_ingress(path) if method == "POST" else probes):
+        return None
     block = head[line_end + 2 :] + b"\r\n" if line_end >= 0 else b""
     if not _HEADER_LINES.fullmatch(block):
         return None  # a bad name, whitespace before a colon, obs-fold, control characters, a bare CR or LF
@@ -264,14 +291,18 @@ def _parse_head(head: bytes, is_ingress: Callable[[str], bool]) -> _Head | None:
         else:
             headers[name] = value.strip(" \t")
     length = headers.get("content-length")
+    if length is None and method != "POST":
+        length = "0"
     if length is None or not _DIGITS.fullmatch(length) or "transfer-encoding" in headers or "expect" in headers:
         return None
-    http10 = request[2] == b"HTTP/1.0"
+    if method != "POST" and int(length):
+        return None  # a probe has no body
+    http10 = request[3] == b"HTTP/1.0"
     if not http10 and "host" not in headers:
         return None
     connection = headers.get("connection", "").lower()
     keep_alive = "keep-alive" in connection if http10 else "close" not in connection
-    return _Head(path, query, headers, int(length), keep_alive, http10)
+    return _Head(method, head + b"\r\n\r\n", path, query, headers, int(length), keep_alive, http10)
 
 
 class IngressServer:
@@ -287,10 +318,16 @@ class IngressServer:
         guard: Guard | None = None,
         level: str = "ingress",
         asgi: bool = False,
+        probe: Probe | None = None,
     ):
         self.accept, self.is_ingress, self.fallback, self.max_body = accept, is_ingress, fallback, max_body
         self.asgi = asgi  # accept serves an ASGI app: it gets the query after the path, and PEER is set
         self.guard = guard
+        self.probe = probe
+        if guard is not None:  # imported here: a server without a guard (a function host) does without aiohttp
+            from infra.guard import change_problem
+
+            self._change_problem = change_problem
         self.level = level  # the access the lean path's requests have ("ingress" or "inference", infra.guard)
         self.connections: set[IngressProtocol] = set()
         self.date = _Date()
@@ -312,7 +349,7 @@ class IngressServer:
             return False
         if inference and (head.query or not _ANONYMOUS_DEFAULT.isdisjoint(headers)):
             return False
-        return change_problem(guard, headers.get, has_body=not inference) is None
+        return self._change_problem(guard, headers.get, has_body=not inference) is None
 
     async def start(self, host: str, port: int) -> int:
         """Listen on TCP; returns the bound port (``port`` 0 picks a free one). May be called again, as may

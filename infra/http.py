@@ -1,19 +1,23 @@
 """What knflow's servers share at the HTTP edge: JSON answers, JSON bodies, and the one table that turns errors into
-answers, used by the aiohttp middleware and by every lean HTTP/1.1 path alike."""
+answers, used by the aiohttp middleware and by every lean HTTP/1.1 path alike. aiohttp is imported by the helpers
+that work on its requests, not here: a lean path (a fresh function host) answers errors without it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
-from aiohttp import HttpVersion11, web, web_urldispatcher
 
 from infra.errors import InvalidRequest, KnflowError, PayloadTooLarge, Unavailable
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+if TYPE_CHECKING:
+    from aiohttp import web
+
+Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 JSON_TYPE = "application/json"
 log = logging.getLogger(__name__)
 
@@ -40,8 +44,8 @@ def error_answer(exc: BaseException, headers: Mapping[str, str] | None = None) -
         exc = Unavailable("the server is stopping")
     if isinstance(exc, KnflowError):
         status, reason = exc.status, exc.message
-    elif isinstance(exc, web.HTTPException):
-        status, reason = exc.status, exc.reason
+    elif _is_aiohttp_error(exc):
+        status, reason = exc.status, exc.reason  # type: ignore[attr-defined]
     else:
         status, reason = 500, type(exc).__name__
     out = {"Content-Type": JSON_TYPE}
@@ -50,20 +54,31 @@ def error_answer(exc: BaseException, headers: Mapping[str, str] | None = None) -
     return ErrorAnswer(status, error_body(reason), out | dict(headers or {}))
 
 
+def _is_aiohttp_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of aiohttp's HTTP errors (there can be none before aiohttp is imported)."""
+    exceptions = sys.modules.get("aiohttp.web_exceptions")
+    return exceptions is not None and isinstance(exc, exceptions.HTTPException)
+
+
 def error_response(exc: BaseException, headers: Mapping[str, str] | None = None) -> web.Response:
     """``error_answer`` as an aiohttp response, for a handler that answers an error with extra headers."""
+    from aiohttp import web
+
     status, body, out = error_answer(exc, headers)
     return web.Response(status=status, body=body, headers=out)
 
 
 def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     """A JSON answer serialized with orjson."""
+    from aiohttp import web
+
     return web.Response(body=orjson.dumps(data), status=status, content_type=JSON_TYPE, headers=headers)
 
 
 def error_middleware(json_prefix: str = "/") -> Any:
     """Answer every failure of a request under ``json_prefix`` through ``error_answer`` (knflow's errors, aiohttp's
     4xx/5xx, and a bug, logged); elsewhere only knflow's errors (aiohttp keeps its pages)."""
+    from aiohttp import web
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -96,6 +111,8 @@ def answer_errors(
 async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     """Answer ``Expect``: ``100-continue`` lets the body come; any other value is a 417 naming it (escaped, so a
     non-UTF-8 value cannot break the answer as it breaks aiohttp's own handler, which runs outside every middleware)."""
+    from aiohttp import HttpVersion11
+
     expect = request.headers.get("Expect", "")
     if request.version != HttpVersion11:
         return None
@@ -109,6 +126,8 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
 def answer_expect(app: web.Application) -> web.Application:
     """Use ``expect_continue`` on every route of ``app`` (call it when all routes are added) and on the routes aiohttp
     makes per request for an unknown path or method (404, 405), which take the library's default."""
+    from aiohttp import web_urldispatcher
+
     # no public hook for the default
     web_urldispatcher._default_expect_handler = expect_continue  # type: ignore[assignment]  # typed None; answers 417 too
     for route in app.router.routes():

@@ -13,17 +13,19 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.utils import floatToGoString
-
-from infra.guard import Access, access
-from infra.http import Handler
 from infra.namespaces import Scope, scope_of
+
+# prometheus_client is imported at the first scrape (or registry): a fresh function host answers its first event
+# without it; aiohttp only where a server's handler or middleware is made
+if TYPE_CHECKING:
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+    from infra.guard import Access
+    from infra.http import Handler
 
 #: Latency buckets in seconds, the same for every knflow histogram (dashboards compare them).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -41,6 +43,8 @@ class Tally:
         self.values[key] += amount
 
     def family(self) -> CounterMetricFamily:
+        from prometheus_client.core import CounterMetricFamily
+
         family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
         for key, value in sorted(self.values.items()):
             family.add_metric([str(k) for k in key], value)  # hot paths may count by int (a status code)
@@ -67,6 +71,9 @@ class Timing:
         self.sums[key] += seconds
 
     def family(self) -> HistogramMetricFamily:
+        from prometheus_client.core import HistogramMetricFamily
+        from prometheus_client.utils import floatToGoString
+
         family = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
         bounds = [floatToGoString(b) for b in (*self.buckets, math.inf)]
         for key, counts in sorted(self.counts.items()):
@@ -80,6 +87,8 @@ class Timing:
 
 def gauge(name: str, doc: str, labels: Iterable[str], values: Mapping[Key, float]) -> GaugeMetricFamily:
     """A gauge family from values read at scrape time."""
+    from prometheus_client.core import GaugeMetricFamily
+
     family = GaugeMetricFamily(name, doc, labels=tuple(labels))
     for key, value in sorted(values.items()):
         family.add_metric(key, value)
@@ -98,6 +107,8 @@ class Collector:
 
 def registry_of(collect: Callable[[], Iterable[Metric]]) -> CollectorRegistry:
     """A server's own registry, filled at each scrape by ``collect``."""
+    from prometheus_client import CollectorRegistry
+
     registry = CollectorRegistry()
     registry.register(Collector(collect))  # duck-typed: prometheus_client's own protocol
     return registry
@@ -105,6 +116,8 @@ def registry_of(collect: Callable[[], Iterable[Metric]]) -> CollectorRegistry:
 
 def render(registry: CollectorRegistry) -> bytes:
     """The registry in Prometheus' text exposition format."""
+    from prometheus_client.exposition import generate_latest
+
     return generate_latest(registry)
 
 
@@ -113,6 +126,10 @@ def metrics_handler(
 ) -> Handler:
     """The ``GET /metrics`` handler of a server, with its access decision. With ``owner`` (a sample's labels -> the
     namespace it belongs to, None: the server's own), a caller sees only the series of the namespaces it acts for."""
+    from aiohttp import web
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+    from infra.guard import access
 
     @access(level)
     async def metrics(request: web.Request) -> web.Response:
@@ -143,6 +160,7 @@ class RequestMetrics:
 
     def middleware(self) -> Any:
         """The outermost middleware: it sees every answer, the guard's refusals included."""
+        from aiohttp import web
 
         @web.middleware
         async def count(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -20,8 +20,6 @@ import time
 from collections.abc import Mapping
 from typing import IO, Any
 
-from prometheus_client.core import CounterMetricFamily
-
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<I")  # the length of each marshalled batch
@@ -127,6 +125,8 @@ class SpanQueue:
 
 def queue_families(queue: SpanQueue) -> list[Any]:
     """``queue``'s counters as Prometheus families."""
+    from prometheus_client.core import CounterMetricFamily  # at the first scrape: a process may never be scraped
+
     queued = CounterMetricFamily("knflow_trace_spans_queued", "finished spans queued for export")
     queued.add_metric([], queue.queued)
     dropped = CounterMetricFamily(

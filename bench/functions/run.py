@@ -5,6 +5,10 @@ serves its native echo. One load generator (wrk, 1 thread, 16 connections, binar
 POST) drives each in turn in the same run. Then: cold start (spawn -> first reply) of a runner
 worker forked from the template, of a fresh ``python -m functions.runtime.host`` and of func-python, and
 each one's idle memory. Usage: ``python bench/functions/run.py [--duration 10]``.
+
+``--only cold`` measures just the fresh-process cold starts, ``--cold-rounds`` times each, interleaved (func-python
+and knflow's host in turn in every round); ``--before DIR`` adds the host of another checkout (``git worktree add DIR
+<rev>``) to those rounds, run by this interpreter, so a change is compared with what it replaces in the same run.
 """
 
 from __future__ import annotations
@@ -69,6 +73,58 @@ def servers() -> dict[str, tuple[list[str], dict[str, str]]]:
         "knflow host (native echo)": [sys.executable, "-m", "functions.runtime.host", "echo"],
     }
     return {name: (argv, {**base, "LISTEN_ADDRESS": f"127.0.0.1:{free_port()}"}) for name, argv in argvs.items()}
+
+
+def fresh_servers(before: Path | None) -> dict[str, tuple[list[str], dict[str, str], Path]]:
+    """The servers whose fresh-process cold start is measured: argv, environment and working directory."""
+    chosen = {name: (argv, env, ROOT) for name, (argv, env) in servers().items()}
+    if before is not None:
+        for name in ("knflow host (knative_echo)", "knflow host (native echo)"):
+            argv, env, _ = chosen[name]
+            chosen[name.replace("host", "host BEFORE")] = (argv, {**env, "PYTHONPATH": str(before)}, before)
+    return chosen
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far (clock ticks: 10 ms steps)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_fresh_cold(rounds: int, before: Path | None) -> dict[str, list[tuple[float, float]]]:
+    """Spawn -> first 200 of a fresh process per server, ``rounds`` times, the servers in turn in each round: wall
+    seconds and the CPU seconds the process used until then (less disturbed by a busy machine)."""
+    chosen = fresh_servers(before)
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in chosen}
+    for _ in range(rounds):
+        for name, (argv, env, cwd) in chosen.items():
+            port = free_port()
+            env = {**env, "LISTEN_ADDRESS": f"127.0.0.1:{port}"}
+            started = time.monotonic()
+            process = subprocess.Popen(  # taskset execs the server: the pid is the server's
+                [*SERVER_CPU, *argv], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            try:
+                first_reply(f"http://127.0.0.1:{port}/", started + 30)
+                times[name].append((time.monotonic() - started, cpu_s(process.pid)))
+            finally:
+                process.terminate()
+                process.wait(10)
+    return times
+
+
+def print_fresh_cold(times: dict[str, list[tuple[float, float]]]) -> None:
+    peer = times["func-python 0.8.1 (knative_echo)"]
+    peer_wall, peer_cpu = (statistics.median(t[i] for t in peer) for i in (0, 1))
+    for name, values in times.items():
+        wall = sorted(t[0] for t in values)
+        cpu = statistics.median(t[1] for t in values)
+        median = statistics.median(wall)
+        print(
+            f"{name:36} wall median {median * 1000:6.1f} ms  p90 {wall[int(len(wall) * 0.9) - 1] * 1000:6.1f}  "
+            f"min {wall[0] * 1000:6.1f} ({median / peer_wall:.2f}x func-python); "
+            f"CPU median {cpu * 1000:5.0f} ms ({cpu / peer_cpu:.2f}x)"
+        )
 
 
 def post_once(url: str) -> int:
@@ -203,7 +259,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=9, help="interleaved load rounds per server (median reported)")
     parser.add_argument("--cold-rounds", type=int, default=20)
     parser.add_argument("--no-pin", action="store_true", help="let the scheduler place server and wrk")
+    parser.add_argument("--only", choices=("cold",), help="cold: only the fresh-process cold starts")
+    parser.add_argument("--before", type=Path, help="another checkout whose host is measured beside this one's")
     args = parser.parse_args()
+    if args.only == "cold":
+        times = bench_fresh_cold(args.cold_rounds, args.before)
+        print("== conditions ==")
+        print(f"cpu cores: {os.cpu_count()}, load avg {os.getloadavg()}, python {platform.python_version()}")
+        print(f"server pinned to cpu 0: {_PIN}; {args.cold_rounds} interleaved rounds; before: {args.before}")
+        print("== cold start: fresh process spawn -> first 200 to a binary-mode CloudEvent POST ==")
+        print_fresh_cold(times)
+        return 0
     wrk = ensure_wrk()
     results = bench_throughput(wrk, args.duration, args.rounds)
     cold = asyncio.run(bench_runner_cold_start(args.cold_rounds))

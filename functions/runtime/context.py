@@ -23,9 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import to_http_binary
@@ -37,6 +36,11 @@ from infra.namespaces import scoped
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
 
+if TYPE_CHECKING:
+    import aiohttp
+
+#: A pipeline step's settings, as JSON, in the environment of the function hosting it (``ctx.step_settings``).
+SETTINGS_ENV = "KNFLOW_STEP_SETTINGS"
 #: Where a Knative-shaped function finds its ``Context`` in the ASGI scope.
 SCOPE_KEY = "knflow"
 #: Waits between attempts of ``emit`` (5 attempts over ~3 s: a broker restarting or busy joining is back by then).
@@ -67,6 +71,8 @@ class Runtime:
     async def emit(self, event: CloudEvent) -> None:
         """POST ``event`` in binary mode to the sink, retrying refusals (5xx, 429, network) with backoff
         (``EMIT_BACKOFF_S``); when every attempt failed, ``Unavailable`` (retryable: the event is redelivered)."""
+        import aiohttp  # on the first emit: a host that never emits starts without it
+
         if self._session is None:
             timeout = aiohttp.ClientTimeout(total=30)
             self._session = aiohttp.ClientSession(timeout=timeout, headers=auth_headers(self.settings))

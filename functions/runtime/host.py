@@ -8,6 +8,10 @@ flight, 503 while draining, and when the handler raises: a ``KnflowError``'s own
 tells delivery not to retry), else 500; the body is then a ``dev.knflow.function.error`` event.
 SIGTERM stops accepting, finishes the events in flight, runs the function's ``stop`` and exits.
 
+A fresh host answers its probes and its events on the lean HTTP/1.1 path (``eventing.ingress``): aiohttp's server is
+imported and built only when a request needs it (an ASGI function's other methods, a chunked body, an odd request),
+so the first event is not kept waiting for it (``DEFERRED`` lists what the worker template imports in its place).
+
 Run: ``python -m functions.runtime.host NAME|dotted.module|path/to/file.py|function-directory`` (or
 ``KNFLOW_FUNCTION``), listening on ``LISTEN_ADDRESS`` (``host:port[,host:port]`` or ``unix:PATH``, as Knative's
 runtime reads it), else ``{settings.host}:$PORT``, else ``{settings.host}:8080``. With ``--worker`` it is one of
@@ -23,12 +27,10 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
-from aiohttp import web
 from cloudevents.core.v1.event import CloudEvent
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from eventing.bindings import to_http_binary
 from eventing.events import RUNID, TRACEPARENT, new_event
@@ -36,10 +38,9 @@ from eventing.ingress import PEER, Answer, IngressServer
 from eventing.wire import from_http as decode
 from eventing.wire import to_http_binary as encode
 from functions.runtime.asgi import AsgiFunction, as_reply, make_scope
-from functions.runtime.context import SCOPE_KEY, Context, Runtime
+from functions.runtime.context import SCOPE_KEY, SETTINGS_ENV, Context, Runtime
 from functions.runtime.loader import load_function
 from functions.runtime.metrics import FunctionMetrics
-from functions.runtime.pipeline import SETTINGS_ENV
 from infra import tracing
 from infra.errors import ConfigError, KnflowError, Unavailable
 from infra.http import answer_errors, error_answer, read_body
@@ -48,11 +49,18 @@ from infra.metrics import registry_of, render
 from infra.serve import DRAIN_TIMEOUT_S, run_server, serve_until_signalled
 from infra.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+
 log = logging.getLogger(__name__)
 
 FUNCTION_ERROR = "dev.knflow.function.error"
 _HEALTH = ("/health/liveness", "/health/readiness")
 METRICS = "/metrics"
+_TEXT = {"Content-Type": "text/plain; charset=utf-8"}
+#: what a fresh host imports only when a request needs it; the worker template imports it once for all its workers
+DEFERRED = ("aiohttp", "aiohttp.web", "functions.runtime.funcdir", "prometheus_client.exposition")
 
 
 def _error(exc: KnflowError, headers: Mapping[str, str] | None = None) -> Answer:
@@ -60,6 +68,8 @@ def _error(exc: KnflowError, headers: Mapping[str, str] | None = None) -> Answer
 
 
 def _response(answer: Answer) -> web.Response:
+    from aiohttp import web
+
     return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
 
 
@@ -76,31 +86,35 @@ class FunctionHost:
         self.inflight = 0
         self.draining = False
         self.source = f"/knflow/functions/{function.name}"
-        self._runner: web.ServerRunner | None = None
+        self._web: web.Server | None = None  # aiohttp's server, made at the first connection handed to it
         self._lean: IngressServer | None = None
         self._drain_timeout = 30.0
         self._stopped = asyncio.Event()
         self.metrics = FunctionMetrics()
-        self.metrics_registry = registry_of(
-            lambda: self.metrics.families({function.name: 1}) + tracing.metric_families()
-        )
+        self._registry: CollectorRegistry | None = None
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        """The host's Prometheus registry, made at the first scrape."""
+        if self._registry is None:
+            name = self.function.name
+            self._registry = registry_of(lambda: self.metrics.families({name: 1}) + tracing.metric_families())
+        return self._registry
 
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self, listen: list[str], drain_timeout: float = 30.0) -> list[str]:
         """Run the function's ``start`` hook, then listen; returns the bound addresses. A POSTed event with a
-        Content-Length is answered on the lean HTTP/1.1 path (``eventing.ingress``); health, metrics, an ASGI
-        function's other methods and odd requests on aiohttp."""
+        Content-Length, health probes and ``GET /metrics`` are answered on the lean HTTP/1.1 path
+        (``eventing.ingress``); an ASGI function's other methods and odd requests on aiohttp."""
         self.runtime.loop = asyncio.get_running_loop()
         await self.function.start(self.runtime, self.environ)
         self.metrics.cold_start(self.function.name)  # this process is one
-        server = web.Server(answer_errors(self._dispatch), access_log=None)
-        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=drain_timeout)
-        await self._runner.setup()
-        assert self._runner.server is not None
         self._drain_timeout = drain_timeout
         asgi = isinstance(self.function, AsgiFunction)
-        self._lean = IngressServer(self._accept, self._takes, self._runner.server, self.max_bytes, asgi=asgi)
+        self._lean = IngressServer(
+            self._accept, self._takes, self._fallback, self.max_bytes, asgi=asgi, probe=self._probe
+        )
         for address in listen:
             if address.startswith("unix:"):
                 await self._lean.start_unix(address.removeprefix("unix:"))
@@ -118,8 +132,10 @@ class FunctionHost:
         self.draining = True
         if self._lean is not None:
             await self._lean.stop(self._drain_timeout)
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._web is not None:  # as aiohttp's runner cleans up: idle connections closed, busy ones given time
+            await asyncio.sleep(0)
+            self._web.pre_shutdown()
+            await self._web.shutdown(self._drain_timeout)
         try:
             await self.function.stop()
         finally:
@@ -129,12 +145,28 @@ class FunctionHost:
 
     # -- requests -------------------------------------------------------------------
 
-    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
-        path = request.path
-        if path in _HEALTH and request.method in ("GET", "HEAD"):
+    def _fallback(self) -> asyncio.Protocol:
+        """aiohttp's handler for a connection the lean path hands over; its server is made the first time."""
+        if self._web is None:
+            from aiohttp import web
+
+            self._web = web.Server(answer_errors(self._dispatch), access_log=None)
+        return self._web()
+
+    def _probe(self, method: str, path: str) -> Answer | None:
+        """The answer to a health probe or a ``GET /metrics`` (open like the host's event path: Knative's pod port);
+        None for any other bodiless GET or HEAD."""
+        if path in _HEALTH:
             return self._health(path)
-        if path == METRICS and request.method == "GET":  # open like the host's event path: Knative's pod port
-            return web.Response(body=render(self.metrics_registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        if path == METRICS and method == "GET":
+            from prometheus_client.exposition import CONTENT_TYPE_LATEST  # imported by the first scrape
+
+            return Answer(200, render(self.metrics_registry), {"Content-Type": CONTENT_TYPE_LATEST})
+        return None
+
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.method in ("GET", "HEAD") and (probed := self._probe(request.method, request.path)) is not None:
+            return _response(probed)
         body = await read_body(request, self.max_bytes, "request body")
         if isinstance(self.function, AsgiFunction):
             http = _Http(request.method, request.path, request.query_string, request.raw_headers, _peer(request))
@@ -191,12 +223,12 @@ class FunctionHost:
                 tracing.mark_error(span, f"status {response.status}")
             return response
 
-    def _health(self, path: str) -> web.Response:
+    def _health(self, path: str) -> Answer:
         if path == "/health/readiness":
             ok, message = (False, "draining") if self.draining else self.function.ready()
         else:
             ok, message = self.function.alive()
-        return web.Response(status=200 if ok else 500, text=message)
+        return Answer(200 if ok else 500, message.encode(), _TEXT)
 
     async def _event(self, headers: Mapping[str, str], body: bytes) -> Answer:
         """One event to a function of knflow's own shape: its reply (200), none (204), or the failure."""

@@ -28,7 +28,6 @@ from typing import Any
 from cloudevents.core.v1.event import CloudEvent
 
 from functions.runtime.context import Context, Runtime
-from functions.runtime.funcdir import import_function_dir, is_function_dir, read_function_dir
 from infra.errors import ConfigError, NotFound
 
 #: The lifecycle functions knflow ships: name -> module.
@@ -75,9 +74,20 @@ def module_name_for(target: str) -> str:
     return target
 
 
+def _is_function_dir(target: str) -> bool:
+    """Whether ``target`` is a function directory; ``funcdir`` (pydantic, YAML) is imported only for a path."""
+    if "/" not in target:
+        return False
+    from functions.runtime.funcdir import is_function_dir
+
+    return is_function_dir(target)
+
+
 def import_target(target: str) -> ModuleType:
     """Import the module a function target names; ``NotFound`` if there is none."""
-    if "/" in target and is_function_dir(target):
+    if _is_function_dir(target):
+        from functions.runtime.funcdir import import_function_dir
+
         return import_function_dir(Path(target).resolve())
     name = module_name_for(target)
     if name.endswith(".py") or "/" in name:
@@ -154,7 +164,9 @@ def load_function(target: str, invoke: str | None = None, hosted_as: str | None 
     from functions.runtime.asgi import AsgiFunction
 
     name = target.rstrip("/").rsplit("/", 1)[-1].removesuffix(".py").rsplit(".", 1)[-1]
-    if "/" in target and is_function_dir(target):
+    if _is_function_dir(target):
+        from functions.runtime.funcdir import read_function_dir
+
         function_dir = read_function_dir(target)
         name, invoke = function_dir.meta.name, invoke or function_dir.invoke
     module = import_target(target)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-
-from prometheus_client.core import Metric
+from typing import TYPE_CHECKING
 
 from infra.metrics import Tally, Timing, gauge
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 
 def outcome_of(status: int) -> str:

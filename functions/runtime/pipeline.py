@@ -23,6 +23,7 @@ import yaml
 from eventing.events import NAMESPACE, PIPELINE
 from eventing.filters import validate_filters
 from eventing.triggers import EXPONENTIAL, DeliverySpec, Trigger
+from functions.runtime.context import SETTINGS_ENV as SETTINGS_ENV  # where hosts and manifests read it
 from infra.durations import parse_duration
 from infra.errors import InvalidRequest
 from infra.namespaces import DEFAULT
@@ -30,7 +31,6 @@ from infra.validation import parse
 
 API_VERSION = "knflow.dev/v1alpha1"
 KIND = "Pipeline"
-SETTINGS_ENV = "KNFLOW_STEP_SETTINGS"  # a step's settings, as JSON, in the environment of the function hosting it
 _LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 Label = Annotated[str, pydantic.Field(pattern=_LABEL, max_length=40)]
 # libyaml's safe loader when PyYAML has it: the pure-Python scanner takes seconds on a few thousand nested brackets

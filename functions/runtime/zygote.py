@@ -16,11 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from functions.runtime.host import DEFERRED
 from infra.forkserver import ForkServer, die_with_parent, notify
 from infra.settings import Settings
 
 ENTRY = "functions.runtime.zygote:worker_main"
-PRELOAD = ("functions.runtime.host", "functions.examples.echo", "infra.store_file")
+#: with what a fresh host imports only on use (``DEFERRED``): forked workers share it from here
+PRELOAD = ("functions.runtime.host", "functions.examples.echo", "infra.store_file", *DEFERRED)
 OPTIONAL_PRELOAD = ("uvloop",)
 
 

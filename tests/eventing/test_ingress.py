@@ -194,6 +194,25 @@ def test_a_plain_head_is_taken_with_utf8_values():
     assert head is not None and head.length == 7 and head.keep_alive and head.headers["ce-subject"] == "café ☕"
 
 
+@pytest.mark.parametrize(
+    ("raw", "probes", "taken"),
+    [
+        (b"GET /health/readiness HTTP/1.1\r\nHost: 127.0.0.1", False, False),  # a server without a probe
+        (b"GET /health/readiness HTTP/1.1\r\nHost: 127.0.0.1", True, True),
+        (b"HEAD /health/liveness HTTP/1.0", True, True),
+        (b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0", True, True),
+        (b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2", True, False),  # a probe has no body
+        (b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked", True, False),
+        (b"PUT /health/readiness HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0", True, False),
+    ],
+)
+def test_bodiless_gets_and_heads_are_taken_only_by_a_server_with_a_probe(raw, probes, taken):
+    head = _parse_head(raw, lambda path: True, probes)
+    assert (head is not None) == taken
+    if head is not None:
+        assert head.length == 0 and head.method == raw.split(b" ")[0].decode() and head.raw.endswith(b"\r\n\r\n")
+
+
 async def test_utf8_attribute_values_are_stored_as_sent(make_broker, subscriber):
     url = f"{subscriber.url}/sink"
     async with make_broker([Trigger("t", url)]) as broker:

@@ -425,3 +425,16 @@ async def test_the_host_serves_events_on_a_unix_socket(tmp_path, http):
         assert (status, headers["ce-type"], orjson.loads(body)) == (200, "dev.knflow.echo.reply", {"u": 1})
     finally:
         await host.stop()
+
+
+async def test_probes_and_metrics_are_answered_on_the_lean_path_and_head_has_no_body(start_host, http):
+    url = await start_host("echo")
+    async with http.get(url + "health/readiness") as ready, http.head(url + "health/liveness") as alive:
+        answers = [(r.status, r.headers["Content-Type"], r.headers["Content-Length"]) for r in (ready, alive)]
+        bodies = (await ready.read(), await alive.read())
+    async with http.get(url + "metrics") as metrics:
+        assert metrics.status == 200 and b"knflow_function_cold_starts_total" in await metrics.read()
+    assert answers[0] == answers[1] == (200, "text/plain; charset=utf-8", str(len(bodies[0])))
+    assert bodies[1] == b""
+    assert start_host.host._lean.connections  # still on the lean path: nothing was handed to aiohttp
+    assert start_host.host._web is None

@@ -1,0 +1,70 @@
+"""A fresh function host answers its probes, metrics and first event without importing aiohttp; aiohttp's server is
+imported and built only when a request needs it (cold start: Knative probes a pod before its first event)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from eventing.bindings import to_http_binary
+from eventing.events import new_event
+from eventing.http1 import Http1Pool
+from infra.localservices import free_port
+from tests.eventually import eventually
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads a process's mapped libraries")
+
+
+def aiohttp_loaded(pid: int) -> bool:
+    """Whether process ``pid`` has imported aiohttp: its compiled HTTP parser is then mapped into the process."""
+    return "/aiohttp/" in Path(f"/proc/{pid}/maps").read_text()
+
+
+async def raw_request(port: int, request: bytes) -> bytes:
+    """The whole answer to one request sent on its own connection (closed by the request's ``Connection: close``)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        return await asyncio.wait_for(reader.read(), 20)
+    finally:
+        writer.close()
+
+
+async def test_a_fresh_host_answers_probes_metrics_and_an_event_without_importing_aiohttp(tmp_path):
+    port = free_port()
+    env = {**os.environ, "LISTEN_ADDRESS": f"127.0.0.1:{port}", "KNFLOW_DATA_DIR": str(tmp_path), "PYTHONPATH": "."}
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "functions.runtime.host", "echo", env=env)
+    pool = Http1Pool()
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        async def ready() -> bool:
+            try:
+                return (await pool.request("GET", f"{url}/health/readiness", {}, b"", 5)).status == 200
+            except OSError:
+                return False
+
+        await eventually(ready, 30, "the host to answer its readiness probe")
+        liveness = await pool.request("GET", f"{url}/health/liveness", {}, b"", 10)
+        head = await pool.request("HEAD", f"{url}/health/liveness", {}, b"", 10)
+        metrics = await pool.request("GET", f"{url}/metrics", {}, b"", 10)
+        headers, body = to_http_binary(new_event("test.echo", "/tests", {"n": 1}))
+        reply = await pool.post(f"{url}/", headers, body, 10)
+        assert liveness.status == 200 and liveness.headers["content-type"] == "text/plain; charset=utf-8"
+        assert (head.status, head.body, head.headers["content-length"]) == (200, b"", str(len(liveness.body)))
+        assert metrics.status == 200 and b"knflow_function_cold_starts_total" in metrics.body
+        assert (reply.status, reply.headers["ce-type"]) == (200, "dev.knflow.echo.reply")
+        assert not aiohttp_loaded(process.pid)
+        # a request the lean path does not take brings aiohttp in, and aiohttp answers it as before
+        odd = await raw_request(port, b"GET /other HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        assert odd.startswith(b"HTTP/1.1 400 "), odd
+        assert aiohttp_loaded(process.pid)
+    finally:
+        await pool.close()
+        if process.returncode is None:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), 20)
