@@ -63,7 +63,8 @@ class Builder:
         trace, sdk = self.trace, self.sdk
         built = []
         for trace_id, span_id, parent_id, remote, name, kind, start, end, attributes, events, status in records:
-            parent = trace.SpanContext(trace_id, parent_id, remote, self.sampled) if parent_id else None
+            trace_id, span_id = int(trace_id, 16), int(span_id, 16)
+            parent = trace.SpanContext(trace_id, int(parent_id, 16), remote, self.sampled) if parent_id else None
             built.append(
                 sdk.ReadableSpan(
                     name=name,
