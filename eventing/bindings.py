@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any, cast
 
 import orjson
@@ -26,6 +27,53 @@ BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 REQUIRED = ("specversion", "id", "source", "type")
 SUPPORTED_SPECVERSIONS = ("1.0",)
 KEY_ATTRIBUTES = (RUNID, PARTITIONKEY)  # they pick the partition and the run: text, or nothing can key the event
+
+
+class ReadEvent(CloudEvent):
+    """An event read from the wire, its attributes already checked: the SDK's ``CloudEvent`` type, built on the SDK's
+    public contract for event classes (``cloudevents.core.base.BaseCloudEvent``) over knflow's own fields.
+
+    The SDK's constructor would validate every attribute again (twice the cost of reading an event, see
+    ``eventing/wire.py``) and stamp the time of reading on an event sent without ``time``; an event read here keeps
+    exactly the attributes it was sent with, however often and by whichever codec it is read.
+    """
+
+    def __init__(self, attributes: dict[str, Any], data: dict[str, Any] | str | bytes | None = None) -> None:
+        self.fields = attributes  # no super().__init__: it is the validation this class exists to skip
+        self.payload = data
+
+    def get_id(self) -> str:
+        return self.fields["id"]
+
+    def get_source(self) -> str:
+        return self.fields["source"]
+
+    def get_type(self) -> str:
+        return self.fields["type"]
+
+    def get_specversion(self) -> str:
+        return self.fields["specversion"]
+
+    def get_datacontenttype(self) -> str | None:
+        return self.fields.get("datacontenttype")
+
+    def get_dataschema(self) -> str | None:
+        return self.fields.get("dataschema")
+
+    def get_subject(self) -> str | None:
+        return self.fields.get("subject")
+
+    def get_time(self) -> datetime | None:
+        return self.fields.get("time")
+
+    def get_extension(self, extension_name: str) -> Any:
+        return self.fields.get(extension_name)
+
+    def get_data(self) -> dict[str, Any] | str | bytes | None:
+        return self.payload
+
+    def get_attributes(self) -> dict[str, Any]:
+        return self.fields
 
 
 def is_json(content_type: str | None) -> bool:
@@ -140,10 +188,12 @@ def _build(attributes: dict[str, Any], data: Any) -> CloudEvent:
             attributes["time"] = isoparse(attributes["time"])
         except ValueError:
             raise InvalidEvent(f"attribute time {attributes['time']!r} is not RFC 3339") from None
+    sent = dict(attributes)
     try:
-        return CloudEvent(attributes, data)
+        CloudEvent(attributes, data)  # the SDK's checks; the event it makes has a time even if none was sent
     except (BaseCloudEventException, ValueError, TypeError) as exc:
         raise InvalidEvent(f"not a valid CloudEvent: {exc}") from None
+    return ReadEvent(sent, data)
 
 
 # -- HTTP -------------------------------------------------------------------------

@@ -47,9 +47,9 @@ from eventing.triggers import Trigger
 from eventing.wire import from_batch, from_http
 from infra import tracing
 from infra.auth import own_credentials
-from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
+from infra.errors import InvalidRequest, KnflowError, NotFound
 from infra.guard import access, guard_for, scope_of_headers, server_middlewares
-from infra.http import answer_expect
+from infra.http import answer_expect, error_answer, read_body, read_json
 from infra.metrics import metrics_handler, registry_of
 from infra.namespaces import ALL, DEFAULT, Scope, scope_of
 from infra.outbound import Outbound
@@ -245,18 +245,15 @@ class BrokerServer:
             claims_only(events, lambda: scope_of_headers(self._guard, headers.get), self._open_ingress)
             await self.append(events)
         except KnflowError as exc:
-            return Answer(exc.status, orjson.dumps({"error": str(exc)}))
+            return Answer(*error_answer(exc))
         return Answer(202)
 
     @access("ingress")
     async def _ingress(self, request: web.Request) -> web.Response:
-        try:
-            body = await read_body(request, self.settings.eventing.max_event_bytes)
-            events = events_of(request.headers, body)
-            claims_only(events, lambda: scope_of(request), self._open_ingress)
-            await self.append(events)
-        except KnflowError as exc:
-            return error_response(exc)
+        """What ``_accept`` does, on aiohttp (its errors answered by the error middleware, through the same table)."""
+        events = events_of(request.headers, await read_body(request, self.settings.eventing.max_event_bytes, "event"))
+        claims_only(events, lambda: scope_of(request), self._open_ingress)
+        await self.append(events)
         return web.Response(status=202)
 
     @access("open")
@@ -281,29 +278,18 @@ class BrokerServer:
 
     @access("platform")
     async def _put_trigger(self, request: web.Request) -> web.Response:
-        try:
-            try:
-                spec = orjson.loads(await request.read())
-            except orjson.JSONDecodeError as exc:
-                raise InvalidRequest(f"trigger spec is not valid JSON: {exc}") from None
-            trigger = Trigger.from_spec(request.match_info["name"], spec)
-            await self.outbound.check(trigger.subscriber, f"trigger {trigger.name}: subscriber")
-            if trigger.delivery and trigger.delivery.dead_letter_sink:
-                await self.outbound.check(
-                    trigger.delivery.dead_letter_sink, f"trigger {trigger.name}: dead-letter sink"
-                )
-            ready = await self.set_trigger(trigger, self.settings.eventing.trigger_ready_timeout_s)
-        except KnflowError as exc:
-            return error_response(exc)
+        spec = await read_json(request, self.settings.eventing.max_event_bytes, "trigger spec")
+        trigger = Trigger.from_spec(request.match_info["name"], spec)
+        await self.outbound.check(trigger.subscriber, f"trigger {trigger.name}: subscriber")
+        if trigger.delivery and trigger.delivery.dead_letter_sink:
+            await self.outbound.check(trigger.delivery.dead_letter_sink, f"trigger {trigger.name}: dead-letter sink")
+        ready = await self.set_trigger(trigger, self.settings.eventing.trigger_ready_timeout_s)
         body = {"name": trigger.name, **trigger.to_resource(), "ready": ready}
         return web.json_response(body, status=200 if ready else 202)
 
     @access("platform")
     async def _delete_trigger(self, request: web.Request) -> web.Response:
-        try:
-            await self.remove_trigger(request.match_info["name"])
-        except KnflowError as exc:
-            return error_response(exc)
+        await self.remove_trigger(request.match_info["name"])
         return web.Response(status=204)
 
     @access("viewer")
@@ -312,20 +298,17 @@ class BrokerServer:
         try:
             limit, wait = int(query.get("limit", "100")), float(query.get("wait", "0"))
         except ValueError:
-            return error_response(InvalidRequest("limit and wait must be numbers"))
+            raise InvalidRequest("limit and wait must be numbers") from None
         if not 1 <= limit <= 1000 or not 0 <= wait <= 60:
-            return error_response(InvalidRequest("limit must be 1..1000 and wait 0..60 seconds"))
+            raise InvalidRequest("limit must be 1..1000 and wait 0..60 seconds")
         history = functools.partial(
             self.log.history, after=query.get("after"), limit=limit, runid=query.get("runid"), type=query.get("type")
         )
-        try:
+        events, cursor = await history()
+        deadline = asyncio.get_running_loop().time() + wait
+        while not events and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            await self.log.wait_for_append(left)
             events, cursor = await history()
-            deadline = asyncio.get_running_loop().time() + wait
-            while not events and (left := deadline - asyncio.get_running_loop().time()) > 0:
-                await self.log.wait_for_append(left)
-                events, cursor = await history()
-        except KnflowError as exc:
-            return error_response(exc)
         scope = scope_of(request)  # a team's token reads its own namespaces' events only
         if ALL not in scope.namespaces:
             events = [(c, e) for c, e in events if scope.sees(namespace_of(e))]
@@ -360,21 +343,6 @@ def is_ingress_path(path: str, taken: frozenset[str]) -> bool:
         return True
     parts = path.split("/")
     return len(parts) == 3 and parts[1] != "" and parts[2] != "" and parts[1] not in taken
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, or ``PayloadTooLarge`` when it is above ``limit`` bytes."""
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"event of {request.content_length} bytes is above the limit of {limit} bytes")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise PayloadTooLarge(f"event is above the limit of {limit} bytes")
-    return body
-
-
-def error_response(exc: KnflowError) -> web.Response:
-    """The one translation of knflow errors to HTTP answers."""
-    return web.json_response({"error": str(exc)}, status=exc.status)
 
 
 async def serve_until_signal(settings: Settings) -> bool:

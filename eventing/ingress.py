@@ -24,7 +24,9 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import NamedTuple, cast
 
+from infra.errors import KnflowError
 from infra.guard import Guard, change_problem
+from infra.http import error_answer
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +161,12 @@ class IngressProtocol(asyncio.Protocol):
             PEER.set(self.transport.get_extra_info("peername"))  # in this task's own context
         try:
             answer = await self.server.accept(target, head.headers, body)
-        except asyncio.CancelledError:  # the server is stopping: not answered 2xx, so the client sends it again
-            self._answer(Answer(503, b'{"error":"the server is stopping"}'), head)
+        except asyncio.CancelledError as stopping:  # not answered 2xx, so the client sends it again
+            self._answer(Answer(*error_answer(stopping)), head)
             raise
-        except Exception as error:  # accept answers errors itself: this is a bug
+        except Exception as error:  # accept answers knflow's errors itself: this is a bug
             log.error("ingress: accepting a request failed", exc_info=error)
-            answer = Answer(500, b'{"error":"' + type(error).__name__.encode() + b'"}')
+            answer = Answer(*error_answer(error))
         if self._answer(answer, head) and self._buf:
             self._next()
 
@@ -197,11 +199,8 @@ class IngressProtocol(asyncio.Protocol):
 
     def timed_out(self) -> None:
         """The head did not arrive in time: answer 408 and close."""
-        self._done = True
-        body = b'{"error":"the request head did not arrive within %d seconds"}' % HEAD_TIMEOUT_S
-        head = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
-        self.transport.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        self.transport.close()
+        late = KnflowError(f"the request head did not arrive within {HEAD_TIMEOUT_S:g} seconds", status=408)
+        self._answer(Answer(*error_answer(late)), _CLOSE)
 
     def _hand_over(self) -> None:
         """Give the connection and the bytes read so far to aiohttp for the rest of its life."""
@@ -235,6 +234,9 @@ class _Head(NamedTuple):
     length: int
     keep_alive: bool
     http10: bool
+
+
+_CLOSE = _Head("", "", {}, 0, keep_alive=False, http10=False)  # a request whose head never came: answer, then close
 
 
 def _parse_head(head: bytes, is_ingress: Callable[[str], bool]) -> _Head | None:

@@ -5,12 +5,14 @@ Locally the gateway judges its canaries itself (``serving.rollout``); on a clust
 and nothing runs beside them, so a PingSource (``knflow manifests`` renders it) brings a ping here every minute.
 The rule is the gateway's (``serving.rollout.judge_canary``); the state is the annotation on each Service
 (``serving.knserving``). A promoted version becomes the registry's ``production``; a rollback is noted in its audit
-trail. The ``model.deployed`` notice has a stable id (revision and verdict), so a judge that is interrupted after
-telling the run and before patching tells it again as the same event.
+trail. The verdict is written on the Service before anything acts on it, and the ``model.deployed`` notice has a
+stable id (revision and verdict): a judge interrupted midway finishes that verdict on the next ping, telling the run
+again as the same event, whatever the counts have become since.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
@@ -49,19 +51,26 @@ def judge(models: KnativeModels, ctx: Any, service: dict[str, Any], record: Cana
         ctx.log.info("canary: %s no longer takes traffic; judging stops", canary.revision)
         models.keep(service, None)
         return WAIT
-    record = models.read_counts(record)
-    requests, errors = record.totals()
-    verdict = judge_canary(canary.policy, requests, errors)
-    if verdict == WAIT:
-        models.keep(service, record)
-        return verdict
-    why = f"{requests} requests, {errors} errors"
+    if record.verdict is None or record.decision is None:
+        record = models.read_counts(record)
+        requests, errors = record.totals()
+        verdict = judge_canary(canary.policy, requests, errors)
+        if verdict == WAIT:
+            models.keep(service, record)
+            return verdict
+        why = f"{requests} requests, {errors} errors"
+        if verdict == PROMOTE:
+            decision = f"promoted after {why}"
+        else:
+            decision = f"rolled back: error rate {errors / requests:.3g} > {canary.policy.max_error_rate} ({why})"
+        service = models.keep(service, dataclasses.replace(record, verdict=verdict, decision=decision))
+    else:
+        verdict, decision = record.verdict, record.decision  # judged before the judge went down: finish that verdict
     registry = open_registry(ctx.store)
     if verdict == PROMOTE:
-        decision, target = f"promoted after {why}", canary.revision
+        target = canary.revision
         registry.set_alias(model, PRODUCTION, canary.version, actor="serving", reason=f"canary {target} {decision}")
     else:
-        decision = f"rolled back: error rate {errors / requests:.3g} > {canary.policy.max_error_rate} ({why})"
         target = record.main
         registry.note(
             model, "rollback", version=canary.version, actor="serving", reason=f"canary {canary.revision} {decision}"

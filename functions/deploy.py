@@ -207,6 +207,7 @@ def rollout(
         rollout=thresholds if canary else None,
         announce={"type": MODEL_DEPLOYED, "extensions": run_extensions(cause)} if canary else None,
         logger=inference_logging(policy, cause),
+        idempotency_key=f"deploy/{cause.get_id()}",  # delivered again after deploy went down: the same revision
     )
     return {
         "revision": reply["revision"],

@@ -26,7 +26,8 @@ from typing import Any, Literal
 from aiohttp import web
 
 from infra.auth import Principal, Role, TokenFile, tokens_path
-from infra.http import error_middleware, json_response
+from infra.errors import KnflowError
+from infra.http import error_middleware, error_response
 from infra.namespaces import ALL, ANONYMOUS, EVERY, SCOPE, Scope
 from infra.settings import Settings
 
@@ -148,7 +149,8 @@ def guard_for(settings: Settings) -> Guard:
 
 
 def refuse(status: int, reason: str, **headers: str) -> web.Response:
-    return json_response({"error": reason}, status, headers=headers or None)
+    """The guard's answer, through the one error table (``infra.http.error_answer``)."""
+    return error_response(KnflowError(reason, status=status), headers)
 
 
 def guard_middleware(guard: Guard) -> Any:

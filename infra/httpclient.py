@@ -9,21 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import orjson
-import urllib3
 
 from infra.errors import Conflict, InvalidRequest, KnflowError, NotFound, PayloadTooLarge, Unavailable
+
+if TYPE_CHECKING:
+    import urllib3  # imported on a client's first use: the error map alone is wanted where every ms of a start counts
 
 BY_STATUS: dict[int, type[KnflowError]] = {
     400: InvalidRequest,
     404: NotFound,
     409: Conflict,
     413: PayloadTooLarge,
+    429: Unavailable,  # too many requests: the same call later may pass
     503: Unavailable,
 }
+
+
+def retryable_status(status: int) -> bool:
+    """Whether a call answered ``status`` may pass if made again: a 5xx or a 429, not another refusal."""
+    return status >= 500 or status == 429
 
 
 def error_from_answer(what: str, status: int, body: bytes) -> KnflowError:
@@ -33,10 +41,7 @@ def error_from_answer(what: str, status: int, body: bytes) -> KnflowError:
     except (orjson.JSONDecodeError, KeyError, TypeError):
         reason = body.decode("utf-8", "replace")[:500]
     kind = BY_STATUS.get(status, InvalidRequest if 400 <= status < 500 else KnflowError)
-    error = kind(f"{what}: {reason}", status=status)
-    if status >= 500:
-        error.retryable = True
-    return error
+    return kind(f"{what}: {reason}", status=status, retryable=retryable_status(status))
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,8 @@ class JsonClient:
         self.headers = dict(headers or {})
         self.name = name
         self.timeout = timeout
+        import urllib3
+
         self._http = urllib3.PoolManager(retries=False, timeout=timeout, maxsize=16)
 
     def send(
@@ -83,6 +90,8 @@ class JsonClient:
     ) -> Answer:
         """The answer to ``data`` (an iterable is streamed) whatever its status; ``Unavailable`` when the server
         cannot be reached. ``timeout`` and ``headers`` for this call only."""
+        import urllib3
+
         sent = {**self.headers, **(headers or {})}
         try:
             answer = self._http.request(
@@ -115,6 +124,8 @@ class JsonClient:
 
     def alive(self, path: str, timeout: float = 1.0) -> bool:
         """Whether something answers ``GET path`` below 500."""
+        import urllib3
+
         try:
             return self._http.request("GET", self.base_url + path, timeout=timeout).status < 500
         except urllib3.exceptions.HTTPError:

@@ -24,7 +24,7 @@ class SeenEvent:
 
     type: str
     id: str
-    time: datetime
+    time: datetime | None  # None: the producer sent none (knflow keeps an event as it was sent)
     source: str
     data: Any
     extensions: dict[str, Any]
@@ -35,7 +35,7 @@ class SeenEvent:
         return cls(
             type=raw["type"],
             id=raw["id"],
-            time=datetime.fromisoformat(raw["time"].replace("Z", "+00:00")),
+            time=datetime.fromisoformat(raw["time"].replace("Z", "+00:00")) if raw.get("time") else None,
             source=raw.get("source", ""),
             data=raw.get("data"),
             extensions={k: v for k, v in raw.items() if k not in known},

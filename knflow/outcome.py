@@ -145,7 +145,7 @@ class RunOutcome:
         times: list[tuple[str, float]] = []
         for step, type_ in marks:
             event = trained if type_ is None else next((e for e in self.events if e.type == type_), None)
-            if event is not None:
+            if event is not None and event.time is not None:  # the platform's own events always carry a time
                 times.append((step, event.time.timestamp()))
         return [(step, t - times[i][1]) for i, (step, t) in enumerate(times[1:])]
 

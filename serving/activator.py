@@ -7,15 +7,17 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from pathlib import Path
 
 from infra.errors import KnflowError, Unavailable
+from infra.forkserver import ForkServer
 from serving import dataplane
 from serving.autoscaler import Kpa, ScalePolicy
 from serving.metrics import Metrics
 from serving.registry import ModelCard
 from serving.replica import ReplicaSpec
-from serving.replicas import NotStarted, ReplicaClient, Zygote
+from serving.replicas import NotStarted, ReplicaClient
 from serving.revisions import Revision
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ class RevisionPool:
         self,
         revision: Revision,
         *,
-        zygote: Zygote,
+        forks: ForkServer,
         fetch: Fetcher,
         socket_dir: Path,
         policy: ScalePolicy,
@@ -42,7 +44,7 @@ class RevisionPool:
         metrics: Metrics | None = None,
     ):
         self.revision = revision
-        self.zygote = zygote
+        self.forks = forks
         self.fetch = fetch
         self.socket_dir = socket_dir
         self.kpa = Kpa(policy)
@@ -150,7 +152,7 @@ class RevisionPool:
                 max_batch=self.revision.batching.max_batch,
                 max_delay_ms=self.revision.batching.max_delay_ms,
             )
-            client = ReplicaClient(await self.zygote.fork(spec), spec, on_lost=self._lost)
+            client = ReplicaClient(await self.forks.spawn(asdict(spec)), spec, on_lost=self._lost)
             await client.connect(REPLICA_START_TIMEOUT_S)
         except KnflowError as exc:
             log.error("revision %s: replica failed to start: %s", self.revision.id, exc)

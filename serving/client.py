@@ -10,6 +10,8 @@ import orjson
 from infra.errors import Unavailable
 from infra.httpclient import JsonClient, error_from_answer
 
+IDEMPOTENCY_KEY = "Idempotency-Key"  # a deploy's header: the gateway makes one revision per key
+
 
 class ServingClient:
     """Deploy, split traffic, roll back, inspect and infer against one gateway (``http://host:port``)."""
@@ -34,11 +36,13 @@ class ServingClient:
         rollout: dict | None = None,
         announce: dict | None = None,
         logger: dict | None = None,
+        idempotency_key: str | None = None,
     ) -> dict:
         """Create a revision; with ``percent``, it takes that share of traffic (a canary); with ``rollout``
         (``{"promote_after_requests", "max_error_rate"}``) the gateway promotes or rolls it back by itself and
         tells the broker with the event ``announce`` describes (``{"type": ..., "extensions": {"runid": ...}}``);
-        with ``logger`` (``{"mode", "sample_rate", "extensions"}``) it logs sampled requests to the broker."""
+        with ``logger`` (``{"mode", "sample_rate", "extensions"}``) it logs sampled requests to the broker. Asked
+        again with the same ``idempotency_key``, the gateway makes nothing new and answers the first revision."""
         body: dict[str, Any] = {"version": version}
         if batching:
             body["batching"] = batching
@@ -50,7 +54,8 @@ class ServingClient:
             body["tag"] = tag
         extra = {"rollout": rollout, "announce": announce, "logger": logger}
         body.update({k: v for k, v in extra.items() if v is not None})
-        return self._call("POST", f"/v1/models/{model}/revisions", body)
+        headers = {IDEMPOTENCY_KEY: idempotency_key} if idempotency_key else None
+        return self._call("POST", f"/v1/models/{model}/revisions", body, headers)
 
     def set_traffic(self, model: str, traffic: list[dict]) -> dict:
         """Replace the split: ``[{"revision": r, "percent": p, "tag": t}, ...]``."""

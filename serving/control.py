@@ -12,7 +12,9 @@
           with "rollout" too, the gateway judges the canary on its tick and promotes or rolls it back,
           see serving/rollout.py — "announce" says how the outcome is told to the deploying run; with "logger",
           a sampled share of the revision's requests and responses are published as KServe inference-logger
-          CloudEvents carrying those extensions, see serving/logger.py)
+          CloudEvents carrying those extensions, see serving/logger.py; with the header ``Idempotency-Key: K``, a
+          deploy asked again under K — by a caller that went down before it read the answer — changes nothing
+          and gets the revision K made, with 200)
     PUT  /v1/models/{name}/traffic    {"traffic": [{"revision": r, "percent": p, "tag": t}, ...]}
     POST /v1/models/{name}/rollback   -> the previous traffic split
     GET  /v1/models/{name}            revisions (with replicas, in-flight, requests, errors), traffic
@@ -37,6 +39,7 @@ from infra.errors import InvalidRequest, NotFound
 from infra.guard import access
 from infra.namespaces import addressed, qualified, split
 from infra.validation import parse
+from serving.client import IDEMPOTENCY_KEY
 from serving.logevents import LOGGER_ATTRIBUTES
 from serving.logger import LogSpec
 from serving.revisions import (
@@ -59,6 +62,7 @@ B = TypeVar("B", bound=pydantic.BaseModel)
 
 TAG = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"  # a DNS label, as Knative requires of traffic tags
 TRACEPARENT_FORM = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+_KEY_FORM = re.compile(r"[!-~]{1,256}")
 
 
 class _Body(pydantic.BaseModel):
@@ -163,6 +167,14 @@ def deployed(state: ServingState) -> ServingState:
     return state
 
 
+def _idempotency_key(request: web.Request) -> str | None:
+    """The deploy's ``Idempotency-Key`` header (printable ASCII, at most 256 characters), if it sent one."""
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is not None and not _KEY_FORM.fullmatch(key):
+        raise InvalidRequest(f"{IDEMPOTENCY_KEY} must be 1 to 256 printable ASCII characters without spaces")
+    return key
+
+
 def _model(request: web.Request) -> str:
     """The gateway's key of the model a request names, in the namespace it addresses (``infra.namespaces``)."""
     return qualified(addressed(request), request.match_info["name"])
@@ -193,11 +205,18 @@ class ControlApi:
         serving = self.gw.settings.serving
         requested = serving.intra_op_threads if body.intra_op_threads is None else body.intra_op_threads
         threads = host_threads(requested, serving.max_replicas)
+        key = _idempotency_key(request)
         made: dict[str, Revision] = {}
+        new: list[bool] = []
 
         def deploy(state: ServingState) -> ServingState:
+            earlier = [r for r in state.revisions if key is not None and r.request == key]
+            new[:] = [not earlier]
+            if earlier:  # asked again (a deploy that went down before it read the answer): nothing new
+                made["rev"] = earlier[0]
+                return state
             main = max(state.traffic, key=lambda t: t.percent).revision if state.traffic else None
-            state, made["rev"] = add_revision(state, card.version, batching, threads, _log_spec(body.logger))
+            state, made["rev"] = add_revision(state, card.version, batching, threads, _log_spec(body.logger), key)
             rev = made["rev"]
             if body.percent is not None and main is not None:
                 targets = [TrafficTarget(main, 100 - body.percent), TrafficTarget(rev.id, body.percent, body.tag)]
@@ -213,7 +232,8 @@ class ControlApi:
             await self.gw.commit(name, deploy)
         rev = made["rev"]
         endpoint = f"http://{request.host}/v2/models/{request.match_info['name']}/infer"
-        return web.json_response({"revision": rev.id, "version": rev.version, "endpoint": endpoint}, status=201)
+        answer = {"revision": rev.id, "version": rev.version, "endpoint": endpoint}
+        return web.json_response(answer, status=201 if new[0] else 200)
 
     @access("editor")
     async def traffic(self, request: web.Request) -> web.Response:

@@ -19,14 +19,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-import orjson
 from aiohttp import web
 from prometheus_client.core import Metric
 
 from eventing.ingress import Answer, IngressServer
-from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge
+from infra.errors import InvalidRequest, KnflowError, NotFound
 from infra.guard import access, guard_for, server_middlewares
-from infra.http import answer_expect, json_response
+from infra.http import answer_expect, error_answer, json_response, read_body
 from infra.metrics import metrics_handler, registry_of
 from infra.namespaces import DEFAULT, addressed, qualified, split
 from infra.serve import run_server, serve_until_signalled
@@ -40,7 +39,7 @@ from serving.logger import InferenceLogger
 from serving.metrics import Metrics, revision_namespace
 from serving.namespaced import NamespacedRegistry
 from serving.registry import ModelCard
-from serving.replicas import Zygote
+from serving.replicas import replica_server
 from serving.revisions import Revision, Router, ServingState, TrafficTarget, load_states, update_state
 from serving.rollout import Rollouts
 
@@ -75,7 +74,7 @@ class Gateway:
         self.router = Router()
         self.metrics = Metrics()
         self.metrics_registry = registry_of(self._metric_families)
-        self.zygote = Zygote()
+        self.forks = replica_server()
         self.cache_dir = settings.data_dir / "serving-cache"
         self.socket_dir = Path(tempfile.mkdtemp(prefix="knflow-sock-"))
         self.state_lock = asyncio.Lock()
@@ -119,8 +118,8 @@ class Gateway:
         return app
 
     async def start(self, port: int | None = None, grpc_port: int | None = None) -> int:
-        """Start the zygote, restore state, listen on HTTP and gRPC; the bound HTTP port (0 picks a free one)."""
-        await self.zygote.start()
+        """Start the replicas' fork server, restore state, listen on HTTP and gRPC; the bound HTTP port (0: any)."""
+        await self.forks.ensure_running()
         if self.pinned is None:
             self.states = await asyncio.to_thread(load_states, self.store)
         else:
@@ -162,7 +161,7 @@ class Gateway:
         await self.inference_log.stop()
         for pool in self.pools.values():
             await pool.close()
-        await self.zygote.stop()
+        await self.forks.stop()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     # -- pools -----------------------------------------------------------------------
@@ -171,7 +170,7 @@ class Gateway:
         if pool is None:
             pool = RevisionPool(
                 revision,
-                zygote=self.zygote,
+                forks=self.forks,
                 fetch=self.fetch,
                 socket_dir=self.socket_dir,
                 policy=self.policy,
@@ -255,10 +254,8 @@ class Gateway:
 
     @access("inference")
     async def infer(self, request: web.Request) -> web.Response:
-        if (request.content_length or 0) > self.settings.serving.max_request_bytes:
-            raise PayloadTooLarge(f"request body is larger than {self.settings.serving.max_request_bytes} bytes")
-        revision = self.route(request)
-        answer = await self.answer(revision, request.headers, await request.read())
+        body = await read_body(request, self.settings.serving.max_request_bytes, "request body")
+        answer = await self.answer(self.route(request), request.headers, body)
         return web.Response(body=answer.body, status=answer.status, headers=answer.headers)
 
     async def _accept(self, path: str, headers: dict[str, str], body: bytes) -> Answer:
@@ -268,8 +265,8 @@ class Gateway:
         try:
             revision = self.pick(qualified(DEFAULT, target[0]), target[1], headers.get(TAG_HEADER))
             return await self.answer(revision, headers, body)
-        except KnflowError as exc:  # as the error middleware answers on aiohttp
-            return Answer(exc.status, orjson.dumps({"error": exc.message}))
+        except KnflowError as exc:  # through the error middleware's table
+            return Answer(*error_answer(exc))
 
     async def answer(self, revision: Revision, headers: Mapping[str, str], body: bytes) -> Answer:
         """One V2 REST inference (JSON, or with binary tensor data) on ``revision``, logged when it logs."""
@@ -301,9 +298,9 @@ class Gateway:
         return json_response({"live": True})
 
     def ready(self) -> bool:
-        """Whether the gateway can start replicas (its zygote runs); one model's server: whether a replica of its
+        """Whether the gateway can start replicas (its fork server runs); one model's server: whether a replica of its
         model runs (one that exited is started again here, since Knative sends no request to a pod not ready)."""
-        if self.zygote.proc is None or self.zygote.proc.returncode is not None:
+        if not self.forks.running:
             return False
         if self.pinned is None:
             return True

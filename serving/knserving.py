@@ -103,12 +103,15 @@ def request_counts(metrics_text: str) -> tuple[int, int]:
 @dataclass(frozen=True)
 class CanaryRecord:
     """An open canary as the model Service's annotation holds it: the canary, the revision it splits traffic with,
-    each pod's last reading (requests, errors) and the counts of pods gone or restarted."""
+    each pod's last reading (requests, errors), the counts of pods gone or restarted, and once judged, the verdict
+    and its wording (kept before anything acts on it, so a judge that went down midway finishes the same verdict)."""
 
     canary: Canary
     main: str
     pods: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
     carried: tuple[int, int] = (0, 0)
+    verdict: str | None = None
+    decision: str | None = None
 
     def totals(self) -> tuple[int, int]:
         """(requests, errors) the canary revision has answered, as far as read."""
@@ -134,7 +137,8 @@ class CanaryRecord:
         canary = canary_from_dict(raw["canary"])
         assert canary is not None
         pods = {name: (int(r), int(e)) for name, (r, e) in raw.get("pods", {}).items()}
-        return cls(canary, raw["main"], pods, tuple(raw.get("carried", (0, 0))))
+        carried = tuple(raw.get("carried", (0, 0)))
+        return cls(canary, raw["main"], pods, carried, raw.get("verdict"), raw.get("decision"))
 
 
 def main_revision(service: dict[str, Any]) -> str | None:
@@ -209,12 +213,14 @@ class KnativeModels:
         return {"revision": revision, "traffic_percent": share, "canary": record is not None,
                 "endpoint": self.endpoint(model)}  # fmt: skip
 
-    def _patch(self, current: dict[str, Any], spec: dict[str, Any] | None, annotations: dict[str, Any]) -> None:
+    def _patch(
+        self, current: dict[str, Any], spec: dict[str, Any] | None, annotations: dict[str, Any]
+    ) -> dict[str, Any]:
         meta = current["metadata"]
         patch: dict[str, Any] = {"metadata": {"resourceVersion": meta["resourceVersion"], "annotations": annotations}}
         if spec is not None:
             patch["spec"] = spec
-        self.api.patch(f"{self.services}/{meta['name']}", patch)
+        return self.api.patch(f"{self.services}/{meta['name']}", patch)
 
     def open_canaries(self) -> list[tuple[dict[str, Any], CanaryRecord]]:
         """Every model Service with an open canary, and its record."""
@@ -241,9 +247,9 @@ class KnativeModels:
                 readings[name] = None
         return record.read(readings)
 
-    def keep(self, service: dict[str, Any], record: CanaryRecord | None) -> None:
-        """Write the canary's record back (None: the canary is no longer judged), traffic unchanged."""
-        self._patch(service, None, {CANARY_ANNOTATION: record.to_json() if record else None})
+    def keep(self, service: dict[str, Any], record: CanaryRecord | None) -> dict[str, Any]:
+        """Write the canary's record back (None: the canary is no longer judged), traffic unchanged; the Service."""
+        return self._patch(service, None, {CANARY_ANNOTATION: record.to_json() if record else None})
 
     def conclude(self, service: dict[str, Any], revision: str) -> None:
         """All traffic to ``revision`` (the canary promoted, or the main revision after a rollback); judging ends."""

@@ -24,6 +24,7 @@ from prometheus_client.core import Metric
 from eventing.bindings import BATCH_CONTENT_TYPE
 from eventing.http1 import Http1Pool
 from infra.aio import cancel_and_wait
+from infra.httpclient import retryable_status
 from infra.metrics import Tally, gauge, registry_of, render
 from serving.logevents import (
     ENVELOPE_BYTES,
@@ -224,12 +225,12 @@ class InferenceLogger:
             if status < 300:
                 self.published.update(counts)
                 return
-            if status < 500 and status != 429:
+            if not retryable_status(status):
                 break
             if attempt < len(RETRY_S):
                 log.debug("inference log: broker %s answered %s (%s); retrying", self.broker_url, status, reason)
                 await asyncio.sleep(RETRY_S[attempt])
-        why = REFUSED if status < 500 and status != 429 else UNAVAILABLE
+        why = UNAVAILABLE if retryable_status(status) else REFUSED
         log.warning(
             "inference log: broker %s did not take %d event(s) (%s): %s %s", self.broker_url, events, why, status,
             reason,

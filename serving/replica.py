@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ReplicaSpec:
-    """Everything a replica process needs to start (sent to the zygote as JSON)."""
+    """Everything a replica process needs to start (sent to the fork server as JSON)."""
 
     socket: str
     model_path: str

@@ -1,4 +1,4 @@
-"""Gateway side of replicas: the zygote that forks them and a pipelined connection to each one."""
+"""Gateway side of replicas: the fork server that starts them and a pipelined connection to each one."""
 
 from __future__ import annotations
 
@@ -8,58 +8,23 @@ import itertools
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
-
-import orjson
 
 from infra.errors import Unavailable
+from infra.forkserver import ForkServer
 from serving import dataplane, framing
 from serving.replica import ReplicaSpec
+from serving.zygote import ENTRY
 
 log = logging.getLogger(__name__)
 CONNECT_POLL_S = 0.002
 
 
-class Zygote:
-    """A warm parent process (``python -m serving.zygote``) that forks replica processes."""
-
-    def __init__(self) -> None:
-        self.proc: asyncio.subprocess.Process | None = None
-        self._lock = asyncio.Lock()
-
-    async def start(self) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "serving.zygote", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            env=env,
-        )  # fmt: skip
-
-    async def fork(self, spec: ReplicaSpec) -> int:
-        """Start a replica for ``spec``; its pid."""
-        async with self._lock:
-            if self.proc is None or self.proc.returncode is not None:
-                log.warning("replica zygote is not running; starting a new one")
-                await self.start()
-            assert self.proc and self.proc.stdin and self.proc.stdout
-            self.proc.stdin.write(orjson.dumps(asdict(spec)) + b"\n")
-            await self.proc.stdin.drain()
-            line = await self.proc.stdout.readline()
-        if not line:
-            raise Unavailable("the replica zygote has exited")
-        return orjson.loads(line)["pid"]
-
-    async def stop(self) -> None:
-        if self.proc and self.proc.returncode is None:
-            assert self.proc.stdin
-            self.proc.stdin.close()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 5)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+def replica_server() -> ForkServer:
+    """The gateway's fork server for model replicas, with one thread per replica for the math libraries."""
+    threads = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return ForkServer(ENTRY, env=threads)
 
 
 class NotStarted(Unavailable):

@@ -46,6 +46,7 @@ class Revision:
     intra_op_threads: int = 1
     created: str = ""
     logger: LogSpec | None = None  # inference logging (serving.logger); None: off
+    request: str | None = None  # the Idempotency-Key it was made under: the same deploy asked again gets it back
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,12 @@ def _log_spec(raw: dict | None) -> LogSpec | None:
 
 
 def add_revision(
-    state: ServingState, version: int, batching: Batching, threads: int, logger: LogSpec | None = None
+    state: ServingState,
+    version: int,
+    batching: Batching,
+    threads: int,
+    logger: LogSpec | None = None,
+    request: str | None = None,
 ) -> tuple[ServingState, Revision]:
     """A new revision; the model's first revision takes all traffic, later ones none until traffic is set."""
     rev = Revision(
@@ -113,6 +119,7 @@ def add_revision(
         intra_op_threads=threads,
         created=datetime.now(UTC).isoformat(),
         logger=logger,
+        request=request,
     )
     state = replace(state, revisions=(*state.revisions, rev))
     if not state.traffic:

@@ -34,27 +34,29 @@ def _ms(samples: list[float]) -> dict[str, float]:
 async def replica_cold_start(onnx: Path, signature: dict[str, Any], tmp: Path) -> dict[str, Any]:
     """Zygote start, then ``COLD_ROUNDS`` times: fork a replica → its first answer (cold; the first round includes
     the zygote's own start, as a gateway's first replica does), then warm requests."""
+    from dataclasses import asdict
+
     import onnxruntime as ort
 
     from serving import dataplane
     from serving.replica import ReplicaSpec
-    from serving.replicas import ReplicaClient, Zygote
+    from serving.replicas import ReplicaClient, replica_server
     from serving.runtime import OnnxRuntime
 
     available = ort.get_available_providers()
     provider = OnnxRuntime(onnx).provider
     inputs, outputs = signature["inputs"], signature["outputs"]
     bodies = {rows: _body(inputs[0]["name"], inputs[0]["shape"], rows) for rows in WARM_REQUESTS}
-    zygote, cold, warm = Zygote(), [], {rows: [] for rows in WARM_REQUESTS}
+    zygote, cold, warm = replica_server(), [], {rows: [] for rows in WARM_REQUESTS}
     started = time.perf_counter()
-    await zygote.start()
+    await zygote.ensure_running()
     first_fork_s = None
     try:
         for round_ in range(COLD_ROUNDS):
             where = {"socket": str(tmp / f"replica-{round_}.sock"), "model_path": str(onnx), "model": "digits"}
             spec = ReplicaSpec.from_dict({**where, "version": "1", "inputs": inputs, "outputs": outputs})
             began = time.perf_counter()
-            client = ReplicaClient(await zygote.fork(spec), spec)
+            client = ReplicaClient(await zygote.spawn(asdict(spec)), spec)
             first_fork_s = first_fork_s or time.perf_counter() - started
             await client.connect(120)
             status, answer = await client.infer(bodies[1], dataplane.JSON)

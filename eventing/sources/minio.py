@@ -28,8 +28,9 @@ from kafka.errors import KafkaError
 
 from eventing.sources.arrival import RunRate, announces, arrival_event
 from eventing.sources.marker import ArrivalMarker
-from infra.errors import InvalidRequest
+from infra.errors import InvalidRequest, KnflowError, NotFound
 from infra.guard import access
+from infra.http import error_response
 from infra.settings import Settings
 from infra.validation import parse
 
@@ -139,21 +140,19 @@ class MinioWebhookSource:
     @access("ingress")
     async def _handle(self, request: web.Request) -> web.Response:
         if self.refusal:
-            return web.json_response({"error": self.refusal}, status=404)
+            raise NotFound(self.refusal)
         token = self.settings.eventing.minio_token
         if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
-            return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+            raise KnflowError("missing or wrong bearer token", status=401)
         try:
             payload = orjson.loads(await request.read())
-            events = notification_events(payload, self.settings)
         except orjson.JSONDecodeError:
-            return web.json_response({"error": "notification is not JSON"}, status=400)
-        except InvalidRequest as exc:
-            return web.json_response({"error": str(exc)}, status=400)
+            raise InvalidRequest("notification is not JSON") from None
+        events = notification_events(payload, self.settings)
         if not self.rate.take([e.get_subject() or "" for e in events]):
             limit = self.settings.security.runs_per_minute
             why = f"more than {limit} runs a minute for one data set (security.runs_per_minute); try again later"
-            return web.json_response({"error": why}, status=429, headers={"Retry-After": "60"})
+            return error_response(KnflowError(why, status=429), {"Retry-After": "60"})
         accepted = await publish_unclaimed(events, self.settings, self.marker, self._publish)
         return web.json_response({"accepted": accepted}, status=202 if accepted else 200)
 

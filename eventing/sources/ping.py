@@ -32,7 +32,7 @@ from croniter import croniter
 from eventing.events import NAMESPACE, new_event
 from infra.aio import cancel_and_wait
 from infra.atomic import write_json
-from infra.errors import ConfigError, InvalidRequest, KnflowError, NotFound
+from infra.errors import ConfigError, InvalidRequest, NotFound
 from infra.guard import access
 from infra.http import json_response, read_json
 from infra.namespaces import of_extension, scope_of
@@ -236,24 +236,18 @@ class PingSources:
         name = request.match_info["name"]
         spec = self.specs.get(name)
         if spec is None or not scope_of(request).sees(spec.namespace):
-            return json_response({"error": f"no ping source named {name!r}"}, 404)
+            raise NotFound(f"no ping source named {name!r}")
         return json_response({"name": name, "spec": spec.to_dict()})
 
     @access("platform")
     async def _put(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        try:
-            raw = await read_json(request, MAX_SPEC_BYTES, "a ping source spec")
-            spec = parse(PingSpec, raw, f"ping source {name}")
-            await self.put(name, spec)
-        except KnflowError as exc:
-            return json_response({"error": str(exc)}, exc.status)
+        raw = await read_json(request, MAX_SPEC_BYTES, "a ping source spec")
+        spec = parse(PingSpec, raw, f"ping source {name}")
+        await self.put(name, spec)
         return json_response({"name": name, "spec": spec.to_dict()})
 
     @access("platform")
     async def _delete(self, request: web.Request) -> web.Response:
-        try:
-            await self.delete(request.match_info["name"])
-        except KnflowError as exc:
-            return json_response({"error": str(exc)}, exc.status)
+        await self.delete(request.match_info["name"])
         return web.Response(status=204)

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from eventing.events import PIPELINE, new_event
 from infra.atomic import write_json
+from infra.errors import InvalidRequest, KnflowError
 from infra.guard import access
 
 SIGNATURE_HEADER = "X-Knflow-Signature"
@@ -84,11 +85,11 @@ class WebhookSource:
         if reason is None and pair is not None and self._replayed(pair):
             reason = "this signature was already used (replay)"
         if reason is not None:
-            return web.json_response({"error": reason}, status=401)
+            raise KnflowError(reason, status=401)
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return web.json_response({"error": "webhook body is not JSON"}, status=400)
+            raise InvalidRequest("webhook body is not JSON") from None
         extensions = {PIPELINE: self.pipeline} if self.pipeline else None
         event = new_event(self.event_type, "knflow/webhook", data, extensions=extensions)
         await self._publish(event)

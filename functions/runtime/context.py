@@ -32,6 +32,7 @@ from eventing.bindings import to_http_binary
 from eventing.events import RUNID, namespace_of
 from infra.auth import auth_headers
 from infra.errors import ConfigError, InvalidRequest, Unavailable
+from infra.httpclient import error_from_answer
 from infra.namespaces import scoped
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
@@ -75,10 +76,11 @@ class Runtime:
                 async with self._session.post(self.sink, data=body, headers=headers) as response:
                     if response.status < 300:
                         return
-                    text = (await response.read())[:500].decode("utf-8", "replace")
-                    error = Unavailable(f"sink {self.sink} refused event {event.get_id()}: {response.status} {text}")
-                    if response.status < 500 and response.status != 429:
-                        raise InvalidRequest(error.message)  # the event itself is wrong: retrying will not help
+                    refused = f"sink {self.sink} refused event {event.get_id()} ({response.status})"
+                    error = error_from_answer(refused, response.status, await response.read())
+                    if not error.retryable:  # the event itself is wrong: retrying will not help
+                        raise InvalidRequest(error.message)
+                    error = Unavailable(error.message)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 error = Unavailable(f"sink {self.sink} unreachable: {exc}")
             if delay is None:

@@ -41,7 +41,8 @@ from functions.runtime.loader import load_function
 from functions.runtime.metrics import FunctionMetrics
 from functions.runtime.pipeline import SETTINGS_ENV
 from infra import tracing
-from infra.errors import ConfigError, KnflowError, PayloadTooLarge
+from infra.errors import ConfigError, KnflowError, Unavailable
+from infra.http import answer_errors, error_answer, read_body
 from infra.logs import bound_runid
 from infra.metrics import registry_of, render
 from infra.serve import DRAIN_TIMEOUT_S, run_server, serve_until_signalled
@@ -50,13 +51,12 @@ from infra.settings import Settings, load_settings
 log = logging.getLogger(__name__)
 
 FUNCTION_ERROR = "dev.knflow.function.error"
-_JSON = {"content-type": "application/json"}
 _HEALTH = ("/health/liveness", "/health/readiness")
 METRICS = "/metrics"
 
 
-def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Answer:
-    return Answer(status, orjson.dumps({"error": message, "status": status}), {**_JSON, **(headers or {})})
+def _error(exc: KnflowError, headers: Mapping[str, str] | None = None) -> Answer:
+    return Answer(*error_answer(exc, headers))  # the one table (infra.http), on the lean path and on aiohttp
 
 
 def _response(answer: Answer) -> web.Response:
@@ -94,7 +94,7 @@ class FunctionHost:
         self.runtime.loop = asyncio.get_running_loop()
         await self.function.start(self.runtime, self.environ)
         self.metrics.cold_start(self.function.name)  # this process is one
-        server = web.Server(self._dispatch, access_log=None)
+        server = web.Server(answer_errors(self._dispatch), access_log=None)
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=drain_timeout)
         await self._runner.setup()
         assert self._runner.server is not None
@@ -135,10 +135,7 @@ class FunctionHost:
             return self._health(path)
         if path == METRICS and request.method == "GET":  # open like the host's event path: Knative's pod port
             return web.Response(body=render(self.metrics_registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-        try:
-            body = await self._read_body(request)
-        except KnflowError as exc:
-            return _response(_error(exc.status, exc.message))
+        body = await read_body(request, self.max_bytes, "request body")
         if isinstance(self.function, AsgiFunction):
             http = _Http(request.method, request.path, request.query_string, request.raw_headers, _peer(request))
             headers = request.headers
@@ -162,9 +159,9 @@ class FunctionHost:
         """``handle()``'s answer, or an ``Answer`` refusing it while draining (503) or at the concurrency limit
         (429); counted, and traced when tracing is on."""
         if self.draining:
-            return _error(503, "function is shutting down", {"Connection": "close", "Retry-After": "1"})
+            return _error(Unavailable("function is shutting down"), {"Connection": "close"})
         if self.inflight >= self.limit:
-            return _error(429, f"more than {self.limit} events in flight", {"Retry-After": "1"})
+            return _error(Unavailable(f"more than {self.limit} events in flight", status=429))
         self.inflight += 1
         began = time.monotonic()
         status = 500
@@ -206,7 +203,7 @@ class FunctionHost:
         try:
             event = decode(headers, body)
         except KnflowError as exc:
-            return _error(exc.status, exc.message)
+            return _error(exc)
         try:
             with bound_runid(event.get_extension(RUNID)):  # every log record of this event carries it
                 result = await self.function.call(event, Context(self.runtime, event))
@@ -224,7 +221,7 @@ class FunctionHost:
         try:
             event = decode(headers, body) if self.function.parses_event else None
         except KnflowError as exc:
-            return _error(exc.status, exc.message)
+            return _error(exc)
         try:
             scope = make_scope(http.method, http.path, http.query.encode(), http.raw_headers, http.peer, None)
             scope[SCOPE_KEY] = Context(self.runtime, event)  # what knflow's own shape gets as ctx
@@ -233,20 +230,6 @@ class FunctionHost:
         except Exception as exc:
             return self._failure(event, exc)
         return Answer(reply.status, reply.body, reply.headers)
-
-    async def _read_body(self, request: web.BaseRequest) -> bytes:
-        length = request.content_length
-        if length is not None:
-            if length > self.max_bytes:
-                raise PayloadTooLarge(f"request body of {length} bytes is above the limit of {self.max_bytes}")
-            return await request.content.readexactly(length) if length else b""
-        chunks, size = [], 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise PayloadTooLarge(f"request body is above the limit of {self.max_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     def _failure(self, event: CloudEvent | None, exc: Exception) -> Answer:
         if isinstance(exc, KnflowError):

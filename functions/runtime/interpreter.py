@@ -17,12 +17,11 @@ import contextlib
 import os
 import pickle
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
-from functions.runtime.zygote import Spawn
 from infra.errors import Unavailable
 from infra.settings import Settings
 
@@ -38,7 +37,7 @@ class Interpreter:
         self.on_notice = on_notice
         self._readers: set[asyncio.Task] = set()
 
-    async def spawn(self, spec: Spawn) -> int:
+    async def spawn(self, spec: Mapping[str, Any]) -> int:
         """Start a worker; returns its pid (readiness comes later as a notice)."""
         try:
             process = await asyncio.create_subprocess_exec(
@@ -52,11 +51,11 @@ class Interpreter:
         except OSError as exc:
             raise Unavailable(f"cannot start {self.python}: {exc}") from None
         assert process.stdin is not None
-        process.stdin.write(base64.b64encode(pickle.dumps(self.settings)) + b"\n" + spec.line())
+        process.stdin.write(base64.b64encode(pickle.dumps(self.settings)) + b"\n" + orjson.dumps(spec) + b"\n")
         with contextlib.suppress(ConnectionError):  # a child that died at once is reported by its exit notice
             await process.stdin.drain()
         process.stdin.close()
-        reader = asyncio.create_task(self._read(spec.name, process))
+        reader = asyncio.create_task(self._read(spec["name"], process))
         self._readers.add(reader)
         reader.add_done_callback(self._readers.discard)
         return process.pid

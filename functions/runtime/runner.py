@@ -38,10 +38,10 @@ from functions.runtime.interpreter import Interpreter
 from functions.runtime.loader import KNOWN_FUNCTIONS
 from functions.runtime.metrics import FunctionMetrics
 from functions.runtime.worker import Worker, WorkerGone, request_headers
-from functions.runtime.zygote import Template
+from functions.runtime.zygote import template
 from infra.errors import Conflict, InvalidRequest, KnflowError, NotFound, Unavailable
 from infra.guard import access, guard_for, server_middlewares
-from infra.http import answer_expect
+from infra.http import answer_expect, error_answer, read_body, read_json
 from infra.metrics import metrics_handler, registry_of
 from infra.serve import run_server, serve_until_signalled
 from infra.settings import Settings, load_settings
@@ -82,7 +82,7 @@ class Runner:
         self.functions = dict(KNOWN_FUNCTIONS) | dict(functions or {})
         self.sink = sink
         self._socket_dir = Path(tempfile.mkdtemp(prefix="knflow-fn-"))
-        self.template = Template(settings, self._on_notice)
+        self.template = template(settings, self._on_notice)
         self._serial = itertools.count(1)
         self.metrics = FunctionMetrics()
         self._by_key: dict[str, Worker] = {}  # every worker not yet dropped, by the key its notices carry
@@ -204,22 +204,14 @@ class Runner:
 
     @access("platform")
     async def _host(self, request: web.Request) -> web.Response:
-        try:
-            raw = orjson.loads(await request.read() or b"null")
-        except orjson.JSONDecodeError as exc:
-            return _json(400, {"error": f"body is not valid JSON: {exc}"})
-        try:
-            await self.host(request.match_info["name"], parse(Instance, raw))
-        except KnflowError as exc:
-            return _json(exc.status, {"error": exc.message})
+        limit = self.settings.functions.max_request_bytes
+        raw = await read_json(request, limit, "function instance") if request.body_exists else None
+        await self.host(request.match_info["name"], parse(Instance, raw))
         return _json(200, self.workers[request.match_info["name"]].status())
 
     @access("platform")
     async def _unhost(self, request: web.Request) -> web.Response:
-        try:
-            await self.unhost(request.match_info["name"])
-        except KnflowError as exc:
-            return _json(exc.status, {"error": exc.message})
+        await self.unhost(request.match_info["name"])
         return web.Response(status=204)
 
     def _on_notice(self, notice: dict) -> None:
@@ -241,7 +233,8 @@ class Runner:
     @access("ingress")
     async def _deliver(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        body = await request.read() if name in self.workers else b""
+        limit = self.settings.functions.max_request_bytes
+        body = await read_body(request, limit, "request body") if name in self.workers else b""
         answer = await self._invoke(name, request.method, request_headers(request.headers), body)
         return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
 
@@ -270,9 +263,7 @@ class Runner:
                         raise
             answer = Answer(status, data, out)
         except KnflowError as exc:
-            extra = {"Content-Type": "application/json"} | ({"Retry-After": "1"} if exc.retryable else {})
-            payload = {"error": exc.message, "status": exc.status, "function": name}
-            answer = Answer(exc.status, orjson.dumps(payload), extra)
+            answer = Answer(*error_answer(exc))
         if worker is not None:  # unknown names are not counted: they would let callers make up label values
             self.metrics.invoked(name, answer.status, time.monotonic() - began)
         return answer

@@ -1,7 +1,7 @@
 """One function's worker process, as a pod: started on demand, restarted on a crash, stopped when idle.
 
 Each worker serves its function with ``FunctionHost`` on a Unix socket. It is forked from the runner's warm
-template (``zygote.Template``), or, for a function with an environment of its own, started under that
+fork server (``zygote.template``), or, for a function with an environment of its own, started under that
 environment's interpreter (``interpreter.Interpreter``); both report ``ready``, ``failed`` and ``exit`` notices
 the same way. The parent (``Worker``) forwards HTTP to it, restarts it after a crash (counted), and stops it
 after ``settings.functions.idle_grace_s`` without events (scale to zero).
@@ -41,7 +41,7 @@ class WorkerGone(Unavailable):
 class Launcher(Protocol):
     """Starts worker processes; their notices (keyed by the ``name`` given here) reach the runner separately."""
 
-    async def spawn(self, spec: Spawn) -> int: ...
+    async def spawn(self, spec: Mapping[str, Any]) -> int: ...  # a ``Spawn.spec()``
 
 
 class Worker:
@@ -118,7 +118,7 @@ class Worker:
         self._ready, self._exited = loop.create_future(), loop.create_future()
         try:
             self.pid = await self.launcher.spawn(
-                Spawn(self.key, self.target, self.socket_path, self.sink, self.env, hosted_as=self.name)
+                Spawn(self.key, self.target, self.socket_path, self.sink, self.env, hosted_as=self.name).spec()
             )
             await asyncio.wait([self._ready, self._exited], return_when=asyncio.FIRST_COMPLETED)
         except BaseException:

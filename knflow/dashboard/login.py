@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from infra.auth import TokenFile
-from infra.errors import InvalidRequest
+from infra.errors import InvalidRequest, KnflowError
 from infra.guard import COOKIE, access, principal_of
 from infra.http import json_response, read_json
 from infra.namespaces import ALL, DEFAULT, scope_of
@@ -50,7 +50,7 @@ class LoginApi:
             raise InvalidRequest('expected {"token": "..."}')
         principal = self.tokens.verify(token) if self.tokens else None
         if principal is None:
-            return json_response({"error": "unknown or revoked token"}, 401)
+            raise KnflowError("unknown or revoked token", status=401)
         return with_cookie(json_response(asdict(principal)), token)
 
     @access("open")

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from cloudevents.core.v1.event import CloudEvent
 
+from eventing import bindings, wire
 from eventing.bindings import (
     BATCH_CONTENT_TYPE,
     FORMAT,
@@ -338,7 +339,7 @@ def test_a_kafka_header_that_is_not_utf8_is_an_invalid_event_not_a_crash() -> No
 def test_a_kafka_key_is_not_copied_into_an_extension_when_the_run_or_partition_travels_as_a_header() -> None:
     for extra in (("ce_runid", b"run-1"), ("ce_partitionkey", b"k")):
         event = from_kafka([*KAFKA, extra], b"run-1", b"")
-        assert set(event.get_attributes()) == {"specversion", "id", "source", "type", "time", extra[0][3:]}
+        assert set(event.get_attributes()) == {"specversion", "id", "source", "type", extra[0][3:]}
         assert event.get_extension(extra[0][3:]) == extra[1].decode()  # the header's value, not the key's
     keyed = from_kafka(KAFKA, b"bucket/key", b"")
     assert keyed.get_extension("partitionkey") == "bucket/key"
@@ -360,3 +361,21 @@ def test_a_kafka_record_in_neither_mode_is_refused_naming_its_content_type() -> 
     reason = r"^Kafka record is not a CloudEvent \(content-type 'application/json', no ce_ headers\)$"
     with pytest.raises(InvalidEvent, match=reason):
         from_kafka([("content-type", b"application/json")], None, b"{}")
+
+
+def test_an_event_sent_without_a_time_is_read_without_one_by_either_codec() -> None:
+    """Reading does not invent when something happened (the SDK's constructor stamps the time of reading): an event
+    keeps the attributes it was sent with, so the broker stores, delivers and reads it again unchanged."""
+    structured = orjson.dumps(_structured(data={"k": 1}))
+    reads = {
+        "binary": lambda codec: codec.from_http(BINARY, b""),
+        "binary, %-encoded value": lambda codec: codec.from_http({**BINARY, "ce-subject": "a%20b"}, b""),
+        "structured": lambda codec: codec.from_http({"content-type": STRUCTURED_CONTENT_TYPE}, structured),
+        "json": lambda codec: codec.from_json(structured),
+        "kafka": lambda codec: codec.from_kafka(KAFKA, None, b""),
+    }
+    for name, read in reads.items():
+        for codec in (bindings, wire):
+            event = read(codec)
+            assert event.get_time() is None and "time" not in event.get_attributes(), (name, codec.__name__)
+            assert isinstance(event, CloudEvent)

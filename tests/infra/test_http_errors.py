@@ -18,7 +18,7 @@ from knflow.client import Client
 from knflow.follow import History
 from serving.client import AsyncServingClient, ServingClient
 
-KINDS = {400: InvalidRequest, 404: NotFound, 409: Conflict, 503: Unavailable}
+KINDS = {400: InvalidRequest, 404: NotFound, 409: Conflict, 429: Unavailable, 503: Unavailable}
 
 Caller = Callable[[str], Awaitable[object]]
 
@@ -79,7 +79,7 @@ async def test_every_client_maps_an_error_answer_to_the_same_knflow_error(name: 
         assert type(raised.value) is kind, (name, status, raised.value)
         assert raised.value.status == status
         assert f"told to answer {status}" in str(raised.value), (name, status)
-        assert raised.value.retryable == (status >= 500), (name, status)
+        assert raised.value.retryable == (status in (429, 503)), (name, status)
 
 
 @pytest.mark.parametrize("name", sorted(CALLERS))

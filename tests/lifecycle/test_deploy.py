@@ -169,4 +169,5 @@ def test_a_canary_goes_to_serving_with_the_policy_thresholds_and_the_run(ctx, mo
     announce = options["announce"]
     assert announce["type"] == MODEL_DEPLOYED and announce["extensions"]["runid"] == cause.get_extension("runid")
     assert options["tag"] == "canary"
+    assert options["idempotency_key"] == f"deploy/{cause.get_id()}"  # the gateway makes one revision per event
     assert announce["extensions"]["traceparent"] == cause.get_extension("traceparent")

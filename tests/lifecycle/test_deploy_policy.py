@@ -131,7 +131,8 @@ def test_a_straight_to_production_rollout_asks_serving_for_all_traffic_and_no_ca
     }
     [(base, headers, name, version, options)] = calls
     assert base == url and headers[HEADER] == "team-a" and (name, version) == ("m", 1)
-    assert options == {"percent": 100, "tag": None, "rollout": None, "announce": None, "logger": None}
+    once = {"idempotency_key": f"deploy/{cause.get_id()}"}  # asked again for this event: the same revision
+    assert options == {"percent": 100, "tag": None, "rollout": None, "announce": None, "logger": None, **once}
 
 
 def test_the_step_ignores_other_events_and_deploys_by_the_runs_policy(ctx, monkeypatch):

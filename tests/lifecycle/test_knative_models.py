@@ -141,9 +141,12 @@ def test_the_judge_promotes_a_canary_once_its_pods_served_enough_requests(kube, 
     assert "spec" not in calls[-1].body and kctx.emitted == []
     del kube.pods[(NS, "digits-v2-a")]  # scaled to zero: its 60 requests stay counted
     kube.add_pod(NS, "digits-v2-b", "knflow-model-digits-v2", metrics_text(45, 1))
-    promote = _judge(kube, kctx)[-1]
+    *_, verdict, promote = _judge(kube, kctx)
+    kept = CanaryRecord.from_json(verdict.body["metadata"]["annotations"][CANARY_ANNOTATION])
+    assert (kept.verdict, kept.decision) == ("promote", "promoted after 106 requests, 1 errors")  # before acting
+    assert "spec" not in verdict.body
     assert promote.body == {
-        "metadata": {"resourceVersion": "3", "annotations": {CANARY_ANNOTATION: None}},
+        "metadata": {"resourceVersion": "4", "annotations": {CANARY_ANNOTATION: None}},
         "spec": {"traffic": [{"revisionName": "knflow-model-digits-v2", "percent": 100}]},
     }
     assert ModelRegistry(kctx.store).get("digits", "production").version == 2
@@ -163,6 +166,31 @@ def test_the_judge_rolls_back_a_failing_canary_to_the_main_revision(kube, kctx):
     assert ModelRegistry(kctx.store).get("digits", "production").version == 1
     [notice] = kctx.emitted
     assert notice.get_data()["traffic_percent"] == 0 and "rolled back" in notice.get_data()["decision"]
+
+
+def test_a_judge_that_went_down_after_its_verdict_finishes_that_verdict_whatever_the_counts_became(
+    kube, kctx, monkeypatch
+):
+    deploy.handle(registered(1, 0.9), kctx)
+    deploy.handle(registered(2, 0.95), kctx)
+    kube.add_pod(NS, "digits-v2-a", "knflow-model-digits-v2", metrics_text(120, 0))
+
+    def down(event):
+        raise SystemExit("the judge went down before telling the run")
+
+    monkeypatch.setattr(kctx, "emit_sync", down)
+    with pytest.raises(SystemExit):
+        _judge(kube, kctx)
+    assert ModelRegistry(kctx.store).get("digits", "production").version == 2  # acted on before it went down
+    monkeypatch.undo()
+    kube.add_pod(NS, "digits-v2-a", "knflow-model-digits-v2", metrics_text(120, 200))  # now failing badly
+    calls = _judge(kube, kctx)
+    assert [c.path for c in calls if c.method == "GET"] == [SERVICES]  # judged before: no counts read again
+    assert calls[-1].body["spec"] == {"traffic": [{"revisionName": "knflow-model-digits-v2", "percent": 100}]}
+    [notice] = kctx.emitted
+    assert notice.get_data()["decision"] == "promoted after 120 requests, 0 errors"  # the verdict first made
+    assert notice.get_id() == "knflow-model-digits-v2.promote"
+    assert ModelRegistry(kctx.store).get("digits", "production").version == 2
 
 
 def test_a_canary_moved_by_hand_is_no_longer_judged(kube, kctx):

@@ -132,13 +132,14 @@ async def test_a_crashed_replica_is_replaced_on_the_next_request(start_gateway, 
         assert pool.replicas[0].pid != pid
 
 
-async def test_a_dead_zygote_is_restarted_for_the_next_replica(start_gateway, registry: ModelRegistry) -> None:  # type: ignore[no-untyped-def]
+async def test_a_dead_fork_server_is_restarted_for_the_next_replica(start_gateway, registry: ModelRegistry) -> None:  # type: ignore[no-untyped-def]
     registry.register("digits", mlp_onnx())
     gateway = await start_gateway()
     base = f"http://127.0.0.1:{gateway.port}"
     body = infer_body(np.ones((1, 64), np.float32))
-    gateway.zygote.proc.kill()
-    await gateway.zygote.proc.wait()
+    assert gateway.forks.process is not None
+    gateway.forks.process.kill()
+    await gateway.forks.process.wait()
     async with ClientSession() as http:
         await http.post(f"{base}/v1/models/digits/revisions", json={})
         async with http.post(f"{base}/v2/models/digits/infer", data=body) as r:

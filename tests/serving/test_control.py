@@ -22,9 +22,12 @@ async def gateway(start_gateway, registry: ModelRegistry) -> Gateway:  # type: i
     return gateway
 
 
-async def call(gateway: Gateway, method: str, path: str, body: object) -> tuple[int, dict]:
+async def call(
+    gateway: Gateway, method: str, path: str, body: object, headers: dict[str, str] | None = None
+) -> tuple[int, dict]:
     data = body if isinstance(body, bytes) else orjson.dumps(body)
-    async with ClientSession() as http, http.request(method, f"http://127.0.0.1:{gateway.port}{path}", data=data) as r:
+    url = f"http://127.0.0.1:{gateway.port}{path}"
+    async with ClientSession() as http, http.request(method, url, data=data, headers=headers) as r:
         return r.status, orjson.loads(await r.read())
 
 
@@ -91,3 +94,33 @@ async def test_a_valid_batching_deploy_starts_and_answers(gateway: Gateway) -> N
         http.post(f"http://127.0.0.1:{gateway.port}/v2/models/digits/versions/2/infer", json={"inputs": [tensor]}) as r,
     ):
         assert r.status == 200, await r.text()
+
+
+async def test_a_deploy_asked_again_under_its_idempotency_key_makes_nothing_new(gateway: Gateway) -> None:
+    body = {"version": 2, "percent": 20, "tag": "canary", "rollout": {"promote_after_requests": 500}}
+    first = await call(gateway, "POST", "/v1/models/digits/revisions", body, {"Idempotency-Key": "deploy/evt-1"})
+    assert first[0] == 201, first
+    traffic = gateway.states["digits"].traffic
+    again = await call(gateway, "POST", "/v1/models/digits/revisions", body, {"Idempotency-Key": "deploy/evt-1"})
+    assert again == (200, first[1])
+    state = gateway.states["digits"]
+    assert [r.id for r in state.revisions] == ["digits-00001", "digits-00002"] and state.traffic == traffic
+    other = await call(gateway, "POST", "/v1/models/digits/revisions", body, {"Idempotency-Key": "deploy/evt-2"})
+    assert other[0] == 201 and other[1]["revision"] == "digits-00003"
+
+
+async def test_an_idempotency_key_survives_a_gateway_restart(start_gateway, gateway: Gateway) -> None:  # type: ignore[no-untyped-def]
+    first = await call(gateway, "POST", "/v1/models/digits/revisions", {"version": 2}, {"Idempotency-Key": "k"})
+    await gateway.stop()
+    restarted = await start_gateway()
+    assert await call(restarted, "POST", "/v1/models/digits/revisions", {"version": 2}, {"Idempotency-Key": "k"}) == (
+        200,
+        {**first[1], "endpoint": first[1]["endpoint"].replace(str(gateway.port), str(restarted.port))},
+    )
+
+
+@pytest.mark.parametrize("key", ["", "has space", "é", "x" * 257])
+async def test_a_malformed_idempotency_key_is_a_400(gateway: Gateway, key: str) -> None:
+    status, answer = await call(gateway, "POST", "/v1/models/digits/revisions", {}, {"Idempotency-Key": key})
+    assert status == 400 and "Idempotency-Key" in answer["error"]
+    assert len(gateway.states["digits"].revisions) == 1
