@@ -19,6 +19,7 @@ import contextvars
 import logging
 import os
 import random
+import re
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -34,32 +35,43 @@ KINDS = {"internal": 0, "server": 1, "client": 2, "producer": 3, "consumer": 4} 
 UNSET, ERROR = 0, 2  # opentelemetry.trace.StatusCode
 _ID64 = (1 << 64) - 1
 
-Parent = tuple[int, int, int, bool]  # trace id, span id, trace flags, remote
-Sampler = Callable[[int, "Parent | None"], bool]
+Parent = tuple[str, str, bool, bool]  # trace id, span id (lowercase hex, as in a traceparent), sampled, remote
+Sampler = Callable[[str, "Parent | None"], bool]  # from the trace id in hex
 
 _queue: SpanQueue | None = None  # the batches' way to the exporter process while tracing is on here, else None
 _sampler: Sampler | None = None
 _pid = 0  # the process that configured it: a forked child configures its own
 _current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("knflow_span", default=None)
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]([0-9a-f])")  # W3C, version 00
+_SAMPLED = frozenset("13579bdf")  # a flags byte's last hex digit with the sampled bit set
+_NO_TRACE, _NO_SPAN = "0" * 32, "0" * 16
+_getrandbits = random.getrandbits
 
 
 class Span:
     """One span being recorded: ids, name, kind, start time, attributes, events and status; ``end()`` hands its
-    record to the exporter when it was sampled. The methods the SDK's spans have that knflow uses."""
+    record to the exporter when it was sampled. The methods the SDK's spans have that knflow uses. Ids stay the hex
+    strings of the traceparents they come from and go to (the exporter process turns them into bytes): a hex
+    conversion costs more than the rest of a span here."""
 
-    __slots__ = ("attributes", "events", "flags", "kind", "name", "parent", "span_id", "start", "status", "trace_id")
+    __slots__ = (
+        "attributes", "events", "kind", "name", "parent_id", "remote", "sampled", "span_id", "start", "status",
+        "trace_id",
+    )  # fmt: skip
 
-    def __init__(self, name: str, kind: int, parent: Parent | None, attributes: Mapping[str, Any] | None) -> None:
+    def __init__(self, name: str, kind: int, parent: Parent | None, attributes: dict[str, Any] | None) -> None:
+        """A span named ``name``, a child of ``parent`` (a root when ``None``); it keeps ``attributes`` as its own
+        dict (and adds to it)."""
         if parent is None:
-            self.trace_id = random.getrandbits(128) or 1
-            sampled = _sampler(self.trace_id, None)  # type: ignore[misc]  # spans are made once configure() set it
+            self.trace_id = trace_id = "%032x" % (_getrandbits(128) or 1)
+            self.parent_id, self.remote = "", False
         else:
-            self.trace_id = parent[0]
-            sampled = _sampler(self.trace_id, parent)  # type: ignore[misc]  # see above
-        self.span_id = random.getrandbits(64) or 1
-        self.flags = 1 if sampled else 0
-        self.parent, self.name, self.kind = parent, name, kind
-        self.attributes = dict(attributes) if attributes else {}
+            self.trace_id = trace_id = parent[0]
+            self.parent_id, self.remote = parent[1], parent[3]
+        self.sampled = _sampler(trace_id, parent)  # type: ignore[misc]  # spans are made once configure() set it
+        self.span_id = "%016x" % (_getrandbits(64) or 1)
+        self.name, self.kind = name, kind
+        self.attributes = attributes if attributes is not None else {}
         self.events: list[tuple[str, int, dict[str, Any]]] | None = None
         self.status: tuple[int, str] = (UNSET, "")
         self.start = time.time_ns()
@@ -88,14 +100,12 @@ class Span:
 
     def end(self) -> None:
         queue = _queue
-        if self.flags and queue is not None:
-            parent = self.parent
-            pid, remote = (parent[1], parent[3]) if parent else (0, False)
-            queue.put((self.trace_id, self.span_id, pid, remote, self.name, self.kind, self.start, time.time_ns(),
-                       self.attributes, self.events, self.status))  # fmt: skip
+        if self.sampled and queue is not None:
+            queue.put((self.trace_id, self.span_id, self.parent_id, self.remote, self.name, self.kind, self.start,
+                       time.time_ns(), self.attributes, self.events, self.status))  # fmt: skip
 
     def traceparent(self) -> str:
-        return f"00-{self.trace_id:032x}-{self.span_id:016x}-{self.flags:02x}"
+        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
 
 
 def tracing_wanted(environ: Mapping[str, str]) -> bool:
@@ -125,10 +135,10 @@ def sampler_of(environ: Mapping[str, str]) -> Sampler:
         rate = 1.0
     rate = rate if 0.0 <= rate <= 1.0 else 1.0
     bound = round(rate * (_ID64 + 1))
-    roots: dict[str, Callable[[int], bool]] = {
+    roots: dict[str, Callable[[str], bool]] = {
         "always_on": lambda trace_id: True,
         "always_off": lambda trace_id: False,
-        "traceidratio": lambda trace_id: (trace_id & _ID64) < bound,
+        "traceidratio": lambda trace_id: int(trace_id[16:], 16) < bound,  # the id's low 64 bits, as the SDK
     }
     root = roots.get(name.removeprefix("parentbased_"))
     if root is None:
@@ -136,7 +146,7 @@ def sampler_of(environ: Mapping[str, str]) -> Sampler:
         name, root = "parentbased_always_on", roots["always_on"]
     if not name.startswith("parentbased_"):
         return lambda trace_id, parent: root(trace_id)
-    return lambda trace_id, parent: bool(parent[2] & 1) if parent is not None else root(trace_id)
+    return lambda trace_id, parent: parent[2] if parent is not None else root(trace_id)
 
 
 def configure_tracing(service: str, environ: Mapping[str, str] | None = None) -> bool:
@@ -194,20 +204,16 @@ def metric_families() -> list[Any]:
 
 
 def _parent(traceparent: str | None) -> Parent | None:
-    """The current span, else the W3C traceparent (version 00) as a remote parent, else ``None`` (a root). Parsed
-    by hand: this is on every delivery's path."""
+    """The current span, else the W3C traceparent (version 00) as a remote parent, else ``None`` (a root)."""
     current = _current.get()
     if current is not None:
-        return (current.trace_id, current.span_id, current.flags, False)
-    if not traceparent or len(traceparent) != 55 or not traceparent.startswith("00-"):
+        return (current.trace_id, current.span_id, current.sampled, False)
+    if not traceparent or len(traceparent) != 55 or (match := _TRACEPARENT.match(traceparent)) is None:
         return None
-    try:
-        trace_id, span_id, flags = int(traceparent[3:35], 16), int(traceparent[36:52], 16), int(traceparent[53:], 16)
-    except ValueError:
+    trace_id, span_id, flags = match.groups()
+    if trace_id == _NO_TRACE or span_id == _NO_SPAN:
         return None
-    if not trace_id or not span_id:
-        return None
-    return (trace_id, span_id, flags, True)
+    return (trace_id, span_id, flags in _SAMPLED, True)
 
 
 def traceparent_of(current: Span) -> str:
@@ -217,10 +223,11 @@ def traceparent_of(current: Span) -> str:
 
 @contextlib.contextmanager
 def span(
-    name: str, traceparent: str | None = None, *, kind: str = "internal", attributes: Mapping[str, Any] | None = None
+    name: str, traceparent: str | None = None, *, kind: str = "internal", attributes: dict[str, Any] | None = None
 ) -> Iterator[Any]:
     """A span around the block (the current one inside it), a child of the current span or else of
-    ``traceparent``; ``None`` when tracing is off. An exception leaving the block is recorded on it."""
+    ``traceparent``; ``None`` when tracing is off. An exception leaving the block is recorded on it. The span keeps
+    ``attributes`` as its own (a dict made for it)."""
     if _queue is None:
         yield None
         return
@@ -237,10 +244,10 @@ def span(
 
 
 def start_span(
-    name: str, traceparent: str | None, *, kind: str = "internal", attributes: Mapping[str, Any] | None = None
+    name: str, traceparent: str | None, *, kind: str = "internal", attributes: dict[str, Any] | None = None
 ) -> Span | None:
     """A started span (not made current), a child of the current span or else of ``traceparent``; ``None`` when
-    tracing is off. The caller ends it with ``end_span``."""
+    tracing is off. The caller ends it with ``end_span``; the span keeps ``attributes`` as its own."""
     if _queue is None:
         return None
     return Span(name, KINDS[kind], _parent(traceparent), attributes)
@@ -268,7 +275,7 @@ def activated(current: Span | None) -> Iterator[None]:
         _current.reset(token)
 
 
-def producer_traceparent(name: str, traceparent: str | None, attributes: Mapping[str, Any] | None = None) -> str:
+def producer_traceparent(name: str, traceparent: str | None, attributes: dict[str, Any] | None = None) -> str:
     """Record a producer span for an event about to be sent (a child of the current span, else of the cause's
     ``traceparent``, else a root) and return its traceparent for the event; tracing must be on."""
     produced = Span(name, KINDS["producer"], _parent(traceparent), attributes)

@@ -31,8 +31,8 @@ class Recorder:
 def _span(trace_id, span_id, parent_id, remote, name, kind, start, end, attributes, events, status) -> Any:  # type: ignore[no-untyped-def]
     return SimpleNamespace(
         name=name,
-        context=SimpleNamespace(trace_id=trace_id, span_id=span_id),
-        parent=SimpleNamespace(span_id=parent_id) if parent_id else None,
+        context=SimpleNamespace(trace_id=int(trace_id, 16), span_id=int(span_id, 16)),  # records keep ids in hex
+        parent=SimpleNamespace(span_id=int(parent_id, 16)) if parent_id else None,
         kind=SimpleNamespace(name=KIND_NAMES[kind]),
         attributes=attributes,
         events=[SimpleNamespace(name=n, attributes=a) for n, _, a in events or ()],

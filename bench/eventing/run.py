@@ -388,6 +388,12 @@ def main() -> None:
     parser.add_argument(
         "--paired", type=int, default=0, help="N rounds of an untraced and a traced broker saturated at once"
     )
+    parser.add_argument(
+        "--paired-rate",
+        type=float,
+        default=300.0,
+        help="--paired: events/s offered to both for --seconds first (0: no)",
+    )
     from infra.aio import run
 
     run(main_async(parser.parse_args()))

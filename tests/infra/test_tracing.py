@@ -136,7 +136,7 @@ def test_with_an_endpoint_the_traced_process_itself_loads_no_opentelemetry(recei
 def test_spans_beyond_the_queue_are_dropped_and_counted_without_waiting() -> None:
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_BSP_MAX_QUEUE_SIZE": "64"}
     queue = SpanQueue("test", {**os.environ, **env, "OTEL_EXPORTER_OTLP_TIMEOUT": "1"})
-    record = (1, 2, 0, False, "s", 0, 1, 2, {}, None, (0, ""))
+    record = ("1" * 32, "2" * 16, "", False, "s", 0, 1, 2, {}, None, (0, ""))
     began = time.monotonic()
     for _ in range(5000):
         queue.put(record)
@@ -189,20 +189,25 @@ def test_sampling_decides_as_the_sdk_samplers_of_the_same_variables(name: str, a
             parent_context = trace.SpanContext(trace_id, span_id, remote, trace.TraceFlags(flags))
             context = trace.set_span_in_context(trace.NonRecordingSpan(parent_context))
         expected = reference.should_sample(context, trace_id, "s").decision.is_sampled()
-        ours_parent = (trace_id, parent[0], parent[1], parent[2]) if parent is not None else None
-        assert ours(trace_id, ours_parent) == expected
+        hex_id = f"{trace_id:032x}"
+        ours_parent = (hex_id, f"{parent[0]:016x}", bool(parent[1]), parent[2]) if parent is not None else None
+        assert ours(hex_id, ours_parent) == expected
 
     check()
+
+
+TRACE = f"{1 << 100:032x}"
 
 
 def _records() -> list[tuple[object, ...]]:
     """Span records of every shape knflow makes: roots, remote and local parents, events, errors, attribute types."""
     now = time.time_ns()
     attributes = {"knflow.trigger": "t", "n": 3, "ok": True, "ratio": 0.5, "tags": ["a", "b"], "http.status": 204}
+    attempts = [("attempt", now + 1, {"attempt": 1, "error": ""})]
     return [
-        (1 << 100, 7, 0, False, "emit x", 3, now, now + 10, {"cloudevents.event_type": "x"}, None, (0, "")),
-        (1 << 100, 8, 7, True, "deliver t", 4, now, now + 99, attributes, None, (0, "")),
-        (5, 9, 8, False, "f x", 1, now, now + 5, {}, [("attempt", now + 1, {"attempt": 1, "error": ""})], (2, "boom")),
+        (TRACE, "7" * 16, "", False, "emit x", 3, now, now + 10, {"cloudevents.event_type": "x"}, None, (0, "")),
+        (TRACE, "8" * 16, "7" * 16, True, "deliver t", 4, now, now + 99, attributes, None, (0, "")),
+        ("5" * 32, "9" * 16, "8" * 16, False, "f x", 1, now, now + 5, {}, attempts, (2, "boom")),
     ]
 
 
@@ -224,7 +229,7 @@ def test_values_the_fast_encoder_does_not_know_go_through_the_sdks_encoder() -> 
     from infra.spanexport import Builder, export
 
     builder = Builder("broker")
-    record = (1, 2, 0, False, "s", 0, 1, 2, {"odd": {"a": 1}}, None, (0, ""))
+    record = ("1" * 32, "2" * 16, "", False, "s", 0, 1, 2, {"odd": {"a": 1}}, None, (0, ""))
     sent: list[bytes] = []
     through_sdk = mock.Mock()
     export(
@@ -256,9 +261,9 @@ _values = (
 )
 _attribute_maps = st.dictionaries(st.text(min_size=1, max_size=12), _values, max_size=5)
 _record = st.tuples(
-    st.integers(1, (1 << 128) - 1),
-    st.integers(1, (1 << 64) - 1),
-    st.integers(0, (1 << 64) - 1),
+    st.integers(1, (1 << 128) - 1).map(lambda n: f"{n:032x}"),
+    st.integers(1, (1 << 64) - 1).map(lambda n: f"{n:016x}"),
+    st.integers(0, (1 << 64) - 1).map(lambda n: f"{n:016x}" if n else ""),  # a root has no parent id
     st.booleans(),
     st.text(max_size=30),
     st.integers(0, 4),
@@ -289,3 +294,61 @@ def test_the_fast_encoder_equals_the_sdks_on_generated_spans() -> None:
         assert fast == encode_spans(builder.spans(records))
 
     check()
+
+
+def test_the_fast_encoder_keeps_equal_values_of_other_types_apart_and_survives_its_cache_filling() -> None:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from infra import otlpwire
+    from infra.spanexport import Builder
+
+    builder = Builder("broker")
+    encoder = builder.encoder()
+    now = time.time_ns()
+    values = [1, True, 1.0, "1", 0, False, 0.0, ""]  # equal or equally hashed across types: never one cache entry
+    records = [
+        (TRACE, f"{n + 1:016x}", "", False, f"s{n % 3}", 0, now, now + 1, {"v": value, "id": str(n)}, None, (0, ""))
+        for n, value in enumerate(values * (otlpwire.CACHED // 4))  # unique ids: that key stops being cached
+    ]
+    for batch in (records[:8], records, records[:8]):
+        assert ExportTraceServiceRequest.FromString(encoder.request(batch)) == encode_spans(builder.spans(batch))
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        None,
+        "",
+        "01-" + "ab" * 16 + "-" + "cd" * 8 + "-01",  # another version
+        "00-" + "AB" * 16 + "-" + "cd" * 8 + "-01",  # W3C ids are lowercase
+        "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01-",
+        "00-" + "0" * 32 + "-" + "cd" * 8 + "-01",  # all-zero ids are invalid
+        "00-" + "ab" * 16 + "-" + "0" * 16 + "-01",
+        "00-" + "ab" * 16 + "-" + "cd" * 8 + "-0g",
+    ],
+)
+def test_a_traceparent_that_is_not_w3c_00_starts_a_new_trace(traceparent: str | None, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from tests.spans import in_memory_spans
+
+    recorder = next(in_memory_spans(monkeypatch))
+    span = tracing.start_span("deliver t", traceparent)
+    tracing.end_span(span)
+    (record,) = recorder.records
+    assert record[2] == "" and record[0] != "ab" * 16 and len(record[0]) == 32 and int(record[0], 16)
+    assert tracing.traceparent_of(span) == f"00-{record[0]}-{record[1]}-01"
+
+
+def test_a_w3c_traceparent_is_the_remote_parent_and_its_sampled_flag_decides() -> None:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    with (
+        mock.patch.object(tracing, "_queue", recorder := mock.Mock()),
+        mock.patch.object(tracing, "_sampler", sampler_of(env)),
+    ):
+        sampled = tracing.start_span("a", REMOTE)
+        unsampled = tracing.start_span("b", REMOTE[:-2] + "00")
+        tracing.end_span(sampled)
+        tracing.end_span(unsampled)
+    (record,) = [call.args[0] for call in recorder.put.call_args_list]
+    assert record[:4] == ("ab" * 16, sampled.span_id, "cd" * 8, True)
+    assert tracing.traceparent_of(unsampled) == f"00-{'ab' * 16}-{unsampled.span_id}-00"
