@@ -45,7 +45,7 @@ def error_answer(exc: BaseException, headers: Mapping[str, str] | None = None) -
     if isinstance(exc, KnflowError):
         status, reason = exc.status, exc.message
     elif _is_aiohttp_error(exc):
-        status, reason = exc.status, exc.reason  # type: ignore[attr-defined]
+        status, reason = exc.status, exc.reason  # type: ignore[attr-defined]  # an aiohttp HTTPException, checked above
     else:
         status, reason = 500, type(exc).__name__
     out = {"Content-Type": JSON_TYPE}
