@@ -7,8 +7,10 @@ Layout under ``models/<name>/``:
     claims/<version:010d>         one object per version number, created with ``put_if_absent``:
                                   whoever creates it owns that number, so versions have no gaps
     idempotency/<digest>.json     one object per idempotency key (an event id): the version it made, or
-                                  while it is made, since when (one that went down midway is finished
-                                  by the next registration with its key, in the number it claimed)
+                                  while it is made, since when and by which process (one that went down
+                                  midway is finished by the next registration with its key, in the number
+                                  it claimed: at once when its process on this machine has ended, else
+                                  after IDEMPOTENT_WAIT_S)
     audit/<ns>-<rand>.json        one object per audit record (S3 has no append); aliases are the
                                   replay of these records, so concurrent alias moves never lose one
 """
@@ -28,6 +30,7 @@ from typing import Any
 import orjson
 
 from infra.errors import IntegrityError, InvalidRequest, NotFound
+from infra.owner import gone, this_process
 from infra.store import ArtifactStore, validate_key
 
 log = logging.getLogger(__name__)
@@ -154,7 +157,7 @@ class ModelRegistry:
         idem_key, version = None, None
         if idempotency_key is not None:
             idem_key = f"models/{name}/idempotency/{hashlib.sha256(idempotency_key.encode()).hexdigest()[:40]}.json"
-            if self.store.put_if_absent(idem_key, orjson.dumps({"key": idempotency_key, "at": time.time()})) is None:
+            if self.store.put_if_absent(idem_key, self._taking(idempotency_key)) is None:
                 found = self._await_idempotent(name, idem_key, idempotency_key)
                 if isinstance(found, ModelCard):
                     return found
@@ -261,20 +264,25 @@ class ModelRegistry:
 
     def _await_idempotent(self, name: str, idem_key: str, idempotency_key: str) -> ModelCard | int | None:
         """Another registration owns this key: wait for its card (it may still be uploading). One that has not
-        finished ``IDEMPOTENT_WAIT_S`` after it began went down: this one takes the key over (compare-and-swap, so
-        only one does) → the version the other had claimed (None: none yet), to finish."""
+        finished ``IDEMPOTENT_WAIT_S`` after it began, or whose process on this machine has ended, went down: this
+        one takes the key over (compare-and-swap, so only one does) → the version the other had claimed (None: none
+        yet), to finish."""
         while True:
             raw, tag = self.store.get_versioned(idem_key)
             record = orjson.loads(raw)
             if "version" in record:
                 return self.get(name, record["version"])
-            if time.time() - record.get("at", 0.0) < IDEMPOTENT_WAIT_S:
+            if time.time() - record.get("at", 0.0) < IDEMPOTENT_WAIT_S and not gone(record.get("owner")):
                 time.sleep(0.05)
                 continue
-            taken = orjson.dumps({"key": idempotency_key, "at": time.time()})
-            if self.store.put_if_match(idem_key, taken, tag) is not None:
+            if self.store.put_if_match(idem_key, self._taking(idempotency_key), tag) is not None:
                 log.warning("model %s: finishing registration %s, which went down midway", name, idempotency_key)
                 return self._claimed_by(name, idempotency_key)
+
+    @staticmethod
+    def _taking(idempotency_key: str) -> bytes:
+        """The record of a registration taking ``idempotency_key``: when, and which process (``infra.owner``)."""
+        return orjson.dumps({"key": idempotency_key, "at": time.time(), "owner": this_process()})
 
     def _claimed_by(self, name: str, idempotency_key: str) -> int | None:
         """The version number a registration with ``idempotency_key`` claimed (newest first), or None."""

@@ -100,6 +100,16 @@ def register_in_process(root: str, seed: int) -> int:
     return ModelRegistry(open_store(f"file://{root}")).register("m", mlp_onnx(seed, hidden=4)).version
 
 
+def register_and_go_down(root: str, key: str) -> None:
+    """In a separate process: register a model under idempotency ``key`` and die (``os._exit``) after claiming its
+    version number, before writing it (a register function's pod killed midway)."""
+    import os
+
+    registry = ModelRegistry(open_store(f"file://{root}"))
+    registry._write_version = lambda *args, **kwargs: os._exit(3)  # type: ignore[method-assign]  # the kill point
+    registry.register("m", mlp_onnx(1, hidden=4), idempotency_key=key)
+
+
 def slow_onnx(size: int = 1200, depth: int = 8) -> bytes:
     """Takes the digits MLP's input and answers ``logits`` [batch, 10], but spends a noticeable time on it:
     ``depth`` products of [size, size] matrices (for tests that need a request to be running for a while)."""

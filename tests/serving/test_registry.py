@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import orjson
 import pytest
 
+from infra import owner
 from infra.errors import IntegrityError, InvalidRequest, NotFound
 from infra.store import ArtifactStore, open_store
+from serving import registry as registry_module
 from serving.registry import ModelRegistry, TensorSpec
 from tests.serving.helpers import mlp_onnx, register_in_process
 
@@ -106,3 +113,32 @@ def test_unknown_model_and_version_are_not_found(registry: ModelRegistry) -> Non
     registry.register("m", mlp_onnx())
     with pytest.raises(NotFound):
         registry.get("m", 5)
+
+
+def test_a_registration_whose_process_died_midway_is_finished_at_once_by_the_next_one(tmp_path: Path) -> None:
+    root = str(tmp_path / "shared")
+    open_store(f"file://{root}")
+    code = f"from tests.serving.helpers import register_and_go_down; register_and_go_down({root!r}, 'event-1')"
+    died = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2], timeout=120)
+    assert died.returncode == 3  # it went down after claiming version 1, before writing it
+    began = time.monotonic()
+    card = ModelRegistry(open_store(f"file://{root}")).register("m", mlp_onnx(1, hidden=4), idempotency_key="event-1")
+    waited = time.monotonic() - began
+    assert card.version == 1 and [c.version for c in ModelRegistry(open_store(f"file://{root}")).versions("m")] == [1]
+    assert waited < registry_module.IDEMPOTENT_WAIT_S / 3, waited  # the owner is known gone: no waiting out its claim
+
+
+def test_a_claim_held_by_a_running_process_is_waited_for(store: ArtifactStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    claim = f"{owner._boot_id()}/{holder.pid}/{owner._started(holder.pid)}"  # as that process would name itself
+    try:
+        digest = hashlib.sha256(b"event-2").hexdigest()[:40]
+        at = time.time()
+        store.put(f"models/m/idempotency/{digest}.json", orjson.dumps({"key": "event-2", "at": at, "owner": claim}))
+        monkeypatch.setattr(registry_module, "IDEMPOTENT_WAIT_S", 1.0)
+        card = ModelRegistry(store).register("m", mlp_onnx(1, hidden=4), idempotency_key="event-2")
+        assert card.version == 1 and time.time() - at >= 1.0  # alive: only the claim's age let it be taken
+    finally:
+        holder.kill()
+        holder.wait()
+    assert owner.gone(claim)
