@@ -25,11 +25,11 @@ import aiohttp
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.events import NAMESPACE, RUNID, STEP_FAILED, TRACEPARENT, InvalidEvent, describe, namespace_of, new_event
-from eventing.http1 import Http1Pool
 from eventing.metrics import BrokerMetrics
 from eventing.triggers import DeliverySpec, Trigger
 from eventing.wire import from_http, to_http_binary
 from infra import tracing
+from infra.http1 import Http1Pool
 from infra.namespaces import DEFAULT, of_extension
 from infra.settings import EventingSettings
 
@@ -76,7 +76,7 @@ NO_RETRIES = DeliverySpec()
 
 
 class Deliverer:
-    """Sends events to subscribers (``eventing.http1`` for http://, aiohttp otherwise); ``publish`` feeds the broker."""
+    """Sends events to subscribers (``infra.http1`` for http://, aiohttp otherwise); ``publish`` feeds the broker."""
 
     def __init__(
         self,

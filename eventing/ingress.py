@@ -240,7 +240,7 @@ class IngressProtocol(asyncio.Protocol):
 
 def _header_lines(headers: Mapping[str, str]) -> bytes:
     """``headers`` as head lines, without those this path sets itself (UTF-8; bytes read as surrogates go back as they
-    came, see ``eventing.http1``)."""
+    came, see ``infra.http1``)."""
     lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items() if name.lower() not in _OWN_HEADERS)
     try:
         return lines.encode("utf-8", "surrogateescape")

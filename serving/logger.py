@@ -22,8 +22,8 @@ import orjson
 from prometheus_client.core import Metric
 
 from eventing.bindings import BATCH_CONTENT_TYPE
-from eventing.http1 import Http1Pool
 from infra.aio import cancel_and_wait
+from infra.http1 import Http1Pool
 from infra.httpclient import retryable_status
 from infra.metrics import Tally, gauge, registry_of, render
 from serving.logevents import (

@@ -31,7 +31,7 @@ from bench.eventing.run import (
     saturation,
     traced_env,
 )
-from eventing.http1 import Http1Pool
+from infra.http1 import Http1Pool
 
 VARIANTS = ("embedded", "embedded-traced")
 CpuCost = tuple[float, float]  # the traced broker's extra CPU per event over the untraced one's, its exporter's (s)

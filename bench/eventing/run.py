@@ -41,9 +41,9 @@ from aiohttp import web
 from bench.eventing.ceiling import measure
 from eventing.bindings import to_http_binary
 from eventing.events import new_event
-from eventing.http1 import Http1Pool
 from eventing.ingress import Answer, IngressServer
 from infra.auth import local_admin_headers
+from infra.http1 import Http1Pool
 from infra.localservices import free_port, start_tansu, wait_for_port
 from infra.settings import load_settings
 
@@ -304,7 +304,7 @@ async def main_async(args) -> None:
         "CPU shared with other work on this host (figures are lower bounds)"
     )
     print(
-        "# broker: separate process; load generator (eventing.http1 client) + no-op subscriber "
+        "# broker: separate process; load generator (infra.http1 client) + no-op subscriber "
         f"({'aiohttp' if args.aiohttp_sink else 'eventing.ingress lean'} server): this process; "
         f"fixed rate {args.rate}/s for {args.seconds}s; saturation {args.saturation_events} events, "
         f"{args.clients} concurrent clients; 64 runids; latency = POST sent -> subscriber received; "

@@ -19,10 +19,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from eventing.http1 import Http1Pool
 from functions.runtime.instances import Instance
 from functions.runtime.zygote import Spawn
 from infra.errors import KnflowError, Unavailable
+from infra.http1 import Http1Pool
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 - ``eventing/wire.py`` against ``eventing/bindings.py`` (the cloudevents SDK's bindings): the same event or the same
   refusal for every input read, the same bytes for every event written.
-- ``eventing/ingress.py``'s head parser and answer writer, and ``eventing/http1.py``'s response reader and request
+- ``eventing/ingress.py``'s head parser and answer writer, and ``infra/http1.py``'s response reader and request
   writer, against ``httptools`` (llhttp, the parser uvicorn and aiohttp's C extension are built on): a head the lean
   path takes is one llhttp reads the same, field for field; what they write, llhttp reads back as meant.
 
@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from eventing import bindings, wire
 from eventing.broker import is_ingress_path
 from eventing.events import InvalidEvent
-from eventing.http1 import Http1Pool, _Connection
 from eventing.ingress import Answer, IngressProtocol, _parse_head
+from infra.http1 import Http1Pool, _Connection
 from tests.fuzzing import fuzz, json_values, mutated_bytes
 from tests.security.test_fuzz_parsers import binary_mode, bodies, kafka_records, structured_bodies
 

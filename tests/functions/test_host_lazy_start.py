@@ -12,7 +12,7 @@ import pytest
 
 from eventing.bindings import to_http_binary
 from eventing.events import new_event
-from eventing.http1 import Http1Pool
+from infra.http1 import Http1Pool
 from infra.localservices import free_port
 from tests.eventually import eventually
 

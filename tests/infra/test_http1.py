@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from eventing.http1 import Http1Pool
+from infra.http1 import Http1Pool
 from infra.localservices import free_port
 from tests.eventually import eventually
 
