@@ -26,6 +26,8 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import TYPE_CHECKING, NamedTuple, cast
 
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+
 from infra.errors import KnflowError
 from infra.http import error_answer
 
@@ -54,9 +56,10 @@ MAX_LINE = 8190  # aiohttp's limit on the request line and on each header line
 IDLE_TIMEOUT_S = 75.0  # aiohttp's keep-alive default: an idle connection is closed after this
 HEAD_TIMEOUT_S = 10.0  # a request head must be complete this long after its first byte (a slow client is cut)
 SWEEP_S = 2.0
-_REQUEST_LINE = re.compile(rb"(POST|GET|HEAD) ([!-~]+) (HTTP/1\.[01])")
-# every header line is a token, a colon and a value without control characters (tab allowed), ending in CRLF
-_HEADER_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
+_METHODS = {b"POST": "POST", b"GET": "GET", b"HEAD": "HEAD"}
+_VERSIONS = (b" HTTP/1.1", b" HTTP/1.0")
+# fields a request may carry once only (the broker reads one event from them)
+_SINGLE = frozenset({"content-length", "content-type", "host", "transfer-encoding"})
 _DIGITS = re.compile(r"[0-9]{1,15}")
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _BODILESS = frozenset({204, 304})
@@ -262,34 +265,60 @@ class _Head(NamedTuple):
 _CLOSE = _Head("POST", b"", "", "", {}, 0, keep_alive=False, http10=False)  # a head that never came: answer, close
 
 
+class _Fields:
+    """llhttp's callbacks for one request head: its target, and its fields with lower-cased names, a repeated field's
+    values joined by ", " as aiohttp joins them; ``twice`` when a field the lean path reads once came again."""
+
+    __slots__ = ("headers", "target", "twice")
+    names: dict[bytes, str] = {}  # the lower-cased text of each field name seen (a few dozen in practice)
+
+    def __init__(self) -> None:
+        self.target = b""
+        self.headers: dict[str, str] = {}
+        self.twice = False
+
+    def on_url(self, url: bytes) -> None:
+        self.target += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        text = self.names.get(name)
+        if text is None:
+            text = name.decode("latin-1").lower()  # a token: ASCII, llhttp checked it
+            if len(self.names) < 1024:
+                self.names[name] = text
+        headers = self.headers
+        if text in headers:
+            self.twice = self.twice or text in _SINGLE or text.startswith("ce-")
+            headers[text] += ", " + value.decode("utf-8", "surrogateescape")  # as aiohttp decodes values
+        else:
+            headers[text] = value.decode("utf-8", "surrogateescape")
+
+
 def _parse_head(head: bytes, is_ingress: Callable[[str], bool], probes: bool = False) -> _Head | None:
     """The head of an ingress POST this path takes (or, with ``probes``, of a bodiless GET or HEAD), else None
-    (aiohttp then answers the request)."""
+    (aiohttp then answers the request). llhttp (``httptools``) reads the head; this path takes only the plain
+    requests among those it reads."""
     line_end = head.find(b"\r\n")
-    request = _REQUEST_LINE.fullmatch(head, 0, line_end if line_end >= 0 else len(head))
-    if request is None or b"%" in request[2]:
-        return None  # percent-encoded paths are left to aiohttp's router, which decodes them
-    method = request[1].decode()
-    path, _, query = request[2].decode().partition("?")
-    if not (is_ingress(path) if method == "POST" else probes):
+    line = head[:line_end] if line_end >= 0 else head
+    method = _METHODS.get(line[: line.find(b" ")])
+    if method is None or (method != "POST" and not probes) or line[-9:] not in _VERSIONS:
         return None
-    block = head[line_end + 2 :] + b"\r\n" if line_end >= 0 else b""
-    if not _HEADER_LINES.fullmatch(block):
-        return None  # a bad name, whitespace before a colon, obs-fold, control characters, a bare CR or LF
-    lines = block.decode("utf-8", "surrogateescape").split("\r\n")  # as aiohttp decodes header values
-    lines.pop()
-    if len(head) > MAX_LINE and max(map(len, lines)) > MAX_LINE:
+    fields = _Fields()
+    try:
+        HttpRequestParser(fields).feed_data(head + b"\r\n\r\n")
+    except (HttpParserError, HttpParserUpgrade):
+        return None  # malformed, or an upgrade: aiohttp answers it
+    target = fields.target
+    if len(line) != len(method) + len(target) + 10 or b"%" in target or fields.twice:
+        return None  # a request line not in its plain form; percent-encoded paths are left to aiohttp's router
+    if len(head) > MAX_LINE and max(map(len, head.split(b"\r\n"))) > MAX_LINE:
         return None
-    headers: dict[str, str] = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        name = name.lower()
-        if name in headers:
-            if name in ("content-length", "content-type", "host", "transfer-encoding") or name.startswith("ce-"):
-                return None
-            headers[name] += ", " + value.strip(" \t")
-        else:
-            headers[name] = value.strip(" \t")
+    if not target.isascii():
+        return None
+    path, _, query = target.decode("ascii").partition("?")
+    if method == "POST" and not is_ingress(path):
+        return None
+    headers = fields.headers
     length = headers.get("content-length")
     if length is None and method != "POST":
         length = "0"
@@ -297,7 +326,7 @@ def _parse_head(head: bytes, is_ingress: Callable[[str], bool], probes: bool = F
         return None
     if method != "POST" and int(length):
         return None  # a probe has no body
-    http10 = request[3] == b"HTTP/1.0"
+    http10 = line.endswith(b"1.0")
     if not http10 and "host" not in headers:
         return None
     connection = headers.get("connection", "").lower()
