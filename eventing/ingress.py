@@ -4,10 +4,11 @@ function runner's deliveries, the function host's events and the gateway's V2 in
 aiohttp's per-request machinery cost the broker more CPU than storing and delivering an event.
 Each connection starts on ``IngressProtocol``, which answers the common request itself: a POST
 to an ingress path with a ``Content-Length`` body no larger than the limit, one at a time per
-connection (pipelined requests wait in order). At the first request it does not take (another
-path or method, a chunked body, ``Expect``, a malformed or oversized head) it hands the
-connection, with the bytes already read, to aiohttp's ``RequestHandler``, which then serves the
-rest of that connection: the admin API, sources, and the strict answers to odd requests. ``accept`` answers
+connection (pipelined requests wait in order). A head llhttp cannot read, or too large, is answered here from the
+error table (400, 431) and the connection closed. At the first request it does not take (another path or method, a
+chunked body, ``Expect``) it hands the connection, with the bytes already read, to aiohttp's ``RequestHandler``,
+which then serves the rest of that connection: the admin API, sources, and the strict answers to odd requests.
+``accept`` answers
 a status, a body and optionally headers (a JSON body by default). A server given ``probe`` also answers bodiless
 GETs and HEADs of the paths ``probe`` knows (a function host's health probes), so a process can answer those and its
 events without importing aiohttp: ``fallback`` is called only when a connection is handed over.
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, NamedTuple, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-from infra.errors import KnflowError
+from infra.errors import InvalidRequest, KnflowError
 from infra.http import error_answer
 
 if TYPE_CHECKING:
@@ -143,12 +144,19 @@ class IngressProtocol(asyncio.Protocol):
         if head is None:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
-                if len(buf) > MAX_HEAD or b"\n\n" in buf or b"\r\n\n" in buf:
-                    self._hand_over()  # too long, or a head ended by bare LFs: aiohttp answers 400
+                if len(buf) > MAX_HEAD:
+                    too_large = f"the request head is larger than the limit of {MAX_HEAD} bytes"
+                    self._refuse(KnflowError(too_large, status=431))
+                elif b"\n\n" in buf or b"\r\n\n" in buf:
+                    self._refuse(InvalidRequest("malformed HTTP request: a line of the head ends without CR"))
                 elif self.head_since is None:
                     self.head_since = time.monotonic()
                 return
-            head = _parse_head(bytes(buf[:end]), self.server.is_ingress, self.server.probe is not None)
+            try:
+                head = _parse_head(bytes(buf[:end]), self.server.is_ingress, self.server.probe is not None)
+            except KnflowError as malformed:
+                self._refuse(malformed)
+                return
             if head is None or head.length > self.server.max_body or not self.server.takes(head):
                 self._hand_over()  # aiohttp and the guard give the precise answer (404, 405, 413, 400, 401, 421 ...)
                 return
@@ -223,8 +231,12 @@ class IngressProtocol(asyncio.Protocol):
 
     def timed_out(self) -> None:
         """The head did not arrive in time: answer 408 and close."""
-        late = KnflowError(f"the request head did not arrive within {HEAD_TIMEOUT_S:g} seconds", status=408)
-        self._answer(Answer(*error_answer(late)), _CLOSE)
+        self._refuse(KnflowError(f"the request head did not arrive within {HEAD_TIMEOUT_S:g} seconds", status=408))
+
+    def _refuse(self, error: KnflowError) -> None:
+        """Answer a head that cannot be read (or came too late) from the error table, and close: what follows it on
+        the connection cannot be framed."""
+        self._answer(Answer(*error_answer(error)), _CLOSE)
 
     def _hand_over(self) -> None:
         """Give the connection and the bytes read so far to aiohttp for the rest of its life."""
@@ -296,23 +308,26 @@ class _Fields:
 
 def _parse_head(head: bytes, is_ingress: Callable[[str], bool], probes: bool = False) -> _Head | None:
     """The head of an ingress POST this path takes (or, with ``probes``, of a bodiless GET or HEAD), else None
-    (aiohttp then answers the request). llhttp (``httptools``) reads the head; this path takes only the plain
-    requests among those it reads."""
+    (aiohttp then answers the request). llhttp (``httptools``) reads the head: one it cannot read, or with a line
+    longer than aiohttp takes, is refused here (``InvalidRequest``, 431); of the rest this path takes only the plain
+    requests."""
+    fields = _Fields()
+    try:
+        HttpRequestParser(fields).feed_data(head + b"\r\n\r\n")
+    except HttpParserUpgrade:
+        return None  # aiohttp refuses it
+    except HttpParserError as exc:
+        raise InvalidRequest(f"malformed HTTP request: {exc}") from None
+    if len(head) > MAX_LINE and max(map(len, head.split(b"\r\n"))) > MAX_LINE:
+        raise KnflowError(f"a line of the request head is longer than {MAX_LINE} bytes", status=431)
     line_end = head.find(b"\r\n")
     line = head[:line_end] if line_end >= 0 else head
     method = _METHODS.get(line[: line.find(b" ")])
     if method is None or (method != "POST" and not probes) or line[-9:] not in _VERSIONS:
         return None
-    fields = _Fields()
-    try:
-        HttpRequestParser(fields).feed_data(head + b"\r\n\r\n")
-    except (HttpParserError, HttpParserUpgrade):
-        return None  # malformed, or an upgrade: aiohttp answers it
     target = fields.target
     if len(line) != len(method) + len(target) + 10 or b"%" in target or fields.twice:
         return None  # a request line not in its plain form; percent-encoded paths are left to aiohttp's router
-    if len(head) > MAX_LINE and max(map(len, head.split(b"\r\n"))) > MAX_LINE:
-        return None
     if not target.isascii():
         return None
     path, _, query = target.decode("ascii").partition("?")
