@@ -191,6 +191,30 @@ def test_a_judge_that_went_down_after_its_verdict_finishes_that_verdict_whatever
     assert notice.get_data()["decision"] == "promoted after 120 requests, 0 errors"  # the verdict first made
     assert notice.get_id() == "knflow-model-digits-v2.promote"
     assert ModelRegistry(kctx.store).get("digits", "production").version == 2
+    promoted = [
+        r for r in ModelRegistry(kctx.store).audit("digits") if r["action"] == "set_alias" and r["version"] == 2
+    ]
+    assert [r["once"] for r in promoted] == ["knflow-model-digits-v2.promote"]  # in the trail once
+
+
+def test_a_rollback_finished_again_after_the_judge_went_down_is_in_the_audit_trail_once(kube, kctx, monkeypatch):
+    deploy.handle(registered(1, 0.9), kctx)
+    deploy.handle(registered(2, 0.95), kctx)
+    kube.add_pod(NS, "digits-v2-a", "knflow-model-digits-v2", metrics_text(8, 4))
+
+    def down(event):
+        raise SystemExit("the judge went down before telling the run")
+
+    monkeypatch.setattr(kctx, "emit_sync", down)
+    with pytest.raises(SystemExit):
+        _judge(kube, kctx)
+    monkeypatch.undo()
+    rollback = _judge(kube, kctx)[-1]
+    assert rollback.body["spec"] == {"traffic": [{"revisionName": "knflow-model-digits-v1", "percent": 100}]}
+    [notice] = kctx.emitted
+    assert notice.get_id() == "knflow-model-digits-v2.rollback"
+    noted = [r for r in ModelRegistry(kctx.store).audit("digits") if r["action"] == "rollback"]
+    assert len(noted) == 1 and "rolled back" in noted[0]["reason"], noted
 
 
 def test_a_canary_moved_by_hand_is_no_longer_judged(kube, kctx):
