@@ -45,8 +45,8 @@ def new_runid() -> str:
 
 def new_traceparent(trace_id: str | None = None) -> str:
     """A W3C traceparent with a new span id (and a new trace id unless one is given)."""
-    trace_id = trace_id or os.urandom(16).hex()
-    return f"00-{trace_id}-{os.urandom(8).hex()}-01"
+    ids = os.urandom(8 if trace_id else 24).hex()  # one read of the system's randomness for both ids
+    return f"00-{trace_id or ids[16:]}-{ids[:16]}-01"
 
 
 def child_traceparent(parent: str | None) -> str:
@@ -122,7 +122,10 @@ def continue_run(reply: CloudEvent, cause: CloudEvent) -> CloudEvent:
             missing[PARENTSPAN] = parent_span
     if not missing:
         return reply
-    return CloudEvent({**reply.get_attributes(), **missing}, reply.get_data())
+    from eventing.bindings import ReadEvent  # bindings imports this module
+
+    # the reply was checked when it was made, the cause when it was read, the traceparent is made here: not again
+    return ReadEvent({**reply.get_attributes(), **missing}, reply.get_data())
 
 
 def namespace_of(event: CloudEvent) -> str:

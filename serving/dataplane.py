@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from infra.errors import InvalidRequest
+from infra.http import error_body
 from infra.version import VERSION
 from serving import binary, grpccodec, protocol
 from serving.protocol import InferRequest
@@ -64,7 +65,7 @@ class JsonCodec:
         return binary.encode(answer.model, answer.version, answer.request, answer.outputs, answer.parameters)
 
     def error(self, message: str) -> bytes:
-        return protocol.error_body(message)
+        return error_body(message)  # the body of every knflow error answer
 
 
 class BinaryCodec(JsonCodec):

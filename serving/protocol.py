@@ -256,8 +256,3 @@ def encode_response(
         body["parameters"] = parameters
     body["outputs"] = [output_tensor(n, a) for n, a in outputs.items()]
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def error_body(message: str) -> bytes:
-    """The V2 error body."""
-    return orjson.dumps({"error": message})

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from infra.errors import InvalidRequest, KnflowError
+from infra.http import error_body
 from serving import dataplane, framing
-from serving.protocol import InferRequest, check_signature, error_body
+from serving.protocol import InferRequest, check_signature
 from serving.registry import TensorSpec
 from serving.runtime import ModelRuntime, OnnxRuntime
 

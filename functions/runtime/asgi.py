@@ -17,7 +17,7 @@ from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
-from eventing.bindings import to_http_binary, to_http_structured
+from eventing.bindings import ReadEvent, to_http_binary, to_http_structured
 from eventing.events import continue_run
 from functions.runtime.context import Runtime
 from functions.runtime.loader import Reply, health_result, maybe_await
@@ -49,7 +49,7 @@ def as_reply(reply: CloudEvent, cause: CloudEvent) -> CloudEvent:
     JSON event format implies, and what the next step needs to get its data back as JSON, not bytes)."""
     reply = continue_run(reply, cause)
     if reply.get_datacontenttype() is None and isinstance(reply.get_data(), dict | list):
-        return CloudEvent({**reply.get_attributes(), "datacontenttype": "application/json"}, reply.get_data())
+        return ReadEvent({**reply.get_attributes(), "datacontenttype": "application/json"}, reply.get_data())
     return reply
 
 

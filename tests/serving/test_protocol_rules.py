@@ -10,12 +10,12 @@ import orjson
 import pytest
 
 from infra.errors import InvalidRequest
+from infra.http import error_body
 from serving.protocol import (
     MAX_ELEMENTS,
     binary_wish,
     check_signature,
     encode_response,
-    error_body,
     json_tensor,
     output_datatype,
     output_tensor,
