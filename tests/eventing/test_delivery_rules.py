@@ -334,8 +334,8 @@ class Session:
         return self.answer.body
 
     @contextlib.asynccontextmanager
-    async def post(self, url, data, headers, timeout):
-        self.posts.append((url, data, headers, timeout.total))
+    async def request(self, method, url, data, headers, timeout):
+        self.posts.append((method, url, data, headers, timeout.total))
         if self.error:
             raise self.error
         yield self.answer
@@ -347,7 +347,7 @@ async def test_https_subscribers_go_through_the_session_with_the_same_rules():
     session = Session(status=429, reason=None, headers={"Retry-After": "3"}, body=b"later")
     d = Deliverer(session, None)  # type: ignore[arg-type]
     assert await d.attempt("https://h/x", headers, body, spec) == Attempt(429, b"later", "", 3.0)
-    assert session.posts == [("https://h/x", body, headers, 2.0)]
+    assert session.posts == [("POST", "https://h/x", body, headers, 2.0)]
     event = new_event("next", "s")
     reply_headers, reply_body = to_http_binary(event)
     answered = await Deliverer(Session(headers=reply_headers, body=reply_body), None).attempt(
