@@ -4,10 +4,11 @@ function runner's deliveries, the function host's events and the gateway's V2 in
 aiohttp's per-request machinery cost the broker more CPU than storing and delivering an event.
 Each connection starts on ``IngressProtocol``, which answers the common request itself: a POST
 to an ingress path with a ``Content-Length`` body no larger than the limit, one at a time per
-connection (pipelined requests wait in order). At the first request it does not take (another
-path or method, a chunked body, ``Expect``, a malformed or oversized head) it hands the
-connection, with the bytes already read, to aiohttp's ``RequestHandler``, which then serves the
-rest of that connection: the admin API, sources, and the strict answers to odd requests. ``accept`` answers
+connection (pipelined requests wait in order). A head llhttp cannot read, or too large, is answered here from the
+error table (400, 431) and the connection closed. At the first request it does not take (another path or method, a
+chunked body, ``Expect``) it hands the connection, with the bytes already read, to aiohttp's ``RequestHandler``,
+which then serves the rest of that connection: the admin API, sources, and the strict answers to odd requests.
+``accept`` answers
 a status, a body and optionally headers (a JSON body by default). A server given ``probe`` also answers bodiless
 GETs and HEADs of the paths ``probe`` knows (a function host's health probes), so a process can answer those and its
 events without importing aiohttp: ``fallback`` is called only when a connection is handed over.
@@ -26,7 +27,9 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import TYPE_CHECKING, NamedTuple, cast
 
-from infra.errors import KnflowError
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+
+from infra.errors import InvalidRequest, KnflowError
 from infra.http import error_answer
 
 if TYPE_CHECKING:
@@ -54,9 +57,10 @@ MAX_LINE = 8190  # aiohttp's limit on the request line and on each header line
 IDLE_TIMEOUT_S = 75.0  # aiohttp's keep-alive default: an idle connection is closed after this
 HEAD_TIMEOUT_S = 10.0  # a request head must be complete this long after its first byte (a slow client is cut)
 SWEEP_S = 2.0
-_REQUEST_LINE = re.compile(rb"(POST|GET|HEAD) ([!-~]+) (HTTP/1\.[01])")
-# every header line is a token, a colon and a value without control characters (tab allowed), ending in CRLF
-_HEADER_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
+_METHODS = {b"POST": "POST", b"GET": "GET", b"HEAD": "HEAD"}
+_VERSIONS = (b" HTTP/1.1", b" HTTP/1.0")
+# fields a request may carry once only (the broker reads one event from them)
+_SINGLE = frozenset({"content-length", "content-type", "host", "transfer-encoding"})
 _DIGITS = re.compile(r"[0-9]{1,15}")
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _BODILESS = frozenset({204, 304})
@@ -140,12 +144,19 @@ class IngressProtocol(asyncio.Protocol):
         if head is None:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
-                if len(buf) > MAX_HEAD or b"\n\n" in buf or b"\r\n\n" in buf:
-                    self._hand_over()  # too long, or a head ended by bare LFs: aiohttp answers 400
+                if len(buf) > MAX_HEAD:
+                    too_large = f"the request head is larger than the limit of {MAX_HEAD} bytes"
+                    self._refuse(KnflowError(too_large, status=431))
+                elif b"\n\n" in buf or b"\r\n\n" in buf:
+                    self._refuse(InvalidRequest("malformed HTTP request: a line of the head ends without CR"))
                 elif self.head_since is None:
                     self.head_since = time.monotonic()
                 return
-            head = _parse_head(bytes(buf[:end]), self.server.is_ingress, self.server.probe is not None)
+            try:
+                head = _parse_head(bytes(buf[:end]), self.server.is_ingress, self.server.probe is not None)
+            except KnflowError as malformed:
+                self._refuse(malformed)
+                return
             if head is None or head.length > self.server.max_body or not self.server.takes(head):
                 self._hand_over()  # aiohttp and the guard give the precise answer (404, 405, 413, 400, 401, 421 ...)
                 return
@@ -220,8 +231,12 @@ class IngressProtocol(asyncio.Protocol):
 
     def timed_out(self) -> None:
         """The head did not arrive in time: answer 408 and close."""
-        late = KnflowError(f"the request head did not arrive within {HEAD_TIMEOUT_S:g} seconds", status=408)
-        self._answer(Answer(*error_answer(late)), _CLOSE)
+        self._refuse(KnflowError(f"the request head did not arrive within {HEAD_TIMEOUT_S:g} seconds", status=408))
+
+    def _refuse(self, error: KnflowError) -> None:
+        """Answer a head that cannot be read (or came too late) from the error table, and close: what follows it on
+        the connection cannot be framed."""
+        self._answer(Answer(*error_answer(error)), _CLOSE)
 
     def _hand_over(self) -> None:
         """Give the connection and the bytes read so far to aiohttp for the rest of its life."""
@@ -262,34 +277,63 @@ class _Head(NamedTuple):
 _CLOSE = _Head("POST", b"", "", "", {}, 0, keep_alive=False, http10=False)  # a head that never came: answer, close
 
 
+class _Fields:
+    """llhttp's callbacks for one request head: its target, and its fields with lower-cased names, a repeated field's
+    values joined by ", " as aiohttp joins them; ``twice`` when a field the lean path reads once came again."""
+
+    __slots__ = ("headers", "target", "twice")
+    names: dict[bytes, str] = {}  # the lower-cased text of each field name seen (a few dozen in practice)
+
+    def __init__(self) -> None:
+        self.target = b""
+        self.headers: dict[str, str] = {}
+        self.twice = False
+
+    def on_url(self, url: bytes) -> None:
+        self.target += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        text = self.names.get(name)
+        if text is None:
+            text = name.decode("latin-1").lower()  # a token: ASCII, llhttp checked it
+            if len(self.names) < 1024:
+                self.names[name] = text
+        headers = self.headers
+        if text in headers:
+            self.twice = self.twice or text in _SINGLE or text.startswith("ce-")
+            headers[text] += ", " + value.decode("utf-8", "surrogateescape")  # as aiohttp decodes values
+        else:
+            headers[text] = value.decode("utf-8", "surrogateescape")
+
+
 def _parse_head(head: bytes, is_ingress: Callable[[str], bool], probes: bool = False) -> _Head | None:
     """The head of an ingress POST this path takes (or, with ``probes``, of a bodiless GET or HEAD), else None
-    (aiohttp then answers the request)."""
+    (aiohttp then answers the request). llhttp (``httptools``) reads the head: one it cannot read, or with a line
+    longer than aiohttp takes, is refused here (``InvalidRequest``, 431); of the rest this path takes only the plain
+    requests."""
+    fields = _Fields()
+    try:
+        HttpRequestParser(fields).feed_data(head + b"\r\n\r\n")
+    except HttpParserUpgrade:
+        return None  # aiohttp refuses it
+    except HttpParserError as exc:
+        raise InvalidRequest(f"malformed HTTP request: {exc}") from None
+    if len(head) > MAX_LINE and max(map(len, head.split(b"\r\n"))) > MAX_LINE:
+        raise KnflowError(f"a line of the request head is longer than {MAX_LINE} bytes", status=431)
     line_end = head.find(b"\r\n")
-    request = _REQUEST_LINE.fullmatch(head, 0, line_end if line_end >= 0 else len(head))
-    if request is None or b"%" in request[2]:
-        return None  # percent-encoded paths are left to aiohttp's router, which decodes them
-    method = request[1].decode()
-    path, _, query = request[2].decode().partition("?")
-    if not (is_ingress(path) if method == "POST" else probes):
+    line = head[:line_end] if line_end >= 0 else head
+    method = _METHODS.get(line[: line.find(b" ")])
+    if method is None or (method != "POST" and not probes) or line[-9:] not in _VERSIONS:
         return None
-    block = head[line_end + 2 :] + b"\r\n" if line_end >= 0 else b""
-    if not _HEADER_LINES.fullmatch(block):
-        return None  # a bad name, whitespace before a colon, obs-fold, control characters, a bare CR or LF
-    lines = block.decode("utf-8", "surrogateescape").split("\r\n")  # as aiohttp decodes header values
-    lines.pop()
-    if len(head) > MAX_LINE and max(map(len, lines)) > MAX_LINE:
+    target = fields.target
+    if len(line) != len(method) + len(target) + 10 or b"%" in target or fields.twice:
+        return None  # a request line not in its plain form; percent-encoded paths are left to aiohttp's router
+    if not target.isascii():
         return None
-    headers: dict[str, str] = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        name = name.lower()
-        if name in headers:
-            if name in ("content-length", "content-type", "host", "transfer-encoding") or name.startswith("ce-"):
-                return None
-            headers[name] += ", " + value.strip(" \t")
-        else:
-            headers[name] = value.strip(" \t")
+    path, _, query = target.decode("ascii").partition("?")
+    if method == "POST" and not is_ingress(path):
+        return None
+    headers = fields.headers
     length = headers.get("content-length")
     if length is None and method != "POST":
         length = "0"
@@ -297,7 +341,7 @@ def _parse_head(head: bytes, is_ingress: Callable[[str], bool], probes: bool = F
         return None
     if method != "POST" and int(length):
         return None  # a probe has no body
-    http10 = request[3] == b"HTTP/1.0"
+    http10 = line.endswith(b"1.0")
     if not http10 and "host" not in headers:
         return None
     connection = headers.get("connection", "").lower()

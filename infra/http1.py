@@ -3,8 +3,8 @@
 aiohttp's client costs more CPU per request than the rest of the broker's work for an event;
 delivery needs only a fraction of it (plain ``http://``, POST, a small response read whole). The function
 runner uses it too, over a worker's Unix socket.
-Responses with Content-Length, chunked bodies, or bodies delimited by connection close are read;
-1xx interim responses are skipped. A request that fails on a reused idle connection before any
+llhttp (``httptools``) reads the responses: Content-Length, chunked bodies, or bodies delimited by connection
+close; 1xx interim responses are skipped. A request that fails on a reused idle connection before any
 response byte arrived is sent once more on a fresh connection (the server had closed it).
 ``https://`` URLs are not handled here (``Deliverer`` uses aiohttp for them).
 """
@@ -15,6 +15,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
+
+from httptools import HttpParserError, HttpResponseParser
 
 
 @dataclass(frozen=True)
@@ -29,25 +31,26 @@ class Response:
 
 
 class _Connection(asyncio.Protocol):
+    """One keep-alive connection; llhttp (``httptools``) reads each response, a fresh parser per request."""
+
     transport: asyncio.Transport  # set by connection_made, before create_connection returns the connection
     timer: asyncio.TimerHandle | None  # each request with a deadline sets it
 
     def __init__(self) -> None:
         self.closed = False
-        self._buf = bytearray()
         self._waiter: asyncio.Future | None = None
         self._head_request = False
         self._reset()
 
     def _reset(self) -> None:
-        self._status: int | None = None
-        self._reason = ""
+        self._parser = HttpResponseParser(self)
+        self._status: int | None = None  # the final (not 1xx) response's, once its head is read
+        self._reason = bytearray()
         self._headers: dict[str, str] = {}
         self._raw: list[tuple[str, str]] = []
-        self._length: int | None = None
-        self._chunked = False
         self._until_close = False
         self._body = bytearray()
+        self._done = False
         self.got_bytes = False
         self.reusable = False
         self.timer = None
@@ -58,7 +61,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self._waiter is not None and not self._waiter.done():
-            if self._until_close and self._status is not None:
+            if self._until_close:
                 self._finish(keep=False)
             else:
                 self._waiter.set_exception(ConnectionResetError("connection closed before the response was complete"))
@@ -76,77 +79,58 @@ class _Connection(asyncio.Protocol):
         return waiter
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None or self._waiter.done():
+        if self._waiter is None or self._done:
             self.transport.close()  # bytes nobody asked for: do not reuse
             return
         self.got_bytes = True
-        self._buf += data
         try:
-            self._parse()
-        except (ValueError, IndexError) as exc:
-            if self._waiter is not None and not self._waiter.done():
+            self._parser.feed_data(data)
+        except HttpParserError as exc:
+            if not self._waiter.done():
                 self._waiter.set_exception(ConnectionError(f"malformed HTTP response: {exc}"))
+            self.reusable = False
             self.transport.close()
 
-    def _parse(self) -> None:
-        buf = self._buf
-        while self._status is None:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            # as aiohttp and the lean server decode heads: UTF-8, other bytes as surrogates (sent back as they came)
-            lines = bytes(buf[:end]).decode("utf-8", "surrogateescape").split("\r\n")
-            del buf[: end + 4]
-            _, status, *reason = lines[0].split(" ", 2)
-            if 100 <= int(status) < 200:
-                continue
-            self._status, self._reason = int(status), reason[0] if reason else ""
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                name, value = name.strip(), value.strip()
-                self._headers[name.lower()] = value
-                self._raw.append((name, value))
-            if self._status in (204, 304) or self._head_request:
-                self._length = 0  # no body by definition, whatever the headers say
-            elif "chunked" in self._headers.get("transfer-encoding", "").lower():
-                self._chunked = True
-            elif "content-length" in self._headers:
-                self._length = int(self._headers["content-length"])
-            else:
-                self._until_close = True
-        if self._chunked:
-            self._parse_chunks()
-        elif self._length is not None and len(buf) >= self._length:
-            self._body += buf[: self._length]
-            del buf[: self._length]
-            self._finish(keep=True)
-        elif self._until_close:
-            self._body += buf
-            buf.clear()
+    # llhttp's callbacks
 
-    def _parse_chunks(self) -> None:
-        buf = self._buf
-        while True:
-            line_end = buf.find(b"\r\n")
-            if line_end < 0:
-                return
-            size = int(bytes(buf[:line_end]).split(b";", 1)[0], 16)
-            if size == 0:
-                trailer_end = buf.find(b"\r\n\r\n", line_end)
-                if trailer_end < 0 and buf[line_end : line_end + 4] != b"\r\n\r\n":
-                    return
-                del buf[: (trailer_end if trailer_end >= 0 else line_end) + 4]
-                self._finish(keep=True)
-                return
-            if len(buf) < line_end + 2 + size + 2:
-                return
-            self._body += buf[line_end + 2 : line_end + 2 + size]
-            del buf[: line_end + 2 + size + 2]
+    def on_message_begin(self) -> None:
+        if self._done:
+            raise ConnectionError("bytes after the response")  # the connection is not reused
+        self._reason.clear()  # a 1xx interim response's head is forgotten
+        self._headers, self._raw = {}, []
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason  # in pieces when the head arrives in pieces
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._status is not None:
+            return  # a chunked body's trailer fields are not the response's headers
+        # as aiohttp and the lean server decode heads: UTF-8, other bytes as surrogates (sent back as they came)
+        text, value_text = name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")
+        self._headers[text.lower()] = value_text
+        self._raw.append((text, value_text))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:
+            return  # an interim response: the final one follows
+        self._status = status
+        if self._head_request:
+            self._finish(keep=self._parser.should_keep_alive())  # no body, whatever the headers say
+        elif status not in (204, 304) and "content-length" not in self._headers:
+            self._until_close = "transfer-encoding" not in self._headers  # the body ends when the connection does
+
+    def on_body(self, body: bytes) -> None:
+        self._body += body
+
+    def on_message_complete(self) -> None:
+        if self._status is not None and not self._done:
+            self._finish(keep=self._parser.should_keep_alive())
 
     def _finish(self, keep: bool) -> None:
-        if keep and self._headers.get("connection", "").lower() == "close":
-            keep = False
-        response = Response(self._status or 0, self._reason, self._headers, bytes(self._body), tuple(self._raw))
+        self._done = True
+        reason = self._reason.decode("utf-8", "surrogateescape")
+        response = Response(self._status or 0, reason, self._headers, bytes(self._body), tuple(self._raw))
         self.reusable = keep and not self.closed
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(response)

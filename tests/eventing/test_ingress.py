@@ -9,8 +9,9 @@ import orjson
 import pytest
 
 from eventing.broker import is_ingress_path
-from eventing.ingress import _parse_head
+from eventing.ingress import MAX_HEAD, _parse_head
 from eventing.triggers import Trigger
+from infra.errors import KnflowError
 from tests.eventually import eventually
 
 
@@ -159,33 +160,58 @@ async def test_connection_close_and_http_1_0_close_after_the_answer(make_broker)
 
 
 @pytest.mark.parametrize(
-    "head",
+    ("head", "status"),
     [
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nContent-Length: 2",  # repeated length: smuggling
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked",
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nX-A: 1\nTransfer-Encoding: chunked",  # bare LF
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nX-A: a\rb",  # bare CR
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nX-A: a\x00b",
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nce-id: a\x01b",
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n folded",
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length : 2",
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -2",
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \u00b2",  # a digit to str.isdigit, not to HTTP
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \u00a07",
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " + "9" * 5000,
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nExpect: 100-continue",
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nX-Long: " + "a" * 9000,
-        "POST / HTTP/1.1\r\nContent-Length: 2",  # HTTP/1.1 without Host
-        "POST / HTTP/2\r\nHost: 127.0.0.1\r\nContent-Length: 2",
-        "POST  / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2",
-        "POST /a/b\x7f HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2",
-        "POST /%73ources/minio HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2",  # aiohttp's router decodes it
-        "POST /a/b/c HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2",
+        ("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nContent-Length: 2", 400),  # repeated: smuggling
+        ("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked", 400),
+        ("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nX-A: 1\nTransfer-Encoding: chunked", 400),  # LF
+        ("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nX-A: a\rb", 400),  # bare CR
+        ("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nX-A: a\x00b", 400),
+        ("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nce-id: a\x01b", 400),
+        ("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n folded", 400),
+        ("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length : 2", 400),
+        ("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -2", 400),
+        ("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \u00b2", 400),  # a digit to str.isdigit, not to HTTP
+        ("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \u00a07", 400),
+        ("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " + "9" * 5000, 400),
+        ("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nX-Long: " + "a" * 9000, 431),
+        ("POST / HTTP/2\r\nHost: 127.0.0.1\r\nContent-Length: 2", 400),
+        ("POST /a/b\x7f HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2", 400),
+        ("PUT / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: a\x00b", 400),  # whatever the method: unreadable is refused
+        ("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\nExpect: 100-continue", None),  # aiohttp's
+        ("POST / HTTP/1.1\r\nContent-Length: 2", None),  # HTTP/1.1 without Host
+        ("POST  / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2", None),
+        ("POST /%73ources/minio HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2", None),  # aiohttp's router decodes it
+        ("POST /a/b/c HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2", None),
+        ("PUT / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2", None),
     ],
 )
-def test_heads_the_lean_path_does_not_take(head):
+def test_heads_the_lean_path_refuses_or_hands_to_aiohttp(head, status):
+    """llhttp cannot read it: refused here (the status); readable but not a plain ingress POST: aiohttp's (None)."""
     raw = head.encode("latin-1")  # byte for byte: \u00b2 is the byte 0xb2
-    assert _parse_head(raw, lambda path: is_ingress_path(path, frozenset())) is None
+    if status is None:
+        assert _parse_head(raw, lambda path: is_ingress_path(path, frozenset())) is None
+    else:
+        with pytest.raises(KnflowError) as refused:
+            _parse_head(raw, lambda path: is_ingress_path(path, frozenset()))
+        assert refused.value.status == status
+
+
+async def test_an_unreadable_head_is_answered_from_the_error_table_and_the_connection_closed(make_broker):
+    async with make_broker() as broker:
+        for head, status, says in (
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400, "Content-Length"),
+            (b"GET /triggers HTTP/1.1\r\nHost: h\r\nX-A: a\x00b\r\n\r\n", 400, "Invalid header value char"),
+            (b"POST / HTTP/1.1\r\nHost: h\nContent-Length: 2\n\n{}", 400, "ends without CR"),
+            (b"POST / HTTP/1.1\r\nX-Big: " + b"a" * (MAX_HEAD + 10), 431, f"limit of {MAX_HEAD} bytes"),
+        ):
+            reader, writer = await connect(broker)
+            writer.write(head)
+            got, headers, body = await read_response(reader)
+            assert (got, headers["content-type"], headers["connection"]) == (status, "application/json", "close")
+            assert says in orjson.loads(body)["error"], body
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # the server closed it
+            writer.close()
 
 
 def test_a_plain_head_is_taken_with_utf8_values():
