@@ -4,7 +4,6 @@ no answer as ``Unavailable``; ``http://`` and a Unix socket on the lean pool, ``
 from __future__ import annotations
 
 import asyncio
-import ssl
 import sys
 from collections.abc import AsyncIterator
 
@@ -16,6 +15,7 @@ from aiohttp import web
 from infra.asyncclient import AsyncClient
 from infra.errors import Conflict, InvalidRequest, KnflowError, NotFound, PayloadTooLarge, Unavailable
 from infra.localservices import free_port
+from tests.tls import tls_contexts
 
 KINDS = {
     400: InvalidRequest,
@@ -128,12 +128,7 @@ async def test_over_a_unix_socket_every_url_goes_to_the_socket(tmp_path) -> None
 
 
 async def test_https_goes_over_aiohttp_with_the_same_errors() -> None:
-    trustme = pytest.importorskip("trustme", reason="trustme makes the self-signed certificate this test needs")
-    authority = trustme.CA()
-    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(served)
-    trusted = ssl.create_default_context()
-    authority.configure_trust(trusted)
+    served, trusted = tls_contexts()
     port = free_port()
     async for _ in serve(host="127.0.0.1", port=port, ssl_context=served):
         url = f"https://127.0.0.1:{port}"
