@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.knflow-installed
 
-.PHONY: demo test lint bench install mutate
+.PHONY: demo test lint bench install mutate screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ mutate: $(STAMP)
 	rm -rf mutants
 	$(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS) > mutants.log 2>&1 || (tail -c 3000 mutants.log; exit 1)
 	$(PY) scripts/mutation_scores.py $(MODULES)
+
+# The dashboard README's screenshots, taken again on a real tuning run (test runs write theirs to a scratch directory).
+screenshots: $(STAMP)
+	bash scripts/system-deps.sh
+	KNFLOW_DASHBOARD_SCREENSHOTS=knflow/dashboard/screenshots $(PY) -m pytest -q tests/dashboard/test_charts_browser.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -7,7 +7,8 @@ The rule is the gateway's (``serving.rollout.judge_canary``); the state is the a
 (``serving.knserving``). A promoted version becomes the registry's ``production``; a rollback is noted in its audit
 trail. The verdict is written on the Service before anything acts on it, and the ``model.deployed`` notice has a
 stable id (revision and verdict): a judge interrupted midway finishes that verdict on the next ping, telling the run
-again as the same event, whatever the counts have become since.
+again as the same event, whatever the counts have become since, and noting it in the audit trail only if the first
+judge had not (the record carries the same id as ``once``).
 """
 
 from __future__ import annotations
@@ -67,17 +68,16 @@ def judge(models: KnativeModels, ctx: Any, service: dict[str, Any], record: Cana
     else:
         verdict, decision = record.verdict, record.decision  # judged before the judge went down: finish that verdict
     registry = open_registry(ctx.store)
+    verdict_id = f"{canary.revision}.{verdict}"  # a verdict finished again is noted and told under the same id
+    reason = f"canary {canary.revision} {decision}"
     if verdict == PROMOTE:
         target = canary.revision
-        registry.set_alias(model, PRODUCTION, canary.version, actor="serving", reason=f"canary {target} {decision}")
+        registry.set_alias(model, PRODUCTION, canary.version, actor="serving", reason=reason, once=verdict_id)
     else:
         target = record.main
-        registry.note(
-            model, "rollback", version=canary.version, actor="serving", reason=f"canary {canary.revision} {decision}"
-        )
+        registry.note(model, "rollback", version=canary.version, actor="serving", reason=reason, once=verdict_id)
     if canary.announce:
-        notice_id = f"{canary.revision}.{verdict}"
-        ctx.emit_sync(outcome_notice(model, canary, verdict, decision, models.endpoint(model), event_id=notice_id))
+        ctx.emit_sync(outcome_notice(model, canary, verdict, decision, models.endpoint(model), event_id=verdict_id))
     models.conclude(service, target)
     ctx.log.info("canary: %s: %s", model, decision)
     return verdict

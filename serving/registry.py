@@ -330,19 +330,22 @@ class ModelRegistry:
         return sorted({k.split("/")[1] for k in keys if k.endswith("/card.json")})
 
     # -- aliases and audit ---------------------------------------------------------
-    def set_alias(self, name: str, alias: str, version: int, *, actor: str, reason: str = "") -> None:
-        """Point ``alias`` (e.g. ``production``) at ``version``; recorded in the audit trail."""
+    def set_alias(
+        self, name: str, alias: str, version: int, *, actor: str, reason: str = "", once: str | None = None
+    ) -> None:
+        """Point ``alias`` (e.g. ``production``) at ``version``; recorded in the audit trail (``once``: see
+        ``_audit``)."""
         if alias == "latest" or alias.isdigit() or not alias:
             raise InvalidRequest(f"alias {alias!r} is reserved or empty")
         self.get(name, version)  # must exist
-        self._audit(
-            name, {"action": "set_alias", "alias": alias, "version": int(version), "actor": actor, "reason": reason}
-        )
+        record = {"action": "set_alias", "alias": alias, "version": int(version), "actor": actor, "reason": reason}
+        self._audit(name, record, once)
 
-    def note(self, name: str, action: str, *, version: int, actor: str, reason: str) -> None:
-        """Record a decision about ``version`` that moves no alias (e.g. a canary rolled back) in the audit trail."""
+    def note(self, name: str, action: str, *, version: int, actor: str, reason: str, once: str | None = None) -> None:
+        """Record a decision about ``version`` that moves no alias (e.g. a canary rolled back) in the audit trail
+        (``once``: see ``_audit``)."""
         self.get(name, version)  # must exist
-        self._audit(name, {"action": action, "version": int(version), "actor": actor, "reason": reason})
+        self._audit(name, {"action": action, "version": int(version), "actor": actor, "reason": reason}, once)
 
     def aliases(self, name: str) -> dict[str, int]:
         """Current aliases of ``name``: the replay of its audit trail."""
@@ -357,7 +360,13 @@ class ModelRegistry:
         _check_name(name)
         return [orjson.loads(self.store.get(o.key)) for o in self.store.list(f"models/{name}/audit/")]
 
-    def _audit(self, name: str, record: dict) -> None:
+    def _audit(self, name: str, record: dict, once: str | None = None) -> None:
+        """Append ``record``; with ``once`` (the id of the decision it records), only if no record carries that id
+        yet, so a decision made again after its maker went down midway is in the trail once."""
+        if once is not None:
+            if any(earlier.get("once") == once for earlier in self.audit(name)):
+                return
+            record = {**record, "once": once}
         record = {**record, "at": datetime.now(UTC).isoformat()}
         key = f"models/{name}/audit/{time.time_ns():020d}-{secrets.token_hex(4)}.json"
         self.store.put(key, orjson.dumps(record), content_type="application/json")

@@ -3,11 +3,15 @@ processes) after a real tuning run and a plain training: curves and trial plots 
 each trial's epochs and grow while a run trains, the serving charts move under load, the comparison view highlights
 differing parameters.
 
-Each view's screenshot is written to ``knflow/dashboard/screenshots/`` (linked from the dashboard README)."""
+Each view's screenshot is written to ``$KNFLOW_DASHBOARD_SCREENSHOTS`` when it is set (``make screenshots`` sets it to
+``knflow/dashboard/screenshots/``, the ones the dashboard README links), else to a scratch directory, so a test run
+leaves the tracked ones as they were."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +32,9 @@ from tests.lifecycle.helpers import platform_settings
 from tests.lifecycle.usercode import write_code
 
 pytestmark = pytest.mark.slow
-SHOTS = Path(knflow.dashboard.__file__).parent / "screenshots"
+SHOTS = Path(knflow.dashboard.__file__).parent / "screenshots"  # the README's
+SCRATCH = Path(tempfile.gettempdir()) / "knflow-dashboard-shots"
+SHOTS_TO = Path(os.environ.get("KNFLOW_DASHBOARD_SCREENSHOTS") or SCRATCH)
 TIMEOUT_MS = 20_000
 EPOCHS = 4
 TUNED = {  # the demo's experiment, small: 3 MLP trials of a few epochs, at once
@@ -111,7 +117,7 @@ async def test_run_page_plots_each_trials_curve_and_the_trials_against_their_par
         xs, ys = await chart_data(page, f"trials-param-{param}")
         pairs = sorted((t["params"][param], t["value"]) for t in detail["trials"])
         assert xs == pytest.approx([p for p, _ in pairs]) and ys == pytest.approx([v for _, v in pairs])
-    await page.screenshot(path=str(SHOTS / "run-charts.png"), full_page=True)
+    await page.screenshot(path=str(SHOTS_TO / "run-charts.png"), full_page=True)
     await page.close()
 
 
@@ -144,7 +150,7 @@ async def test_serving_charts_move_under_load(browser, live: Live) -> None:  # t
     finally:
         stop.set()
         await asyncio.to_thread(sender.join, 10)
-    await page.screenshot(path=str(SHOTS / "serving-charts.png"), full_page=True)
+    await page.screenshot(path=str(SHOTS_TO / "serving-charts.png"), full_page=True)
     await page.close()
 
 
@@ -153,7 +159,7 @@ async def test_comparison_highlights_the_parameters_two_runs_differ_in(browser, 
     for runid in (live.tuned, live.plain):
         await page.locator(f'tr[data-runid="{runid}"] input[data-compare]').check()
     assert await page.locator('[data-experiment="digits"] tr[data-runid]').count() == 2  # grouped by experiment
-    await page.screenshot(path=str(SHOTS / "runs-experiments.png"), full_page=True)
+    await page.screenshot(path=str(SHOTS_TO / "runs-experiments.png"), full_page=True)
     await page.locator("#compare-selected").click()
     await page.locator("#compare-table").wait_for()
     assert page.url.endswith(f"#/compare/{live.tuned},{live.plain}")
@@ -177,7 +183,7 @@ async def test_comparison_highlights_the_parameters_two_runs_differ_in(browser, 
     curves = live.client.api.call("GET", f"/api/runs/{live.tuned}/curves")
     best = next(s for s in curves["series"] if s["trial"] == curves["best"])
     assert [counted(column) for column in data[1:]] == [len(best["metrics"]["epoch"]), PLAIN["train"]["epochs"]]
-    await page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+    await page.screenshot(path=str(SHOTS_TO / "compare.png"), full_page=True)
 
     # Two trials of the tuned run, picked on its page: their lr and dropout differ.
     await page.goto(f"{live.platform.url('dashboard')}/#/runs/{live.tuned}")

@@ -168,12 +168,11 @@ def test_the_judge_rolls_back_a_failing_canary_to_the_main_revision(kube, kctx):
     assert notice.get_data()["traffic_percent"] == 0 and "rolled back" in notice.get_data()["decision"]
 
 
-def test_a_judge_that_went_down_after_its_verdict_finishes_that_verdict_whatever_the_counts_became(
-    kube, kctx, monkeypatch
-):
+def _judge_goes_down_before_telling_the_run(kube, kctx, monkeypatch, requests: int, errors: int) -> None:
+    """A canary v2 beside v1 whose pods counted ``requests`` and ``errors``; a judge that acts, then goes down."""
     deploy.handle(registered(1, 0.9), kctx)
     deploy.handle(registered(2, 0.95), kctx)
-    kube.add_pod(NS, "digits-v2-a", "knflow-model-digits-v2", metrics_text(120, 0))
+    kube.add_pod(NS, "digits-v2-a", "knflow-model-digits-v2", metrics_text(requests, errors))
 
     def down(event):
         raise SystemExit("the judge went down before telling the run")
@@ -181,8 +180,14 @@ def test_a_judge_that_went_down_after_its_verdict_finishes_that_verdict_whatever
     monkeypatch.setattr(kctx, "emit_sync", down)
     with pytest.raises(SystemExit):
         _judge(kube, kctx)
-    assert ModelRegistry(kctx.store).get("digits", "production").version == 2  # acted on before it went down
     monkeypatch.undo()
+
+
+def test_a_judge_that_went_down_after_its_verdict_finishes_that_verdict_whatever_the_counts_became(
+    kube, kctx, monkeypatch
+):
+    _judge_goes_down_before_telling_the_run(kube, kctx, monkeypatch, 120, 0)
+    assert ModelRegistry(kctx.store).get("digits", "production").version == 2  # acted on before it went down
     kube.add_pod(NS, "digits-v2-a", "knflow-model-digits-v2", metrics_text(120, 200))  # now failing badly
     calls = _judge(kube, kctx)
     assert [c.path for c in calls if c.method == "GET"] == [SERVICES]  # judged before: no counts read again
@@ -191,6 +196,20 @@ def test_a_judge_that_went_down_after_its_verdict_finishes_that_verdict_whatever
     assert notice.get_data()["decision"] == "promoted after 120 requests, 0 errors"  # the verdict first made
     assert notice.get_id() == "knflow-model-digits-v2.promote"
     assert ModelRegistry(kctx.store).get("digits", "production").version == 2
+    promoted = [
+        r for r in ModelRegistry(kctx.store).audit("digits") if r["action"] == "set_alias" and r["version"] == 2
+    ]
+    assert [r["once"] for r in promoted] == ["knflow-model-digits-v2.promote"]  # in the trail once
+
+
+def test_a_rollback_finished_again_after_the_judge_went_down_is_in_the_audit_trail_once(kube, kctx, monkeypatch):
+    _judge_goes_down_before_telling_the_run(kube, kctx, monkeypatch, 8, 4)
+    rollback = _judge(kube, kctx)[-1]
+    assert rollback.body["spec"] == {"traffic": [{"revisionName": "knflow-model-digits-v1", "percent": 100}]}
+    [notice] = kctx.emitted
+    assert notice.get_id() == "knflow-model-digits-v2.rollback"
+    noted = [r for r in ModelRegistry(kctx.store).audit("digits") if r["action"] == "rollback"]
+    assert len(noted) == 1 and "rolled back" in noted[0]["reason"], noted
 
 
 def test_a_canary_moved_by_hand_is_no_longer_judged(kube, kctx):
