@@ -160,7 +160,7 @@ class BrokerServer:
             await dispatcher.stop()
         self._dispatchers.clear()
         if self._session is not None:
-            await self.deliverer.pool.close()
+            await self.deliverer.client.close()
             await self._session.close()
         await self.log.close()
 

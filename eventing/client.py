@@ -8,11 +8,11 @@ Both POST the event in HTTP binary mode to the broker's ingress and return once 
 
 from __future__ import annotations
 
-import aiohttp
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import to_http_binary
-from infra.errors import KnflowError, Unavailable
+from infra.asyncclient import AsyncClient
+from infra.errors import KnflowError
 from infra.httpclient import JsonClient, error_from_answer, split_url
 
 
@@ -36,25 +36,20 @@ def publish(broker_url: str, event: CloudEvent, timeout: float = 10.0) -> None:
 async def publish_async(
     broker_url: str,
     event: CloudEvent,
-    session: aiohttp.ClientSession | None = None,
+    client: AsyncClient | None = None,
     timeout: float = 10.0,
     credentials: dict[str, str] | None = None,
 ) -> None:
-    """``publish`` for asyncio code; pass a long-lived ``session`` on hot paths (``credentials``: an
+    """``publish`` for asyncio code; pass a long-lived ``client`` on hot paths (``credentials``: an
     ``Authorization`` header for a broker that asks for one)."""
     headers, body = to_http_binary(event)
     headers |= credentials or {}
-    own = session is None
-    session = session or aiohttp.ClientSession()
+    own = client is None
+    client = client or AsyncClient(name="broker")
     try:
-        async with session.post(
-            broker_url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
-        ) as r:
-            payload = await r.read()
-            if r.status >= 300:
-                raise _error(r.status, payload, broker_url)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise Unavailable(f"broker {broker_url} is not reachable: {exc}") from None
+        answer = await client.send("POST", broker_url, body, headers=headers, timeout=timeout)
     finally:
         if own:
-            await session.close()
+            await client.close()
+    if answer.status >= 300:
+        raise _error(answer.status, answer.data, broker_url)

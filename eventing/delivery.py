@@ -29,13 +29,15 @@ from eventing.metrics import BrokerMetrics
 from eventing.triggers import DeliverySpec, Trigger
 from eventing.wire import from_http, to_http_binary
 from infra import tracing
-from infra.http1 import Http1Pool
+from infra.asyncclient import AsyncClient, transport_failure
+from infra.errors import Unavailable
+from infra.httpclient import retryable_status
 from infra.namespaces import DEFAULT, of_extension
 from infra.settings import EventingSettings
 
 log = logging.getLogger(__name__)
 
-RETRIED_STATUSES = frozenset({404, 408, 409, 429})
+RETRIED_STATUSES = frozenset({404, 408, 409})  # retried besides what any knflow client retries (5xx, 429)
 BROKER_SOURCE = "knflow/broker"
 Publish = Callable[[CloudEvent], Awaitable[None]]
 
@@ -56,7 +58,7 @@ class Attempt:
 
     @property
     def retryable(self) -> bool:
-        return self.status == 0 or self.status >= 500 or self.status in RETRIED_STATUSES
+        return self.status == 0 or retryable_status(self.status) or self.status in RETRIED_STATUSES
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -76,7 +78,8 @@ NO_RETRIES = DeliverySpec()
 
 
 class Deliverer:
-    """Sends events to subscribers (``infra.http1`` for http://, aiohttp otherwise); ``publish`` feeds the broker."""
+    """Sends events to subscribers (``infra.asyncclient``: its lean pool for http://, ``session`` for https://);
+    ``publish`` feeds the broker."""
 
     def __init__(
         self,
@@ -89,7 +92,7 @@ class Deliverer:
         self.session, self.publish, self.default_timeout = session, publish, default_timeout
         self.metrics = metrics or BrokerMetrics()
         self.credentials = credentials or (lambda url: {})  # the platform's token, for its own subscribers only
-        self.pool = Http1Pool()  # plain http:// deliveries; aiohttp (``session``) for the rest
+        self.client = AsyncClient(timeout=default_timeout, session=session)
 
     async def deliver(self, trigger: Trigger, event: CloudEvent) -> Attempt:
         """Deliver with retries; publish the reply, or dead-letter and report the failure (traced when tracing is
@@ -165,16 +168,10 @@ class Deliverer:
         """One POST; never raises for delivery failures."""
         timeout = float(spec.timeout or self.default_timeout)
         try:
-            if self.pool.handles(url):
-                resp = await self.pool.post(url, headers, body, timeout)
-                return _attempt(resp.status, resp.reason, resp.headers, resp.body)
-            client_timeout = aiohttp.ClientTimeout(total=timeout)
-            async with self.session.post(url, data=body, headers=headers, timeout=client_timeout) as r:
-                return _attempt(r.status, r.reason or "", r.headers, await r.read())
-        except TimeoutError:
-            return Attempt(0, error=f"timed out after {timeout:g}s")
-        except (aiohttp.ClientError, OSError) as exc:
-            return Attempt(0, error=f"{type(exc).__name__}: {exc}")
+            answer = await self.client.send("POST", url, body, timeout=timeout, headers=headers)
+        except Unavailable as exc:  # the transport's own error says what happened, as Knative's reports do
+            return Attempt(0, error=transport_failure(exc.__cause__ or exc, timeout))
+        return _attempt(answer.status, answer.reason, answer.headers, answer.data)
 
     async def _fail(self, trigger: Trigger, event: CloudEvent, spec: DeliverySpec, result: Attempt, attempts: int):
         if spec.dead_letter_sink:

@@ -1,12 +1,12 @@
 """A small HTTP/1.1 keep-alive client: one request, one response read whole, pooled connections.
 
 aiohttp's client costs more CPU per request than the rest of the broker's work for an event;
-delivery needs only a fraction of it (plain ``http://``, POST, a small response read whole). The function
-runner uses it too, over a worker's Unix socket.
+delivery needs only a fraction of it (plain ``http://``, POST, a small response read whole). It is the
+transport of ``infra.asyncclient.AsyncClient`` for ``http://`` and Unix sockets, which callers use instead.
 llhttp (``httptools``) reads the responses: Content-Length, chunked bodies, or bodies delimited by connection
 close; 1xx interim responses are skipped. A request that fails on a reused idle connection before any
 response byte arrived is sent once more on a fresh connection (the server had closed it).
-``https://`` URLs are not handled here (``Deliverer`` uses aiohttp for them).
+``https://`` URLs are not handled here (``AsyncClient`` takes them to aiohttp).
 """
 
 from __future__ import annotations
@@ -154,9 +154,6 @@ class Http1Pool:
         self.unix_socket = unix_socket
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._targets: dict[str, tuple[str, int, bytes]] = {}
-
-    def handles(self, url: str) -> bool:
-        return url.startswith("http://")
 
     def _target(self, url: str) -> tuple[str, int, bytes]:
         target = self._targets.get(url)

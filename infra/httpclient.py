@@ -46,11 +46,14 @@ def error_from_answer(what: str, status: int, body: bytes) -> KnflowError:
 
 @dataclass(frozen=True)
 class Answer:
-    """One answer as it came, whatever its status."""
+    """One answer as it came, whatever its status; ``raw_headers`` keeps the names as sent, in order (when the
+    client read them so)."""
 
     status: int
     headers: dict[str, str]
     data: bytes
+    reason: str = ""
+    raw_headers: tuple[tuple[str, str], ...] = ()
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -100,7 +103,7 @@ class JsonClient:
         except urllib3.exceptions.HTTPError as exc:
             where = f"{self.name} {self.base_url}" if self.name else self.base_url
             raise Unavailable(f"{where} is not reachable: {exc}") from None
-        return Answer(answer.status, dict(answer.headers), answer.data)
+        return Answer(answer.status, dict(answer.headers), answer.data, answer.reason or "")
 
     def call(
         self,

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import orjson
 
-from infra.errors import Unavailable
-from infra.httpclient import JsonClient, error_from_answer
+from infra.asyncclient import AsyncClient
+from infra.httpclient import JsonClient
 
 IDEMPOTENCY_KEY = "Idempotency-Key"  # a deploy's header: the gateway makes one revision per key
 
@@ -89,18 +88,14 @@ class ServingClient:
 
 
 class AsyncServingClient:
-    """The same calls as ``ServingClient`` on aiohttp, for code already on an event loop."""
+    """The same calls as ``ServingClient`` for code already on an event loop (``infra.asyncclient``)."""
 
-    def __init__(self, base_url: str, session: Any = None, timeout: float = 30.0):
-        import aiohttp
-
-        self.base_url = base_url.rstrip("/")
-        self._own = session is None
-        self.session = session or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
+    def __init__(self, base_url: str, timeout: float = 30.0, headers: dict[str, str] | None = None):
+        self.http = AsyncClient(base_url, timeout=timeout, headers=headers, name="gateway")  # headers: on every call
+        self.base_url = self.http.base_url
 
     async def close(self) -> None:
-        if self._own:
-            await self.session.close()
+        await self.http.close()
 
     async def __aenter__(self) -> AsyncServingClient:
         return self
@@ -109,17 +104,7 @@ class AsyncServingClient:
         await self.close()
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        import aiohttp
-
-        data = None if body is None else orjson.dumps(body)
-        try:
-            async with self.session.request(method, self.base_url + path, data=data) as response:
-                raw = await response.read()
-        except aiohttp.ClientConnectionError as exc:
-            raise Unavailable(f"gateway {self.base_url} is not reachable: {exc}") from None
-        if response.status >= 400:
-            raise error_from_answer(f"{method} {path}", response.status, raw)
-        return orjson.loads(raw)
+        return await self.http.call(method, path, body)
 
     async def deploy(self, model: str, version: int | str = "latest", **options: Any) -> dict:
         """Create a revision (options: batching, intra_op_threads, percent, tag)."""

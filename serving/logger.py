@@ -23,7 +23,8 @@ from prometheus_client.core import Metric
 
 from eventing.bindings import BATCH_CONTENT_TYPE
 from infra.aio import cancel_and_wait
-from infra.http1 import Http1Pool
+from infra.asyncclient import AsyncClient
+from infra.errors import Unavailable
 from infra.httpclient import retryable_status
 from infra.metrics import Tally, gauge, registry_of, render
 from serving.logevents import (
@@ -88,7 +89,7 @@ class InferenceLogger:
         self._queue: deque[tuple[Revision, Message]] = deque()
         self._queued_bytes = 0
         self._wake = asyncio.Event()
-        self._pool = Http1Pool()
+        self._client = AsyncClient(name="broker")
         self._templates: dict[str, Template] = {}
         self._task: asyncio.Task | None = None
         self._sending = False
@@ -148,7 +149,7 @@ class InferenceLogger:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained(), flush_s)
             await cancel_and_wait(self._task)
-        await self._pool.close()
+        await self._client.close()
 
     async def _drained(self) -> None:
         while self._queue or self._sending:
@@ -217,11 +218,11 @@ class InferenceLogger:
         headers = {"content-type": BATCH_CONTENT_TYPE, **self.credentials}
         for attempt in range(len(RETRY_S) + 1):
             try:
-                answer = await self._pool.post(self.broker_url, headers, body, timeout=10.0)
-            except (OSError, TimeoutError) as exc:
-                status, reason = 503, str(exc) or type(exc).__name__
+                answer = await self._client.send("POST", self.broker_url, body, headers=headers, timeout=10.0)
+            except Unavailable as exc:
+                status, reason = 503, str(exc)
             else:
-                status, reason = answer.status, answer.body[:300].decode("utf-8", "replace")
+                status, reason = answer.status, answer.data[:300].decode("utf-8", "replace")
             if status < 300:
                 self.published.update(counts)
                 return

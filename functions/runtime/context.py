@@ -23,21 +23,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import to_http_binary
 from eventing.events import RUNID, namespace_of
+from infra.asyncclient import AsyncClient
 from infra.auth import auth_headers
 from infra.errors import ConfigError, InvalidRequest, Unavailable
 from infra.httpclient import error_from_answer
 from infra.namespaces import scoped
 from infra.settings import Settings
 from infra.store import ArtifactStore, open_store
-
-if TYPE_CHECKING:
-    import aiohttp
 
 #: A pipeline step's settings, as JSON, in the environment of the function hosting it (``ctx.step_settings``).
 SETTINGS_ENV = "KNFLOW_STEP_SETTINGS"
@@ -48,7 +46,7 @@ EMIT_BACKOFF_S = (0.1, 0.3, 0.9, 2.0)
 
 
 class Runtime:
-    """Per-process state shared by every event's context: settings, the store, the emit session."""
+    """Per-process state shared by every event's context: settings, the store, the emit client."""
 
     def __init__(
         self, function: str, settings: Settings, sink: str | None = None, step_settings: Mapping[str, Any] | None = None
@@ -60,7 +58,7 @@ class Runtime:
         self.logger = logging.getLogger(f"functions.{function}")
         self.loop: asyncio.AbstractEventLoop | None = None
         self._store: ArtifactStore | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._client: AsyncClient | None = None  # made on the first emit
 
     @property
     def store(self) -> ArtifactStore:
@@ -71,33 +69,30 @@ class Runtime:
     async def emit(self, event: CloudEvent) -> None:
         """POST ``event`` in binary mode to the sink, retrying refusals (5xx, 429, network) with backoff
         (``EMIT_BACKOFF_S``); when every attempt failed, ``Unavailable`` (retryable: the event is redelivered)."""
-        import aiohttp  # on the first emit: a host that never emits starts without it
-
-        if self._session is None:
-            timeout = aiohttp.ClientTimeout(total=30)
-            self._session = aiohttp.ClientSession(timeout=timeout, headers=auth_headers(self.settings))
+        if self._client is None:
+            self._client = AsyncClient(timeout=30.0, headers=auth_headers(self.settings), name="sink")
         headers, body = to_http_binary(event)
         for attempt, delay in enumerate((*EMIT_BACKOFF_S, None)):
             try:
-                async with self._session.post(self.sink, data=body, headers=headers) as response:
-                    if response.status < 300:
-                        return
-                    refused = f"sink {self.sink} refused event {event.get_id()} ({response.status})"
-                    error = error_from_answer(refused, response.status, await response.read())
-                    if not error.retryable:  # the event itself is wrong: retrying will not help
-                        raise InvalidRequest(error.message)
-                    error = Unavailable(error.message)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                error = Unavailable(f"sink {self.sink} unreachable: {exc}")
+                answer = await self._client.send("POST", self.sink, body, headers=headers)
+                if answer.status < 300:
+                    return
+                refused = f"sink {self.sink} refused event {event.get_id()} ({answer.status})"
+                error = error_from_answer(refused, answer.status, answer.data)
+                if not error.retryable:  # the event itself is wrong: retrying will not help
+                    raise InvalidRequest(error.message)
+                error = Unavailable(error.message)
+            except Unavailable as unreachable:
+                error = unreachable
             if delay is None:
                 raise error
             self.logger.warning("emit of %s failed (attempt %d): %s", event.get_id(), attempt + 1, error)
             await asyncio.sleep(delay)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
 
 class Context:

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 from functions.runtime.instances import Instance
 from functions.runtime.zygote import Spawn
+from infra.asyncclient import AsyncClient
 from infra.errors import KnflowError, Unavailable
-from infra.http1 import Http1Pool
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class Worker:
         self.error: str | None = None
         self.inflight = 0
         self._last_active = time.monotonic()
-        self._pool: Http1Pool | None = None
+        self._client: AsyncClient | None = None  # to the worker's socket, while it runs
         self._ready: asyncio.Future | None = None
         self._exited: asyncio.Future | None = None
         self._lock = asyncio.Lock()
@@ -133,7 +133,7 @@ class Worker:
         self.on_start(self.name)
         self.started = time.time()
         self._last_active = time.monotonic()
-        self._pool = Http1Pool(self.socket_path)
+        self._client = AsyncClient(f"http://{self.name}", timeout=None, unix_socket=self.socket_path)
         self._watch = asyncio.create_task(self._idle_watch())
         log.info("function %s started (pid %s)", self.name, self.pid)
 
@@ -200,9 +200,9 @@ class Worker:
             self.state = "stopped"
 
     def _close_session(self) -> None:
-        if self._pool is not None:
-            self._background(self._pool.close())
-            self._pool = None
+        if self._client is not None:
+            self._background(self._client.close())
+            self._client = None
         if self._watch is not None and self._watch is not asyncio.current_task():
             self._watch.cancel()
         self._watch = None
@@ -223,24 +223,25 @@ class Worker:
         """Send one request to the worker; returns ``(status, headers, body)``; 502 if the worker drops it.
 
         No time limit here: a training step may run for long; delivery's own timeout bounds the wait."""
-        pool = self._pool
-        if pool is None:
+        client = self._client
+        if client is None:
             raise WorkerGone(f"function {self.name} is not running")
         self.inflight += 1
         self.last_event = time.time()
         try:
-            response = await pool.request(method, f"http://{self.name}{path}", dict(headers), body, None)
-            if response.status == 503 and self.state != "running":
-                raise WorkerGone(f"function {self.name} was scaling down")
-            out = {k: v for k, v in response.raw_headers if k.lower() not in _HOP_BY_HOP}
-            return response.status, out, response.body
-        except OSError as exc:
+            answer = await client.send(method, path, body, headers=dict(headers))
+        except Unavailable as exc:
             if self.state in ("stopping", "stopped"):
                 raise WorkerGone(f"function {self.name} was scaling down") from None
-            raise KnflowError(f"function {self.name} dropped the event: {exc}", status=502, retryable=True) from None
+            dropped = f"function {self.name} dropped the event: {exc.__cause__ or exc}"
+            raise KnflowError(dropped, status=502, retryable=True) from None
         finally:
             self.inflight -= 1
             self._last_active = time.monotonic()
+        if answer.status == 503 and self.state != "running":
+            raise WorkerGone(f"function {self.name} was scaling down")
+        out = {k: v for k, v in answer.raw_headers if k.lower() not in _HOP_BY_HOP}
+        return answer.status, out, answer.data
 
 
 def request_headers(headers: Mapping[str, str]) -> dict[str, str]:

@@ -9,15 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from urllib.parse import urlencode
 
-import aiohttp
 import orjson
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.bindings import from_json
 from eventing.events import STEP_FAILED, runid_of
 from functions.contract import data_of
-from infra.errors import InvalidRequest, KnflowError, NotFound, Unavailable
+from infra.asyncclient import AsyncClient
+from infra.errors import InvalidRequest, KnflowError, NotFound
 from knflow.dashboard.runs import REPLAY_OF
 
 log = logging.getLogger(__name__)
@@ -27,9 +28,9 @@ PAGE = 1000
 class EventHistory:
     """Events of the broker at ``broker_url`` in log order, by run, with the dead-letter reports and replays."""
 
-    def __init__(self, broker_url: str, session: aiohttp.ClientSession, *, max_events: int = 100_000):
-        self.broker_url = broker_url.rstrip("/")
-        self.session = session
+    def __init__(self, broker: AsyncClient, *, max_events: int = 100_000):
+        self.broker_url = broker.base_url
+        self.http = broker
         self.max_events = max_events
         self.runs: OrderedDict[str, list[CloudEvent]] = OrderedDict()
         self.failures: list[CloudEvent] = []
@@ -40,7 +41,7 @@ class EventHistory:
         self._lock = asyncio.Lock()
 
     async def refresh(self) -> None:
-        """Read everything appended since the last refresh; ``Unavailable`` when the broker cannot be read."""
+        """Read everything appended since the last refresh; the broker's error (``Unavailable`` if it is down)."""
         async with self._lock:
             while True:
                 events, cursor = await self._page()
@@ -55,15 +56,7 @@ class EventHistory:
         params = {"limit": str(PAGE)}
         if self.cursor is not None:
             params["after"] = self.cursor
-        url = f"{self.broker_url}/events"
-        try:
-            async with self.session.get(url, params=params) as response:
-                body = await response.read()
-                if response.status != 200:
-                    raise Unavailable(f"broker {self.broker_url} answered {response.status}: {body[:200]!r}")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise Unavailable(f"broker {self.broker_url} is not reachable: {exc or type(exc).__name__}") from None
-        page = orjson.loads(body)
+        page = await self.http.call("GET", f"/events?{urlencode(params)}")
         events = []
         for raw in page["events"]:
             raw.pop("cursor", None)

@@ -16,11 +16,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.aio import cancel_and_wait
+from infra.asyncclient import AsyncClient
 from infra.errors import Unavailable
 from infra.guard import access
 from infra.http import json_response
@@ -109,9 +109,9 @@ def revision_points(samples: list[Sample], revision: str) -> dict[str, list[Any]
 class ServingSeries:
     """Samples the gateway's ``/metrics`` every ``interval_s`` into a ring of ``window_s`` seconds."""
 
-    def __init__(self, gateway_url: str, session: aiohttp.ClientSession, interval_s: float = SAMPLE_S):
-        self.url = gateway_url.rstrip("/") + "/metrics"
-        self.session = session
+    def __init__(self, gateway: AsyncClient, interval_s: float = SAMPLE_S):
+        self.url = gateway.base_url + "/metrics"
+        self.http = gateway
         self.interval_s = interval_s
         self.samples: deque[Sample] = deque(maxlen=int(WINDOW_S / interval_s) + 1)
         self._task: asyncio.Task[None] | None = None
@@ -131,10 +131,9 @@ class ServingSeries:
     async def sample(self) -> None:
         """Scrape once; a gateway that does not answer leaves a gap (logged once until it answers again)."""
         try:
-            async with self.session.get(self.url) as response:
-                text = await response.text()
-                ok = response.status == 200
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            answer = await self.http.send("GET", "/metrics")
+            ok, text = answer.status == 200, answer.data.decode("utf-8", "replace")
+        except Unavailable as exc:
             ok, text = False, str(exc)
         if not ok:
             if not self._failing:

@@ -28,13 +28,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from cloudevents.core.v1.event import CloudEvent
 
 from eventing.client import publish_async
 from eventing.events import namespace_of
 from functions.contract import LIFECYCLE, data_of
+from infra.asyncclient import AsyncClient
 from infra.auth import auth_headers
 from infra.errors import InvalidRequest, KnflowError, NotFound, Unavailable
 from infra.guard import access, guard_for, server_middlewares
@@ -110,7 +110,8 @@ class Dashboard:
         self.port = settings.dashboard_port if port is None else port
         self.url = ""
         self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._broker: AsyncClient | None = None  # open while the server runs
+        self._gateway: AsyncClient | None = None
         self._summary_cache: dict[str, tuple[int, runs.RunSummary]] = {}
         self.control = PipelineControl(settings, store)
         self.guard = guard_for(settings)
@@ -120,11 +121,12 @@ class Dashboard:
         self.metrics_registry = registry_of(self.requests.families)
 
     async def start(self) -> Dashboard:
-        timeout = aiohttp.ClientTimeout(total=BACKEND_TIMEOUT_S)
-        self._session = aiohttp.ClientSession(timeout=timeout, headers=auth_headers(self.settings))
-        self.history = EventHistory(self.broker_url, self._session)
-        self.gateway = GatewayView(self.gateway_url, self._session)
-        self.series = series.ServingSeries(self.gateway_url, self._session)
+        headers = auth_headers(self.settings)
+        self._broker = AsyncClient(self.broker_url, timeout=BACKEND_TIMEOUT_S, headers=headers, name="broker")
+        self._gateway = AsyncClient(self.gateway_url, timeout=BACKEND_TIMEOUT_S, headers=headers, name="gateway")
+        self.history = EventHistory(self._broker)
+        self.gateway = GatewayView(self._gateway)
+        self.series = series.ServingSeries(self._gateway)
         self.series.start()
         #: per namespace, opened on first use (a store that is down must not stop the page)
         self.registries: dict[str, ModelRegistry] = {}
@@ -142,8 +144,9 @@ class Dashboard:
             await self.series.stop()
         if self._runner is not None:
             await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
+        for client in (self._broker, self._gateway):
+            if client is not None:
+                await client.close()
 
     async def __aenter__(self) -> Dashboard:
         return await self.start()
@@ -181,11 +184,11 @@ class Dashboard:
         return app
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        """The server's HTTP session to the broker and gateway (open while the server runs)."""
-        if self._session is None:
+    def broker(self) -> AsyncClient:
+        """The server's HTTP client to the broker (open while the server runs)."""
+        if self._broker is None:
             raise Unavailable("the knflow server is not started")
-        return self._session
+        return self._broker
 
     def artifact_store(self) -> ArtifactStore:
         """The artifact store, opened on first use (a store that is down must not stop the page)."""
@@ -195,7 +198,7 @@ class Dashboard:
 
     async def publish(self, event: CloudEvent) -> None:
         """Put an event into the broker (durable when this returns)."""
-        await publish_async(self.broker_url, event, self.session)
+        await publish_async(self.broker_url, event, self.broker)
 
     # -- page --------------------------------------------------------------------------
     @access("open")

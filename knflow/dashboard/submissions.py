@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import aiohttp
 import orjson
@@ -34,7 +35,7 @@ from functions.arrivals import arrival, is_data, raw_prefix, takes_arrivals
 from functions.contract import LIFECYCLE, RAW_PREFIX
 from functions.runoptions import parse_options
 from functions.runtime.pipeline import PipelineSpec, pipeline_triggers
-from infra.errors import InvalidRequest, NotFound, PayloadTooLarge, Unavailable
+from infra.errors import InvalidRequest, KnflowError, NotFound, PayloadTooLarge, Unavailable
 from infra.guard import access
 from infra.http import json_response, read_json
 from infra.namespaces import addressed, of_extension, scoped
@@ -161,9 +162,8 @@ class RunsApi:
         """``Unavailable`` unless the pipeline's triggers are on the broker (a new trigger starts at the end of the
         log, so an arrival published before the platform applied them would start nothing)."""
         try:
-            async with self.dashboard.session.get(f"{self.dashboard.broker_url}/triggers") as answer:
-                present = {item["name"] for item in (await answer.json())["items"]}
-        except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
+            present = {item["name"] for item in (await self.dashboard.broker.call("GET", "/triggers"))["items"]}
+        except (KnflowError, KeyError, ValueError) as exc:
             raise Unavailable(f"broker {self.dashboard.broker_url} cannot list its triggers: {exc}") from None
         missing = sorted({t.name for t in pipeline_triggers(spec, lambda step: "http://knflow.invalid/")} - present)
         if missing:
@@ -194,18 +194,8 @@ class RunsApi:
         params = {"runid": runid, "limit": str(limit), "wait": str(wait)}
         if query.get("after"):
             params["after"] = query["after"]
-        url = f"{self.dashboard.broker_url}/events"
-        timeout = aiohttp.ClientTimeout(total=wait + 10.0)
-        try:
-            async with self.dashboard.session.get(url, params=params, timeout=timeout) as answer:
-                body = await answer.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise Unavailable(
-                f"broker {self.dashboard.broker_url} is not reachable: {exc or type(exc).__name__}"
-            ) from None
-        if answer.status != 200:
-            raise Unavailable(f"broker history answered {answer.status}: {body[:200]!r}")
-        page = orjson.loads(body)  # a run the history did not know yet: only its events of this namespace
+        page = await self.dashboard.broker.call("GET", f"/events?{urlencode(params)}", timeout=wait + 10.0)
+        # a run the history did not know yet: only its events of this namespace
         page["events"] = [e for e in page.get("events", []) if of_extension(e.get(NAMESPACE)) == namespace]
         return json_response(page)
 

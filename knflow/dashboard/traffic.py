@@ -5,32 +5,20 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
-import orjson
-
+from infra.asyncclient import AsyncClient
 from infra.errors import KnflowError, NotFound, Unavailable
 from infra.namespaces import DEFAULT, HEADER
 
 
 class GatewayView:
-    """Reads the inference gateway's control API (``/v1/models``, ``/v1/models/{name}``)."""
+    """Reads the inference gateway's control API (``/v1/models``, ``/v1/models/{name}``) through ``gateway``."""
 
-    def __init__(self, gateway_url: str, session: aiohttp.ClientSession):
-        self.gateway_url = gateway_url.rstrip("/")
-        self.session = session
+    def __init__(self, gateway: AsyncClient):
+        self.gateway_url = gateway.base_url
+        self.http = gateway
 
     async def _get(self, path: str, namespace: str) -> Any:
-        url = self.gateway_url + path
-        try:
-            async with self.session.get(url, headers={HEADER: namespace}) as response:
-                body = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise Unavailable(f"gateway {self.gateway_url} is not reachable: {exc or type(exc).__name__}") from None
-        if response.status == 404:
-            raise NotFound(_reason(body) or f"{path} not found on the gateway")
-        if response.status != 200:
-            raise Unavailable(f"gateway {self.gateway_url} answered {response.status}: {_reason(body)}")
-        return orjson.loads(body)
+        return await self.http.call("GET", path, headers={HEADER: namespace})
 
     async def model(self, name: str, namespace: str = DEFAULT) -> dict[str, Any]:
         """One model's revisions joined with its traffic split, and its endpoint."""
@@ -68,10 +56,3 @@ class GatewayView:
             if isinstance(result, BaseException) and not isinstance(result, NotFound):
                 raise result if isinstance(result, KnflowError) else Unavailable(f"gateway: {result}")
         return {"gateway": self.gateway_url, "models": [m for m in found if isinstance(m, dict)]}
-
-
-def _reason(body: bytes) -> str:
-    try:
-        return str(orjson.loads(body)["error"])
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return body.decode("utf-8", "replace")[:200]

@@ -162,7 +162,7 @@ async def platform(  # type: ignore[no-untyped-def]
         assert response.status == 200, await response.text()
     failing = start_of_run("iris", "train", runid=failing_runid)
     for event in [*failing, *tuned_run(ok_runid, card, f"{gw}/v2/models/digits/infer")]:
-        await publish_async(broker.url, event, http)
+        await publish_async(broker.url, event)
 
     async def dead_lettered() -> list[dict]:
         return await history(http, broker.url, runid=failing_runid, type=STEP_FAILED)

@@ -140,3 +140,12 @@ async def test_python_m_knflow_dashboard_serves_the_page(tmp_path, broker: Broke
     finally:
         process.terminate()
         assert process.wait(10) == 0
+
+
+async def test_a_cursor_the_broker_refuses_answers_400_with_the_broker_s_reason(
+    start_dashboard, broker: BrokerServer, http: ClientSession
+) -> None:  # type: ignore[no-untyped-def]
+    dashboard = await start_dashboard(broker.url, f"http://127.0.0.1:{free_port()}")
+    status, body = await get(http, f"{dashboard.url}/api/runs/run-x/events?after=soon")
+    assert status == 400, body  # the caller's bad input, not a backend that is down
+    assert "cursor 'soon' is not" in body["error"], body

@@ -117,7 +117,7 @@ async def test_page_refreshes_by_itself_and_a_backend_down_only_blanks_its_own_p
 
     # A run that starts while the page is open appears without a reload.
     for event in start_of_run("fashion", "train"):
-        await publish_async(broker.url, event, http)
+        await publish_async(broker.url, event)
     row = page.locator("tr[data-runid]")
     await row.locator("td.experiment").get_by_text("fashion").wait_for()
     assert await row.locator("td.status").inner_text() == "running"

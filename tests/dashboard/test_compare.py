@@ -60,7 +60,7 @@ async def runs(broker: BrokerServer, start_dashboard, http: ClientSession) -> Ru
         *tuned_run(ids.tuned, card, "http://127.0.0.1:1/v2/models/digits/infer"),
     ]
     for event in events:
-        await publish_async(broker.url, event, http)
+        await publish_async(broker.url, event)
     closed = f"http://127.0.0.1:{free_port()}"
     dashboard = await start_dashboard(broker.url, closed)
     return Runs(dashboard.url, ids.baseline, ids.wider, ids.tuned)

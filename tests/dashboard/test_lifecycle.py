@@ -72,7 +72,7 @@ async def test_a_real_tuned_run_reads_as_succeeded_with_its_trials_model_and_rev
     ctx = StepContext(file_store, settings.replace(gateway_port=gateway.port))
 
     async def publish(event: CloudEvent) -> CloudEvent:
-        await publish_async(broker.url, event, http)
+        await publish_async(broker.url, event)
         return event
 
     runid = await run_lifecycle(ctx, publish)

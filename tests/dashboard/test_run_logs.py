@@ -65,7 +65,7 @@ def test_read_lines_keeps_the_runs_records_of_either_format_by_step_and_cursor(t
 async def server(settings: Settings, broker: BrokerServer, start_dashboard, http: ClientSession) -> tuple[str, str]:  # type: ignore[no-untyped-def]
     runid = new_runid()
     for event in start_of_run("iris", "train", runid):
-        await publish_async(broker.url, event, http)
+        await publish_async(broker.url, event)
     path = log_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(json_line(runid, "ingest", "ingest: raw/iris/d.csv", "functions.ingest"))

@@ -20,6 +20,7 @@ from eventing.triggers import DeliverySpec, Trigger
 from infra.localservices import free_port
 from tests.eventing.conftest import reply_with
 from tests.spans import in_memory_spans
+from tests.tls import tls_contexts
 
 
 @pytest.fixture
@@ -334,8 +335,8 @@ class Session:
         return self.answer.body
 
     @contextlib.asynccontextmanager
-    async def post(self, url, data, headers, timeout):
-        self.posts.append((url, data, headers, timeout.total))
+    async def request(self, method, url, data, headers, timeout):
+        self.posts.append((method, url, data, headers, timeout.total))
         if self.error:
             raise self.error
         yield self.answer
@@ -347,7 +348,7 @@ async def test_https_subscribers_go_through_the_session_with_the_same_rules():
     session = Session(status=429, reason=None, headers={"Retry-After": "3"}, body=b"later")
     d = Deliverer(session, None)  # type: ignore[arg-type]
     assert await d.attempt("https://h/x", headers, body, spec) == Attempt(429, b"later", "", 3.0)
-    assert session.posts == [("https://h/x", body, headers, 2.0)]
+    assert session.posts == [("POST", "https://h/x", body, headers, 2.0)]
     event = new_event("next", "s")
     reply_headers, reply_body = to_http_binary(event)
     answered = await Deliverer(Session(headers=reply_headers, body=reply_body), None).attempt(
@@ -417,3 +418,34 @@ async def test_a_reply_stays_in_the_namespace_of_the_event_it_answers(deliverer,
     assert result == Attempt(502, why.encode(), why)
     [report] = deliverer.published  # no reply published: the delivery failed
     assert report.get_type() == STEP_FAILED and report.get_data()["error"] == why and report.get_data()["status"] == 502
+
+
+async def test_an_https_subscriber_is_delivered_to_over_tls_and_its_reply_published():
+    served, trusted = tls_contexts()
+    reply, attempts = new_event("next", "s"), []
+
+    async def handle(request: web.Request) -> web.Response:
+        attempts.append(request.headers["ce-type"])
+        return web.Response(status=503) if len(attempts) == 1 else reply_with(reply)
+
+    app = web.Application()
+    app.router.add_post("/", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=served).start()
+    published = []
+
+    async def publish(event):
+        published.append(event)
+
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trusted)) as session:
+            deliverer = Deliverer(session, publish)
+            trigger = Trigger("tls", f"https://127.0.0.1:{port}/", delivery=DeliverySpec(retry=1, backoff_delay=0))
+            result = await deliverer.deliver(trigger, new_event("t", "s"))
+            await deliverer.client.close()
+    finally:
+        await runner.cleanup()
+    assert result.ok and attempts == ["t", "t"]  # the 503 retried under the same rules as http://
+    assert [e.get_id() for e in published] == [reply.get_id()]

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from eventing.client import publish, publish_async
 from eventing.events import new_event
+from infra.asyncclient import AsyncClient
 from infra.errors import Conflict, InvalidRequest, KnflowError, NotFound, Unavailable
 from infra.httpclient import JsonClient, error_from_answer
 from infra.localservices import free_port
@@ -27,6 +28,11 @@ def sync(call: Callable[[str], object]) -> Caller:
     return lambda url: asyncio.to_thread(call, url)
 
 
+async def async_client(url: str) -> object:
+    async with AsyncClient(url) as client:
+        return await client.call("GET", "/anything")
+
+
 async def async_serving(url: str) -> object:
     async with AsyncServingClient(url) as client:
         return await client.describe("m")
@@ -34,6 +40,7 @@ async def async_serving(url: str) -> object:
 
 CALLERS: dict[str, Caller] = {
     "JsonClient": sync(lambda url: JsonClient(url).call("GET", "/anything")),
+    "AsyncClient": async_client,
     "ServingClient": sync(lambda url: ServingClient(url).describe("m")),
     "AsyncServingClient": async_serving,
     "knflow.Client": sync(lambda url: Client(url, token="", namespace="").models()),
