@@ -70,8 +70,7 @@ class AsyncClient:
         limit = self.timeout if timeout is None else timeout
         try:
             if self.unix_socket is not None or url.startswith("http://"):
-                response = await self._pool.request(method, url, sent or {}, data, limit)
-                return Answer(response.status, response.headers, response.body, response.reason, response.raw_headers)
+                return await self._pool.request(method, url, sent or {}, data, limit)
             return await self._secure(method, url, sent or {}, data, limit)
         except (OSError, TimeoutError) as exc:  # OSError covers ConnectionError; aiohttp's are caught in _secure
             raise self._unreachable(url, exc, limit) from exc

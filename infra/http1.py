@@ -12,22 +12,12 @@ response byte arrived is sent once more on a fresh connection (the server had cl
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
 
 from httptools import HttpParserError, HttpResponseParser
 
-
-@dataclass(frozen=True)
-class Response:
-    """Status, lower-cased headers, the whole body, and the headers as sent (names in their case, in order)."""
-
-    status: int
-    reason: str
-    headers: dict[str, str]
-    body: bytes
-    raw_headers: tuple[tuple[str, str], ...] = ()
+from infra.httpclient import Answer
 
 
 class _Connection(asyncio.Protocol):
@@ -130,7 +120,7 @@ class _Connection(asyncio.Protocol):
     def _finish(self, keep: bool) -> None:
         self._done = True
         reason = self._reason.decode("utf-8", "surrogateescape")
-        response = Response(self._status or 0, reason, self._headers, bytes(self._body), tuple(self._raw))
+        response = Answer(self._status or 0, self._headers, bytes(self._body), reason, tuple(self._raw))
         self.reusable = keep and not self.closed
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(response)
@@ -166,13 +156,13 @@ class Http1Pool:
                 self._targets[url] = target
         return target
 
-    async def post(self, url: str, headers: dict[str, str], body: bytes, timeout: float) -> Response:
+    async def post(self, url: str, headers: dict[str, str], body: bytes, timeout: float) -> Answer:
         """POST ``body``; raises ``TimeoutError`` or ``OSError``/``ConnectionError`` on failure."""
         return await self.request("POST", url, headers, body, timeout)
 
     async def request(
         self, method: str, url: str, headers: dict[str, str], body: bytes, timeout: float | None
-    ) -> Response:
+    ) -> Answer:
         """One request (``timeout`` None: wait as long as it takes); raises like ``post``."""
         host, port, start = self._target(url)
         head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())

@@ -72,8 +72,8 @@ async def test_a_fresh_host_answers_probes_metrics_and_an_event_without_importin
         headers, body = to_http_binary(new_event("test.echo", "/tests", {"n": 1}))
         reply = await pool.post(f"{url}/", headers, body, 10)
         assert liveness.status == 200 and liveness.headers["content-type"] == "text/plain; charset=utf-8"
-        assert (head.status, head.body, head.headers["content-length"]) == (200, b"", str(len(liveness.body)))
-        assert metrics.status == 200 and b"knflow_function_cold_starts_total" in metrics.body
+        assert (head.status, head.data, head.headers["content-length"]) == (200, b"", str(len(liveness.data)))
+        assert metrics.status == 200 and b"knflow_function_cold_starts_total" in metrics.data
         assert (reply.status, reply.headers["ce-type"]) == (200, "dev.knflow.echo.reply")
         assert not aiohttp_loaded(pid)
         # a request the lean path does not take brings aiohttp in, and aiohttp answers it as before

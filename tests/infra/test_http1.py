@@ -47,17 +47,17 @@ async def test_framing_keepalive_and_failures(server):
     pool = Http1Pool()
     try:
         echo = await pool.post(f"{server}/echo?x=1", {"content-type": "text/plain"}, b"hello", 5)
-        assert (echo.status, echo.body, echo.headers["ce-id"]) == (200, b"olleh", "1")
+        assert (echo.status, echo.data, echo.headers["ce-id"]) == (200, b"olleh", "1")
         assert (await pool.post(f"{server}/nocontent", {}, b"x", 5)).status == 204
         chunked = await pool.post(f"{server}/chunked", {}, b"", 5)
-        assert chunked.body == b"ab" + b"cd" * 5000
+        assert chunked.data == b"ab" + b"cd" * 5000
         closed = await pool.post(f"{server}/close", {}, b"", 5)
-        assert (closed.status, closed.body) == (500, b"bye")
+        assert (closed.status, closed.data) == (500, b"bye")
         results = await asyncio.gather(*(pool.post(f"{server}/echo", {}, str(i).encode(), 5) for i in range(50)))
-        assert [r.body for r in results] == [str(i).encode()[::-1] for i in range(50)]
+        assert [r.data for r in results] == [str(i).encode()[::-1] for i in range(50)]
         idle = [c for conns in pool._idle.values() for c in conns]
         await eventually(lambda: all(c.closed for c in idle), 5, "the server to close the idle connections")
-        assert (await pool.post(f"{server}/echo", {}, b"ab", 5)).body == b"ba"
+        assert (await pool.post(f"{server}/echo", {}, b"ab", 5)).data == b"ba"
         with pytest.raises(TimeoutError):
             await pool.post(f"{server}/slow", {}, b"", 0.2)
         with pytest.raises(OSError):
@@ -80,12 +80,12 @@ async def test_over_a_unix_socket_any_method_with_headers_as_sent_and_no_body_fo
     pool = Http1Pool(socket)
     try:
         got = await pool.request("PUT", "http://fn-a/x", {"Content-Type": "text/plain"}, b"!", None)
-        assert (got.status, got.body, got.headers["x-seen-host"]) == (200, b"PUT!", "fn-a")
+        assert (got.status, got.data, got.headers["x-seen-host"]) == (200, b"PUT!", "fn-a")
         assert ("ce-Id", "7") in got.raw_headers  # names as the server sent them
         head = await pool.request("HEAD", "http://fn-a/x", {}, b"", 5.0)  # Content-Length: 4, and no body
-        assert (head.status, head.body) == (200, b"")
+        assert (head.status, head.data) == (200, b"")
         again = await pool.request("GET", "http://fn-a/x", {}, b"", 5.0)  # the HEAD left the connection usable
-        assert again.body == b"GET"
+        assert again.data == b"GET"
         # a value a lean server decoded with surrogateescape (bytes that are not UTF-8) goes out as those bytes
         odd = b"i\xbb8".decode("utf-8", "surrogateescape")
         echoed = await pool.request("POST", "http://fn-a/x", {"ce-id": odd}, b"", 5.0)
