@@ -92,7 +92,7 @@ class Deliverer:
         self.session, self.publish, self.default_timeout = session, publish, default_timeout
         self.metrics = metrics or BrokerMetrics()
         self.credentials = credentials or (lambda url: {})  # the platform's token, for its own subscribers only
-        self.client = AsyncClient(timeout=default_timeout, session=session)
+        self.client = AsyncClient(session=session)  # each send passes its own delivery timeout
 
     async def deliver(self, trigger: Trigger, event: CloudEvent) -> Attempt:
         """Deliver with retries; publish the reply, or dead-letter and report the failure (traced when tracing is
