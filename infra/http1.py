@@ -15,7 +15,7 @@ import asyncio
 from typing import cast
 from urllib.parse import urlsplit
 
-from httptools import HttpParserError, HttpResponseParser
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from infra.httpclient import Answer
 
@@ -75,9 +75,10 @@ class _Connection(asyncio.Protocol):
         self.got_bytes = True
         try:
             self._parser.feed_data(data)
-        except HttpParserError as exc:
+        except (HttpParserError, HttpParserUpgrade) as exc:
             if not self._waiter.done():
-                self._waiter.set_exception(ConnectionError(f"malformed HTTP response: {exc}"))
+                why = "the server switched protocols" if isinstance(exc, HttpParserUpgrade) else exc
+                self._waiter.set_exception(ConnectionError(f"malformed HTTP response: {why}"))
             self.reusable = False
             self.transport.close()
 

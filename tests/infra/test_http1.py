@@ -93,3 +93,30 @@ async def test_over_a_unix_socket_any_method_with_headers_as_sent_and_no_body_fo
     finally:
         await pool.close()
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nxyz", "switched"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nab", "Content-Length"),
+        (b"HTTP/1.1 2x0 OK\r\n\r\n", "malformed HTTP response"),
+    ],
+)
+async def test_an_answer_that_is_not_http_fails_the_request_and_is_not_reused(answer, says):
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        await reader.read()  # until the client closes the connection
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    pool = Http1Pool()
+    try:
+        with pytest.raises(ConnectionError, match=says):
+            await pool.post(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/", {}, b"", 5)
+        assert not [c for conns in pool._idle.values() for c in conns]
+    finally:
+        await pool.close()
+        server.close()
