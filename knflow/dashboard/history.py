@@ -26,10 +26,9 @@ PAGE = 1000
 
 
 class EventHistory:
-    """Events of the broker at ``broker_url`` in log order, by run, with the dead-letter reports and replays."""
+    """Events of the broker ``broker`` calls, in log order, by run, with the dead-letter reports and replays."""
 
     def __init__(self, broker: AsyncClient, *, max_events: int = 100_000):
-        self.broker_url = broker.base_url
         self.http = broker
         self.max_events = max_events
         self.runs: OrderedDict[str, list[CloudEvent]] = OrderedDict()
