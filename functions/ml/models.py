@@ -28,6 +28,20 @@ class Normalize(nn.Module):
         return x.unsqueeze(1) if self.image else x  # images: (N, H, W) → (N, 1, H, W)
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` drawing its masks from its network's own generator (``Network.reseed``) instead of torch's
+    process-wide one, so trainings running side by side in one process (parallel trials in a function's threads)
+    each stay reproducible; without a generator, or outside training, it is ``nn.Dropout``."""
+
+    generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or self.generator is None:
+            return super().forward(x)
+        keep = torch.empty_like(x).bernoulli_(1 - self.p, generator=self.generator)
+        return x * keep / (1 - self.p)
+
+
 class MLP(nn.Module):
     """Fully connected layers with ReLU and dropout."""
 
@@ -36,7 +50,7 @@ class MLP(nn.Module):
         blocks: list[nn.Module] = []
         width = in_features
         for _ in range(layers):
-            blocks += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)]
+            blocks += [nn.Linear(width, hidden), nn.ReLU(), Dropout(dropout)]
             width = hidden
         blocks.append(nn.Linear(width, num_outputs))
         self.net = nn.Sequential(*blocks)
@@ -73,7 +87,7 @@ class CNN(nn.Module):
         with torch.no_grad():
             flat = self.features(torch.zeros(1, 1, *image_shape)).numel()
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_outputs)
+            nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(), Dropout(dropout), nn.Linear(hidden, num_outputs)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,6 +105,14 @@ class Network(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(x))
+
+    def reseed(self, seed: int) -> None:
+        """Seed the generator every dropout layer of this network draws from (one per network, on its device)."""
+        device = next(self.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(seed)
+        for layer in self.modules():
+            if isinstance(layer, Dropout):
+                layer.generator = generator
 
 
 class Probabilities(nn.Module):

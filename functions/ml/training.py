@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,6 +21,8 @@ from functions.ml.metrics import CLASSIFICATION, REGRESSION, regression_scores
 from functions.ml.models import Network, build_model
 from functions.ml.params import TrainParams
 from functions.ml.world import World
+
+_GLOBAL_RNG = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,10 @@ def train(
     the checkpointer's state when it holds one for these params. In a ``world`` of several ranks every rank calls
     this; rank 0 alone saves checkpoints and calls ``on_epoch``, whose answer every rank follows."""
     world = world or World()
-    torch.manual_seed(params.seed)
     torch.backends.cudnn.deterministic = True
-    model = _build(transform, num_classes, params, task).to(world.device)
+    with _GLOBAL_RNG:  # initialization draws from torch's process-wide generator, which other trainings share
+        torch.manual_seed(params.seed)
+        model = _build(transform, num_classes, params, task).to(world.device)
     opt = _optimizer(model, params)
     state = checkpointer.load() if checkpointer else None
     result = _restored(model, opt, state)
@@ -100,6 +104,7 @@ def train(
     for epoch in range(len(result.history) + 1, params.epochs + 1):
         if result.early_stopped:
             break
+        model.reseed(params.seed * 100_003 + epoch + world.rank * 1_000_003)  # dropout's masks, per epoch and rank
         train_loss = _epoch(stepped, opt, x_tr, y_tr, params, epoch, task, world)
         scores = evaluate(model, x_val, y_val, task, target)  # every rank: the same weights give the same scores
         result.history.append(EpochMetrics(epoch, train_loss, **{f"val_{k}": v for k, v in scores.items()}))
@@ -191,12 +196,11 @@ def _epoch(
     world: World,
 ) -> float:
     """One pass over the training split, each rank over its shard in batches of ``batch_size / workers`` (so the
-    optimizer takes the steps one worker would); shuffling and dropout are seeded per epoch, so a resumed run
-    matches. Returns the mean loss over all ranks."""
+    optimizer takes the steps one worker would); shuffling is seeded per epoch (dropout by ``train``), so a resumed
+    run matches. Returns the mean loss over all ranks."""
     model.train()
     for group in opt.param_groups:  # cosine decay, a function of the epoch alone, so resuming needs no scheduler state
         group["lr"] = params.lr * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / params.epochs))
-    torch.manual_seed(params.seed * 100_003 + epoch + world.rank * 1_000_003)
     # one worker's order is torch.randperm seeded with seed * 7919 + epoch; several workers take strided shards of it
     sampler: DistributedSampler[int] = DistributedSampler(
         range(len(y)),  # type: ignore[arg-type]  # the sampler reads only the length of its dataset

@@ -4,6 +4,8 @@ PyTorch, metrics stream per epoch, and an interrupted training resumes from its 
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
@@ -111,6 +113,30 @@ def test_interrupted_training_resumes_from_last_checkpoint_and_matches(ctx, digi
     assert resumed.history == straight.history
     for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_trainings_side_by_side_in_one_process_each_match_their_run_alone(ctx, digits):
+    # parallel trials run in one function process's threads: neither may draw from the other's random stream
+    ctx.store.put("raw/digits/d.csv", digits_csv(digits))
+    ready = _features(ctx, arrived("raw/digits/d.csv", ctx.store)).get_data()
+    splits, transform, _manifest = read_features(ctx.store, ready["prefix"])
+    runs = [TrainParams(epochs=3, hidden=64, dropout=0.4, seed=seed) for seed in (1, 2)]
+    alone = [train_loop(splits, transform, 10, params) for params in runs]
+    in_step = threading.Barrier(len(runs))  # both start each epoch together, so their batches interleave
+
+    def with_the_other(history):
+        in_step.wait()
+        return False
+
+    def side_by_side(params):
+        return train_loop(splits, transform, 10, params, on_epoch=with_the_other)
+
+    with ThreadPoolExecutor(len(runs)) as pool:
+        together = list(pool.map(side_by_side, runs))
+    for one, other in zip(together, alone, strict=True):
+        assert one.history == other.history
+        for a, b in zip(one.model.state_dict().values(), other.model.state_dict().values(), strict=True):
+            torch.testing.assert_close(a, b)
 
 
 def test_a_step_crash_resumes_from_the_stored_checkpoint(ctx, digits, monkeypatch):
