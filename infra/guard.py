@@ -28,13 +28,13 @@ from aiohttp import web
 from infra.auth import Principal, Role, TokenFile, tokens_path
 from infra.errors import KnflowError
 from infra.http import error_middleware, error_response
-from infra.namespaces import ALL, ANONYMOUS, EVERY, SCOPE, Scope
+from infra.namespaces import ALL, ANONYMOUS, EVERY, Scope, scope_key
 from infra.settings import Settings
 
 Access = Literal["open", "viewer", "editor", "admin", "platform", "ingress", "inference"]
 ATTRIBUTE = "knflow_access"
 COOKIE = "knflow_token"
-PRINCIPAL = "knflow.principal"
+PRINCIPAL = web.RequestKey("knflow.principal", Principal)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CHANGE_TYPES = (
     "application/json",
@@ -172,7 +172,7 @@ def guard_middleware(guard: Guard) -> Any:
                 return problem
         role = guard.needed(level, request.method)
         principal = guard.principal(request)
-        request[SCOPE] = scope_for(guard, principal)
+        request[scope_key()] = scope_for(guard, principal)
         if role is None:
             return await handler(request)
         if principal is None:

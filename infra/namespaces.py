@@ -11,6 +11,7 @@ for answers 404 like a resource that does not exist, so nothing leaks whether an
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -21,6 +22,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from infra.errors import InvalidRequest, NotFound
 
 if TYPE_CHECKING:
+    from aiohttp.web import RequestKey
+
     from infra.store import ArtifactStore, ObjectInfo
 
 DEFAULT = "default"
@@ -28,7 +31,6 @@ ALL = "*"
 HEADER = "X-Knflow-Namespace"
 QUERY = "namespace"
 ROOT = "namespaces/"  # where the artifacts of every namespace but ``default`` live
-SCOPE = "knflow.scope"  # the request key the guard stores the caller's Scope under
 LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -71,9 +73,18 @@ EVERY = Scope((ALL,))
 ANONYMOUS = Scope((DEFAULT,))
 
 
+@functools.cache
+def scope_key() -> RequestKey[Scope]:
+    """The request key the guard stores the caller's ``Scope`` under (made on first use: aiohttp is imported only by
+    a server that has a request)."""
+    from aiohttp.web import RequestKey
+
+    return RequestKey("knflow.scope", Scope)
+
+
 def scope_of(request: Any) -> Scope:
     """The caller's scope as the guard recorded it (every namespace for a server that runs without the guard)."""
-    return request.get(SCOPE) or EVERY
+    return request.get(scope_key()) or EVERY
 
 
 def addressed(request: Any) -> str:

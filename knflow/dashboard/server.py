@@ -205,7 +205,8 @@ class Dashboard:
     async def index(self, request: web.Request) -> web.StreamResponse:
         token = request.query.get("token")
         if token and self.guard.tokens is not None and self.guard.tokens.verify(token):
-            return login.with_cookie(web.HTTPFound("/"), token)  # the link `knflow up` prints: sign in, drop the token
+            # the link `knflow up` prints: sign in, and drop the token from the address
+            return login.with_cookie(web.Response(status=302, headers={"Location": "/"}), token)
         return web.FileResponse(STATIC / "index.html")
 
     @access("open")

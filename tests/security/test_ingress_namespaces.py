@@ -16,7 +16,7 @@ from eventing.broker import BrokerServer
 from eventing.triggers import Trigger
 from functions.contract import with_lifecycle
 from infra.auth import TokenFile, tokens_path
-from infra.namespaces import ANONYMOUS, EVERY, SCOPE, Scope
+from infra.namespaces import ANONYMOUS, EVERY, Scope, scope_key
 from infra.settings import load_settings
 
 
@@ -148,7 +148,7 @@ async def test_health_names_only_the_callers_own_namespaces_triggers_still_joini
 
     async def health(scope: Scope) -> dict:
         request = make_mocked_request("GET", "/health")
-        request[SCOPE] = scope
+        request[scope_key()] = scope
         answer = await server._health(request)
         assert answer.status == 503
         return orjson.loads(answer.body)

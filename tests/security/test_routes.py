@@ -109,7 +109,7 @@ async def answer(route: Route, token: str | None = None, **headers: str) -> tupl
         return r.status, await r.text()
 
 
-def test_every_route_has_an_access_decision_and_changes_need_an_editor(servers: Servers) -> None:
+async def test_every_route_has_an_access_decision_and_changes_need_an_editor(servers: Servers) -> None:
     assert len(servers.routes) > 40
     undecided = [(r.server, r.method, r.path) for r in servers.routes if r.level is None]
     assert undecided == []
