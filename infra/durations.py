@@ -35,9 +35,7 @@ def parse_duration(value: str | float | int | None) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise InvalidRequest(f"duration {value!r} is not an ISO-8601 duration like PT0.2S or PT1M, nor seconds")
     if not isinstance(value, str):
-        if value < 0 or not math.isfinite(value):
-            raise InvalidRequest(f"duration {value!r} must be a finite number of seconds, not negative")
-        return float(value)
+        return _seconds(value)
     match = _GRAMMAR.match(value)
     if not match:
         raise InvalidRequest(f"duration {value!r} is not an ISO-8601 duration like PT0.2S or PT1M")
@@ -46,6 +44,10 @@ def parse_duration(value: str | float | int | None) -> float | None:
 
 def format_duration(seconds: float) -> str:
     """The ISO-8601 form of a number of seconds (``PT0.2S``), in plain decimals that ``parse_duration`` reads back."""
-    if seconds < 0 or not math.isfinite(seconds):
-        raise InvalidRequest(f"duration {seconds!r} must be a finite number of seconds, not negative")
-    return f"PT{Decimal(repr(float(seconds))).normalize():f}S"
+    return f"PT{Decimal(repr(_seconds(seconds))).normalize():f}S"
+
+
+def _seconds(value: float) -> float:
+    if value < 0 or not math.isfinite(value):
+        raise InvalidRequest(f"duration {value!r} must be a finite number of seconds, not negative")
+    return float(value)

@@ -18,6 +18,7 @@ rebinding).
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ CHANGE_TYPES = (
     "application/octet-stream",
 )
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+# A Host header's name and optional port: a bracketed IPv6 address or a name, then ":digits"; anything else (a bare
+# IPv6 address, a malformed value) is compared whole.
+_HOST_PORT = re.compile(r"(\[[^\]]*\]|[^:\[\]]*)(?::\d*)?")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -52,15 +56,15 @@ def access(level: Access) -> Callable[[Any], Any]:
     """Declare who may call a route handler."""
 
     def mark(handler: Any) -> Any:
-        setattr(getattr(handler, "__func__", handler), ATTRIBUTE, level)
+        setattr(handler, ATTRIBUTE, level)
         return handler
 
     return mark
 
 
 def access_of(handler: Any) -> Access | None:
-    """The access a handler declared (None: no decision)."""
-    return getattr(getattr(handler, "__func__", handler), ATTRIBUTE, None)
+    """The access a handler declared (None: no decision); a bound method reads its function's."""
+    return getattr(handler, ATTRIBUTE, None)
 
 
 def is_loopback(host: str) -> bool:
@@ -88,11 +92,8 @@ class Guard:
         if "*" in self.hosts:  # behind an ingress that routes by name already (a model's Knative Service)
             return True
         host = host_header.strip().lower()
-        if host.startswith("["):
-            host = host[: host.find("]") + 1]
-        elif host.count(":") == 1:
-            host = host.rsplit(":", 1)[0]
-        return host in self.hosts
+        named = _HOST_PORT.fullmatch(host)
+        return (named.group(1) if named else host) in self.hosts
 
     def origin_allowed(self, origin: str | None, host_header: str | None = None) -> bool:
         """No browser origin, one of the platform's, or this very server (same origin: its ``Host`` passed already)."""
@@ -104,9 +105,8 @@ class Guard:
         """The caller, from ``Authorization: Bearer`` or the dashboard's cookie."""
         if self.tokens is None:
             return None
-        header = request.headers.get("Authorization", "")
-        token = header[7:].strip() if header[:7].lower() == "bearer " else request.cookies.get(COOKIE, "")
-        return self.tokens.verify(token) if token else None
+        token = bearer_token(request.headers.get("Authorization")) or request.cookies.get(COOKIE, "")
+        return self.tokens.verify(token)
 
     def needed(self, level: Access, method: str) -> Role | None:
         """The role a route needs for ``method`` (None: no token needed)."""
@@ -124,16 +124,16 @@ class Guard:
 def guard_for(settings: Settings) -> Guard:
     """The policy of a server of this platform: its names, the platform's origins, the token file, what is open."""
     sec = settings.security
-    bound = settings.host.strip("[]")
+    bound = settings.own_host
     names = set(LOOPBACK_NAMES) | {n.strip().lower() for n in sec.hosts.split(",") if n.strip()}
-    if bound not in ("0.0.0.0", "::", ""):
-        names.add(bound.lower())
-    else:  # bound to every interface: the machine's own names too
+    if bound is None:  # bound to every interface: the machine's own names too
         names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    else:
+        names |= {bound, f"[{bound}]"} if ":" in bound else {bound}  # a browser sends an IPv6 host in brackets
     ports = [getattr(settings, p) for p in ("broker_port", "functions_port", "gateway_port", "dashboard_port")]
     origins = {f"http://{n}:{p}" for n in names for p in ports} | {f"http://[::1]:{p}" for p in ports}
     origins |= {o.strip() for o in sec.origins.split(",") if o.strip()}
-    loopback = is_loopback(bound)
+    loopback = bound is not None and is_loopback(bound)
 
     def opened(value: str) -> bool:
         return loopback if value == "auto" else value == "true"
@@ -190,7 +190,7 @@ def guard_middleware(guard: Guard) -> Any:
 def _browser_problem(guard: Guard, request: web.Request, typed: bool) -> web.Response | None:
     """Why a state change may have come from a page elsewhere (None when it cannot have). ``typed``: whether the
     content type matters (not for inference, which changes nothing and which ``curl -d`` sends as a form)."""
-    has_body = typed and (request.can_read_body or (request.content_length or 0) > 0)
+    has_body = typed and request.can_read_body  # a length above 0, or chunked
     problem = change_problem(guard, request.headers.get, has_body)
     return refuse(*problem) if problem else None
 
@@ -221,9 +221,14 @@ def scope_for(guard: Guard, principal: Principal | None) -> Scope:
 
 def scope_of_headers(guard: Guard, header: Callable[[str], str | None]) -> Scope:
     """``scope_for`` the caller of a request a fast path answers itself (``header`` looks a lower-case name up)."""
-    value = header("authorization") or ""
-    token = value[7:].strip() if value[:7].lower() == "bearer " else ""
-    return scope_for(guard, guard.tokens.verify(token) if guard.tokens is not None and token else None)
+    token = bearer_token(header("authorization"))
+    return scope_for(guard, guard.tokens.verify(token) if guard.tokens is not None else None)
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token an ``Authorization: Bearer`` header carries ('' when there is none or the scheme is another)."""
+    value = authorization or ""
+    return value[7:].strip() if value[:7].lower() == "bearer " else ""
 
 
 def principal_of(request: web.Request) -> Principal | None:

@@ -34,9 +34,8 @@ class Outbound:
         entries = [e.strip().lower() for e in settings.security.outbound.split(",") if e.strip()]
         self.networks: list[Network] = list(LOOPBACK)
         self.names: set[str] = {"localhost"}
-        host = settings.host.strip("[]").lower()
-        if host not in ("0.0.0.0", "::", ""):
-            self.names.add(host)
+        if settings.own_host is not None:
+            self.names.add(settings.own_host)
         for entry in entries:
             try:
                 self.networks.append(ipaddress.ip_network(entry, strict=False))
@@ -71,4 +70,4 @@ async def _resolve(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Addr
         infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except OSError:
         return []
-    return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    return [ipaddress.ip_address(info[4][0]) for info in infos]  # a scoped IPv6 address (fe80::1%eth0) too

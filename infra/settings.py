@@ -210,6 +210,13 @@ class Settings:
         """A copy with some fields changed (settings stay immutable)."""
         return dataclasses.replace(self, **changes)
 
+    @property
+    def own_host(self) -> str | None:
+        """The one address or name the servers bind (lower case, an IPv6 address without brackets); None when they
+        bind every interface (``0.0.0.0``, ``::`` or empty)."""
+        host = self.host.strip("[]").lower()
+        return None if host in ("0.0.0.0", "::", "") else host
+
 
 SECTIONS: dict[str, type] = {
     "eventing": EventingSettings,

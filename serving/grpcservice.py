@@ -16,7 +16,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from infra.errors import InvalidRequest, KnflowError, Unavailable
-from infra.guard import guard_for
+from infra.guard import bearer_token, guard_for
 from infra.namespaces import DEFAULT, qualified
 from serving import dataplane
 from serving.v2grpc import grpc_predict_v2_pb2 as pb
@@ -111,9 +111,8 @@ class GrpcService:
         if call.__name__ in OPEN_CALLS or self.guard.needed("inference", "POST") is None:
             return None
         metadata = dict(context.invocation_metadata() or ())
-        header = str(metadata.get("authorization", ""))
-        token = header[7:].strip() if header[:7].lower() == "bearer " else ""
-        principal = self.guard.tokens.verify(token) if self.guard.tokens and token else None
+        token = bearer_token(str(metadata.get("authorization", "")))
+        principal = self.guard.tokens.verify(token) if self.guard.tokens else None
         return None if principal is not None else "a bearer token is needed (metadata authorization: Bearer …)"
 
     def _guarded(self, call: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

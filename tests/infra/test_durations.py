@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -97,3 +98,12 @@ def test_knative_manifest_check_uses_the_one_grammar(value: object) -> None:
 def test_knative_manifest_check_takes_what_triggers_take(value: str, seconds: float) -> None:
     subscriber = knative.ref(knative.SERVING, "Service", "fn-a")
     knative._check_rules(knative.trigger("t", "ml", "b", {"type": "x.y"}, subscriber, {"timeout": value}))
+
+
+@pytest.mark.parametrize("seconds", [-1, -0.5, math.inf, -math.inf, math.nan])
+def test_a_negative_or_infinite_number_of_seconds_has_no_duration_to_write(seconds: float) -> None:
+    reason = f"duration {seconds!r} must be a finite number of seconds, not negative"
+    with pytest.raises(InvalidRequest, match=re.escape(reason)):
+        format_duration(seconds)
+    with pytest.raises(InvalidRequest, match=re.escape(reason)):
+        parse_duration(seconds)

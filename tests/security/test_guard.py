@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession, web
 
 from infra.auth import TokenFile
-from infra.guard import COOKIE, Guard, access, guard_middleware, principal_of
+from infra.guard import COOKIE, Guard, access, guard_middleware, principal_of, server_middlewares
+from infra.settings import load_settings
 
 
 class Api:
@@ -34,6 +36,10 @@ class Api:
     async def ingress(self, request: web.Request) -> web.Response:
         return web.Response(status=202)
 
+    @access("inference")
+    async def infer(self, request: web.Request) -> web.Response:
+        return web.json_response({"outputs": []})
+
     async def undecided(self, request: web.Request) -> web.Response:
         return web.json_response({"oops": True})
 
@@ -51,12 +57,21 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[str, TokenFile, dict[str
     app.router.add_delete("/things", api.manage)
     app.router.add_post("/", api.ingress)
     app.router.add_get("/undecided", api.undecided)
+    async with served(app) as url:
+        yield url, tokens, made
+
+
+@asynccontextmanager
+async def served(app: web.Application) -> AsyncIterator[str]:
+    """``app`` on a free loopback port, for the block: its base URL."""
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}", tokens, made
-    await runner.cleanup()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 async def status(method: str, url: str, **kw) -> int:  # type: ignore[no-untyped-def]
@@ -123,6 +138,63 @@ async def test_a_foreign_host_is_refused_against_dns_rebinding(server, host: str
     url = server[0]
     assert await status("GET", url + "/health", headers={"Host": host}) == 421
     assert await status("GET", url + "/health", headers={"Host": "localhost:1234"}) == 200
+
+
+async def test_the_middleware_hands_the_handler_the_authenticated_caller(server) -> None:  # type: ignore[no-untyped-def]
+    url, _, made = server
+    async with ClientSession() as http, http.get(url + "/things", headers=bearer(made["viewer"])) as r:
+        assert await r.json() == {"who": "t-viewer"}
+    async with ClientSession() as http, http.get(url + "/things", headers={"Cookie": f"{COOKIE}={made['admin']}"}) as r:
+        assert await r.json() == {"who": "t-admin"}  # the dashboard's cookie, when no Authorization is sent
+    async with ClientSession() as http, http.get(url + "/things", headers={"Authorization": "Basic dXNlcg=="}) as r:
+        assert r.status == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+        assert await r.json() == {"error": "a bearer token is needed (knflow token create)"}
+
+
+@pytest.fixture
+async def tokenless(tmp_path: Path) -> AsyncIterator[str]:
+    """A server of a platform that asks no token (``security.open``), with knflow's own middlewares."""
+    settings = load_settings({"KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_SECURITY_OPEN": "true"}, config_file=None)
+    api = Api()
+    app = web.Application(middlewares=server_middlewares(settings))
+    app.router.add_post("/things", api.change)
+    app.router.add_post("/v2/models/m/infer", api.infer)
+    async with served(app) as url:
+        yield url
+
+
+async def _chunks() -> AsyncIterator[bytes]:
+    yield b"a=1"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"data": b"a=1"}, 415),
+        ({"data": _chunks}, 415),  # chunked: no length, a body all the same
+        ({"data": b""}, 200),  # Content-Length: 0, no body to be a form
+        ({}, 200),
+    ],
+)
+async def test_without_tokens_a_change_with_a_body_needs_a_json_type(tokenless: str, body: dict, code: int) -> None:
+    sent = {k: v() if callable(v) else v for k, v in body.items()}
+    headers = {"Content-Type": "text/plain"}
+    async with ClientSession() as http, http.post(tokenless + "/things", headers=headers, **sent) as r:
+        assert r.status == code
+        if code == 415:
+            assert await r.json() == {"error": "content type 'text/plain' is not accepted for a change; send JSON"}
+
+
+async def test_inference_takes_a_form_body_as_curl_sends_it(tokenless: str) -> None:
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert await status("POST", tokenless + "/v2/models/m/infer", data=b'{"inputs": []}', headers=form) == 200
+    foreign = {**form, "Origin": "http://evil.example"}
+    assert await status("POST", tokenless + "/v2/models/m/infer", data=b"{}", headers=foreign) == 403
+
+
+async def test_a_route_that_is_not_there_is_answered_in_json(tokenless: str) -> None:
+    async with ClientSession() as http, http.get(tokenless + "/nothing/here") as r:
+        assert r.status == 404 and (await r.json())["error"]
 
 
 def test_the_token_file_keeps_no_token(tmp_path: Path) -> None:
