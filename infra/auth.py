@@ -91,7 +91,7 @@ def own_credentials(settings: Settings) -> Callable[[str], dict[str, str]]:
     nothing (the token never goes to a subscriber elsewhere)."""
     headers = auth_headers(settings)
     ports = {getattr(settings, p) for p in ("broker_port", "functions_port", "gateway_port", "dashboard_port")}
-    hosts = {"127.0.0.1", "localhost", "::1", settings.host.strip("[]")}
+    hosts = {"127.0.0.1", "localhost", "::1", settings.host.strip("[]").lower()}  # as urlsplit gives a hostname
 
     known: dict[str, dict[str, str]] = {}  # per URL: the broker asks once per delivery, for a handful of URLs
 

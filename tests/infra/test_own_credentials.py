@@ -21,3 +21,10 @@ def test_the_token_goes_to_the_platforms_own_servers_only_on_every_ask(tmp_path)
         assert credentials(own) == {"Authorization": "Bearer secret"}
         assert credentials(elsewhere) == {}
         assert credentials(other_port) == {}
+
+
+def test_a_platform_bound_to_a_name_in_capitals_still_knows_its_own_servers(tmp_path) -> None:
+    env = {"KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_SECURITY_TOKEN": "secret", "KNFLOW_HOST": "Knflow.LAN"}
+    credentials = own_credentials(load_settings(env, config_file=None))
+    assert credentials("http://Knflow.LAN:8180/") == {"Authorization": "Bearer secret"}  # as the servers build it
+    assert credentials("http://knflow.lan:8182/v2/models/m/infer") == {"Authorization": "Bearer secret"}
