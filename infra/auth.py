@@ -90,7 +90,7 @@ def own_credentials(settings: Settings) -> Callable[[str], dict[str, str]]:
     """For a URL: this process's ``Authorization`` when the URL is one of the platform's own servers, else
     nothing (the token never goes to a subscriber elsewhere)."""
     headers = auth_headers(settings)
-    ports = {getattr(settings, p) for p in ("broker_port", "functions_port", "gateway_port", "dashboard_port")}
+    ports = set(settings.http_ports)
     hosts = {"127.0.0.1", "localhost", "::1", settings.host.strip("[]").lower()}  # as urlsplit gives a hostname
 
     known: dict[str, dict[str, str]] = {}  # per URL: the broker asks once per delivery, for a handful of URLs
@@ -203,7 +203,6 @@ class TokenFile:
         return None
 
     def _write(self, records: dict[str, dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json(self.path, records, indent=2)
         os.chmod(self.path, 0o600)
         self._mtime = None

@@ -130,7 +130,7 @@ def guard_for(settings: Settings) -> Guard:
         names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
     else:
         names |= {bound, f"[{bound}]"} if ":" in bound else {bound}  # a browser sends an IPv6 host in brackets
-    ports = [getattr(settings, p) for p in ("broker_port", "functions_port", "gateway_port", "dashboard_port")]
+    ports = settings.http_ports
     origins = {f"http://{n}:{p}" for n in names for p in ports} | {f"http://[::1]:{p}" for p in ports}
     origins |= {o.strip() for o in sec.origins.split(",") if o.strip()}
     loopback = bound is not None and is_loopback(bound)

@@ -211,6 +211,11 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     @property
+    def http_ports(self) -> tuple[int, int, int, int]:
+        """The ports of the platform's HTTP servers: broker, functions, gateway, dashboard (not gRPC's)."""
+        return (self.broker_port, self.functions_port, self.gateway_port, self.dashboard_port)
+
+    @property
     def own_host(self) -> str | None:
         """The one address or name the servers bind (lower case, an IPv6 address without brackets); None when they
         bind every interface (``0.0.0.0``, ``::`` or empty)."""
