@@ -29,12 +29,7 @@ from infra.auth import (
     tokens_path,
 )
 from infra.errors import Conflict, InvalidRequest, NotFound
-from infra.settings import Settings, load_settings
-
-
-def settings_in(tmp_path: Path, **env: str) -> Settings:
-    given = {"KNFLOW_DATA_DIR": str(tmp_path), **{f"KNFLOW_{k.upper()}": v for k, v in env.items()}}
-    return load_settings(given, config_file=None)
+from tests.settings_env import settings_in
 
 
 @pytest.mark.parametrize(

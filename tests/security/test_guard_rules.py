@@ -27,7 +27,7 @@ from infra.guard import (
     scope_of_headers,
 )
 from infra.namespaces import ANONYMOUS, EVERY, Scope
-from infra.settings import load_settings
+from tests.settings_env import settings_in
 
 
 def headers(**given: str) -> Callable[[str], str | None]:
@@ -219,7 +219,7 @@ def test_is_loopback_takes_addresses_bracketed_or_not_and_the_name_localhost() -
 
 
 def test_a_platform_on_loopback_answers_its_names_and_ports_and_opens_ingress_and_inference(tmp_path: Path) -> None:
-    settings = load_settings({"KNFLOW_DATA_DIR": str(tmp_path)}, config_file=None)
+    settings = settings_in(tmp_path)
     guard = guard_for(settings)
     assert guard.hosts == LOOPBACK_NAMES | {settings.host}
     ports = (settings.broker_port, settings.functions_port, settings.gateway_port, settings.dashboard_port)
@@ -232,30 +232,27 @@ def test_a_platform_on_loopback_answers_its_names_and_ports_and_opens_ingress_an
 
 
 def test_a_platform_bound_elsewhere_asks_tokens_for_ingress_and_inference_unless_told(tmp_path: Path) -> None:
-    env = {"KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_HOST": "10.1.2.3"}
-    guard = guard_for(load_settings(env, config_file=None))
+    guard = guard_for(settings_in(tmp_path, host="10.1.2.3"))
     assert "10.1.2.3" in guard.hosts and not guard.open_ingress and not guard.open_inference
-    told = {**env, "KNFLOW_SECURITY_OPEN_INGRESS": "true", "KNFLOW_SECURITY_OPEN_INFERENCE": "false"}
-    guard = guard_for(load_settings(told, config_file=None))
+    told = {"security_open_ingress": "true", "security_open_inference": "false"}
+    guard = guard_for(settings_in(tmp_path, host="10.1.2.3", **told))
     assert guard.open_ingress and not guard.open_inference
-    on_loopback = {"KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_SECURITY_OPEN_INFERENCE": "false"}
-    assert not guard_for(load_settings(on_loopback, config_file=None)).open_inference
+    assert not guard_for(settings_in(tmp_path, security_open_inference="false")).open_inference
 
 
 def test_a_platform_on_every_interface_answers_the_machines_own_names(tmp_path: Path) -> None:
-    guard = guard_for(load_settings({"KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_HOST": "0.0.0.0"}, config_file=None))
+    guard = guard_for(settings_in(tmp_path, host="0.0.0.0"))
     assert socket.gethostname().lower() in guard.hosts and socket.getfqdn().lower() in guard.hosts
     assert "0.0.0.0" not in guard.hosts and not guard.open_ingress
 
 
 def test_more_names_origins_and_an_open_platform_come_from_the_security_settings(tmp_path: Path) -> None:
-    env = {
-        "KNFLOW_DATA_DIR": str(tmp_path),
-        "KNFLOW_SECURITY_HOSTS": " Models.Example , ,knflow.lan",
-        "KNFLOW_SECURITY_ORIGINS": "https://dash.example, ,",
-        "KNFLOW_SECURITY_TOKENS_FILE": str(tmp_path / "elsewhere.json"),
-    }
-    settings = load_settings(env, config_file=None)
+    settings = settings_in(
+        tmp_path,
+        security_hosts=" Models.Example , ,knflow.lan",
+        security_origins="https://dash.example, ,",
+        security_tokens_file=str(tmp_path / "elsewhere.json"),
+    )
     guard = guard_for(settings)
     assert {"models.example", "knflow.lan"} <= guard.hosts and "" not in guard.hosts
     assert "https://dash.example" in guard.origins and "" not in guard.origins
@@ -284,8 +281,7 @@ def test_a_platform_on_every_interface_keeps_its_loopback_and_configured_names(
 ) -> None:
     monkeypatch.setattr(socket, "gethostname", lambda: "Worker-7")
     monkeypatch.setattr(socket, "getfqdn", lambda: "Worker-7.Lab.Example")
-    env = {"KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_HOST": bound, "KNFLOW_SECURITY_HOSTS": "knflow.lan"}
-    guard = guard_for(load_settings(env, config_file=None))
+    guard = guard_for(settings_in(tmp_path, host=bound, security_hosts="knflow.lan"))
     assert guard.hosts == LOOPBACK_NAMES | {"knflow.lan", "worker-7", "worker-7.lab.example"}
 
 
@@ -296,6 +292,6 @@ def test_a_platform_on_every_interface_keeps_its_loopback_and_configured_names(
 def test_a_platform_bound_to_one_address_answers_it_as_a_browser_writes_it(
     tmp_path: Path, bound: str, names: set[str]
 ) -> None:
-    guard = guard_for(load_settings({"KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_HOST": bound}, config_file=None))
+    guard = guard_for(settings_in(tmp_path, host=bound))
     assert guard.hosts == LOOPBACK_NAMES | names
     assert guard.host_allowed(f"{max(names, key=len)}:8181")

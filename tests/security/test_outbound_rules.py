@@ -11,12 +11,11 @@ import pytest
 
 from infra.errors import InvalidRequest
 from infra.outbound import Outbound
-from infra.settings import load_settings
+from tests.settings_env import settings_in
 
 
 def outbound(tmp_path: Path, **env: str) -> Outbound:
-    given = {"KNFLOW_DATA_DIR": str(tmp_path), **{f"KNFLOW_{k.upper()}": v for k, v in env.items()}}
-    return Outbound(load_settings(given, config_file=None))
+    return Outbound(settings_in(tmp_path, **env))
 
 
 def refusal(what: str, url: str) -> str:
