@@ -9,16 +9,7 @@ from cloudevents.core.v1.event import CloudEvent
 from onnx import TensorProto, helper, numpy_helper
 
 from eventing.events import new_event
-from functions.contract import (
-    DATA_ARRIVED,
-    DATASET_INGESTED,
-    FEATURES_READY,
-    MODEL_DEPLOYED,
-    MODEL_REGISTERED,
-    MODEL_TRAINED,
-    TRIAL_REQUESTED,
-    TUNE_COMPLETED,
-)
+from functions import contract
 from serving.registry import ModelCard
 
 SHA = "9f2c" * 16
@@ -54,19 +45,23 @@ def _features(dataset: str) -> dict:
 def start_of_run(dataset: str, mode: str, runid: str | None = None) -> list[CloudEvent]:
     """data.arrived -> dataset.ingested -> features.ready (mode train|tune)."""
     arrived = new_event(
-        DATA_ARRIVED,
+        contract.DATA_ARRIVED,
         "/knflow/sources/filestore",
         {"bucket": "knflow", "key": f"raw/{dataset}/d.csv", "size": 9120},
         runid=runid,
     )
     ingested = new_event(
-        DATASET_INGESTED, "/knflow/functions/ingest",
+        contract.DATASET_INGESTED, "/knflow/functions/ingest",
         {"dataset": dataset, "version": SHA, "prefix": f"datasets/{dataset}/{SHA}/", "rows": 1797,
          "num_classes": 10, "kind": "tabular"},
         cause=arrived,
     )  # fmt: skip
     ready = new_event(
-        FEATURES_READY, "/knflow/functions/featurize", _features(dataset), cause=ingested, extensions={"mode": mode}
+        contract.FEATURES_READY,
+        "/knflow/functions/featurize",
+        _features(dataset),
+        cause=ingested,
+        extensions={"mode": mode},
     )
     return [arrived, ingested, ready]
 
@@ -75,14 +70,14 @@ def trained(cause: CloudEvent, trial: str, accuracy: float, lr: float) -> tuple[
     """One trial: its request and its model.trained answer."""
     runid = cause.get_extension("runid")
     request = new_event(
-        TRIAL_REQUESTED, "/knflow/functions/tune",
+        contract.TRIAL_REQUESTED, "/knflow/functions/tune",
         {"experiment": runid, "trial": trial, "params": {"lr": lr}, "features": cause.get_data(),
          "objective": {"metric": "val_accuracy", "type": "maximize"}, "early_stopping": None},
         cause=cause, subject=trial, extensions={"mode": "trial"},
     )  # fmt: skip
     request = _with_id(request, f"{runid}.{trial}")
     result = new_event(
-        MODEL_TRAINED, "/knflow/functions/train",
+        contract.MODEL_TRAINED, "/knflow/functions/train",
         {"trial": trial, "experiment": runid, "status": "Succeeded", "model_name": "digits",
          "onnx_key": f"runs/{runid}/trials/{trial}/model.onnx", "sha256": SHA, "size": 1000,
          "metrics": {"val_accuracy": accuracy, "test_accuracy": accuracy - 0.01}, "curve": [accuracy],
@@ -103,7 +98,7 @@ def tuned_run(runid: str, card: ModelCard, endpoint: str) -> list[CloudEvent]:
     trials = [trained(ready, "trial-0000", 0.91, 0.01), trained(ready, "trial-0001", 0.96, 0.003)]
     events += [trials[0][0], trials[1][0], trials[0][1], trials[1][1]]
     completed = new_event(
-        TUNE_COMPLETED, "/knflow/functions/tune",
+        contract.TUNE_COMPLETED, "/knflow/functions/tune",
         {"experiment": ready.get_extension("runid"), "best_trial": "trial-0001",
          "objective": {"metric": "val_accuracy", "type": "maximize", "value": 0.96}, "params": {"lr": 0.003},
          "reason": "trial budget spent", "model": trials[1][1].get_data(),
@@ -112,13 +107,13 @@ def tuned_run(runid: str, card: ModelCard, endpoint: str) -> list[CloudEvent]:
         cause=trials[1][1], subject="trial-0001",
     )  # fmt: skip
     registered = new_event(
-        MODEL_REGISTERED, "/knflow/functions/register",
+        contract.MODEL_REGISTERED, "/knflow/functions/register",
         {"name": card.name, "version": card.version, "sha256": card.sha256, "size": card.size,
          "onnx_key": card.onnx_key, "metrics": card.metrics, "params": card.params, "lineage": card.lineage},
         cause=completed, subject=f"{card.name}/{card.version}",
     )  # fmt: skip
     deployed = new_event(
-        MODEL_DEPLOYED, "/knflow/functions/deploy",
+        contract.MODEL_DEPLOYED, "/knflow/functions/deploy",
         {"name": card.name, "version": card.version, "decision": "no production version", "revision": "digits-00001",
          "traffic_percent": 100, "canary": False, "endpoint": endpoint},
         cause=registered, subject=f"{card.name}/{card.version}",

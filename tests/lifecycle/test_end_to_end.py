@@ -16,16 +16,7 @@ import numpy as np
 import pytest
 
 from eventing.events import STEP_FAILED
-from functions.contract import (
-    DATA_ARRIVED,
-    DATASET_INGESTED,
-    FEATURES_READY,
-    MODEL_DEPLOYED,
-    MODEL_REGISTERED,
-    MODEL_TRAINED,
-    TRIAL_REQUESTED,
-    TUNE_COMPLETED,
-)
+from functions import contract
 from infra.store import ArtifactStore, open_store
 from knflow.commands.demo import DEMO_OPTIONS, digits_npz
 from knflow.drive import held_out_split, probe, submit, watch
@@ -48,10 +39,21 @@ def test_a_dropped_file_becomes_a_deployed_model_that_predicts(platform: Platfor
 
     types = [e.type for e in outcome.events]
     assert outcome.failure is None, outcome.failure.data if outcome.failure else None
-    for expected in (DATA_ARRIVED, DATASET_INGESTED, FEATURES_READY, TUNE_COMPLETED, MODEL_REGISTERED, MODEL_DEPLOYED):
+    for expected in (
+        contract.DATA_ARRIVED,
+        contract.DATASET_INGESTED,
+        contract.FEATURES_READY,
+        contract.TUNE_COMPLETED,
+        contract.MODEL_REGISTERED,
+        contract.MODEL_DEPLOYED,
+    ):
         assert expected in types
-    assert types.count(TRIAL_REQUESTED) == 3 and types.count(MODEL_TRAINED) == 3
-    assert types.index(TUNE_COMPLETED) < types.index(MODEL_REGISTERED) < types.index(MODEL_DEPLOYED)
+    assert types.count(contract.TRIAL_REQUESTED) == 3 and types.count(contract.MODEL_TRAINED) == 3
+    assert (
+        types.index(contract.TUNE_COMPLETED)
+        < types.index(contract.MODEL_REGISTERED)
+        < types.index(contract.MODEL_DEPLOYED)
+    )
     assert len({e.extensions["runid"] for e in outcome.events}) == 1
 
     registered = outcome.registered or {}
@@ -128,7 +130,7 @@ def _trained_trials(history: History, runid: str, *, at_least: int, timeout: flo
 
     deadline, seen, after = time.monotonic() + timeout, [], None
     while time.monotonic() < deadline:
-        events, after = history.page(runid=runid, type=MODEL_TRAINED, after=after, wait=1.0)
+        events, after = history.page(runid=runid, type=contract.MODEL_TRAINED, after=after, wait=1.0)
         seen += [e.data["trial"] for e in events]
         if len(seen) >= at_least:
             return seen

@@ -21,14 +21,7 @@ import urllib3
 from sklearn.datasets import load_iris
 
 from eventing.sources.arrival import ANNOUNCED
-from functions.contract import (
-    DATA_ARRIVED,
-    DATASET_INGESTED,
-    FEATURES_READY,
-    MODEL_DEPLOYED,
-    MODEL_REGISTERED,
-    MODEL_TRAINED,
-)
+from functions import contract
 from infra.localservices import LocalService, free_platform_ports
 from infra.settings import load_settings
 from infra.store import ArtifactStore, ObjectInfo, open_store
@@ -114,7 +107,14 @@ def test_kafka_and_s3_carry_a_run_from_bucket_notification_to_a_serving_model(
     outcome = watch(platform.history(), key, timeout=300)
     assert outcome.failure is None, outcome.failure.data if outcome.failure else None
     types = [e.type for e in outcome.events]
-    for expected in (DATA_ARRIVED, DATASET_INGESTED, FEATURES_READY, MODEL_TRAINED, MODEL_REGISTERED, MODEL_DEPLOYED):
+    for expected in (
+        contract.DATA_ARRIVED,
+        contract.DATASET_INGESTED,
+        contract.FEATURES_READY,
+        contract.MODEL_TRAINED,
+        contract.MODEL_REGISTERED,
+        contract.MODEL_DEPLOYED,
+    ):
         assert expected in types
     assert outcome.events[0].data["bucket"] == BUCKET
     registered = outcome.registered or {}

@@ -9,29 +9,15 @@ import pytest
 
 from eventing.events import STEP_FAILED, new_event
 from eventing.filters import matches
-from functions.contract import (
-    DATA_ARRIVED,
-    DATASET_INGESTED,
-    DRIFT_DETECTED,
-    FEATURES_READY,
-    INFERENCE_REQUEST,
-    INFERENCE_RESPONSE,
-    LIFECYCLE,
-    MODEL_DEPLOYED,
-    MODEL_REGISTERED,
-    MODEL_TRAINED,
-    TRIAL_REQUESTED,
-    TUNE_COMPLETED,
-    lifecycle_spec_path,
-)
+from functions import contract
 from functions.runtime.loader import NativeFunction, load_function
 from functions.runtime.pipeline import load_pipeline, pipeline_triggers
 
-SPEC = load_pipeline(lifecycle_spec_path())
+SPEC = load_pipeline(contract.lifecycle_spec_path())
 TRIGGERS = pipeline_triggers(SPEC, lambda step: f"http://127.0.0.1:8181/functions/{step.function}")
 
 
-def _takers(type_: str, pipeline: str = LIFECYCLE, **extensions: str) -> set[str]:
+def _takers(type_: str, pipeline: str = contract.LIFECYCLE, **extensions: str) -> set[str]:
     event = new_event(type_, "/test", {}, extensions={"pipeline": pipeline, **extensions})
     return {t.subscriber.rsplit("/", 1)[-1] for t in TRIGGERS if matches(event, t.filter, t.filters)}
 
@@ -39,19 +25,19 @@ def _takers(type_: str, pipeline: str = LIFECYCLE, **extensions: str) -> set[str
 @pytest.mark.parametrize(
     ("type_", "extensions", "steps"),
     [
-        (DATA_ARRIVED, {}, {"ingest"}),
-        (DATASET_INGESTED, {}, {"featurize"}),
-        (FEATURES_READY, {"mode": "train"}, {"train"}),
-        (FEATURES_READY, {"mode": "tune"}, {"tune"}),
-        (TRIAL_REQUESTED, {"mode": "trial"}, {"train"}),
-        (MODEL_TRAINED, {"mode": "trial"}, {"tune"}),
-        (MODEL_TRAINED, {"mode": "train"}, {"register"}),
-        (TUNE_COMPLETED, {}, {"register"}),
-        (MODEL_REGISTERED, {}, {"deploy"}),
-        (MODEL_DEPLOYED, {}, set()),
-        (INFERENCE_REQUEST, {}, {"drift"}),
-        (INFERENCE_RESPONSE, {}, set()),
-        (DRIFT_DETECTED, {}, {"retrain"}),
+        (contract.DATA_ARRIVED, {}, {"ingest"}),
+        (contract.DATASET_INGESTED, {}, {"featurize"}),
+        (contract.FEATURES_READY, {"mode": "train"}, {"train"}),
+        (contract.FEATURES_READY, {"mode": "tune"}, {"tune"}),
+        (contract.TRIAL_REQUESTED, {"mode": "trial"}, {"train"}),
+        (contract.MODEL_TRAINED, {"mode": "trial"}, {"tune"}),
+        (contract.MODEL_TRAINED, {"mode": "train"}, {"register"}),
+        (contract.TUNE_COMPLETED, {}, {"register"}),
+        (contract.MODEL_REGISTERED, {}, {"deploy"}),
+        (contract.MODEL_DEPLOYED, {}, set()),
+        (contract.INFERENCE_REQUEST, {}, {"drift"}),
+        (contract.INFERENCE_RESPONSE, {}, set()),
+        (contract.DRIFT_DETECTED, {}, {"retrain"}),
         (STEP_FAILED, {}, {"tune"}),
     ],
 )
@@ -61,8 +47,8 @@ def test_each_event_reaches_exactly_its_steps(type_: str, extensions: dict[str, 
 
 @pytest.mark.parametrize("pipeline", ["other", ""])
 def test_events_of_another_pipeline_reach_no_lifecycle_step(pipeline: str) -> None:
-    assert _takers(DATA_ARRIVED, pipeline=pipeline) == set()
-    assert _takers(MODEL_REGISTERED, pipeline=pipeline) == set()
+    assert _takers(contract.DATA_ARRIVED, pipeline=pipeline) == set()
+    assert _takers(contract.MODEL_REGISTERED, pipeline=pipeline) == set()
 
 
 def test_long_steps_get_a_long_delivery_timeout() -> None:
