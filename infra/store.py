@@ -113,6 +113,22 @@ class ArtifactStore(Protocol):
         ...
 
 
+class PutAnnouncer:
+    """The part of a backend that tells its listeners of every object that lands (``add_listener``)."""
+
+    def __init__(self) -> None:
+        self._listeners: list[PutListener] = []
+
+    def add_listener(self, listener: PutListener) -> None:
+        self._listeners.append(listener)
+
+    def _announce(self, info: ObjectInfo) -> ObjectInfo:
+        """Call every listener with ``info`` (a put has landed); ``info``, for the put to return."""
+        for listener in self._listeners:
+            listener(info)
+        return info
+
+
 _SEGMENT = re.compile(r"^[A-Za-z0-9._=+@,:~-]+$")
 MAX_KEY_BYTES = 1024
 

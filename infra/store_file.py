@@ -18,7 +18,7 @@ from infra.store import (
     CHUNK,
     HashingReader,
     ObjectInfo,
-    PutListener,
+    PutAnnouncer,
     Source,
     download_verified,
     iter_source,
@@ -32,7 +32,7 @@ TMP_DIR = ".knflow-tmp"
 _RESERVED = (META_DIR, TMP_DIR)
 
 
-class FileStore:
+class FileStore(PutAnnouncer):
     """Objects under ``root/<key>``; their sha256, size and metadata under ``root/.knflow-meta/<key>.json``.
 
     A write goes to a temporary file in the same filesystem, is fsynced, and is renamed into
@@ -45,13 +45,10 @@ class FileStore:
     """
 
     def __init__(self, root: Path):
+        super().__init__()
         self.root = Path(root).resolve()
         self.url = f"file://{self.root}"
         (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True)
-        self._listeners: list[PutListener] = []
-
-    def add_listener(self, listener: PutListener) -> None:
-        self._listeners.append(listener)
 
     # -- paths -----------------------------------------------------------------
     def _path(self, key: str) -> Path:
@@ -115,9 +112,7 @@ class FileStore:
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(target.parent)
-        for listener in self._listeners:
-            listener(info)
-        return info
+        return self._announce(info)
 
     def put_if_absent(
         self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
@@ -146,9 +141,7 @@ class FileStore:
         )
         self._write_meta(info)
         _fsync_dir(target.parent)
-        for listener in self._listeners:
-            listener(info)
-        return info
+        return self._announce(info)
 
     def put_if_match(
         self, key: str, data: bytes, etag_or_sha: str, *, content_type: str = "application/octet-stream"

@@ -22,7 +22,7 @@ from infra.settings import StoreLocation
 from infra.store import (
     HashingReader,
     ObjectInfo,
-    PutListener,
+    PutAnnouncer,
     Source,
     download_verified,
     iter_source,
@@ -49,15 +49,15 @@ _TRANSIENT_CODES = {
 _TRANSIENT_EXC = (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
 
 
-class S3Store:
+class S3Store(PutAnnouncer):
     """Objects in one bucket. Uploads are multipart and streamed; the sha256 rides as ``x-amz-meta-sha256``."""
 
     def __init__(self, location: StoreLocation, *, retries: int = RETRIES):
+        super().__init__()
         self.location = location
         self.retries = retries
         self.bucket = location.bucket
         self.url = location.url
-        self._listeners: list[PutListener] = []
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=5.0, read=60.0),
             maxsize=16,
@@ -78,9 +78,6 @@ class S3Store:
         if not self.client.bucket_exists(self.bucket):
             with contextlib.suppress(S3Error):
                 self.client.make_bucket(self.bucket)
-
-    def add_listener(self, listener: PutListener) -> None:
-        self._listeners.append(listener)
 
     # -- error handling --------------------------------------------------------
     def _retry(self, what: str, call: Callable[[], T], key: str | None = None) -> T:
@@ -155,9 +152,7 @@ class S3Store:
             content_type=content_type,
             metadata=dict(metadata or {}),
         )
-        for listener in self._listeners:
-            listener(info)
-        return info
+        return self._announce(info)
 
     def put_if_absent(
         self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
@@ -187,9 +182,7 @@ class S3Store:
                 return None
             raise
         info = ObjectInfo(key=key, size=len(data), sha256=sha, modified=datetime.now(UTC), content_type=content_type)
-        for listener in self._listeners:
-            listener(info)
-        return info
+        return self._announce(info)
 
     def get_versioned(self, key: str) -> tuple[bytes, str]:
         """One GET: the body (checked against its recorded sha256) and the ETag it was served with."""
