@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from infra.errors import ConfigError
 from infra.namespaces import LABEL
@@ -401,10 +401,8 @@ def parse_broker_url(value: str, *, setting: str = "KNFLOW_BROKER") -> BrokerLoc
     """Parse ``embedded://PATH`` or ``kafka://HOST:PORT[,...]``."""
     parts = urlsplit(value)
     if parts.scheme == "embedded":
-        path = unquote(parts.netloc + parts.path)
-        if not path:
-            raise ConfigError(f"{setting}={value!r}: the embedded broker needs a path; expected {BROKER_FORMS}")
-        return BrokerLocation("embedded", path=Path(os.path.expanduser(path)))
+        path = _local_path(parts, f"{setting}={value!r}: the embedded broker needs a path; expected {BROKER_FORMS}")
+        return BrokerLocation("embedded", path=path)
     if parts.scheme == "kafka":
         servers = tuple(s for s in parts.netloc.split(",") if s)
         if not servers or not all(_is_host_port(s) for s in servers):
@@ -421,10 +419,8 @@ def parse_store_url(
     env = os.environ if env is None else env
     parts = urlsplit(value)
     if parts.scheme == "file":
-        path = unquote(parts.netloc + parts.path)
-        if not path:
-            raise ConfigError(f"{setting}={value!r}: the file store needs a path; expected {ARTIFACTS_FORMS}")
-        return StoreLocation("file", path=Path(os.path.expanduser(path)))
+        path = _local_path(parts, f"{setting}={value!r}: the file store needs a path; expected {ARTIFACTS_FORMS}")
+        return StoreLocation("file", path=path)
     if parts.scheme != "s3":
         raise ConfigError(f"{setting}={value!r}: unknown scheme {parts.scheme!r}; expected {ARTIFACTS_FORMS}")
     bucket = parts.netloc
@@ -454,6 +450,14 @@ def parse_store_url(
         access_key=_first(env, "AWS_ACCESS_KEY_ID", "MINIO_ACCESS_KEY", "MINIO_ROOT_USER"),
         secret_key=_first(env, "AWS_SECRET_ACCESS_KEY", "MINIO_SECRET_KEY", "MINIO_ROOT_PASSWORD"),
     )
+
+
+def _local_path(parts: SplitResult, missing: str) -> Path:
+    """The directory a ``scheme://PATH`` URL names, ``~`` expanded; ``ConfigError(missing)`` when it names none."""
+    path = unquote(parts.netloc + parts.path)
+    if not path:
+        raise ConfigError(missing)
+    return Path(os.path.expanduser(path))
 
 
 def _first(env: Mapping[str, str], *names: str) -> str | None:

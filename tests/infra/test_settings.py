@@ -57,6 +57,8 @@ def test_s3_url_with_credentials_from_environment() -> None:
     [
         ({"KNFLOW_BROKER": "redis://x"}, "KNFLOW_BROKER='redis://x': unknown scheme 'redis'; expected embedded://"),
         ({"KNFLOW_BROKER": "kafka://nohost"}, "expected embedded://PATH or kafka://HOST:PORT"),
+        ({"KNFLOW_BROKER": "embedded://"}, "KNFLOW_BROKER='embedded://': the embedded broker needs a path"),
+        ({"KNFLOW_ARTIFACTS": "file://"}, "KNFLOW_ARTIFACTS='file://': the file store needs a path; expected file://"),
         ({"KNFLOW_ARTIFACTS": "s3://Bad_Bucket?endpoint=http://x:1"}, "not a valid S3 bucket name"),
         ({"KNFLOW_ARTIFACTS": "s3://knflow"}, "no endpoint; expected file://PATH or s3://BUCKET"),
         ({"KNFLOW_ARTIFACTS": "ftp://x"}, "unknown scheme 'ftp'"),
