@@ -23,6 +23,7 @@ from infra.errors import InvalidRequest
 from infra.localservices import free_port, wait_for_port
 from tests.eventually import eventually
 from tests.functions.conftest import FIXTURES, make_settings, post_event
+from tests.processes import alive
 from tests.scrape import scrape, value
 
 ROOT = Path(__file__).parents[2]
@@ -46,14 +47,6 @@ async def start_runner(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     yield start
     for runner in runners:
         await runner.stop()
-
-
-def pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def status_of(http: aiohttp.ClientSession, runner: Runner) -> dict:
@@ -89,7 +82,7 @@ async def test_idle_worker_scales_to_zero_and_the_next_event_starts_one(start_ru
     assert status == 200
     first_pid = orjson.loads(body)["pid"]
     await eventually(lambda: runner.status()["behaviours"]["state"] == "stopped")
-    await eventually(lambda: not pid_exists(first_pid), timeout=5)
+    await eventually(lambda: not alive(first_pid), timeout=5)
     assert (await status_of(http, runner))["behaviours"]["pid"] is None
     status, _, body = await post_event(http, runner.url("behaviours"))
     assert status == 200
@@ -105,7 +98,7 @@ async def test_crashed_worker_is_restarted_and_handles_the_next_event(start_runn
     assert "dropped the event" in orjson.loads(body)["error"]
     await eventually(lambda: runner.status()["behaviours"]["restarts"] == 1)
     await eventually(lambda: runner.status()["behaviours"]["state"] == "running")
-    assert not pid_exists(first_pid)
+    assert not alive(first_pid)
     status, _, body = await post_event(http, runner.url("behaviours"))
     assert status == 200
     assert orjson.loads(body)["pid"] not in (first_pid, None)
@@ -149,7 +142,7 @@ async def test_runner_process_serves_and_leaves_no_worker_behind_on_sigterm(tmp_
         worker_pid = orjson.loads(body)["pid"]
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0
-        await eventually(lambda: not pid_exists(worker_pid), timeout=5)
+        await eventually(lambda: not alive(worker_pid), timeout=5)
     finally:
         if process.returncode is None:
             process.kill()
@@ -193,7 +186,7 @@ async def test_own_interpreter_worker_scales_to_zero_and_restarts_after_a_crash(
     status, _, body = await post_event(http, runner.url("own"))
     first = orjson.loads(body)["pid"]
     await eventually(lambda: runner.status()["own"]["state"] == "stopped", what="idle stop")
-    await eventually(lambda: not pid_exists(first), timeout=5, what="the idle worker to exit")
+    await eventually(lambda: not alive(first), timeout=5, what="the idle worker to exit")
     status, _, body = await post_event(http, runner.url("own"))
     assert status == 200 and orjson.loads(body)["pid"] != first
     status, _, body = await post_event(http, runner.url("own"), "test.crash")

@@ -31,6 +31,7 @@ from infra.errors import InvalidRequest
 from infra.store import ArtifactStore
 from tests.lifecycle.helpers import context_of, ready_of
 from tests.lifecycle.usercode import BROKEN, SKLEARN, TORCH, write_code
+from tests.processes import alive
 
 
 @pytest.fixture(scope="module")
@@ -313,19 +314,11 @@ def test_the_child_dies_with_the_train_step(tmp_path: Path) -> None:
         pid = int(eventually_sync(lambda: pidfile.exists() and pidfile.read_text(), timeout=120, what="the child"))
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()
-        eventually_sync(lambda: not _alive(pid), timeout=30, what=f"child {pid} to die with its parent")
+        eventually_sync(lambda: not alive(pid), timeout=30, what=f"child {pid} to die with its parent")
     finally:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"  # a zombie has exited; only its entry waits to be reaped
 
 
 def test_a_regression_run_with_user_code_is_refused_when_it_starts() -> None:

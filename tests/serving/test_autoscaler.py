@@ -11,16 +11,9 @@ from aiohttp import ClientSession
 from serving.autoscaler import Kpa, ScalePolicy
 from serving.registry import ModelRegistry
 from tests.eventually import eventually
+from tests.processes import alive
 from tests.scrape import parse, value
 from tests.serving.helpers import infer_body, mlp_onnx
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_kpa_scales_on_stable_average_and_caps_at_max() -> None:
@@ -68,9 +61,9 @@ async def test_idle_revision_scales_to_zero_and_its_process_exits(start_gateway,
             assert r.status == 200
         pool = gateway.pools["digits-00001"]
         pid = pool.replicas[0].pid
-        assert _alive(pid)
+        assert alive(pid)
         await eventually(lambda: not pool.replicas, 10, "scale to zero")
-        await eventually(lambda: not _alive(pid), 5, f"replica process {pid} to exit")
+        await eventually(lambda: not alive(pid), 5, f"replica process {pid} to exit")
         metrics = await (await http.get(f"{base}/metrics")).text()
         samples = parse(metrics)
         assert value(samples, "knflow_replicas", revision="digits-00001") == 0
