@@ -20,7 +20,7 @@ from cloudevents.core.v1.event import CloudEvent
 from eventing.bindings import ReadEvent, to_http_binary, to_http_structured
 from eventing.events import continue_run
 from functions.runtime.context import Runtime
-from functions.runtime.loader import Reply, health_result, maybe_await
+from functions.runtime.loader import OptionalHooks, Reply, maybe_await
 
 
 class _Response:
@@ -88,31 +88,20 @@ class CloudEventSender:
         self._response.body = body
 
 
-class AsgiFunction:
+class AsgiFunction(OptionalHooks):
     """A Knative-shaped function instance (``new()``'s object, or a module with ``handle(scope, receive, send)``)."""
 
     def __init__(self, name: str, instance: Any, invoke: str = "cloudevent"):
         if not callable(getattr(instance, "handle", None)):
             raise TypeError(f"function {name!r}: the object new() returned has no handle(scope, receive, send)")
         self.name = name
-        self.instance = instance
+        self.instance = self.hooks = instance
         self.parses_event = invoke == "cloudevent"
 
     async def start(self, runtime: Runtime, environ: Mapping[str, str]) -> None:
         hook = getattr(self.instance, "start", None)
         if hook is not None:
             await maybe_await(hook(dict(environ)))
-
-    async def stop(self) -> None:
-        hook = getattr(self.instance, "stop", None)
-        if hook is not None:
-            await maybe_await(hook())
-
-    def alive(self) -> tuple[bool, str]:
-        return health_result(getattr(self.instance, "alive", None))
-
-    def ready(self) -> tuple[bool, str]:
-        return health_result(getattr(self.instance, "ready", None))
 
     async def call_asgi(self, scope: dict[str, Any], body: bytes, event: CloudEvent | None) -> Reply:
         """Run ``handle`` on one request and return what it sent."""

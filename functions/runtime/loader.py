@@ -124,14 +124,32 @@ async def maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-class NativeFunction:
+class OptionalHooks:
+    """``stop``, ``alive`` and ``ready`` of a function, each through the hook of that name on ``hooks`` (its module,
+    or the instance ``new()`` returned) when it has one; ``start`` differs by kind, so each kind has its own."""
+
+    hooks: Any
+
+    async def stop(self) -> None:
+        hook = getattr(self.hooks, "stop", None)
+        if hook is not None:
+            await maybe_await(hook())
+
+    def alive(self) -> tuple[bool, str]:
+        return health_result(getattr(self.hooks, "alive", None))
+
+    def ready(self) -> tuple[bool, str]:
+        return health_result(getattr(self.hooks, "ready", None))
+
+
+class NativeFunction(OptionalHooks):
     """A knflow ``handle(event, ctx)`` function with its optional module hooks."""
 
     parses_event = True
 
     def __init__(self, name: str, module: ModuleType):
         self.name = name
-        self.module = module
+        self.module = self.hooks = module
         self.handle = module.handle
         self.is_async = inspect.iscoroutinefunction(self.handle)
 
@@ -139,17 +157,6 @@ class NativeFunction:
         hook = getattr(self.module, "start", None)
         if hook is not None:
             await maybe_await(hook(runtime.settings))
-
-    async def stop(self) -> None:
-        hook = getattr(self.module, "stop", None)
-        if hook is not None:
-            await maybe_await(hook())
-
-    def alive(self) -> tuple[bool, str]:
-        return health_result(getattr(self.module, "alive", None))
-
-    def ready(self) -> tuple[bool, str]:
-        return health_result(getattr(self.module, "ready", None))
 
     async def call(self, event: CloudEvent, ctx: Context) -> CloudEvent | None:
         if self.is_async:
