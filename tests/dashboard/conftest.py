@@ -24,6 +24,7 @@ from serving.gateway import Gateway
 from serving.registry import ModelRegistry
 from tests.eventually import eventually
 from tests.unguarded import UNGUARDED
+from tests.webapps import served
 
 TRAIN_ERROR = "train crashed: CUDA error: out of memory (tried to allocate 2.00 GiB)"
 
@@ -60,12 +61,8 @@ async def failing_train() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/train", crash)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}/train"
-    await runner.cleanup()
+    async with served(app) as url:
+        yield f"{url}/train"
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from eventing.triggers import Trigger
 from functions.contract import with_lifecycle
 from infra.settings import load_settings
 from tests.unguarded import UNGUARDED
+from tests.webapps import served
 
 _topics = itertools.count()
 
@@ -81,13 +82,8 @@ async def subscriber() -> AsyncIterator[Subscriber]:
     sub = Subscriber()
     app = web.Application()
     app.router.add_route("POST", "/{tail:.*}", sub.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    sub.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    yield sub
-    await runner.cleanup()
+    async with served(app) as sub.url:
+        yield sub
 
 
 def broker_env(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, str]:

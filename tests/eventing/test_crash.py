@@ -21,6 +21,7 @@ from infra.localservices import free_port, wait_for_port
 from tests.eventually import eventually
 from tests.scrape import scrape, value
 from tests.unguarded import UNGUARDED
+from tests.webapps import served
 
 TOTAL = 10_000
 pytestmark = pytest.mark.slow
@@ -94,39 +95,36 @@ async def test_sigkill_mid_stream_loses_no_accepted_event(tmp_path: Path, seed: 
 
     app = web.Application()
     app.router.add_post("/", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    sink = f"http://127.0.0.1:{runner.addresses[0][1]}/"
-
-    broker = BrokerProcess(tmp_path, free_port())
-    url = f"http://127.0.0.1:{broker.port}/"
-    events = [new_event("crash.test", "tests", {"i": i}, runid=f"run-{i % 50}") for i in range(TOTAL)]
-    accepted: set[str] = set()
-    kill_at = random.Random(seed).randint(1_000, TOTAL - 1_000)
-    try:
-        broker.start()
-        async with (
-            aiohttp.ClientSession() as s,
-            s.put(url + "triggers/sink", data=orjson.dumps({"subscriber": {"uri": sink}})) as r,
-        ):
-            assert r.status == 200
-        await produce(url, events, accepted, stop_at=kill_at)
-        broker.kill()  # mid-stream: clients in flight, deliveries in flight, commits unflushed
-        broker.start()
-        await produce(url, [e for e in events if e.get_id() not in accepted], accepted, stop_at=None)
-        assert len(accepted) == TOTAL
-        await eventually(lambda: accepted <= delivered.keys(), 60, f"every accepted event delivered (kill {kill_at})")
-        # once committed, nothing is delivered again: a clean restart delivers nothing new
-        await eventually(lambda: acked_all(url), 10, "the trigger's last deliveries acked")
-        broker.terminate()
-        before = sum(delivered.values())
-        broker.start()
-        await asyncio.sleep(1.5)  # time for a redelivery to show, if the restart made one
-        assert sum(delivered.values()) == before
-        duplicates = sum(n - 1 for n in delivered.values())
-        assert duplicates <= 1_000, f"{duplicates} redeliveries: more than the in-flight window at the kill"
-    finally:
-        if broker.proc and broker.proc.poll() is None:
-            broker.kill()
-        await runner.cleanup()
+    async with served(app) as sink:
+        broker = BrokerProcess(tmp_path, free_port())
+        url = f"http://127.0.0.1:{broker.port}/"
+        events = [new_event("crash.test", "tests", {"i": i}, runid=f"run-{i % 50}") for i in range(TOTAL)]
+        accepted: set[str] = set()
+        kill_at = random.Random(seed).randint(1_000, TOTAL - 1_000)
+        try:
+            broker.start()
+            async with (
+                aiohttp.ClientSession() as s,
+                s.put(url + "triggers/sink", data=orjson.dumps({"subscriber": {"uri": f"{sink}/"}})) as r,
+            ):
+                assert r.status == 200
+            await produce(url, events, accepted, stop_at=kill_at)
+            broker.kill()  # mid-stream: clients in flight, deliveries in flight, commits unflushed
+            broker.start()
+            await produce(url, [e for e in events if e.get_id() not in accepted], accepted, stop_at=None)
+            assert len(accepted) == TOTAL
+            await eventually(
+                lambda: accepted <= delivered.keys(), 60, f"every accepted event delivered (kill {kill_at})"
+            )
+            # once committed, nothing is delivered again: a clean restart delivers nothing new
+            await eventually(lambda: acked_all(url), 10, "the trigger's last deliveries acked")
+            broker.terminate()
+            before = sum(delivered.values())
+            broker.start()
+            await asyncio.sleep(1.5)  # time for a redelivery to show, if the restart made one
+            assert sum(delivered.values()) == before
+            duplicates = sum(n - 1 for n in delivered.values())
+            assert duplicates <= 1_000, f"{duplicates} redeliveries: more than the in-flight window at the kill"
+        finally:
+            if broker.proc and broker.proc.poll() is None:
+                broker.kill()

@@ -21,6 +21,7 @@ from infra.localservices import free_port, wait_for_port
 from tests.eventually import eventually
 from tests.functions.conftest import FIXTURES, make_settings, post_event
 from tests.scrape import scrape, value
+from tests.webapps import served
 
 BEHAVIOURS = str(FIXTURES / "behaviours.py")
 
@@ -217,19 +218,12 @@ async def test_emit_posts_fan_out_events_to_the_sink(start_host, http):
 
     app = web.Application()
     app.router.add_post("/", sink)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
-        url = await start_host(BEHAVIOURS, sink=f"http://127.0.0.1:{port}/")
+    async with served(app) as sink_url:
+        url = await start_host(BEHAVIOURS, sink=f"{sink_url}/")
         status, _, _ = await post_event(http, url, "test.emit", {"count": 3}, runid="run-fan")
         assert status == 200
         assert sorted(e.get_data()["i"] for e in received) == [0, 1, 2]
         assert {e.get_extension(RUNID) for e in received} == {"run-fan"}
-    finally:
-        await runner.cleanup()
 
 
 async def test_emit_retries_a_sink_that_refuses_for_a_moment(start_host, http):
@@ -244,16 +238,11 @@ async def test_emit_retries_a_sink_that_refuses_for_a_moment(start_host, http):
 
     app = web.Application()
     app.router.add_post("/", sink)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        url = await start_host(BEHAVIOURS, sink=f"http://127.0.0.1:{runner.addresses[0][1]}/")
+    async with served(app) as sink_url:
+        url = await start_host(BEHAVIOURS, sink=f"{sink_url}/")
         status, _, _ = await post_event(http, url, "test.emit", {"count": 3}, runid="run-retry")
         assert status == 200
         assert sorted(e.get_data()["i"] for e in received) == [0, 1, 2]
-    finally:
-        await runner.cleanup()
 
 
 def test_listen_address_follows_knative_then_port(tmp_path):

@@ -10,6 +10,7 @@ from aiohttp import web
 from infra.http1 import Http1Pool
 from infra.localservices import free_port
 from tests.eventually import eventually
+from tests.webapps import served
 
 
 @pytest.fixture
@@ -36,11 +37,8 @@ async def server():
 
     app = web.Application()
     app.router.add_post("/{kind}", handle)
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=0.3)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with served(app, keepalive_timeout=0.3) as url:
+        yield url
 
 
 async def test_framing_keepalive_and_failures(server):

@@ -28,6 +28,7 @@ from infra.store import open_store
 from tests.eventing.conftest import broker_env
 from tests.eventually import eventually
 from tests.lifecycle.test_tune import SPEC, _result
+from tests.webapps import served
 
 TRIAL_SECONDS = 1.0
 
@@ -51,21 +52,17 @@ async def test_trials_of_one_run_overlap_up_to_parallel_trial_count(env: dict[st
 
     app = web.Application()
     app.router.add_post("/train", train)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    train_url = f"http://127.0.0.1:{runner.addresses[0][1]}/train"
     store = open_store(settings.artifacts)
     spec = {**SPEC, "maxTrialCount": 6, "parallelTrialCount": 3}
     save_options(store, "run-par", RunOptions(tuning=spec))
-    async with BrokerServer(settings, sources=(), port=0) as broker:
+    async with served(app) as train_base, BrokerServer(settings, sources=(), port=0) as broker:
         tune = FunctionHost(load_function("tune"), settings, sink=broker.url + "/")
         tune_url = "http://" + (await tune.start(["127.0.0.1:0"]))[0]
         try:
             triggers = [
                 Trigger("tune", tune_url, filter={"type": FEATURES_READY, "mode": "tune"}),
                 Trigger("tune-results", tune_url, filter={"type": MODEL_TRAINED, "mode": "trial"}),
-                Trigger("train-trials", train_url, filter={"type": TRIAL_REQUESTED}),
+                Trigger("train-trials", f"{train_base}/train", filter={"type": TRIAL_REQUESTED}),
             ]
             assert all(await asyncio.gather(*(broker.set_trigger(t, ready_timeout=60) for t in triggers)))
             ready = new_event(FEATURES_READY, "/t", {"dataset": "digits"}, runid="run-par", extensions={"mode": "tune"})
@@ -75,7 +72,6 @@ async def test_trials_of_one_run_overlap_up_to_parallel_trial_count(env: dict[st
             )
         finally:
             await tune.stop()
-            await runner.cleanup()
     assert len(done.trials) == 6 and set(spans) == set(done.trials)
     most = max(sum(1 for s, e in spans.values() if s <= t < e) for t, _ in spans.values())
     assert 2 <= most <= 3, f"at most {most} trial(s) ran at once: {sorted(spans.values())}"

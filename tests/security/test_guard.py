@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from aiohttp import ClientSession, web
 from infra.auth import TokenFile
 from infra.guard import COOKIE, Guard, access, guard_middleware, principal_of, server_middlewares
 from infra.settings import load_settings
+from tests.webapps import served
 
 
 class Api:
@@ -59,19 +59,6 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[str, TokenFile, dict[str
     app.router.add_get("/undecided", api.undecided)
     async with served(app) as url:
         yield url, tokens, made
-
-
-@asynccontextmanager
-async def served(app: web.Application) -> AsyncIterator[str]:
-    """``app`` on a free loopback port, for the block: its base URL."""
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 async def status(method: str, url: str, **kw) -> int:  # type: ignore[no-untyped-def]
