@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import orjson
+from aiohttp import ClientSession
 from onnx import TensorProto, helper, numpy_helper
 
 from infra.localservices import free_port
@@ -93,6 +94,13 @@ def infer_body(x: np.ndarray, **extra: object) -> bytes:
     return orjson.dumps(
         {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}], **extra}
     )
+
+
+async def deploy_and_answer(http: ClientSession, base: str, body: bytes, model: str = "digits") -> None:
+    """Deploy ``model``'s latest version on the gateway at ``base`` and see it answer one request of ``body``."""
+    await http.post(f"{base}/v1/models/{model}/revisions", json={})
+    async with http.post(f"{base}/v2/models/{model}/infer", data=body) as r:
+        assert r.status == 200
 
 
 def register_in_process(root: str, seed: int) -> int:

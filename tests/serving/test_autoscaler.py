@@ -13,7 +13,7 @@ from serving.registry import ModelRegistry
 from tests.eventually import eventually
 from tests.processes import alive
 from tests.scrape import parse, value
-from tests.serving.helpers import infer_body, mlp_onnx
+from tests.serving.helpers import deploy_and_answer, infer_body, mlp_onnx
 
 
 def test_kpa_scales_on_stable_average_and_caps_at_max() -> None:
@@ -56,9 +56,7 @@ async def test_idle_revision_scales_to_zero_and_its_process_exits(start_gateway,
     gateway = await start_gateway(policy=policy)
     base = f"http://127.0.0.1:{gateway.port}"
     async with ClientSession() as http:
-        await http.post(f"{base}/v1/models/digits/revisions", json={})
-        async with http.post(f"{base}/v2/models/digits/infer", data=infer_body(np.ones((1, 64), np.float32))) as r:
-            assert r.status == 200
+        await deploy_and_answer(http, base, infer_body(np.ones((1, 64), np.float32)))
         pool = gateway.pools["digits-00001"]
         pid = pool.replicas[0].pid
         assert alive(pid)
@@ -112,9 +110,7 @@ async def test_a_crashed_replica_is_replaced_on_the_next_request(start_gateway, 
     base = f"http://127.0.0.1:{gateway.port}"
     body = infer_body(np.ones((1, 64), np.float32))
     async with ClientSession() as http:
-        await http.post(f"{base}/v1/models/digits/revisions", json={})
-        async with http.post(f"{base}/v2/models/digits/infer", data=body) as r:
-            assert r.status == 200
+        await deploy_and_answer(http, base, body)
         pool = gateway.pools["digits-00001"]
         pid = pool.replicas[0].pid
         os.kill(pid, signal.SIGKILL)
@@ -134,6 +130,4 @@ async def test_a_dead_fork_server_is_restarted_for_the_next_replica(start_gatewa
     gateway.forks.process.kill()
     await gateway.forks.process.wait()
     async with ClientSession() as http:
-        await http.post(f"{base}/v1/models/digits/revisions", json={})
-        async with http.post(f"{base}/v2/models/digits/infer", data=body) as r:
-            assert r.status == 200
+        await deploy_and_answer(http, base, body)

@@ -58,16 +58,14 @@ async def test_stopping_the_gateway_lets_in_flight_requests_finish(start_gateway
 
     from aiohttp import ClientSession
 
-    from tests.serving.helpers import infer_body
+    from tests.serving.helpers import deploy_and_answer, infer_body
 
     registry.register("digits", mlp_onnx(hidden=256))
     gateway = await start_gateway()
     base = f"http://127.0.0.1:{gateway.port}"
     body = infer_body(np.ones((256, 64), np.float32))
     async with ClientSession() as http:
-        await http.post(f"{base}/v1/models/digits/revisions", json={})
-        async with http.post(f"{base}/v2/models/digits/infer", data=body) as r:
-            assert r.status == 200
+        await deploy_and_answer(http, base, body)
 
         async def one() -> int:
             async with http.post(f"{base}/v2/models/digits/infer", data=body) as r:
