@@ -23,6 +23,7 @@ from functions.runoptions import RunOptions, save_options
 from infra.localservices import free_platform_ports
 from infra.settings import Settings, load_settings
 from infra.store import ArtifactStore
+from serving.registry import ModelCard, TensorSpec
 
 
 @dataclass
@@ -106,64 +107,37 @@ def put_digits_idx(store: ArtifactStore, prefix: str, d: Digits, gz: bool = True
     return key
 
 
-@dataclass(frozen=True)
-class Spec:
-    """The shape of serving.registry.TensorSpec."""
-
-    name: str
-    datatype: str
-    shape: tuple
-
-
-@dataclass(frozen=True)
-class Card:
-    """The shape of serving.registry.ModelCard, for unit tests of the steps that call the registry."""
-
-    name: str
-    version: int
-    sha256: str
-    size: int
-    onnx_key: str
-    inputs: list
-    outputs: list
-    metrics: dict
-    params: dict
-    lineage: dict
-    created: str = ""
-    task: str = ""
-    classes: list = field(default_factory=list)
-
-
 class MemoryRegistry:
     """An in-memory stand-in with serving.registry.ModelRegistry's API (register/get/set_alias/aliases)."""
 
     def __init__(self) -> None:
-        self.cards: dict[str, list[Card]] = {}
-        self.by_key: dict[str, Card] = {}
+        self.cards: dict[str, list[ModelCard]] = {}
+        self.by_key: dict[str, ModelCard] = {}
         self.alias_map: dict[str, dict[str, int]] = {}
         self.notes: list[dict] = []
         self.calls = 0
 
     def register(
         self, name, onnx, *, inputs, outputs, metrics, params, lineage, idempotency_key, task="", classes=()
-    ) -> Card:
+    ) -> ModelCard:
         import hashlib
 
         self.calls += 1
         if idempotency_key in self.by_key:
             return self.by_key[idempotency_key]
         versions = self.cards.setdefault(name, [])
-        card = Card(
+        card = ModelCard(
             name,
             len(versions) + 1,
             hashlib.sha256(onnx).hexdigest(),
             len(onnx),
             f"models/{name}/{len(versions) + 1}/model.onnx",
-            tuple(Spec(t["name"], t["datatype"], tuple(t["shape"])) for t in inputs),
-            tuple(Spec(t["name"], t["datatype"], tuple(t["shape"])) for t in outputs),
+            tuple(TensorSpec(t["name"], t["datatype"], tuple(t["shape"])) for t in inputs),
+            tuple(TensorSpec(t["name"], t["datatype"], tuple(t["shape"])) for t in outputs),
             metrics,
             params,
             lineage,
+            created="",
             task=task,
             classes=list(classes),
         )
