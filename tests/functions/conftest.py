@@ -45,11 +45,12 @@ async def post_event(http: aiohttp.ClientSession, url: str, type_: str = "test.e
 
 @pytest.fixture
 async def start_host(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """Start a FunctionHost in-process on a free port: ``url = await start_host(target, **settings_env)``."""
+    """Start a FunctionHost in-process on a free port: ``url = await start_host(target, **settings_env)``
+    (``invoke="http"`` hosts an ASGI function that gets the raw request)."""
     hosts: list[FunctionHost] = []
 
-    async def start(target: str, sink: str | None = None, **env: str) -> str:
-        host = FunctionHost(load_function(target), make_settings(tmp_path, **env), sink=sink)
+    async def start(target: str, sink: str | None = None, invoke: str | None = None, **env: str) -> str:
+        host = FunctionHost(load_function(target, invoke=invoke), make_settings(tmp_path, **env), sink=sink)
         bound = await host.start(["127.0.0.1:0"])
         hosts.append(host)
         start.host = host

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -107,10 +108,7 @@ async def test_handler_returning_something_else_than_an_event_gets_500_saying_so
     assert "must return a CloudEvent or None" in from_http(headers, body).get_data()["error"]
 
 
-async def test_knative_http_flavour_gets_the_raw_request(tmp_path, http):
-    from functions.runtime.host import FunctionHost
-    from functions.runtime.loader import load_function
-
+async def test_knative_http_flavour_gets_the_raw_request(start_host, tmp_path, http):
     module = tmp_path / "raw_fn.py"
     module.write_text(
         "async def handle(scope, receive, send):\n"
@@ -119,21 +117,14 @@ async def test_knative_http_flavour_gets_the_raw_request(tmp_path, http):
         "    await send({'type': 'http.response.start', 'status': 201, 'headers': headers})\n"
         "    await send({'type': 'http.response.body', 'body': body[::-1]})\n"
     )
-    host = FunctionHost(load_function(str(module), invoke="http"), make_settings(tmp_path))
-    bound = await host.start(["127.0.0.1:0"])
-    try:
-        async with http.post(f"http://{bound[0]}/some/path", data=b"abc") as response:
-            assert (response.status, response.headers["x-path"], await response.read()) == (201, "/some/path", b"cba")
-    finally:
-        await host.stop()
+    url = await start_host(str(module), invoke="http")
+    async with http.post(f"{url}some/path", data=b"abc") as response:
+        assert (response.status, response.headers["x-path"], await response.read()) == (201, "/some/path", b"cba")
 
 
-async def test_an_asgi_function_sees_the_same_scope_on_the_lean_path_and_on_aiohttp(tmp_path):
+async def test_an_asgi_function_sees_the_same_scope_on_the_lean_path_and_on_aiohttp(start_host, tmp_path):
     """A POST with a Content-Length is served on the lean HTTP/1.1 path, a PUT on aiohttp: the function's scope
     (path, query, headers byte for byte, client) and its answer are the same on both."""
-    from functions.runtime.host import FunctionHost
-    from functions.runtime.loader import load_function
-
     module = tmp_path / "scope_fn.py"
     module.write_text(
         "import asyncio, json\n"
@@ -148,25 +139,20 @@ async def test_an_asgi_function_sees_the_same_scope_on_the_lean_path_and_on_aioh
         "    await send({'type': 'http.response.start', 'status': 201, 'headers': headers})\n"
         "    await send({'type': 'http.response.body', 'body': json.dumps([seen, body.hex()]).encode()})\n"
     )
-    host = FunctionHost(load_function(str(module), invoke="http"), make_settings(tmp_path))
-    bound = await host.start(["127.0.0.1:0"])
+    address = urlsplit(await start_host(str(module), invoke="http"))
     head = "/a/b?x=1&y=z HTTP/1.1\r\nHost: fn\r\nX-Name: caf\xc3\xa9\r\nConnection: close\r\n"
     answers = {}
-    try:
-        for method in ("POST", "PUT"):
-            host_, port = bound[0].rsplit(":", 1)
-            reader, writer = await asyncio.open_connection(host_, int(port))
-            writer.write(f"{method} {head}Content-Length: 3\r\n\r\nabc".encode("latin-1"))
-            raw = await asyncio.wait_for(reader.read(), 10)  # the server closes after its answer
-            writer.close()
-            status_line, _, rest = raw.partition(b"\r\n")
-            headers, _, body = rest.partition(b"\r\n\r\n")
-            assert status_line.split()[1] == b"201", raw
-            assert f"x-method: {method}".encode() in headers, headers
-            assert (b"server: " in headers.lower()) == (method == "PUT"), headers  # aiohttp names itself
-            answers[method] = orjson.loads(body)
-    finally:
-        await host.stop()
+    for method in ("POST", "PUT"):
+        reader, writer = await asyncio.open_connection(address.hostname, address.port)
+        writer.write(f"{method} {head}Content-Length: 3\r\n\r\nabc".encode("latin-1"))
+        raw = await asyncio.wait_for(reader.read(), 10)  # the server closes after its answer
+        writer.close()
+        status_line, _, rest = raw.partition(b"\r\n")
+        headers, _, body = rest.partition(b"\r\n\r\n")
+        assert status_line.split()[1] == b"201", raw
+        assert f"x-method: {method}".encode() in headers, headers
+        assert (b"server: " in headers.lower()) == (method == "PUT"), headers  # aiohttp names itself
+        answers[method] = orjson.loads(body)
     assert answers["POST"] == answers["PUT"]
     seen, body = answers["POST"]
     assert bytes.fromhex(body) == b"abc"
