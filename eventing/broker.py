@@ -139,7 +139,7 @@ class BrokerServer:
         is_ingress = functools.partial(is_ingress_path, taken=frozenset(taken))
         self._ingress_server = IngressServer(self._accept, is_ingress, self._runner.server, limit, self._guard)
         self.port = await self._ingress_server.start(self.settings.host, self.port)
-        self.url = f"http://{self.settings.host}:{self.port}"
+        self.url = self.settings.url(self.port)
         for source in self._sources:
             await source.start(self.publish)
         log.info(

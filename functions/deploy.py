@@ -181,7 +181,7 @@ def inference_logging(policy: DeployPolicy, cause: CloudEvent) -> dict[str, Any]
 
 def serving_url(settings: Any) -> str:
     """Where the inference gateway (and its revision API) listens."""
-    return f"http://{settings.host}:{settings.gateway_port}"
+    return settings.url(settings.gateway_port)
 
 
 def rollout(

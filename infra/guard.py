@@ -30,7 +30,7 @@ from infra.auth import Principal, Role, TokenFile, tokens_path
 from infra.errors import KnflowError
 from infra.http import error_middleware, error_response
 from infra.namespaces import ALL, ANONYMOUS, EVERY, Scope, scope_key
-from infra.settings import Settings
+from infra.settings import Settings, authority
 
 Access = Literal["open", "viewer", "editor", "admin", "platform", "ingress", "inference"]
 ATTRIBUTE = "knflow_access"
@@ -131,7 +131,7 @@ def guard_for(settings: Settings) -> Guard:
     else:
         names |= {bound, f"[{bound}]"} if ":" in bound else {bound}  # a browser sends an IPv6 host in brackets
     ports = settings.http_ports
-    origins = {f"http://{n}:{p}" for n in names for p in ports} | {f"http://[::1]:{p}" for p in ports}
+    origins = {f"http://{authority(n, p)}" for n in names for p in ports}
     origins |= {o.strip() for o in sec.origins.split(",") if o.strip()}
     loopback = bound is not None and is_loopback(bound)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import ipaddress
 import os
 import tomllib
 import typing
@@ -222,6 +223,37 @@ class Settings:
         host = self.host.strip("[]").lower()
         return None if host in ("0.0.0.0", "::", "") else host
 
+    @property
+    def client_host(self) -> str:
+        """Where a client on this machine reaches the servers: ``own_host``, else the loopback address of the
+        family they bind (``::`` listens on IPv6 only, as asyncio binds it; ``0.0.0.0`` and empty on IPv4 too)."""
+        if self.own_host is not None:
+            return self.own_host
+        return "::1" if self.host.strip("[]") == "::" else "127.0.0.1"
+
+    def url(self, port: int, path: str = "") -> str:
+        """``http://HOST:PORT`` and ``path``: one of the platform's servers as a client on this machine calls it."""
+        return f"http://{authority(self.client_host, port)}{path}"
+
+
+def authority(host: str, port: int) -> str:
+    """``host:port`` as a URL or a listen address writes it: an IPv6 address in brackets (RFC 3986)."""
+    host = host.removeprefix("[").removesuffix("]")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def split_authority(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[IPv6]:port`` as its host (an IPv6 address without brackets) and port; ``ValueError`` when
+    the port is not a number or an IPv6 address has no brackets (its last group would be taken for the port)."""
+    host, _, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{address!r}: an IPv6 address needs brackets, as in [::1]:8080")
+    if not port.isdigit():
+        raise ValueError(f"{address!r}: expected host:port")
+    return host, int(port)
+
 
 SECTIONS: dict[str, type] = {
     "eventing": EventingSettings,
@@ -248,6 +280,8 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | Path 
     data_dir = Path(os.path.expanduser(given.pop("data_dir", "~/.knflow")))
     broker = given.pop("broker", f"embedded://{data_dir / 'events'}")
     artifacts = given.pop("artifacts", f"file://{data_dir / 'artifacts'}")
+    if "host" in given:
+        given["host"] = _parse_host(given["host"], setting=_setting_name(("host",), env, path))
     settings = Settings(
         data_dir=data_dir,
         broker=parse_broker_url(broker, setting=_setting_name(("broker",), env, path)),
@@ -458,6 +492,21 @@ def _local_path(parts: SplitResult, missing: str) -> Path:
     if not path:
         raise ConfigError(missing)
     return Path(os.path.expanduser(path))
+
+
+def _parse_host(value: str, *, setting: str = "KNFLOW_HOST") -> str:
+    """The address or name the servers bind; an IPv6 address may come in brackets, as a URL writes it, and is kept
+    without (the form binding takes). A colon elsewhere is a port or a typo: refused."""
+    bare = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    if ":" in bare or bare != value:
+        try:
+            ipaddress.IPv6Address(bare)
+        except ValueError:
+            raise ConfigError(
+                f"{setting}={value!r}: expected an address or a name, without a port (an IPv6 address bare or in "
+                "brackets)"
+            ) from None
+    return bare
 
 
 def _first(env: Mapping[str, str], *names: str) -> str | None:

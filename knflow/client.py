@@ -62,8 +62,7 @@ class Client:
     @classmethod
     def from_settings(cls, settings: Settings, *, timeout: float = 60.0) -> Client:
         """The client of the platform the settings name (``host``, ``dashboard_port``)."""
-        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-        url, token = f"http://{host}:{settings.dashboard_port}", client_token(settings) or ""
+        url, token = settings.url(settings.dashboard_port), client_token(settings) or ""
         return cls(url, token=token, namespace=settings.namespace, timeout=timeout)
 
     def health(self) -> dict[str, Any]:

@@ -75,9 +75,9 @@ class PipelineControl:
     def __init__(self, settings: Settings, store: ArtifactStore | None = None):
         self.settings = settings
         self._store = store
-        self.functions_url = f"http://{settings.host}:{settings.functions_port}"
+        self.functions_url = settings.url(settings.functions_port)
         auth = auth_headers(settings)
-        self.broker = JsonClient(f"http://{settings.host}:{settings.broker_port}", timeout=120.0, headers=auth)
+        self.broker = JsonClient(settings.url(settings.broker_port), timeout=120.0, headers=auth)
         self.runner = JsonClient(self.functions_url, timeout=120.0, headers=auth)
         self.deployer = Deployer(settings, self.runner)
 

@@ -71,7 +71,7 @@ class Deployer:
     def __init__(self, settings: Settings, runner: JsonClient | None = None):
         self.settings = settings
         self.runner = runner or JsonClient(
-            f"http://{settings.host}:{settings.functions_port}", timeout=120.0, headers=auth_headers(settings)
+            settings.url(settings.functions_port), timeout=120.0, headers=auth_headers(settings)
         )
         root = settings.data_dir / "functions"
         self.sources, self.records = root / "sources", root / "deployed"

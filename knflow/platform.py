@@ -26,7 +26,7 @@ from infra.auth import auth_headers, ensure_local_admin
 from infra.errors import Unavailable
 from infra.httpclient import JsonClient
 from infra.localservices import spawn
-from infra.settings import SECTIONS, Settings
+from infra.settings import SECTIONS, Settings, authority
 from knflow.control import PipelineControl
 from knflow.follow import History
 from knflow.supervisor import Supervisor
@@ -112,7 +112,7 @@ class Platform:
 
     def url(self, component: str) -> str:
         port = getattr(self.settings, next(c.port_setting for c in COMPONENTS if c.name == component))
-        return f"http://{self.settings.host}:{port}"
+        return self.settings.url(port)
 
     @classmethod
     def start(
@@ -247,9 +247,11 @@ def _check_port_free(settings: Settings, component: Component) -> None:
     import socket
 
     port = getattr(settings, component.port_setting)
-    with socket.socket() as sock:
-        if sock.connect_ex((settings.host, port)) == 0:
-            raise Unavailable(
-                f"port {settings.host}:{port} for the {component.name} is in use; stop what holds it or set "
-                f"KNFLOW_{component.port_setting.upper()}"
-            )
+    try:  # of the address's own family: an IPv4 socket cannot even try ::1
+        socket.create_connection((settings.client_host, port), timeout=5.0).close()
+    except OSError:
+        return  # nothing answers there
+    raise Unavailable(
+        f"port {authority(settings.host, port)} for the {component.name} is in use; stop what holds it or set "
+        f"KNFLOW_{component.port_setting.upper()}"
+    )

@@ -92,9 +92,7 @@ class ScheduleControl:
         self.settings = settings
         self._store = store
         self.pipelines = pipelines or PipelineControl(settings, store)
-        self.broker = JsonClient(
-            f"http://{settings.host}:{settings.broker_port}", timeout=120.0, headers=auth_headers(settings)
-        )
+        self.broker = JsonClient(settings.url(settings.broker_port), timeout=120.0, headers=auth_headers(settings))
 
     @property
     def store(self) -> ArtifactStore:

@@ -139,11 +139,9 @@ class Gateway:
         else:  # Knative scales this server's pods; the replicas inside one are fixed
             self.pool(self.pinned).scale_to(self.settings.serving.max_replicas)
         self._judge = asyncio.create_task(self.rollouts.run(self.settings.serving.autoscale_tick_s))
-        await self.inference_log.start(f"http://{self.settings.host}:{self.port}")
-        log.info(
-            "gateway listening on %s:%d (gRPC %d) with %d models",
-            self.settings.host, self.port, self.grpc_port, len(self.states),
-        )  # fmt: skip
+        await self.inference_log.start(self.settings.url(self.port))
+        url, models = self.settings.url(self.port), len(self.states)
+        log.info("gateway listening on %s (gRPC %d) with %d models", url, self.grpc_port, models)
         return self.port
 
     async def stop(self) -> None:

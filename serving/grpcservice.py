@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 from infra.errors import InvalidRequest, KnflowError, Unavailable
 from infra.guard import bearer_token, guard_for
 from infra.namespaces import DEFAULT, qualified
+from infra.settings import authority
 from serving import dataplane
 from serving.v2grpc import grpc_predict_v2_pb2 as pb
 
@@ -76,10 +77,11 @@ class GrpcService:
         ]
         self.server = grpc.aio.server(options=options)
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, self._handlers()),))
+        address = authority(host, port)  # gRPC reads an IPv6 host only in brackets
         try:
-            bound = self.server.add_insecure_port(f"{host}:{port}")
+            bound = self.server.add_insecure_port(address)
         except RuntimeError as exc:
-            raise Unavailable(f"cannot listen for V2 gRPC on {host}:{port} ({exc}); set KNFLOW_GRPC_PORT") from None
+            raise Unavailable(f"cannot listen for V2 gRPC on {address} ({exc}); set KNFLOW_GRPC_PORT") from None
         await self.server.start()
         return bound
 

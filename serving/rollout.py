@@ -86,7 +86,7 @@ class Rollouts:
     def __init__(self, gateway: Gateway):
         self.gw = gateway
         settings = gateway.settings
-        self.broker_url = f"http://{settings.host}:{settings.broker_port}/"
+        self.broker_url = settings.url(settings.broker_port, "/")
         self.credentials = auth_headers(settings)
 
     async def run(self, tick_s: float) -> None:
@@ -151,7 +151,7 @@ class Rollouts:
         self.gw.metrics.rollout(state.model, verdict)
 
     def _notice(self, state: ServingState, canary: Canary, verdict: str, decision: str) -> CloudEvent:
-        endpoint = f"http://{self.gw.settings.host}:{self.gw.port}/v2/models/{state.model}/infer"
+        endpoint = self.gw.settings.url(self.gw.port, f"/v2/models/{state.model}/infer")
         return outcome_notice(state.model, canary, verdict, decision, endpoint)
 
     async def _send(self, name: str) -> None:

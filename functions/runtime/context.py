@@ -54,7 +54,7 @@ class Runtime:
         self.function = function
         self.settings = settings
         self.step_settings: dict[str, Any] = dict(step_settings or {})
-        self.sink = sink or f"http://{settings.host}:{settings.broker_port}/"
+        self.sink = sink or settings.url(settings.broker_port, "/")
         self.logger = logging.getLogger(f"functions.{function}")
         self.loop: asyncio.AbstractEventLoop | None = None
         self._store: ArtifactStore | None = None

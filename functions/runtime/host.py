@@ -14,8 +14,9 @@ so the first event is not kept waiting for it (``DEFERRED`` lists what the worke
 
 Run: ``python -m functions.runtime.host NAME|dotted.module|path/to/file.py|function-directory`` (or
 ``KNFLOW_FUNCTION``), listening on ``LISTEN_ADDRESS`` (``host:port[,host:port]`` or ``unix:PATH``, as Knative's
-runtime reads it), else ``{settings.host}:$PORT``, else ``{settings.host}:8080``. With ``--worker`` it is one of
-the local runner's workers under a function's own interpreter (see ``functions.runtime.interpreter``).
+runtime reads it; an IPv6 host in brackets), else ``{settings.host}:$PORT``, else ``{settings.host}:8080``. With
+``--worker`` it is one of the local runner's workers under a function's own interpreter (see
+``functions.runtime.interpreter``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from infra.http import answer_errors, error_answer, read_body
 from infra.logs import bound_runid
 from infra.metrics import registry_of, render
 from infra.serve import DRAIN_TIMEOUT_S, run_server, serve_until_signalled
-from infra.settings import Settings, load_settings
+from infra.settings import Settings, authority, load_settings, split_authority
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -119,8 +120,8 @@ class FunctionHost:
             if address.startswith("unix:"):
                 await self._lean.start_unix(address.removeprefix("unix:"))
             else:
-                host, _, port = address.rpartition(":")
-                await self._lean.start(host.strip("[]") or "0.0.0.0", int(port))
+                host, port = split_authority(address)
+                await self._lean.start(host or "0.0.0.0", port)
         bound = [_describe(a) for a in self._lean.addresses]
         log.info("function %s listening on %s", self.function.name, ", ".join(bound))
         return bound
@@ -317,15 +318,26 @@ def _address(peer: object) -> tuple[str, int] | None:
 
 def _describe(address: Any) -> str:
     if isinstance(address, tuple):
-        return f"{address[0]}:{address[1]}"
+        return authority(address[0], address[1])
     return f"unix:{address}"
 
 
 def listen_addresses(environ: Mapping[str, str], settings: Settings) -> list[str]:
-    """``LISTEN_ADDRESS`` (comma-separated host:port), else ``{host}:$PORT``, else ``{host}:8080``."""
-    if environ.get("LISTEN_ADDRESS"):
-        return [a.strip() for a in environ["LISTEN_ADDRESS"].split(",") if a.strip()]
-    return [f"{settings.host}:{environ.get('PORT', '8080')}"]
+    """``LISTEN_ADDRESS`` (comma-separated ``host:port``, ``[IPv6]:port`` or ``unix:PATH``), else ``{host}:$PORT``,
+    else ``{host}:8080``."""
+    if not environ.get("LISTEN_ADDRESS"):
+        port = environ.get("PORT", "8080")
+        if not port.isdigit():
+            raise ConfigError(f"PORT={port!r}: expected a port number")
+        return [authority(settings.host, int(port))]
+    listen = [a.strip() for a in environ["LISTEN_ADDRESS"].split(",") if a.strip()]
+    for address in listen:
+        if not address.startswith("unix:"):
+            try:
+                split_authority(address)
+            except ValueError as exc:
+                raise ConfigError(f"LISTEN_ADDRESS: {exc}") from None
+    return listen
 
 
 async def serve(

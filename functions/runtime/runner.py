@@ -122,11 +122,12 @@ class Runner:
         limit = self.settings.functions.max_request_bytes
         self._lean = IngressServer(self._accept, self._takes, self._runner.server, limit, guard_for(self.settings))
         self.port = await self._lean.start(self.settings.host, self.settings.functions_port if port is None else port)
-        log.info("function runner on http://%s:%s (%d functions)", self.settings.host, self.port, len(self.workers))
+        log.info("function runner on %s (%d functions)", self.settings.url(self.port), len(self.workers))
         return self.port
 
     def url(self, name: str) -> str:
-        return f"http://{self.settings.host}:{self.port}/functions/{name}"
+        """Where the function ``name`` takes events (before ``start``: on the port the settings give)."""
+        return self.settings.url(self.port or self.settings.functions_port, f"/functions/{name}")
 
     async def stop(self) -> None:
         """Stop the gateway (finishing requests in flight), then every worker."""

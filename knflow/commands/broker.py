@@ -18,5 +18,5 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.port is not None:
         settings = settings.replace(broker_port=args.port)
-    print(f"broker on http://{settings.host}:{settings.broker_port} over {settings.broker.url}; Ctrl-C stops it")
+    print(f"broker on {settings.url(settings.broker_port)} over {settings.broker.url}; Ctrl-C stops it")
     return serve(settings)

@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from knflow.dashboard.server import Dashboard, serve_until_signal
 
     settings = load_settings()
-    print(f"knflow dashboard on http://{settings.host}:{args.port or settings.dashboard_port}", flush=True)
+    print(f"knflow dashboard on {settings.url(args.port or settings.dashboard_port)}", flush=True)
 
     async def serve() -> bool:
         dashboard = Dashboard(settings, broker_url=args.broker, gateway_url=args.gateway, port=args.port)

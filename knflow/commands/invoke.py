@@ -38,10 +38,10 @@ def target_url(args: argparse.Namespace, settings: Settings) -> str:
     if args.target:
         return args.target
     if args.broker:
-        return f"http://{settings.host}:{settings.broker_port}/"
+        return settings.url(settings.broker_port, "/")
     if not args.function:
         raise InvalidRequest("name a function, or give --target URL or --broker")
-    return f"http://{settings.host}:{settings.functions_port}/functions/{args.function}"
+    return settings.url(settings.functions_port, f"/functions/{args.function}")
 
 
 def read_data(spec: str | None, content_type: str) -> Any:

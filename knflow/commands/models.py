@@ -122,7 +122,7 @@ def labels_of(card: ModelCard) -> str:
 def run(args: argparse.Namespace) -> int:
     settings = with_namespace(load_settings(), args)
     if args.action in ("deploy", "traffic", "rollback", "status"):
-        gateway = f"http://{settings.host}:{settings.gateway_port}"
+        gateway = settings.url(settings.gateway_port)
         print(json.dumps(_gateway_action(args, gateway, platform_headers(settings)), indent=2))
         return 0
     registry = ModelRegistry(scoped(open_store(settings.artifacts), settings.namespace or DEFAULT))

@@ -33,9 +33,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 def api(args: argparse.Namespace) -> JsonClient:
     """The running platform's knflow API (the dashboard port), addressing ``--namespace`` when given."""
     settings = with_namespace(load_settings(), args)
-    return JsonClient(
-        f"http://{settings.host}:{settings.dashboard_port}", timeout=300.0, headers=platform_headers(settings)
-    )
+    return JsonClient(settings.url(settings.dashboard_port), timeout=300.0, headers=platform_headers(settings))
 
 
 def absolute(spec: PipelineSpec, spec_file: Path) -> PipelineSpec:

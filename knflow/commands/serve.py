@@ -13,7 +13,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from infra.serve import run_server, serve_until_signalled
-    from infra.settings import load_settings
+    from infra.settings import authority, load_settings
     from infra.store import open_store
     from serving.gateway import Gateway
 
@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
 
         async def start() -> None:
             port = await gateway.start(args.port)
-            grpc = f"{settings.host}:{gateway.grpc_port}"
-            print(f"knflow gateway on http://{settings.host}:{port}, V2 gRPC on {grpc}", flush=True)
+            grpc = authority(settings.client_host, gateway.grpc_port)
+            print(f"knflow gateway on {settings.url(port)}, V2 gRPC on {grpc}", flush=True)
 
         return await serve_until_signalled(start, gateway.stop, name="gateway")
 

@@ -48,7 +48,7 @@ def minio_configuration(
             f"the artifact store is {store.url}; MinIO notifications need an s3:// store "
             "(KNFLOW_ARTIFACTS=s3://BUCKET?endpoint=http://HOST:PORT)"
         )
-    endpoint = f"{(broker_url or f'http://{settings.host}:{settings.broker_port}').rstrip('/')}/sources/minio"
+    endpoint = f"{(broker_url or settings.url(settings.broker_port)).rstrip('/')}/sources/minio"
     token = ev.minio_token or secrets.token_urlsafe(24)
     topic = topic or ev.minio_kafka_topic or DEFAULT_TOPIC
     servers = ",".join(settings.broker.servers) if settings.broker.scheme == "kafka" else "KAFKA_HOST:9092"

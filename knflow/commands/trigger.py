@@ -32,7 +32,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def _call(method: str, path: str, body: dict | None = None) -> dict:
     settings = load_settings()
-    broker = JsonClient(f"http://{settings.host}:{settings.broker_port}", timeout=60, headers=auth_headers(settings))
+    broker = JsonClient(settings.url(settings.broker_port), timeout=60, headers=auth_headers(settings))
     return broker.call(method, path, body) or {}  # a PUT waits for the trigger's group to join
 
 

@@ -104,8 +104,8 @@ class Dashboard:
         port: int | None = None,
     ):
         self.settings = settings
-        self.broker_url = broker_url or f"http://{settings.host}:{settings.broker_port}"
-        self.gateway_url = gateway_url or f"http://{settings.host}:{settings.gateway_port}"
+        self.broker_url = broker_url or settings.url(settings.broker_port)
+        self.gateway_url = gateway_url or settings.url(settings.gateway_port)
         self._store = store
         self.port = settings.dashboard_port if port is None else port
         self.url = ""
@@ -135,7 +135,7 @@ class Dashboard:
         site = web.TCPSite(self._runner, self.settings.host, self.port, reuse_address=True)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        self.url = f"http://{self.settings.host}:{self.port}"
+        self.url = self.settings.url(self.port)
         log.info("dashboard on %s (broker %s, gateway %s)", self.url, self.broker_url, self.gateway_url)
         return self
 

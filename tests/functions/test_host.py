@@ -18,6 +18,7 @@ from eventing.bindings import from_http, to_http_binary, to_http_structured
 from eventing.events import RUNID, new_event
 from functions.runtime.host import FUNCTION_ERROR, FunctionHost, listen_addresses
 from functions.runtime.loader import load_function
+from infra.errors import ConfigError
 from infra.localservices import free_port, wait_for_port
 from tests.eventually import eventually
 from tests.functions.conftest import FIXTURES, make_settings, post_event
@@ -225,6 +226,32 @@ def test_listen_address_follows_knative_then_port(tmp_path):
     ]
     assert listen_addresses({"PORT": "9001"}, settings) == ["127.0.0.1:9001"]
     assert listen_addresses({}, settings) == ["127.0.0.1:8080"]
+    assert listen_addresses({"PORT": "9001"}, make_settings(tmp_path, host="::1")) == ["[::1]:9001"]
+
+
+@pytest.mark.parametrize(
+    ("environ", "problem"),
+    [
+        ({"LISTEN_ADDRESS": "::1:9000"}, "needs brackets"),
+        ({"LISTEN_ADDRESS": "localhost"}, "expected host:port"),
+        ({"PORT": "http"}, "PORT='http'"),
+    ],
+)
+def test_a_listen_address_that_cannot_be_bound_is_refused_at_start(tmp_path, environ, problem):
+    with pytest.raises(ConfigError, match=problem):
+        listen_addresses(environ, make_settings(tmp_path))
+
+
+async def test_a_host_on_ipv6_loopback_listens_and_says_where_in_brackets(tmp_path: Path, http: aiohttp.ClientSession):
+    settings = make_settings(tmp_path, host="::1")
+    host = FunctionHost(load_function("echo"), settings)
+    try:
+        bound = await host.start(listen_addresses({"PORT": "0"}, settings))
+        assert len(bound) == 1 and bound[0].startswith("[::1]:")
+        status, headers, _ = await post_event(http, f"http://{bound[0]}/", "test.echo")
+        assert (status, headers["ce-type"]) == (200, "dev.knflow.echo.reply")
+    finally:
+        await host.stop()
 
 
 async def test_sigterm_lets_the_in_flight_event_finish(tmp_path: Path, http: aiohttp.ClientSession):

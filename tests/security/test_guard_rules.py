@@ -8,6 +8,7 @@ import dataclasses
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -287,11 +288,20 @@ def test_a_platform_on_every_interface_keeps_its_loopback_and_configured_names(
 
 @pytest.mark.parametrize(
     ("bound", "names"),
-    [("Xen-7.LAN", {"xen-7.lan"}), ("[FD00::1]", {"fd00::1", "[fd00::1]"}), ("10.1.2.3", {"10.1.2.3"})],
+    [
+        ("Xen-7.LAN", {"xen-7.lan"}),
+        ("[FD00::1]", {"fd00::1", "[fd00::1]"}),
+        ("FD00::1", {"fd00::1", "[fd00::1]"}),
+        ("::1", {"::1", "[::1]"}),
+        ("10.1.2.3", {"10.1.2.3"}),
+    ],
 )
 def test_a_platform_bound_to_one_address_answers_it_as_a_browser_writes_it(
     tmp_path: Path, bound: str, names: set[str]
 ) -> None:
-    guard = guard_for(settings_in(tmp_path, host=bound))
+    settings = settings_in(tmp_path, host=bound)
+    guard = guard_for(settings)
     assert guard.hosts == LOOPBACK_NAMES | names
     assert guard.host_allowed(f"{max(names, key=len)}:8181")
+    own = settings.url(settings.functions_port)  # what the platform's own clients call, and send as Host
+    assert guard.host_allowed(urlsplit(own).netloc) and own in guard.origins
