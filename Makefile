@@ -18,12 +18,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/knflow demo
 
+# The suite's tests wait on real services and subprocesses more than they compute: three workers on two cores take
+# about half the time of one (docs/testing.md). Each test file runs whole in one worker, with its module fixtures.
+PYTEST_WORKERS ?= 3
 test: $(STAMP)
 	bash scripts/system-deps.sh
 	$(PY) -m ruff check .
 	$(PY) scripts/check_type_ignores.py
 	$(PY) -m mypy
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # Mutation testing of the rule modules ([tool.mutmut] in pyproject.toml; docs/testing.md): slow, outside `make test`.
 # Each run starts afresh (mutmut keeps a survivor's verdict even after a test that kills it is added).

@@ -66,8 +66,35 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
     return make_s3_store(request.getfixturevalue("s3_server"))
 
 
+#: the folders whose files take longest (whole-platform runs, training): collected first, so that pytest-xdist, which
+#: hands out files in collection order, starts them early instead of leaving one worker with them at the end
+SLOW_FIRST = ("tests/lifecycle/",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the slow folders' tests to the front, keeping every file's own order."""
+    items.sort(key=lambda item: not item.nodeid.startswith(SLOW_FIRST))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In a pytest-xdist worker (``make test`` runs several): hand its fuzz counts to the controller."""
+    from tests.fuzzing import TRIED
+
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["fuzz_tried"] = dict(TRIED)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # type: ignore[no-untyped-def]
+    """The controller adds up the fuzz counts of each worker as it finishes."""
+    from tests.fuzzing import TRIED
+
+    TRIED.update(getattr(node, "workeroutput", {}).get("fuzz_tried", {}))
+
+
 def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
-    """How many inputs each fuzz target tried (see tests/fuzzing.py)."""
+    """How many inputs each fuzz target tried (see tests/fuzzing.py), over every worker."""
     from tests.fuzzing import TRIED
 
     if TRIED:
