@@ -14,7 +14,7 @@ import socket
 from urllib.parse import urlsplit
 
 from infra.errors import InvalidRequest
-from infra.settings import Settings
+from infra.settings import Settings, authority
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: Never a target: link-local (cloud metadata services live there) and the metadata addresses themselves.
@@ -37,10 +37,10 @@ class Outbound:
         if settings.own_host is not None:
             self.names.add(settings.own_host)
         for entry in entries:
-            try:
-                self.networks.append(ipaddress.ip_network(entry, strict=False))
+            try:  # an address or network, an IPv6 one bare or bracketed as a URL writes it
+                self.networks.append(ipaddress.ip_network(entry.removeprefix("[").removesuffix("]"), strict=False))
             except ValueError:
-                self.names.add(entry)
+                self.names.add(entry)  # a name, or host:port ([v6]:port, as a URL writes it)
 
     async def check(self, url: str, what: str) -> None:
         """Refuse ``url`` (``InvalidRequest`` naming ``what``) unless it is an allowed, safe target."""
@@ -51,7 +51,7 @@ class Outbound:
         addresses = await _resolve(host)
         if any(ip in net for ip in addresses for net in FORBIDDEN):
             raise InvalidRequest(f"{what} {url!r} is a link-local or metadata address, which knflow never calls")
-        named = host in self.names or (parts.port is not None and f"{host}:{parts.port}" in self.names)
+        named = host in self.names or (parts.port is not None and authority(host, parts.port) in self.names)
         listed = addresses and all(any(ip in net for net in self.networks) for ip in addresses)
         if not (named or listed):
             raise InvalidRequest(

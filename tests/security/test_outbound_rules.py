@@ -150,3 +150,12 @@ async def test_a_platform_on_every_interface_adds_no_name(tmp_path: Path, bound:
     assert outbound(tmp_path, host=bound).names == {"localhost"}
     with pytest.raises(InvalidRequest):
         await outbound(tmp_path, host=bound).check("http://0.0.0.0:8080/", "trigger subscriber")
+
+
+async def test_an_ipv6_entry_is_written_as_a_url_writes_it(tmp_path: Path) -> None:
+    url = "http://[fd00::7]:8080/sink"
+    for entry in ("fd00::7", "[fd00::7]", "[FD00::7]:8080", "fd00::/64"):
+        await outbound(tmp_path, security_outbound=entry).check(url, "trigger subscriber")
+    for entry in ("[fd00::7]:9090", "fd00::8", "fd00::7:8080"):  # another port, another address, unbracketed port
+        with pytest.raises(InvalidRequest, match=refusal("trigger subscriber", url)):
+            await outbound(tmp_path, security_outbound=entry).check(url, "trigger subscriber")
