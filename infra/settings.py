@@ -514,5 +514,10 @@ def _first(env: Mapping[str, str], *names: str) -> str | None:
 
 
 def _is_host_port(text: str) -> bool:
-    host, _, port = text.rpartition(":")
-    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+    """``host:port`` with a port from 1 to 65535; an IPv6 address in brackets (``[::1]:9092``: bare, its last group
+    would pass for the port)."""
+    try:
+        host, port = split_authority(text)
+    except ValueError:
+        return False
+    return bool(host) and 0 < port < 65536

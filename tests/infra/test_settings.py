@@ -57,6 +57,8 @@ def test_s3_url_with_credentials_from_environment() -> None:
     [
         ({"KNFLOW_BROKER": "redis://x"}, "KNFLOW_BROKER='redis://x': unknown scheme 'redis'; expected embedded://"),
         ({"KNFLOW_BROKER": "kafka://nohost"}, "expected embedded://PATH or kafka://HOST:PORT"),
+        ({"KNFLOW_BROKER": "kafka://[::1]:9092,::1:9093"}, "expected embedded://PATH or kafka://HOST:PORT"),
+        ({"KNFLOW_BROKER": "kafka://a:0"}, "expected embedded://PATH or kafka://HOST:PORT"),
         ({"KNFLOW_BROKER": "embedded://"}, "KNFLOW_BROKER='embedded://': the embedded broker needs a path"),
         ({"KNFLOW_ARTIFACTS": "file://"}, "KNFLOW_ARTIFACTS='file://': the file store needs a path; expected file://"),
         ({"KNFLOW_ARTIFACTS": "s3://Bad_Bucket?endpoint=http://x:1"}, "not a valid S3 bucket name"),
@@ -104,6 +106,7 @@ def test_broker_urls() -> None:
     kafka = parse_broker_url("kafka://a:9092,b:9093?topic=events")
     assert kafka.servers == ("a:9092", "b:9093")
     assert kafka.topic == "events"
+    assert parse_broker_url("kafka://[::1]:9092,[fd00::7]:65535").servers == ("[::1]:9092", "[fd00::7]:65535")
 
 
 def _empty(tmp_path: Path) -> Path:
