@@ -24,6 +24,8 @@ from serving.registry import ModelRegistry
 from tests.lifecycle.helpers import StepContext, arrived
 from tests.lifecycle.tables import IRIS_CLASSES, SMALL, diabetes_csv, iris_csv, shop_csv
 
+pytestmark = pytest.mark.slow  # collected first, see tests/conftest.py
+
 
 def _trained(ctx, key, blob, **options):
     ctx.store.put(key, blob)

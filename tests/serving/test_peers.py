@@ -19,6 +19,8 @@ from infra.store import open_store
 from serving.registry import ModelRegistry
 from tests.serving.helpers import identity_onnx, live_gateway, mlp_onnx
 
+pytestmark = pytest.mark.slow  # collected first, see tests/conftest.py
+
 ROOT = Path(__file__).parents[2]
 PEERS = Path(__file__).parent / "peers"
 ROWS = (np.arange(4 * 64) % 17 / 16).astype(np.float32).reshape(4, 64)  # what the peer scripts send
