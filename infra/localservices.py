@@ -8,6 +8,7 @@ its whole process group.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -52,9 +53,9 @@ class LocalService:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+    """A TCP port that nothing listens on right now, on 127.0.0.1 nor on ::1 (a server on either loopback may take
+    it: one bound to ::1 alone leaves the port free on 127.0.0.1, so that is not enough to ask)."""
+    with _free_socket() as sock:
         return sock.getsockname()[1]
 
 
@@ -67,10 +68,24 @@ def free_platform_ports(*names: str) -> dict[str, str]:
     each is held until all are picked (one at a time, the kernel may hand the same free port out twice)."""
     wanted = names or PLATFORM_PORTS
     with contextlib.ExitStack() as held:
-        socks = [held.enter_context(socket.socket()) for _ in wanted]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
+        socks = [held.enter_context(_free_socket()) for _ in wanted]
         return {f"KNFLOW_{name}_PORT": str(sock.getsockname()[1]) for name, sock in zip(wanted, socks, strict=True)}
+
+
+def _free_socket() -> socket.socket:
+    """A socket bound to a port of 127.0.0.1 that is free on ::1 too (or IPv6 is off); the caller closes it."""
+    for _ in range(100):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        try:
+            with socket.socket(socket.AF_INET6) as v6:
+                v6.bind(("::1", sock.getsockname()[1]))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                sock.close()
+                continue  # a server holds it on ::1
+        return sock  # free on both, or this machine has no ::1
+    raise Unavailable("no port free on both 127.0.0.1 and ::1 after 100 tries")
 
 
 def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None, what: str = "service") -> None:

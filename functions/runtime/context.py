@@ -13,7 +13,7 @@ A function in Knative's shape (``handle(scope, receive, send)``) finds the same 
 none),
 ``ctx.log`` a logger whose records carry the event's ``runid``, ``ctx.function`` the function's
 name, and ``await ctx.emit(event)`` posts an extra event to the broker ingress (``K_SINK`` when
-set at start, as a Knative SinkBinding provides, else ``http://{host}:{broker_port}/``), retrying a
+set at start, as a Knative SinkBinding provides, else ``Settings.url(broker_port)``), retrying a
 refusal or an unreachable broker with backoff before failing the event. A sync
 handler running in the executor uses ``ctx.emit_sync(event)`` instead.
 """

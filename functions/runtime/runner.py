@@ -3,7 +3,7 @@
 ``POST /functions/{name}`` (or ``/{name}``) on ``settings.functions_port`` delivers a CloudEvent to
 that function's worker, starting it first if it is stopped (the event waits, bounded by
 ``settings.functions.start_timeout_s``, then 503). The broker's triggers use subscriber URLs
-``http://{host}:{functions_port}/functions/{name}``. ``GET /functions`` answers each function's
+``Settings.url(functions_port)`` + ``/functions/{name}``. ``GET /functions`` answers each function's
 state, pid, start time, last event and restarts. A worker that crashes is restarted; the event
 it held gets 502 and is redelivered. ``PUT /admin/functions/{name}`` ``{"target": ..., "env": {...}, "python":
 ..., "function": ...}`` hosts another instance (it must load before the answer; kept across restarts), ``DELETE``

@@ -3,7 +3,6 @@ it at the URL the settings give, past the guard's Host check."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from eventing.broker import BrokerServer
@@ -11,17 +10,12 @@ from eventing.events import RUNID, new_event
 from functions.runtime.context import Runtime
 from infra.asyncclient import AsyncClient
 from infra.auth import auth_headers, ensure_local_admin
+from infra.localservices import free_port
 from tests.settings_env import settings_in
 
 
-def free_ipv6_port() -> int:
-    with socket.socket(socket.AF_INET6) as sock:
-        sock.bind(("::1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_a_function_emits_to_a_broker_on_ipv6_loopback_at_the_url_the_settings_give(tmp_path: Path) -> None:
-    settings = settings_in(tmp_path, host="::1", broker_port=str(free_ipv6_port()))
+    settings = settings_in(tmp_path, host="::1", broker_port=str(free_port()))
     ensure_local_admin(settings)  # the guard stays on: reading the history takes the machine user's token
     runtime = Runtime("ipv6-emitter", settings)
     history = AsyncClient(settings.url(settings.broker_port), headers=auth_headers(settings), name="broker")
