@@ -71,7 +71,7 @@ class FileStoreWatcher:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("scanning %s%s failed", self.store.url, self.prefix)
+                log.exception("scanning %s in %s failed", self.prefix, self.store.url)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval_s)
             self._wake.clear()
@@ -92,7 +92,9 @@ class FileStoreWatcher:
             self._seen[info.key] = info.sha256  # skipped ones too: they are looked at once
         if fresh:
             self._save()
-            log.info("announced %d of %d new object(s) under %s%s", announced, len(fresh), self.store.url, self.prefix)
+            log.info(
+                "announced %d of %d new object(s) under %s in %s", announced, len(fresh), self.prefix, self.store.url
+            )
         return announced
 
     def _save(self) -> None:

@@ -114,7 +114,7 @@ class S3PollingSource:
         self.marker.save()
         if fresh:
             log.info(
-                "announced %d of %d new object(s) under %s%s", announced, len(fresh), self.location.url, self.prefix
+                "announced %d of %d new object(s) under %s in %s", announced, len(fresh), self.prefix, self.location.url
             )
         return announced
 
