@@ -66,15 +66,15 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
     return make_s3_store(request.getfixturevalue("s3_server"))
 
 
-#: the folder whose files take longest (whole-platform runs, training)
-SLOW_FOLDER = "tests/lifecycle/"
+#: the folder whose files take longest (whole-platform runs, training): collected first, so that pytest-xdist, which
+#: hands out files in collection order, starts them early instead of leaving one worker with them at the end (moving
+#: every file marked ``slow`` to the front as well was slower: their CPU-heavy fuzzing and peers then ran together)
+SLOW_FIRST = "tests/lifecycle/"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked ``slow`` first, then the rest of the slow folder, then the others, each file's own order kept:
-    pytest-xdist hands out files in collection order, so the long ones start early instead of leaving one worker
-    with them at the end."""
-    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, not item.nodeid.startswith(SLOW_FOLDER)))
+    """Move the slow folder's tests to the front, keeping every file's own order."""
+    items.sort(key=lambda item: not item.nodeid.startswith(SLOW_FIRST))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

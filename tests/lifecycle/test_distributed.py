@@ -27,7 +27,7 @@ from tests.eventually import eventually_sync
 from tests.lifecycle.helpers import context_of, keys, ready_of
 from tests.lifecycle.usercode import DDP, write_code
 
-pytestmark = pytest.mark.slow  # collected first, see tests/conftest.py
+pytestmark = pytest.mark.slow
 
 EPOCH_LINE = re.compile(r"epoch (\d+): .* with (\d+) workers")
 

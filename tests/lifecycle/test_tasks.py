@@ -24,7 +24,7 @@ from serving.registry import ModelRegistry
 from tests.lifecycle.helpers import StepContext, arrived
 from tests.lifecycle.tables import IRIS_CLASSES, SMALL, diabetes_csv, iris_csv, shop_csv
 
-pytestmark = pytest.mark.slow  # collected first, see tests/conftest.py
+pytestmark = pytest.mark.slow
 
 
 def _trained(ctx, key, blob, **options):

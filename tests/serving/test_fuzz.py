@@ -32,7 +32,7 @@ from tests.fuzzing import Budget, fuzz, json_values, scalars
 from tests.serving.helpers import children_of, identity_onnx, live_gateway, mlp_onnx
 from tests.serving.wires import HEADER, raw_bytes
 
-pytestmark = pytest.mark.slow  # collected first, see tests/conftest.py
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).parents[2]
 DATATYPES = list(V2_TO_NUMPY)

@@ -19,7 +19,7 @@ from infra.store import open_store
 from serving.registry import ModelRegistry
 from tests.serving.helpers import identity_onnx, live_gateway, mlp_onnx
 
-pytestmark = pytest.mark.slow  # collected first, see tests/conftest.py
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).parents[2]
 PEERS = Path(__file__).parent / "peers"
