@@ -433,7 +433,7 @@ def _check_serving(serving: ServingSettings) -> None:
 
 def parse_broker_url(value: str, *, setting: str = "KNFLOW_BROKER") -> BrokerLocation:
     """Parse ``embedded://PATH`` or ``kafka://HOST:PORT[,...]``."""
-    parts = urlsplit(value)
+    parts = _split_url(value, f"{setting}={value!r}", BROKER_FORMS)
     if parts.scheme == "embedded":
         path = _local_path(parts, f"{setting}={value!r}: the embedded broker needs a path; expected {BROKER_FORMS}")
         return BrokerLocation("embedded", path=path)
@@ -451,7 +451,7 @@ def parse_store_url(
 ) -> StoreLocation:
     """Parse ``file://PATH`` or ``s3://BUCKET?endpoint=…``; S3 credentials come from the environment."""
     env = os.environ if env is None else env
-    parts = urlsplit(value)
+    parts = _split_url(value, f"{setting}={value!r}", ARTIFACTS_FORMS)
     if parts.scheme == "file":
         path = _local_path(parts, f"{setting}={value!r}: the file store needs a path; expected {ARTIFACTS_FORMS}")
         return StoreLocation("file", path=path)
@@ -468,7 +468,8 @@ def parse_store_url(
         raise ConfigError(
             f"{setting}={value!r}: no endpoint; expected {ARTIFACTS_FORMS} (or AWS_ENDPOINT_URL in the environment)"
         )
-    ep = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    full = endpoint if "://" in endpoint else f"http://{endpoint}"
+    ep = _split_url(full, f"{setting}: endpoint {endpoint!r}", "http(s)://HOST:PORT")
     if ep.scheme not in ("http", "https") or not ep.netloc:
         raise ConfigError(f"{setting}: endpoint {endpoint!r} must be http(s)://HOST:PORT")
     create = _BOOLS.get(query.get("create", "false").strip().lower())
@@ -486,6 +487,14 @@ def parse_store_url(
     )
 
 
+def _split_url(value: str, what: str, forms: str) -> SplitResult:
+    """``urlsplit(value)``, or ``ConfigError`` naming ``what`` where it cannot split it (brackets that do not close)."""
+    try:
+        return urlsplit(value)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}; expected {forms}") from None
+
+
 def _local_path(parts: SplitResult, missing: str) -> Path:
     """The directory a ``scheme://PATH`` URL names, ``~`` expanded; ``ConfigError(missing)`` when it names none."""
     path = unquote(parts.netloc + parts.path)
@@ -494,7 +503,7 @@ def _local_path(parts: SplitResult, missing: str) -> Path:
     return Path(os.path.expanduser(path))
 
 
-def _parse_host(value: str, *, setting: str = "KNFLOW_HOST") -> str:
+def _parse_host(value: str, *, setting: str) -> str:
     """The address or name the servers bind; an IPv6 address may come in brackets, as a URL writes it, and is kept
     without (the form binding takes). A colon elsewhere is a port or a typo: refused."""
     bare = value[1:-1] if value.startswith("[") and value.endswith("]") else value

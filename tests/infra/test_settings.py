@@ -159,6 +159,7 @@ def _variable_names() -> list[str]:
 
 
 VALUES = ["", " ", "0", "-1", "1_0", "1.5", "1e3", "nan", "inf", "true", "Off", "{}", "[1]", "null", "kafka://a:1"]
+VALUES += ["kafka://[::1", "s3://[bkt", "s3://bkt?endpoint=[::1", "::1", "[::1]", "[x"]  # brackets: IPv6 in URLs
 ENV_SETTINGS, ENV_BUDGET = fuzz("settings: KNFLOW_* variables", examples=150, seconds=6)
 
 
