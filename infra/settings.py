@@ -13,7 +13,7 @@ import ipaddress
 import os
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -288,7 +288,7 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | Path 
         artifacts=parse_store_url(artifacts, env, setting=_setting_name(("artifacts",), env, path)),
         **given,
     )
-    _check(settings)
+    _check(settings, lambda *loc: _setting_name(loc, env, path))
     return settings
 
 
@@ -387,48 +387,50 @@ def _setting_name(loc: tuple[str, ...], env: Mapping[str, str], path: Path | Non
     return f"[{loc[0]}] {loc[1]}" if len(loc) > 1 else f"{loc[0]} (config file)"
 
 
-def _check(settings: Settings) -> None:
-    for name in _PORTS:
-        port = getattr(settings, name)
+def _check(settings: Settings, name: Callable[..., str]) -> None:
+    """Refuse values of the right type but out of their range; ``name(*loc)`` says how the user set a setting."""
+    for port_name in _PORTS:
+        port = getattr(settings, port_name)
         if not 0 <= port <= 65535:
-            raise ConfigError(f"KNFLOW_{name.upper()}={port}: expected a port from 0 to 65535")
+            raise ConfigError(f"{name(port_name)}={port}: expected a port from 0 to 65535")
     if settings.namespace and not LABEL.match(settings.namespace):
-        raise ConfigError(f"KNFLOW_NAMESPACE={settings.namespace!r}: expected a DNS label (lowercase, digits, '-')")
+        raise ConfigError(f"{name('namespace')}={settings.namespace!r}: expected a DNS label (lowercase, digits, '-')")
     if settings.log_format not in ("json", "text"):
-        raise ConfigError(f"KNFLOW_LOG_FORMAT={settings.log_format!r}: expected json or text")
+        raise ConfigError(f"{name('log_format')}={settings.log_format!r}: expected json or text")
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"KNFLOW_LOG_LEVEL={settings.log_level!r}: expected DEBUG, INFO, WARNING or ERROR")
+        raise ConfigError(f"{name('log_level')}={settings.log_level!r}: expected DEBUG, INFO, WARNING or ERROR")
     if settings.eventing.s3_arrivals not in S3_ARRIVALS:
         raise ConfigError(
-            f"KNFLOW_EVENTING_S3_ARRIVALS={settings.eventing.s3_arrivals!r}: expected {', '.join(S3_ARRIVALS)}"
+            f"{name('eventing', 's3_arrivals')}={settings.eventing.s3_arrivals!r}: expected {', '.join(S3_ARRIVALS)}"
         )
     if settings.training.target not in TRAINING_TARGETS:
         raise ConfigError(
-            f"KNFLOW_TRAINING_TARGET={settings.training.target!r}: expected {' or '.join(TRAINING_TARGETS)}"
+            f"{name('training', 'target')}={settings.training.target!r}: expected {' or '.join(TRAINING_TARGETS)}"
         )
-    for name in ("open_ingress", "open_inference"):
-        if getattr(settings.security, name) not in ("auto", "true", "false"):
-            raise ConfigError(
-                f"KNFLOW_SECURITY_{name.upper()}={getattr(settings.security, name)!r}: expected auto, true or false"
-            )
-    _check_serving(settings.serving)
+    for field_name in ("open_ingress", "open_inference"):
+        if getattr(settings.security, field_name) not in ("auto", "true", "false"):
+            value = getattr(settings.security, field_name)
+            raise ConfigError(f"{name('security', field_name)}={value!r}: expected auto, true or false")
+    _check_serving(settings.serving, name)
     for section in SECTIONS:
         for f in dataclasses.fields(getattr(settings, section)):
             value = getattr(getattr(settings, section), f.name)
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-                raise ConfigError(f"KNFLOW_{section.upper()}_{f.name.upper()}={value}: must not be negative")
+                raise ConfigError(f"{name(section, f.name)}={value}: must not be negative")
 
 
-def _check_serving(serving: ServingSettings) -> None:
+def _check_serving(serving: ServingSettings, name: Callable[..., str]) -> None:
     if serving.target not in SERVING_TARGETS:
-        raise ConfigError(f"KNFLOW_SERVING_TARGET={serving.target!r}: expected {' or '.join(SERVING_TARGETS)}")
+        raise ConfigError(f"{name('serving', 'target')}={serving.target!r}: expected {' or '.join(SERVING_TARGETS)}")
     if serving.target == KNATIVE and not serving.model_template:
         raise ConfigError(
-            "KNFLOW_SERVING_TARGET=knative needs KNFLOW_SERVING_MODEL_TEMPLATE (the model Service `knflow manifests` "
-            "renders into the deploy function's environment)"
+            f"{name('serving', 'target')}=knative needs {name('serving', 'model_template')} (the model Service "
+            "`knflow manifests` renders into the deploy function's environment)"
         )
     if serving.model and serving.model_version < 1:
-        raise ConfigError(f"KNFLOW_SERVING_MODEL={serving.model!r} needs KNFLOW_SERVING_MODEL_VERSION (1 or more)")
+        raise ConfigError(
+            f"{name('serving', 'model')}={serving.model!r} needs {name('serving', 'model_version')} (1 or more)"
+        )
 
 
 def parse_broker_url(value: str, *, setting: str = "KNFLOW_BROKER") -> BrokerLocation:

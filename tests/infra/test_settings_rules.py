@@ -136,6 +136,32 @@ def test_a_wrong_location_or_host_in_the_file_is_named_by_its_key(
         load_settings({f"KNFLOW_{key.upper()}": value.strip('"')}, config_file=config)
 
 
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("gateway_port = 70000", "gateway_port (config file)=70000: expected a port from 0 to 65535"),
+        ('namespace = "A"', "namespace (config file)='A': expected a DNS label (lowercase, digits, '-')"),
+        ('log_format = "xml"', "log_format (config file)='xml': expected json or text"),
+        ('log_level = "loud"', "log_level (config file)='loud': expected DEBUG, INFO, WARNING or ERROR"),
+        ('[eventing]\ns3_arrivals = "x"', "[eventing] s3_arrivals='x': expected poll, notifications, both"),
+        ('[training]\ntarget = "x"', "[training] target='x': expected local or kubernetes"),
+        ('[security]\nopen_ingress = "x"', "[security] open_ingress='x': expected auto, true or false"),
+        ('[security]\nopen_inference = "x"', "[security] open_inference='x': expected auto, true or false"),
+        ('[serving]\ntarget = "x"', "[serving] target='x': expected local or knative"),
+        ('[serving]\ntarget = "knative"', "[serving] target=knative needs [serving] model_template (the model Service "
+         "`knflow manifests` renders into the deploy function's environment)"),
+        ('[serving]\nmodel = "m"', "[serving] model='m' needs [serving] model_version (1 or more)"),
+        ("[serving]\nmax_replicas = -1", "[serving] max_replicas=-1: must not be negative"),
+    ],
+)  # fmt: skip
+def test_a_value_out_of_range_in_the_file_is_named_by_its_key(tmp_path: Path, toml: str, message: str) -> None:
+    config = tmp_path / "knflow.toml"
+    config.write_text(toml + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"KNFLOW_DATA_DIR": str(tmp_path)}, config_file=config)
+    assert str(caught.value) == message
+
+
 def test_an_unknown_setting_in_the_file_is_refused_naming_the_file(tmp_path: Path) -> None:
     config = tmp_path / "knflow.toml"
     config.write_text("gateway = 1\n")
