@@ -85,7 +85,9 @@ def _build(attributes: dict[str, Any], data: Any, fallback: Any) -> CloudEvent:
         if attributes["time"].tzinfo is None:
             return fallback()
     if all(
-        v and (isinstance(v, str) or k == "time") and (k in _CORE or (k != "data" and _EXTENSION.fullmatch(k)))
+        v
+        and (isinstance(v, str) or (k == "time" and isinstance(v, datetime)))  # a time given as a number is no time
+        and (k in _CORE or (k != "data" and _EXTENSION.fullmatch(k)))
         for k, v in attributes.items()
     ):
         return ReadEvent(attributes, data)  # checked above: not validated again by the SDK's constructor

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httptools
+import pytest
 from cloudevents.core.v1.event import CloudEvent
 from hypothesis import given
 from hypothesis import strategies as st
@@ -82,6 +83,20 @@ def test_the_fast_codec_reads_every_input_as_the_sdk_bindings_do(
     for decoded in (outcome(lambda: bindings.from_http(headers, body)), fast):
         if decoded[0] == "event":
             _writes_the_same_bytes(CloudEvent(dict(decoded[1]), decoded[2]))
+
+
+@pytest.mark.parametrize("time", ["1", "1.5", "true", "[]", "{}", '"2026-01-01T00:00:00Z"'])
+def test_a_structured_time_that_is_no_string_is_refused_by_both_codecs_alone_and_in_a_batch(time: str) -> None:
+    body = (
+        b'{"specversion":"1.0","id":"1","source":"/t","type":"t","time":%s,"datacontenttype":"application/json",'
+        b'"data":{"k":1}}' % time.encode()
+    )
+    alone = outcome(lambda: bindings.from_json(body))
+    assert outcome(lambda: wire.from_json(body)) == alone
+    assert _batch_outcome(wire.from_batch, b"[" + body + b"]") == _batch_outcome(
+        bindings.from_batch, b"[" + body + b"]"
+    )
+    assert (alone[0] == "event") == time.startswith('"')  # a number, bool, list or object is no time
 
 
 def _batch_outcome(read: Any, body: bytes) -> tuple:
