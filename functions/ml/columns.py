@@ -37,12 +37,11 @@ def is_missing(text: str) -> bool:
 
 
 def parse_numbers(values: Sequence[str]) -> tuple[np.ndarray, list[int]]:
-    """Numbers from text cells (missing → NaN) and the rows whose text is not a number."""
-    out = np.empty(len(values), dtype=np.float64)
+    """Numbers from text cells (missing and text → NaN) and the rows whose text is not a number."""
+    out = np.full(len(values), np.nan, dtype=np.float64)
     bad = []
     for i, text in enumerate(values):
         if is_missing(text):
-            out[i] = np.nan
             continue
         try:
             out[i] = float(text)
@@ -61,12 +60,12 @@ def type_column(name: str, values: Sequence[str], *, categorical: bool, where: s
     numbers, bad = parse_numbers(values)
     if not bad:
         return NUMERIC, numbers
-    text_rows = [i for i in bad if not is_missing(values[i])]
-    if len(values) - len(text_rows) - int(np.isnan(numbers).sum()):
-        examples = ", ".join(repr(values[i][:24]) for i in text_rows[:3])
+    number_rows = len(values) - len(bad) - sum(map(is_missing, values))
+    if number_rows:
+        examples = ", ".join(repr(values[i][:24]) for i in bad[:3])
         raise InvalidRequest(
-            f"{where}: column {name!r} mixes numbers and text: {len(text_rows)} of {len(values)} rows hold text (e.g. "
-            f"{examples}; first at data row {text_rows[0] + 1}); a column must hold only numbers or only categories "
+            f"{where}: column {name!r} mixes numbers and text: {len(bad)} of {len(values)} rows hold text (e.g. "
+            f"{examples}; first at data row {bad[0] + 1}); a column must hold only numbers or only categories "
             f"(list it in the run option 'categorical' to take every value as a category)"
         )
     present = [v for v in values if not is_missing(v)]

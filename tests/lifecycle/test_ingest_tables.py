@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from functions import featurize, ingest
+from functions.ml.columns import CATEGORICAL, parse_numbers, type_column
 from functions.ml.datasets import read_dataset
 from infra.errors import InvalidRequest
 from tests.lifecycle.helpers import arrived, digits_npz, keys
@@ -206,3 +207,15 @@ def test_a_column_named_like_an_output_of_the_served_model_is_refused_at_featuri
     ingested = ingest.handle(arrived("raw/shop/s.csv", ctx.store, options={"label": "decision"}), ctx)
     with pytest.raises(InvalidRequest, match=r"columns \['label'\] cannot be inputs of the served model"):
         featurize.handle(ingested, ctx)
+
+
+def test_a_text_column_is_categories_whatever_memory_the_number_parse_reuses():
+    """The number parse once left text rows unset, so a text column read as "mixed" when the memory it reused happened
+    to hold NaNs; every text row must count as text whatever was there before."""
+    cells = ["green", "red", "blue"] * 133
+    for _ in range(20):
+        np.full(len(cells), np.nan)  # freed at once: the next array of this size may reuse its memory
+        kind, values = type_column("color", cells, categorical=False, where="raw/shop/s.csv")
+        assert kind == CATEGORICAL and values.shape == (399,)
+    numbers, bad = parse_numbers(["1.5", "red", "", "2"])
+    assert bad == [1] and numbers[0] == 1.5 and numbers[3] == 2 and np.isnan(numbers[1:3]).all()
