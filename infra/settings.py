@@ -377,6 +377,18 @@ def _refuse_unknown(data: Mapping[str, Any], path: Path) -> None:
         known = {f.name for f in dataclasses.fields(cls)}
         if set(part) - known:
             raise ConfigError(f"[{section}] has unknown setting(s) {sorted(set(part) - known)}; known: {sorted(known)}")
+    _refuse_bools_as_numbers(data, typing.get_type_hints(Settings), "{} (config file)")
+    for section, cls in SECTIONS.items():
+        _refuse_bools_as_numbers(data.get(section, {}), typing.get_type_hints(cls), f"[{section}] {{}}")
+
+
+def _refuse_bools_as_numbers(table: Mapping[str, Any], hints: Mapping[str, Any], key: str) -> None:
+    """pydantic takes ``true`` for 1 in a number setting; a TOML ``true`` there is a mistake, refused as the
+    environment's ``KNFLOW_GATEWAY_PORT=true`` is."""
+    for name, value in table.items():
+        if isinstance(value, bool) and hints.get(name) in (int, float):
+            form = _FORMS[hints[name].__name__]
+            raise ConfigError(f"{key.format(name)}={str(value).lower()}: expected {form}")
 
 
 def _setting_name(loc: tuple[str, ...], env: Mapping[str, str], path: Path | None) -> str:

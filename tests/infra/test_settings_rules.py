@@ -194,6 +194,29 @@ def test_a_value_of_the_wrong_type_says_what_the_setting_takes(tmp_path: Path) -
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("gateway_port = true\n", "gateway_port (config file)=true: expected a whole number"),
+        ("[serving]\nmax_replicas = false\n", "[serving] max_replicas=false: expected a whole number"),
+        ("[eventing]\nretention_hours = true\n", "[eventing] retention_hours=true: expected a number"),
+    ],
+)
+def test_a_toml_bool_in_a_number_setting_is_refused_not_read_as_1(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "knflow.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"KNFLOW_DATA_DIR": str(tmp_path)}, config_file=config)
+    assert str(caught.value) == message
+
+
+def test_toml_numbers_and_bools_where_they_belong_are_read(tmp_path: Path) -> None:
+    config = tmp_path / "knflow.toml"
+    config.write_text("gateway_port = 9100\n[eventing]\nretention_hours = 2\n[security]\nopen = true\n")
+    settings = load_settings({"KNFLOW_DATA_DIR": str(tmp_path)}, config_file=config)
+    assert (settings.gateway_port, settings.eventing.retention_hours, settings.security.open) == (9100, 2.0, True)
+
+
 def test_a_section_name_alone_or_a_lower_case_variable_is_no_setting(tmp_path: Path) -> None:
     env = {"KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_SERVING": "x", "knflow_gateway_port": "9000", "GATEWAY_PORT": "1"}
     assert load_settings(env, config_file=None).gateway_port == 8182
