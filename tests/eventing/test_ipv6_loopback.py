@@ -11,7 +11,10 @@ from functions.runtime.context import Runtime
 from infra.asyncclient import AsyncClient
 from infra.auth import auth_headers, ensure_local_admin
 from infra.localservices import free_port
+from tests.ipv6 import needs_ipv6_loopback
 from tests.settings_env import settings_in
+
+pytestmark = needs_ipv6_loopback
 
 
 async def test_a_function_emits_to_a_broker_on_ipv6_loopback_at_the_url_the_settings_give(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from infra.errors import ConfigError
 from infra.localservices import free_port, wait_for_port
 from tests.eventually import eventually
 from tests.functions.conftest import FIXTURES, make_settings, post_event
+from tests.ipv6 import needs_ipv6_loopback
 from tests.scrape import scrape, value
 from tests.webapps import served
 
@@ -242,6 +243,7 @@ def test_a_listen_address_that_cannot_be_bound_is_refused_at_start(tmp_path, env
         listen_addresses(environ, make_settings(tmp_path))
 
 
+@needs_ipv6_loopback
 async def test_a_host_on_ipv6_loopback_listens_and_says_where_in_brackets(tmp_path: Path, http: aiohttp.ClientSession):
     settings = make_settings(tmp_path, host="::1")
     host = FunctionHost(load_function("echo"), settings)

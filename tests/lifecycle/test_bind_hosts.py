@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from knflow import Client
+from tests.ipv6 import needs_ipv6_loopback
 from tests.lifecycle.tables import numeric_iris_csv
 from tests.live_platform import running_platform
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "::", "::1"])
+@pytest.mark.parametrize("host", ["0.0.0.0", *(pytest.param(h, marks=needs_ipv6_loopback) for h in ("::", "::1"))])
 def test_a_platform_on_this_host_runs_a_table_to_a_served_prediction(tmp_path: Path, host: str) -> None:
     with running_platform(tmp_path, host=host) as (platform, _):
         client = Client.from_settings(platform.settings)

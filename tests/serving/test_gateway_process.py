@@ -20,6 +20,7 @@ from serving.registry import ModelRegistry
 from serving.v2grpc import grpc_predict_v2_pb2 as pb
 from serving.v2grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from tests.eventually import eventually, eventually_sync
+from tests.ipv6 import needs_ipv6_loopback
 from tests.serving.helpers import children_of, mlp_onnx
 from tests.unguarded import UNGUARDED
 
@@ -49,6 +50,7 @@ def test_gateway_process_serves_and_takes_its_replicas_down(tmp_path: Path) -> N
     )
 
 
+@needs_ipv6_loopback
 def test_a_gateway_on_ipv6_loopback_answers_rest_and_grpc_there(tmp_path: Path) -> None:
     """``KNFLOW_HOST=::1``: REST on ``http://[::1]:PORT`` and V2 gRPC on ``[::1]:PORT`` (gRPC binds only the bracketed
     form), nothing on 127.0.0.1."""
