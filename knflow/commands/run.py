@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from infra.errors import KnflowError
+from infra.errors import KnflowError, NotFound
 from infra.logs import configure_logging
 from infra.settings import Settings, load_settings
 from infra.store import open_store
@@ -85,9 +85,12 @@ def execute(
 
 
 def _probe(client: Client, settings: Settings, outcome: RunOutcome) -> Probe | None:
-    """Send the held-out test rows to the deployed model; None when it was not deployed or its data is elsewhere."""
-    if not outcome.deployed:
+    """Send the held-out test rows to the model the run deployed or, when it registered a version kept out of
+    production, to the production version the gateway serves under the same name; None when there is none to probe
+    or its data is elsewhere."""
+    if not outcome.deployed and (outcome.failure or not outcome.registered):
         return None
+    model = (outcome.deployed or outcome.registered or {})["name"]
     health = client.health()
     if health.get("artifacts") not in (None, settings.artifacts.url):
         print(f"knflow: the platform's artifacts are {health['artifacts']}, not {settings.artifacts.url}: no probe")
@@ -99,8 +102,15 @@ def _probe(client: Client, settings: Settings, outcome: RunOutcome) -> Probe | N
     except KnflowError as exc:
         print(f"knflow: cannot read the held-out rows ({exc}): no probe")
         return None
-    deployed = outcome.deployed["name"]
-    return probe(health["gateway"], deployed, x, y, c=c, registered=outcome.registered, headers=client.headers)
+    if outcome.deployed:
+        return probe(health["gateway"], model, x, y, c=c, registered=outcome.registered, headers=client.headers)
+    try:  # production may have been trained on other columns, or not be there at all
+        return probe(health["gateway"], model, x, y, c=c, registered=outcome.registered, headers=client.headers)
+    except NotFound:
+        return None
+    except KnflowError as exc:
+        print(f"knflow: production {model} did not take this run's held-out rows ({exc}): no probe")
+        return None
 
 
 def _wait_forever() -> None:
@@ -184,8 +194,14 @@ def print_summary(outcome: RunOutcome, result: Probe | None, dashboard: str, tot
         print(f"  model           {registered.get('name')} version {registered.get('version')}")
     if outcome.failure:
         print(f"  FAILED          {outcome.failure_reason}")
-    elif outcome.deployed and result:
+    elif outcome.deployed:
         print(f"  endpoint        {outcome.deployed.get('endpoint')}")
+    elif registered:
+        why = outcome.declined or "no model.deployed event came"
+        print(f"  deploy          not deployed: {why} (production stays as it was)")
+    if result:
+        if not outcome.deployed:
+            print(f"  production      {outcome.model}, probed with this run's held-out rows")
         zero = "from zero replicas" if result.replicas_before == 0 else f"{result.replicas_before} replica(s) up"
         print(f"  cold start      {result.cold_start_s * 1e3:.0f} ms ({zero})")
         score = (
@@ -194,8 +210,5 @@ def print_summary(outcome: RunOutcome, result: Probe | None, dashboard: str, tot
             else f"{result.correct}/{result.requests} held-out test rows right ({result.accuracy:.4f})"
         )
         print(f"  inference       {score}; p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms")
-    elif registered:
-        why = outcome.declined or "no model.deployed event came"
-        print(f"  deploy          not deployed: {why} (production stays as it was)")
     print(f"  dashboard       {dashboard}")
     print(f"  total           {total_s:.1f} s")

@@ -101,6 +101,15 @@ def test_knflow_run_submits_to_the_running_platform_and_prints_the_summary(up: U
     assert "held-out test rows right" in out  # the probe reached the endpoint the running platform serves
     assert "flowers-cli" in [m["name"] for m in client_of(up).models()]
 
+    # A second run whose version the deployment policy keeps out of production still probes what production serves.
+    options.write_text(json.dumps({"model_name": "flowers-cli", **TRAIN, "deploy": {"min_improvement": 1.0}}))
+    again = knflow(up, "run", str(data), "--options", str(options), "--timeout", "300", timeout=400)
+    out = again.stdout
+    assert again.returncode == 0, out + again.stderr
+    assert "flowers-cli version 2" in out and "deploy          not deployed: " in out, out
+    assert "production      flowers-cli, probed with this run's held-out rows" in out, out
+    assert "held-out test rows right" in out and "endpoint " not in out, out
+
 
 def test_client_submits_arrays_and_the_deployed_model_answers(up: Up) -> None:
     x, y = load_iris(return_X_y=True)
