@@ -23,6 +23,24 @@ def test_help_lists_every_command_with_one_line_help() -> None:
         assert choice.help and "\n" not in choice.help
 
 
+def test_help_imports_no_command_and_a_command_imports_only_its_own_module() -> None:
+    script = (
+        "import contextlib, io, sys\n"
+        "from knflow.cli import main\n"
+        "for argv in (['--help'], ['token', '--help']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main(argv)\n"
+        "    print(sorted(m for m in sys.modules if m.startswith('knflow.commands.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.splitlines() == ["[]", "['knflow.commands.token']"]
+
+
+def test_a_commands_own_options_are_parsed_and_its_handler_set() -> None:
+    args = build_parser(only="runs").parse_args(["runs", "ls", "--experiment", "iris"])
+    assert (args.command, args.experiment) == ("runs", "iris") and callable(args.handler)
+
+
 def test_config_shows_resolved_settings(tmp_path: Path) -> None:
     env = {"KNFLOW_DATA_DIR": str(tmp_path), "KNFLOW_GATEWAY_PORT": "9555", "PATH": "/usr/bin:/bin"}
     out = subprocess.run(

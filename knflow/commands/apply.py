@@ -8,8 +8,6 @@ import os
 from infra.kubeapply import apply, client_from_kubeconfig
 from knflow.commands.manifests import add_render_options, render_from
 
-HELP = "apply the Knative manifests to the cluster of the current kubeconfig (server-side apply)"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
     add_render_options(parser)

@@ -9,8 +9,6 @@ from pathlib import Path
 from infra.settings import load_settings
 from infra.store import open_store
 
-HELP = "list, put, get or delete objects in the artifact store"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")

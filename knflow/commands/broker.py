@@ -7,8 +7,6 @@ import argparse
 from infra.settings import load_settings
 from knflow.broker import serve
 
-HELP = "run the event broker: CloudEvents ingress, triggers and delivery over the configured event log"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=None, help="listen port (default: settings broker_port)")

@@ -8,8 +8,6 @@ import json
 
 from infra.settings import SECTIONS, load_settings
 
-HELP = "show the resolved configuration (defaults < knflow.toml < KNFLOW_* environment)"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print as JSON")

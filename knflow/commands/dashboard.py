@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "serve the dashboard (runs, models, serving, failed events with replay) on settings.dashboard_port"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=None, help="override settings.dashboard_port")

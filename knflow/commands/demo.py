@@ -10,8 +10,6 @@ import numpy as np
 from infra.settings import load_settings
 from knflow.commands.run import add_run_options, execute
 
-HELP = "run the whole lifecycle on the bundled digits images: ingest, featurize, tune, register, deploy, infer"
-
 #: A brief tune (Katib's spec shape): TPE over learning rate and dropout of the image CNN.
 DEMO_OPTIONS = {
     "model_name": "digits",

@@ -8,8 +8,6 @@ from pathlib import Path
 from infra.settings import load_settings
 from knflow.deployment import Deployer
 
-HELP = "deploy a function directory (func.yaml, pyproject.toml, function/) to the running platform"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", type=Path, help="the function directory (as `knflow func new` writes it)")

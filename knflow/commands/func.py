@@ -7,8 +7,6 @@ from pathlib import Path
 
 from knflow.scaffold import SHAPES, new_function
 
-HELP = "create a function directory (Knative func's Python layout) to deploy with `knflow deploy`"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)

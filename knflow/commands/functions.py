@@ -11,8 +11,6 @@ from infra.settings import Settings, load_settings
 from knflow.control import PipelineControl
 from knflow.deployment import Deployer
 
-HELP = "serve functions on the local runner (POST /functions/NAME), list their state, or remove a deployed one"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION")

@@ -16,8 +16,6 @@ from infra.errors import InvalidRequest
 from infra.httpclient import JsonClient, split_url
 from infra.settings import Settings, load_settings
 
-HELP = "send a CloudEvent to a function (or the broker, or any URL) and print the reply"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("function", nargs="?", help="function name, sent to the local runner's /functions/NAME")

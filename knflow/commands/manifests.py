@@ -15,8 +15,6 @@ from knflow.deployment import Deployer
 from knflow.manifests import ManifestOptions, read_func_yaml, render, secret_note, to_yaml
 from knflow.schedules import Schedule, ScheduleControl
 
-HELP = "print the Kubernetes/Knative manifests (Kafka Broker, pipelines' Triggers and Services, models' rights)"
-
 
 def add_render_options(parser: argparse.ArgumentParser) -> None:
     """The options ``manifests`` and ``apply`` share."""

@@ -14,7 +14,6 @@ from knflow.commands import add_namespace_options, platform_headers, with_namesp
 from serving.formats import GENERATED_ROWS, TOLERANCE
 from serving.registry import ModelCard, ModelRegistry
 
-HELP = "registered models and versions, aliases and audit; deploy, split traffic and roll back on the gateway"
 REGISTER_HELP = (
     "Register a model as the next version. An .onnx file is stored as it is. A scikit-learn estimator or Pipeline "
     "saved with joblib/pickle, an XGBoost model (.json/.ubj) or a LightGBM text model (.txt) is converted to ONNX "

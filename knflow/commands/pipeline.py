@@ -11,8 +11,6 @@ from infra.httpclient import JsonClient
 from infra.settings import load_settings
 from knflow.commands import add_namespace_options, platform_headers, with_namespace
 
-HELP = "apply, list, show or delete pipelines (spec files of steps and triggers) on the running platform"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)

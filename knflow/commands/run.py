@@ -22,8 +22,6 @@ from knflow.follow import SeenEvent
 from knflow.outcome import RunOutcome
 from knflow.platform import Platform
 
-HELP = "run the whole lifecycle on a data file (CSV, NPZ, Parquet, IDX) and print a summary"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="the data file (for IDX: the images file, labels beside it)")

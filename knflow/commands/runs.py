@@ -15,7 +15,6 @@ from knflow.client import Client, Run
 from knflow.commands import add_namespace_options, with_namespace
 from knflow.output import FORMATS, cell, document, table
 
-HELP = "list, show and compare runs (experiments, trials), and read or follow their functions' log lines"
 STATUSES = ("running", "succeeded", "failed")
 FOLLOW_WAIT_S = 10.0
 PAGE = 1000

@@ -11,8 +11,6 @@ from infra.settings import load_settings
 from knflow.client import Client
 from knflow.commands import add_namespace_options, with_namespace
 
-HELP = "add, list or delete schedules that re-run a pipeline on a data set's newest data on a cron"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "run the inference gateway (V2 REST, /v1 control API, /metrics on gateway_port; V2 gRPC on grpc_port)"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=None, help="override settings.gateway_port")

@@ -10,8 +10,6 @@ from pathlib import Path
 from infra.localservices import start_seaweedfs, start_tansu
 from infra.settings import load_settings
 
-HELP = "start a local Kafka-protocol broker (tansu) and S3 server (SeaweedFS) and print their URLs"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-kafka", action="store_true", help="do not start the Kafka broker")

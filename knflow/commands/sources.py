@@ -11,7 +11,6 @@ from functions.contract import with_lifecycle
 from infra.errors import ConfigError
 from infra.settings import Settings, load_settings
 
-HELP = "print the configuration a source outside knflow needs (minio: bucket notifications to the broker)"
 DEFAULT_TOPIC = "knflow-minio"
 
 

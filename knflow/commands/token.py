@@ -7,8 +7,6 @@ import argparse
 from infra.auth import ROLES, TokenFile, tokens_path
 from infra.settings import load_settings
 
-HELP = "create, list or revoke bearer tokens (a role and the namespaces a token acts for)"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -11,8 +11,6 @@ from infra.errors import InvalidRequest
 from infra.httpclient import JsonClient
 from infra.settings import load_settings
 
-HELP = "list, add or delete triggers on the running broker"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["list", "add", "delete"])

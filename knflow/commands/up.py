@@ -14,8 +14,6 @@ from infra.logs import configure_logging
 from infra.settings import load_settings
 from knflow.platform import Platform
 
-HELP = "run the platform (broker, function runner, inference gateway, dashboard) until Ctrl-C, restarting what exits"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
     del parser  # no options: everything comes from the settings (see `knflow config`)
