@@ -45,8 +45,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"knflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, help in COMMANDS.items():
-        command = sub.add_parser(name, help=help, description=help)
+    for name, summary in COMMANDS.items():
+        command = sub.add_parser(name, help=summary, description=summary)
         if only is None or name == only:
             module = importlib.import_module(f"knflow.commands.{name}")
             module.register(command)

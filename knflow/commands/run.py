@@ -100,14 +100,13 @@ def _probe(client: Client, settings: Settings, outcome: RunOutcome) -> Probe | N
     except KnflowError as exc:
         print(f"knflow: cannot read the held-out rows ({exc}): no probe")
         return None
-    if outcome.deployed:
+    try:
         return probe(health["gateway"], model, x, y, c=c, registered=outcome.registered, headers=client.headers)
-    try:  # production may have been trained on other columns, or not be there at all
-        return probe(health["gateway"], model, x, y, c=c, registered=outcome.registered, headers=client.headers)
-    except NotFound:
-        return None
     except KnflowError as exc:
-        print(f"knflow: production {model} did not take this run's held-out rows ({exc}): no probe")
+        if outcome.deployed:
+            raise
+        if not isinstance(exc, NotFound):  # else no production version yet; it may have other columns
+            print(f"knflow: production {model} did not take this run's held-out rows ({exc}): no probe")
         return None
 
 
