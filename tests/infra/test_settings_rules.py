@@ -152,9 +152,13 @@ def test_a_wrong_location_or_host_in_the_file_is_named_by_its_key(
          "`knflow manifests` renders into the deploy function's environment)"),
         ('[serving]\nmodel = "m"', "[serving] model='m' needs [serving] model_version (1 or more)"),
         ("[serving]\nmax_replicas = -1", "[serving] max_replicas=-1: must not be negative"),
+        # pydantic's lax int took a TOML true for 1
+        ("gateway_port = true", "gateway_port (config file)=true: expected a whole number"),
+        ("[serving]\nmax_replicas = false", "[serving] max_replicas=false: expected a whole number"),
+        ("[eventing]\nretention_hours = true", "[eventing] retention_hours=true: expected a number"),
     ],
 )  # fmt: skip
-def test_a_value_out_of_range_in_the_file_is_named_by_its_key(tmp_path: Path, toml: str, message: str) -> None:
+def test_a_wrong_value_in_the_file_is_named_by_its_key(tmp_path: Path, toml: str, message: str) -> None:
     config = tmp_path / "knflow.toml"
     config.write_text(toml + "\n")
     with pytest.raises(ConfigError) as caught:
@@ -192,22 +196,6 @@ def test_a_value_of_the_wrong_type_says_what_the_setting_takes(tmp_path: Path) -
     assert refused({"KNFLOW_SERVING_MAX_REPLICAS": "2.5"}, tmp_path) == (
         "KNFLOW_SERVING_MAX_REPLICAS='2.5': expected a whole number"
     )
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("gateway_port = true\n", "gateway_port (config file)=true: expected a whole number"),
-        ("[serving]\nmax_replicas = false\n", "[serving] max_replicas=false: expected a whole number"),
-        ("[eventing]\nretention_hours = true\n", "[eventing] retention_hours=true: expected a number"),
-    ],
-)
-def test_a_toml_bool_in_a_number_setting_is_refused_not_read_as_1(tmp_path: Path, text: str, message: str) -> None:
-    config = tmp_path / "knflow.toml"
-    config.write_text(text)
-    with pytest.raises(ConfigError) as caught:
-        load_settings({"KNFLOW_DATA_DIR": str(tmp_path)}, config_file=config)
-    assert str(caught.value) == message
 
 
 def test_toml_numbers_and_bools_where_they_belong_are_read(tmp_path: Path) -> None:
