@@ -307,7 +307,7 @@ def _read_sources(env: Mapping[str, str], path: Path | None) -> dict[str, Any]:
             from_file = TomlConfigSettingsSource(layout, toml_file=path)
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # TOML is UTF-8
             raise ConfigError(f"KNFLOW_CONFIG={path}: not valid TOML ({exc})") from None
-        _refuse_unknown(from_file.toml_data, path)
+        _check_file(from_file.toml_data, path)
         sources += (from_file,)
     try:
         read = layout(_build_sources=(sources, {}))
@@ -337,7 +337,7 @@ def _layout() -> type[BaseSettings]:
             validate_default=False,  # the None defaults below mean "not set": Settings' own defaults apply
         )
 
-    hints = typing.get_type_hints(Settings)
+    hints = _hints(Settings)
     fields: dict[str, Any] = {name: (str, None) for name in _LOCATIONS}
     fields |= {name: (hints[name], None) for name in (*_SCALARS, *SECTIONS)}
     return create_model("SettingsLayout", __base__=Layout, **fields)
@@ -365,7 +365,14 @@ def _config_path(path: str | Path | None) -> Path | None:
     return path
 
 
-def _refuse_unknown(data: Mapping[str, Any], path: Path) -> None:
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """The field types of a settings class (``typing.get_type_hints``, resolved once)."""
+    return typing.get_type_hints(cls)
+
+
+def _check_file(data: Mapping[str, Any], path: Path) -> None:
+    """Refuse what pydantic-settings would not: unknown keys and sections, and booleans in number settings."""
     allowed = {*_LOCATIONS, *_SCALARS, *SECTIONS}
     unknown = set(data) - allowed
     if unknown:
@@ -377,9 +384,9 @@ def _refuse_unknown(data: Mapping[str, Any], path: Path) -> None:
         known = {f.name for f in dataclasses.fields(cls)}
         if set(part) - known:
             raise ConfigError(f"[{section}] has unknown setting(s) {sorted(set(part) - known)}; known: {sorted(known)}")
-    _refuse_bools_as_numbers(data, typing.get_type_hints(Settings), "{} (config file)")
+    _refuse_bools_as_numbers(data, _hints(Settings), "{} (config file)")
     for section, cls in SECTIONS.items():
-        _refuse_bools_as_numbers(data.get(section, {}), typing.get_type_hints(cls), f"[{section}] {{}}")
+        _refuse_bools_as_numbers(data.get(section, {}), _hints(cls), f"[{section}] {{}}")
 
 
 def _refuse_bools_as_numbers(table: Mapping[str, Any], hints: Mapping[str, Any], key: str) -> None:

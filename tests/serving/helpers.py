@@ -98,7 +98,7 @@ def infer_body(x: np.ndarray, **extra: object) -> bytes:
 
 async def deploy_and_answer(http: ClientSession, base: str, body: bytes, model: str = "digits") -> None:
     """Deploy ``model``'s latest version on the gateway at ``base`` and see it answer one request of ``body``."""
-    await http.post(f"{base}/v1/models/{model}/revisions", json={})
+    (await http.post(f"{base}/v1/models/{model}/revisions", json={})).release()
     async with http.post(f"{base}/v2/models/{model}/infer", data=body) as r:
         assert r.status == 200
 
