@@ -9,18 +9,19 @@ required, ``initialOffset`` earliest or latest, ``ordering`` ordered or unordere
 
 from __future__ import annotations
 
-import warnings
 from typing import Annotated, Any, Final, Literal
 
+from cloudcoil import apimachinery
+from cloudcoil.pydantic import BaseModel
+from cloudcoil.resources import Resource
 from pydantic import Field
 
-with warnings.catch_warnings():  # the generated eventing models shadow Resource attributes; harmless here
-    warnings.simplefilter("ignore")
-    from cloudcoil import apimachinery
-    from cloudcoil.models.knative_eventing.eventing.v1 import DeliveryModel
-    from cloudcoil.models.knative_eventing.sources.v1 import CeOverridesModel, Sink
-    from cloudcoil.pydantic import BaseModel
-    from cloudcoil.resources import Resource
+from infra.knative import generated
+
+generated("knative_eventing.eventing.v1")  # imported without their packages' __init__: see infra.knative.generated
+generated("knative_eventing.sources.v1")
+from cloudcoil.models.knative_eventing.eventing.v1 import DeliveryModel  # noqa: E402
+from cloudcoil.models.knative_eventing.sources.v1 import CeOverridesModel, Sink  # noqa: E402
 
 API_VERSION: Final = "sources.knative.dev/v1beta1"
 

@@ -14,9 +14,13 @@ RBAC kinds are validated with ``cloudcoil.models.kubernetes``.
 from __future__ import annotations
 
 import copy
+import importlib
+import importlib.util
 import re
+import sys
 import warnings
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import pydantic
@@ -222,17 +226,33 @@ def scrape_annotations(spec: ServiceSpec) -> dict[str, str]:
 # -- validation ---------------------------------------------------------------------------------------
 
 
-def _schemas() -> dict[tuple[str, str], type[pydantic.BaseModel]]:
+def generated(module: str) -> ModuleType:
+    """One of cloudcoil's generated model modules (``knative_serving.serving.v1``, ``kubernetes.rbac.v1`` ...), imported
+    without running its packages' ``__init__``: those import every API group of the package (about 5,000 pydantic
+    models, 3-4 s), where knflow validates nine kinds from five modules. A package imported whole before stays as is."""
+    name = f"cloudcoil.models.{module}"
+    if name not in sys.modules:
+        parts = name.split(".")
+        for depth in range(3, len(parts)):  # the packages between cloudcoil.models and the module
+            package = ".".join(parts[:depth])
+            if package not in sys.modules:
+                spec = importlib.util.find_spec(package)
+                assert spec is not None, package  # cloudcoil's own layout
+                sys.modules[package] = bare = importlib.util.module_from_spec(spec)  # its __path__, not its imports
+                setattr(sys.modules[package.rpartition(".")[0]], parts[depth - 1], bare)
     with warnings.catch_warnings():  # the generated eventing models shadow Resource attributes; harmless here
         warnings.simplefilter("ignore")
-        from cloudcoil.models.knative_eventing.eventing.v1 import Broker, Trigger
-        from cloudcoil.models.knative_eventing.sources.v1 import PingSource, SinkBinding
-        from cloudcoil.models.knative_serving.serving.v1 import Service
-        from cloudcoil.models.kubernetes.core.v1 import ServiceAccount
-        from cloudcoil.models.kubernetes.rbac.v1 import Role, RoleBinding
+        return importlib.import_module(name)
 
-        from infra.kafkasource import KafkaSource
-    models = (Broker, Trigger, SinkBinding, PingSource, Service, KafkaSource, ServiceAccount, Role, RoleBinding)
+
+def _schemas() -> dict[tuple[str, str], type[pydantic.BaseModel]]:
+    from infra.kafkasource import KafkaSource
+
+    eventing, sources = generated("knative_eventing.eventing.v1"), generated("knative_eventing.sources.v1")
+    core, rbac = generated("kubernetes.core.v1"), generated("kubernetes.rbac.v1")
+    service = generated("knative_serving.serving.v1").Service
+    models = [eventing.Broker, eventing.Trigger, sources.SinkBinding, sources.PingSource, service, KafkaSource]
+    models += [core.ServiceAccount, rbac.Role, rbac.RoleBinding]
     return {(m.gvk().api_version, m.gvk().kind): m for m in models}
 
 
