@@ -245,8 +245,12 @@ def test_a_hanging_function_times_out_is_retried_and_dead_lettered(platform, tmp
 
 
 def test_removing_a_function_a_pipeline_runs_is_refused_and_an_unused_one_goes(env, tmp_path):
-    refused = knflow(env, "functions", "rm", "hangs")
-    assert refused.returncode == 2 and "pipelines hang run function hangs" in refused.stderr
+    new_function(env, tmp_path, "in-use", "--shape", "knflow")
+    spec = write(tmp_path, {"uses.yaml": yaml.safe_dump(one_step("uses", "./in-use", "test.uses"))}) / "uses.yaml"
+    applied = knflow(env, "pipeline", "apply", str(spec))
+    assert applied.returncode == 0, applied.stderr
+    refused = knflow(env, "functions", "rm", "in-use")
+    assert refused.returncode == 2 and "pipelines uses run function in-use" in refused.stderr
     root = new_function(env, tmp_path, "short-lived", "--shape", "knflow")
     assert knflow(env, "deploy", str(root)).returncode == 0
     removed = knflow(env, "functions", "rm", "short-lived")
