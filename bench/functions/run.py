@@ -8,7 +8,8 @@ each one's idle memory. Usage: ``python bench/functions/run.py [--duration 10]``
 
 ``--only cold`` measures just the fresh-process cold starts, ``--cold-rounds`` times each, interleaved (func-python
 and knflow's host in turn in every round); ``--before DIR`` adds the host of another checkout (``git worktree add DIR
-<rev>``) to those rounds, run by this interpreter, so a change is compared with what it replaces in the same run.
+<rev>``) to the throughput rounds and to those cold starts, run by this interpreter, so a change is compared with what
+it replaces in the same run.
 """
 
 from __future__ import annotations
@@ -76,12 +77,14 @@ def servers() -> dict[str, tuple[list[str], dict[str, str]]]:
 
 
 def fresh_servers(before: Path | None) -> dict[str, tuple[list[str], dict[str, str], Path]]:
-    """The servers whose fresh-process cold start is measured: argv, environment and working directory."""
+    """The servers measured: argv, environment (its own free port) and working directory; with ``before``, that
+    checkout's hosts too, run by this interpreter."""
     chosen = {name: (argv, env, ROOT) for name, (argv, env) in servers().items()}
     if before is not None:
         for name in ("knflow host (knative_echo)", "knflow host (native echo)"):
             argv, env, _ = chosen[name]
-            chosen[name.replace("host", "host BEFORE")] = (argv, {**env, "PYTHONPATH": str(before)}, before)
+            env = {**env, "PYTHONPATH": str(before), "LISTEN_ADDRESS": f"127.0.0.1:{free_port()}"}
+            chosen[name.replace("host", "host BEFORE")] = (argv, env, before)
     return chosen
 
 
@@ -172,15 +175,18 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def bench_throughput(wrk: str, duration: int, rounds: int) -> dict[str, dict]:
-    """Start every server, then load them in turn, ``rounds`` times interleaved (the machine is shared)."""
+def bench_throughput(wrk: str, duration: int, rounds: int, before: Path | None) -> dict[str, dict]:
+    """Start every server (with ``before``, that checkout's hosts too), then load them in turn, ``rounds`` times
+    interleaved (the machine is shared)."""
     processes, urls, results = {}, {}, {}
     try:
-        for name, (argv, env) in servers().items():
+        for name, (argv, env, cwd) in fresh_servers(before).items():
             port = int(env["LISTEN_ADDRESS"].rsplit(":", 1)[1])
             started = time.monotonic()
             argv = [*SERVER_CPU, *argv]
-            processes[name] = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            processes[name] = subprocess.Popen(
+                argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             urls[name] = f"http://127.0.0.1:{port}/"
             first_reply(urls[name], time.monotonic() + 30)
             results[name] = {"cold_s": time.monotonic() - started, "runs": []}
@@ -271,7 +277,7 @@ def main() -> int:
         print_fresh_cold(times)
         return 0
     wrk = ensure_wrk()
-    results = bench_throughput(wrk, args.duration, args.rounds)
+    results = bench_throughput(wrk, args.duration, args.rounds, args.before)
     cold = asyncio.run(bench_runner_cold_start(args.cold_rounds))
     print("== conditions ==")
     print(conditions(args.duration, args.rounds))
@@ -288,7 +294,7 @@ def main() -> int:
         rounds = ", ".join(f"{run['rps']:.0f}" for run in r["runs"])
         print(f"    per round req/s: {rounds}")
     peer = results["func-python 0.8.1 (knative_echo)"]
-    for name in ("knflow host (knative_echo)", "knflow host (native echo)"):
+    for name in (name for name in results if name.startswith("knflow host")):
         mine = results[name]
         paired = statistics.median(m["rps"] / p["rps"] for m, p in zip(mine["runs"], peer["runs"], strict=True))
         print(
