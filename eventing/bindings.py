@@ -78,7 +78,9 @@ class ReadEvent(CloudEvent):
 
 def is_json(content_type: str | None) -> bool:
     """Whether data of this content type is JSON (none given: it is), as the SDK's JSON format decides."""
-    return content_type is None or bool(JSONFormat.JSON_CONTENT_TYPE_PATTERN.match(content_type))
+    if content_type is None or content_type == "application/json":  # the common case, without the pattern
+        return True
+    return bool(JSONFormat.JSON_CONTENT_TYPE_PATTERN.match(content_type))
 
 
 def _json_default(value: Any) -> Any:

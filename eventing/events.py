@@ -112,12 +112,11 @@ def new_event(
 def continue_run(reply: CloudEvent, cause: CloudEvent) -> CloudEvent:
     """The reply with the cause's run extensions (runid, pipeline) and a child ``traceparent`` where it set none
     itself, so a function that builds its reply without them still answers within its run, pipeline and trace."""
-    missing = {n: cause.get_extension(n) for n in RUN_EXTENSIONS if reply.get_extension(n) is None}
-    missing = {n: v for n, v in missing.items() if v is not None}
-    if reply.get_extension(TRACEPARENT) is None:  # the reply continues the cause's trace too
-        parent = cause.get_extension(TRACEPARENT)
-        runid = reply.get_extension(RUNID) or cause.get_extension(RUNID)
-        missing[TRACEPARENT] = event_traceparent(reply.get_type(), parent, runid)
+    mine, theirs = reply.get_attributes(), cause.get_attributes()  # an extension is an attribute (SDK contract)
+    missing = {n: theirs[n] for n in RUN_EXTENSIONS if mine.get(n) is None and theirs.get(n) is not None}
+    if mine.get(TRACEPARENT) is None:  # the reply continues the cause's trace too
+        parent = theirs.get(TRACEPARENT)
+        missing[TRACEPARENT] = event_traceparent(mine["type"], parent, mine.get(RUNID) or theirs.get(RUNID))
         if (parent_span := span_id_of(parent)) is not None:
             missing[PARENTSPAN] = parent_span
     if not missing:
@@ -125,7 +124,7 @@ def continue_run(reply: CloudEvent, cause: CloudEvent) -> CloudEvent:
     from eventing.bindings import ReadEvent  # bindings imports this module
 
     # the reply was checked when it was made, the cause when it was read, the traceparent is made here: not again
-    return ReadEvent({**reply.get_attributes(), **missing}, reply.get_data())
+    return ReadEvent({**mine, **missing}, reply.get_data())
 
 
 def namespace_of(event: CloudEvent) -> str:

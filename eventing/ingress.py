@@ -173,7 +173,7 @@ class IngressProtocol(asyncio.Protocol):
         del buf[: head.length]
         self.busy = True
         target = f"{head.path}?{head.query}" if head.query and self.server.asgi else head.path
-        self.task = asyncio.ensure_future(self._serve(target, head, body))
+        self.task = self.server.loop.create_task(self._serve(target, head, body))
 
     def _probed(self, head: _Head) -> None:
         """Answer a GET or HEAD here when ``probe`` knows its path, else hand the connection over."""
@@ -353,6 +353,8 @@ class IngressServer:
     """Listens on ``host:port``; ``accept(path, headers, body)`` answers a POST that ``is_ingress(path)`` with an
     ``Answer``."""
 
+    loop: asyncio.AbstractEventLoop  # the loop it listens on, set by start or start_unix
+
     def __init__(
         self,
         accept: Accept,
@@ -409,6 +411,7 @@ class IngressServer:
         self._listening(server)
 
     def _listening(self, server: asyncio.Server) -> None:
+        self.loop = asyncio.get_running_loop()  # kept: ensure_future would look it up for every request
         self._servers.append(server)
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep())

@@ -128,8 +128,10 @@ class AsgiFunction(OptionalHooks):
         return Reply(response.status, response.headers, response.body)
 
 
-def make_scope(method: str, path: str, query: bytes, raw_headers: Any, client: Any, server: Any) -> dict[str, Any]:
-    """An ASGI 3 HTTP scope for one request (header names lowercased, as ASGI asks)."""
+def make_scope(
+    method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]], client: Any, server: Any
+) -> dict[str, Any]:
+    """An ASGI 3 HTTP scope for one request; ``headers`` as ASGI asks for them (names lowercased)."""
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -140,7 +142,7 @@ def make_scope(method: str, path: str, query: bytes, raw_headers: Any, client: A
         "raw_path": path.encode(),
         "query_string": query,
         "root_path": "",
-        "headers": [(k.lower(), v) for k, v in raw_headers],
+        "headers": headers,
         "client": client,
         "server": server,
     }

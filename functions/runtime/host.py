@@ -27,7 +27,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
@@ -170,7 +170,8 @@ class FunctionHost:
             return _response(probed)
         body = await read_body(request, self.max_bytes, "request body")
         if isinstance(self.function, AsgiFunction):
-            http = _Http(request.method, request.path, request.query_string, request.raw_headers, _peer(request))
+            raw = [(name.lower(), value) for name, value in request.raw_headers]
+            http = _Http(request.method, request.path, request.query_string, raw, _peer(request))
             headers = request.headers
             return _response(await self._admitted(headers, request.path, lambda: self._asgi(http, headers, body)))
         return _response(await self._accept(request.path, request.headers, body))
@@ -184,6 +185,7 @@ class FunctionHost:
         if not isinstance(self.function, AsgiFunction):
             return await self._admitted(headers, target, lambda: self._event(headers, body))
         path, _, query = target.partition("?")
+        # the lean path's names are lower case already (eventing.ingress)
         raw = [(name.encode("latin-1"), value.encode("utf-8", "surrogateescape")) for name, value in headers.items()]
         http = _Http("POST", path, query, raw, _address(PEER.get()))
         return await self._admitted(headers, path, lambda: self._asgi(http, headers, body))
@@ -304,7 +306,7 @@ class _Http(NamedTuple):
     method: str
     path: str
     query: str
-    raw_headers: Sequence[tuple[bytes, bytes]]
+    raw_headers: list[tuple[bytes, bytes]]  # names lower case, as the ASGI scope has them
     peer: tuple[str, int] | None
 
 
