@@ -1,7 +1,8 @@
 """Benchmark: knflow's function host against Knative's Python runtime (func-python) on the same echo function.
 
 Both serve ``functions/examples/knative_echo.py`` (Knative's ``new()`` shape, unchanged); knflow also
-serves its native echo. One load generator (wrk, 1 thread, 16 connections, binary-mode CloudEvent
+serves its native echo, and ``bench/functions/bare.py`` (uvloop and llhttp with a fixed reply: the floor under any
+Python server here) runs beside them. One load generator (wrk, 1 thread, 16 connections, binary-mode CloudEvent
 POST) drives each in turn in the same run. Then: cold start (spawn -> first reply) of a runner
 worker forked from the template, of a fresh ``python -m functions.runtime.host`` and of func-python, and
 each one's idle memory. Usage: ``python bench/functions/run.py [--duration 10]``.
@@ -72,6 +73,7 @@ def servers() -> dict[str, tuple[list[str], dict[str, str]]]:
             "functions.examples.knative_echo",
         ],
         "knflow host (native echo)": [sys.executable, "-m", "functions.runtime.host", "echo"],
+        "bare uvloop + llhttp (no event)": [sys.executable, str(HERE / "bare.py")],
     }
     return {name: (argv, {**base, "LISTEN_ADDRESS": f"127.0.0.1:{free_port()}"}) for name, argv in argvs.items()}
 
@@ -301,6 +303,8 @@ def main() -> int:
             f"ratio {name} / func-python: {mine['rps'] / peer['rps']:.2f}x req/s (medians), "
             f"{paired:.2f}x (median of per-round ratios); p99 {mine['p99']:.2f} ms vs {peer['p99']:.2f} ms"
         )
+    per_request = ", ".join(f"{name} {1e6 / result['rps']:.0f} us" for name, result in results.items())
+    print(f"time per request (1 / req/s; the bare server's may be wrk's limit): {per_request}")
     print(f"== cold start: runner worker forked from the template, {args.cold_rounds} rounds ==")
     print(
         f"spawn -> first reply: median {cold['median_ms']:.1f} ms, p90 {cold['p90_ms']:.1f} ms, "
