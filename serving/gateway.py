@@ -11,6 +11,7 @@ the model, and has no control API (the Service's traffic block is the split).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import shutil
 import sys
@@ -76,7 +77,6 @@ class Gateway:
         self.metrics_registry = registry_of(self._metric_families)
         self.forks = replica_server()
         self.cache_dir = settings.data_dir / "serving-cache"
-        self.socket_dir = Path(tempfile.mkdtemp(prefix="knflow-sock-"))
         self.state_lock = asyncio.Lock()
         self.runner: web.AppRunner | None = None
         self._lean: IngressServer | None = None
@@ -95,6 +95,12 @@ class Gateway:
         self.grpc_port = settings.grpc_port
         self.grpc: GrpcService | None = None
         self.pinned = pinned_revision(settings)
+
+    @functools.cached_property
+    def socket_dir(self) -> Path:
+        """Where the replicas' Unix sockets are: made when the first pool needs it (a gateway that only commits
+        serving state makes none), removed by ``stop``."""
+        return Path(tempfile.mkdtemp(prefix="knflow-sock-"))
 
     # -- lifecycle -------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -160,7 +166,8 @@ class Gateway:
         for pool in self.pools.values():
             await pool.close()
         await self.forks.stop()
-        shutil.rmtree(self.socket_dir, ignore_errors=True)
+        if "socket_dir" in vars(self):  # made
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     # -- pools -----------------------------------------------------------------------
     def pool(self, revision: Revision) -> RevisionPool:

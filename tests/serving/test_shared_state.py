@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import threading
 from pathlib import Path
+
+import pytest
 
 from infra.settings import load_settings
 from infra.store import ArtifactStore
@@ -12,8 +15,13 @@ from serving.gateway import Gateway
 from serving.revisions import Batching, ServingState, add_revision, load_states, update_state
 
 
-def test_two_gateways_deploying_at_once_lose_no_revision(store: ArtifactStore, tmp_path: Path) -> None:
+def test_two_gateways_deploying_at_once_lose_no_revision(
+    store: ArtifactStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = load_settings(env={"KNFLOW_DATA_DIR": str(tmp_path)}, config_file=None)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # a gateway that serves nothing leaves nothing there
     gateways = [
         Gateway(settings, store),
         Gateway(settings, store),
@@ -38,6 +46,7 @@ def test_two_gateways_deploying_at_once_lose_no_revision(store: ArtifactStore, t
     stored = load_states(store)["digits"]
     assert sorted(r.version for r in stored.revisions) == list(range(1, 21))
     assert len({r.id for r in stored.revisions}) == 20
+    assert list(temp.iterdir()) == []
 
 
 def test_a_namespaces_serving_state_lives_under_its_prefix_and_default_keeps_its_place(store: ArtifactStore) -> None:
