@@ -62,7 +62,8 @@ async def per_event_us(target: str, events: int, connections: int = 16) -> float
     from functions.runtime.loader import load_function
     from infra.settings import load_settings
 
-    settings = load_settings({"KNFLOW_DATA_DIR": tempfile.mkdtemp(prefix="knflow-bench-"), "KNFLOW_LOG_LEVEL": "ERROR"})
+    scratch = tempfile.TemporaryDirectory(prefix="knflow-bench-")
+    settings = load_settings({"KNFLOW_DATA_DIR": scratch.name, "KNFLOW_LOG_LEVEL": "ERROR"})
     host = FunctionHost(load_function(target, None), settings, environ={})
     await host.start(["127.0.0.1:0"], 1.0)
     try:
@@ -87,6 +88,7 @@ async def per_event_us(target: str, events: int, connections: int = 16) -> float
         return elapsed / (events // connections * connections) * 1e6
     finally:
         await host.stop()
+        scratch.cleanup()
 
 
 def sample(tree: Path, target: str, events: int) -> float:

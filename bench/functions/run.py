@@ -39,6 +39,7 @@ from eventing.events import new_event  # noqa: E402
 from infra.localservices import free_port  # noqa: E402
 from infra.peers import PEERS, peer_python  # noqa: E402
 
+SCRATCH = tempfile.TemporaryDirectory(prefix="knflow-bench-")  # the servers' data directories, removed at exit
 # Server on one core, load generator on another, the same for every server (when there are two cores).
 _PIN = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2 and "--no-pin" not in sys.argv
 SERVER_CPU = ["taskset", "-c", "0"] if _PIN else []
@@ -61,7 +62,7 @@ def ensure_wrk() -> str:
 def servers() -> dict[str, tuple[list[str], dict[str, str]]]:
     """Each server under test: argv and environment (its own free port in LISTEN_ADDRESS)."""
     base = {**os.environ, "PYTHONPATH": str(ROOT), "KNFLOW_LOG_LEVEL": "WARNING"}
-    base["KNFLOW_DATA_DIR"] = tempfile.mkdtemp(prefix="knflow-bench-")
+    base["KNFLOW_DATA_DIR"] = tempfile.mkdtemp(dir=SCRATCH.name)
     examples = ROOT / "functions" / "examples"
     fp = [str(peer_python("func-python")), "-c", FUNC_PYTHON_LAUNCH.format(dir=str(examples))]
     argvs = {
@@ -216,9 +217,7 @@ async def bench_runner_cold_start(rounds: int) -> dict[str, float]:
     from functions.runtime.runner import Runner
     from infra.settings import load_settings
 
-    settings = load_settings(
-        {"KNFLOW_DATA_DIR": tempfile.mkdtemp(prefix="knflow-bench-"), "KNFLOW_LOG_LEVEL": "WARNING"}
-    )
+    settings = load_settings({"KNFLOW_DATA_DIR": tempfile.mkdtemp(dir=SCRATCH.name), "KNFLOW_LOG_LEVEL": "WARNING"})
     runner = Runner(settings)
     await runner.start(0)
     headers, body = to_http_binary(new_event("dev.knflow.bench.ping", "/bench", {"n": 1}))
