@@ -166,7 +166,7 @@ class Gateway:
         for pool in self.pools.values():
             await pool.close()
         await self.forks.stop()
-        if "socket_dir" in vars(self):  # made
+        if "socket_dir" in vars(self):  # a pool made it
             shutil.rmtree(self.socket_dir, ignore_errors=True)
 
     # -- pools -----------------------------------------------------------------------
