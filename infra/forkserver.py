@@ -159,6 +159,8 @@ class ForkServer:
                 return
             if self.process is not None:
                 log.warning("fork server %s exited; starting a new one", self.target)
+                assert self.process.stdin is not None
+                self.process.stdin.close()  # the dead server's pipe, not left to the collector
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "infra.forkserver", self.target,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=self.env,
@@ -204,9 +206,10 @@ class ForkServer:
     async def stop(self, timeout: float = 5.0) -> None:
         """Close the server's stdin (it exits, its children with it); kill it after ``timeout`` seconds."""
         process = self.process
-        if process is not None and process.returncode is None:
+        if process is not None:
             assert process.stdin is not None
-            process.stdin.close()
+            process.stdin.close()  # also when the server died first: its pipe is not left to the collector
+        if process is not None and process.returncode is None:
             try:
                 await asyncio.wait_for(process.wait(), timeout)
             except TimeoutError:
