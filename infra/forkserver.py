@@ -209,12 +209,12 @@ class ForkServer:
         if process is not None:
             assert process.stdin is not None
             process.stdin.close()  # also when the server died first: its pipe is not left to the collector
-        if process is not None and process.returncode is None:
-            try:
-                await asyncio.wait_for(process.wait(), timeout)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+            if process.returncode is None:
+                try:
+                    await asyncio.wait_for(process.wait(), timeout)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
         if self._reader is not None:
             await self._reader
 

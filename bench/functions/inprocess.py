@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -93,7 +94,7 @@ async def per_event_us(target: str, events: int, connections: int = 16) -> float
 
 def sample(tree: Path, target: str, events: int) -> float:
     """One fresh process of ``tree``'s host, pinned to cpu 0 where there is taskset: its microseconds per event."""
-    pin = ["taskset", "-c", "0"] if Path("/usr/bin/taskset").exists() else []
+    pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
     env = {**os.environ, "PYTHONPATH": str(tree)}
     argv = [*pin, sys.executable, str(HERE / "inprocess.py"), "--child", target, "--events", str(events)]
     out = subprocess.run(argv, env=env, cwd=tree, check=True, capture_output=True, text=True).stdout

@@ -79,7 +79,7 @@ def servers() -> dict[str, tuple[list[str], dict[str, str]]]:
     return {name: (argv, {**base, "LISTEN_ADDRESS": f"127.0.0.1:{free_port()}"}) for name, argv in argvs.items()}
 
 
-def fresh_servers(before: Path | None) -> dict[str, tuple[list[str], dict[str, str], Path]]:
+def measured_servers(before: Path | None) -> dict[str, tuple[list[str], dict[str, str], Path]]:
     """The servers measured: argv, environment (its own free port) and working directory; with ``before``, that
     checkout's hosts too, run by this interpreter."""
     chosen = {name: (argv, env, ROOT) for name, (argv, env) in servers().items()}
@@ -100,7 +100,7 @@ def cpu_s(pid: int) -> float:
 def bench_fresh_cold(rounds: int, before: Path | None) -> dict[str, list[tuple[float, float]]]:
     """Spawn -> first 200 of a fresh process per server, ``rounds`` times, the servers in turn in each round: wall
     seconds and the CPU seconds the process used until then (less disturbed by a busy machine)."""
-    chosen = fresh_servers(before)
+    chosen = measured_servers(before)
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in chosen}
     for _ in range(rounds):
         for name, (argv, env, cwd) in chosen.items():
@@ -183,7 +183,7 @@ def bench_throughput(wrk: str, duration: int, rounds: int, before: Path | None) 
     interleaved (the machine is shared)."""
     processes, urls, results = {}, {}, {}
     try:
-        for name, (argv, env, cwd) in fresh_servers(before).items():
+        for name, (argv, env, cwd) in measured_servers(before).items():
             port = int(env["LISTEN_ADDRESS"].rsplit(":", 1)[1])
             started = time.monotonic()
             argv = [*SERVER_CPU, *argv]

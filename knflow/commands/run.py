@@ -86,9 +86,9 @@ def _probe(client: Client, settings: Settings, outcome: RunOutcome) -> Probe | N
     """Send the held-out test rows to the model the run deployed or, when it registered a version kept out of
     production, to the production version the gateway serves under the same name; None when there is none to probe
     or its data is elsewhere."""
-    if not outcome.deployed and (outcome.failure or not outcome.registered):
+    model = outcome.model
+    if model is None or (not outcome.deployed and outcome.failure):
         return None
-    model = (outcome.deployed or outcome.registered or {})["name"]
     health = client.health()
     if health.get("artifacts") not in (None, settings.artifacts.url):
         print(f"knflow: the platform's artifacts are {health['artifacts']}, not {settings.artifacts.url}: no probe")
